@@ -1,0 +1,32 @@
+# The two set-up commands: `make run` starts the whole service, `make test` runs the suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/arsip db upgrade
+	exec $(BIN)/arsip serve
+
+# Installs and starts a private PostgreSQL server on loopback for the database tests,
+# runs the whole suite against SQLite and PostgreSQL, and stops the server again.
+test: $(STAMP)
+	tests/with-postgres.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: $(STAMP)
+	$(BIN)/python tests/bench/ingest.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""Arsip core: intake, store, archive, search, retention."""

@@ -1,0 +1,203 @@
+"""The `arsip` command group: the composition root that wires core, lists and web.
+
+Each command reads like its help text. Errors the user can fix (a bad setting, a missing
+file, an unknown message) end in one line on stderr and a non-zero exit status, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from archiver import migrate
+from archiver.config import Settings, SettingsError, load_settings
+from archiver.mailfiles import MailFileError
+from archiver.service import Core, Service, build_core, configure_logging
+
+
+class CliError(click.ClickException):
+    """A failure explained in one line; exits with status 1."""
+
+
+def _settings(ctx: click.Context) -> Settings:
+    return ctx.ensure_object(dict)["settings"]
+
+
+def _core(ctx: click.Context, migrate_schema: bool = True) -> Core:
+    core = build_core(_settings(ctx))
+    if migrate_schema:
+        migrate.upgrade(core.engine)
+    return core
+
+
+@click.group()
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Settings file (default: ./arsip.toml, or $ARSIP_CONFIG).",
+)
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None) -> None:
+    """Arsip: mail archive and mailing lists."""
+    try:
+        settings = load_settings(config_file=config)
+    except SettingsError as exc:
+        click.echo(f"arsip: bad setting: {exc}", err=True)
+        ctx.exit(2)
+    configure_logging(settings)
+    ctx.ensure_object(dict)["settings"] = settings
+
+
+@cli.command()
+@click.pass_context
+def serve(ctx: click.Context) -> None:
+    """Run everything: SMTP and LMTP intake, spool worker and web UI (upgrades the schema)."""
+    from web import create_app
+
+    Service(build_core(_settings(ctx)), web_app_factory=create_app).run()
+
+
+@cli.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Bring the database to the current schema."""
+    core = _core(ctx)
+    click.echo(f"database at revision {migrate.current_revision(core.engine)}")
+
+
+@db.command("revision")
+@click.option("-m", "--message", required=True, help="What the migration changes.")
+@click.pass_context
+def db_revision(ctx: click.Context, message: str) -> None:
+    """Write a new migration from the difference between models and database."""
+    migrate.revision(_core(ctx).engine, message)
+
+
+@cli.command("import")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.pass_context
+def import_command(ctx: click.Context, paths: tuple[Path, ...]) -> None:
+    """Archive the mail in mbox files, maildirs or folders of message files.
+
+    Importing the same mail again adds nothing.
+    """
+    from archiver.importer import import_paths
+
+    for path in paths:
+        if not path.exists():
+            raise CliError(f"{path}: no such file or folder")
+    try:
+        report = import_paths(_core(ctx), paths, progress=sys.stderr.isatty() or None)
+    except (MailFileError, OSError) as exc:
+        raise CliError(str(exc)) from exc
+    click.echo(
+        f"read {report.read} messages: {report.added} new, {report.duplicates} already archived"
+    )
+
+
+def _date(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date like 2024-01-31") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@cli.command()
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The mbox file to write.",
+)
+@click.option("--since", help="Only mail dated on or after this date (YYYY-MM-DD or ISO time).")
+@click.option("--until", help="Only mail dated before this date.")
+@click.pass_context
+def export(ctx: click.Context, output: Path, since: str | None, until: str | None) -> None:
+    """Write archived mail, byte for byte as received, to an mbox file."""
+    from archiver.export import count_messages, export_mbox
+
+    core = _core(ctx)
+    start, end = _date(since), _date(until)
+    with tqdm(
+        total=count_messages(core, start, end), unit="msg", desc="export", disable=None
+    ) as bar:
+        count = export_mbox(core, output, start, end, on_message=lambda _n: bar.update())
+    click.echo(f"wrote {count} messages to {output}")
+
+
+@cli.command()
+@click.pass_context
+def verify(ctx: click.Context) -> None:
+    """Re-read every stored message and check it; exit 1 if any is missing or corrupt."""
+    from archiver.verify import count_blobs, verify_store
+
+    core = _core(ctx)
+    with tqdm(total=count_blobs(core), unit="blob", desc="verify", disable=None) as bar:
+        report = verify_store(core, on_blob=bar.update)
+    for sha256 in report.missing:
+        click.echo(f"missing {sha256}")
+    for sha256 in report.corrupt:
+        click.echo(f"corrupt {sha256}")
+    click.echo(
+        f"checked {report.checked} blobs: {len(report.missing)} missing, "
+        f"{len(report.corrupt)} corrupt"
+    )
+    if not report.ok:
+        ctx.exit(1)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+def stats(ctx: click.Context, as_json: bool) -> None:
+    """Archive size and backlogs."""
+    from archiver.report import stats as collect
+
+    with _core(ctx).sessions() as session:
+        figures = collect(session)
+    if as_json:
+        click.echo(json.dumps(figures))
+    else:
+        for name, value in figures.items():
+            click.echo(f"{name:20} {value}")
+
+
+@cli.command()
+@click.argument("message_id")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+def show(ctx: click.Context, message_id: str, as_json: bool) -> None:
+    """Show one archived message's metadata, by Message-ID."""
+    from archiver.report import describe, find_message
+
+    with _core(ctx).sessions() as session:
+        message = find_message(session, message_id)
+        if message is None:
+            raise CliError(f"no archived message has Message-ID <{message_id.strip('<>')}>")
+        data = describe(message)
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False))
+    else:
+        for name, value in data.items():
+            click.echo(f"{name:20} {value}")
+
+
+def main() -> None:
+    """Console script entry point."""
+    cli(prog_name="arsip")

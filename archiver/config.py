@@ -1,0 +1,274 @@
+"""Settings: one optional `arsip.toml`, overridden by `ARSIP_*` environment variables.
+
+This is the only module that reads the environment. Every setting has a default that keeps
+the whole service on loopback with its data under `./var`, so a fresh checkout runs with no
+file at all. A bad value raises `SettingsError` naming the setting, which the CLI turns into
+one line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "ARSIP_"
+MIB = 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """A setting has a value Arsip cannot use; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class HostPort:
+    """A `host:port` pair, as given for the smarthost."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything Arsip can be told. Field names are the setting names, lower-case."""
+
+    data_dir: Path = Path("var")
+    database_url: str = ""
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 2525
+    lmtp_port: int = 2424
+    web_host: str = "127.0.0.1"
+    web_port: int = 8080
+    hostname: str = "arsip.localdomain"
+    domains: tuple[str, ...] = ()
+    journal_addresses: tuple[str, ...] = ()
+    journal_domains: Mapping[str, str] = field(default_factory=dict)
+    smarthost: HostPort | None = None
+    max_message_size: int = 25 * MIB
+    max_recipients: int = 1000
+    secret_key: str = field(default="", repr=False)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    log_level: str = "INFO"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where the intake writes the raw bytes of accepted mail before it answers 250."""
+        return self.data_dir / "spool"
+
+    @property
+    def blob_dir(self) -> Path:
+        """The content-addressed store of compressed raw messages."""
+        return self.data_dir / "blobs"
+
+    @property
+    def outgoing_dir(self) -> Path:
+        """The maildir that stands in for a smarthost when none is configured."""
+        return self.data_dir / "outgoing"
+
+    @property
+    def index_dir(self) -> Path:
+        """The whoosh index."""
+        return self.data_dir / "index"
+
+    def owns_domain(self, domain: str) -> bool:
+        """True for a domain whose addresses Arsip may accept mail for (never relays)."""
+        return domain in self.domains or domain in self.journal_domains
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected text")
+    return value.strip()
+
+
+def _integer(low: int, high: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        number = value if isinstance(value, int) else int(str(value).strip())
+        if not low <= number <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return number
+
+    return parse
+
+
+def _port(value: Any) -> int:
+    return _integer(0, 65535)(value)
+
+
+def _list(value: Any) -> list[str]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    return [str(item).strip() for item in items if str(item).strip()]
+
+
+def _domain(value: str) -> str:
+    domain = value.strip().lower().rstrip(".")
+    if not domain or "@" in domain or " " in domain or domain.startswith("."):
+        raise ValueError(f"{value!r} is not a domain")
+    return domain
+
+
+def _domains(value: Any) -> tuple[str, ...]:
+    return tuple(_domain(item) for item in _list(value))
+
+
+def _addresses(value: Any) -> tuple[str, ...]:
+    result = []
+    for item in _list(value):
+        local, at, domain = item.rpartition("@")
+        if not at or not local:
+            raise ValueError(f"{item!r} is not an email address")
+        result.append(f"{local.lower()}@{_domain(domain)}")
+    return tuple(result)
+
+
+def _domain_map(value: Any) -> dict[str, str]:
+    pairs = (
+        value.items()
+        if isinstance(value, dict)
+        else (item.split("=", 1) if "=" in item else (item, "") for item in _list(value))
+    )
+    result = {}
+    for archive, original in pairs:
+        if not str(original).strip():
+            raise ValueError(f"{archive!r} needs the form ARCHIVE=ORIGINAL")
+        result[_domain(str(archive))] = _domain(str(original))
+    return result
+
+
+def _host_port(value: Any) -> HostPort | None:
+    text = _text(value)
+    if not text:
+        return None
+    host, colon, port = text.rpartition(":")
+    if not colon or not host:
+        host, port = text, "25"
+    return HostPort(host.strip("[]"), _port(port))
+
+
+def _path(value: Any) -> Path:
+    return Path(_text(value)).expanduser()
+
+
+def _optional_path(value: Any) -> Path | None:
+    text = _text(value)
+    return Path(text).expanduser() if text else None
+
+
+def _log_level(value: Any) -> str:
+    level = _text(value).upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+    return level
+
+
+PARSERS: dict[str, Callable[[Any], Any]] = {
+    "data_dir": _path,
+    "database_url": _text,
+    "smtp_host": _text,
+    "smtp_port": _port,
+    "lmtp_port": _port,
+    "web_host": _text,
+    "web_port": _port,
+    "hostname": _text,
+    "domains": _domains,
+    "journal_addresses": _addresses,
+    "journal_domains": _domain_map,
+    "smarthost": _host_port,
+    "max_message_size": _integer(1024, 2**31),
+    "max_recipients": _integer(1, 100_000),
+    "secret_key": _text,
+    "tls_cert": _optional_path,
+    "tls_key": _optional_path,
+    "log_level": _log_level,
+}
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, config_file: Path | None = None
+) -> Settings:
+    """Read `arsip.toml` (or `ARSIP_CONFIG`) and the `ARSIP_*` variables into `Settings`.
+
+    The environment wins over the file so that one file can serve several processes that
+    differ only in a port or two.
+    """
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    path = config_file or Path(env.get("ARSIP_CONFIG", "arsip.toml"))
+    if path.exists():
+        try:
+            raw.update(tomllib.loads(path.read_text(encoding="utf-8")))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SettingsError(f"{path}: {exc}") from exc
+    elif "ARSIP_CONFIG" in env:
+        raise SettingsError(f"ARSIP_CONFIG: {path} does not exist")
+    for name in PARSERS:
+        if ENV_PREFIX + name.upper() in env:
+            raw[name] = env[ENV_PREFIX + name.upper()]
+    unknown = set(raw) - set(PARSERS)
+    if unknown:
+        raise SettingsError(f"{path}: unknown setting {sorted(unknown)[0]!r}")
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        try:
+            values[name] = PARSERS[name](value)
+        except (ValueError, TypeError) as exc:
+            raise SettingsError(f"{ENV_PREFIX}{name.upper()}: {value!r}: {exc}") from exc
+    settings = Settings(**values)
+    _check_together(settings)
+    return _with_derived_defaults(settings)
+
+
+def _check_together(settings: Settings) -> None:
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise SettingsError("ARSIP_TLS_CERT and ARSIP_TLS_KEY must be given together")
+    for name in ("tls_cert", "tls_key"):
+        path = getattr(settings, name)
+        if path is not None and not path.is_file():
+            raise SettingsError(f"{ENV_PREFIX}{name.upper()}: {path} is not a readable file")
+    ports = [settings.smtp_port, settings.lmtp_port, settings.web_port]
+    busy = [port for port in ports if port and ports.count(port) > 1]
+    if busy:
+        raise SettingsError(
+            f"ARSIP_SMTP_PORT, ARSIP_LMTP_PORT, ARSIP_WEB_PORT: {busy[0]} is used twice"
+        )
+
+
+def _with_derived_defaults(settings: Settings) -> Settings:
+    """Fill what depends on other settings: the database URL and the secret key."""
+    changes: dict[str, Any] = {}
+    if not settings.database_url:
+        changes["database_url"] = f"sqlite:///{settings.data_dir.resolve() / 'arsip.db'}"
+    if not settings.secret_key:
+        changes["secret_key"] = _persistent_secret(settings.data_dir)
+    if not changes:
+        return settings
+    values = {f.name: getattr(settings, f.name) for f in fields(settings)}
+    return Settings(**(values | changes))
+
+
+def _persistent_secret(data_dir: Path) -> str:
+    """A random key kept in the data directory, so sessions survive a restart."""
+    path = data_dir / "secret_key"
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first: use theirs
+        return path.read_text(encoding="ascii").strip()
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(key)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return key

@@ -1,0 +1,171 @@
+"""The SMTP and LMTP intake: decide, make durable, reply. Nothing else.
+
+The handler is an aiosmtpd handler object. It refuses what Arsip does not own at RCPT
+time, and answers 250 to DATA only after the group committer reports the message durable
+(invariant 1). Everything after that (parsing, archiving, fan-out) is the spool worker's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from datetime import UTC, datetime
+from typing import Any
+
+from aiosmtpd.lmtp import LMTP
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from archiver.config import Settings
+from archiver.routing import RecipientPolicy
+from archiver.spool import GroupCommitter, Incoming, SpoolFullError, new_queue_id
+
+log = logging.getLogger(__name__)
+
+TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
+STORE_FAILED = "451 4.3.0 Temporary failure storing the message; try again later"
+STORE_FULL = "452 4.3.1 Insufficient system storage; try again later"
+
+# aiosmtpd words some refusals itself; these get the enhanced status codes clients act on.
+_REWORDED = {
+    "552 Error: message size exceeds fixed maximum message size": TOO_BIG,
+    "552 Error: Too much mail data": TOO_BIG,
+}
+
+
+class _Reworded:
+    """Mixin that rewrites aiosmtpd's own reply texts into ones with enhanced codes."""
+
+    async def push(self, status: str) -> None:
+        await super().push(_REWORDED.get(status, status))  # type: ignore[misc]
+
+
+class IntakeSMTP(_Reworded, SMTP):
+    """SMTP with enhanced status codes on aiosmtpd's built-in refusals."""
+
+
+class IntakeLMTP(_Reworded, LMTP):
+    """LMTP with enhanced status codes on aiosmtpd's built-in refusals."""
+
+
+class IntakeHandler:
+    """aiosmtpd handler shared by the SMTP and LMTP servers."""
+
+    def __init__(
+        self, settings: Settings, policy: RecipientPolicy, committer: GroupCommitter
+    ) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.committer = committer
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        """Advertise PIPELINING: aiosmtpd reads commands in order, so batching is safe."""
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        """Accept only Arsip's own addresses, and no more than the configured number."""
+        if len(envelope.rcpt_tos) >= self.settings.max_recipients:
+            return TOO_MANY_RECIPIENTS
+        verdict = self.policy.check(address)
+        if not verdict.accepted:
+            log.info("refused rcpt=<%s> from peer=%s: %s", address, _peer(session), verdict.reply)
+            return verdict.reply
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.append(options)
+        return verdict.reply
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        """Spool the message durably, then acknowledge (one reply per recipient for LMTP)."""
+        data = envelope.original_content or b""
+        if len(data) > self.settings.max_message_size:
+            return TOO_BIG
+        queue_id = new_queue_id()
+        protocol = "lmtp" if isinstance(server, LMTP) else "smtp"
+        item = Incoming(
+            queue_id=queue_id,
+            envelope_from=(envelope.mail_from or "").lower(),
+            recipients=tuple(envelope.rcpt_tos),
+            data=data,
+            protocol=protocol,
+            peer=_peer(session),
+            received_at=datetime.now(UTC),
+        )
+        try:
+            await self.committer.submit(item)
+        except SpoolFullError as exc:
+            log.error("queue_id=%s not stored, storage full: %s", queue_id, exc)
+            return self._replies(server, envelope, STORE_FULL)
+        except Exception as exc:
+            log.error("queue_id=%s not stored: %s", queue_id, exc)
+            return self._replies(server, envelope, STORE_FAILED)
+        log.info(
+            "queue_id=%s accepted from=<%s> rcpts=%d size=%d peer=%s proto=%s",
+            queue_id,
+            item.envelope_from,
+            len(item.recipients),
+            len(data),
+            item.peer,
+            protocol,
+        )
+        return self._replies(server, envelope, f"250 2.0.0 Ok: queued as {queue_id}")
+
+    @staticmethod
+    def _replies(server: SMTP, envelope: Envelope, reply: str) -> str:
+        """LMTP owes one reply per accepted recipient; SMTP one for the transaction."""
+        if isinstance(server, LMTP):
+            return "\r\n".join(reply for _ in envelope.rcpt_tos)
+        return reply
+
+
+def _peer(session: Session) -> str:
+    peer = session.peer
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer)
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """A server TLS context for STARTTLS when a certificate is configured."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
+
+
+async def start_servers(settings: Settings, handler: IntakeHandler) -> list[asyncio.AbstractServer]:
+    """Listen for SMTP and LMTP (a port of 0 in the settings turns that listener off)."""
+    loop = asyncio.get_running_loop()
+    context = tls_context(settings)
+    common: dict[str, Any] = {
+        "data_size_limit": settings.max_message_size,
+        "enable_SMTPUTF8": True,
+        "decode_data": False,
+        "hostname": settings.hostname,
+        "ident": "Arsip ESMTP",
+        "tls_context": context,
+        "require_starttls": False,
+    }
+    servers = []
+    for port, protocol in ((settings.smtp_port, IntakeSMTP), (settings.lmtp_port, IntakeLMTP)):
+        if not port:
+            continue
+
+        def factory(protocol: type[SMTP] = protocol) -> SMTP:
+            return protocol(handler, loop=loop, **common)
+
+        server = await loop.create_server(factory, host=settings.smtp_host, port=port)
+        servers.append(server)
+        log.info("listening for %s on %s:%d", protocol.__name__, settings.smtp_host, port)
+    return servers

@@ -1,0 +1,118 @@
+"""Reading and writing mail files: mbox (mboxrd), maildirs and folders of messages.
+
+The mbox reader streams, so a multi-gigabyte mbox costs no more memory than its largest
+message, and it gives back each message's bytes exactly as they were stored, CRLF line
+endings included, so that an export imported again has the same sha256s.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import BinaryIO
+
+FROM_LINE = b"From "
+_ESCAPED_FROM = re.compile(rb"^>+From ")
+_NEEDS_ESCAPE = re.compile(rb"^>*From ", re.MULTILINE)
+
+
+class MailFileError(ValueError):
+    """A path that is not a mail file, maildir or folder Arsip can read."""
+
+
+@dataclass(frozen=True)
+class FoundMessage:
+    """One message found in a mail file, and how many bytes of input it accounted for."""
+
+    data: bytes
+    consumed: int
+    origin: str
+
+
+def is_mbox(path: Path) -> bool:
+    """An mbox starts with a `From ` separator line."""
+    with open(path, "rb") as handle:
+        return handle.read(len(FROM_LINE)) == FROM_LINE
+
+
+def read_mbox(handle: BinaryIO, origin: str) -> Iterator[FoundMessage]:
+    """Split an mbox into messages, undoing mboxrd `>From ` quoting.
+
+    A `From ` line starts a message only at the top of the file or after an empty line,
+    which keeps unquoted `From ` lines inside bodies (mboxo files) where they belong. The
+    empty line before each separator belongs to the format, not to the message.
+    """
+    lines: list[bytes] = []
+    consumed = 0
+    previous_blank = True
+    started = False
+    for line in handle:
+        if line.startswith(FROM_LINE) and previous_blank:
+            if started:
+                yield FoundMessage(_mbox_message(lines), consumed, origin)
+            lines = []
+            consumed = len(line)
+            started = True
+            previous_blank = False
+            continue
+        consumed += len(line)
+        previous_blank = line in (b"\n", b"\r\n")
+        if started:
+            lines.append(line[1:] if _ESCAPED_FROM.match(line) else line)
+    if started:
+        yield FoundMessage(_mbox_message(lines), consumed, origin)
+
+
+def _mbox_message(lines: list[bytes]) -> bytes:
+    if lines and lines[-1] == b"\n":
+        lines = lines[:-1]
+    return b"".join(lines)
+
+
+def mbox_entry(data: bytes, sender: str, when: datetime) -> bytes:
+    """One message as mboxrd: separator line, quoted `From ` lines, trailing empty line."""
+    stamp = time.asctime(when.timetuple())
+    body = _NEEDS_ESCAPE.sub(rb">\g<0>", data)
+    if not body.endswith(b"\n"):
+        body += b"\n"
+    separator = f"From {sender or 'MAILER-DAEMON'} {stamp}\n".encode("utf-8", "replace")
+    return separator + body + b"\n"
+
+
+def iter_path(path: Path) -> Iterator[FoundMessage]:
+    """Every message under `path`: an mbox, a single message file, a maildir or a folder.
+
+    Folders are walked in name order; a maildir's `tmp/` (half-delivered files) and hidden
+    files are skipped, and any file in the tree that starts with `From ` is read as mbox.
+    """
+    if path.is_file():
+        yield from _iter_file(path)
+        return
+    if not path.is_dir():
+        raise MailFileError(f"{path}: no such file or folder")
+    for child in sorted(path.rglob("*")):
+        relative = child.relative_to(path).parts
+        if any(part.startswith(".") for part in relative) or "tmp" in relative[:-1]:
+            continue
+        if child.is_file():
+            yield from _iter_file(child)
+
+
+def _iter_file(path: Path) -> Iterator[FoundMessage]:
+    if is_mbox(path):
+        with open(path, "rb") as handle:
+            yield from read_mbox(handle, str(path))
+    else:
+        data = path.read_bytes()
+        yield FoundMessage(data, len(data), str(path))
+
+
+def total_size(path: Path) -> int:
+    """Bytes to read under `path`, for a progress bar."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

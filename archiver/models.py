@@ -1,0 +1,202 @@
+"""The archive's tables, as typed SQLAlchemy models.
+
+The schema changes only through Alembic (`migrations/`); a test compares these models with
+the migrations so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for a big archive.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    """Declarative base with stable constraint names, which Alembic needs to alter them."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A point in time, stored as naive UTC and handed back timezone-aware.
+
+    SQLite has no time zones; storing naive UTC on both databases keeps comparisons and
+    indexes identical, and the aware values keep Python code from mixing local time in.
+    """
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class SpoolEntry(Base):
+    """One accepted SMTP/LMTP transaction whose raw bytes wait in a spool segment.
+
+    The row is committed before the client hears 250 and deleted in the same transaction
+    that archives the message, so a crash at any point leaves either the row (and the work
+    is redone) or the archived message, never neither.
+    """
+
+    __tablename__ = "spool"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    queue_id: Mapped[str] = mapped_column(String(32), unique=True)
+    segment: Mapped[str] = mapped_column(String(64), index=True)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    length: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    envelope_from: Mapped[str] = mapped_column(Text)
+    recipients: Mapped[list[str]] = mapped_column(JSON)
+    protocol: Mapped[str] = mapped_column(String(8))
+    peer: Mapped[str] = mapped_column(String(80))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class Blob(Base):
+    """A stored raw message, addressed by the sha256 of its uncompressed bytes."""
+
+    __tablename__ = "blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size_raw: Mapped[int] = mapped_column(BigInteger)
+    size_stored: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Message(Base):
+    """One archived message. Journal copies of it share this row (see `dedupe_key`)."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # sha256 over Message-ID and body: copies that differ only in trace headers are one message.
+    dedupe_key: Mapped[str] = mapped_column(String(64), unique=True)
+    message_id: Mapped[str] = mapped_column(Text, index=True)
+    sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    subject: Mapped[str] = mapped_column(Text)
+    # The subject without Re:/Fwd:/[list] prefixes, for the subject-threading fallback.
+    subject_key: Mapped[str] = mapped_column(String(255), index=True)
+    from_address: Mapped[str] = mapped_column(Text, index=True)
+    from_name: Mapped[str] = mapped_column(Text)
+    date: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    envelope_from: Mapped[str] = mapped_column(Text)
+    thread_id: Mapped[str] = mapped_column(String(32), index=True)
+    in_reply_to: Mapped[str | None] = mapped_column(Text)
+    list_id: Mapped[str | None] = mapped_column(Text, index=True)
+    body_text: Mapped[str] = mapped_column(Text)
+    flags: Mapped[list[str]] = mapped_column(JSON)
+    source: Mapped[str] = mapped_column(String(16))
+
+    addresses: Mapped[list[MessageAddress]] = relationship(
+        back_populates="message", cascade="all, delete-orphan", passive_deletes=True
+    )
+    attachments: Mapped[list[Attachment]] = relationship(
+        back_populates="message",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="Attachment.position",
+    )
+
+
+class MessageAddress(Base):
+    """An address a message concerns, by role: header roles and the envelope.
+
+    Access control ("a user sees mail they sent or received, envelope included") is one
+    indexed look-up in this table.
+    """
+
+    __tablename__ = "message_addresses"
+    __table_args__ = (
+        UniqueConstraint("message_pk", "role", "address"),
+        Index("ix_message_addresses_address_role", "address", "role"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str] = mapped_column(Text)
+    name: Mapped[str] = mapped_column(Text, default="")
+
+    message: Mapped[Message] = relationship(back_populates="addresses")
+
+
+class Attachment(Base):
+    """A non-body MIME part of an archived message; its bytes stay inside the raw blob."""
+
+    __tablename__ = "attachments"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    message_pk: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+    position: Mapped[int] = mapped_column(Integer)
+    filename: Mapped[str | None] = mapped_column(Text)
+    content_type: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    text: Mapped[str | None] = mapped_column(Text)
+
+    message: Mapped[Message] = relationship(back_populates="attachments")
+
+
+class ThreadRef(Base):
+    """Which thread a Message-ID belongs to, whether or not that message is archived.
+
+    Keeping referenced-but-missing ids ("ghosts", in JWZ's terms) lets two replies to a
+    message we never saw still land in one thread, in any arrival order.
+    """
+
+    __tablename__ = "thread_refs"
+
+    message_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    thread_id: Mapped[str] = mapped_column(String(32), index=True)
+
+
+class IndexQueueEntry(Base):
+    """A message whose search entry must be (re)written or removed."""
+
+    __tablename__ = "index_queue"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    message_pk: Mapped[int] = mapped_column(BigInteger, index=True)
+    action: Mapped[str] = mapped_column(String(8))
+    enqueued_at: Mapped[datetime] = mapped_column(UtcDateTime)

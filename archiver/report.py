@@ -1,0 +1,77 @@
+"""What `arsip stats` and `arsip show` print: plain dicts, ready for JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from archiver.archive import ENVELOPE_FROM, ENVELOPE_TO
+from archiver.models import Blob, IndexQueueEntry, Message, SpoolEntry
+
+
+def stats(session: Session) -> dict[str, int]:
+    """Counts an operator watches: archive size, compression, and the two backlogs."""
+    raw, stored = session.execute(
+        select(
+            func.coalesce(func.sum(Blob.size_raw), 0), func.coalesce(func.sum(Blob.size_stored), 0)
+        )
+    ).one()
+    return {
+        "messages": session.scalar(select(func.count()).select_from(Message)) or 0,
+        "blobs": session.scalar(select(func.count()).select_from(Blob)) or 0,
+        "blobs_bytes_raw": int(raw),
+        "blobs_bytes_stored": int(stored),
+        "spool_pending": session.scalar(select(func.count()).select_from(SpoolEntry)) or 0,
+        "index_pending": session.scalar(select(func.count()).select_from(IndexQueueEntry)) or 0,
+    }
+
+
+def find_message(session: Session, message_id: str) -> Message | None:
+    """The archived message with this Message-ID (angle brackets optional)."""
+    wanted = message_id.strip().removeprefix("<").removesuffix(">")
+    return session.scalars(
+        select(Message).where(Message.message_id == wanted).order_by(Message.id).limit(1)
+    ).first()
+
+
+def describe(message: Message) -> dict[str, Any]:
+    """One message's metadata as `arsip show --json` prints it."""
+
+    def role(name: str) -> list[str]:
+        return [a.address for a in message.addresses if a.role == name]
+
+    def named(name: str) -> list[dict[str, str]]:
+        return [{"name": a.name, "address": a.address} for a in message.addresses if a.role == name]
+
+    return {
+        "message_id": message.message_id,
+        "subject": message.subject,
+        "from": named("from"),
+        "to": named("to"),
+        "cc": named("cc"),
+        "bcc": named("bcc"),
+        "reply_to": named("reply_to"),
+        "envelope_from": (role(ENVELOPE_FROM) or [message.envelope_from])[0],
+        "envelope_recipients": sorted(role(ENVELOPE_TO)),
+        "date": message.date.isoformat(),
+        "received_at": message.received_at.isoformat(),
+        "thread_id": message.thread_id,
+        "in_reply_to": message.in_reply_to,
+        "list_id": message.list_id,
+        "sha256": message.sha256,
+        "size": message.size,
+        "source": message.source,
+        "attachments": [
+            {
+                "filename": a.filename,
+                "content_type": a.content_type,
+                "size": a.size,
+                "sha256": a.sha256,
+                "has_text": a.text is not None,
+            }
+            for a in message.attachments
+        ],
+        "flags": list(message.flags),
+    }

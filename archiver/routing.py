@@ -1,0 +1,108 @@
+"""Which recipients Arsip owns, and where the mail for each of them goes.
+
+The intake asks `RecipientPolicy.check` at RCPT time: only journal addresses, addresses in
+a journal domain, and addresses a registered router claims (the list engine registers one)
+are accepted. Everything else is refused there, so Arsip can never be used as a relay. The
+address must also be in a plain form: quoted local parts, `%` and `!` routing, source
+routes and address literals are refused outright rather than interpreted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+from archiver.config import Settings
+
+# RFC 5321 dot-atom local part (plus UTF-8 for SMTPUTF8); no quotes, no routing characters.
+_ATEXT = r"A-Za-z0-9!#$&'*+/=?^_`{|}~\-\u0080-\U0010ffff"
+_LOCAL_PART = re.compile(rf"^[{_ATEXT}]+(?:\.[{_ATEXT}]+)*$")
+_ALNUM = r"A-Za-z0-9\u0080-\U0010ffff"
+_LABEL = rf"[{_ALNUM}](?:[{_ALNUM}\-]*[{_ALNUM}])?"
+_DOMAIN = re.compile(rf"^(?:{_LABEL}\.)*{_LABEL}$")
+
+
+class Destination(Enum):
+    """What an accepted recipient stands for."""
+
+    JOURNAL = "journal"
+    ARCHIVE = "archive"
+    ROUTED = "routed"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The RCPT decision: an SMTP reply, and for accepted recipients what they mean."""
+
+    reply: str
+    destination: Destination | None = None
+    # For journal-domain addresses, the original address this copy stands for.
+    original: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.destination is not None
+
+
+class RecipientRouter(Protocol):
+    """A part of the system that owns some addresses (the list engine's list addresses)."""
+
+    def claims(self, address: str) -> bool:
+        """Whether mail to `address` (normalised, lower-case) is this router's."""
+        ...
+
+
+RELAY_DENIED = "550 5.7.1 Relaying denied: this server accepts mail only for its own addresses"
+BAD_SYNTAX = "550 5.7.1 Address not accepted: quoted, routed or literal addresses are refused"
+NO_MAILBOX = "550 5.1.1 No such address here"
+ACCEPTED = "250 2.1.5 Recipient ok"
+
+
+def normalise(address: str) -> str | None:
+    """The lower-cased `local@domain` form of a plain address, or None when it is not plain.
+
+    Lower-casing the local part too is deliberate: Arsip's own addresses are
+    case-insensitive, and the archive stores addresses lower-cased (DESIGN.md).
+    """
+    local, at, domain = address.strip().rpartition("@")
+    if not at or not local or not domain:
+        return None
+    if "%" in local or "!" in local or local.startswith("@") or ":" in local:
+        return None
+    domain = domain.rstrip(".")
+    if not _LOCAL_PART.match(local) or not _DOMAIN.match(domain):
+        return None
+    return f"{local.lower()}@{domain.lower()}"
+
+
+class RecipientPolicy:
+    """Decides RCPT TO from the settings and the registered routers."""
+
+    def __init__(self, settings: Settings, routers: Sequence[RecipientRouter] = ()) -> None:
+        self.settings = settings
+        self.routers = list(routers)
+        self.journal_addresses = set(settings.journal_addresses)
+
+    def register(self, router: RecipientRouter) -> None:
+        """Let another part of the system own addresses (called by the composition root)."""
+        self.routers.append(router)
+
+    def check(self, address: str) -> Verdict:
+        """Accept or refuse one RCPT TO address."""
+        plain = normalise(address)
+        if plain is None:
+            return Verdict(BAD_SYNTAX)
+        if plain in self.journal_addresses:
+            return Verdict(ACCEPTED, Destination.JOURNAL)
+        local, _, domain = plain.rpartition("@")
+        original_domain = self.settings.journal_domains.get(domain)
+        if original_domain is not None:
+            return Verdict(ACCEPTED, Destination.ARCHIVE, f"{local}@{original_domain}")
+        if any(router.claims(plain) for router in self.routers):
+            return Verdict(ACCEPTED, Destination.ROUTED)
+        if domain in self.settings.domains:
+            return Verdict(NO_MAILBOX)
+        return Verdict(RELAY_DENIED)

@@ -1,0 +1,172 @@
+"""Building the core's parts from settings, and running them as one service.
+
+`arsip serve` runs the intake and the web UI in one process and the spool worker in a
+child process, so that parsing mail never competes with the intake for the interpreter
+lock on a small machine. The child watches its parent and exits when the parent dies, so
+a `kill -9` of the service leaves nothing behind that still writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from archiver import migrate
+from archiver.archive import Archive
+from archiver.config import Settings
+from archiver.db import make_engine, session_factory
+from archiver.intake import IntakeHandler, start_servers
+from archiver.routing import RecipientPolicy
+from archiver.spool import GroupCommitter, Spool
+from archiver.store import DirectoryBlobStore
+from archiver.worker import SpoolWorker
+
+log = logging.getLogger(__name__)
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+@dataclass
+class Core:
+    """The archiver's parts, wired to one database and one data directory."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    store: DirectoryBlobStore
+    spool: Spool
+    archive: Archive
+    policy: RecipientPolicy
+
+    def worker(self) -> SpoolWorker:
+        """A spool worker over these parts."""
+        return SpoolWorker(self.sessions, self.spool, self.archive, self.policy)
+
+
+def build_core(settings: Settings) -> Core:
+    """Create the data directory and the parts; does not touch the schema."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.database_url)
+    sessions = session_factory(engine)
+    store = DirectoryBlobStore(settings.blob_dir)
+    return Core(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        store=store,
+        spool=Spool(settings.spool_dir, sessions),
+        archive=Archive(store),
+        policy=RecipientPolicy(settings),
+    )
+
+
+def configure_logging(settings: Settings) -> None:
+    """One line per event on stderr."""
+    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT, force=True)
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
+
+
+def run_worker_process(settings: Settings, parent_pid: int) -> None:
+    """Entry point of the spool worker child: work until the parent goes away."""
+    configure_logging(settings)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def watch_parent() -> None:
+        while not stop.wait(0.5):
+            if os.getppid() != parent_pid:
+                log.warning("parent %d is gone; spool worker stopping", parent_pid)
+                stop.set()
+
+    threading.Thread(target=watch_parent, daemon=True).start()
+    core = build_core(settings)
+    core.worker().run_forever(stop)
+
+
+class Service:
+    """Everything `arsip serve` runs, started and stopped together."""
+
+    def __init__(self, core: Core, web_app_factory: Callable[[Core], Any] | None = None) -> None:
+        self.core = core
+        self.web_app_factory = web_app_factory
+        self._worker: multiprocessing.process.BaseProcess | None = None
+        self._web_server: Any = None
+
+    def run(self) -> None:
+        """Migrate, start every part, and block until SIGINT or SIGTERM."""
+        settings = self.core.settings
+        migrate.upgrade(self.core.engine)
+        removed = self.core.spool.sweep_orphans()
+        if removed:
+            log.info("removed %d stale spool files", removed)
+        if settings.smarthost is None:
+            log.warning(
+                "no smarthost configured: outgoing mail is written to %s", settings.outgoing_dir
+            )
+        self._start_worker()
+        self._start_web()
+        try:
+            asyncio.run(self._serve_intake())
+        finally:
+            self._stop()
+
+    def _start_worker(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._worker = context.Process(
+            target=run_worker_process,
+            args=(self.core.settings, os.getpid()),
+            name="arsip-spool-worker",
+            daemon=True,
+        )
+        self._worker.start()
+
+    def _start_web(self) -> None:
+        if self.web_app_factory is None or not self.core.settings.web_port:
+            return
+        from waitress import create_server
+
+        settings = self.core.settings
+        self._web_server = create_server(
+            self.web_app_factory(self.core),
+            host=settings.web_host,
+            port=settings.web_port,
+            threads=8,
+            ident="Arsip",
+        )
+        threading.Thread(target=self._web_server.run, name="arsip-web", daemon=True).start()
+        log.info("web UI on http://%s:%d/", settings.web_host, settings.web_port)
+
+    async def _serve_intake(self) -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stopping.set)
+        handler = IntakeHandler(
+            self.core.settings, self.core.policy, GroupCommitter(self.core.spool)
+        )
+        servers = await start_servers(self.core.settings, handler)
+        log.info("arsip is up")
+        await stopping.wait()
+        log.info("stopping")
+        for server in servers:
+            server.close()
+        for server in servers:
+            await server.wait_closed()
+
+    def _stop(self) -> None:
+        if self._web_server is not None:
+            self._web_server.close()
+        if self._worker is not None and self._worker.is_alive():
+            self._worker.terminate()
+            self._worker.join(timeout=10)

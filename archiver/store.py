@@ -1,0 +1,150 @@
+"""Content-addressed, compressed storage of raw messages.
+
+A blob is the zstd-compressed raw message, named by the sha256 of the uncompressed bytes,
+so the same bytes are stored once however often they arrive. Writes go to a temporary
+file that is fsync'd, renamed into place and made durable with a directory fsync: a
+reader never sees half a blob, and a blob that was reported stored survives power loss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import zstandard
+
+SUFFIX = ".zst"
+COMPRESSION_LEVEL = 3
+
+
+class BlobMissingError(LookupError):
+    """No blob with that sha256 is in the store."""
+
+
+class BlobCorruptError(ValueError):
+    """A blob's bytes no longer hash to its name."""
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    """What `put` wrote (or found already there)."""
+
+    sha256: str
+    size_raw: int
+    size_stored: int
+    created: bool
+
+
+def fsync_directory(path: Path) -> None:
+    """Make a rename or unlink in `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class DirectoryBlobStore:
+    """Blobs as files under `root/ab/cd/<sha256>.zst`.
+
+    The directory may be a shared mount so that several machines share one store; nothing
+    here keeps state in memory beyond per-thread compressor objects.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._local = threading.local()
+
+    def _compressor(self) -> zstandard.ZstdCompressor:
+        if not hasattr(self._local, "compressor"):
+            self._local.compressor = zstandard.ZstdCompressor(level=COMPRESSION_LEVEL)
+            self._local.decompressor = zstandard.ZstdDecompressor()
+        return self._local.compressor
+
+    def _decompressor(self) -> zstandard.ZstdDecompressor:
+        self._compressor()
+        return self._local.decompressor
+
+    def path_for(self, sha256: str) -> Path:
+        """Where the blob named `sha256` lives."""
+        return self.root / sha256[:2] / sha256[2:4] / f"{sha256}{SUFFIX}"
+
+    def put(self, data: bytes, sha256: str | None = None) -> StoredBlob:
+        """Store `data` durably and return its address; storing existing bytes is a no-op."""
+        return self.put_many([data], [sha256] if sha256 else None)[0]
+
+    def put_many(self, items: list[bytes], sha256s: list[str] | None = None) -> list[StoredBlob]:
+        """Store several blobs with one round of fsyncs at the end.
+
+        Writing all files first and syncing afterwards lets the filesystem commit its
+        journal once for the batch instead of once per message.
+        """
+        digests = sha256s or [hashlib.sha256(data).hexdigest() for data in items]
+        results: list[StoredBlob] = []
+        pending: list[tuple[int, Path, Path]] = []
+        for data, digest in zip(items, digests, strict=True):
+            final = self.path_for(digest)
+            if final.exists():
+                results.append(StoredBlob(digest, len(data), final.stat().st_size, False))
+                continue
+            final.parent.mkdir(parents=True, exist_ok=True)
+            compressed = self._compressor().compress(data)
+            temp = final.with_name(f".{digest}.{os.getpid()}.{threading.get_ident()}.tmp")
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+            try:
+                os.write(fd, compressed)
+            except BaseException:
+                os.close(fd)
+                temp.unlink(missing_ok=True)
+                raise
+            pending.append((fd, temp, final))
+            results.append(StoredBlob(digest, len(data), len(compressed), True))
+        try:
+            for fd, _temp, _final in pending:
+                os.fsync(fd)
+        finally:
+            for fd, _temp, _final in pending:
+                os.close(fd)
+        for _fd, temp, final in pending:
+            os.replace(temp, final)
+        for directory in {final.parent for _fd, _temp, final in pending}:
+            fsync_directory(directory)
+        return results
+
+    def get(self, sha256: str) -> bytes:
+        """The original bytes of a blob; raises `BlobMissingError` or `BlobCorruptError`."""
+        try:
+            compressed = self.path_for(sha256).read_bytes()
+        except FileNotFoundError:
+            raise BlobMissingError(sha256) from None
+        try:
+            return self._decompressor().decompress(compressed)
+        except zstandard.ZstdError as exc:
+            raise BlobCorruptError(f"{sha256}: {exc}") from exc
+
+    def verify(self, sha256: str) -> None:
+        """Re-read a blob and check its hash; raises like `get` when it is not intact."""
+        if hashlib.sha256(self.get(sha256)).hexdigest() != sha256:
+            raise BlobCorruptError(f"{sha256}: content does not match its name")
+
+    def exists(self, sha256: str) -> bool:
+        """Whether a blob is present (without reading it)."""
+        return self.path_for(sha256).exists()
+
+    def delete(self, sha256: str) -> None:
+        """Remove a blob durably; removing a missing blob is not an error."""
+        path = self.path_for(sha256)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        fsync_directory(path.parent)
+
+    def __iter__(self) -> Iterator[str]:
+        """Every sha256 present in the store, in no particular order."""
+        for path in self.root.glob(f"??/??/*{SUFFIX}"):
+            yield path.name.removesuffix(SUFFIX)

@@ -1,0 +1,139 @@
+"""The spool worker: archive accepted mail, in batches, resuming whatever a crash left.
+
+A batch is claimed, archived and removed from the spool in one transaction, so after a
+crash the rows are still there and the batch is simply done again (archiving is
+idempotent). A batch that fails is retried one message at a time, so one bad message
+waits with a back-off instead of holding up the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from archiver.archive import Archive, RawMessage
+from archiver.db import is_postgres
+from archiver.models import SpoolEntry
+from archiver.routing import Destination, RecipientPolicy
+from archiver.spool import Spool
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 200
+MAX_BACKOFF = timedelta(hours=1)
+
+
+class SpoolWorker:
+    """Moves messages from the spool into the archive."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        spool: Spool,
+        archive: Archive,
+        policy: RecipientPolicy,
+    ) -> None:
+        self.sessions = sessions
+        self.spool = spool
+        self.archive = archive
+        self.policy = policy
+
+    def run_once(self, limit: int = BATCH_SIZE) -> int:
+        """Archive up to `limit` due spool entries; return how many were finished."""
+        try:
+            return self._process(limit, only=None)
+        except Exception as exc:  # one bad entry must not stop the others
+            log.warning("spool batch failed (%s); retrying its entries one by one", exc)
+        done = 0
+        for entry_id in self._due_ids(limit):
+            try:
+                done += self._process(1, only=entry_id)
+            except Exception as exc:
+                self._defer(entry_id, exc)
+        return done
+
+    def run_forever(
+        self, stop: threading.Event, wake: Callable[[float], bool] | None = None
+    ) -> None:
+        """Work until `stop` is set; sleep on `wake` (or poll) while the spool is empty."""
+        waiter = wake or stop.wait
+        while not stop.is_set():
+            try:
+                done = self.run_once()
+            except Exception:
+                log.exception("spool worker error")
+                done = 0
+            if not done:
+                waiter(0.2)
+
+    def _due_ids(self, limit: int) -> list[int]:
+        with self.sessions() as session:
+            return list(
+                session.scalars(
+                    select(SpoolEntry.id)
+                    .where(SpoolEntry.next_attempt_at <= datetime.now(UTC))
+                    .order_by(SpoolEntry.id)
+                    .limit(limit)
+                )
+            )
+
+    def _process(self, limit: int, only: int | None) -> int:
+        with self.sessions.begin() as session:
+            query = select(SpoolEntry).order_by(SpoolEntry.id).limit(limit)
+            if only is not None:
+                query = query.where(SpoolEntry.id == only)
+            else:
+                query = query.where(SpoolEntry.next_attempt_at <= datetime.now(UTC))
+            if is_postgres(session.get_bind()):
+                query = query.with_for_update(skip_locked=True)
+            entries = list(session.scalars(query))
+            if not entries:
+                return 0
+            self.archive.archive_batch(session, [self._raw(entry) for entry in entries])
+            Spool.finish(session, [entry.id for entry in entries])
+        with self.sessions() as session:
+            self.spool.release(session, [entry.segment for entry in entries])
+        return len(entries)
+
+    def _raw(self, entry: SpoolEntry) -> RawMessage:
+        journal = False
+        envelope_to: list[str] = []
+        for recipient in entry.recipients:
+            verdict = self.policy.check(recipient)
+            if verdict.destination is Destination.JOURNAL:
+                journal = True
+            elif verdict.original:
+                envelope_to.append(verdict.original)
+            else:
+                envelope_to.append(recipient.lower())
+        return RawMessage(
+            data=self.spool.read(entry),
+            envelope_from=entry.envelope_from,
+            envelope_to=envelope_to,
+            received_at=entry.received_at,
+            source=entry.protocol,
+            queue_id=entry.queue_id,
+            journal=journal,
+        )
+
+    def _defer(self, entry_id: int, exc: Exception) -> None:
+        with self.sessions.begin() as session:
+            entry = session.get(SpoolEntry, entry_id)
+            if entry is None:
+                return
+            entry.attempts += 1
+            delay = min(timedelta(seconds=30 * 2 ** min(entry.attempts, 10)), MAX_BACKOFF)
+            entry.next_attempt_at = datetime.now(UTC) + delay
+            entry.last_error = str(exc)[:2000]
+            log.error(
+                "queue_id=%s archiving failed (attempt %d, next in %s): %s",
+                entry.queue_id,
+                entry.attempts,
+                delay,
+                exc,
+            )

@@ -1,0 +1,1 @@
+"""The list engine: lists, members, posting rules, delivery."""

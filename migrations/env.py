@@ -1,0 +1,29 @@
+"""Alembic environment: runs against the engine `archiver.migrate` hands over."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from archiver.models import Base, UtcDateTime
+
+
+def render_item(type_: str, obj: object, autogen_context: object) -> str | bool:
+    """Write UTC columns as plain DateTime, so migrations never import application code."""
+    if type_ == "type" and isinstance(obj, UtcDateTime):
+        return "sa.DateTime()"
+    return False
+
+
+connection = context.config.attributes.get("connection")
+if connection is None:
+    raise RuntimeError("run migrations through `arsip db upgrade`, which supplies the database")
+
+context.configure(
+    connection=connection,
+    target_metadata=Base.metadata,
+    render_as_batch=connection.dialect.name == "sqlite",
+    compare_type=True,
+    render_item=render_item,
+)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,59 @@
+"""Shared fixtures: real databases, a real `arsip serve` on free loopback ports.
+
+Database tests run twice, on SQLite and on the PostgreSQL server that `make test` starts
+(`tests/with-postgres.sh` exports ARSIP_TEST_POSTGRES_URL); each test gets a fresh
+database of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from archiver import migrate
+from archiver.service import Core, build_core
+from tests.support import RunningService, postgres_database, service_env, settings_from
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each database test runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'arsip.db'}"
+    else:
+        with postgres_database() as url:
+            yield url
+
+
+@pytest.fixture
+def core(tmp_path: Path, database_url: str) -> Iterator[Core]:
+    """The archiver's parts on a migrated database, without any server."""
+    built = build_core(settings_from(service_env(tmp_path / "var", database_url)))
+    migrate.upgrade(built.engine)
+    yield built
+    built.engine.dispose()
+
+
+@pytest.fixture
+def make_service(tmp_path: Path) -> Iterator:
+    """Factory for services on SQLite (or a given database); all are stopped at the end."""
+    started: list[RunningService] = []
+
+    def make(database_url: str | None = None, start: bool = True, **extra: str) -> RunningService:
+        index = len(started)
+        env = service_env(tmp_path / f"var{index}", database_url, **extra)
+        service = RunningService(env, tmp_path / f"serve{index}.log")
+        started.append(service)
+        return service.start() if start else service
+
+    yield make
+    for service in started:
+        service.close()
+
+
+@pytest.fixture
+def service(make_service, database_url: str) -> RunningService:
+    """A running service on SQLite and, in a second run, PostgreSQL."""
+    return make_service(database_url)

@@ -1,0 +1,200 @@
+"""Helpers the tests share: a real `arsip serve` process and small messages."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from archiver.config import Settings, load_settings
+from archiver.report import stats
+from archiver.service import Core, build_core
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "corpus"
+ARSIP = str(Path(sys.executable).with_name("arsip"))
+POSTGRES_URL = os.environ.get("ARSIP_TEST_POSTGRES_URL")
+
+JOURNAL = "journal@archive.test"
+JOURNAL_DOMAIN = "bcc.example.com"
+ORIGINAL_DOMAIN = "example.com"
+LIST_DOMAIN = "lists.example.com"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test, dropped afterwards."""
+    if not POSTGRES_URL:
+        pytest.skip("ARSIP_TEST_POSTGRES_URL is not set (make test sets it)")
+    name = f"arsip_test_{secrets.token_hex(6)}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def service_env(data_dir: Path, database_url: str | None = None, **extra: str) -> dict[str, str]:
+    """The ARSIP_* variables for a service whose data lives in `data_dir`."""
+    env = {
+        "ARSIP_DATA_DIR": str(data_dir),
+        "ARSIP_SMTP_HOST": "127.0.0.1",
+        "ARSIP_SMTP_PORT": str(free_port()),
+        "ARSIP_LMTP_PORT": str(free_port()),
+        "ARSIP_WEB_PORT": str(free_port()),
+        "ARSIP_JOURNAL_ADDRESSES": JOURNAL,
+        "ARSIP_JOURNAL_DOMAINS": f"{JOURNAL_DOMAIN}={ORIGINAL_DOMAIN}",
+        "ARSIP_DOMAINS": LIST_DOMAIN,
+        "ARSIP_LOG_LEVEL": "INFO",
+    }
+    if database_url:
+        env["ARSIP_DATABASE_URL"] = database_url
+    env.update(extra)
+    return env
+
+
+def settings_from(env: dict[str, str]) -> Settings:
+    """Settings as the service with `env` sees them."""
+    return load_settings(environ=env, config_file=Path("/nonexistent/arsip.toml"))
+
+
+class RunningService:
+    """An `arsip serve` process started by a test, and ways to talk to it."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.settings = settings_from(env)
+        self.process: subprocess.Popen[bytes] | None = None
+        self._core: Core | None = None
+
+    @property
+    def smtp_port(self) -> int:
+        return self.settings.smtp_port
+
+    @property
+    def lmtp_port(self) -> int:
+        return self.settings.lmtp_port
+
+    def start(self) -> RunningService:
+        """Start the service and wait until SMTP answers."""
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [ARSIP, "serve"],
+                env={**os.environ, **self.env},
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"arsip serve exited: {self.log()}")
+            try:
+                with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=5) as client:
+                    client.noop()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"arsip serve did not start: {self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        """Stop the process we started (by its PID); returns its exit status."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        status = self.process.returncode
+        self.process = None
+        return status
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def core(self) -> Core:
+        """The archiver's parts on the service's database, for looking at the results."""
+        if self._core is None:
+            self._core = build_core(self.settings)
+        return self._core
+
+    def stats(self) -> dict[str, int]:
+        with self.core().sessions() as session:
+            return stats(session)
+
+    def wait_until_archived(self, timeout: float = 60) -> dict[str, int]:
+        """Wait for the spool to drain; returns the final stats."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            figures = self.stats()
+            if figures["spool_pending"] == 0:
+                return figures
+            time.sleep(0.1)
+        raise AssertionError(f"spool did not drain: {self.stats()}\n{self.log()}")
+
+    def smtp(self) -> smtplib.SMTP:
+        return smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=30)
+
+    def lmtp(self) -> smtplib.LMTP:
+        client = smtplib.LMTP("127.0.0.1", self.lmtp_port, timeout=30)
+        return client
+
+    def run_cli(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run an `arsip` command against this service's settings."""
+        return subprocess.run(
+            [ARSIP, *args],
+            env={**os.environ, **self.env},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=300,
+        )
+
+    def close(self) -> None:
+        self.stop()
+        if self._core is not None:
+            self._core.engine.dispose()
+
+
+def simple_message(
+    message_id: str,
+    subject: str = "Hello",
+    sender: str = "alice@example.com",
+    to: str = "bob@example.com",
+    body: str = "Hello Bob,\r\n\r\nsee you tomorrow.\r\n",
+    extra_headers: str = "",
+) -> bytes:
+    """A small, well-formed message with CRLF line endings."""
+    return (
+        f"From: Alice <{sender}>\r\nTo: {to}\r\nSubject: {subject}\r\n"
+        f"Date: Mon, 02 Feb 2026 10:00:00 +0000\r\nMessage-ID: <{message_id}>\r\n"
+        f"{extra_headers}MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}"
+    ).encode()

@@ -1,0 +1,28 @@
+"""The status page and health check: is the service up, and how far behind is it."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, render_template
+from flask.typing import ResponseReturnValue
+
+from archiver.report import stats
+
+bp = Blueprint("status", __name__)
+
+
+def _figures() -> dict[str, int]:
+    core = current_app.extensions["arsip_core"]
+    with core.sessions() as session:
+        return stats(session)
+
+
+@bp.get("/")
+def index() -> ResponseReturnValue:
+    """Say the service is up, with the archive's size and backlogs."""
+    return render_template("status.html", figures=_figures())
+
+
+@bp.get("/healthz")
+def healthz() -> ResponseReturnValue:
+    """For load balancers and monitoring: 200 with the figures while the database answers."""
+    return jsonify(status="ok", **_figures())
