@@ -35,7 +35,17 @@ _REWORDED = {
 
 
 class _Reworded:
-    """Mixin that rewrites aiosmtpd's own reply texts into ones with enhanced codes."""
+    """Mixin that rewrites aiosmtpd's own reply texts into ones with enhanced codes.
+
+    It also lifts the line length limit from RFC 5321's 1,000 to the message size limit:
+    real mail has longer lines (HTML newsletters, unwrapped base64, bare-LF messages that
+    are one "line" to SMTP), and an archive that refuses a journal copy makes the sending
+    MTA bounce it. The message size limit still bounds memory.
+    """
+
+    def __init__(self, handler: Any, *, data_size_limit: int, **options: Any) -> None:
+        self.line_length_limit = data_size_limit + 1024
+        super().__init__(handler, data_size_limit=data_size_limit, **options)  # type: ignore[call-arg]
 
     async def push(self, status: str) -> None:
         await super().push(_REWORDED.get(status, status))  # type: ignore[misc]

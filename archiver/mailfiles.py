@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 FROM_LINE = b"From "
+MMDF_SEPARATOR = b"\x01\x01\x01\x01"
 _ESCAPED_FROM = re.compile(rb"^>+From ")
 _NEEDS_ESCAPE = re.compile(rb"^>*From ", re.MULTILINE)
 
@@ -84,7 +85,7 @@ def mbox_entry(data: bytes, sender: str, when: datetime) -> bytes:
 
 
 def iter_path(path: Path) -> Iterator[FoundMessage]:
-    """Every message under `path`: an mbox, a single message file, a maildir or a folder.
+    """Every message under `path`: an mbox or MMDF file, a message file, a maildir, a folder.
 
     Folders are walked in name order; a maildir's `tmp/` (half-delivered files) and hidden
     files are skipped, and any file in the tree that starts with `From ` is read as mbox.
@@ -102,12 +103,23 @@ def iter_path(path: Path) -> Iterator[FoundMessage]:
             yield from _iter_file(child)
 
 
+def read_mmdf(data: bytes, origin: str) -> Iterator[FoundMessage]:
+    """Split an MMDF file: each message sits between two lines of four ^A characters."""
+    for chunk in data.split(MMDF_SEPARATOR):
+        message = chunk.removeprefix(b"\r\n").removeprefix(b"\n")
+        if message.strip():
+            yield FoundMessage(message, len(chunk) + len(MMDF_SEPARATOR), origin)
+
+
 def _iter_file(path: Path) -> Iterator[FoundMessage]:
     if is_mbox(path):
         with open(path, "rb") as handle:
             yield from read_mbox(handle, str(path))
+        return
+    data = path.read_bytes()
+    if data.startswith(MMDF_SEPARATOR):
+        yield from read_mmdf(data, str(path))
     else:
-        data = path.read_bytes()
         yield FoundMessage(data, len(data), str(path))
 
 

@@ -115,7 +115,7 @@ class _RawHeaderPolicy(Compat32):
     UTF-8 before Windows-1252.
     """
 
-    def header_fetch_parse(self, name: str, value: str) -> str:  # type: ignore[override]
+    def header_fetch_parse(self, name: str, value: str) -> str:
         """Return the stored value unchanged."""
         return value
 
@@ -132,7 +132,9 @@ _LOOSE_ADDRESS = re.compile(r"[^\s<>,;:\"()\[\]]+@[^\s<>,;:\"()\[\]]+")
 _META_CHARSET = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?\s*([A-Za-z0-9_.:-]+)", re.IGNORECASE)
 _FILENAME_UNSAFE = re.compile(r"[/\\]")
 _COMMENT = re.compile(r"\([^()]*\)")
-_NOT_LOCAL = frozenset(' \t<>",;:@()[]')
+_PIPERMAIL_AT = re.compile(
+    r"(?<![^\s<,])([^\s@()<>\",;]+) at ([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)(?=$|[\s>,;(])"
+)
 
 # Labels seen in real mail that Python does not know, and labels whose usual senders actually
 # write a superset (the WHATWG encoding standard makes the same substitutions).
@@ -502,19 +504,9 @@ def _addresses(
         if not text:
             continue
         if "@" not in text:
-            bare = _COMMENT.sub(" ", text).strip()
-            if ":" in bare:
-                continue  # an empty group such as "undisclosed-recipients:;"
-            # Only a lone local name such as "MAILER-DAEMON (Mail Delivery System)" is an
-            # address; anything longer without an "@" is a name with no address.
-            if bare and not any(char in _NOT_LOCAL for char in bare):
-                comments = " ".join(_COMMENT.findall(text)).replace("(", "").replace(")", "")
-                display = _collapse(_header_text(comments, flags, hint))
-                result.setdefault(bare.lower(), Address(display, bare.lower()))
-            elif bare:
-                flags.add("bad_address")
-            continue
-        pairs = _standard_addresses(text, flags)
+            # Pipermail archives write "user at example.com (Name)" to hide addresses.
+            text = _PIPERMAIL_AT.sub(r"\1@\2", text)
+        pairs = _standard_addresses(text)
         if pairs is None:
             flags.add("bad_address")
             pairs = _salvaged_addresses(text)
@@ -524,23 +516,35 @@ def _addresses(
     return list(result.values())
 
 
-def _standard_addresses(text: str, flags: set[str]) -> list[tuple[str, str]] | None:
-    """Parse with ``getaddresses``; None if it dropped or mangled anything."""
+def _standard_addresses(text: str) -> list[tuple[str, str]] | None:
+    """Parse with ``getaddresses``; None if it dropped or mangled anything.
+
+    ``getaddresses`` never complains: "Ruixin Wang" comes back as the address "Ruixin" and
+    "Doe, John <j@x>" as "Doe" plus "j@x". An address without a domain is therefore only
+    believed when it stands alone or in angle brackets, as "MAILER-DAEMON" does in bounces.
+    """
     try:
         pairs = getaddresses([text])
     except Exception:
         return None
+    lowered = text.lower()
+    items = {_COMMENT.sub("", item).strip().lower() for item in text.split(",")}
     found: list[tuple[str, str]] = []
-    for display, spec in pairs:
+    for index, (display, spec) in enumerate(pairs):
         spec = spec.strip().lower()
         if not spec:
-            if display:
+            if display and "<>" not in text:
                 return None
-            continue  # an empty group ("undisclosed-recipients:;") or a stray comma
-        if "@" not in spec or any(char.isspace() or char in '<>"' for char in spec):
+            continue  # a null sender "<>", an empty group, or a stray comma
+        if any(char.isspace() or char in '<>"' for char in spec):
             return None
+        if "@" not in spec:
+            followed_by_name = index + 1 < len(pairs) and bool(pairs[index + 1][0])
+            alone = spec in items and not followed_by_name
+            if not alone and f"<{spec}>" not in lowered:
+                return None
         found.append((display, spec))
-    return found or None
+    return found
 
 
 def _salvaged_addresses(text: str) -> list[tuple[str, str]]:

@@ -94,8 +94,15 @@ class SpoolWorker:
             entries = list(session.scalars(query))
             if not entries:
                 return 0
-            self.archive.archive_batch(session, [self._raw(entry) for entry in entries])
+            results = self.archive.archive_batch(session, [self._raw(entry) for entry in entries])
             Spool.finish(session, [entry.id for entry in entries])
+        for entry, result in zip(entries, results, strict=True):
+            log.info(
+                "queue_id=%s archived as message %d%s",
+                entry.queue_id,
+                result.message_pk,
+                "" if result.created else " (copy of a known message)",
+            )
         with self.sessions() as session:
             self.spool.release(session, [entry.segment for entry in entries])
         return len(entries)

@@ -1,0 +1,140 @@
+"""`arsip import` and `arsip export`: mbox, maildir, folders; idempotent; round trip."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from archiver.mailfiles import mbox_entry, read_mbox
+from tests.support import CORPUS, RunningService, simple_message
+
+
+def write_mbox(path: Path, messages: list[bytes]) -> None:
+    from datetime import UTC, datetime
+
+    with open(path, "wb") as handle:
+        for message in messages:
+            handle.write(mbox_entry(message, "alice@example.com", datetime(2026, 1, 1, tzinfo=UTC)))
+
+
+def test_mbox_round_trip_keeps_bytes_exactly() -> None:
+    import io
+
+    tricky = [
+        simple_message("a@example.com", body="From here on\r\n>From quoted\r\n\r\nFrom again\r\n"),
+        b"Subject: lf only\nMessage-ID: <b@example.com>\n\nFrom the start\n>>From deep\n",
+        simple_message("c@example.com", body="\r\n\r\n"),
+    ]
+    from datetime import UTC, datetime
+
+    stream = b"".join(mbox_entry(m, "x@example.com", datetime.now(UTC)) for m in tricky)
+    assert [found.data for found in read_mbox(io.BytesIO(stream), "test")] == tricky
+
+
+@pytest.fixture
+def idle(make_service, database_url: str) -> RunningService:
+    """A configured service that is not running: the CLI works on its data alone."""
+    return make_service(database_url, start=False)
+
+
+def test_import_is_idempotent_and_export_gives_back_the_same_messages(
+    idle: RunningService, tmp_path: Path
+) -> None:
+    messages = [simple_message(f"m{n}@example.com", subject=f"Number {n}") for n in range(30)]
+    source = tmp_path / "old.mbox"
+    write_mbox(source, messages)
+
+    first = idle.run_cli("import", str(source))
+    assert first.returncode == 0, first.stderr
+    assert "read 30 messages: 30 new, 0 already archived" in first.stdout
+    again = idle.run_cli("import", str(source))
+    assert "read 30 messages: 0 new, 30 already archived" in again.stdout
+    assert json.loads(idle.run_cli("stats", "--json").stdout)["messages"] == 30
+
+    exported = tmp_path / "export.mbox"
+    result = idle.run_cli("export", "--output", str(exported))
+    assert result.returncode == 0, result.stderr
+    with open(exported, "rb") as handle:
+        round_trip = {hashlib.sha256(found.data).hexdigest() for found in read_mbox(handle, "x")}
+    assert round_trip == {hashlib.sha256(m).hexdigest() for m in messages}
+
+
+def test_export_can_be_limited_by_date(idle: RunningService, tmp_path: Path) -> None:
+    early = simple_message("early@example.com").replace(b"Mon, 02 Feb 2026", b"Thu, 01 Jan 2026")
+    late = simple_message("late@example.com").replace(b"Mon, 02 Feb 2026", b"Sun, 01 Mar 2026")
+    source = tmp_path / "two.mbox"
+    write_mbox(source, [early, late])
+    idle.run_cli("import", str(source), check=True)
+    out = tmp_path / "feb.mbox"
+    result = idle.run_cli(
+        "export", "-o", str(out), "--since", "2026-02-01", "--until", "2026-03-01"
+    )
+    assert "wrote 0 messages" in result.stdout
+    result = idle.run_cli(
+        "export", "-o", str(out), "--since", "2026-01-01", "--until", "2026-02-01"
+    )
+    assert "wrote 1 messages" in result.stdout
+    assert b"early@example.com" in out.read_bytes() and b"late@example.com" not in out.read_bytes()
+    bad = idle.run_cli("export", "-o", str(out), "--since", "last tuesday")
+    assert bad.returncode == 2 and "is not a date" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_maildirs_and_folders_of_messages_are_imported(make_service, tmp_path: Path) -> None:
+    if not (CORPUS / "notmuch" / "default").is_dir():
+        pytest.skip("the shared corpus is not present")
+    idle = make_service(start=False)
+    folder = tmp_path / "maildir"
+    shutil.copytree(CORPUS / "notmuch" / "default", folder)
+    files = [
+        p for p in folder.rglob("*") if p.is_file() and "tmp" not in p.relative_to(folder).parts
+    ]
+    result = idle.run_cli("import", str(folder))
+    assert result.returncode == 0, result.stderr
+    assert f"read {len(files)} messages" in result.stdout
+    new = int(result.stdout.split(": ")[1].split(" new")[0])
+    stats = json.loads(idle.run_cli("stats", "--json").stdout)
+    assert stats["messages"] == stats["blobs"] == new > 40
+
+
+def test_import_of_a_missing_path_is_one_clear_line(make_service, tmp_path: Path) -> None:
+    idle = make_service(start=False)
+    result = idle.run_cli("import", str(tmp_path / "nope.mbox"))
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"Error: {tmp_path / 'nope.mbox'}: no such file or folder"
+
+
+def test_show_prints_the_metadata_and_fails_cleanly_for_unknown_ids(
+    idle: RunningService, tmp_path: Path
+) -> None:
+    source = tmp_path / "one.eml"
+    source.write_bytes(
+        simple_message(
+            "shown@example.com",
+            subject="=?utf-8?q?Gr=C3=BC=C3=9Fe?=",
+            extra_headers="Cc: Carol <carol@example.com>\r\n",
+        )
+    )
+    idle.run_cli("import", str(source), check=True)
+    shown = json.loads(idle.run_cli("show", "<shown@example.com>", "--json").stdout)
+    assert shown["subject"] == "Grüße"
+    assert shown["from"] == [{"name": "Alice", "address": "alice@example.com"}]
+    assert shown["cc"] == [{"name": "Carol", "address": "carol@example.com"}]
+    assert shown["date"] == "2026-02-02T10:00:00+00:00"
+    assert shown["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    for key in (
+        "to",
+        "envelope_from",
+        "envelope_recipients",
+        "thread_id",
+        "size",
+        "attachments",
+        "flags",
+    ):
+        assert key in shown
+    missing = idle.run_cli("show", "nobody@example.com", "--json")
+    assert missing.returncode == 1
+    assert "no archived message" in missing.stderr and "Traceback" not in missing.stderr
