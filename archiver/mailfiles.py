@@ -35,9 +35,9 @@ class FoundMessage:
 
 
 def is_mbox(path: Path) -> bool:
-    """An mbox starts with a `From ` separator line."""
+    """An mbox starts with a `From ` separator line (some exports put blank lines first)."""
     with open(path, "rb") as handle:
-        return handle.read(len(FROM_LINE)) == FROM_LINE
+        return handle.read(4096).lstrip(b"\r\n").startswith(FROM_LINE)
 
 
 def read_mbox(handle: BinaryIO, origin: str) -> Iterator[FoundMessage]:

@@ -51,8 +51,11 @@ _HTML_INPUT_LIMIT = 4 * BODY_TEXT_LIMIT
 # Deeper nesting than this is an attack (or mime4j's "infinite.msg"), not correspondence.
 _MAX_DEPTH = 50
 _MAX_PARTS = 5_000
-# RFC 5322 caps a line at 998 characters; longer ids are garbage and would not fit an index.
-_MAX_ID_LENGTH = 998
+# Real ids are far shorter; longer ones are garbage and would overflow a PostgreSQL btree
+# index entry (about 2.7 kB) once non-ASCII characters take several bytes each.
+_MAX_ID_LENGTH = 500
+# The attachments table stores content_type as VARCHAR(255).
+_MAX_CONTENT_TYPE_LENGTH = 255
 # A Date more than this far past the time the archive received the mail is a wrong clock.
 _FUTURE_SLACK = timedelta(days=2)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -483,7 +486,7 @@ def _list_id(value: str | None) -> str | None:
     elif any(char.isspace() for char in text):
         return None
     text = _HEADER_JUNK.sub("", text).lower()
-    return text or None
+    return text if text and len(text) <= _MAX_ID_LENGTH else None
 
 
 def _addresses(
@@ -748,6 +751,8 @@ def _attachment(
     leaf: _Leaf, filename: str | None, chosen_alternative: Message | None, flags: set[str]
 ) -> Attachment:
     part, content_type = leaf.part, leaf.content_type
+    if len(content_type) > _MAX_CONTENT_TYPE_LENGTH:
+        content_type = "application/octet-stream"
     data = _payload_bytes(part)
     text: str | None = None
     if content_type == "message/rfc822" and filename is None:

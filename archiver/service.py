@@ -74,6 +74,7 @@ def configure_logging(settings: Settings) -> None:
     """One line per event on stderr."""
     logging.basicConfig(level=settings.log_level, format=LOG_FORMAT, force=True)
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
+    logging.getLogger("pypdf").setLevel(logging.ERROR)  # one warning per oddity in every PDF
 
 
 def run_worker_process(settings: Settings, parent_pid: int) -> None:

@@ -33,11 +33,16 @@ ORIGINAL_DOMAIN = "example.com"
 LIST_DOMAIN = "lists.example.com"
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """Distinct TCP ports on 127.0.0.1 that nobody listens on right now."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 @contextmanager
@@ -59,12 +64,13 @@ def postgres_database() -> Iterator[str]:
 
 def service_env(data_dir: Path, database_url: str | None = None, **extra: str) -> dict[str, str]:
     """The ARSIP_* variables for a service whose data lives in `data_dir`."""
+    smtp_port, lmtp_port, web_port = free_ports(3)
     env = {
         "ARSIP_DATA_DIR": str(data_dir),
         "ARSIP_SMTP_HOST": "127.0.0.1",
-        "ARSIP_SMTP_PORT": str(free_port()),
-        "ARSIP_LMTP_PORT": str(free_port()),
-        "ARSIP_WEB_PORT": str(free_port()),
+        "ARSIP_SMTP_PORT": str(smtp_port),
+        "ARSIP_LMTP_PORT": str(lmtp_port),
+        "ARSIP_WEB_PORT": str(web_port),
         "ARSIP_JOURNAL_ADDRESSES": JOURNAL,
         "ARSIP_JOURNAL_DOMAINS": f"{JOURNAL_DOMAIN}={ORIGINAL_DOMAIN}",
         "ARSIP_DOMAINS": LIST_DOMAIN,

@@ -804,3 +804,14 @@ def test_every_corpus_message_parses() -> None:
         assert len(parsed.body_text) <= BODY_TEXT_LIMIT, name
         assert all(a.content_type == a.content_type.lower() for a in parsed.attachments), name
         assert all(a.email and a.email == a.email.lower() for a in parsed.from_ + parsed.to), name
+
+
+def test_overlong_identifiers_are_not_trusted() -> None:
+    raw = PLAIN.replace(b"<lunch-1@example.com>", b"<" + b"x" * 5000 + b"@example.com>")
+    raw = raw.replace(b"Subject:", b"List-Id: <" + b"l" * 5000 + b">\r\nSubject:")
+
+    parsed = parse(raw)
+
+    assert parsed.message_id == synthesize_message_id(raw)
+    assert "no_message_id" in parsed.flags
+    assert parsed.list_id is None
