@@ -14,26 +14,14 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from archiver.models import (
-    Attachment,
-    Blob,
-    IndexQueueEntry,
-    Message,
-    MessageAddress,
-    ThreadRef,
-)
+from archiver.models import Attachment, Blob, IndexQueueEntry, Message, MessageAddress
 from archiver.parse import ParsedMessage, parse_message, unwrap_journal_report
 from archiver.store import DirectoryBlobStore, StoredBlob
-from archiver.threads import (
-    SUBJECT_WINDOW,
-    is_reply_subject,
-    new_thread_id,
-    subject_key,
-    thread_candidates,
-)
+from archiver.threading_db import BatchThreader
+from archiver.threads import subject_key
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +74,12 @@ def dedupe_key(message_id: str, body_digest: str) -> str:
 
 
 class Archive:
-    """Writes archived messages; the caller owns the transaction."""
+    """Writes archived messages; the caller owns the transaction.
+
+    A batch is written with a handful of set-based statements rather than one ORM flush per
+    message: the archive worker and `arsip import` spend their time parsing, not waiting on
+    the database.
+    """
 
     def __init__(self, store: DirectoryBlobStore) -> None:
         self.store = store
@@ -94,30 +87,32 @@ class Archive:
     def archive_batch(self, session: Session, items: list[RawMessage]) -> list[ArchiveResult]:
         """Archive `items` inside the caller's transaction, blobs made durable first."""
         prepared = [self._prepare(item) for item in items]
-        keys = {p.dedupe_key for p in prepared}
-        known = {
-            m.dedupe_key: m
-            for m in session.scalars(select(Message).where(Message.dedupe_key.in_(keys)))
-        }
-        new_blobs: dict[str, bytes] = {}
+        groups: dict[str, list[_Prepared]] = {}
         for p in prepared:
-            if p.dedupe_key not in known:
-                new_blobs.setdefault(p.sha256, p.data)
-        stored = self.store.put_many(list(new_blobs.values()), list(new_blobs))
-        self._record_blobs(session, stored)
-        results = []
-        for p in prepared:
-            existing = known.get(p.dedupe_key)
-            if existing is None:
-                message = self._insert(session, p)
-                known[p.dedupe_key] = message
-                results.append(ArchiveResult(message.id, True))
-            else:
-                self._merge_envelope(session, existing, p)
-                results.append(ArchiveResult(existing.id, False))
-        return results
+            groups.setdefault(p.dedupe_key, []).append(p)
+        rows = session.execute(
+            select(Message.dedupe_key, Message.id).where(Message.dedupe_key.in_(list(groups)))
+        )
+        existing = {key: pk for key, pk in rows}
+        fresh = [copies for key, copies in groups.items() if key not in existing]
+        blobs = {copies[0].sha256: copies[0].data for copies in fresh}
+        stored = self.store.put_many(list(blobs.values()), list(blobs))
+        _insert_blob_rows(session, stored)
+        created = _insert_messages(session, fresh)
+        widened = _add_envelopes(session, {existing[k]: groups[k] for k in groups if k in existing})
+        ids = existing | created
+        now = datetime.now(UTC)
+        touched = sorted(set(created.values()) | widened)
+        if touched:
+            session.execute(
+                insert(IndexQueueEntry),
+                [{"message_pk": pk, "action": "add", "enqueued_at": now} for pk in touched],
+            )
+        firsts = {id(copies[0]) for key, copies in groups.items() if key in created}
+        return [ArchiveResult(ids[p.dedupe_key], id(p) in firsts) for p in prepared]
 
-    def _prepare(self, item: RawMessage) -> _Prepared:
+    @staticmethod
+    def _prepare(item: RawMessage) -> _Prepared:
         data = item.data
         envelope_from = item.envelope_from
         envelope_to = set(item.envelope_to)
@@ -138,158 +133,134 @@ class Archive:
             envelope_to={address.lower() for address in envelope_to},
         )
 
-    @staticmethod
-    def _record_blobs(session: Session, stored: list[StoredBlob]) -> None:
-        """Blob rows for the stored files; a file left by a crashed batch gets its row now."""
-        if not stored:
-            return
-        present = set(
-            session.scalars(select(Blob.sha256).where(Blob.sha256.in_([b.sha256 for b in stored])))
-        )
-        now = datetime.now(UTC)
-        for blob in stored:
-            if blob.sha256 not in present:
-                present.add(blob.sha256)
-                session.add(
-                    Blob(
-                        sha256=blob.sha256,
-                        size_raw=blob.size_raw,
-                        size_stored=blob.size_stored,
-                        created_at=now,
-                    )
-                )
 
-    def _insert(self, session: Session, p: _Prepared) -> Message:
-        parsed = p.parsed
+def _insert_blob_rows(session: Session, stored: list[StoredBlob]) -> None:
+    """Blob rows for the stored files; a file left by a crashed batch gets its row now."""
+    if not stored:
+        return
+    present = set(
+        session.scalars(select(Blob.sha256).where(Blob.sha256.in_([b.sha256 for b in stored])))
+    )
+    now = datetime.now(UTC)
+    rows = {
+        blob.sha256: {
+            "sha256": blob.sha256,
+            "size_raw": blob.size_raw,
+            "size_stored": blob.size_stored,
+            "created_at": now,
+        }
+        for blob in stored
+        if blob.sha256 not in present
+    }
+    if rows:
+        session.execute(insert(Blob), list(rows.values()))
+
+
+def _insert_messages(session: Session, groups: list[list[_Prepared]]) -> dict[str, int]:
+    """Insert one message per group of copies; returns dedupe key -> new message id."""
+    if not groups:
+        return {}
+    threader = BatchThreader(session, [copies[0].parsed for copies in groups])
+    rows = []
+    for copies in groups:
+        first, parsed = copies[0], copies[0].parsed
         sender = parsed.from_[0] if parsed.from_ else None
-        message = Message(
-            dedupe_key=p.dedupe_key,
-            message_id=parsed.message_id,
-            sha256=p.sha256,
-            size=len(p.data),
-            subject=parsed.subject,
-            subject_key=subject_key(parsed.subject),
-            from_address=sender.email if sender else "",
-            from_name=sender.name if sender else "",
-            date=parsed.date,
-            received_at=p.raw.received_at,
-            envelope_from=p.envelope_from,
-            thread_id=assign_thread(session, parsed),
-            in_reply_to=parsed.in_reply_to,
-            list_id=parsed.list_id,
-            body_text=parsed.body_text,
-            flags=list(parsed.flags),
-            source=p.raw.source,
+        rows.append(
+            {
+                "dedupe_key": first.dedupe_key,
+                "message_id": parsed.message_id,
+                "sha256": first.sha256,
+                "size": len(first.data),
+                "subject": parsed.subject,
+                "subject_key": subject_key(parsed.subject),
+                "from_address": sender.email if sender else "",
+                "from_name": sender.name if sender else "",
+                "date": parsed.date,
+                "received_at": first.raw.received_at,
+                "envelope_from": first.envelope_from,
+                "thread_id": threader.assign(parsed),
+                "in_reply_to": parsed.in_reply_to,
+                "list_id": parsed.list_id,
+                "body_text": parsed.body_text,
+                "flags": list(parsed.flags),
+                "source": first.raw.source,
+            }
         )
-        message.addresses = _addresses(p)
-        message.attachments = [
-            Attachment(
-                position=position,
-                filename=part.filename,
-                content_type=part.content_type,
-                size=part.size,
-                sha256=part.sha256,
-                text=part.text,
-            )
-            for position, part in enumerate(parsed.attachments)
+    threader.flush()
+    inserted = session.execute(
+        insert(Message).returning(Message.dedupe_key, Message.id, sort_by_parameter_order=True),
+        rows,
+    )
+    ids = {key: pk for key, pk in inserted}
+    addresses = []
+    attachments = []
+    for copies in groups:
+        pk = ids[copies[0].dedupe_key]
+        addresses += [
+            {"message_pk": pk, "role": role, "address": address, "name": name}
+            for (role, address), name in _address_roles(copies).items()
         ]
-        session.add(message)
-        session.flush()
-        session.add(
-            IndexQueueEntry(message_pk=message.id, action="add", enqueued_at=datetime.now(UTC))
-        )
-        log.info(
-            "queue_id=%s archived message_id=<%s> as %d thread=%s",
-            p.raw.queue_id or "-",
-            parsed.message_id,
-            message.id,
-            message.thread_id,
-        )
-        return message
-
-    @staticmethod
-    def _merge_envelope(session: Session, message: Message, p: _Prepared) -> None:
-        """Add a journal copy's envelope recipients to the message it duplicates."""
-        have = {(a.role, a.address) for a in message.addresses}
-        wanted = {(ENVELOPE_TO, address) for address in p.envelope_to}
-        if p.envelope_from:
-            wanted.add((ENVELOPE_FROM, p.envelope_from))
-        added = wanted - have
-        for role, address in sorted(added):
-            message.addresses.append(MessageAddress(role=role, address=address, name=""))
-        if added:
-            session.flush()
-            session.add(
-                IndexQueueEntry(message_pk=message.id, action="add", enqueued_at=datetime.now(UTC))
-            )
-        log.info(
-            "queue_id=%s duplicate of message %d, %d envelope addresses added",
-            p.raw.queue_id or "-",
-            message.id,
-            len(added),
-        )
+        attachments += [
+            {
+                "message_pk": pk,
+                "position": position,
+                "filename": part.filename,
+                "content_type": part.content_type,
+                "size": part.size,
+                "sha256": part.sha256,
+                "text": part.text,
+            }
+            for position, part in enumerate(copies[0].parsed.attachments)
+        ]
+    if addresses:
+        session.execute(insert(MessageAddress), addresses)
+    if attachments:
+        session.execute(insert(Attachment), attachments)
+    return ids
 
 
-def _addresses(p: _Prepared) -> list[MessageAddress]:
-    parsed = p.parsed
-    rows: dict[tuple[str, str], str] = {}
+def _address_roles(copies: list[_Prepared]) -> dict[tuple[str, str], str]:
+    """Every (role, address) of a message, headers from the first copy, envelopes from all."""
+    parsed = copies[0].parsed
+    roles: dict[tuple[str, str], str] = {}
     for role in HEADER_ROLES:
         for address in getattr(parsed, "from_" if role == "from" else role):
-            rows.setdefault((role, address.email), address.name)
-    if p.envelope_from:
-        rows.setdefault((ENVELOPE_FROM, p.envelope_from), "")
-    for address in p.envelope_to:
-        rows.setdefault((ENVELOPE_TO, address), "")
-    return [
-        MessageAddress(role=role, address=address, name=name)
-        for (role, address), name in rows.items()
-        if address
-    ]
+            if address.email:
+                roles.setdefault((role, address.email), address.name)
+    roles.update(_envelope_roles(copies))
+    return roles
 
 
-def assign_thread(session: Session, parsed: ParsedMessage) -> str:
-    """Find or start the thread of a message, merging threads it turns out to join."""
-    candidates = thread_candidates(parsed.message_id, parsed.references, parsed.in_reply_to)
+def _envelope_roles(copies: list[_Prepared]) -> dict[tuple[str, str], str]:
+    roles: dict[tuple[str, str], str] = {}
+    for copy in copies:
+        if copy.envelope_from:
+            roles[(ENVELOPE_FROM, copy.envelope_from)] = ""
+        for address in copy.envelope_to:
+            roles[(ENVELOPE_TO, address)] = ""
+    return roles
+
+
+def _add_envelopes(session: Session, known: dict[int, list[_Prepared]]) -> set[int]:
+    """Add journal copies' envelope addresses to the messages they duplicate (the union).
+
+    Returns the ids of the messages that gained an address (their index entry is stale).
+    """
+    if not known:
+        return set()
     rows = session.execute(
-        select(ThreadRef.message_id, ThreadRef.thread_id).where(
-            ThreadRef.message_id.in_(candidates)
+        select(MessageAddress.message_pk, MessageAddress.role, MessageAddress.address).where(
+            MessageAddress.message_pk.in_(list(known)),
+            MessageAddress.role.in_([ENVELOPE_FROM, ENVELOPE_TO]),
         )
     )
-    known = {message_id: thread_id for message_id, thread_id in rows}
-    found = [known[mid] for mid in candidates if mid in known]
-    if found:
-        target = found[0]
-    else:
-        target = _thread_by_subject(session, parsed) or new_thread_id(candidates[0])
-    merged = set(found) - {target}
-    if merged:
-        session.execute(
-            update(Message).where(Message.thread_id.in_(merged)).values(thread_id=target)
-        )
-        session.execute(
-            update(ThreadRef).where(ThreadRef.thread_id.in_(merged)).values(thread_id=target)
-        )
-    for mid in candidates:
-        if mid not in known:
-            session.add(ThreadRef(message_id=mid, thread_id=target))
-    session.flush()
-    return target
-
-
-def _thread_by_subject(session: Session, parsed: ParsedMessage) -> str | None:
-    """The subject fallback: only for a reply that carries no references at all."""
-    if parsed.references or parsed.in_reply_to or not is_reply_subject(parsed.subject):
-        return None
-    key = subject_key(parsed.subject)
-    if not key:
-        return None
-    return session.scalar(
-        select(Message.thread_id)
-        .where(
-            Message.subject_key == key,
-            Message.date >= parsed.date - SUBJECT_WINDOW,
-            Message.date <= parsed.date,
-        )
-        .order_by(Message.date.desc())
-        .limit(1)
-    )
+    have = {(pk, role, address) for pk, role, address in rows}
+    rows = [
+        {"message_pk": pk, "role": role, "address": address, "name": ""}
+        for pk, copies in known.items()
+        for role, address in _envelope_roles(copies)
+        if (pk, role, address) not in have
+    ]
+    if rows:
+        session.execute(insert(MessageAddress), rows)
+    return {row["message_pk"] for row in rows}

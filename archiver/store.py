@@ -49,7 +49,7 @@ def fsync_directory(path: Path) -> None:
 
 
 class DirectoryBlobStore:
-    """Blobs as files under `root/ab/cd/<sha256>.zst`.
+    """Blobs as files under `root/ab/<sha256>.zst`.
 
     The directory may be a shared mount so that several machines share one store; nothing
     here keeps state in memory beyond per-thread compressor objects.
@@ -71,7 +71,7 @@ class DirectoryBlobStore:
 
     def path_for(self, sha256: str) -> Path:
         """Where the blob named `sha256` lives."""
-        return self.root / sha256[:2] / sha256[2:4] / f"{sha256}{SUFFIX}"
+        return self.root / sha256[:2] / f"{sha256}{SUFFIX}"
 
     def put(self, data: bytes, sha256: str | None = None) -> StoredBlob:
         """Store `data` durably and return its address; storing existing bytes is a no-op."""
@@ -91,7 +91,7 @@ class DirectoryBlobStore:
             if final.exists():
                 results.append(StoredBlob(digest, len(data), final.stat().st_size, False))
                 continue
-            final.parent.mkdir(parents=True, exist_ok=True)
+            self._ensure_directory(final.parent)
             compressed = self._compressor().compress(data)
             temp = final.with_name(f".{digest}.{os.getpid()}.{threading.get_ident()}.tmp")
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
@@ -114,6 +114,14 @@ class DirectoryBlobStore:
         for directory in {final.parent for _fd, _temp, final in pending}:
             fsync_directory(directory)
         return results
+
+    def _ensure_directory(self, directory: Path) -> None:
+        """Create a fan-out directory durably (its entry in the root must survive too)."""
+        if directory.is_dir():
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(exist_ok=True)
+        fsync_directory(self.root)
 
     def get(self, sha256: str) -> bytes:
         """The original bytes of a blob; raises `BlobMissingError` or `BlobCorruptError`."""
@@ -146,5 +154,5 @@ class DirectoryBlobStore:
 
     def __iter__(self) -> Iterator[str]:
         """Every sha256 present in the store, in no particular order."""
-        for path in self.root.glob(f"??/??/*{SUFFIX}"):
+        for path in self.root.glob(f"??/*{SUFFIX}"):
             yield path.name.removesuffix(SUFFIX)
