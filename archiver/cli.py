@@ -61,7 +61,10 @@ def serve(ctx: click.Context) -> None:
     """Run everything: SMTP and LMTP intake, spool worker and web UI (upgrades the schema)."""
     from web import create_app
 
-    Service(build_core(_settings(ctx)), web_app_factory=create_app).run()
+    try:
+        Service(build_core(_settings(ctx)), web_app_factory=create_app).run()
+    except OSError as exc:
+        raise CliError(f"cannot start: {exc}") from exc
 
 
 @cli.group()

@@ -105,7 +105,11 @@ class Service:
         self._web_server: Any = None
 
     def run(self) -> None:
-        """Migrate, start every part, and block until SIGINT or SIGTERM."""
+        """Migrate, start every part, and block until SIGINT or SIGTERM.
+
+        Every listener is bound before the worker starts, so a busy port fails start-up
+        at once (an `OSError` for the CLI to report) and leaves nothing running.
+        """
         settings = self.core.settings
         migrate.upgrade(self.core.engine)
         removed = self.core.spool.sweep_orphans()
@@ -115,10 +119,8 @@ class Service:
             log.warning(
                 "no smarthost configured: outgoing mail is written to %s", settings.outgoing_dir
             )
-        self._start_worker()
-        self._start_web()
         try:
-            asyncio.run(self._serve_intake())
+            asyncio.run(self._serve())
         finally:
             self._stop()
 
@@ -148,7 +150,7 @@ class Service:
         threading.Thread(target=self._web_server.run, name="arsip-web", daemon=True).start()
         log.info("web UI on http://%s:%d/", settings.web_host, settings.web_port)
 
-    async def _serve_intake(self) -> None:
+    async def _serve(self) -> None:
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -157,6 +159,8 @@ class Service:
             self.core.settings, self.core.policy, GroupCommitter(self.core.spool)
         )
         servers = await start_servers(self.core.settings, handler)
+        self._start_web()
+        self._start_worker()
         log.info("arsip is up")
         await stopping.wait()
         log.info("stopping")

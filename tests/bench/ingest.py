@@ -463,13 +463,12 @@ async def _send_share(
         async with asyncio.timeout_at(deadline):
             for index in indices:
                 mail_from, payload = _PAYLOADS[index]
-                done += 1
                 failed = ""
                 for command, wanted in ((mail_from, 250), (rcpt, 250), (b"DATA\r\n", 354)):
                     writer.write(command)
                     code, text = await _reply(reader)
                     if code != wanted:
-                        failed = f"{command.split(b':')[0].strip().decode()} {text}"
+                        failed = f"{command.split()[0].decode()} {text}"
                         break
                 if not failed:
                     writer.write(payload)
@@ -477,17 +476,21 @@ async def _send_share(
                     code, text = await _reply(reader)
                     if code == 250:
                         report.ok += 1
+                        done += 1
                         continue
                     failed = f"DATA-END {text}"
                 report.fail(failed)
+                done += 1
                 writer.write(b"RSET\r\n")
                 await _reply(reader)
             writer.write(b"QUIT\r\n")
             await _reply(reader)
     except TimeoutError:
-        report.fail("TIMEOUT 0 no reply before the time limit", len(indices) - done + 1)
+        if len(indices) > done:
+            report.fail("TIMEOUT 0 no reply before the time limit", len(indices) - done)
     except (OSError, SmtpError) as exc:
-        report.fail(f"CONNECTION 0 {exc}", len(indices) - done + 1)
+        if len(indices) > done:
+            report.fail(f"CONNECTION 0 {exc}", len(indices) - done)
     finally:
         writer.close()
 
