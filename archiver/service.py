@@ -170,6 +170,7 @@ class Service:
             await server.wait_closed()
 
     def _stop(self) -> None:
+        self.core.spool.close()
         if self._web_server is not None:
             self._web_server.close()
         if self._worker is not None and self._worker.is_alive():

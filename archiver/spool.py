@@ -1,17 +1,26 @@
 """The durable spool between "250 OK" and the archive.
 
-Accepted transactions are written in batches: the raw bytes of every message in a batch go
-into one segment file (temp file, fsync, rename, directory fsync) and their spool rows are
-committed in one transaction. Only then does any of those clients hear 250. One fsync and
-one commit per batch instead of per message is what lets a durable intake keep up with a
-bare SMTP sink; while a batch is being flushed, the next one fills up.
+Accepted transactions are written in batches. The raw bytes of every message in a batch
+are appended to the intake's current segment file and made durable with one `fdatasync`,
+then the batch's spool rows (segment, offset, length, sha256) are committed in one
+transaction. Only then does any of those clients hear 250. One sync and one commit per
+batch instead of a new file, two fsyncs and a commit per message is what lets a durable
+intake keep up with a bare SMTP sink; while a batch is being flushed, the next one fills.
+
+A segment is created under a temporary name, locked, fsync'd, renamed and its directory
+fsync'd before the first append, so its name is durable before any byte in it is
+acknowledged. Bytes of a batch that failed are never referenced by a row (and a torn tail
+after a crash is unreachable), so nothing half-stored is ever read. The intake holds an
+exclusive `flock` on the segment it appends to; the worker deletes a segment only when no
+row needs it and it can take that lock, i.e. once the intake has moved on or died.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import fcntl
 import hashlib
-import itertools
 import logging
 import os
 import secrets
@@ -21,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from archiver.models import SpoolEntry
@@ -31,6 +40,9 @@ log = logging.getLogger(__name__)
 
 SEGMENT_SUFFIX = ".seg"
 ORPHAN_AGE = timedelta(hours=1)
+SEGMENT_MAX_BYTES = 64 * 1024 * 1024
+SEGMENT_MAX_AGE = 60.0  # seconds: a segment this old is sealed so its space can be reclaimed
+SPOOL_TABLE = SpoolEntry.__table__
 
 
 class SpoolError(RuntimeError):
@@ -65,37 +77,49 @@ class Spool:
     def __init__(self, directory: Path, sessions: sessionmaker[Session]) -> None:
         self.directory = directory
         self.sessions = sessions
-        self._counter = itertools.count()
+        self.engine = sessions.kw["bind"]
+        self._segment: _Segment | None = None
         directory.mkdir(parents=True, exist_ok=True)
 
     def commit_batch(self, batch: list[Incoming]) -> None:
-        """Make every message of `batch` durable, or raise and leave no trace of the batch."""
-        name = f"{time.time_ns()}-{os.getpid()}-{next(self._counter)}{SEGMENT_SUFFIX}"
-        final = self.directory / name
-        temp = self.directory / f".{name}.tmp"
-        rows = []
-        offset = 0
+        """Make every message of `batch` durable, or raise with none of it acknowledged.
+
+        Called by one flusher at a time (the group committer), never concurrently.
+        """
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-            try:
-                for item in batch:
-                    _write_all(fd, item.data)
-                    rows.append(_row(item, name, offset))
-                    offset += len(item.data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(temp, final)
-            fsync_directory(self.directory)
+            segment = self._writable_segment()
+            rows = []
+            offset = segment.size
+            for item in batch:
+                rows.append(_row(item, segment.name, offset))
+                offset += len(item.data)
+            segment.append(b"".join(item.data for item in batch))
         except OSError as exc:
-            temp.unlink(missing_ok=True)
+            self._seal()  # after a failed write or sync the file's state is unknown
             raise _spool_error(exc) from exc
         try:
-            with self.sessions.begin() as session:
-                session.execute(insert(SpoolEntry), rows)
+            # Core, not the ORM: this runs once per batch on the intake's critical path.
+            with self.engine.begin() as connection:
+                connection.execute(SPOOL_TABLE.insert(), rows)
         except Exception as exc:
-            final.unlink(missing_ok=True)
             raise _spool_error(exc) from exc
+
+    def close(self) -> None:
+        """Seal the current segment (the worker may delete it once it is archived)."""
+        self._seal()
+
+    def _writable_segment(self) -> _Segment:
+        segment = self._segment
+        if segment is not None and not segment.full():
+            return segment
+        self._seal()
+        self._segment = _Segment.create(self.directory)
+        return self._segment
+
+    def _seal(self) -> None:
+        if self._segment is not None:
+            self._segment.close()
+            self._segment = None
 
     def read(self, entry: SpoolEntry) -> bytes:
         """The raw bytes of a spooled message, checked against the hash taken at intake."""
@@ -107,28 +131,30 @@ class Spool:
         return data
 
     def release(self, session: Session, segments: Iterable[str]) -> None:
-        """Delete segment files none of whose messages still wait in the spool."""
+        """Delete segment files that no waiting message needs and no intake appends to."""
         for segment in set(segments):
             waiting = session.scalar(
                 select(func.count()).select_from(SpoolEntry).where(SpoolEntry.segment == segment)
             )
             if not waiting:
-                (self.directory / segment).unlink(missing_ok=True)
+                _remove_unless_in_use(self.directory / segment)
 
     def sweep_orphans(self) -> int:
-        """Remove leftovers of batches that crashed before their rows were committed.
+        """Remove segments left with nothing to archive (by crashes, or while idle).
 
-        Only files older than an hour are touched: a younger one may belong to a batch that
-        another intake process is committing right now.
+        A segment an intake still holds is skipped; a temporary file is removed only when it
+        is an hour old, since a younger one may be a segment being created right now.
         """
         cutoff = time.time() - ORPHAN_AGE.total_seconds()
         with self.sessions() as session:
             live = set(session.scalars(select(SpoolEntry.segment).distinct()))
         removed = 0
         for path in self.directory.iterdir():
-            stale = path.stat().st_mtime < cutoff
-            if stale and (path.name.endswith(".tmp") or path.name not in live):
-                path.unlink(missing_ok=True)
+            if path.name.endswith(".tmp"):
+                if path.stat().st_mtime < cutoff:
+                    path.unlink(missing_ok=True)
+                    removed += 1
+            elif path.name not in live and _remove_unless_in_use(path):
                 removed += 1
         return removed
 
@@ -142,10 +168,68 @@ class Spool:
         session.execute(delete(SpoolEntry).where(SpoolEntry.id.in_(list(entry_ids))))
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+class _Segment:
+    """The append-only file an intake process writes, locked while it is in use."""
+
+    def __init__(self, directory: Path, name: str, fd: int) -> None:
+        self.directory = directory
+        self.name = name
+        self.fd = fd
+        self.size = 0
+        self.opened = time.monotonic()
+
+    @classmethod
+    def create(cls, directory: Path) -> _Segment:
+        """A new, empty, locked segment whose name is already durable."""
+        name = f"{time.time_ns()}-{os.getpid()}{SEGMENT_SUFFIX}"
+        temp = directory / f".{name}.tmp"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.fsync(fd)
+            os.rename(temp, directory / name)
+            fsync_directory(directory)
+        except BaseException:
+            os.close(fd)
+            temp.unlink(missing_ok=True)
+            raise
+        return cls(directory, name, fd)
+
+    def full(self) -> bool:
+        """Time to start a new segment, so finished ones can be deleted."""
+        too_old = time.monotonic() - self.opened > SEGMENT_MAX_AGE
+        return self.size >= SEGMENT_MAX_BYTES or too_old
+
+    def append(self, data: bytes) -> None:
+        """Append and make durable; the file size grows only once the data is synced."""
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view) :]
+        os.fdatasync(self.fd)
+        if os.fstat(self.fd).st_nlink == 0:  # deleted under us: the bytes would be unreachable
+            raise FileNotFoundError(errno.ENOENT, "spool segment was removed", self.name)
+        self.size += len(data)
+
+    def close(self) -> None:
+        """Stop appending; closing also releases the lock."""
+        os.close(self.fd)
+
+
+def _remove_unless_in_use(path: Path) -> bool:
+    """Unlink a segment unless an intake holds its lock; True when it was removed."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        path.unlink(missing_ok=True)
+        return True
+    finally:
+        os.close(fd)
 
 
 def _row(item: Incoming, segment: str, offset: int) -> dict[str, object]:
