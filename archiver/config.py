@@ -59,11 +59,6 @@ class Settings:
     log_level: str = "INFO"
 
     @property
-    def spool_dir(self) -> Path:
-        """Where the intake writes the raw bytes of accepted mail before it answers 250."""
-        return self.data_dir / "spool"
-
-    @property
     def blob_dir(self) -> Path:
         """The content-addressed store of compressed raw messages."""
         return self.data_dir / "blobs"

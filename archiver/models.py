@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -64,20 +65,19 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 
 class SpoolEntry(Base):
-    """One accepted SMTP/LMTP transaction whose raw bytes wait in a spool segment.
+    """One accepted SMTP/LMTP transaction, raw bytes included, waiting to be archived.
 
-    The row is committed before the client hears 250 and deleted in the same transaction
-    that archives the message, so a crash at any point leaves either the row (and the work
-    is redone) or the archived message, never neither.
+    The row, bytes and all, is committed before the client hears 250 and deleted in the
+    same transaction that archives the message, so a crash at any point leaves either the
+    row (and the work is redone) or the archived message, never neither.
     """
 
     __tablename__ = "spool"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     queue_id: Mapped[str] = mapped_column(String(32), unique=True)
-    segment: Mapped[str] = mapped_column(String(64), index=True)
-    offset: Mapped[int] = mapped_column(BigInteger)
-    length: Mapped[int] = mapped_column(BigInteger)
+    data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     envelope_from: Mapped[str] = mapped_column(Text)
     recipients: Mapped[list[str]] = mapped_column(JSON)

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker, undefer
 
 from archiver.archive import Archive, RawMessage
 from archiver.db import is_postgres
@@ -25,6 +24,9 @@ from archiver.spool import Spool
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 200
+BATCH_BYTES = 64 * 1024 * 1024
+IDLE_POLL = 0.2  # seconds between looks at an empty spool
+SMALL_BATCH_PAUSE = 0.1  # seconds to let a batch fill after a small one
 MAX_BACKOFF = timedelta(hours=1)
 
 
@@ -34,12 +36,10 @@ class SpoolWorker:
     def __init__(
         self,
         sessions: sessionmaker[Session],
-        spool: Spool,
         archive: Archive,
         policy: RecipientPolicy,
     ) -> None:
         self.sessions = sessions
-        self.spool = spool
         self.archive = archive
         self.policy = policy
 
@@ -57,19 +57,21 @@ class SpoolWorker:
                 self._defer(entry_id, exc)
         return done
 
-    def run_forever(
-        self, stop: threading.Event, wake: Callable[[float], bool] | None = None
-    ) -> None:
-        """Work until `stop` is set; sleep on `wake` (or poll) while the spool is empty."""
-        waiter = wake or stop.wait
+    def run_forever(self, stop: threading.Event) -> None:
+        """Work until `stop` is set.
+
+        After a small batch the worker waits a moment so that, under load, the next batch
+        is large: a batch costs a few queries and syncs whatever its size, and archiving
+        a moment later costs nobody anything (the sender already has its 250).
+        """
         while not stop.is_set():
             try:
                 done = self.run_once()
             except Exception:
                 log.exception("spool worker error")
                 done = 0
-            if not done:
-                waiter(0.2)
+            if done < BATCH_SIZE:
+                stop.wait(IDLE_POLL if not done else SMALL_BATCH_PAUSE)
 
     def _due_ids(self, limit: int) -> list[int]:
         with self.sessions() as session:
@@ -84,14 +86,7 @@ class SpoolWorker:
 
     def _process(self, limit: int, only: int | None) -> int:
         with self.sessions.begin() as session:
-            query = select(SpoolEntry).order_by(SpoolEntry.id).limit(limit)
-            if only is not None:
-                query = query.where(SpoolEntry.id == only)
-            else:
-                query = query.where(SpoolEntry.next_attempt_at <= datetime.now(UTC))
-            if is_postgres(session.get_bind()):
-                query = query.with_for_update(skip_locked=True)
-            entries = list(session.scalars(query))
+            entries = self._claim(session, limit, only)
             if not entries:
                 return 0
             results = self.archive.archive_batch(session, [self._raw(entry) for entry in entries])
@@ -103,9 +98,38 @@ class SpoolWorker:
                 result.message_pk,
                 "" if result.created else " (copy of a known message)",
             )
-        with self.sessions() as session:
-            self.spool.release(session, [entry.segment for entry in entries])
         return len(entries)
+
+    @staticmethod
+    def _claim(session: Session, limit: int, only: int | None) -> list[SpoolEntry]:
+        """Lock and load the next due entries, at most `limit` and about `BATCH_BYTES`.
+
+        On PostgreSQL, `SKIP LOCKED` lets several workers take disjoint batches.
+        """
+        query = select(SpoolEntry.id, SpoolEntry.size).order_by(SpoolEntry.id).limit(limit)
+        if only is not None:
+            query = query.where(SpoolEntry.id == only)
+        else:
+            query = query.where(SpoolEntry.next_attempt_at <= datetime.now(UTC))
+        if is_postgres(session.get_bind()):
+            query = query.with_for_update(skip_locked=True)
+        chosen: list[int] = []
+        total = 0
+        for entry_id, size in session.execute(query):
+            if chosen and total + size > BATCH_BYTES:
+                break
+            chosen.append(entry_id)
+            total += size
+        if not chosen:
+            return []
+        return list(
+            session.scalars(
+                select(SpoolEntry)
+                .options(undefer(SpoolEntry.data))
+                .where(SpoolEntry.id.in_(chosen))
+                .order_by(SpoolEntry.id)
+            )
+        )
 
     def _raw(self, entry: SpoolEntry) -> RawMessage:
         journal = False
@@ -119,7 +143,7 @@ class SpoolWorker:
             else:
                 envelope_to.append(recipient.lower())
         return RawMessage(
-            data=self.spool.read(entry),
+            data=Spool.read(entry),
             envelope_from=entry.envelope_from,
             envelope_to=envelope_to,
             received_at=entry.received_at,

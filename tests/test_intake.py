@@ -9,10 +9,18 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.engine import make_url
 
 from archiver.models import SpoolEntry
-from tests.support import JOURNAL, JOURNAL_DOMAIN, LIST_DOMAIN, RunningService, simple_message
+from tests.support import (
+    JOURNAL,
+    JOURNAL_DOMAIN,
+    LIST_DOMAIN,
+    RunningService,
+    postgres_database,
+    simple_message,
+)
 
 
 @pytest.fixture
@@ -128,24 +136,44 @@ def test_250_means_the_message_is_already_durable(arsip: RunningService) -> None
     assert arsip.stats()["messages"] == 1
 
 
-def test_storage_failure_answers_451_and_keeps_nothing(arsip: RunningService) -> None:
-    spool = arsip.settings.spool_dir
-    shutil.rmtree(spool)
-    spool.write_text("not a directory")  # every segment write now fails
-    try:
-        with arsip.smtp() as client, pytest.raises(smtplib.SMTPDataError) as failed:
+def test_storage_failure_answers_451_and_keeps_nothing(make_service) -> None:
+    """The database refuses writes (read-only): no 250, nothing stored, a retry later works."""
+    with postgres_database() as url:
+        arsip = make_service(url)
+        admin = create_engine(url, isolation_level="AUTOCOMMIT")
+        name = make_url(url).database
+
+        def set_read_only(flag: str) -> None:
+            with admin.connect() as connection:
+                connection.execute(
+                    text(f'ALTER DATABASE "{name}" SET default_transaction_read_only = {flag}')
+                )
+                connection.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :name AND pid <> pg_backend_pid()"
+                    ),
+                    {"name": name},
+                )
+
+        set_read_only("on")
+        try:
+            with arsip.smtp() as client, pytest.raises(smtplib.SMTPDataError) as failed:
+                client.sendmail(
+                    "alice@example.com", [JOURNAL], simple_message("lost@example.com")
+                )
+            assert failed.value.smtp_code == 451
+            assert failed.value.smtp_error.startswith(b"4.3.0")
+        finally:
+            set_read_only("off")
+        figures = arsip.stats()
+        assert figures["spool_pending"] == 0 and figures["messages"] == 0
+        # Once storage is back, the retry is accepted.
+        with arsip.smtp() as client:
             client.sendmail("alice@example.com", [JOURNAL], simple_message("lost@example.com"))
-        assert failed.value.smtp_code == 451
-        assert failed.value.smtp_error.startswith(b"4.3.0")
-    finally:
-        spool.unlink()
-        spool.mkdir()
-    figures = arsip.stats()
-    assert figures["spool_pending"] == 0 and figures["messages"] == 0
-    # Once storage is back, the retry is accepted.
-    with arsip.smtp() as client:
-        client.sendmail("alice@example.com", [JOURNAL], simple_message("lost@example.com"))
-    assert arsip.wait_until_archived()["messages"] == 1
+        assert arsip.wait_until_archived()["messages"] == 1
+        arsip.close()
+        admin.dispose()
 
 
 def test_lmtp_gives_one_reply_per_recipient(arsip: RunningService) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import select
 
 from archiver.models import SpoolEntry
 from archiver.service import Core
-from archiver.spool import Incoming, Spool, new_queue_id
+from archiver.spool import Incoming, Spool, SpoolError, new_queue_id
 from tests.support import JOURNAL, simple_message
 
 
@@ -30,19 +31,14 @@ def test_committed_batches_can_be_read_back_exactly(core: Core) -> None:
     core.spool.commit_batch(items[2:])
     with core.sessions() as session:
         entries = list(session.scalars(select(SpoolEntry).order_by(SpoolEntry.id)))
-        assert [core.spool.read(entry) for entry in entries] == [item.data for item in items]
+        assert [Spool.read(entry) for entry in entries] == [item.data for item in items]
 
 
-def test_the_segment_an_intake_appends_to_is_never_deleted_under_it(core: Core) -> None:
-    core.spool.commit_batch([incoming(1)])
-    with core.sessions.begin() as session:
-        entries = list(session.scalars(select(SpoolEntry)))
-        Spool.finish(session, [entry.id for entry in entries])
-    segment = core.spool.directory / entries[0].segment
+def test_a_batch_that_fails_leaves_nothing_behind(core: Core) -> None:
+    first = incoming(1)
+    core.spool.commit_batch([first])
+    duplicate_queue_id = Incoming(**{**first.__dict__, "data": b"other bytes\r\n"})
+    with pytest.raises(SpoolError):
+        core.spool.commit_batch([incoming(2), duplicate_queue_id])
     with core.sessions() as session:
-        core.spool.release(session, [segment.name])
-    assert segment.exists(), "deleted while the intake still appends to it"
-    core.spool.close()
-    with core.sessions() as session:
-        core.spool.release(session, [segment.name])
-    assert not segment.exists()
+        assert Spool.pending(session) == 1

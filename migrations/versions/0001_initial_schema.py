@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 05:06:37.927149
+Create Date: 2026-11-27 05:49:19.289202
 """
 
 from collections.abc import Sequence
@@ -51,9 +51,8 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("queue_id", sa.String(length=32), nullable=False),
-        sa.Column("segment", sa.String(length=64), nullable=False),
-        sa.Column("offset", sa.BigInteger(), nullable=False),
-        sa.Column("length", sa.BigInteger(), nullable=False),
+        sa.Column("data", sa.LargeBinary(), nullable=False),
+        sa.Column("size", sa.BigInteger(), nullable=False),
         sa.Column("sha256", sa.String(length=64), nullable=False),
         sa.Column("envelope_from", sa.Text(), nullable=False),
         sa.Column("recipients", sa.JSON(), nullable=False),
@@ -70,7 +69,6 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_spool_next_attempt_at"), ["next_attempt_at"], unique=False
         )
-        batch_op.create_index(batch_op.f("ix_spool_segment"), ["segment"], unique=False)
 
     op.create_table(
         "thread_refs",
@@ -211,7 +209,6 @@ def downgrade() -> None:
 
     op.drop_table("thread_refs")
     with op.batch_alter_table("spool", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_spool_segment"))
         batch_op.drop_index(batch_op.f("ix_spool_next_attempt_at"))
 
     op.drop_table("spool")
