@@ -102,7 +102,7 @@ def import_command(ctx: click.Context, paths: tuple[Path, ...]) -> None:
         if not path.exists():
             raise CliError(f"{path}: no such file or folder")
     try:
-        report = import_paths(_core(ctx), paths, progress=sys.stderr.isatty() or None)
+        report = import_paths(_core(ctx), paths, progress=sys.stderr.isatty())
     except (MailFileError, OSError) as exc:
         raise CliError(str(exc)) from exc
     click.echo(

@@ -68,15 +68,6 @@ class Settings:
         """The maildir that stands in for a smarthost when none is configured."""
         return self.data_dir / "outgoing"
 
-    @property
-    def index_dir(self) -> Path:
-        """The whoosh index."""
-        return self.data_dir / "index"
-
-    def owns_domain(self, domain: str) -> bool:
-        """True for a domain whose addresses Arsip may accept mail for (never relays)."""
-        return domain in self.domains or domain in self.journal_domains
-
 
 def _text(value: Any) -> str:
     if not isinstance(value, str):

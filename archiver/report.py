@@ -8,7 +8,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from archiver.archive import ENVELOPE_FROM, ENVELOPE_TO
-from archiver.models import Blob, IndexQueueEntry, Message, SpoolEntry
+from archiver.models import Blob, IndexQueueEntry, Message
+from archiver.spool import Spool
 
 
 def stats(session: Session) -> dict[str, int]:
@@ -23,7 +24,7 @@ def stats(session: Session) -> dict[str, int]:
         "blobs": session.scalar(select(func.count()).select_from(Blob)) or 0,
         "blobs_bytes_raw": int(raw),
         "blobs_bytes_stored": int(stored),
-        "spool_pending": session.scalar(select(func.count()).select_from(SpoolEntry)) or 0,
+        "spool_pending": Spool.pending(session),
         "index_pending": session.scalar(select(func.count()).select_from(IndexQueueEntry)) or 0,
     }
 
