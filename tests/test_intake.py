@@ -159,9 +159,7 @@ def test_storage_failure_answers_451_and_keeps_nothing(make_service) -> None:
         set_read_only("on")
         try:
             with arsip.smtp() as client, pytest.raises(smtplib.SMTPDataError) as failed:
-                client.sendmail(
-                    "alice@example.com", [JOURNAL], simple_message("lost@example.com")
-                )
+                client.sendmail("alice@example.com", [JOURNAL], simple_message("lost@example.com"))
             assert failed.value.smtp_code == 451
             assert failed.value.smtp_error.startswith(b"4.3.0")
         finally:

@@ -19,10 +19,10 @@ from archiver.parse import (
     synthesize_message_id,
     unwrap_journal_report,
 )
+from tests.support import CORPUS
 
 RECEIVED = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 FIXTURES = Path(__file__).parent / "fixtures" / "parse"
-CORPUS = Path("/work/shared/corpus")
 NOT_MAIL = {".json", ".tsv", ".md", ".html"}
 
 
@@ -790,7 +790,7 @@ def corpus_messages() -> list[tuple[str, bytes]]:
     return found
 
 
-@pytest.mark.skipif(not CORPUS.is_dir(), reason="the shared corpus /work/shared/corpus is absent")
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="the shared corpus is not present")
 def test_every_corpus_message_parses() -> None:
     messages = corpus_messages()
     assert len(messages) > 1500
