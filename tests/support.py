@@ -24,6 +24,8 @@ from archiver.service import Core, build_core
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus"
+# Test tables and HTML attack documents that travel with the corpus but are not messages.
+NOT_MAIL = {".json", ".tsv", ".md", ".html"}
 ARSIP = str(Path(sys.executable).with_name("arsip"))
 POSTGRES_URL = os.environ.get("ARSIP_TEST_POSTGRES_URL")
 

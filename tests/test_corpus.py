@@ -12,10 +12,7 @@ from archiver.archive import dedupe_key
 from archiver.mailfiles import iter_path
 from archiver.models import Message
 from archiver.parse import parse_message
-from tests.support import CORPUS, JOURNAL
-
-# Test tables and HTML attack documents that travel with the corpus but are not messages.
-NOT_MAIL = {".json", ".tsv", ".md", ".html"}
+from tests.support import CORPUS, JOURNAL, NOT_MAIL
 
 
 def corpus_messages() -> list[bytes]:

@@ -19,11 +19,10 @@ from archiver.parse import (
     synthesize_message_id,
     unwrap_journal_report,
 )
-from tests.support import CORPUS
+from tests.support import CORPUS, NOT_MAIL
 
 RECEIVED = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 FIXTURES = Path(__file__).parent / "fixtures" / "parse"
-NOT_MAIL = {".json", ".tsv", ".md", ".html"}
 
 
 def mail(text: str, *, crlf: bool = True) -> bytes:
