@@ -35,7 +35,7 @@ from archiver.worker import SpoolWorker
 log = logging.getLogger(__name__)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-WORKER_NICENESS = 10
+WORKER_NICENESS = 19
 SWITCH_INTERVAL = 0.0005
 
 
@@ -83,9 +83,9 @@ def configure_logging(settings: Settings) -> None:
 def run_worker_process(settings: Settings, parent_pid: int) -> None:
     """Entry point of the spool worker child: work until the parent goes away."""
     configure_logging(settings)
-    # Taking mail in beats archiving it promptly: under CPU pressure the intake goes first
-    # and the worker catches up afterwards (the spool holds the difference durably).
-    os.nice(WORKER_NICENESS)
+    # Taking mail in beats archiving it promptly: the worker runs on CPU time the intake
+    # leaves idle and catches up afterwards (the spool holds the difference durably).
+    _lower_priority()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -99,6 +99,14 @@ def run_worker_process(settings: Settings, parent_pid: int) -> None:
     threading.Thread(target=watch_parent, daemon=True).start()
     core = build_core(settings)
     core.worker().run_forever(stop)
+
+
+def _lower_priority() -> None:
+    """Run this process only when the CPU is otherwise idle (Linux), or at least niced."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        os.nice(WORKER_NICENESS)
 
 
 class Service:
