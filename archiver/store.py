@@ -13,7 +13,7 @@ import ctypes.util
 import hashlib
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,34 +52,29 @@ def _load_syncfs() -> Callable[[int], int] | None:
 _SYNCFS = _load_syncfs()
 
 
-def _syncfs(path: Path) -> None:
-    """syncfs(2): flush everything dirty on the filesystem holding `path`, in one commit."""
-    assert _SYNCFS is not None
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+def _sync(root: Path, each: Callable[[], None]) -> None:
+    """Flush everything dirty on root's filesystem with one syncfs(2) where there is one,
+    else run `each` (per-file or per-directory fsyncs)."""
+    if _SYNCFS is None:
+        each()
+        return
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
         if _SYNCFS(fd) != 0:
             error = ctypes.get_errno()
-            raise OSError(error, os.strerror(error), str(path))
+            raise OSError(error, os.strerror(error), str(root))
     finally:
         os.close(fd)
 
 
-def _sync(root: Path, fds: list[int]) -> None:
-    """Make the data of these open files durable."""
-    if _SYNCFS is not None:
-        _syncfs(root)
-    else:
-        for fd in fds:
-            os.fsync(fd)
+def _fsync_all(fds: Iterable[int]) -> None:
+    for fd in fds:
+        os.fsync(fd)
 
 
-def _sync_names(root: Path, directories: set[Path]) -> None:
-    """Make the renames into these directories durable."""
-    if _SYNCFS is not None:
-        _syncfs(root)
-    else:
-        for directory in directories:
-            fsync_directory(directory)
+def _fsync_directories(directories: Iterable[Path]) -> None:
+    for directory in directories:
+        fsync_directory(directory)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -152,7 +147,7 @@ class DirectoryBlobStore:
                 _write_all(fd, compressed)
                 results.append(StoredBlob(digest, len(data), len(compressed), True))
             if pending:
-                _sync(self.root, [fd for fd, _temp, _final in pending])
+                _sync(self.root, lambda: _fsync_all(fd for fd, _temp, _final in pending))
         except BaseException:
             for fd, temp, _final in pending:
                 os.close(fd)
@@ -162,7 +157,8 @@ class DirectoryBlobStore:
             os.close(fd)
             os.replace(temp, final)
         if pending:
-            _sync_names(self.root, {final.parent for _fd, _temp, final in pending})
+            directories = {final.parent for _fd, _temp, final in pending}
+            _sync(self.root, lambda: _fsync_directories(directories))
         return results
 
     def _ensure_directory(self, directory: Path) -> None:

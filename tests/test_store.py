@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from archiver import store as store_module
 from archiver.store import BlobCorruptError, BlobMissingError, DirectoryBlobStore
 from tests.support import JOURNAL, simple_message
 
@@ -23,6 +24,19 @@ def test_same_bytes_are_stored_once_and_come_back_intact(tmp_path: Path) -> None
     assert store.get(first.sha256) == data
     assert list(store) == [first.sha256]
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_without_syncfs_every_file_and_directory_is_fsynced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "_SYNCFS", None)
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    store = DirectoryBlobStore(tmp_path)
+    stored = store.put_many([b"one\r\n", b"two\r\n"])
+    assert [store.get(blob.sha256) for blob in stored] == [b"one\r\n", b"two\r\n"]
+    assert len(synced) >= 4  # two files, their directories (and the new fan-out folders)
 
 
 def test_damage_is_reported_not_returned(tmp_path: Path) -> None:
