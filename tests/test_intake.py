@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import smtplib
 import socket
@@ -266,3 +267,24 @@ def test_starttls_is_offered_when_a_certificate_is_configured(make_service, tmp_
         client.ehlo("client.test")
         client.sendmail("alice@example.com", [JOURNAL], simple_message("tls@example.com"))
     assert arsip.wait_until_archived()["messages"] == 1
+
+
+def test_smtputf8_and_8bit_mail_is_taken_as_sent(arsip: RunningService) -> None:
+    message = (
+        "From: Jürgen <jürgen@example.com>\r\nTo: Zoë <zoë@example.com>\r\n"
+        "Subject: Grüße aus Köln\r\nMessage-ID: <utf8@example.com>\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n\r\nSchöne Grüße!\r\n"
+    ).encode()
+    with arsip.smtp() as client:
+        client.ehlo("client.test")
+        client.sendmail(
+            "jürgen@example.com",
+            [f"zoë@{JOURNAL_DOMAIN}"],
+            message,
+            mail_options=["SMTPUTF8", "BODY=8BITMIME"],
+        )
+    arsip.wait_until_archived()
+    shown = arsip.run_cli("show", "utf8@example.com", "--json")
+    assert '"subject": "Grüße aus Köln"' in shown.stdout
+    assert '"zoë@example.com"' in shown.stdout
+    assert arsip.core().store.get(hashlib.sha256(message).hexdigest()) == message
