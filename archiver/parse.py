@@ -735,7 +735,7 @@ def _content(
 
     attachments: list[Attachment] = []
     for index, leaf in enumerate(leaves):
-        if index == chosen:
+        if index == chosen or _other_rendition(leaf, names[index], chosen_alternative):
             continue
         try:
             attachments.append(
@@ -745,6 +745,17 @@ def _content(
             # One part defeating the decoder must not cost the rest of the message.
             flags.add("mime_defects")
     return body, attachments, nodes, hint
+
+
+def _other_rendition(leaf: _Leaf, filename: str | None, chosen: Message | None) -> bool:
+    """The HTML twin of a plain-text body (or the reverse) is the body, not an attachment;
+    counting it would make `has:attachment` true for most mail."""
+    return (
+        chosen is not None
+        and leaf.alternative is chosen
+        and leaf.content_type.startswith("text/")
+        and filename is None
+    )
 
 
 def _attachment(
