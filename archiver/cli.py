@@ -18,6 +18,7 @@ from tqdm import tqdm
 from archiver import migrate
 from archiver.config import Settings, SettingsError, load_settings
 from archiver.mailfiles import MailFileError
+from archiver.report import stats as collect_stats
 from archiver.service import Core, Service, build_core, configure_logging
 
 
@@ -170,10 +171,8 @@ def verify(ctx: click.Context) -> None:
 @click.pass_context
 def stats(ctx: click.Context, as_json: bool) -> None:
     """Archive size and backlogs."""
-    from archiver.report import stats as collect
-
     with _core(ctx).sessions() as session:
-        figures = collect(session)
+        figures = collect_stats(session)
     if as_json:
         click.echo(json.dumps(figures))
     else:
@@ -199,6 +198,74 @@ def show(ctx: click.Context, message_id: str, as_json: bool) -> None:
     else:
         for name, value in data.items():
             click.echo(f"{name:20} {value}")
+
+
+@cli.command("search")
+@click.argument("query", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--as", "viewer", metavar="EMAIL", help="Search as this user (default: administrator)."
+)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--offset", default=0, show_default=True, type=click.IntRange(0))
+@click.option(
+    "--sort", type=click.Choice(["relevance", "date"]), default="relevance", show_default=True
+)
+@click.pass_context
+def search_command(
+    ctx: click.Context,
+    query: tuple[str, ...],
+    as_json: bool,
+    viewer: str | None,
+    limit: int,
+    offset: int,
+    sort: str,
+) -> None:
+    """Search the archive, Gmail style: words, "phrases", from:, to:, subject:, after:, ..."""
+    from archiver.search.backend import Sort
+    from archiver.search.query import QuerySyntaxError
+    from archiver.search.service import search
+    from archiver.search.viewer import Viewer
+
+    core = _core(ctx)
+    who = Viewer.person(viewer) if viewer else Viewer.administrator()
+    backend = core.search_backend()
+    try:
+        with core.sessions() as session:
+            page = search(session, backend, " ".join(query), who, Sort(sort), limit, offset)
+    except QuerySyntaxError as exc:
+        click.echo(f"arsip: bad query: {exc}", err=True)
+        ctx.exit(2)
+    finally:
+        backend.close()
+    if as_json:
+        click.echo(json.dumps(page.as_json(), ensure_ascii=False))
+        return
+    click.echo(f"{page.total} messages")
+    for found in page.results:
+        click.echo(
+            f"{found.date:%Y-%m-%d}  {found.sender:30.30}  {found.subject}  <{found.message_id}>"
+        )
+
+
+@cli.command()
+@click.pass_context
+def reindex(ctx: click.Context) -> None:
+    """Rebuild the search index from the archive alone (safe while `arsip serve` runs)."""
+    from archiver.search.indexer import Indexer
+    from archiver.search.whoosh_index import IndexBusyError
+
+    core = _core(ctx)
+    with core.sessions() as session:
+        total = collect_stats(session)["messages"]
+    try:
+        backend = core.search_backend()
+        with tqdm(total=total, unit="msg", desc="reindex", disable=None) as bar:
+            count = Indexer(core.sessions, backend).rebuild(on_batch=bar.update)
+        backend.close()
+    except IndexBusyError as exc:
+        raise CliError(f"{exc}; try again in a moment") from exc
+    click.echo(f"indexed {count} messages")
 
 
 def main() -> None:

@@ -64,6 +64,11 @@ class Settings:
         return self.data_dir / "blobs"
 
     @property
+    def index_dir(self) -> Path:
+        """The whoosh search index."""
+        return self.data_dir / "index"
+
+    @property
     def outgoing_dir(self) -> Path:
         """The maildir that stands in for a smarthost when none is configured."""
         return self.data_dir / "outgoing"

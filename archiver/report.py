@@ -8,12 +8,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from archiver.archive import ENVELOPE_FROM, ENVELOPE_TO
-from archiver.models import Blob, IndexQueueEntry, Message
+from archiver.models import Blob, Message
+from archiver.search.indexer import queue_state
 from archiver.spool import Spool
 
 
-def stats(session: Session) -> dict[str, int]:
+def stats(session: Session) -> dict[str, int | float | None]:
     """Counts an operator watches: archive size, compression, and the two backlogs."""
+    index_pending, oldest_age = queue_state(session)
     raw, stored = session.execute(
         select(
             func.coalesce(func.sum(Blob.size_raw), 0), func.coalesce(func.sum(Blob.size_stored), 0)
@@ -25,7 +27,8 @@ def stats(session: Session) -> dict[str, int]:
         "blobs_bytes_raw": int(raw),
         "blobs_bytes_stored": int(stored),
         "spool_pending": Spool.pending(session),
-        "index_pending": session.scalar(select(func.count()).select_from(IndexQueueEntry)) or 0,
+        "index_pending": index_pending,
+        "index_oldest_age_s": None if oldest_age is None else round(oldest_age, 1),
     }
 
 

@@ -28,6 +28,9 @@ from archiver.config import Settings
 from archiver.db import make_engine, session_factory
 from archiver.intake import IntakeHandler, start_servers
 from archiver.routing import RecipientPolicy
+from archiver.search.backend import SearchBackend
+from archiver.search.indexer import Indexer
+from archiver.search.whoosh_index import WhooshBackend
 from archiver.spool import GroupCommitter, Spool
 from archiver.store import DirectoryBlobStore
 from archiver.worker import SpoolWorker
@@ -55,6 +58,10 @@ class Core:
         """A spool worker over these parts."""
         return SpoolWorker(self.sessions, self.archive, self.policy)
 
+    def search_backend(self) -> SearchBackend:
+        """The search index (whoosh: only one process may write it at a time)."""
+        return WhooshBackend(self.settings.index_dir)
+
 
 def build_core(settings: Settings) -> Core:
     """Create the data directory and the parts; does not touch the schema."""
@@ -78,10 +85,12 @@ def configure_logging(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level, format=LOG_FORMAT, force=True)
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # one warning per oddity in every PDF
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # archiver.migrate says what changed
 
 
 def run_worker_process(settings: Settings, parent_pid: int) -> None:
-    """Entry point of the spool worker child: work until the parent goes away."""
+    """Entry point of the worker child (spool worker and indexer): work until the parent
+    goes away. Being the only process that writes the search index is part of its job."""
     configure_logging(settings)
     # Taking mail in beats archiving it promptly: the worker runs on CPU time the intake
     # leaves idle and catches up afterwards (the spool holds the difference durably).
@@ -98,6 +107,8 @@ def run_worker_process(settings: Settings, parent_pid: int) -> None:
 
     threading.Thread(target=watch_parent, daemon=True).start()
     core = build_core(settings)
+    indexer = Indexer(core.sessions, core.search_backend())
+    threading.Thread(target=indexer.run_forever, args=(stop,), name="indexer").start()
     core.worker().run_forever(stop)
 
 

@@ -1,0 +1,71 @@
+"""The search-backend interface both index implementations provide.
+
+The archive hands a backend `SearchDocument`s to index and asks it questions as a parsed
+query plus a `Viewer`; the viewer's filter is part of the backend's own query, so totals,
+facets and pages only ever count what the viewer may see (invariant 6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Protocol
+
+from archiver.search.documents import SearchDocument
+from archiver.search.query import Node
+from archiver.search.viewer import Viewer
+
+
+class Sort(Enum):
+    """Result order."""
+
+    RELEVANCE = "relevance"
+    DATE = "date"
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One matching message: its id, rank score, and when it was sent."""
+
+    message_pk: int
+    score: float
+    date: datetime | None = None
+
+
+@dataclass
+class SearchResult:
+    """A page of hits, the total count, and facet counts over the whole result set."""
+
+    total: int
+    hits: list[Hit]
+    facets: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+FACETS = ("list", "sender_domain", "year")
+
+
+class SearchBackend(Protocol):
+    """What the indexer and the search service need from an index."""
+
+    def index(self, documents: list[SearchDocument]) -> None:
+        """Add or replace these documents (by message id), durably, in one commit."""
+        ...
+
+    def delete(self, message_pks: list[int]) -> None:
+        """Remove these messages from the index."""
+        ...
+
+    def clear(self) -> None:
+        """Remove everything (before a full reindex)."""
+        ...
+
+    def search(
+        self, query: Node | None, viewer: Viewer, sort: Sort, limit: int, offset: int
+    ) -> SearchResult:
+        """The page [offset, offset + limit) of what `viewer` may see that matches `query`."""
+        ...
+
+    def close(self) -> None:
+        """Release files and connections."""
+        ...

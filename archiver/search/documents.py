@@ -1,0 +1,115 @@
+"""What the search index knows of a message, built from the archive's rows.
+
+Both backends index the same `SearchDocument`, so they can only differ in how they match,
+never in what they know. Addresses are expanded here once: a whole address, its local part
+and its domains, so that `from:alice`, `from:example.com` and `from:alice@example.com`
+all match.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from archiver.models import Attachment, Message, MessageAddress
+
+TO_ROLES = ("to", "bcc", "envelope_to")
+
+
+@dataclass
+class SearchDocument:
+    """The searchable view of one archived message."""
+
+    message_pk: int
+    message_id: str
+    subject: str
+    body: str
+    attachment_text: str
+    filenames: list[str]
+    from_addresses: list[str]
+    to_addresses: list[str]
+    cc_addresses: list[str]
+    names: list[str]
+    participants: set[str] = field(default_factory=set)
+    list_id: str | None = None
+    date: datetime | None = None
+    size: int = 0
+    has_attachment: bool = False
+
+    @property
+    def sender_domain(self) -> str:
+        """The first sender's domain, for the facet."""
+        return self.from_addresses[0].rpartition("@")[2] if self.from_addresses else ""
+
+
+def address_tokens(addresses: Iterable[str]) -> list[str]:
+    """Whole addresses, local parts, domains and parent domains, lower-case, unique."""
+    tokens: dict[str, None] = {}
+    for address in addresses:
+        address = address.lower()
+        local, at, domain = address.rpartition("@")
+        tokens[address] = None
+        if at:
+            tokens[local] = None
+            labels = domain.split(".")
+            for start in range(len(labels) - 1):
+                tokens[".".join(labels[start:])] = None
+    return list(tokens)
+
+
+def load_documents(session: Session, message_pks: Iterable[int]) -> list[SearchDocument]:
+    """Documents for the given messages (missing ones are simply absent from the result)."""
+    pks = sorted(set(message_pks))
+    if not pks:
+        return []
+    messages = session.scalars(select(Message).where(Message.id.in_(pks))).all()
+    addresses: dict[int, list[tuple[str, str, str]]] = defaultdict(list)
+    for pk, role, address, name in session.execute(
+        select(
+            MessageAddress.message_pk,
+            MessageAddress.role,
+            MessageAddress.address,
+            MessageAddress.name,
+        ).where(MessageAddress.message_pk.in_(pks))
+    ):
+        addresses[pk].append((role, address, name))
+    attachments: dict[int, list[tuple[str | None, str | None]]] = defaultdict(list)
+    for pk, filename, text in session.execute(
+        select(Attachment.message_pk, Attachment.filename, Attachment.text).where(
+            Attachment.message_pk.in_(pks)
+        )
+    ):
+        attachments[pk].append((filename, text))
+    return [_document(m, addresses[m.id], attachments[m.id]) for m in messages]
+
+
+def _document(
+    message: Message,
+    addresses: list[tuple[str, str, str]],
+    attachments: list[tuple[str | None, str | None]],
+) -> SearchDocument:
+    def role(*names: str) -> list[str]:
+        return [address for r, address, _name in addresses if r in names]
+
+    return SearchDocument(
+        message_pk=message.id,
+        message_id=message.message_id.lower(),
+        subject=message.subject,
+        body=message.body_text,
+        attachment_text="\n".join(text for _name, text in attachments if text),
+        filenames=[name for name, _text in attachments if name],
+        from_addresses=role("from"),
+        to_addresses=role(*TO_ROLES),
+        cc_addresses=role("cc"),
+        names=sorted({name for _r, _a, name in addresses if name}),
+        participants={address for _r, address, _n in addresses},
+        list_id=message.list_id,
+        date=message.date,
+        size=message.size,
+        has_attachment=bool(attachments),
+    )

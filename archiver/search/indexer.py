@@ -1,0 +1,108 @@
+"""The indexer: keeps the search index in step with the archive, in batches.
+
+It reads the index queue, writes a batch of documents in one index commit and only then
+removes those queue entries, so a crash means a batch is indexed again (documents are
+replaced by message id, so that is harmless). The intake never waits for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from archiver.models import IndexQueueEntry, Message
+from archiver.search.backend import SearchBackend
+from archiver.search.documents import load_documents
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 500
+IDLE_POLL = 0.5  # seconds; keeps new mail searchable within about a second
+
+
+class Indexer:
+    """Moves queued messages into the search backend."""
+
+    def __init__(self, sessions: sessionmaker[Session], backend: SearchBackend) -> None:
+        self.sessions = sessions
+        self.backend = backend
+
+    def run_once(self, limit: int = BATCH_SIZE) -> int:
+        """Index one batch from the queue; returns how many queue entries it finished."""
+        with self.sessions() as session:
+            entries = session.execute(
+                select(IndexQueueEntry.id, IndexQueueEntry.message_pk)
+                .order_by(IndexQueueEntry.id)
+                .limit(limit)
+            ).all()
+            if not entries:
+                return 0
+            pks = {pk for _id, pk in entries}
+            documents = load_documents(session, pks)
+        gone = sorted(pks - {document.message_pk for document in documents})
+        self.backend.index(documents)
+        self.backend.delete(gone)
+        with self.sessions.begin() as session:
+            session.execute(
+                delete(IndexQueueEntry).where(IndexQueueEntry.id.in_([i for i, _ in entries]))
+            )
+        log.info("indexed %d messages, removed %d", len(documents), len(gone))
+        return len(entries)
+
+    def run_forever(self, stop: threading.Event) -> None:
+        """Index until `stop` is set."""
+        while not stop.is_set():
+            try:
+                done = self.run_once()
+            except Exception:
+                log.exception("indexer error")
+                done = 0
+            if done < BATCH_SIZE:
+                stop.wait(IDLE_POLL)
+
+    def rebuild(self, on_batch: Callable[[int], None] | None = None) -> int:
+        """Index every archived message from scratch; returns how many were indexed.
+
+        Everything comes from the archive's own tables, so a lost or damaged index is
+        rebuilt from what Arsip stores and nothing else.
+        """
+        self.backend.clear()
+        with self.sessions.begin() as session:
+            session.execute(delete(IndexQueueEntry))
+        done = 0
+        last = 0
+        while True:
+            with self.sessions() as session:
+                pks = list(
+                    session.scalars(
+                        select(Message.id)
+                        .where(Message.id > last)
+                        .order_by(Message.id)
+                        .limit(BATCH_SIZE)
+                    )
+                )
+                documents = load_documents(session, pks)
+            if not pks:
+                return done
+            self.backend.index(documents)
+            done += len(documents)
+            last = pks[-1]
+            if on_batch is not None:
+                on_batch(len(documents))
+
+
+def queue_state(session: Session) -> tuple[int, float | None]:
+    """How many messages wait to be indexed, and the age in seconds of the oldest."""
+    count, oldest = session.execute(
+        select(func.count(), func.min(IndexQueueEntry.enqueued_at))
+    ).one()
+    if oldest is None:
+        return 0, None
+    if oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=UTC)
+    return int(count), max(0.0, (datetime.now(UTC) - oldest).total_seconds())

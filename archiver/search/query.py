@@ -1,0 +1,431 @@
+"""The Gmail-style query language: what people type into the search box, as a small tree.
+
+The parser promises backends (whoosh, PostgreSQL) a tree they can translate without
+second-guessing the user's text, and promises people that every mistake comes back as a
+`QuerySyntaxError` with a position the UI can point at. It is strict about operators and
+field values, and lenient about everything else: an unknown `foo:` prefix or a pasted URL
+is just a word, because refusing a search over a colon helps nobody.
+
+The search box is where untrusted text meets the index, so parsing is linear in the input:
+a single left-to-right scan without regular expressions, recursion only per parenthesis
+level, and caps on length, terms and nesting so a hostile query cannot tie up a worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+MAX_QUERY_LENGTH = 1000
+MAX_TERMS = 100
+MAX_NESTING = 32
+# Backends keep sizes in signed 64-bit columns; a larger number could only overflow there.
+MAX_SIZE = 2**63 - 1
+
+FIELDS_TEXT = frozenset({"subject", "filename", "list", "msgid"})
+FIELDS_ADDRESS = frozenset({"from", "to", "cc"})
+FIELDS_DATE = frozenset({"after", "before", "date"})
+FIELDS_SIZE = frozenset({"larger", "smaller"})
+_FIELDS = FIELDS_TEXT | FIELDS_ADDRESS | FIELDS_DATE | FIELDS_SIZE | {"has"}
+_ATTACHMENT_VALUES = frozenset({"attachment", "attachments"})
+# Upper-case only, as in Gmail: "or" and "not" in lower case are words people search for.
+_KEYWORDS = frozenset({"OR", "AND", "NOT"})
+_WORD_STOPS = frozenset('()"')
+_SIZE_UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+class QuerySyntaxError(ValueError):
+    """A query the parser cannot read; `position` is the 0-based character offset of the problem."""
+
+    def __init__(self, message: str, position: int) -> None:
+        super().__init__(message, position)
+        self.message = message
+        self.position = position
+
+    def __str__(self) -> str:
+        # People count from one; the UI underlines `position` itself.
+        return f"{self.message} at position {self.position + 1}"
+
+
+@dataclass(frozen=True)
+class Word:
+    """A bare word, or `field:word`; the text keeps its case because backends fold it."""
+
+    text: str
+    field: str | None = None
+
+
+@dataclass(frozen=True)
+class Phrase:
+    """Words that must appear together: `"quoted words"` or `subject:"a b"`."""
+
+    text: str
+    field: str | None = None
+
+
+@dataclass(frozen=True)
+class Address:
+    """`from:`, `to:` or `cc:`; the lower-cased value may be an address, local part or domain.
+
+    The parser cannot tell which the user meant, so the backend decides how to match it.
+    """
+
+    field: str
+    value: str
+
+
+@dataclass(frozen=True)
+class HasAttachment:
+    """`has:attachment`: messages that carry at least one attachment."""
+
+
+@dataclass(frozen=True)
+class DateRange:
+    """Messages dated in the half-open range [start, end); None leaves that side open."""
+
+    start: date | None
+    end: date | None
+
+
+@dataclass(frozen=True)
+class SizeRange:
+    """Messages whose size in bytes is >= minimum and < maximum; None leaves that side open."""
+
+    minimum: int | None
+    maximum: int | None
+
+
+@dataclass(frozen=True)
+class Not:
+    """Messages that do not match `node`."""
+
+    node: Node
+
+
+@dataclass(frozen=True)
+class And:
+    """Messages that match every node; never fewer than two, never an And inside."""
+
+    nodes: tuple[Node, ...]
+
+
+@dataclass(frozen=True)
+class Or:
+    """Messages that match at least one node; never fewer than two, never an Or inside."""
+
+    nodes: tuple[Node, ...]
+
+
+Node = Word | Phrase | Address | HasAttachment | DateRange | SizeRange | Not | And | Or
+
+
+def parse_query(text: str) -> Node | None:
+    """None for an empty/whitespace query (meaning: everything the viewer may see).
+
+    Raises QuerySyntaxError for anything the grammar cannot read, so callers can show the
+    user where the problem is instead of silently searching for something else.
+    """
+    if len(text) > MAX_QUERY_LENGTH:
+        raise QuerySyntaxError(
+            f"the query is longer than {MAX_QUERY_LENGTH} characters", MAX_QUERY_LENGTH
+        )
+    return _Parser(text).parse()
+
+
+def words_to_highlight(node: Node | None) -> list[str]:
+    """The bare (field-less) words and phrase words, not under a Not, for snippet highlighting.
+
+    Fielded terms matched a header rather than the body text, and negated ones by definition
+    do not occur in the hit, so lighting them up in a snippet would mislead.
+    """
+    words: list[str] = []
+    seen: set[str] = set()
+    # An explicit stack keeps the walk safe for any tree, not only the parser's shallow ones.
+    stack: list[Node] = [] if node is None else [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, And | Or):
+            stack.extend(reversed(current.nodes))
+            continue
+        if isinstance(current, Word) and current.field is None:
+            candidates = [current.text]
+        elif isinstance(current, Phrase) and current.field is None:
+            candidates = current.text.split()
+        else:
+            continue
+        for word in candidates:
+            if word not in seen:
+                seen.add(word)
+                words.append(word)
+    return words
+
+
+@dataclass(frozen=True)
+class _Token:
+    """One lexical unit; `kind` is "term", "(", ")", "-", "OR", "AND", "NOT" or "end"."""
+
+    kind: str
+    position: int
+    node: Node | None = None
+
+
+class _Parser:
+    """Recursive descent over a token stream, with OR binding tighter than juxtaposition.
+
+    query    := sequence
+    sequence := alternatives ( [AND] alternatives )*
+    alternatives := unary ( OR unary )*
+    unary    := ( "-" | NOT )* primary
+    primary  := term | "(" sequence ")"
+
+    Tokens are pulled one at a time, so the leftmost problem in the text is the one reported.
+    """
+
+    def __init__(self, text: str) -> None:
+        self._tokens = _tokenize(text)
+        self._current = next(self._tokens)
+
+    def parse(self) -> Node | None:
+        """The whole query as one node, or None when it holds no terms at all."""
+        nodes = self._sequence(depth=0)
+        token = self._peek()
+        if token.kind == ")":
+            raise QuerySyntaxError("')' has no matching '('", token.position)
+        return _join(And, nodes) if nodes else None
+
+    def _peek(self) -> _Token:
+        return self._current
+
+    def _take(self) -> _Token:
+        token = self._current
+        if token.kind != "end":
+            self._current = next(self._tokens)
+        return token
+
+    def _expect_term_after(self, operator: _Token) -> None:
+        following = self._peek()
+        if following.kind in ("end", ")", "OR", "AND"):
+            raise QuerySyntaxError(f"'{operator.kind}' needs a term after it", operator.position)
+
+    def _sequence(self, depth: int) -> list[Node]:
+        nodes: list[Node] = []
+        while True:
+            token = self._peek()
+            if token.kind in ("end", ")"):
+                return nodes
+            if token.kind == "AND":
+                if not nodes:
+                    raise QuerySyntaxError("'AND' needs a term before it", token.position)
+                self._expect_term_after(self._take())
+                continue
+            nodes.append(self._alternatives(depth))
+
+    def _alternatives(self, depth: int) -> Node:
+        nodes = [self._unary(depth)]
+        while self._peek().kind == "OR":
+            self._expect_term_after(self._take())
+            nodes.append(self._unary(depth))
+        return _join(Or, nodes)
+
+    def _unary(self, depth: int) -> Node:
+        # A loop, not recursion: "- - - ... a" must cost stack only for parentheses.
+        negated = False
+        while self._peek().kind in ("-", "NOT"):
+            self._expect_term_after(self._take())
+            negated = not negated
+        node = self._primary(depth)
+        return _negate(node) if negated else node
+
+    def _primary(self, depth: int) -> Node:
+        token = self._take()
+        if token.kind == "term" and token.node is not None:
+            return token.node
+        if token.kind == "(":
+            if depth >= MAX_NESTING:
+                raise QuerySyntaxError(
+                    f"parentheses nest deeper than {MAX_NESTING} levels", token.position
+                )
+            nodes = self._sequence(depth + 1)
+            if self._take().kind != ")":
+                raise QuerySyntaxError("'(' is never closed", token.position)
+            if not nodes:
+                raise QuerySyntaxError("'()' holds no search terms", token.position)
+            return _join(And, nodes)
+        if token.kind in ("OR", "AND"):
+            raise QuerySyntaxError(f"'{token.kind}' needs a term before it", token.position)
+        raise QuerySyntaxError("a search term is missing here", token.position)
+
+
+def _negate(node: Node) -> Node:
+    # Not(Not(x)) is x; folding it keeps backends from building pointless double negations.
+    return node.node if isinstance(node, Not) else Not(node)
+
+
+def _join(kind: type[And] | type[Or], nodes: list[Node]) -> Node:
+    """One node for `nodes` under `kind`, with a lone child unwrapped and like nodes merged."""
+    flat: list[Node] = []
+    for node in nodes:
+        if isinstance(node, kind):
+            flat.extend(node.nodes)
+        else:
+            flat.append(node)
+    return flat[0] if len(flat) == 1 else kind(tuple(flat))
+
+
+def _tokenize(text: str) -> Iterator[_Token]:
+    """The tokens of `text` left to right, ending with an "end" token; one pass, no regex."""
+    length = len(text)
+    terms = 0
+    index = 0
+    while index < length:
+        char = text[index]
+        if char.isspace():
+            index += 1
+            continue
+        if char in "()":
+            yield _Token(char, index)
+            index += 1
+            continue
+        if char == "-":
+            following = text[index + 1 : index + 2]
+            # "a - b" is more likely a typo than a search for "b" alone: say so.
+            if not following or following.isspace() or following == ")":
+                raise QuerySyntaxError("'-' needs a term right after it", index)
+            yield _Token("-", index)
+            index += 1
+            continue
+        if char == '"':
+            content, end = _quoted(text, index)
+            phrase = " ".join(content.split())
+            if not phrase:
+                raise QuerySyntaxError("the quotes hold no words", index)
+            token = _Token("term", index, Phrase(phrase))
+        else:
+            end = index
+            while end < length and not text[end].isspace() and text[end] not in _WORD_STOPS:
+                end += 1
+            word = text[index:end]
+            if word in _KEYWORDS:
+                yield _Token(word, index)
+                index = end
+                continue
+            node, end = _word_or_field(text, index, end)
+            token = _Token("term", index, node)
+        terms += 1
+        if terms > MAX_TERMS:
+            raise QuerySyntaxError(f"the query has more than {MAX_TERMS} terms", index)
+        yield token
+        index = end
+    yield _Token("end", length)
+
+
+def _quoted(text: str, start: int) -> tuple[str, int]:
+    """The text between the quote at `start` and the next quote, and the offset after it."""
+    close = text.find('"', start + 1)
+    if close < 0:
+        raise QuerySyntaxError("this quote is never closed", start)
+    return text[start + 1 : close], close + 1
+
+
+def _word_or_field(text: str, start: int, end: int) -> tuple[Node, int]:
+    """The node for the word text[start:end], and where scanning resumes.
+
+    A known `field:` prefix makes a field term, whose value may be a quoted string right
+    after the colon; any other word, colons and all, stays a plain word.
+    """
+    word = text[start:end]
+    name, colon, value = word.partition(":")
+    field = name.lower()
+    if not colon or field not in _FIELDS:
+        return Word(word), end
+    value_position = start + len(name) + 1
+    if value:
+        return _field_node(field, value, value_position, quoted=False), end
+    if end < len(text) and text[end] == '"':
+        content, after = _quoted(text, end)
+        return _field_node(field, " ".join(content.split()), end, quoted=True), after
+    raise QuerySyntaxError(f"'{name}:' needs a value", value_position)
+
+
+def _field_node(field: str, value: str, position: int, *, quoted: bool) -> Node:
+    """The node for `field:value`; `position` is where the value starts, for errors."""
+    if field in FIELDS_ADDRESS:
+        # "<alice@example.com>" is how addresses look when copied out of a header.
+        value = _strip_angles(value).lower()
+    elif field == "msgid":
+        value = _strip_angles(value).lower()
+    elif field == "list":
+        value = value.lower()
+    if not value:
+        raise QuerySyntaxError(f"'{field}:' needs a value", position)
+    if field in FIELDS_ADDRESS:
+        return Address(field, value)
+    if field in ("list", "msgid"):
+        # Identifiers match whole or not at all, so a quoted one is still one word.
+        return Word(value, field)
+    if field in FIELDS_TEXT:
+        return Phrase(value, field) if quoted else Word(value, field)
+    if field == "has":
+        if value.lower() in _ATTACHMENT_VALUES:
+            return HasAttachment()
+        raise QuerySyntaxError(f"'has:' only understands 'attachment', not {value!r}", position)
+    if field in FIELDS_DATE:
+        return _date_range(field, value, position)
+    return _size_range(field, value, position)
+
+
+def _strip_angles(value: str) -> str:
+    return value.removeprefix("<").removesuffix(">")
+
+
+def _date_range(field: str, value: str, position: int) -> DateRange:
+    """after:D is [D, ...), before:D is [..., D), date: covers the whole day, month or year."""
+    separator = "/" if "/" in value else "-"
+    parts = value.split(separator)
+    well_formed = (
+        len(parts) <= 3
+        and all(part.isascii() and part.isdigit() for part in parts)
+        and len(parts[0]) == 4
+        and all(len(part) <= 2 for part in parts[1:])
+    )
+    if not well_formed or (field != "date" and len(parts) != 3):
+        raise QuerySyntaxError(f"{value!r} is not a date (write YYYY-MM-DD)", position)
+    numbers = [int(part) for part in parts]
+    try:
+        first = date(numbers[0], *numbers[1:], *[1] * (3 - len(numbers)))
+    except ValueError:
+        raise QuerySyntaxError(f"{value!r} is not a date (write YYYY-MM-DD)", position) from None
+    if field == "after":
+        return DateRange(first, None)
+    if field == "before":
+        return DateRange(None, first)
+    return DateRange(first, _following(first, len(parts)))
+
+
+def _following(first: date, precision: int) -> date | None:
+    """The start of the next day, month or year after `first`; None past the calendar's end."""
+    try:
+        if precision == 3:
+            return first + timedelta(days=1)
+        if precision == 2:
+            return date(first.year + first.month // 12, first.month % 12 + 1, 1)
+        return date(first.year + 1, 1, 1)
+    except (OverflowError, ValueError):
+        # Nothing is dated after 9999-12-31, so an open end means the same thing.
+        return None
+
+
+def _size_range(field: str, value: str, position: int) -> SizeRange:
+    """larger:N is size >= N, smaller:N is size < N; N is bytes with an optional k, M or G."""
+    spelled = value.lower().removesuffix("b")
+    multiplier = _SIZE_UNITS.get(spelled[-1:], 1)
+    number = spelled[:-1] if spelled[-1:] in _SIZE_UNITS else spelled
+    if not (number.isascii() and number.isdigit()):
+        raise QuerySyntaxError(f"{value!r} is not a size (write e.g. 500k or 2M)", position)
+    size = int(number) * multiplier
+    if size > MAX_SIZE:
+        raise QuerySyntaxError(f"{value!r} is larger than any message can be", position)
+    if field == "larger":
+        return SizeRange(size, None)
+    return SizeRange(None, size)

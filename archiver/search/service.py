@@ -1,0 +1,106 @@
+"""Searching the archive: parse the query, ask the backend, dress the hits for people.
+
+This is the one entry point the CLI, the web UI and the JSON API use, so every caller gets
+the same viewer filtering, the same facets and the same snippets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from archiver.models import Message
+from archiver.search.backend import SearchBackend, Sort
+from archiver.search.query import parse_query, words_to_highlight
+from archiver.search.snippets import snippet
+from archiver.search.viewer import Viewer
+from archiver.search.whoosh_index import TEXT_ANALYZER
+
+MAX_LIMIT = 1000
+
+
+@dataclass
+class FoundMessage:
+    """One search result as people see it."""
+
+    id: int
+    message_id: str
+    subject: str
+    sender: str
+    sender_name: str
+    date: datetime
+    list_id: str | None
+    snippet: str
+
+    def as_json(self) -> dict[str, Any]:
+        """The CLI's and the API's shape of a result."""
+        return {
+            "id": self.id,
+            "message_id": self.message_id,
+            "subject": self.subject,
+            "from": self.sender,
+            "from_name": self.sender_name,
+            "date": self.date.isoformat(),
+            "list": self.list_id,
+            "snippet": self.snippet,
+        }
+
+
+@dataclass
+class SearchPage:
+    """A page of results with the total and the facets of the whole result set."""
+
+    total: int
+    results: list[FoundMessage]
+    facets: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "results": [found.as_json() for found in self.results],
+            "facets": self.facets,
+        }
+
+
+@lru_cache(maxsize=200_000)
+def fold(word: str) -> str:
+    """A word as the index stores it: lower-case, accents removed, stemmed."""
+    return next((token.text for token in TEXT_ANALYZER(word)), "")
+
+
+def search(
+    session: Session,
+    backend: SearchBackend,
+    text: str,
+    viewer: Viewer,
+    sort: Sort = Sort.RELEVANCE,
+    limit: int = 20,
+    offset: int = 0,
+) -> SearchPage:
+    """Run `text` for `viewer`; raises `QuerySyntaxError` for a malformed query."""
+    query = parse_query(text)
+    limit = max(1, min(limit, MAX_LIMIT))
+    result = backend.search(query, viewer, sort, limit, max(0, offset))
+    pks = [hit.message_pk for hit in result.hits]
+    rows = {m.id: m for m in session.scalars(select(Message).where(Message.id.in_(pks)))}
+    highlight = words_to_highlight(query)
+    found = [
+        FoundMessage(
+            id=m.id,
+            message_id=m.message_id,
+            subject=m.subject,
+            sender=m.from_address,
+            sender_name=m.from_name,
+            date=m.date,
+            list_id=m.list_id,
+            snippet=snippet(m.body_text, highlight, fold),
+        )
+        for pk in pks
+        if (m := rows.get(pk)) is not None
+    ]
+    return SearchPage(total=result.total, results=found, facets=result.facets)

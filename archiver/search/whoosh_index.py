@@ -1,0 +1,244 @@
+"""The embedded search backend: a whoosh index under the data directory.
+
+Whoosh allows one writer at a time, so exactly one process (the spool worker child of
+`arsip serve`, or `arsip reindex`) writes; any process may search. Text is folded to
+lower case without accents and stemmed; bodies are not stored in the index (snippets are
+cut from the archive's own copy), which keeps the index smaller than the mail it covers.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+
+from whoosh import fields, index, sorting
+from whoosh import query as wq
+from whoosh.analysis import CharsetFilter, StemmingAnalyzer
+from whoosh.support.charset import accent_map
+from whoosh.writing import CLEAR, IndexWriter, LockError
+
+from archiver.search.backend import Hit, SearchResult, Sort
+from archiver.search.documents import SearchDocument, address_tokens
+from archiver.search.query import (
+    Address,
+    And,
+    DateRange,
+    HasAttachment,
+    Node,
+    Not,
+    Or,
+    Phrase,
+    SizeRange,
+    Word,
+)
+from archiver.search.viewer import Viewer
+
+TEXT_ANALYZER = StemmingAnalyzer(stoplist=None) | CharsetFilter(accent_map)
+TEXT_FIELDS = ("subject", "body", "attachments", "people")
+ADDRESS_FIELDS = {"from": "from_addr", "to": "to_addr", "cc": "cc_addr"}
+# A whoosh writer buffers this much before it writes a segment: fewer, larger segments
+# make indexing several times faster than the default.
+WRITER_MEMORY_MB = 128
+
+
+class IndexBusyError(RuntimeError):
+    """Another process is writing the whoosh index (only one writer may)."""
+
+
+def _schema() -> fields.Schema:
+    text = {"analyzer": TEXT_ANALYZER, "phrase": True}
+    keyword = {"lowercase": True, "commas": True, "scorable": False}
+    return fields.Schema(
+        pk=fields.NUMERIC(int, bits=64, stored=True, unique=True, signed=False),
+        message_id=fields.ID,
+        subject=fields.TEXT(field_boost=2.0, **text),
+        body=fields.TEXT(**text),
+        attachments=fields.TEXT(**text),
+        people=fields.TEXT(**text),
+        filename=fields.TEXT(analyzer=TEXT_ANALYZER),
+        from_addr=fields.KEYWORD(**keyword),
+        to_addr=fields.KEYWORD(**keyword),
+        cc_addr=fields.KEYWORD(**keyword),
+        participants=fields.KEYWORD(**keyword),
+        list=fields.ID(sortable=True),
+        sender_domain=fields.ID(sortable=True),
+        year=fields.NUMERIC(int, sortable=True),
+        date=fields.DATETIME(stored=True, sortable=True),
+        size=fields.NUMERIC(int, bits=64, sortable=True),
+        has_attachment=fields.BOOLEAN,
+    )
+
+
+class WhooshBackend:
+    """`SearchBackend` on a whoosh index in `directory`."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        if index.exists_in(str(directory)):
+            self._index = index.open_dir(str(directory))
+        else:
+            self._index = index.create_in(str(directory), _schema())
+
+    def index(self, documents: list[SearchDocument]) -> None:
+        """Add or replace `documents` in one commit."""
+        if not documents:
+            return
+        writer = self._writer()
+        try:
+            for document in documents:
+                writer.update_document(**_fields(document))
+        except BaseException:
+            writer.cancel()
+            raise
+        writer.commit()
+
+    def delete(self, message_pks: list[int]) -> None:
+        """Remove these messages."""
+        if not message_pks:
+            return
+        writer = self._writer()
+        for pk in message_pks:
+            writer.delete_by_term("pk", pk)
+        writer.commit()
+
+    def clear(self) -> None:
+        """Empty the index, under the writer lock (another writer waits, then goes on)."""
+        self._writer().commit(mergetype=CLEAR)
+
+    def search(
+        self, query: Node | None, viewer: Viewer, sort: Sort, limit: int, offset: int
+    ) -> SearchResult:
+        """One page of hits; the viewer filter, total and facets all come from one search."""
+        whoosh_query = self._translate(query)
+        visible = None if viewer.sees_all else _visibility(viewer)
+        facets = {
+            "list": sorting.FieldFacet("list"),
+            "sender_domain": sorting.FieldFacet("sender_domain"),
+            "year": sorting.FieldFacet("year"),
+        }
+        sortedby = sorting.FieldFacet("date", reverse=True) if sort is Sort.DATE else None
+        with self._index.searcher() as searcher:
+            results = searcher.search(
+                whoosh_query,
+                filter=visible,
+                limit=offset + limit,
+                sortedby=sortedby,
+                groupedby=facets,
+                maptype=sorting.Count,
+            )
+            hits = [
+                Hit(int(hit["pk"]), float(hit.score or 0.0), _aware(hit.get("date")))
+                for hit in results[offset : offset + limit]
+            ]
+            counts = {
+                name: {str(key): count for key, count in results.groups(name).items() if key}
+                for name in facets
+            }
+            return SearchResult(total=len(results), hits=hits, facets=counts)
+
+    def close(self) -> None:
+        """Release the index files."""
+        self._index.close()
+
+    def _writer(self) -> IndexWriter:
+        try:
+            return self._index.writer(limitmb=WRITER_MEMORY_MB, timeout=10.0)
+        except LockError as exc:
+            raise IndexBusyError(
+                f"the search index in {self.directory} is being written by another process"
+            ) from exc
+
+    def _translate(self, node: Node | None) -> wq.Query:
+        if node is None:
+            return wq.Every()
+        return _translate(node, self._index.schema)
+
+
+def _fields(document: SearchDocument) -> dict[str, object]:
+    return {
+        "pk": document.message_pk,
+        "message_id": document.message_id,
+        "subject": document.subject,
+        "body": document.body,
+        "attachments": document.attachment_text,
+        "people": " ".join([*document.names, *address_tokens(document.participants)]),
+        "filename": " ".join(document.filenames),
+        "from_addr": ",".join(address_tokens(document.from_addresses)),
+        "to_addr": ",".join(address_tokens(document.to_addresses)),
+        "cc_addr": ",".join(address_tokens(document.cc_addresses)),
+        "participants": ",".join(sorted(document.participants)),
+        "list": (document.list_id or "").lower(),
+        "sender_domain": document.sender_domain,
+        "year": document.date.year if document.date else 0,
+        "date": _naive(document.date),
+        "size": document.size,
+        "has_attachment": document.has_attachment,
+    }
+
+
+def _visibility(viewer: Viewer) -> wq.Query:
+    terms: list[wq.Query] = [wq.Term("participants", a) for a in sorted(viewer.addresses)]
+    terms += [wq.Term("list", list_id) for list_id in sorted(viewer.readable_lists)]
+    return wq.Or(terms) if terms else wq.NullQuery
+
+
+def _words(schema: fields.Schema, fieldname: str, text: str) -> list[str]:
+    return [token.text for token in schema[fieldname].analyzer(text)]
+
+
+def _text_query(schema: fields.Schema, fieldname: str, text: str, phrase: bool) -> wq.Query:
+    words = _words(schema, fieldname, text)
+    if not words:
+        return wq.Every()
+    if len(words) == 1:
+        return wq.Term(fieldname, words[0])
+    if phrase:
+        return wq.Phrase(fieldname, words)
+    return wq.And([wq.Term(fieldname, word) for word in words])
+
+
+def _translate(node: Node, schema: fields.Schema) -> wq.Query:
+    match node:
+        case Word(text=text, field=None) | Phrase(text=text, field=None):
+            phrase = isinstance(node, Phrase)
+            return wq.Or([_text_query(schema, name, text, phrase) for name in TEXT_FIELDS])
+        case (
+            Word(text=text, field="subject" | "filename" as name)
+            | Phrase(text=text, field="subject" | "filename" as name)
+        ):
+            return _text_query(schema, name, text, isinstance(node, Phrase))
+        case Word(text=text, field="list") | Phrase(text=text, field="list"):
+            return wq.Term("list", text.lower())
+        case Word(text=text, field="msgid") | Phrase(text=text, field="msgid"):
+            return wq.Term("message_id", text.lower().strip("<>"))
+        case Word(text=text) | Phrase(text=text):
+            return _text_query(schema, "body", text, isinstance(node, Phrase))
+        case Address(field=name, value=value):
+            return wq.Term(ADDRESS_FIELDS[name], value.lower())
+        case HasAttachment():
+            return wq.Term("has_attachment", True)
+        case DateRange(start=start, end=end):
+            return wq.DateRange("date", _day(start), _day(end), startexcl=False, endexcl=True)
+        case SizeRange(minimum=minimum, maximum=maximum):
+            return wq.NumericRange("size", minimum, maximum, startexcl=False, endexcl=True)
+        case Not(node=inner):
+            return wq.And([wq.Every(), wq.Not(_translate(inner, schema))])
+        case And(nodes=nodes):
+            return wq.And([_translate(child, schema) for child in nodes])
+        case Or(nodes=nodes):
+            return wq.Or([_translate(child, schema) for child in nodes])
+    raise TypeError(f"unknown query node {node!r}")
+
+
+def _day(day: date | None) -> datetime | None:
+    return None if day is None else datetime.combine(day, time())
+
+
+def _naive(moment: datetime | None) -> datetime | None:
+    """Whoosh compares naive datetimes; the archive's are aware UTC."""
+    return None if moment is None else moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    return None if moment is None else moment.replace(tzinfo=UTC)

@@ -1,0 +1,227 @@
+"""Searching the archive: the query language, the viewer filter, facets, snippets, reindex."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from archiver.archive import RawMessage
+from archiver.search.backend import Sort
+from archiver.search.indexer import Indexer
+from archiver.search.query import QuerySyntaxError
+from archiver.search.service import search
+from archiver.search.viewer import Viewer
+from archiver.service import Core
+from tests.support import JOURNAL, RunningService, simple_message
+
+ALICE = "alice@example.com"
+BOB = "bob@example.com"
+CAROL = "carol@example.org"
+
+
+def message(
+    mid: str,
+    subject: str,
+    body: str,
+    sender: str = ALICE,
+    to: str = BOB,
+    date: str = "Mon, 02 Feb 2026 10:00:00 +0000",
+    extra: str = "",
+) -> bytes:
+    return simple_message(
+        mid, subject=subject, sender=sender, to=to, body=body + "\r\n", extra_headers=extra
+    ).replace(b"Mon, 02 Feb 2026 10:00:00 +0000", date.encode())
+
+
+ATTACHED = (
+    b"From: Carol <carol@example.org>\r\nTo: dave@example.net\r\nSubject: Budget sheet\r\n"
+    b"Date: Tue, 10 Mar 2026 09:00:00 +0000\r\nMessage-ID: <sheet@example.org>\r\n"
+    b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
+    b"--b\r\nContent-Type: text/plain\r\n\r\nThe budget is attached.\r\n"
+    b'--b\r\nContent-Type: text/csv; name="budget-2026.csv"\r\n'
+    b'Content-Disposition: attachment; filename="budget-2026.csv"\r\n\r\n'
+    b"line,amount\r\nzeppelin,12\r\n--b--\r\n"
+)
+
+MESSAGES = [
+    message(
+        "q1@example.com",
+        "Quarterly forecast",
+        "The quarterly forecast looks good.",
+        date="Thu, 15 Jan 2026 10:00:00 +0000",
+    ),
+    message(
+        "q2@example.com",
+        "Re: Quarterly forecast",
+        "Forecasting is hard; see the numbers.",
+        sender=BOB,
+        to=ALICE,
+        date="Fri, 16 Jan 2026 10:00:00 +0000",
+        extra="In-Reply-To: <q1@example.com>\r\n",
+    ),
+    message(
+        "lunch@example.com",
+        "Lunch",
+        "Shall we have lunch at the Café Müller?",
+        sender=CAROL,
+        to=BOB,
+        date="Mon, 02 Feb 2026 12:00:00 +0000",
+    ),
+    message(
+        "list@example.com",
+        "[dev] Release plan",
+        "The release forecast is for March.",
+        sender=CAROL,
+        to="dev@lists.example.com",
+        date="Tue, 03 Feb 2026 08:00:00 +0000",
+        extra="List-Id: Developers <dev.lists.example.com>\r\n",
+    ),
+    ATTACHED,
+]
+
+
+@pytest.fixture
+def indexed(core: Core):
+    """The sample messages archived and indexed; yields (core, backend)."""
+    now = datetime.now(UTC)
+    with core.sessions.begin() as session:
+        core.archive.archive_batch(
+            session,
+            [RawMessage(data, "", [], now, "import") for data in MESSAGES]
+            + [RawMessage(MESSAGES[2], CAROL, ["secret-bcc@example.com"], now, "smtp")],
+        )
+    backend = core.search_backend()
+    Indexer(core.sessions, backend).run_once()
+    yield core, backend
+    backend.close()
+
+
+def ids(core: Core, backend, text: str, viewer: Viewer | None = None, **options) -> list[str]:
+    with core.sessions() as session:
+        page = search(session, backend, text, viewer or Viewer.administrator(), **options)
+    return sorted(found.message_id for found in page.results)
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("forecast", ["list@example.com", "q1@example.com", "q2@example.com"]),
+        ('"quarterly forecast"', ["q1@example.com", "q2@example.com"]),
+        ("forecast -release", ["q1@example.com", "q2@example.com"]),
+        ("lunch OR zeppelin", ["lunch@example.com", "sheet@example.org"]),
+        ("cafe muller", ["lunch@example.com"]),
+        ("from:alice@example.com", ["q1@example.com"]),
+        ("from:example.org", ["list@example.com", "lunch@example.com", "sheet@example.org"]),
+        ("from:carol", ["list@example.com", "lunch@example.com", "sheet@example.org"]),
+        ("to:secret-bcc@example.com", ["lunch@example.com"]),
+        ("subject:lunch", ["lunch@example.com"]),
+        ("list:dev.lists.example.com", ["list@example.com"]),
+        ("filename:budget", ["sheet@example.org"]),
+        ("msgid:<q2@example.com>", ["q2@example.com"]),
+        ("has:attachment", ["sheet@example.org"]),
+        ("after:2026-02-01 before:2026-03-01", ["list@example.com", "lunch@example.com"]),
+        ("date:2026-01", ["q1@example.com", "q2@example.com"]),
+        ("larger:100k", []),
+        ("(forecast OR lunch) from:example.org", ["list@example.com", "lunch@example.com"]),
+    ],
+)
+def test_query_language_finds_the_right_messages(indexed, query: str, expected: list[str]) -> None:
+    core, backend = indexed
+    assert ids(core, backend, query) == expected
+
+
+def test_a_user_sees_only_their_own_mail_even_in_totals_and_facets(indexed) -> None:
+    core, backend = indexed
+    alice = Viewer.person(ALICE)
+    assert ids(core, backend, "forecast", alice) == ["q1@example.com", "q2@example.com"]
+    with core.sessions() as session:
+        page = search(session, backend, "", alice)
+    assert page.total == 2
+    assert sum(page.facets["year"].values()) == 2
+    bcc = Viewer.person("secret-bcc@example.com")
+    assert ids(core, backend, "", bcc) == ["lunch@example.com"]
+    member = Viewer.person("nobody@example.com", lists=("dev.lists.example.com",))
+    assert ids(core, backend, "", member) == ["list@example.com"]
+    assert ids(core, backend, "", Viewer.person("stranger@example.com")) == []
+
+
+def test_results_carry_facets_snippets_and_sort_by_date(indexed) -> None:
+    core, backend = indexed
+    with core.sessions() as session:
+        page = search(session, backend, "forecast", Viewer.administrator(), Sort.DATE)
+    assert [found.message_id for found in page.results] == [
+        "list@example.com",
+        "q2@example.com",
+        "q1@example.com",
+    ]
+    assert page.facets["sender_domain"] == {"example.com": 2, "example.org": 1}
+    assert page.facets["list"] == {"dev.lists.example.com": 1}
+    assert "<mark>Forecasting</mark>" in page.results[1].snippet
+
+
+def test_a_malformed_query_says_where(indexed) -> None:
+    core, backend = indexed
+    with pytest.raises(QuerySyntaxError) as error:
+        ids(core, backend, 'subject:"unclosed')
+    assert error.value.position >= 0
+
+
+@pytest.fixture
+def idle(make_service) -> RunningService:
+    return make_service(start=False)
+
+
+def test_cli_search_json_as_user_and_errors(idle: RunningService, tmp_path) -> None:
+    source = tmp_path / "mail.mbox"
+    from archiver.mailfiles import mbox_entry
+
+    source.write_bytes(b"".join(mbox_entry(m, ALICE, datetime.now(UTC)) for m in MESSAGES))
+    idle.run_cli("import", str(source), check=True)
+    core = idle.core()
+    Indexer(core.sessions, core.search_backend()).run_once()
+
+    found = idle.run_cli("search", "--json", "--as", BOB, "forecast")
+    assert found.returncode == 0, found.stderr
+    page = json.loads(found.stdout)
+    assert page["total"] == 2
+    assert set(page["results"][0]) == {
+        "id",
+        "message_id",
+        "subject",
+        "from",
+        "from_name",
+        "date",
+        "list",
+        "snippet",
+    }
+    bad = idle.run_cli("search", "from:")
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("arsip: bad query:") and len(bad.stderr.splitlines()) == 1
+
+    before = idle.run_cli("search", "--json", "--limit", "50", "").stdout
+    shutil.rmtree(idle.settings.index_dir)
+    rebuilt = idle.run_cli("reindex")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert f"indexed {len(MESSAGES)} messages" in rebuilt.stdout
+    assert idle.run_cli("search", "--json", "--limit", "50", "").stdout == before
+
+
+def test_mail_is_searchable_soon_after_250(make_service) -> None:
+    service: RunningService = make_service()
+    with service.smtp() as client:
+        client.sendmail(
+            ALICE, [JOURNAL], message("fresh@example.com", "Zebra", "A zebra crossing.")
+        )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        result = service.run_cli("search", "--json", "zebra")
+        if json.loads(result.stdout)["total"] == 1:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError(f"not searchable: {service.log()}")
+    assert service.stats()["index_pending"] == 0
