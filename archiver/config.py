@@ -57,6 +57,7 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     log_level: str = "INFO"
+    search_backend: str = ""
 
     @property
     def blob_dir(self) -> Path:
@@ -160,6 +161,13 @@ def _log_level(value: Any) -> str:
     return level
 
 
+def _search_backend(value: Any) -> str:
+    backend = _text(value).lower()
+    if backend not in {"", "whoosh", "postgres"}:
+        raise ValueError("must be whoosh or postgres")
+    return backend
+
+
 PARSERS: dict[str, Callable[[Any], Any]] = {
     "data_dir": _path,
     "database_url": _text,
@@ -179,6 +187,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "tls_cert": _optional_path,
     "tls_key": _optional_path,
     "log_level": _log_level,
+    "search_backend": _search_backend,
 }
 
 
@@ -239,6 +248,12 @@ def _with_derived_defaults(settings: Settings) -> Settings:
         changes["database_url"] = f"sqlite:///{settings.data_dir.resolve() / 'arsip.db'}"
     if not settings.secret_key:
         changes["secret_key"] = _persistent_secret(settings.data_dir)
+    url = changes.get("database_url", settings.database_url)
+    on_postgres = url.startswith("postgresql")
+    if not settings.search_backend:
+        changes["search_backend"] = "postgres" if on_postgres else "whoosh"
+    elif settings.search_backend == "postgres" and not on_postgres:
+        raise SettingsError("ARSIP_SEARCH_BACKEND: postgres needs ARSIP_DATABASE_URL on PostgreSQL")
     if not changes:
         return settings
     values = {f.name: getattr(settings, f.name) for f in fields(settings)}

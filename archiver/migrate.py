@@ -18,6 +18,12 @@ log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(migrations.__file__).parent
 
 
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """Keep autogenerate away from the PostgreSQL-only search table: it is not among the
+    ORM models (see archiver.search.postgres_index) and must not be dropped."""
+    return not (type_ == "table" and name == "search_documents")
+
+
 def alembic_config(engine: Engine) -> Config:
     """An Alembic config pointing at the packaged migrations."""
     config = Config()

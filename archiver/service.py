@@ -30,6 +30,7 @@ from archiver.intake import IntakeHandler, start_servers
 from archiver.routing import RecipientPolicy
 from archiver.search.backend import SearchBackend
 from archiver.search.indexer import Indexer
+from archiver.search.postgres_index import PostgresBackend
 from archiver.search.whoosh_index import WhooshBackend
 from archiver.spool import GroupCommitter, Spool
 from archiver.store import DirectoryBlobStore
@@ -59,7 +60,9 @@ class Core:
         return SpoolWorker(self.sessions, self.archive, self.policy)
 
     def search_backend(self) -> SearchBackend:
-        """The search index (whoosh: only one process may write it at a time)."""
+        """The configured search index (whoosh: only one process may write it at a time)."""
+        if self.settings.search_backend == "postgres":
+            return PostgresBackend(self.engine)
         return WhooshBackend(self.settings.index_dir)
 
 

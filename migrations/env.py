@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from archiver.migrate import include_name
 from archiver.models import Base, UtcDateTime
 
 
@@ -18,12 +19,14 @@ connection = context.config.attributes.get("connection")
 if connection is None:
     raise RuntimeError("run migrations through `arsip db upgrade`, which supplies the database")
 
+
 context.configure(
     connection=connection,
     target_metadata=Base.metadata,
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
     render_item=render_item,
+    include_name=include_name,
 )
 with context.begin_transaction():
     context.run_migrations()

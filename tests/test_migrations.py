@@ -2,19 +2,40 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from archiver import migrate
 from archiver.models import Base
+from archiver.search import postgres_index
 from archiver.service import Core
 
 
 def test_models_and_migrations_agree(core: Core) -> None:
     with core.engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "include_name": migrate.include_name}
+        )
         differences = compare_metadata(context, Base.metadata)
     assert differences == [], "models and migrations differ: run `arsip db revision -m ...`"
+
+
+def test_the_postgres_search_table_matches_its_migration(core: Core) -> None:
+    if core.engine.dialect.name != "postgresql":
+        pytest.skip("the full text search table exists on PostgreSQL only")
+    with core.engine.connect() as connection:
+        context = MigrationContext.configure(
+            connection,
+            opts={
+                "compare_type": True,
+                "include_name": lambda name, type_, parents: (
+                    type_ != "table" or name == "search_documents"
+                ),
+            },
+        )
+        differences = compare_metadata(context, postgres_index.metadata)
+    assert differences == []
 
 
 def test_upgrade_is_idempotent_and_reaches_head(core: Core) -> None:

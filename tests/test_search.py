@@ -171,8 +171,9 @@ def test_a_malformed_query_says_where(indexed) -> None:
 
 
 @pytest.fixture
-def idle(make_service) -> RunningService:
-    return make_service(start=False)
+def idle(make_service, database_url: str) -> RunningService:
+    """A configured service, not running: whoosh on SQLite, PostgreSQL search on PostgreSQL."""
+    return make_service(database_url, start=False)
 
 
 def test_cli_search_json_as_user_and_errors(idle: RunningService, tmp_path) -> None:
@@ -203,7 +204,10 @@ def test_cli_search_json_as_user_and_errors(idle: RunningService, tmp_path) -> N
     assert bad.stderr.startswith("arsip: bad query:") and len(bad.stderr.splitlines()) == 1
 
     before = idle.run_cli("search", "--json", "--limit", "50", "").stdout
-    shutil.rmtree(idle.settings.index_dir)
+    if idle.settings.search_backend == "whoosh":
+        shutil.rmtree(idle.settings.index_dir)  # the index is lost
+    else:
+        idle.core().search_backend().clear()
     rebuilt = idle.run_cli("reindex")
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert f"indexed {len(MESSAGES)} messages" in rebuilt.stdout

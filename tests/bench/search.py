@@ -1,0 +1,991 @@
+"""Search benchmark: how fast Arsip indexes an archive and how quickly it answers queries.
+
+A seeded generator writes an mbox of realistic mail: threads with `Re:` subjects and
+In-Reply-To/References, about 200 senders over 10 domains, mailing-list traffic with
+List-Id headers, CSV and PDF attachments, three years of dates, and bodies drawn from the
+word frequencies of the real mail under /work/shared/corpus. Those frequencies matter:
+real text is Zipf-like (a few words are everywhere, most are rare), and posting-list
+lengths follow from that, so uniform random words would make every query look alike.
+
+The mbox goes through `import_paths` into a fresh data directory, then only
+`Indexer.rebuild()` is timed, since that is what `arsip reindex` and a new installation
+pay. Latency is measured around the whole `search(...)` call the web UI and API make
+(parse, backend query with viewer filter and facets, message rows, snippets), for an
+administrator and for an ordinary user, with a different query drawn for every run so
+that no cache turns the measurement into a lookup.
+
+    .venv/bin/python tests/bench/search.py [--messages N] [--runs R]
+                                           [--database-url URL] [--keep DIR]
+
+`ARSIP_SEARCH_BACKEND` is passed on when the settings know it, so the same script
+measures the PostgreSQL backend. With `--keep DIR` the mbox and archive stay in DIR, and
+a later run with the same message count reuses them and only indexes and queries again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import bisect
+import email
+import json
+import logging
+import math
+import os
+import platform
+import random
+import re
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta, timezone
+from email.message import Message as EmailMessage
+from email.utils import format_datetime, formataddr
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
+
+from ingest import FIRST_NAMES, LAST_NAMES, _ascii_local, _header, tiny_pdf  # noqa: E402
+from sqlalchemy import func, select, text  # noqa: E402
+
+from archiver import migrate  # noqa: E402
+from archiver.config import PARSERS, Settings, load_settings  # noqa: E402
+from archiver.importer import import_paths  # noqa: E402
+from archiver.mailfiles import mbox_entry  # noqa: E402
+from archiver.models import Message  # noqa: E402
+from archiver.search.indexer import Indexer  # noqa: E402
+from archiver.search.service import fold, search  # noqa: E402
+from archiver.search.viewer import Viewer  # noqa: E402
+from archiver.service import Core, build_core  # noqa: E402
+
+SEED = 20_240_917
+CORPUS_DIR = Path("/work/shared/corpus")
+MAX_MESSAGES = 1_000_000
+SENDERS = 200
+DOMAINS = (
+    "example.com",
+    "corp.example.com",
+    "sales.example.com",
+    "example.org",
+    "example.net",
+    "partner.example.net",
+    "supplier.test",
+    "mail.test",
+    "consulting.example",
+    "university.example.edu",
+)
+LISTS = (
+    ("Engineering", "engineering.lists.example.com"),
+    ("Announcements", "announce.lists.example.com"),
+    ("Sales team", "sales.lists.example.com"),
+    ("Users of the archive", "users.lists.example.org"),
+)
+TIMEZONES = tuple(timezone(timedelta(hours=hours)) for hours in (0, 1, 2, -5, -8, 5.5, 9))
+START_DATE = datetime(2021, 7, 1, 7, 0, tzinfo=UTC)
+SPAN = timedelta(days=3 * 365)
+REPLY_SHARE = 0.45
+LIST_SHARE = 0.2
+ATTACHMENT_SHARE = 0.2
+BODY_BYTES = (500, 4000)
+LINE_WIDTH = 72
+RARE_MAX_DOCS = 20  # a "rare" word occurs (after stemming) in at most this many messages
+COMMON_RANKS = 50  # "common" words are drawn from this many most frequent ones
+SEARCH_LIMIT = 20
+MIB = 1024 * 1024
+WORD = re.compile(r"[a-z]+")
+SKIPPED_SUFFIXES = {".json", ".tsv", ".md", ".html", ".htm"}
+SKIPPED_FOLDERS = {"bounces", "sisimai-bounces", "html-xss"}
+NOT_PROSE = (">", "+", "-", "@@", "diff ", "index ", "Signed-off-by:")
+NOISE = re.compile(r"\S+@\S+|\w+://\S+|\S*[/\\=_]\S*")
+TAIL_WORDS = 60_000
+
+# Used only when the real-mail corpus is absent: a short frequency list of ordinary mail
+# English, most frequent first, so the generator still produces Zipf-shaped text.
+_FALLBACK_TEXT = """
+the to and of a in for is that you it on be with this have are we at not as will
+from if your or can by all but an so do me please thanks my our was there would any
+they about more know what has one up out need just which like some get also time new
+when should could been these us see other its let only now then here work week meeting
+today tomorrow team project report update review draft budget customer contract order
+invoice delivery schedule release server database backup issue problem question answer
+change request support account office travel expense approval deadline attached file
+version feature test build deploy production incident ticket plan forecast quarter
+revenue margin pricing discount quote vendor supplier shipment warehouse audit policy
+retention archive mailbox migration network firewall certificate password storage
+capacity upgrade patch outage latency cluster roadmap milestone sprint regression
+onboarding training payroll benefits holiday interview candidate hiring headcount
+laptop monitor printer badge parking building agreement signature renewal estimate
+proposal compliance escalation postmortem rollback staging snapshot restore throughput
+"""
+FALLBACK_VOCABULARY = tuple(_FALLBACK_TEXT.split())
+
+
+class BenchError(RuntimeError):
+    """A precondition the benchmark cannot work around (for example a non-empty database)."""
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Words with cumulative weights for `random.choices`, most frequent first."""
+
+    words: tuple[str, ...]
+    cumulative: tuple[float, ...]
+    source: str
+
+    def sample(self, rng: random.Random, count: int) -> list[str]:
+        """`count` words drawn by frequency, the way real text uses them."""
+        return rng.choices(self.words, cum_weights=self.cumulative, k=count)
+
+
+@dataclass(frozen=True)
+class Person:
+    """A correspondent: the bare address for queries, the display form for headers."""
+
+    address: str
+    display: str
+    first: str
+    full: str
+
+
+@dataclass(frozen=True)
+class Generated:
+    """What the query generator needs to know about one written message."""
+
+    message_id: str
+    author: str
+    when: datetime
+    has_attachment: bool
+    phrase: tuple[str, str]
+
+
+@dataclass
+class _Parent:
+    message_id: str
+    subject: str
+    references: list[str]
+    author: Person
+    when: datetime
+    list_index: int | None
+    quote: list[str]
+
+
+@dataclass
+class Corpus:
+    """The generated mail as far as queries are concerned, plus its word statistics."""
+
+    messages: list[Generated] = field(default_factory=list)
+    document_frequency: Counter[str] = field(default_factory=Counter)
+    senders: list[str] = field(default_factory=list)
+    replies: int = 0
+    list_posts: int = 0
+    attachments: int = 0
+    body_bytes: int = 0
+
+
+def _corpus_files(root: Path) -> Iterator[Path]:
+    for path in sorted(root.rglob("*")):
+        if (
+            path.is_file()
+            and path.suffix.lower() not in SKIPPED_SUFFIXES
+            and not SKIPPED_FOLDERS & set(path.relative_to(root).parts)
+        ):
+            yield path
+
+
+def _messages_in(data: bytes) -> Iterator[EmailMessage]:
+    """The messages in one corpus file: mbox, MMDF or a single message."""
+    if data.startswith(b"From "):
+        for chunk in re.split(rb"\n(?=From )", data):
+            yield email.message_from_bytes(chunk.partition(b"\n")[2])
+    elif data.startswith(b"\x01\x01\x01\x01"):
+        for chunk in data.split(b"\x01\x01\x01\x01"):
+            if chunk.strip():
+                yield email.message_from_bytes(chunk.lstrip(b"\r\n"))
+    else:
+        yield email.message_from_bytes(data)
+
+
+def _prose(message: EmailMessage) -> str:
+    """The text someone typed: plain-text parts without quotes, patches, addresses, URLs."""
+    parts = []
+    for part in message.walk():
+        if part.get_content_type() != "text/plain" or part.get_filename():
+            continue
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            continue
+        try:
+            decoded = payload.decode(part.get_content_charset() or "utf-8", "replace")
+        except LookupError:
+            decoded = payload.decode("utf-8", "replace")
+        parts += [line for line in decoded.splitlines() if not line.startswith(NOT_PROSE)]
+    return NOISE.sub(" ", "\n".join(parts))
+
+
+def _typo(word: str, rng: random.Random) -> str:
+    """A misspelling of `word` (letter dropped, doubled or swapped), as people make them."""
+    at = rng.randrange(1, len(word) - 1)
+    kind = rng.randrange(3)
+    if kind == 0:
+        return word[:at] + word[at + 1 :]
+    if kind == 1:
+        return word[:at] + word[at] + word[at:]
+    return word[: at - 1] + word[at] + word[at - 1] + word[at + 1 :]
+
+
+def load_vocabulary(root: Path = CORPUS_DIR) -> Vocabulary:
+    """Word frequencies of the prose in the real mail under `root`, with a long tail.
+
+    Bounce reports and HTML test vectors are skipped (their boilerplate would make
+    "kijitora" a top-ten word), and a word must occur in at least two files, which drops
+    base64 debris, hashes and one-off test strings. A few megabytes of mail cannot show
+    the tail a big archive has: a 100,000-message archive holds tens of thousands of
+    words seen only a handful of times, mostly names, codes and misspellings. Misspelt
+    corpus words, weighted by continuing the corpus's own Zipf curve past its last rank,
+    stand in for them, so rare-word queries have something genuinely rare to find.
+    """
+    counts: Counter[str] = Counter()
+    files: Counter[str] = Counter()
+    if root.is_dir():
+        for path in _corpus_files(root):
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            seen: Counter[str] = Counter()
+            for message in _messages_in(data):
+                seen.update(WORD.findall(_prose(message).lower()))
+            counts.update(seen)
+            files.update(seen.keys())
+    kept = [
+        (word, count)
+        for word, count in counts.most_common()
+        if files[word] >= 2 and 2 <= len(word) <= 18 and any(vowel in word for vowel in "aeiouy")
+    ]
+    if len(kept) < 500:
+        # Zipf's law with exponent 1 stands in for counts we could not read.
+        head = list(FALLBACK_VOCABULARY)
+        weights = [1000.0 / (rank + 1) for rank in range(len(head))]
+        source = f"built-in list ({len(head)} words)"
+    else:
+        head = [word for word, _count in kept]
+        weights = [float(count) for _word, count in kept]
+        source = f"{root} ({len(head):,} words, {sum(weights):,.0f} tokens)"
+    rng = random.Random(SEED - 1)
+    known = set(head)
+    bases = [word for word in head if len(word) >= 5]
+    tail: list[str] = []
+    while len(tail) < TAIL_WORDS:
+        typo = _typo(rng.choice(bases), rng)
+        if typo not in known:
+            known.add(typo)
+            tail.append(typo)
+    last = len(head) * weights[-1]  # w(r) = last / r continues the curve (Zipf, s = 1)
+    weights += [last / (len(head) + rank + 1) for rank in range(len(tail))]
+    cumulative = tuple(_cumulative(weights))
+    return Vocabulary(
+        tuple(head + tail), cumulative, f"{source} + {len(tail):,} rarer misspellings"
+    )
+
+
+def _wrap(words: list[str]) -> str:
+    lines: list[str] = []
+    line: list[str] = []
+    width = 0
+    for word in words:
+        if line and width + 1 + len(word) > LINE_WIDTH:
+            lines.append(" ".join(line))
+            line, width = [], 0
+        width += len(word) + (1 if line else 0)
+        line.append(word)
+    if line:
+        lines.append(" ".join(line))
+    return "\n".join(lines)
+
+
+class CorpusWriter:
+    """Deterministic mail for the search benchmark: the same seed gives the same mbox."""
+
+    def __init__(self, vocabulary: Vocabulary, count: int, seed: int = SEED) -> None:
+        self.rng = random.Random(seed)
+        self.vocabulary = vocabulary
+        self.count = count
+        self.people = self._people()
+        # Some people write far more mail than others, as in any organisation.
+        self.activity = list(
+            _cumulative([1.0 / (rank + 1) ** 0.8 for rank in range(len(self.people))])
+        )
+        self.recent: list[_Parent] = []
+        # Subjects use mid-frequency words: titles rarely consist of "the" and "of".
+        self.topic_words = vocabulary.words[30:5000] or vocabulary.words
+
+    def _people(self) -> list[Person]:
+        people: list[Person] = []
+        seen: set[str] = set()
+        while len(people) < SENDERS:
+            first = self.rng.choice(FIRST_NAMES)
+            last = self.rng.choice(LAST_NAMES)
+            domain = DOMAINS[len(people) % len(DOMAINS)]
+            address = f"{_ascii_local(first)}.{_ascii_local(last)}@{domain}"
+            if address in seen:
+                continue
+            seen.add(address)
+            full = f"{first} {last}"
+            people.append(Person(address, formataddr((full, address)), first, full))
+        return people
+
+    def write(self, mbox: Path | None) -> Corpus:
+        """Generate every message; write the mbox unless `mbox` is None (reused archive)."""
+        corpus = Corpus(senders=[person.address for person in self.people])
+        handle = open(mbox, "wb") if mbox is not None else None  # noqa: SIM115
+        try:
+            for number in range(self.count):
+                data, sender, when, body_words = self._message(number, corpus)
+                corpus.document_frequency.update(set(body_words))
+                if handle is not None:
+                    handle.write(mbox_entry(data, sender, when.astimezone(UTC)))
+        finally:
+            if handle is not None:
+                handle.close()
+        return corpus
+
+    def _author(self) -> Person:
+        return self.people[bisect.bisect(self.activity, self.rng.random() * self.activity[-1])]
+
+    def _message(self, number: int, corpus: Corpus) -> tuple[bytes, str, datetime, list[str]]:
+        rng = self.rng
+        step = SPAN / self.count
+        when = START_DATE + step * number + timedelta(seconds=rng.uniform(0, step.total_seconds()))
+        author = self._author()
+        parent = self.recent[-rng.randint(1, len(self.recent))] if self.recent else None
+        if parent is None or rng.random() >= REPLY_SHARE:
+            parent = None
+        if parent is not None:
+            subject = (
+                parent.subject if parent.subject.startswith("Re: ") else "Re: " + parent.subject
+            )
+            references = [*parent.references[-9:], parent.message_id]
+            list_index = parent.list_index
+            corpus.replies += 1
+        else:
+            words = rng.sample(self.topic_words, rng.randint(2, 6))
+            subject = " ".join(words).capitalize()
+            if rng.random() < 0.2:
+                subject += f" (#{rng.randint(100, 9999)})"
+            references = []
+            list_index = rng.randrange(len(LISTS)) if rng.random() < LIST_SHARE else None
+        others = [p for p in rng.sample(self.people, 6) if p is not author]
+        to = [parent.author] if parent is not None and parent.author is not author else []
+        to += others[: rng.randint(0 if to else 1, 2)]
+        cc = others[3:5] if rng.random() < 0.3 else []
+        domain = author.address.partition("@")[2]
+        message_id = f"{number:07d}.{rng.getrandbits(48):012x}@{domain}"
+
+        headers = [
+            f"From: {author.display}",
+            f"To: {', '.join(p.display for p in to)}",
+        ]
+        if list_index is not None:
+            name, list_id = LISTS[list_index]
+            local, _, host = list_id.partition(".lists.")
+            headers[1] = f"To: {name} <{local}@lists.{host}>"
+            headers.append(f"List-Id: {name} <{list_id}>")
+            corpus.list_posts += 1
+        if cc:
+            headers.append(f"Cc: {', '.join(p.display for p in cc)}")
+        headers += [
+            f"Subject: {_header(subject)}",
+            f"Date: {format_datetime(when.astimezone(rng.choice(TIMEZONES)))}",
+            f"Message-ID: <{message_id}>",
+        ]
+        if parent is not None:
+            headers.append(f"In-Reply-To: <{parent.message_id}>")
+            headers.append("References: " + "\n ".join(f"<{ref}>" for ref in references))
+        headers.append("MIME-Version: 1.0")
+
+        target = int(math.exp(rng.uniform(*(math.log(size) for size in BODY_BYTES))))
+        body, body_words, phrase = self._body(author, to[0], parent, target)
+        corpus.body_bytes += len(body.encode())
+        attachment = self._attachment() if rng.random() < ATTACHMENT_SHARE else None
+        head = "\n".join(headers) + "\n"
+        plain = 'Content-Type: text/plain; charset="utf-8"\nContent-Transfer-Encoding: 8bit\n'
+        if attachment is None:
+            data = head + plain + "\n" + body
+        else:
+            corpus.attachments += 1
+            boundary = f"=_part_{number}_{rng.getrandbits(32):08x}"
+            data = (
+                f'{head}Content-Type: multipart/mixed; boundary="{boundary}"\n\n'
+                f"--{boundary}\n{plain}\n{body}\n--{boundary}\n{attachment}--{boundary}--\n"
+            )
+        quote = body.splitlines()[2:6]
+        self.recent.append(
+            _Parent(message_id, subject, references, author, when, list_index, quote)
+        )
+        if len(self.recent) > 400:
+            del self.recent[:100]
+        corpus.messages.append(
+            Generated(message_id, author.address, when, attachment is not None, phrase)
+        )
+        return data.encode(), author.address, when, body_words
+
+    def _body(
+        self, author: Person, reader: Person, parent: _Parent | None, target: int
+    ) -> tuple[str, list[str], tuple[str, str]]:
+        """Wrapped paragraphs of sentences, a greeting, a signature and maybe a quote."""
+        rng = self.rng
+        opening = f"Hi {reader.first},\n\n"
+        closing = f"\n\nRegards,\n{author.first}\n\n-- \n{author.full}\n"
+        budget = max(target - len(opening) - len(closing), 120)
+        quoted = ""
+        if parent is not None and parent.quote:
+            quoted = (
+                f"\n\nOn {format_datetime(parent.when)}, {parent.author.full} wrote:\n"
+                + "".join(f"> {line}\n" for line in parent.quote)
+            )
+            budget = max(budget - len(quoted), 120)
+        # About 6.4 bytes a word with its space in this vocabulary; draw a little extra.
+        words = self.vocabulary.sample(rng, budget // 5 + 8)
+        paragraphs: list[str] = []
+        used: list[str] = []
+        size = 0
+        position = 0
+        phrase = ("", "")
+        while size < budget and position < len(words) - 1:
+            sentences = []
+            for _ in range(rng.randint(1, 4)):
+                length = rng.randint(4, 16)
+                sentence = words[position : position + length]
+                if len(sentence) < 2:
+                    break
+                if not phrase[0] or rng.random() < 0.1:
+                    at = rng.randrange(len(sentence) - 1)
+                    phrase = (sentence[at], sentence[at + 1])
+                used += sentence
+                position += length
+                sentence[0] = sentence[0].capitalize()
+                sentences.append(" ".join(sentence) + rng.choice(".....?!"))
+            paragraph = _wrap(" ".join(sentences).split())
+            paragraphs.append(paragraph)
+            size += len(paragraph) + 2
+        return opening + "\n\n".join(paragraphs) + quoted + closing, used, phrase
+
+    def _attachment(self) -> str:
+        rng = self.rng
+        if rng.random() < 0.5:
+            rows = [
+                f"{2021 + rng.randint(0, 3)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d},"
+                f"{' '.join(self.vocabulary.sample(rng, 2))},{rng.randint(1, 99999) / 100:.2f}"
+                for _ in range(rng.randint(5, 30))
+            ]
+            content = ("date,item,amount\n" + "\n".join(rows) + "\n").encode()
+            ctype, name = "text/csv", f"{rng.choice(self.topic_words)}-{rng.randint(1, 999)}.csv"
+        else:
+            content = tiny_pdf(" ".join(self.vocabulary.sample(rng, 30)))
+            ctype, name = "application/pdf", f"{rng.choice(self.topic_words)}-report.pdf"
+        encoded = base64.encodebytes(content).decode()
+        return (
+            f'Content-Type: {ctype}; name="{name}"\n'
+            f'Content-Disposition: attachment; filename="{name}"\n'
+            f"Content-Transfer-Encoding: base64\n\n{encoded}"
+        )
+
+
+def _cumulative(weights: Sequence[float]) -> Iterator[float]:
+    total = 0.0
+    for weight in weights:
+        total += weight
+        yield total
+
+
+@dataclass(frozen=True)
+class Query:
+    """One query to run, and the address of the user who runs it as an ordinary viewer."""
+
+    text: str
+    user: str
+
+
+class QueryMaker:
+    """Draws queries of each type from the generated corpus, seeded, all different."""
+
+    def __init__(self, corpus: Corpus, vocabulary: Vocabulary, seed: int = SEED + 1) -> None:
+        self.rng = random.Random(seed)
+        self.corpus = corpus
+        self.with_attachment = [m for m in corpus.messages if m.has_attachment and m.phrase[0]]
+        stem_frequency: Counter[str] = Counter()
+        for word, docs in corpus.document_frequency.items():
+            stem_frequency[fold(word)] += docs
+        by_rarity = sorted(
+            corpus.document_frequency, key=lambda word: (stem_frequency[fold(word)], word)
+        )
+        rare = [word for word in by_rarity if stem_frequency[fold(word)] <= RARE_MAX_DOCS]
+        # Fall back to the least frequent words a small corpus has.
+        self.rare = rare if len(rare) >= 50 else by_rarity[:200]
+        self.common = list(vocabulary.words[:COMMON_RANKS])
+
+    def _message(self) -> Generated:
+        return self.rng.choice(self.corpus.messages)
+
+    def _someone(self) -> str:
+        return self._message().author
+
+    def rare_word(self) -> Query:
+        """A word few messages contain: the index must find it without scanning."""
+        return Query(self.rng.choice(self.rare), self._someone())
+
+    def common_word(self) -> Query:
+        """A word most messages contain: ranking and facets run over a huge result set."""
+        return Query(self.rng.choice(self.common), self._someone())
+
+    def phrase(self) -> Query:
+        """Two adjacent words of some message, quoted: positions must be checked."""
+        message = self._message()
+        return Query(f'"{message.phrase[0]} {message.phrase[1]}"', message.author)
+
+    def sender(self) -> Query:
+        """`from:` an address that sent mail (busy senders come up more often)."""
+        message = self._message()
+        return Query(f"from:{message.author}", message.author)
+
+    def message_id(self) -> Query:
+        """`msgid:` of an existing message: an exact lookup."""
+        message = self._message()
+        return Query(f"msgid:{message.message_id}", message.author)
+
+    def date_range(self) -> Query:
+        """One month of mail, starting anywhere in the three years."""
+        start = START_DATE.date() + timedelta(days=self.rng.randrange(SPAN.days - 31))
+        end = start + timedelta(days=31)
+        return Query(f"after:{_day(start)} before:{_day(end)}", self._someone())
+
+    def combined(self) -> Query:
+        """Sender, phrase, date and attachment together, as people narrow a search down."""
+        pool = self.with_attachment or self.corpus.messages
+        message = self.rng.choice(pool)
+        after = message.when.date() - timedelta(days=self.rng.randint(0, 90))
+        first, second = message.phrase
+        return Query(
+            f'from:{message.author} "{first} {second}" after:{_day(after)} has:attachment',
+            message.author,
+        )
+
+
+def _day(day: date) -> str:
+    return day.isoformat()
+
+
+QUERY_TYPES: tuple[tuple[str, str, float], ...] = (
+    # (name, QueryMaker method, p95 target in ms)
+    ("rare word", "rare_word", 20.0),
+    ("common word", "common_word", 100.0),
+    ("phrase", "phrase", 100.0),
+    ("from:", "sender", 20.0),
+    ("msgid:", "message_id", 20.0),
+    ("date range", "date_range", 100.0),
+    ("combined", "combined", 100.0),
+)
+
+
+class RssSampler:
+    """Peak resident memory of this process over a stretch of time (Linux /proc).
+
+    `ru_maxrss` only knows the peak of the whole process life, which the import before
+    indexing may already have set; sampling shows what indexing itself needs.
+    """
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.peak_kib = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self.peak_kib = current_rss_kib()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_kib = max(self.peak_kib, current_rss_kib())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak_kib = max(self.peak_kib, current_rss_kib())
+
+
+def current_rss_kib() -> int:
+    """Resident set size now, in KiB (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def max_rss_kib() -> int:
+    """Peak resident set size of this process so far, in KiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def directory_bytes(path: Path) -> int:
+    """Bytes of all files under `path` (0 if it does not exist)."""
+    if not path.is_dir():
+        return 0
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def search_backend_name(settings: Settings) -> str:
+    """The configured backend; settings without the option only have whoosh."""
+    return str(getattr(settings, "search_backend", "whoosh") or "whoosh")
+
+
+def postgres_index_bytes(core: Core) -> dict[str, int]:
+    """Total size (table, TOAST and indexes) of each table with a tsvector column.
+
+    The PostgreSQL backend names its own table; looking for tsvector columns finds it
+    without the benchmark having to know that name.
+    """
+    with core.engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT DISTINCT c.relname, pg_total_relation_size(c.oid) "
+                "FROM pg_class c "
+                "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 "
+                "JOIN pg_type t ON t.oid = a.atttypid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE t.typname = 'tsvector' AND c.relkind IN ('r', 'p') "
+                "AND n.nspname = ANY (current_schemas(false))"
+            )
+        ).all()
+    return {str(name): int(size) for name, size in rows}
+
+
+def percentile(values: Sequence[float], share: float) -> float:
+    """Nearest-rank percentile: a value that was actually measured."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(share * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclass
+class Latency:
+    """Timings and hit counts of one query type for one kind of viewer."""
+
+    millis: list[float] = field(default_factory=list)
+    hits: list[int] = field(default_factory=list)
+
+    @property
+    def p50(self) -> float:
+        return percentile(self.millis, 0.50)
+
+    @property
+    def p95(self) -> float:
+        return percentile(self.millis, 0.95)
+
+    @property
+    def mean_hits(self) -> float:
+        return statistics.fmean(self.hits) if self.hits else 0.0
+
+
+@dataclass
+class Row:
+    """One line of the latency table."""
+
+    name: str
+    target_ms: float
+    admin: Latency
+    user: Latency
+    examples: list[str]
+
+    @property
+    def missed(self) -> bool:
+        return max(self.admin.p95, self.user.p95) > self.target_ms
+
+
+def measure(core: Core, maker: QueryMaker, runs: int) -> list[Row]:
+    """Time `search(...)` for every query type, as an administrator and as a user."""
+    backend = core.search_backend()  # a fresh reader, as a web process would open
+    admin = Viewer.administrator()
+    try:
+        with core.sessions() as session:
+            for _name, method, _target in QUERY_TYPES:
+                query: Query = getattr(maker, method)()
+                search(session, backend, query.text, admin, limit=SEARCH_LIMIT)
+        rows = []
+        for name, method, target in QUERY_TYPES:
+            draw: Callable[[], Query] = getattr(maker, method)
+            results = {"admin": Latency(), "user": Latency()}
+            examples: list[str] = []
+            for kind, latency in results.items():
+                for _ in range(runs):
+                    query = draw()
+                    if len(examples) < 2:
+                        examples.append(query.text)
+                    viewer = admin if kind == "admin" else Viewer.person(query.user)
+                    with core.sessions() as session:
+                        began = time.perf_counter()
+                        page = search(session, backend, query.text, viewer, limit=SEARCH_LIMIT)
+                        latency.millis.append((time.perf_counter() - began) * 1000)
+                    latency.hits.append(page.total)
+            rows.append(Row(name, target, results["admin"], results["user"], examples))
+            print(
+                f"  {name}: admin p95 {results['admin'].p95:.1f} ms, "
+                f"user p95 {results['user'].p95:.1f} ms",
+                flush=True,
+            )
+        return rows
+    finally:
+        backend.close()
+
+
+def print_table(rows: Sequence[Row]) -> None:
+    """The latency table, with rows that miss their p95 target marked."""
+    header = (
+        "query type",
+        "admin p50 ms",
+        "admin p95 ms",
+        "user p50 ms",
+        "user p95 ms",
+        "mean hits (admin/user)",
+        "p95 target",
+        "",
+    )
+    lines = [
+        (
+            row.name,
+            f"{row.admin.p50:.1f}",
+            f"{row.admin.p95:.1f}",
+            f"{row.user.p50:.1f}",
+            f"{row.user.p95:.1f}",
+            f"{row.admin.mean_hits:,.1f} / {row.user.mean_hits:,.1f}",
+            f"<= {row.target_ms:.0f} ms",
+            "MISSED" if row.missed else "ok",
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
+    for line in [header, *lines]:
+        cells = [line[0].ljust(widths[0])]
+        cells += [cell.rjust(width) for cell, width in zip(line[1:], widths[1:], strict=True)]
+        print("  ".join(cells).rstrip())
+
+
+def bench_environment(data_dir: Path, database_url: str) -> dict[str, str]:
+    """The `ARSIP_*` settings of the benchmark archive, and nothing from the caller's
+    environment except the search backend choice, so results do not depend on a stray
+    variable."""
+    environ = {"ARSIP_DATA_DIR": str(data_dir), "ARSIP_LOG_LEVEL": "WARNING"}
+    if database_url:
+        environ["ARSIP_DATABASE_URL"] = database_url
+    backend = os.environ.get("ARSIP_SEARCH_BACKEND", "")
+    if backend and "search_backend" in PARSERS:
+        environ["ARSIP_SEARCH_BACKEND"] = backend
+    elif backend:
+        print(f"note: these settings know no search backend option; {backend!r} is ignored")
+    return environ
+
+
+def archived_count(core: Core) -> int:
+    """How many messages the archive holds."""
+    with core.sessions() as session:
+        return int(session.scalar(select(func.count()).select_from(Message)) or 0)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command line options, with limits so a typo cannot start an endless run."""
+    parser = argparse.ArgumentParser(description="Measure Arsip's indexing and search latency.")
+    parser.add_argument("--messages", type=int, default=100_000, help="messages to generate")
+    parser.add_argument("--runs", type=int, default=200, help="queries per type and viewer")
+    parser.add_argument(
+        "--database-url", default="", help="database for the archive (default: SQLite)"
+    )
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="keep the mbox and archive in this directory"
+    )
+    args = parser.parse_args(argv)
+    if not 1 <= args.messages <= MAX_MESSAGES:
+        parser.error(f"--messages must be between 1 and {MAX_MESSAGES}")
+    if not 1 <= args.runs <= 100_000:
+        parser.error("--runs must be between 1 and 100000")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the whole benchmark; exit status 1 if a query type missed its target."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
+    cores = os.cpu_count() or 1
+    usable = len(os.sched_getaffinity(0))
+    print(
+        f"machine: {cores} cores ({usable} usable), {platform.machine()}, "
+        f"Python {platform.python_version()}, {platform.system()} {platform.release()}",
+        flush=True,
+    )
+    if args.keep is not None:
+        workdir = args.keep.resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+    else:
+        workdir = Path(tempfile.mkdtemp(prefix="arsip-search-bench-"))
+    try:
+        return run(args, workdir, cores)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if args.keep is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, workdir: Path, cores: int) -> int:
+    """Generate, import, index and query; print the report."""
+    mbox = workdir / "bench.mbox"
+    state_file = workdir / "bench-state.json"
+    state = {"messages": args.messages, "seed": SEED, "database_url": args.database_url}
+    reuse = state_file.exists() and json.loads(state_file.read_text()) == state
+
+    began = time.monotonic()
+    vocabulary = load_vocabulary()
+    print(f"vocabulary: {vocabulary.source}; in {time.monotonic() - began:.1f} s", flush=True)
+    began = time.monotonic()
+    corpus = CorpusWriter(vocabulary, args.messages).write(None if reuse else mbox)
+    mbox_bytes = mbox.stat().st_size
+    print(
+        f"mail: {args.messages:,} messages, {len(corpus.senders)} senders over "
+        f"{len(DOMAINS)} domains, {corpus.replies:,} replies, {corpus.list_posts:,} list posts, "
+        f"{corpus.attachments:,} with attachments, mean body "
+        f"{corpus.body_bytes / args.messages:,.0f} bytes; mbox {mbox_bytes / MIB:,.1f} MiB"
+        f"{' (reused)' if reuse else ''}; in {time.monotonic() - began:.1f} s",
+        flush=True,
+    )
+
+    environ = bench_environment(workdir / "data", args.database_url)
+    settings = load_settings(environ=environ, config_file=workdir / "absent-arsip.toml")
+    backend_name = search_backend_name(settings)
+    core = build_core(settings)
+    migrate.upgrade(core.engine)
+    import_s: float | None = None
+    if reuse:
+        print(f"import: reusing the archive in {settings.data_dir}", flush=True)
+    else:
+        if archived_count(core):
+            raise BenchError(f"the database already holds messages: {settings.database_url}")
+        print("import: ...", end=" ", flush=True)
+        began = time.monotonic()
+        report = import_paths(core, [mbox], progress=False)
+        import_s = time.monotonic() - began
+        print(
+            f"{report.added:,} new of {report.read:,} in {import_s:.1f} s "
+            f"({report.read / import_s:,.0f} msgs/s)",
+            flush=True,
+        )
+        if args.keep is not None:
+            state_file.write_text(json.dumps(state))
+    archived = archived_count(core)
+
+    rss_before = current_rss_kib()
+    max_before = max_rss_kib()
+    print(f"index: rebuilding with the {backend_name} backend ...", end=" ", flush=True)
+    backend = core.search_backend()
+    with RssSampler() as sampler:
+        began = time.monotonic()
+        cpu_began = time.process_time()
+        indexed = Indexer(core.sessions, backend).rebuild()
+        index_s = time.monotonic() - began
+        index_cpu_s = time.process_time() - cpu_began
+    backend.close()
+    rate = indexed / index_s if index_s else 0.0
+    print(f"{indexed:,} messages in {index_s:.1f} s ({rate:,.0f} msgs/s)", flush=True)
+
+    index_bytes = directory_bytes(settings.index_dir) if backend_name == "whoosh" else 0
+    tables: dict[str, int] = {}
+    if backend_name == "postgres":
+        if core.engine.dialect.name == "postgresql":
+            tables = postgres_index_bytes(core)
+            index_bytes = sum(tables.values())
+        else:
+            print("note: the postgres backend runs on a non-PostgreSQL database?")
+    print(
+        f"index size: {index_bytes / MIB:,.1f} MiB"
+        + (
+            f" ({', '.join(f'{k} {v / MIB:,.1f} MiB' for k, v in tables.items())})"
+            if tables
+            else ""
+        )
+        + f" for {mbox_bytes / MIB:,.1f} MiB of mbox "
+        f"({index_bytes / mbox_bytes:.0%} of the raw mail)"
+    )
+    print(
+        f"memory: RSS {rss_before / 1024:,.0f} MiB before indexing, peak "
+        f"{sampler.peak_kib / 1024:,.0f} MiB while indexing (ru_maxrss "
+        f"{max_before / 1024:,.0f} MiB before, {max_rss_kib() / 1024:,.0f} MiB after); "
+        f"indexing CPU {index_cpu_s:.1f} s",
+        flush=True,
+    )
+
+    print(f"latency: {args.runs} runs per query type and viewer, limit {SEARCH_LIMIT} ...")
+    maker = QueryMaker(corpus, vocabulary)
+    print(
+        f"  ({len(maker.rare):,} rare words with <= {RARE_MAX_DOCS} messages after stemming; "
+        f"common words are the top {COMMON_RANKS})",
+        flush=True,
+    )
+    rows = measure(core, maker, args.runs)
+    core.engine.dispose()
+    print()
+    print_table(rows)
+    print()
+    for row in rows:
+        print(f"  e.g. {row.name}: {' | '.join(row.examples)}")
+    print(f"cores: {cores}")
+
+    summary: dict[str, Any] = {
+        "cores": cores,
+        "messages": args.messages,
+        "archived": archived,
+        "database": core.engine.dialect.name,
+        "search_backend": backend_name,
+        "mbox_bytes": mbox_bytes,
+        "import_s": None if import_s is None else round(import_s, 1),
+        "index_s": round(index_s, 1),
+        "index_cpu_s": round(index_cpu_s, 1),
+        "index_msgs_per_s": round(rate, 1),
+        "index_bytes": index_bytes,
+        "index_tables": tables,
+        "rss_before_index_mib": round(rss_before / 1024, 1),
+        "rss_peak_index_mib": round(sampler.peak_kib / 1024, 1),
+        "runs": args.runs,
+        "latency_ms": {
+            row.name: {
+                "admin_p50": round(row.admin.p50, 2),
+                "admin_p95": round(row.admin.p95, 2),
+                "user_p50": round(row.user.p50, 2),
+                "user_p95": round(row.user.p95, 2),
+                "admin_mean_hits": round(row.admin.mean_hits, 1),
+                "user_mean_hits": round(row.user.mean_hits, 1),
+                "target_p95": row.target_ms,
+                "missed": row.missed,
+            }
+            for row in rows
+        },
+    }
+    print(json.dumps(summary, separators=(",", ":")))
+    return 1 if any(row.missed for row in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
