@@ -7,6 +7,7 @@ facets and pages only ever count what the viewer may see (invariant 6).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -56,8 +57,12 @@ class SearchBackend(Protocol):
         """Remove these messages from the index."""
         ...
 
+    def rebuild(self, batches: Iterable[list[SearchDocument]]) -> int:
+        """Replace the whole index with these documents; returns how many were indexed."""
+        ...
+
     def clear(self) -> None:
-        """Remove everything (before a full reindex)."""
+        """Remove everything."""
         ...
 
     def search(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 from sqlalchemy import delete, func, select
@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from archiver.models import IndexQueueEntry, Message
 from archiver.search.backend import SearchBackend
-from archiver.search.documents import load_documents
+from archiver.search.documents import SearchDocument, load_documents
+from archiver.search.whoosh_index import IndexBusyError
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,9 @@ class Indexer:
         while not stop.is_set():
             try:
                 done = self.run_once()
+            except IndexBusyError as exc:
+                log.info("%s; indexing resumes when it is done", exc)
+                done = 0
             except Exception:
                 log.exception("indexer error")
                 done = 0
@@ -69,12 +73,19 @@ class Indexer:
         """Index every archived message from scratch; returns how many were indexed.
 
         Everything comes from the archive's own tables, so a lost or damaged index is
-        rebuilt from what Arsip stores and nothing else.
+        rebuilt from what Arsip stores and nothing else. Queue entries older than the
+        rebuild are covered by it and dropped; newer ones stay for the live indexer.
         """
-        self.backend.clear()
+        with self.sessions() as session:
+            covered = session.scalar(select(func.max(IndexQueueEntry.id))) or 0
+        count = self.backend.rebuild(self._all_documents(on_batch))
         with self.sessions.begin() as session:
-            session.execute(delete(IndexQueueEntry))
-        done = 0
+            session.execute(delete(IndexQueueEntry).where(IndexQueueEntry.id <= covered))
+        return count
+
+    def _all_documents(
+        self, on_batch: Callable[[int], None] | None
+    ) -> Iterator[list[SearchDocument]]:
         last = 0
         while True:
             with self.sessions() as session:
@@ -86,11 +97,10 @@ class Indexer:
                         .limit(BATCH_SIZE)
                     )
                 )
+                if not pks:
+                    return
                 documents = load_documents(session, pks)
-            if not pks:
-                return done
-            self.backend.index(documents)
-            done += len(documents)
+            yield documents
             last = pks[-1]
             if on_batch is not None:
                 on_batch(len(documents))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, time
 
 from sqlalchemy import (
@@ -151,6 +152,15 @@ class PostgresBackend:
         if message_pks:
             with self.engine.begin() as connection:
                 connection.execute(search_documents.delete().where(T.message_pk.in_(message_pks)))
+
+    def rebuild(self, batches: Iterable[list[SearchDocument]]) -> int:
+        """Replace every document: clear, then index batch by batch."""
+        self.clear()
+        count = 0
+        for batch in batches:
+            self.index(batch)
+            count += len(batch)
+        return count
 
     def clear(self) -> None:
         """Remove every document."""

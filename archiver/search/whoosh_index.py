@@ -8,6 +8,7 @@ cut from the archive's own copy), which keeps the index smaller than the mail it
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 
@@ -38,7 +39,9 @@ TEXT_FIELDS = ("subject", "body", "attachments", "people")
 ADDRESS_FIELDS = {"from": "from_addr", "to": "to_addr", "cc": "cc_addr"}
 # A whoosh writer buffers this much before it writes a segment: fewer, larger segments
 # make indexing several times faster than the default.
-WRITER_MEMORY_MB = 128
+SCHEMA_VERSION = 1  # bump with every change to _schema()
+WRITER_MEMORY_MB = 64
+REBUILD_MEMORY_MB = 256
 
 
 class IndexBusyError(RuntimeError):
@@ -53,9 +56,10 @@ def _schema() -> fields.Schema:
         message_id=fields.ID,
         subject=fields.TEXT(field_boost=2.0, **text),
         body=fields.TEXT(**text),
-        attachments=fields.TEXT(**text),
-        people=fields.TEXT(**text),
-        filename=fields.TEXT(analyzer=TEXT_ANALYZER),
+        # No word positions where phrases matter little: they are most of an index's size.
+        attachments=fields.TEXT(analyzer=TEXT_ANALYZER, phrase=False),
+        people=fields.TEXT(analyzer=TEXT_ANALYZER, phrase=False),
+        filename=fields.TEXT(analyzer=TEXT_ANALYZER, phrase=False),
         from_addr=fields.KEYWORD(**keyword),
         to_addr=fields.KEYWORD(**keyword),
         cc_addr=fields.KEYWORD(**keyword),
@@ -70,10 +74,15 @@ def _schema() -> fields.Schema:
 
 
 class WhooshBackend:
-    """`SearchBackend` on a whoosh index in `directory`."""
+    """`SearchBackend` on a whoosh index under `directory`.
+
+    Each schema version has its own subfolder: an index written with another schema is
+    never opened with this one, and `arsip reindex` fills the new folder.
+    """
 
     def __init__(self, directory: Path) -> None:
-        self.directory = directory
+        self.directory = directory / f"v{SCHEMA_VERSION}"
+        directory = self.directory
         directory.mkdir(parents=True, exist_ok=True)
         if index.exists_in(str(directory)):
             self._index = index.open_dir(str(directory))
@@ -81,17 +90,41 @@ class WhooshBackend:
             self._index = index.create_in(str(directory), _schema())
 
     def index(self, documents: list[SearchDocument]) -> None:
-        """Add or replace `documents` in one commit."""
+        """Add or replace `documents` in one commit.
+
+        One delete for the whole batch, then plain adds: `update_document` would look each
+        id up in every segment, which costs more than the indexing itself.
+        """
         if not documents:
             return
         writer = self._writer()
         try:
+            writer.delete_by_query(wq.Or([wq.Term("pk", d.message_pk) for d in documents]))
             for document in documents:
-                writer.update_document(**_fields(document))
+                writer.add_document(**_fields(document))
         except BaseException:
             writer.cancel()
             raise
         writer.commit()
+
+    def rebuild(self, batches: Iterable[list[SearchDocument]]) -> int:
+        """Replace the whole index with these documents, written as one new segment.
+
+        The old index stays searchable until the final commit swaps it out, and the writer
+        lock is held throughout, so the live indexer waits rather than interleaving.
+        """
+        writer = self._writer(limitmb=REBUILD_MEMORY_MB)
+        count = 0
+        try:
+            for batch in batches:
+                for document in batch:
+                    writer.add_document(**_fields(document))
+                count += len(batch)
+        except BaseException:
+            writer.cancel()
+            raise
+        writer.commit(mergetype=CLEAR)
+        return count
 
     def delete(self, message_pks: list[int]) -> None:
         """Remove these messages."""
@@ -141,9 +174,9 @@ class WhooshBackend:
         """Release the index files."""
         self._index.close()
 
-    def _writer(self) -> IndexWriter:
+    def _writer(self, limitmb: int = WRITER_MEMORY_MB) -> IndexWriter:
         try:
-            return self._index.writer(limitmb=WRITER_MEMORY_MB, timeout=10.0)
+            return self._index.writer(limitmb=limitmb, timeout=10.0)
         except LockError as exc:
             raise IndexBusyError(
                 f"the search index in {self.directory} is being written by another process"
@@ -193,7 +226,7 @@ def _text_query(schema: fields.Schema, fieldname: str, text: str, phrase: bool) 
         return wq.Every()
     if len(words) == 1:
         return wq.Term(fieldname, words[0])
-    if phrase:
+    if phrase and schema[fieldname].format.supports("positions"):
         return wq.Phrase(fieldname, words)
     return wq.And([wq.Term(fieldname, word) for word in words])
 
