@@ -18,22 +18,27 @@ WIDTH = 200  # characters in a snippet
 def snippet(text: str, words: list[str], fold: Callable[[str], str]) -> str:
     """HTML: an escaped excerpt of `text` around the first match, matches in <mark>.
 
-    Without a match (or without words) it is the start of the text.
+    Without a match (or without words) it is the start of the text. The scan stops at the
+    end of the excerpt, so a long message costs no more than a short one.
     """
     wanted = {fold(word) for word in words if word}
     wanted.discard("")
     head = text[:SCAN_LIMIT]
-    matches = [m for m in WORD.finditer(head) if wanted and fold(m.group()) in wanted]
+    scan = WORD.finditer(head) if wanted else iter(())
+    first = next((m for m in scan if fold(m.group()) in wanted), None)
     start = 0
-    if matches:
-        start = max(0, matches[0].start() - WIDTH // 4)
-        start = head.rfind(" ", 0, start) + 1 if start else 0
+    if first is not None and first.start() > WIDTH // 4:
+        start = head.rfind(" ", 0, first.start() - WIDTH // 4) + 1
     end = min(len(head), start + WIDTH)
+    matches = [] if first is None else [first]
+    for match in scan:
+        if match.start() >= end:
+            break
+        if fold(match.group()) in wanted:
+            matches.append(match)
     pieces: list[str] = ["…" if start else ""]
     cursor = start
     for match in matches:
-        if match.start() < start:
-            continue
         if match.end() > end:
             break
         pieces.append(html.escape(head[cursor : match.start()]))
