@@ -97,7 +97,7 @@ LIST_SHARE = 0.2
 ATTACHMENT_SHARE = 0.2
 BODY_BYTES = (500, 4000)
 LINE_WIDTH = 72
-RARE_MAX_DOCS = 20  # a "rare" word occurs (after stemming) in at most this many messages
+RARE_WORDS = 500  # "rare" words are this many with the fewest messages (after stemming)
 COMMON_RANKS = 50  # "common" words are drawn from this many most frequent ones
 SEARCH_LIMIT = 20
 MIB = 1024 * 1024
@@ -105,8 +105,8 @@ WORD = re.compile(r"[a-z]+")
 SKIPPED_SUFFIXES = {".json", ".tsv", ".md", ".html", ".htm"}
 SKIPPED_FOLDERS = {"bounces", "sisimai-bounces", "html-xss"}
 NOT_PROSE = (">", "+", "-", "@@", "diff ", "index ", "Signed-off-by:")
-NOISE = re.compile(r"\S+@\S+|\w+://\S+|\S*[/\\=_]\S*")
-TAIL_WORDS = 60_000
+NOISE_MARKS = ("@", "/", "\\", "=", "_", "<", ">")  # addresses, URLs, paths, encodings
+TAIL_WORDS = 40_000
 
 # Used only when the real-mail corpus is absent: a short frequency list of ordinary mail
 # English, most frequent first, so the generator still produces Zipf-shaped text.
@@ -228,18 +228,27 @@ def _prose(message: EmailMessage) -> str:
         except LookupError:
             decoded = payload.decode("utf-8", "replace")
         parts += [line for line in decoded.splitlines() if not line.startswith(NOT_PROSE)]
-    return NOISE.sub(" ", "\n".join(parts))
+    # Token by token, not one regular expression over the text: a megabyte without a
+    # space (an inline image) would make a backtracking pattern quadratic.
+    return " ".join(
+        token
+        for token in "\n".join(parts).split()
+        if len(token) < 40 and not any(mark in token for mark in NOISE_MARKS)
+    )
 
 
 def _typo(word: str, rng: random.Random) -> str:
-    """A misspelling of `word` (letter dropped, doubled or swapped), as people make them."""
-    at = rng.randrange(1, len(word) - 1)
-    kind = rng.randrange(3)
-    if kind == 0:
-        return word[:at] + word[at + 1 :]
-    if kind == 1:
-        return word[:at] + word[at] + word[at:]
-    return word[: at - 1] + word[at] + word[at - 1] + word[at + 1 :]
+    """A misspelling of `word` (letters dropped, doubled or swapped), as people make them."""
+    for _ in range(rng.randint(1, 2)):
+        at = rng.randrange(1, len(word) - 1)
+        kind = rng.randrange(3)
+        if kind == 0:
+            word = word[:at] + word[at + 1 :]
+        elif kind == 1:
+            word = word[:at] + word[at] + word[at:]
+        else:
+            word = word[: at - 1] + word[at] + word[at - 1] + word[at + 1 :]
+    return word
 
 
 def load_vocabulary(root: Path = CORPUS_DIR) -> Vocabulary:
@@ -249,9 +258,10 @@ def load_vocabulary(root: Path = CORPUS_DIR) -> Vocabulary:
     "kijitora" a top-ten word), and a word must occur in at least two files, which drops
     base64 debris, hashes and one-off test strings. A few megabytes of mail cannot show
     the tail a big archive has: a 100,000-message archive holds tens of thousands of
-    words seen only a handful of times, mostly names, codes and misspellings. Misspelt
-    corpus words, weighted by continuing the corpus's own Zipf curve past its last rank,
-    stand in for them, so rare-word queries have something genuinely rare to find.
+    words seen only a handful of times, mostly names, codes and misspellings. The words of
+    a single corpus file and then misspelt corpus words, weighted by continuing the
+    corpus's own Zipf curve past its last rank, stand in for them, so that rare-word
+    queries have something genuinely rare to find.
     """
     counts: Counter[str] = Counter()
     files: Counter[str] = Counter()
@@ -266,16 +276,20 @@ def load_vocabulary(root: Path = CORPUS_DIR) -> Vocabulary:
                 seen.update(WORD.findall(_prose(message).lower()))
             counts.update(seen)
             files.update(seen.keys())
-    kept = [
+    plausible = [
         (word, count)
         for word, count in counts.most_common()
-        if files[word] >= 2 and 2 <= len(word) <= 18 and any(vowel in word for vowel in "aeiouy")
+        if 2 <= len(word) <= 18 and any(vowel in word for vowel in "aeiouy")
     ]
+    kept = [(word, count) for word, count in plausible if files[word] >= 2]
+    # Words of a single file are real but unreliable: they join the tail, rarest first.
+    singles = [word for word, count in plausible if files[word] < 2 and count < 3]
     if len(kept) < 500:
         # Zipf's law with exponent 1 stands in for counts we could not read.
         head = list(FALLBACK_VOCABULARY)
         weights = [1000.0 / (rank + 1) for rank in range(len(head))]
         source = f"built-in list ({len(head)} words)"
+        singles = []
     else:
         head = [word for word, _count in kept]
         weights = [float(count) for _word, count in kept]
@@ -283,7 +297,8 @@ def load_vocabulary(root: Path = CORPUS_DIR) -> Vocabulary:
     rng = random.Random(SEED - 1)
     known = set(head)
     bases = [word for word in head if len(word) >= 5]
-    tail: list[str] = []
+    tail = [word for word in singles[:TAIL_WORDS] if len(word) >= 4]
+    known.update(tail)
     while len(tail) < TAIL_WORDS:
         typo = _typo(rng.choice(bases), rng)
         if typo not in known:
@@ -293,7 +308,7 @@ def load_vocabulary(root: Path = CORPUS_DIR) -> Vocabulary:
     weights += [last / (len(head) + rank + 1) for rank in range(len(tail))]
     cumulative = tuple(_cumulative(weights))
     return Vocabulary(
-        tuple(head + tail), cumulative, f"{source} + {len(tail):,} rarer misspellings"
+        tuple(head + tail), cumulative, f"{source} + {len(tail):,} rarer words and misspellings"
     )
 
 
@@ -349,8 +364,8 @@ class CorpusWriter:
         handle = open(mbox, "wb") if mbox is not None else None  # noqa: SIM115
         try:
             for number in range(self.count):
-                data, sender, when, body_words = self._message(number, corpus)
-                corpus.document_frequency.update(set(body_words))
+                data, sender, when, words = self._message(number, corpus)
+                corpus.document_frequency.update(set(words))
                 if handle is not None:
                     handle.write(mbox_entry(data, sender, when.astimezone(UTC)))
         finally:
@@ -436,7 +451,7 @@ class CorpusWriter:
         corpus.messages.append(
             Generated(message_id, author.address, when, attachment is not None, phrase)
         )
-        return data.encode(), author.address, when, body_words
+        return data.encode(), author.address, when, [*body_words, *subject.lower().split()]
 
     def _body(
         self, author: Person, reader: Person, parent: _Parent | None, target: int
@@ -528,9 +543,8 @@ class QueryMaker:
         by_rarity = sorted(
             corpus.document_frequency, key=lambda word: (stem_frequency[fold(word)], word)
         )
-        rare = [word for word in by_rarity if stem_frequency[fold(word)] <= RARE_MAX_DOCS]
-        # Fall back to the least frequent words a small corpus has.
-        self.rare = rare if len(rare) >= 50 else by_rarity[:200]
+        self.rare = by_rarity[:RARE_WORDS]
+        self.rare_docs = [stem_frequency[fold(word)] for word in self.rare]
         self.common = list(vocabulary.words[:COMMON_RANKS])
 
     def _message(self) -> Generated:
@@ -940,8 +954,9 @@ def run(args: argparse.Namespace, workdir: Path, cores: int) -> int:
     print(f"latency: {args.runs} runs per query type and viewer, limit {SEARCH_LIMIT} ...")
     maker = QueryMaker(corpus, vocabulary)
     print(
-        f"  ({len(maker.rare):,} rare words with <= {RARE_MAX_DOCS} messages after stemming; "
-        f"common words are the top {COMMON_RANKS})",
+        f"  (rare words: the {len(maker.rare):,} in fewest messages, "
+        f"{min(maker.rare_docs, default=0)} to {max(maker.rare_docs, default=0)} after stemming; "
+        f"common words: the top {COMMON_RANKS})",
         flush=True,
     )
     rows = measure(core, maker, args.runs)
