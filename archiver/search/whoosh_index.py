@@ -8,6 +8,7 @@ cut from the archive's own copy), which keeps the index smaller than the mail it
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -41,7 +42,10 @@ ADDRESS_FIELDS = {"from": "from_addr", "to": "to_addr", "cc": "cc_addr"}
 # make indexing several times faster than the default.
 SCHEMA_VERSION = 1  # bump with every change to _schema()
 WRITER_MEMORY_MB = 64
-REBUILD_MEMORY_MB = 256
+# A full rebuild analyses documents in one process per core (up to four); each buffers this
+# much before writing, so peak memory stays a few hundred MB.
+REBUILD_PROCS = max(1, min(4, os.cpu_count() or 1))
+REBUILD_MEMORY_MB = 128
 
 
 class IndexBusyError(RuntimeError):
@@ -113,7 +117,7 @@ class WhooshBackend:
         The old index stays searchable until the final commit swaps it out, and the writer
         lock is held throughout, so the live indexer waits rather than interleaving.
         """
-        writer = self._writer(limitmb=REBUILD_MEMORY_MB)
+        writer = self._writer(limitmb=REBUILD_MEMORY_MB, procs=REBUILD_PROCS)
         count = 0
         try:
             for batch in batches:
@@ -174,9 +178,11 @@ class WhooshBackend:
         """Release the index files."""
         self._index.close()
 
-    def _writer(self, limitmb: int = WRITER_MEMORY_MB) -> IndexWriter:
+    def _writer(self, limitmb: int = WRITER_MEMORY_MB, procs: int = 1) -> IndexWriter:
         try:
-            return self._index.writer(limitmb=limitmb, timeout=10.0)
+            return self._index.writer(
+                limitmb=limitmb, procs=procs, multisegment=procs > 1, timeout=10.0
+            )
         except LockError as exc:
             raise IndexBusyError(
                 f"the search index in {self.directory} is being written by another process"

@@ -184,6 +184,7 @@ class Corpus:
 
     messages: list[Generated] = field(default_factory=list)
     document_frequency: Counter[str] = field(default_factory=Counter)
+    last_seen: dict[str, int] = field(default_factory=dict)  # word -> a message that has it
     senders: list[str] = field(default_factory=list)
     replies: int = 0
     list_posts: int = 0
@@ -365,7 +366,9 @@ class CorpusWriter:
         try:
             for number in range(self.count):
                 data, sender, when, words = self._message(number, corpus)
-                corpus.document_frequency.update(set(words))
+                unique = set(words)
+                corpus.document_frequency.update(unique)
+                corpus.last_seen.update(dict.fromkeys(unique, number))
                 if handle is not None:
                     handle.write(mbox_entry(data, sender, when.astimezone(UTC)))
         finally:
@@ -451,7 +454,7 @@ class CorpusWriter:
         corpus.messages.append(
             Generated(message_id, author.address, when, attachment is not None, phrase)
         )
-        return data.encode(), author.address, when, [*body_words, *subject.lower().split()]
+        return data.encode(), author.address, when, [*body_words, *WORD.findall(subject.lower())]
 
     def _body(
         self, author: Person, reader: Person, parent: _Parent | None, target: int
@@ -554,8 +557,13 @@ class QueryMaker:
         return self._message().author
 
     def rare_word(self) -> Query:
-        """A word few messages contain: the index must find it without scanning."""
-        return Query(self.rng.choice(self.rare), self._someone())
+        """A word few messages contain: the index must find it without scanning.
+
+        The user is the author of a message with the word, since people mostly look for
+        rare words they have seen, in their own mail.
+        """
+        word = self.rng.choice(self.rare)
+        return Query(word, self.corpus.messages[self.corpus.last_seen[word]].author)
 
     def common_word(self) -> Query:
         """A word most messages contain: ranking and facets run over a huge result set."""
