@@ -45,7 +45,7 @@ WRITER_MEMORY_MB = 64
 # A full rebuild analyses documents in one process per core (up to four); each buffers this
 # much before writing, so peak memory stays a few hundred MB.
 REBUILD_PROCS = max(1, min(4, os.cpu_count() or 1))
-REBUILD_MEMORY_MB = 128
+REBUILD_MEMORY_MB = 64
 
 
 class IndexBusyError(RuntimeError):

@@ -619,37 +619,65 @@ QUERY_TYPES: tuple[tuple[str, str, float], ...] = (
 
 
 class RssSampler:
-    """Peak resident memory of this process over a stretch of time (Linux /proc).
+    """Peak resident memory of this process and its children over a stretch of time.
 
     `ru_maxrss` only knows the peak of the whole process life, which the import before
-    indexing may already have set; sampling shows what indexing itself needs.
+    indexing may already have set, and the whoosh rebuild analyses in child processes;
+    sampling /proc (Linux) shows what indexing itself needs, children included.
     """
 
     def __init__(self, interval: float = 0.05) -> None:
         self.interval = interval
         self.peak_kib = 0
+        self.peak_children = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
 
     def __enter__(self) -> RssSampler:
-        self.peak_kib = current_rss_kib()
+        self._sample()
         self._thread.start()
         return self
 
     def __exit__(self, *_exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak_kib = max(self.peak_kib, current_rss_kib())
+        self._sample()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            self.peak_kib = max(self.peak_kib, current_rss_kib())
+            self._sample()
+
+    def _sample(self) -> None:
+        family = [os.getpid(), *descendants(os.getpid())]
+        self.peak_children = max(self.peak_children, len(family) - 1)
+        self.peak_kib = max(self.peak_kib, sum(current_rss_kib(pid) for pid in family))
 
 
-def current_rss_kib() -> int:
-    """Resident set size now, in KiB (0 where /proc is missing)."""
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (Linux /proc; empty elsewhere)."""
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children", encoding="ascii") as handle:
+                    children = [int(child) for child in handle.read().split()]
+            except OSError:
+                continue
+            found += children
+            pending += children
+    return found
+
+
+def current_rss_kib(pid: int | None = None) -> int:
+    """Resident set size of a process (default: this one) now, in KiB (0 if unknown)."""
     try:
-        with open("/proc/self/status", encoding="ascii") as handle:
+        with open(f"/proc/{pid or 'self'}/status", encoding="ascii") as handle:
             for line in handle:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1])
@@ -658,9 +686,21 @@ def current_rss_kib() -> int:
     return 0
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children, user and system."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def max_rss_kib() -> int:
     """Peak resident set size of this process so far, in KiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def child_max_rss_kib() -> int:
+    """Peak resident set size of the largest finished child process, in KiB."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 
 
 def directory_bytes(path: Path) -> int:
@@ -925,10 +965,10 @@ def run(args: argparse.Namespace, workdir: Path, cores: int) -> int:
     backend = core.search_backend()
     with RssSampler() as sampler:
         began = time.monotonic()
-        cpu_began = time.process_time()
+        cpu_began = cpu_seconds()
         indexed = Indexer(core.sessions, backend).rebuild()
         index_s = time.monotonic() - began
-        index_cpu_s = time.process_time() - cpu_began
+        index_cpu_s = cpu_seconds() - cpu_began
     backend.close()
     rate = indexed / index_s if index_s else 0.0
     print(f"{indexed:,} messages in {index_s:.1f} s ({rate:,.0f} msgs/s)", flush=True)
@@ -953,9 +993,11 @@ def run(args: argparse.Namespace, workdir: Path, cores: int) -> int:
     )
     print(
         f"memory: RSS {rss_before / 1024:,.0f} MiB before indexing, peak "
-        f"{sampler.peak_kib / 1024:,.0f} MiB while indexing (ru_maxrss "
-        f"{max_before / 1024:,.0f} MiB before, {max_rss_kib() / 1024:,.0f} MiB after); "
-        f"indexing CPU {index_cpu_s:.1f} s",
+        f"{sampler.peak_kib / 1024:,.0f} MiB while indexing, summed over this process and "
+        f"up to {sampler.peak_children} child process(es) (ru_maxrss of this process "
+        f"{max_before / 1024:,.0f} MiB before, {max_rss_kib() / 1024:,.0f} MiB after; largest "
+        f"child {child_max_rss_kib() / 1024:,.0f} MiB); indexing CPU {index_cpu_s:.1f} s "
+        f"with children",
         flush=True,
     )
 
@@ -991,6 +1033,7 @@ def run(args: argparse.Namespace, workdir: Path, cores: int) -> int:
         "index_tables": tables,
         "rss_before_index_mib": round(rss_before / 1024, 1),
         "rss_peak_index_mib": round(sampler.peak_kib / 1024, 1),
+        "index_child_processes": sampler.peak_children,
         "runs": args.runs,
         "latency_ms": {
             row.name: {
