@@ -54,7 +54,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
-from ingest import FIRST_NAMES, LAST_NAMES, _ascii_local, _header, tiny_pdf  # noqa: E402
+from ingest import FIRST_NAMES, LAST_NAMES, Person, _ascii_local, _header, tiny_pdf  # noqa: E402
 from sqlalchemy import func, select, text  # noqa: E402
 
 from archiver import migrate  # noqa: E402
@@ -144,16 +144,6 @@ class Vocabulary:
     def sample(self, rng: random.Random, count: int) -> list[str]:
         """`count` words drawn by frequency, the way real text uses them."""
         return rng.choices(self.words, cum_weights=self.cumulative, k=count)
-
-
-@dataclass(frozen=True)
-class Person:
-    """A correspondent: the bare address for queries, the display form for headers."""
-
-    address: str
-    display: str
-    first: str
-    full: str
 
 
 @dataclass(frozen=True)
