@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import Counter
 from collections.abc import Iterable
-from datetime import UTC, date, datetime, time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from whoosh import fields, index, sorting
@@ -21,7 +22,7 @@ from whoosh.searching import Searcher
 from whoosh.support.charset import accent_map
 from whoosh.writing import CLEAR, IndexWriter, LockError
 
-from archiver.search.backend import Hit, SearchResult, Sort
+from archiver.search.backend import FACETS, Hit, SearchResult, Sort
 from archiver.search.documents import SearchDocument, address_tokens
 from archiver.search.query import (
     Address,
@@ -42,7 +43,7 @@ TEXT_FIELDS = ("subject", "body", "attachments", "people")
 ADDRESS_FIELDS = {"from": "from_addr", "to": "to_addr", "cc": "cc_addr"}
 # A whoosh writer buffers this much before it writes a segment: fewer, larger segments
 # make indexing several times faster than the default.
-SCHEMA_VERSION = 1  # bump with every change to _schema()
+SCHEMA_VERSION = 2  # bump with every change to _schema()
 WRITER_MEMORY_MB = 64
 # A full rebuild analyses documents in one process per core (up to four); each buffers this
 # much before writing, so peak memory stays a few hundred MB.
@@ -58,7 +59,7 @@ def _schema() -> fields.Schema:
     text = {"analyzer": TEXT_ANALYZER, "phrase": True}
     keyword = {"lowercase": True, "commas": True, "scorable": False}
     return fields.Schema(
-        pk=fields.NUMERIC(int, bits=64, stored=True, unique=True, signed=False),
+        pk=fields.NUMERIC(int, bits=64, stored=True, unique=True),
         message_id=fields.ID,
         subject=fields.TEXT(field_boost=2.0, **text),
         body=fields.TEXT(**text),
@@ -74,6 +75,9 @@ def _schema() -> fields.Schema:
         sender_domain=fields.ID(sortable=True),
         year=fields.NUMERIC(int, sortable=True),
         date=fields.DATETIME(stored=True, sortable=True),
+        # Day numbers for date filters: a range over seconds would union a term per
+        # distinct timestamp, a range over days a few dozen.
+        day=fields.NUMERIC(int, bits=32),  # signed: whoosh's unsigned ranges are wrong
         size=fields.NUMERIC(int, bits=64, sortable=True),
         has_attachment=fields.BOOLEAN,
     )
@@ -92,6 +96,7 @@ class WhooshBackend:
         directory.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # whoosh searchers are not safe to share unlocked
         self._searcher: Searcher | None = None
+        self._facet_cache: _FacetColumns | None = None
         if index.exists_in(str(directory)):
             self._index = index.open_dir(str(directory))
         else:
@@ -150,34 +155,33 @@ class WhooshBackend:
     def search(
         self, query: Node | None, viewer: Viewer, sort: Sort, limit: int, offset: int
     ) -> SearchResult:
-        """One page of hits; the viewer filter, total and facets all come from one search."""
+        """One page of hits, plus the total and facets of everything the viewer may see.
+
+        The page comes from whoosh's top-N search, which skips blocks of postings that
+        cannot reach the page; the total and the facets come from one unscored pass over
+        the matching document numbers, counted against facet columns cached per searcher.
+        Asking whoosh to facet while it scores would score every match in Python.
+        """
         whoosh_query = self._translate(query)
         visible = None if viewer.sees_all else _visibility(viewer)
-        facets = {
-            "list": sorting.FieldFacet("list"),
-            "sender_domain": sorting.FieldFacet("sender_domain"),
-            "year": sorting.FieldFacet("year"),
-        }
         sortedby = sorting.FieldFacet("date", reverse=True) if sort is Sort.DATE else None
         with self._lock:
             searcher = self._current_searcher()
             results = searcher.search(
-                whoosh_query,
-                filter=visible,
-                limit=offset + limit,
-                sortedby=sortedby,
-                groupedby=facets,
-                maptype=sorting.Count,
+                whoosh_query, filter=visible, limit=offset + limit, sortedby=sortedby
             )
             hits = [
                 Hit(int(hit["pk"]), float(hit.score or 0.0), _aware(hit.get("date")))
                 for hit in results[offset : offset + limit]
             ]
-            counts = {
-                name: {str(key): count for key, count in results.groups(name).items() if key}
-                for name in facets
-            }
-            return SearchResult(total=len(results), hits=hits, facets=counts)
+            counted = whoosh_query if visible is None else wq.And([whoosh_query, visible])
+            total, facets = self._facets(searcher).count(searcher.docs_for_query(counted))
+            return SearchResult(total=total, hits=hits, facets=facets)
+
+    def _facets(self, searcher: Searcher) -> _FacetColumns:
+        if self._facet_cache is None or self._facet_cache.searcher is not searcher:
+            self._facet_cache = _FacetColumns(searcher)
+        return self._facet_cache
 
     def close(self) -> None:
         """Release the index files."""
@@ -215,6 +219,36 @@ class WhooshBackend:
         return _translate(node, self._index.schema)
 
 
+class _FacetColumns:
+    """The facet fields of every document, read once per searcher into plain lists."""
+
+    def __init__(self, searcher: Searcher) -> None:
+        self.searcher = searcher
+        reader = searcher.reader()
+        self.columns = {
+            name: list(reader.column_reader(name)) if reader.has_column(name) else []
+            for name in FACETS
+        }
+
+    def count(self, docnums: Iterable[int]) -> tuple[int, dict[str, dict[str, int]]]:
+        """How many documents, and how many per value of each facet."""
+        counters: dict[str, Counter[object]] = {name: Counter() for name in FACETS}
+        columns = [(counters[name], self.columns[name]) for name in FACETS]
+        total = 0
+        for docnum in docnums:
+            total += 1
+            for counter, column in columns:
+                counter[column[docnum]] += 1
+        return total, {
+            name: {_facet_key(key): n for key, n in counter.items() if key}
+            for name, counter in counters.items()
+        }
+
+
+def _facet_key(key: object) -> str:
+    return key.decode("utf-8") if isinstance(key, bytes) else str(key)
+
+
 def _fields(document: SearchDocument) -> dict[str, object]:
     return {
         "pk": document.message_pk,
@@ -232,6 +266,7 @@ def _fields(document: SearchDocument) -> dict[str, object]:
         "sender_domain": document.sender_domain,
         "year": document.date.year if document.date else 0,
         "date": _naive(document.date),
+        "day": document.date.toordinal() if document.date else 0,
         "size": document.size,
         "has_attachment": document.has_attachment,
     }
@@ -279,7 +314,9 @@ def _translate(node: Node, schema: fields.Schema) -> wq.Query:
         case HasAttachment():
             return wq.Term("has_attachment", True)
         case DateRange(start=start, end=end):
-            return wq.DateRange("date", _day(start), _day(end), startexcl=False, endexcl=True)
+            first = start.toordinal() if start else None
+            last = end.toordinal() if end else None
+            return wq.NumericRange("day", first, last, startexcl=False, endexcl=True)
         case SizeRange(minimum=minimum, maximum=maximum):
             return wq.NumericRange("size", minimum, maximum, startexcl=False, endexcl=True)
         case Not(node=inner):
@@ -289,10 +326,6 @@ def _translate(node: Node, schema: fields.Schema) -> wq.Query:
         case Or(nodes=nodes):
             return wq.Or([_translate(child, schema) for child in nodes])
     raise TypeError(f"unknown query node {node!r}")
-
-
-def _day(day: date | None) -> datetime | None:
-    return None if day is None else datetime.combine(day, time())
 
 
 def _naive(moment: datetime | None) -> datetime | None:
