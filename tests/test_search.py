@@ -206,12 +206,14 @@ def test_cli_search_json_as_user_and_errors(idle: RunningService, tmp_path) -> N
     before = idle.run_cli("search", "--json", "--limit", "50", "").stdout
     if idle.settings.search_backend == "whoosh":
         shutil.rmtree(idle.settings.index_dir)  # the index is lost
+        (idle.settings.index_dir / "v0").mkdir(parents=True)  # and an old schema's is left
     else:
         idle.core().search_backend().clear()
     rebuilt = idle.run_cli("reindex")
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert f"indexed {len(MESSAGES)} messages" in rebuilt.stdout
     assert idle.run_cli("search", "--json", "--limit", "50", "").stdout == before
+    assert not (idle.settings.index_dir / "v0").exists()
 
 
 def test_mail_is_searchable_soon_after_250(make_service) -> None:

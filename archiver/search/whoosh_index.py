@@ -9,6 +9,7 @@ cut from the archive's own copy), which keeps the index smaller than the mail it
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 from collections import Counter
 from collections.abc import Iterable
@@ -137,7 +138,14 @@ class WhooshBackend:
             writer.cancel()
             raise
         writer.commit(mergetype=CLEAR)
+        self._remove_old_versions()
         return count
+
+    def _remove_old_versions(self) -> None:
+        """Indexes written with an earlier schema are of no use once this one is full."""
+        for folder in self.directory.parent.glob("v*"):
+            if folder != self.directory and folder.is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
 
     def delete(self, message_pks: list[int]) -> None:
         """Remove these messages."""
