@@ -122,7 +122,7 @@ class WhooshBackend:
         writer.commit()
 
     def rebuild(self, batches: Iterable[list[SearchDocument]]) -> int:
-        """Replace the whole index with these documents, written as one new segment.
+        """Replace the whole index with these documents (one new segment per process).
 
         The old index stays searchable until the final commit swaps it out, and the writer
         lock is held throughout, so the live indexer waits rather than interleaving.
