@@ -110,9 +110,23 @@ def run_worker_process(settings: Settings, parent_pid: int) -> None:
 
     threading.Thread(target=watch_parent, daemon=True).start()
     core = build_core(settings)
-    indexer = Indexer(core.sessions, core.search_backend())
-    threading.Thread(target=indexer.run_forever, args=(stop,), name="indexer").start()
+    threading.Thread(target=_index_forever, args=(core, stop), name="indexer").start()
     core.worker().run_forever(stop)
+
+
+def _index_forever(core: Core, stop: threading.Event) -> None:
+    """The indexer thread; a search backend that cannot be opened must not stop archiving."""
+    while not stop.is_set():
+        try:
+            backend = core.search_backend()
+        except Exception:
+            log.exception("cannot open the search index; trying again in 10 s")
+            stop.wait(10)
+            continue
+        try:
+            Indexer(core.sessions, backend).run_forever(stop)
+        finally:
+            backend.close()
 
 
 def _lower_priority() -> None:

@@ -8,6 +8,7 @@ cut from the archive's own copy), which keeps the index smaller than the mail it
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import threading
@@ -98,10 +99,14 @@ class WhooshBackend:
         self._lock = threading.Lock()  # whoosh searchers are not safe to share unlocked
         self._searcher: Searcher | None = None
         self._facet_cache: _FacetColumns | None = None
-        if index.exists_in(str(directory)):
-            self._index = index.open_dir(str(directory))
-        else:
-            self._index = index.create_in(str(directory), _schema())
+        # Several processes (the worker, a CLI search) may be first to open a new index;
+        # an exclusive lock makes exactly one of them create it.
+        with open(directory / ".create.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if index.exists_in(str(directory)):
+                self._index = index.open_dir(str(directory))
+            else:
+                self._index = index.create_in(str(directory), _schema())
 
     def index(self, documents: list[SearchDocument]) -> None:
         """Add or replace `documents` in one commit.
