@@ -263,10 +263,8 @@ def _with_derived_defaults(settings: Settings) -> Settings:
 def _persistent_secret(data_dir: Path) -> str:
     """A random key kept in the data directory, so sessions survive a restart."""
     path = data_dir / "secret_key"
-    try:
+    if path.exists():
         return path.read_text(encoding="ascii").strip()
-    except FileNotFoundError:
-        pass
     data_dir.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(48)
     try:

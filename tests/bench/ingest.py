@@ -281,16 +281,7 @@ class MailFactory:
             f"From: {author.display}",
             f"To: {', '.join(p.display for p in to)}",
         ]
-        if cc:
-            headers.append(f"Cc: {', '.join(p.display for p in cc)}")
-        headers += [
-            f"Subject: {_header(subject)}",
-            f"Date: {format_datetime(local)}",
-            f"Message-ID: <{message_id}>",
-        ]
-        if parent is not None:
-            headers.append(f"In-Reply-To: <{parent.message_id}>")
-            headers.append("References: " + "\n ".join(f"<{ref}>" for ref in references))
+        headers += thread_headers(cc, subject, format_datetime(local), message_id, references)
         headers += [f"X-Mailer: {rng.choice(MAILERS)}", "MIME-Version: 1.0"]
         head = "\n".join(headers) + "\n"
 
@@ -368,6 +359,19 @@ class MailFactory:
             f'Content-Disposition: attachment; filename="{name}"\n'
             "Content-Transfer-Encoding: base64\n\n" + encoded
         ).encode()
+
+
+def thread_headers(
+    cc: list[Person], subject: str, date: str, message_id: str, references: list[str]
+) -> list[str]:
+    """Cc, Subject, Date and Message-ID, plus In-Reply-To and References for a reply
+    (the last reference is the parent)."""
+    headers = [f"Cc: {', '.join(p.display for p in cc)}"] if cc else []
+    headers += [f"Subject: {_header(subject)}", f"Date: {date}", f"Message-ID: <{message_id}>"]
+    if references:
+        headers.append(f"In-Reply-To: <{references[-1]}>")
+        headers.append("References: " + "\n ".join(f"<{ref}>" for ref in references))
+    return headers
 
 
 def smtp_payload(data: bytes) -> bytes:

@@ -54,7 +54,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
-from ingest import FIRST_NAMES, LAST_NAMES, Person, _ascii_local, _header, tiny_pdf  # noqa: E402
+from ingest import (  # noqa: E402
+    FIRST_NAMES,
+    LAST_NAMES,
+    Person,
+    _ascii_local,
+    thread_headers,
+    tiny_pdf,
+)
 from sqlalchemy import func, select, text  # noqa: E402
 
 from archiver import migrate  # noqa: E402
@@ -408,16 +415,8 @@ class CorpusWriter:
             headers[1] = f"To: {name} <{local}@lists.{host}>"
             headers.append(f"List-Id: {name} <{list_id}>")
             corpus.list_posts += 1
-        if cc:
-            headers.append(f"Cc: {', '.join(p.display for p in cc)}")
-        headers += [
-            f"Subject: {_header(subject)}",
-            f"Date: {format_datetime(when.astimezone(rng.choice(TIMEZONES)))}",
-            f"Message-ID: <{message_id}>",
-        ]
-        if parent is not None:
-            headers.append(f"In-Reply-To: <{parent.message_id}>")
-            headers.append("References: " + "\n ".join(f"<{ref}>" for ref in references))
+        date_text = format_datetime(when.astimezone(rng.choice(TIMEZONES)))
+        headers += thread_headers(cc, subject, date_text, message_id, references)
         headers.append("MIME-Version: 1.0")
 
         target = int(math.exp(rng.uniform(*(math.log(size) for size in BODY_BYTES))))
