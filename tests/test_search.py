@@ -81,6 +81,15 @@ MESSAGES = [
         extra="List-Id: Developers <dev.lists.example.com>\r\n",
     ),
     ATTACHED,
+    message(
+        "gap@example.net",
+        "Field notes",
+        "An ostrich here; " + "then nothing but filler words " * 80 + "an ostrich parade, "
+        "and a walrus walrus walrus.",
+        sender="dave@example.net",
+        to="erin@example.net",
+        date="Wed, 04 Feb 2026 08:00:00 +0000",
+    ),
 ]
 
 
@@ -123,10 +132,18 @@ def ids(core: Core, backend, text: str, viewer: Viewer | None = None, **options)
         ("filename:budget", ["sheet@example.org"]),
         ("msgid:<q2@example.com>", ["q2@example.com"]),
         ("has:attachment", ["sheet@example.org"]),
-        ("after:2026-02-01 before:2026-03-01", ["list@example.com", "lunch@example.com"]),
+        (
+            "after:2026-02-01 before:2026-03-01",
+            ["gap@example.net", "list@example.com", "lunch@example.com"],
+        ),
         ("date:2026-01", ["q1@example.com", "q2@example.com"]),
         ("larger:100k", []),
         ("(forecast OR lunch) from:example.org", ["list@example.com", "lunch@example.com"]),
+        # words hundreds of positions apart, and a word repeated in a phrase
+        ('"ostrich parade"', ["gap@example.net"]),
+        ('"parade ostrich"', []),
+        ('"walrus walrus walrus"', ["gap@example.net"]),
+        ('"walrus walrus walrus walrus"', []),
     ],
 )
 def test_query_language_finds_the_right_messages(indexed, query: str, expected: list[str]) -> None:
@@ -147,6 +164,22 @@ def test_a_user_sees_only_their_own_mail_even_in_totals_and_facets(indexed) -> N
     member = Viewer.person("nobody@example.com", lists=("dev.lists.example.com",))
     assert ids(core, backend, "", member) == ["list@example.com"]
     assert ids(core, backend, "", Viewer.person("stranger@example.com")) == []
+
+
+def test_a_message_removed_from_the_index_is_gone_from_results_and_counts(indexed) -> None:
+    core, backend = indexed
+    with core.sessions() as session:
+        before = search(session, backend, "forecast", Viewer.administrator())
+        pk = next(found.id for found in before.results if found.message_id == "list@example.com")
+    backend.delete([pk])
+    with core.sessions() as session:
+        after = search(session, backend, "forecast", Viewer.administrator())
+    assert sorted(found.message_id for found in after.results) == [
+        "q1@example.com",
+        "q2@example.com",
+    ]
+    assert after.total == 2
+    assert after.facets["list"] == {}
 
 
 def test_results_carry_facets_snippets_and_sort_by_date(indexed) -> None:

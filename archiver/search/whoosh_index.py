@@ -12,40 +12,30 @@ import fcntl
 import os
 import shutil
 import threading
-from collections import Counter
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from pathlib import Path
 
-from whoosh import fields, index, sorting
+from whoosh import fields, index
 from whoosh import query as wq
 from whoosh.analysis import CharsetFilter, StemmingAnalyzer
+from whoosh.columns import NumericColumn
 from whoosh.searching import Searcher
 from whoosh.support.charset import accent_map
 from whoosh.writing import CLEAR, IndexWriter, LockError
 
-from archiver.search.backend import FACETS, Hit, SearchResult, Sort
+from archiver.search.backend import SearchResult, Sort
 from archiver.search.documents import SearchDocument, address_tokens
-from archiver.search.query import (
-    Address,
-    And,
-    DateRange,
-    HasAttachment,
-    Node,
-    Not,
-    Or,
-    Phrase,
-    SizeRange,
-    Word,
-)
+from archiver.search.query import Node
 from archiver.search.viewer import Viewer
+from archiver.search.whoosh_arrays import NO_DATE, IndexArrays, SegmentArrays
+from archiver.search.whoosh_format import CompactPositions
+from archiver.search.whoosh_matching import SCORED_FIELDS, Matcher
 
 TEXT_ANALYZER = StemmingAnalyzer(stoplist=None) | CharsetFilter(accent_map)
-TEXT_FIELDS = ("subject", "body", "attachments", "people")
-ADDRESS_FIELDS = {"from": "from_addr", "to": "to_addr", "cc": "cc_addr"}
+FACET_FIELDS = ("list", "sender_domain")
+SCHEMA_VERSION = 4  # bump with every change to _schema()
 # A whoosh writer buffers this much before it writes a segment: fewer, larger segments
 # make indexing several times faster than the default.
-SCHEMA_VERSION = 2  # bump with every change to _schema()
 WRITER_MEMORY_MB = 64
 # A full rebuild analyses documents in one process per core (up to four); each buffers this
 # much before writing, so peak memory stays a few hundred MB.
@@ -58,31 +48,37 @@ class IndexBusyError(RuntimeError):
 
 
 def _schema() -> fields.Schema:
-    text = {"analyzer": TEXT_ANALYZER, "phrase": True}
+    """Terms for what queries look up, columns for what they filter, sort and count by.
+
+    Numbers (dates, sizes) are columns only: range filters compare whole arrays, so the
+    index needs none of whoosh's per-number trie terms. Word positions, needed for
+    phrases, are kept in the compact format for subjects and bodies only.
+    """
+    positional = {"analyzer": TEXT_ANALYZER, "phrase": True}
+    words = {"analyzer": TEXT_ANALYZER, "phrase": False}
     keyword = {"lowercase": True, "commas": True, "scorable": False}
-    return fields.Schema(
-        pk=fields.NUMERIC(int, bits=64, stored=True, unique=True),
+    schema = fields.Schema(
+        pk=fields.ID(unique=True),
+        pk_column=fields.COLUMN(NumericColumn("q")),
         message_id=fields.ID,
-        subject=fields.TEXT(field_boost=2.0, **text),
-        body=fields.TEXT(**text),
-        # No word positions where phrases matter little: they are most of an index's size.
-        attachments=fields.TEXT(analyzer=TEXT_ANALYZER, phrase=False),
-        people=fields.TEXT(analyzer=TEXT_ANALYZER, phrase=False),
-        filename=fields.TEXT(analyzer=TEXT_ANALYZER, phrase=False),
+        subject=fields.TEXT(**positional),
+        body=fields.TEXT(**positional),
+        attachments=fields.TEXT(**words),
+        people=fields.TEXT(**words),
+        filename=fields.TEXT(**words),
         from_addr=fields.KEYWORD(**keyword),
         to_addr=fields.KEYWORD(**keyword),
         cc_addr=fields.KEYWORD(**keyword),
         participants=fields.KEYWORD(**keyword),
-        list=fields.ID(sortable=True),
-        sender_domain=fields.ID(sortable=True),
-        year=fields.NUMERIC(int, sortable=True),
-        date=fields.DATETIME(stored=True, sortable=True),
-        # Day numbers for date filters: a range over seconds would union a term per
-        # distinct timestamp, a range over days a few dozen.
-        day=fields.NUMERIC(int, bits=32),  # signed: whoosh's unsigned ranges are wrong
-        size=fields.NUMERIC(int, bits=64, sortable=True),
-        has_attachment=fields.BOOLEAN,
+        list=fields.ID,
+        sender_domain=fields.ID,
+        date=fields.COLUMN(NumericColumn("q", NO_DATE)),
+        size=fields.COLUMN(NumericColumn("q")),
+        has_attachment=fields.COLUMN(NumericColumn("B")),
     )
+    for name in ("subject", "body"):
+        schema[name].format = CompactPositions()
+    return schema
 
 
 class WhooshBackend:
@@ -98,7 +94,8 @@ class WhooshBackend:
         directory.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # whoosh searchers are not safe to share unlocked
         self._searcher: Searcher | None = None
-        self._facet_cache: _FacetColumns | None = None
+        self._arrays: IndexArrays | None = None
+        self._segment_arrays: dict[str, SegmentArrays] = {}
         # Several processes (the worker, a CLI search) may be first to open a new index;
         # an exclusive lock makes exactly one of them create it.
         with open(directory / ".create.lock", "w") as lock:
@@ -118,7 +115,7 @@ class WhooshBackend:
             return
         writer = self._writer()
         try:
-            writer.delete_by_query(wq.Or([wq.Term("pk", d.message_pk) for d in documents]))
+            writer.delete_by_query(wq.Or([wq.Term("pk", str(d.message_pk)) for d in documents]))
             for document in documents:
                 writer.add_document(**_fields(document))
         except BaseException:
@@ -158,7 +155,7 @@ class WhooshBackend:
             return
         writer = self._writer()
         for pk in message_pks:
-            writer.delete_by_term("pk", pk)
+            writer.delete_by_term("pk", str(pk))
         writer.commit()
 
     def clear(self) -> None:
@@ -170,31 +167,24 @@ class WhooshBackend:
     ) -> SearchResult:
         """One page of hits, plus the total and facets of everything the viewer may see.
 
-        The page comes from whoosh's top-N search, which skips blocks of postings that
-        cannot reach the page; the total and the facets come from one unscored pass over
-        the matching document numbers, counted against facet columns cached per searcher.
-        Asking whoosh to facet while it scores would score every match in Python.
+        Whoosh only stores the index here; `Matcher` answers the query from the index's
+        posting lists and columns read as arrays (see `whoosh_matching`).
         """
-        whoosh_query = self._translate(query)
-        visible = None if viewer.sees_all else _visibility(viewer)
-        sortedby = sorting.FieldFacet("date", reverse=True) if sort is Sort.DATE else None
         with self._lock:
-            searcher = self._current_searcher()
-            results = searcher.search(
-                whoosh_query, filter=visible, limit=offset + limit, sortedby=sortedby
+            return Matcher(self._current_arrays(), self._analyze).search(
+                query, viewer, sort, limit, offset
             )
-            hits = [
-                Hit(int(hit["pk"]), float(hit.score or 0.0), _aware(hit.get("date")))
-                for hit in results[offset : offset + limit]
-            ]
-            counted = whoosh_query if visible is None else wq.And([whoosh_query, visible])
-            total, facets = self._facets(searcher).count(searcher.docs_for_query(counted))
-            return SearchResult(total=total, hits=hits, facets=facets)
 
-    def _facets(self, searcher: Searcher) -> _FacetColumns:
-        if self._facet_cache is None or self._facet_cache.searcher is not searcher:
-            self._facet_cache = _FacetColumns(searcher)
-        return self._facet_cache
+    def _analyze(self, fieldname: str, text: str) -> list[str]:
+        return [token.text for token in self._index.schema[fieldname].analyzer(text)]
+
+    def _current_arrays(self) -> IndexArrays:
+        searcher = self._current_searcher()
+        if self._arrays is None or self._arrays.searcher is not searcher:
+            self._arrays = IndexArrays(
+                searcher, tuple(SCORED_FIELDS), FACET_FIELDS, self._segment_arrays
+            )
+        return self._arrays
 
     def close(self) -> None:
         """Release the index files."""
@@ -226,45 +216,13 @@ class WhooshBackend:
                 f"the search index in {self.directory} is being written by another process"
             ) from exc
 
-    def _translate(self, node: Node | None) -> wq.Query:
-        if node is None:
-            return wq.Every()
-        return _translate(node, self._index.schema)
-
-
-class _FacetColumns:
-    """The facet fields of every document, read once per searcher into plain lists."""
-
-    def __init__(self, searcher: Searcher) -> None:
-        self.searcher = searcher
-        reader = searcher.reader()
-        self.columns = {
-            name: list(reader.column_reader(name)) if reader.has_column(name) else []
-            for name in FACETS
-        }
-
-    def count(self, docnums: Iterable[int]) -> tuple[int, dict[str, dict[str, int]]]:
-        """How many documents, and how many per value of each facet."""
-        counters: dict[str, Counter[object]] = {name: Counter() for name in FACETS}
-        columns = [(counters[name], self.columns[name]) for name in FACETS]
-        total = 0
-        for docnum in docnums:
-            total += 1
-            for counter, column in columns:
-                counter[column[docnum]] += 1
-        return total, {
-            name: {_facet_key(key): n for key, n in counter.items() if key}
-            for name, counter in counters.items()
-        }
-
-
-def _facet_key(key: object) -> str:
-    return key.decode("utf-8") if isinstance(key, bytes) else str(key)
-
 
 def _fields(document: SearchDocument) -> dict[str, object]:
-    return {
-        "pk": document.message_pk,
+    """The whoosh fields of a document; empty ones are left out (a column then holds its
+    default: no date, no list)."""
+    values: dict[str, object] = {
+        "pk": str(document.message_pk),
+        "pk_column": document.message_pk,
         "message_id": document.message_id,
         "subject": document.subject,
         "body": document.body,
@@ -277,74 +235,8 @@ def _fields(document: SearchDocument) -> dict[str, object]:
         "participants": ",".join(sorted(document.participants)),
         "list": (document.list_id or "").lower(),
         "sender_domain": document.sender_domain,
-        "year": document.date.year if document.date else 0,
-        "date": _naive(document.date),
-        "day": document.date.toordinal() if document.date else 0,
+        "date": int(document.date.timestamp()) if document.date else None,
         "size": document.size,
-        "has_attachment": document.has_attachment,
+        "has_attachment": int(document.has_attachment),
     }
-
-
-def _visibility(viewer: Viewer) -> wq.Query:
-    terms: list[wq.Query] = [wq.Term("participants", a) for a in sorted(viewer.addresses)]
-    terms += [wq.Term("list", list_id) for list_id in sorted(viewer.readable_lists)]
-    return wq.Or(terms) if terms else wq.NullQuery
-
-
-def _words(schema: fields.Schema, fieldname: str, text: str) -> list[str]:
-    return [token.text for token in schema[fieldname].analyzer(text)]
-
-
-def _text_query(schema: fields.Schema, fieldname: str, text: str, phrase: bool) -> wq.Query:
-    words = _words(schema, fieldname, text)
-    if not words:
-        return wq.Every()
-    if len(words) == 1:
-        return wq.Term(fieldname, words[0])
-    if phrase and schema[fieldname].format.supports("positions"):
-        return wq.Phrase(fieldname, words)
-    return wq.And([wq.Term(fieldname, word) for word in words])
-
-
-def _translate(node: Node, schema: fields.Schema) -> wq.Query:
-    match node:
-        case Word(text=text, field=None) | Phrase(text=text, field=None):
-            phrase = isinstance(node, Phrase)
-            return wq.Or([_text_query(schema, name, text, phrase) for name in TEXT_FIELDS])
-        case (
-            Word(text=text, field="subject" | "filename" as name)
-            | Phrase(text=text, field="subject" | "filename" as name)
-        ):
-            return _text_query(schema, name, text, isinstance(node, Phrase))
-        case Word(text=text, field="list") | Phrase(text=text, field="list"):
-            return wq.Term("list", text.lower())
-        case Word(text=text, field="msgid") | Phrase(text=text, field="msgid"):
-            return wq.Term("message_id", text.lower().strip("<>"))
-        case Word(text=text) | Phrase(text=text):
-            return _text_query(schema, "body", text, isinstance(node, Phrase))
-        case Address(field=name, value=value):
-            return wq.Term(ADDRESS_FIELDS[name], value.lower())
-        case HasAttachment():
-            return wq.Term("has_attachment", True)
-        case DateRange(start=start, end=end):
-            first = start.toordinal() if start else None
-            last = end.toordinal() if end else None
-            return wq.NumericRange("day", first, last, startexcl=False, endexcl=True)
-        case SizeRange(minimum=minimum, maximum=maximum):
-            return wq.NumericRange("size", minimum, maximum, startexcl=False, endexcl=True)
-        case Not(node=inner):
-            return wq.And([wq.Every(), wq.Not(_translate(inner, schema))])
-        case And(nodes=nodes):
-            return wq.And([_translate(child, schema) for child in nodes])
-        case Or(nodes=nodes):
-            return wq.Or([_translate(child, schema) for child in nodes])
-    raise TypeError(f"unknown query node {node!r}")
-
-
-def _naive(moment: datetime | None) -> datetime | None:
-    """Whoosh compares naive datetimes; the archive's are aware UTC."""
-    return None if moment is None else moment.astimezone(UTC).replace(tzinfo=None)
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    return None if moment is None else moment.replace(tzinfo=UTC)
+    return {name: value for name, value in values.items() if value not in ("", None)}

@@ -1,0 +1,224 @@
+"""A whoosh index read as numpy arrays: posting lists, per-document columns, deletions.
+
+Whoosh's matchers hand out one posting at a time, at a fraction of a microsecond of Python
+each, and a common word on a large archive has tens of thousands of postings: counting and
+faceting a result set that way took hundreds of milliseconds. Here posting blocks go from
+whoosh's files straight into arrays, so boolean logic, scores, facet counts and sorting
+are array operations.
+
+Document numbers are global across an index's segments (segment offset + local number),
+as in whoosh's own multi-segment reader. Segments never change once written, except for
+deletions, so the per-segment arrays are cached by segment and reused after a refresh.
+
+This reads whoosh 2.7's W3 codec structures (`W3LeafMatcher` blocks, fixed-size column
+files) directly: whoosh is no longer developed, and the version is pinned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+from whoosh.codec.whoosh3 import W3LeafMatcher, _lenfield
+from whoosh.columns import NumericColumn
+from whoosh.reading import IndexReader, SegmentReader, TermNotFound
+from whoosh.searching import Searcher
+from whoosh.util.numeric import byte_to_length
+
+from archiver.search.whoosh_format import decode_many
+
+NO_DATE = np.iinfo(np.int64).min  # the date column's value for a message without one
+_LENGTHS = np.array([byte_to_length(b) for b in range(256)], dtype=np.float32)
+_EMPTY_DOCS = np.zeros(0, dtype=np.int64)
+
+
+@dataclass
+class Postings:
+    """Every posting of one term: ascending global document numbers, term frequencies and,
+    when asked for, the encoded word positions of each."""
+
+    docs: np.ndarray
+    weights: np.ndarray
+    values: list[bytes] | None = None
+
+    @classmethod
+    def empty(cls) -> Postings:
+        return cls(_EMPTY_DOCS, np.zeros(0, dtype=np.float32), [])
+
+    def positions(self, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(document, position) pairs, flattened and ascending, for the postings whose
+        documents are `wanted` (a boolean array over all documents)."""
+        chosen = np.flatnonzero(wanted[self.docs])
+        values = self.values or []
+        counts, positions = decode_many([values[i] for i in chosen])
+        return np.repeat(self.docs[chosen], counts), positions
+
+
+class SegmentArrays:
+    """The columns of one segment as arrays, read once: segments are immutable."""
+
+    def __init__(self, reader: SegmentReader, text_fields: tuple[str, ...]) -> None:
+        self.doc_count = reader.doc_count_all()
+        self.pk = _column(reader, "pk_column", "q", 0)
+        self.date = _column(reader, "date", "q", NO_DATE)
+        self.size = _column(reader, "size", "q", 0)
+        self.attachment = _column(reader, "has_attachment", "B", 0).astype(bool)
+        self.lengths = {
+            name: _LENGTHS[_column(reader, _lenfield(name), "B", 0)] for name in text_fields
+        }
+
+
+class IndexArrays:
+    """Every document of one whoosh searcher, as arrays indexed by global document number.
+
+    Built anew when the searcher is refreshed, from cached `SegmentArrays` for segments it
+    has seen before; only the deletion mask is always read fresh.
+    """
+
+    def __init__(
+        self,
+        searcher: Searcher,
+        text_fields: tuple[str, ...],
+        facet_fields: tuple[str, ...],
+        cache: dict[str, SegmentArrays],
+    ) -> None:
+        self.searcher = searcher
+        self.leaves: list[tuple[SegmentReader, int]] = [
+            (reader, offset)
+            for reader, offset in searcher.reader().leaf_readers()
+            if reader.segment() is not None  # an empty index has a reader without one
+        ]
+        segments = []
+        for reader, _offset in self.leaves:
+            key = reader.segment().segment_id()
+            if key not in cache:
+                cache[key] = SegmentArrays(reader, text_fields)
+            segments.append(cache[key])
+        for stale in set(cache) - {r.segment().segment_id() for r, _ in self.leaves}:
+            del cache[stale]
+        self.doc_count = sum(s.doc_count for s in segments)
+        self.pk = _joined([s.pk for s in segments], np.int64)
+        self.date = _joined([s.date for s in segments], np.int64)
+        self.size = _joined([s.size for s in segments], np.int64)
+        self.attachment = _joined([s.attachment for s in segments], bool)
+        self.lengths = {
+            name: _joined([s.lengths[name] for s in segments], np.float32) for name in text_fields
+        }
+        self.live = np.ones(self.doc_count, dtype=bool)
+        for reader, offset in self.leaves:
+            deleted = list(reader.segment().deleted_docs())
+            if deleted:
+                self.live[np.asarray(deleted, dtype=np.int64) + offset] = False
+        self.live_count = int(self.live.sum())
+        self.mean_length = {
+            name: float(lengths[self.live].mean()) if self.live_count else 1.0
+            for name, lengths in self.lengths.items()
+        }
+        years = self.date.astype("datetime64[s]").astype("datetime64[Y]").astype(np.int64) + 1970
+        self.year = np.where(self.date == NO_DATE, 0, years)
+        self.facets = {name: self._term_codes(name) for name in facet_fields}
+
+    def postings(self, fieldname: str, text: str, with_values: bool = False) -> Postings:
+        """All postings of `text` in `fieldname` across segments, deleted documents
+        included (callers mask with `live`)."""
+        parts: list[Postings] = []
+        for reader, offset in self.leaves:
+            found = _segment_postings(reader, fieldname, text, with_values)
+            if found is not None:
+                found.docs += offset
+                parts.append(found)
+        if not parts:
+            return Postings.empty()
+        if len(parts) == 1:
+            return parts[0]
+        values: list[bytes] | None = None
+        if with_values:
+            values = [value for part in parts for value in part.values or []]
+        return Postings(
+            np.concatenate([p.docs for p in parts]),
+            np.concatenate([p.weights for p in parts]),
+            values,
+        )
+
+    def docs_mask(self, fieldname: str, text: str) -> np.ndarray:
+        """A boolean array: the live documents that contain this term."""
+        mask = np.zeros(self.doc_count, dtype=bool)
+        mask[self.postings(fieldname, text).docs] = True
+        return mask & self.live
+
+    def when(self, docnum: int) -> datetime | None:
+        """The sent date of a document."""
+        seconds = int(self.date[docnum])
+        return None if seconds == NO_DATE else datetime.fromtimestamp(seconds, UTC)
+
+    def _term_codes(self, fieldname: str) -> tuple[list[str], np.ndarray]:
+        """Each document's term in a single-valued field, as an index into a value list
+        (-1: none). Facets count these with one `bincount`."""
+        reader: IndexReader = self.searcher.reader()
+        values: list[str] = []
+        codes = np.full(self.doc_count, -1, dtype=np.int64)
+        if fieldname in reader.indexed_field_names():
+            for term in reader.lexicon(fieldname):
+                codes[self.postings(fieldname, term.decode("utf-8")).docs] = len(values)
+                values.append(term.decode("utf-8"))
+        return values, codes
+
+
+def _segment_postings(
+    reader: SegmentReader, fieldname: str, text: str, with_values: bool
+) -> Postings | None:
+    """One segment's postings of a term, read a block at a time."""
+    fieldobj = reader.schema[fieldname]
+    try:
+        matcher = reader._terms.matcher(fieldname, fieldobj.to_bytes(text), fieldobj.format)
+    except TermNotFound:
+        return None
+    ids: list[np.ndarray] = []
+    weights: list[np.ndarray] = []
+    values: list[bytes] = []
+    if isinstance(matcher, W3LeafMatcher):
+        while True:
+            if matcher._data is None:
+                matcher._read_data()
+            block_ids, block_weights, block_values = matcher._data
+            count = len(block_ids)
+            ids.append(np.cumsum(np.asarray(block_ids, dtype=np.int64)))
+            if block_weights is None or isinstance(block_weights, float):
+                weights.append(np.full(count, block_weights or 1.0, dtype=np.float32))
+            else:
+                weights.append(np.asarray(block_weights, dtype=np.float32))
+            if with_values:
+                values.extend(block_values or [b""] * count)
+            if matcher._lastblock:
+                break
+            matcher._goto(matcher._nextoffset)
+    else:  # a posting list short enough to live in the term table
+        while matcher.is_active():
+            ids.append(np.array([matcher.id()], dtype=np.int64))
+            weights.append(np.array([matcher.weight()], dtype=np.float32))
+            if with_values:
+                values.append(matcher.value() or b"")
+            matcher.next()
+    return Postings(
+        np.concatenate(ids) if ids else _EMPTY_DOCS.copy(),
+        np.concatenate(weights) if weights else np.zeros(0, dtype=np.float32),
+        values if with_values else None,
+    )
+
+
+def _column(reader: SegmentReader, fieldname: str, typecode: str, default: int) -> np.ndarray:
+    """A fixed-width numeric column of one segment, straight from its file."""
+    perdoc = reader._perdoc
+    out = np.full(reader.doc_count_all(), default, dtype=np.int64)
+    if not perdoc.has_column(fieldname):
+        return out
+    column = perdoc.column_reader(fieldname, NumericColumn(typecode))
+    stored = min(column._count, len(out))
+    raw = column._dbfile.get(column._basepos, stored * column._fixedlen)
+    out[:stored] = np.frombuffer(raw, dtype=np.dtype(typecode).newbyteorder(">"))
+    return out
+
+
+def _joined(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype=dtype)

@@ -1,0 +1,97 @@
+"""A compact word-positions format for whoosh postings.
+
+Whoosh's own `Positions` format stores every posting as a four-byte count followed by a
+pickled list of gaps: about twelve bytes for a word that occurs once in a message, which
+made positions half of the index. This format stores the gaps between positions as
+varints (seven bits a byte, the high bit set on every byte but a number's last), so a word
+that occurs once costs a byte or two, and a whole block decodes with a few numpy
+operations (`decode_many`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+
+import numpy as np
+from whoosh.formats import Positions, tokens
+
+
+def encode_positions(positions: list[int]) -> bytes:
+    """Varint gaps between ascending positions."""
+    out = bytearray()
+    previous = 0
+    for position in positions:
+        gap = position - previous
+        previous = position
+        while gap >= 0x80:
+            out.append(0x80 | (gap & 0x7F))
+            gap >>= 7
+        out.append(gap)
+    return bytes(out)
+
+
+def decode_positions(value: bytes) -> list[int]:
+    """The ascending positions `encode_positions` stored."""
+    return decode_many([value])[1].tolist()
+
+
+def decode_many(values: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of many postings at once: (how many each posting has, all positions).
+
+    Every byte below 0x80 ends a number; a number's bytes are weighted by 128 to the
+    power of their place, summed per number; positions are running sums of gaps,
+    restarted at each posting.
+    """
+    data = np.frombuffer(b"".join(values), dtype=np.uint8)
+    lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+    last = data < 0x80
+    ends = np.flatnonzero(last)
+    if len(ends) == len(data):  # every gap below 128: one byte each, the usual case
+        gaps = data.astype(np.int64)
+    else:
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        place = np.arange(len(data)) - np.repeat(starts, ends - starts + 1)
+        weighted = (data & 0x7F).astype(np.int64) << (7 * place)
+        gaps = np.add.reduceat(weighted, starts) if len(starts) else weighted[:0]
+    # numbers per posting: the number-ending bytes inside each posting's byte range
+    boundaries = np.concatenate(([0], np.cumsum(lengths)))
+    ended = np.concatenate(([0], np.cumsum(last)))
+    counts = ended[boundaries[1:]] - ended[boundaries[:-1]]
+    running = np.cumsum(gaps)
+    if not len(running):
+        return counts, running
+    prior = np.cumsum(counts) - counts  # numbers in the postings before each one
+    before = np.where(prior > 0, running[np.maximum(prior - 1, 0)], 0)
+    return counts, running - np.repeat(before, counts)
+
+
+class CompactPositions(Positions):
+    """`Positions` with `encode_positions` values; frequency and weight as whoosh expects."""
+
+    def word_values(
+        self, value: object, analyzer: object, **kwargs: object
+    ) -> Iterator[tuple[str, int, float, bytes]]:
+        """(word, frequency, weight, encoded positions) for each distinct word of `value`."""
+        positions: defaultdict[str, list[int]] = defaultdict(list)
+        kwargs["positions"] = True
+        for token in tokens(value, analyzer, kwargs):
+            positions[token.text].append(token.pos)
+        for word, found in positions.items():
+            yield word, len(found), len(found) * self.field_boost, encode_positions(found)
+
+    def encode(self, poslist: list[int]) -> bytes:
+        """Whoosh calls this when it combines postings."""
+        return encode_positions(poslist)
+
+    def decode_positions(self, valuestring: bytes) -> list[int]:
+        """Positions of one posting."""
+        return decode_positions(valuestring)
+
+    def decode_frequency(self, valuestring: bytes) -> int:
+        """How often the word occurs in the document."""
+        return len(decode_positions(valuestring))
+
+    def decode_weight(self, valuestring: bytes) -> float:
+        """The frequency scaled by the field's boost."""
+        return self.decode_frequency(valuestring) * self.field_boost
