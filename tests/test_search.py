@@ -166,6 +166,27 @@ def test_a_user_sees_only_their_own_mail_even_in_totals_and_facets(indexed) -> N
     assert ids(core, backend, "", Viewer.person("stranger@example.com")) == []
 
 
+def test_every_form_of_a_word_matches_and_the_exact_form_ranks_first(core: Core) -> None:
+    now = datetime.now(UTC)
+    forms = [
+        message("runs@example.com", "Training", "She runs every morning before work."),
+        message("running@example.com", "Training", "We are running the numbers today."),
+        message("run@example.com", "Training", "A long run on Sunday was the plan."),
+    ]
+    with core.sessions.begin() as session:
+        core.archive.archive_batch(session, [RawMessage(m, "", [], now, "import") for m in forms])
+    backend = core.search_backend()
+    try:
+        Indexer(core.sessions, backend).run_once()
+        for typed in ("running", "runs", "run"):
+            with core.sessions() as session:
+                page = search(session, backend, typed, Viewer.administrator())
+            assert page.total == 3, typed
+            assert page.results[0].message_id == f"{typed}@example.com"
+    finally:
+        backend.close()
+
+
 def test_a_message_removed_from_the_index_is_gone_from_results_and_counts(indexed) -> None:
     core, backend = indexed
     with core.sessions() as session:

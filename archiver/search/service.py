@@ -19,6 +19,7 @@ from archiver.search.backend import SearchBackend, Sort
 from archiver.search.query import parse_query, words_to_highlight
 from archiver.search.snippets import snippet
 from archiver.search.viewer import Viewer
+from archiver.search.whoosh_arrays import stem_of
 from archiver.search.whoosh_index import TEXT_ANALYZER
 
 MAX_LIMIT = 1000
@@ -69,8 +70,8 @@ class SearchPage:
 
 @lru_cache(maxsize=200_000)
 def fold(word: str) -> str:
-    """A word as the index stores it: lower-case, accents removed, stemmed."""
-    return next((token.text for token in TEXT_ANALYZER(word)), "")
+    """A word as search matches it: lower-case, accents removed, stemmed."""
+    return next((stem_of(token.text) for token in TEXT_ANALYZER(word)), "")
 
 
 def search(

@@ -18,40 +18,45 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 
 import numpy as np
-from whoosh.codec.whoosh3 import W3LeafMatcher, _lenfield
+from whoosh.codec.whoosh3 import _lenfield
 from whoosh.columns import NumericColumn
+from whoosh.lang.snowball.english import EnglishStemmer
 from whoosh.reading import IndexReader, SegmentReader, TermNotFound
 from whoosh.searching import Searcher
 from whoosh.util.numeric import byte_to_length
 
+from archiver.search.whoosh_codec import PackedLeafMatcher
 from archiver.search.whoosh_format import decode_many
 
 NO_DATE = np.iinfo(np.int64).min  # the date column's value for a message without one
 _LENGTHS = np.array([byte_to_length(b) for b in range(256)], dtype=np.float32)
 _EMPTY_DOCS = np.zeros(0, dtype=np.int64)
+_NO_BYTES = np.zeros(0, dtype=np.uint8)
 
 
 @dataclass
 class Postings:
     """Every posting of one term: ascending global document numbers, term frequencies and,
-    when asked for, the encoded word positions of each."""
+    when asked for, the encoded word positions of each (byte lengths, and all joined)."""
 
     docs: np.ndarray
     weights: np.ndarray
-    values: list[bytes] | None = None
+    value_lengths: np.ndarray
+    values: np.ndarray
 
     @classmethod
     def empty(cls) -> Postings:
-        return cls(_EMPTY_DOCS, np.zeros(0, dtype=np.float32), [])
+        return cls(_EMPTY_DOCS, np.zeros(0, dtype=np.float32), _EMPTY_DOCS, _NO_BYTES)
 
     def positions(self, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(document, position) pairs, flattened and ascending, for the postings whose
-        documents are `wanted` (a boolean array over all documents)."""
-        chosen = np.flatnonzero(wanted[self.docs])
-        values = self.values or []
-        counts, positions = decode_many([values[i] for i in chosen])
+        """(document, position) pairs, flattened, for the postings whose documents are
+        `wanted` (a boolean array over all documents)."""
+        chosen = wanted[self.docs]
+        data = self.values[np.repeat(chosen, self.value_lengths)]
+        counts, positions = decode_many(data, self.value_lengths[chosen])
         return np.repeat(self.docs[chosen], counts), positions
 
 
@@ -59,6 +64,8 @@ class SegmentArrays:
     """The columns of one segment as arrays, read once: segments are immutable."""
 
     def __init__(self, reader: SegmentReader, text_fields: tuple[str, ...]) -> None:
+        self.reader = reader
+        self._stem_groups: dict[str, dict[str, list[str]]] = {}
         self.doc_count = reader.doc_count_all()
         self.pk = _column(reader, "pk_column", "q", 0)
         self.date = _column(reader, "date", "q", NO_DATE)
@@ -67,6 +74,33 @@ class SegmentArrays:
         self.lengths = {
             name: _LENGTHS[_column(reader, _lenfield(name), "B", 0)] for name in text_fields
         }
+
+    def forms(self, fieldname: str, stem: str) -> list[str]:
+        """The words of this segment's `fieldname` whose stem is `stem`.
+
+        The index holds words as written (folded); stemming happens when searching, so
+        that a search can find every form of a word and still rank its exact form first.
+        The groups are built on first use per field, from stems cached across segments.
+        """
+        groups = self._stem_groups.get(fieldname)
+        if groups is None:
+            groups = {}
+            if fieldname in self.reader.indexed_field_names():
+                for term in self.reader.lexicon(fieldname):
+                    word = term.decode("utf-8")
+                    groups.setdefault(stem_of(word), []).append(word)
+            self._stem_groups[fieldname] = groups
+        return groups.get(stem, [])
+
+
+_ENGLISH = EnglishStemmer()
+
+
+@lru_cache(maxsize=1_000_000)
+def stem_of(word: str) -> str:
+    """The English (Snowball, as PostgreSQL's `english`) stem of a folded word; cached,
+    as a lexicon repeats across segments."""
+    return _ENGLISH.stem(word)
 
 
 class IndexArrays:
@@ -89,12 +123,13 @@ class IndexArrays:
             for reader, offset in searcher.reader().leaf_readers()
             if reader.segment() is not None  # an empty index has a reader without one
         ]
-        segments = []
+        segments: list[SegmentArrays] = []
         for reader, _offset in self.leaves:
             key = reader.segment().segment_id()
             if key not in cache:
                 cache[key] = SegmentArrays(reader, text_fields)
             segments.append(cache[key])
+        self.segments = segments
         for stale in set(cache) - {r.segment().segment_id() for r, _ in self.leaves}:
             del cache[stale]
         self.doc_count = sum(s.doc_count for s in segments)
@@ -132,14 +167,28 @@ class IndexArrays:
             return Postings.empty()
         if len(parts) == 1:
             return parts[0]
-        values: list[bytes] | None = None
-        if with_values:
-            values = [value for part in parts for value in part.values or []]
         return Postings(
-            np.concatenate([p.docs for p in parts]),
-            np.concatenate([p.weights for p in parts]),
-            values,
+            *(
+                np.concatenate(arrays)
+                for arrays in zip(
+                    *((p.docs, p.weights, p.value_lengths, p.values) for p in parts), strict=True
+                )
+            )
         )
+
+    def word_postings(
+        self, fieldname: str, word: str, with_values: bool = False
+    ) -> tuple[Postings, np.ndarray]:
+        """The postings of every form of `word` (all words with its stem) together,
+        documents in no particular order, and the documents holding `word` as written."""
+        forms = sorted({form for s in self.segments for form in s.forms(fieldname, stem_of(word))})
+        if word not in forms:
+            forms.append(word)
+        found = [self.postings(fieldname, form, with_values) for form in forms]
+        exact = found[forms.index(word)].docs
+        if len(found) == 1:
+            return found[0], exact
+        return _concatenated(found), exact
 
     def docs_mask(self, fieldname: str, text: str) -> np.ndarray:
         """A boolean array: the live documents that contain this term."""
@@ -168,42 +217,50 @@ class IndexArrays:
 def _segment_postings(
     reader: SegmentReader, fieldname: str, text: str, with_values: bool
 ) -> Postings | None:
-    """One segment's postings of a term, read a block at a time."""
+    """One segment's postings of a term, a block at a time."""
     fieldobj = reader.schema[fieldname]
     try:
         matcher = reader._terms.matcher(fieldname, fieldobj.to_bytes(text), fieldobj.format)
     except TermNotFound:
         return None
-    ids: list[np.ndarray] = []
-    weights: list[np.ndarray] = []
-    values: list[bytes] = []
-    if isinstance(matcher, W3LeafMatcher):
+    blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray, bytes]] = []
+    if isinstance(matcher, PackedLeafMatcher):
         while True:
             if matcher._data is None:
                 matcher._read_data()
-            block_ids, block_weights, block_values = matcher._data
-            count = len(block_ids)
-            ids.append(np.cumsum(np.asarray(block_ids, dtype=np.int64)))
-            if block_weights is None or isinstance(block_weights, float):
-                weights.append(np.full(count, block_weights or 1.0, dtype=np.float32))
-            else:
-                weights.append(np.asarray(block_weights, dtype=np.float32))
-            if with_values:
-                values.extend(block_values or [b""] * count)
+            blocks.append(matcher._data)
             if matcher._lastblock:
                 break
             matcher._goto(matcher._nextoffset)
     else:  # a posting list short enough to live in the term table
         while matcher.is_active():
-            ids.append(np.array([matcher.id()], dtype=np.int64))
-            weights.append(np.array([matcher.weight()], dtype=np.float32))
-            if with_values:
-                values.append(matcher.value() or b"")
+            value = matcher.value() or b""
+            blocks.append(
+                (
+                    np.array([matcher.id()], dtype=np.int64),
+                    np.array([matcher.weight()], dtype=np.float32),
+                    np.array([len(value)], dtype=np.int64),
+                    value,
+                )
+            )
             matcher.next()
+    if not blocks:
+        return Postings.empty()
+    ids, weights, lengths, values = zip(*blocks, strict=True)
     return Postings(
-        np.concatenate(ids) if ids else _EMPTY_DOCS.copy(),
-        np.concatenate(weights) if weights else np.zeros(0, dtype=np.float32),
-        values if with_values else None,
+        np.concatenate(ids),
+        np.concatenate(weights),
+        np.concatenate(lengths) if with_values else _EMPTY_DOCS,
+        np.frombuffer(b"".join(values), dtype=np.uint8) if with_values else _NO_BYTES,
+    )
+
+
+def _concatenated(parts: list[Postings]) -> Postings:
+    return Postings(
+        np.concatenate([p.docs for p in parts]),
+        np.concatenate([p.weights for p in parts]),
+        np.concatenate([p.value_lengths for p in parts]),
+        np.concatenate([p.values for p in parts]),
     )
 
 

@@ -33,18 +33,18 @@ def encode_positions(positions: list[int]) -> bytes:
 
 def decode_positions(value: bytes) -> list[int]:
     """The ascending positions `encode_positions` stored."""
-    return decode_many([value])[1].tolist()
+    data = np.frombuffer(value, dtype=np.uint8)
+    return decode_many(data, np.array([len(data)], dtype=np.int64))[1].tolist()
 
 
-def decode_many(values: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of many postings at once: (how many each posting has, all positions).
+def decode_many(data: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of many postings at once, from their encoded values joined (`data`) and
+    the byte length of each: (how many positions each posting has, all positions).
 
     Every byte below 0x80 ends a number; a number's bytes are weighted by 128 to the
     power of their place, summed per number; positions are running sums of gaps,
     restarted at each posting.
     """
-    data = np.frombuffer(b"".join(values), dtype=np.uint8)
-    lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
     last = data < 0x80
     ends = np.flatnonzero(last)
     if len(ends) == len(data):  # every gap below 128: one byte each, the usual case

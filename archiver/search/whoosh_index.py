@@ -1,9 +1,10 @@
 """The embedded search backend: a whoosh index under the data directory.
 
 Whoosh allows one writer at a time, so exactly one process (the spool worker child of
-`arsip serve`, or `arsip reindex`) writes; any process may search. Text is folded to
-lower case without accents and stemmed; bodies are not stored in the index (snippets are
-cut from the archive's own copy), which keeps the index smaller than the mail it covers.
+`arsip serve`, or `arsip reindex`) writes; any process may search. Words are indexed as
+written, folded to lower case without accents, and stemmed when searching; bodies are not
+stored in the index (snippets are cut from the archive's own copy). Whoosh writes and
+stores the index; queries are answered by `whoosh_matching` from arrays.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from whoosh import fields, index
 from whoosh import query as wq
-from whoosh.analysis import CharsetFilter, StemmingAnalyzer
+from whoosh.analysis import CharsetFilter, LowercaseFilter, RegexTokenizer, StopFilter
 from whoosh.columns import NumericColumn
 from whoosh.searching import Searcher
 from whoosh.support.charset import accent_map
@@ -28,12 +29,19 @@ from archiver.search.documents import SearchDocument, address_tokens
 from archiver.search.query import Node
 from archiver.search.viewer import Viewer
 from archiver.search.whoosh_arrays import NO_DATE, IndexArrays, SegmentArrays
+from archiver.search.whoosh_codec import PackedCodec
 from archiver.search.whoosh_format import CompactPositions
 from archiver.search.whoosh_matching import SCORED_FIELDS, Matcher
 
-TEXT_ANALYZER = StemmingAnalyzer(stoplist=None) | CharsetFilter(accent_map)
+# Words as written, lower case without accents; search stems them (see `IndexArrays.forms`).
+TEXT_ANALYZER = (
+    RegexTokenizer()
+    | LowercaseFilter()
+    | StopFilter(stoplist=None, minsize=2)
+    | CharsetFilter(accent_map)
+)
 FACET_FIELDS = ("list", "sender_domain")
-SCHEMA_VERSION = 4  # bump with every change to _schema()
+SCHEMA_VERSION = 6  # bump with every change to _schema()
 # A whoosh writer buffers this much before it writes a segment: fewer, larger segments
 # make indexing several times faster than the default.
 WRITER_MEMORY_MB = 64
@@ -209,7 +217,11 @@ class WhooshBackend:
     def _writer(self, limitmb: int = WRITER_MEMORY_MB, procs: int = 1) -> IndexWriter:
         try:
             return self._index.writer(
-                limitmb=limitmb, procs=procs, multisegment=procs > 1, timeout=10.0
+                limitmb=limitmb,
+                procs=procs,
+                multisegment=procs > 1,
+                timeout=10.0,
+                codec=PackedCodec(),
             )
         except LockError as exc:
             raise IndexBusyError(

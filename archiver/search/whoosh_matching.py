@@ -39,6 +39,7 @@ POSITIONAL_FIELDS = frozenset({"subject", "body"})
 ADDRESS_FIELDS = {"from": "from_addr", "to": "to_addr", "cc": "cc_addr"}
 BM25_K1 = 1.2
 BM25_B = 0.75
+EXACT_BONUS = 1.5  # a word as typed outranks its other forms
 
 
 @dataclass
@@ -131,46 +132,55 @@ class Matcher:
             return self._everything()
         if phrase and len(words) > 1 and fieldname in POSITIONAL_FIELDS:
             return self._phrase(fieldname, words, within)
-        return _all([self._term(fieldname, word) for word in words])
+        return _all([self._word(fieldname, word) for word in words])
 
-    def _term(self, fieldname: str, word: str) -> Matches:
-        """One index term."""
-        return self._scored(fieldname, self.arrays.postings(fieldname, word))
+    def _term(self, fieldname: str, term: str) -> Matches:
+        """One index term as it is (addresses, list ids, message ids)."""
+        return self._scored(fieldname, self.arrays.postings(fieldname, term))
 
-    def _scored(self, fieldname: str, postings: Postings) -> Matches:
-        """The documents of one term's postings, scored with BM25 in text fields."""
+    def _word(self, fieldname: str, word: str) -> Matches:
+        """Every form of a word (`running` finds `runs`), the exact form scoring higher."""
+        postings, exact = self.arrays.word_postings(fieldname, word)
+        return self._scored(fieldname, postings, exact)
+
+    def _scored(
+        self, fieldname: str, postings: Postings, exact: np.ndarray | None = None
+    ) -> Matches:
+        """The documents of `postings`, scored with BM25 in text fields (frequencies of
+        several forms of a word add up); documents in `exact` score EXACT_BONUS times more."""
         arrays = self.arrays
-        mask = np.zeros(arrays.doc_count, dtype=bool)
-        mask[postings.docs] = True
-        mask &= arrays.live
+        frequencies = np.bincount(postings.docs, postings.weights, minlength=arrays.doc_count)
+        mask = (frequencies > 0) & arrays.live
         scores = np.zeros(arrays.doc_count, dtype=np.float32)
         boost = SCORED_FIELDS.get(fieldname, 0.0)
-        if boost and len(postings.docs):
-            frequency = len(postings.docs)
-            idf = math.log(1 + (arrays.live_count - frequency + 0.5) / (frequency + 0.5))
-            relative = arrays.lengths[fieldname][postings.docs] / arrays.mean_length[fieldname]
-            tf = postings.weights
+        docs = np.flatnonzero(mask)
+        if boost and len(docs):
+            idf = math.log(1 + (arrays.live_count - len(docs) + 0.5) / (len(docs) + 0.5))
+            relative = arrays.lengths[fieldname][docs] / arrays.mean_length[fieldname]
+            tf = frequencies[docs]
             norm = BM25_K1 * (1 - BM25_B + BM25_B * relative)
-            scores[postings.docs] = boost * idf * tf * (BM25_K1 + 1) / (tf + norm)
+            scores[docs] = boost * idf * tf * (BM25_K1 + 1) / (tf + norm)
+            if exact is not None and len(exact):
+                scores[exact] *= EXACT_BONUS
         return Matches(mask, scores)
 
     def _phrase(self, fieldname: str, words: list[str], within: np.ndarray | None) -> Matches:
-        """Documents with `words` at consecutive positions, scored as their words.
+        """Documents with `words` (in any of their forms) at consecutive positions, scored
+        as their words.
 
         Each (document, position - offset in the phrase) pair of every word is one
-        integer key; a phrase occurs where every word has the same key. Keys come out of
-        the postings in ascending order, so intersecting them needs no sort.
+        integer key; a phrase occurs where every word has the same key.
         """
-        postings = [self.arrays.postings(fieldname, word, with_values=True) for word in words]
-        candidates = _all([self._scored(fieldname, found) for found in postings])
+        found = [self.arrays.word_postings(fieldname, word, with_values=True) for word in words]
+        candidates = _all([self._scored(fieldname, *pair) for pair in found])
         if within is not None:
             candidates.mask &= within
-        order = sorted(range(len(words)), key=lambda i: len(postings[i].docs))
+        order = sorted(range(len(words)), key=lambda i: len(found[i][0].docs))
         keys: np.ndarray | None = None
         for i in order:
-            docs, positions = postings[i].positions(candidates.mask)
-            found = (docs << 32) | (positions - i + len(words))
-            keys = found if keys is None else _common(keys, found)
+            docs, positions = found[i][0].positions(candidates.mask)
+            these = np.sort((docs << 32) | (positions - i + len(words)))
+            keys = these if keys is None else _common(keys, these)
             candidates.mask[:] = False
             candidates.mask[keys >> 32] = True
         candidates.scores *= candidates.mask
