@@ -46,6 +46,7 @@ class Postings:
     weights: np.ndarray
     value_lengths: np.ndarray
     values: np.ndarray
+    ordered: bool = True  # documents ascending (false for several words' postings joined)
 
     @classmethod
     def empty(cls) -> Postings:
@@ -65,7 +66,7 @@ class SegmentArrays:
 
     def __init__(self, reader: SegmentReader, text_fields: tuple[str, ...]) -> None:
         self.reader = reader
-        self._stem_groups: dict[str, dict[str, list[str]]] = {}
+        self._forms: dict[tuple[str, str], list[str]] = {}
         self.doc_count = reader.doc_count_all()
         self.pk = _column(reader, "pk_column", "q", 0)
         self.date = _column(reader, "date", "q", NO_DATE)
@@ -79,18 +80,23 @@ class SegmentArrays:
         """The words of this segment's `fieldname` whose stem is `stem`.
 
         The index holds words as written (folded); stemming happens when searching, so
-        that a search can find every form of a word and still rank its exact form first.
-        The groups are built on first use per field, from stems cached across segments.
+        that a search finds every form of a word and can still rank its exact form first.
+        A word starts with its stem, except that the stemmer turns a final y into i and
+        adds an e (`happy` -> happi, `rating` -> rate): for those the last letter is left
+        out of the prefix that is scanned.
         """
-        groups = self._stem_groups.get(fieldname)
-        if groups is None:
-            groups = {}
+        key = (fieldname, stem)
+        found = self._forms.get(key)
+        if found is None:
+            prefix = stem[:-1] if stem[-1:] in ("i", "e") and len(stem) > 1 else stem
+            found = []
             if fieldname in self.reader.indexed_field_names():
-                for term in self.reader.lexicon(fieldname):
+                for term in self.reader.expand_prefix(fieldname, prefix):
                     word = term.decode("utf-8")
-                    groups.setdefault(stem_of(word), []).append(word)
-            self._stem_groups[fieldname] = groups
-        return groups.get(stem, [])
+                    if stem_of(word) == stem:
+                        found.append(word)
+            self._forms[key] = found
+        return found
 
 
 _ENGLISH = EnglishStemmer()
@@ -165,16 +171,8 @@ class IndexArrays:
                 parts.append(found)
         if not parts:
             return Postings.empty()
-        if len(parts) == 1:
-            return parts[0]
-        return Postings(
-            *(
-                np.concatenate(arrays)
-                for arrays in zip(
-                    *((p.docs, p.weights, p.value_lengths, p.values) for p in parts), strict=True
-                )
-            )
-        )
+        # segments in order of their offsets: still ascending
+        return parts[0] if len(parts) == 1 else _concatenated(parts, ordered=True)
 
     def word_postings(
         self, fieldname: str, word: str, with_values: bool = False
@@ -188,7 +186,7 @@ class IndexArrays:
         exact = found[forms.index(word)].docs
         if len(found) == 1:
             return found[0], exact
-        return _concatenated(found), exact
+        return _concatenated(found, ordered=False), exact
 
     def docs_mask(self, fieldname: str, text: str) -> np.ndarray:
         """A boolean array: the live documents that contain this term."""
@@ -255,12 +253,13 @@ def _segment_postings(
     )
 
 
-def _concatenated(parts: list[Postings]) -> Postings:
+def _concatenated(parts: list[Postings], ordered: bool) -> Postings:
     return Postings(
         np.concatenate([p.docs for p in parts]),
         np.concatenate([p.weights for p in parts]),
         np.concatenate([p.value_lengths for p in parts]),
         np.concatenate([p.values for p in parts]),
+        ordered,
     )
 
 

@@ -169,7 +169,8 @@ class Matcher:
         as their words.
 
         Each (document, position - offset in the phrase) pair of every word is one
-        integer key; a phrase occurs where every word has the same key.
+        integer key; a phrase occurs where every word has the same key. The keys of one
+        word's postings are ascending, so intersecting them needs no sort.
         """
         found = [self.arrays.word_postings(fieldname, word, with_values=True) for word in words]
         candidates = _all([self._scored(fieldname, *pair) for pair in found])
@@ -179,7 +180,9 @@ class Matcher:
         keys: np.ndarray | None = None
         for i in order:
             docs, positions = found[i][0].positions(candidates.mask)
-            these = np.sort((docs << 32) | (positions - i + len(words)))
+            these = (docs << 32) | (positions - i + len(words))
+            if not found[i][0].ordered:
+                these.sort()
             keys = these if keys is None else _common(keys, these)
             candidates.mask[:] = False
             candidates.mask[keys >> 32] = True
