@@ -2,7 +2,8 @@
 
 One row per message in `search_documents`: a weighted tsvector (subject, people, body,
 attachments) and a subject tsvector, both with GIN indexes, plus arrays of address tokens
-(GIN too) for `from:`/`to:`/`cc:` and the viewer filter. Text is folded (lower case,
+(GIN too) for `from:`/`to:`/`cc:` and the viewer filter, and an unindexed vector of
+subject and body words as written, so that exact forms rank first. Text is folded (lower case,
 accents removed) in Python before PostgreSQL stems it with the `english` configuration, so
 the `unaccent` extension is not needed and whoosh and PostgreSQL fold words alike.
 
@@ -63,6 +64,8 @@ from archiver.search.query import (
 from archiver.search.viewer import Viewer
 
 CONFIG = "english"
+EXACT_CONFIG = "simple"  # words as written, for the exact-form bonus
+EXACT_BONUS = 0.5  # weight of an exact-form match next to the stemmed rank
 _NON_WORD = re.compile(r"[^\w]+")
 # A tsvector holds at most 1 MB; text past this adds little to finding a message.
 TEXT_LIMIT = 200_000
@@ -84,6 +87,8 @@ search_documents = Table(
     Column("document", TSVECTOR, nullable=False),
     Column("subject", TSVECTOR, nullable=False),
     Column("filenames", TSVECTOR, nullable=False),
+    # Subject and body words as written (no stemming, no positions): ranking only.
+    Column("exact", TSVECTOR),
     Column("from_tokens", ARRAY(Text), nullable=False),
     Column("to_tokens", ARRAY(Text), nullable=False),
     Column("cc_tokens", ARRAY(Text), nullable=False),
@@ -138,6 +143,11 @@ class PostgresBackend:
             ),
             subject=func.to_tsvector(CONFIG, _param("subject_text")),
             filenames=func.to_tsvector(CONFIG, _param("filename_text")),
+            exact=func.strip(
+                func.to_tsvector(EXACT_CONFIG, _param("subject_text")).op("||")(
+                    func.to_tsvector(EXACT_CONFIG, _param("body_text"))
+                )
+            ),
             **{name: _param(name) for name in _PLAIN},
         )
         upsert = statement.on_conflict_do_update(
@@ -178,8 +188,11 @@ class PostgresBackend:
         order = [T.date.desc(), T.message_pk.desc()]
         score = literal(0.0)
         if words and sort is Sort.RELEVANCE:
-            ranked = func.plainto_tsquery(CONFIG, fold(" ".join(words)))
-            score = func.ts_rank_cd(T.document, ranked)
+            typed = fold(" ".join(words))
+            score = func.ts_rank_cd(T.document, func.plainto_tsquery(CONFIG, typed)) + (
+                func.coalesce(func.ts_rank(T.exact, func.plainto_tsquery(EXACT_CONFIG, typed)), 0.0)
+                * EXACT_BONUS
+            )
             order = [score.desc(), *order]
         page = (
             select(T.message_pk, score.label("score"), T.date)
@@ -227,7 +240,7 @@ _PLAIN = (
     "size",
     "has_attachment",
 )
-_UPDATED = ("document", "subject", "filenames", *_PLAIN)
+_UPDATED = ("document", "subject", "filenames", "exact", *_PLAIN)
 
 
 def _param(name: str) -> ColumnElement[object]:
