@@ -124,9 +124,22 @@ def _index_forever(core: Core, stop: threading.Event) -> None:
             stop.wait(10)
             continue
         try:
-            Indexer(core.sessions, backend).run_forever(stop)
+            indexer = Indexer(core.sessions, backend)
+            if backend.needs_rebuild():
+                _rebuild(indexer)
+            indexer.run_forever(stop)
         finally:
             backend.close()
+
+
+def _rebuild(indexer: Indexer) -> None:
+    """Fill an index of a new format from the archive; on failure (another process may be
+    rebuilding it) live indexing goes on and the next start tries again."""
+    log.warning("the search index has a new format; rebuilding it from the archive")
+    try:
+        log.warning("search index rebuilt: %d messages", indexer.rebuild())
+    except Exception:
+        log.exception("rebuilding the search index failed; `arsip reindex` does it by hand")
 
 
 def _lower_priority() -> None:

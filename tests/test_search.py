@@ -284,3 +284,28 @@ def test_mail_is_searchable_soon_after_250(make_service) -> None:
         time.sleep(0.2)
     else:
         raise AssertionError(f"not searchable: {service.log()}")
+
+
+def test_an_index_of_an_earlier_format_is_rebuilt_when_the_service_starts(make_service) -> None:
+    service: RunningService = make_service()
+    with service.smtp() as client:
+        client.sendmail(ALICE, [JOURNAL], message("old@example.com", "Okapi", "An okapi."))
+    _wait_until_found(service, "okapi")
+    service.stop()
+    # An upgrade brings a new index format: the index on disk is an earlier version's.
+    current = next(service.settings.index_dir.glob("v*"))
+    current.rename(current.with_name("v1"))
+    service.start()
+    _wait_until_found(service, "okapi")
+    assert not (service.settings.index_dir / "v1").exists()
+    assert "rebuilding it from the archive" in service.log()
+
+
+def _wait_until_found(service: RunningService, text: str) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        result = service.run_cli("search", "--json", text)
+        if result.returncode == 0 and json.loads(result.stdout)["total"] == 1:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{text!r} not found: {service.log()}")

@@ -65,6 +65,11 @@ class SearchBackend(Protocol):
         """Remove everything."""
         ...
 
+    def needs_rebuild(self) -> bool:
+        """Whether the index must be rebuilt from the archive before it is of use (a new
+        index format after an upgrade)."""
+        ...
+
     def search(
         self, query: Node | None, viewer: Viewer, sort: Sort, limit: int, offset: int
     ) -> SearchResult:

@@ -172,6 +172,10 @@ class PostgresBackend:
             count += len(batch)
         return count
 
+    def needs_rebuild(self) -> bool:
+        """Never: migrations carry the table forward."""
+        return False
+
     def clear(self) -> None:
         """Remove every document."""
         with self.engine.begin() as connection:

@@ -10,6 +10,7 @@ stores the index; queries are answered by `whoosh_matching` from arrays.
 from __future__ import annotations
 
 import fcntl
+import multiprocessing
 import os
 import shutil
 import threading
@@ -137,7 +138,9 @@ class WhooshBackend:
         The old index stays searchable until the final commit swaps it out, and the writer
         lock is held throughout, so the live indexer waits rather than interleaving.
         """
-        writer = self._writer(limitmb=REBUILD_MEMORY_MB, procs=REBUILD_PROCS)
+        # The service's worker is a daemon process, which may not start processes of its own.
+        procs = 1 if multiprocessing.current_process().daemon else REBUILD_PROCS
+        writer = self._writer(limitmb=REBUILD_MEMORY_MB, procs=procs)
         count = 0
         try:
             for batch in batches:
@@ -151,11 +154,22 @@ class WhooshBackend:
         self._remove_old_versions()
         return count
 
+    def needs_rebuild(self) -> bool:
+        """Whether an index of an earlier schema is still here: after an upgrade, this
+        version's index has yet to be filled from the archive (see `rebuild`)."""
+        return bool(self._old_versions())
+
     def _remove_old_versions(self) -> None:
         """Indexes written with an earlier schema are of no use once this one is full."""
-        for folder in self.directory.parent.glob("v*"):
-            if folder != self.directory and folder.is_dir():
-                shutil.rmtree(folder, ignore_errors=True)
+        for folder in self._old_versions():
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _old_versions(self) -> list[Path]:
+        return [
+            folder
+            for folder in self.directory.parent.glob("v*")
+            if folder != self.directory and folder.is_dir() and folder.name[1:].isdigit()
+        ]
 
     def delete(self, message_pks: list[int]) -> None:
         """Remove these messages."""
