@@ -187,19 +187,24 @@ def test_every_form_of_a_word_matches_and_the_exact_form_ranks_first(core: Core)
         backend.close()
 
 
-def test_a_message_removed_from_the_index_is_gone_from_results_and_counts(indexed) -> None:
+def test_an_open_index_sees_new_mail_and_removals(indexed) -> None:
     core, backend = indexed
     with core.sessions() as session:
         before = search(session, backend, "forecast", Viewer.administrator())
         pk = next(found.id for found in before.results if found.message_id == "list@example.com")
+    late = message("late@example.com", "Forecasts, again", "The forecasts are late.")
+    with core.sessions.begin() as session:
+        core.archive.archive_batch(session, [RawMessage(late, "", [], datetime.now(UTC), "import")])
+    Indexer(core.sessions, backend).run_once()
     backend.delete([pk])
     with core.sessions() as session:
         after = search(session, backend, "forecast", Viewer.administrator())
     assert sorted(found.message_id for found in after.results) == [
+        "late@example.com",
         "q1@example.com",
         "q2@example.com",
     ]
-    assert after.total == 2
+    assert after.total == 3
     assert after.facets["list"] == {}
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from whoosh.codec.whoosh3 import _lenfield
 from whoosh.columns import NumericColumn
 from whoosh.lang.snowball.english import EnglishStemmer
-from whoosh.reading import IndexReader, SegmentReader, TermNotFound
+from whoosh.reading import SegmentReader, TermNotFound
 from whoosh.searching import Searcher
 from whoosh.util.numeric import byte_to_length
 
@@ -64,10 +64,12 @@ class Postings:
 class SegmentArrays:
     """The columns of one segment as arrays, read once: segments are immutable."""
 
-    def __init__(self, reader: SegmentReader, text_fields: tuple[str, ...]) -> None:
-        self.reader = reader
+    def __init__(
+        self, reader: SegmentReader, text_fields: tuple[str, ...], facet_fields: tuple[str, ...]
+    ) -> None:
         self._forms: dict[tuple[str, str], list[str]] = {}
         self.doc_count = reader.doc_count_all()
+        self.facets = {name: _term_codes(reader, name, self.doc_count) for name in facet_fields}
         self.pk = _column(reader, "pk_column", "q", 0)
         self.date = _column(reader, "date", "q", NO_DATE)
         self.size = _column(reader, "size", "q", 0)
@@ -76,8 +78,9 @@ class SegmentArrays:
             name: _LENGTHS[_column(reader, _lenfield(name), "B", 0)] for name in text_fields
         }
 
-    def forms(self, fieldname: str, stem: str) -> list[str]:
-        """The words of this segment's `fieldname` whose stem is `stem`.
+    def forms(self, reader: SegmentReader, fieldname: str, stem: str) -> list[str]:
+        """The words of this segment's `fieldname` whose stem is `stem` (`reader`: the
+        searcher's current reader of this segment; whoosh closes old ones on refresh).
 
         The index holds words as written (folded); stemming happens when searching, so
         that a search finds every form of a word and can still rank its exact form first.
@@ -90,13 +93,30 @@ class SegmentArrays:
         if found is None:
             prefix = stem[:-1] if stem[-1:] in ("i", "e") and len(stem) > 1 else stem
             found = []
-            if fieldname in self.reader.indexed_field_names():
-                for term in self.reader.expand_prefix(fieldname, prefix):
+            if fieldname in reader.indexed_field_names():
+                for term in reader.expand_prefix(fieldname, prefix):
                     word = term.decode("utf-8")
                     if stem_of(word) == stem:
                         found.append(word)
             self._forms[key] = found
         return found
+
+
+def _term_codes(
+    reader: SegmentReader, fieldname: str, doc_count: int
+) -> tuple[list[str], np.ndarray]:
+    """Each document's term in a single-valued field, as an index into a value list
+    (-1: none)."""
+    values: list[str] = []
+    codes = np.full(doc_count, -1, dtype=np.int64)
+    if fieldname in reader.indexed_field_names():
+        for term in reader.lexicon(fieldname):
+            value = term.decode("utf-8")
+            found = _segment_postings(reader, fieldname, value, with_values=False)
+            if found is not None:
+                codes[found.docs] = len(values)
+            values.append(value)
+    return values, codes
 
 
 _ENGLISH = EnglishStemmer()
@@ -133,7 +153,7 @@ class IndexArrays:
         for reader, _offset in self.leaves:
             key = reader.segment().segment_id()
             if key not in cache:
-                cache[key] = SegmentArrays(reader, text_fields)
+                cache[key] = SegmentArrays(reader, text_fields, facet_fields)
             segments.append(cache[key])
         self.segments = segments
         for stale in set(cache) - {r.segment().segment_id() for r, _ in self.leaves}:
@@ -158,7 +178,9 @@ class IndexArrays:
         }
         years = self.date.astype("datetime64[s]").astype("datetime64[Y]").astype(np.int64) + 1970
         self.year = np.where(self.date == NO_DATE, 0, years)
-        self.facets = {name: self._term_codes(name) for name in facet_fields}
+        self.facets = {
+            name: _merged_codes([s.facets[name] for s in segments]) for name in facet_fields
+        }
 
     def postings(self, fieldname: str, text: str, with_values: bool = False) -> Postings:
         """All postings of `text` in `fieldname` across segments, deleted documents
@@ -179,7 +201,14 @@ class IndexArrays:
     ) -> tuple[Postings, np.ndarray]:
         """The postings of every form of `word` (all words with its stem) together,
         documents in no particular order, and the documents holding `word` as written."""
-        forms = sorted({form for s in self.segments for form in s.forms(fieldname, stem_of(word))})
+        stem = stem_of(word)
+        forms = sorted(
+            {
+                form
+                for (reader, _), segment in zip(self.leaves, self.segments, strict=True)
+                for form in segment.forms(reader, fieldname, stem)
+            }
+        )
         if word not in forms:
             forms.append(word)
         found = [self.postings(fieldname, form, with_values) for form in forms]
@@ -198,18 +227,6 @@ class IndexArrays:
         """The sent date of a document."""
         seconds = int(self.date[docnum])
         return None if seconds == NO_DATE else datetime.fromtimestamp(seconds, UTC)
-
-    def _term_codes(self, fieldname: str) -> tuple[list[str], np.ndarray]:
-        """Each document's term in a single-valued field, as an index into a value list
-        (-1: none). Facets count these with one `bincount`."""
-        reader: IndexReader = self.searcher.reader()
-        values: list[str] = []
-        codes = np.full(self.doc_count, -1, dtype=np.int64)
-        if fieldname in reader.indexed_field_names():
-            for term in reader.lexicon(fieldname):
-                codes[self.postings(fieldname, term.decode("utf-8")).docs] = len(values)
-                values.append(term.decode("utf-8"))
-        return values, codes
 
 
 def _segment_postings(
@@ -251,6 +268,18 @@ def _segment_postings(
         np.concatenate(lengths) if with_values else _EMPTY_DOCS,
         np.frombuffer(b"".join(values), dtype=np.uint8) if with_values else _NO_BYTES,
     )
+
+
+def _merged_codes(parts: list[tuple[list[str], np.ndarray]]) -> tuple[list[str], np.ndarray]:
+    """Segments' term codes renumbered into one value list. Facets count these with one
+    `bincount`."""
+    numbers: dict[str, int] = {}
+    codes = []
+    for values, local in parts:
+        # the appended -1 maps "no term" (-1) to itself
+        renumber = [numbers.setdefault(value, len(numbers)) for value in values] + [-1]
+        codes.append(np.asarray(renumber, dtype=np.int64)[local])
+    return list(numbers), _joined(codes, np.int64)
 
 
 def _concatenated(parts: list[Postings], ordered: bool) -> Postings:
