@@ -6,6 +6,7 @@ from alembic import context
 
 from archiver.migrate import include_name
 from archiver.models import Base, UtcDateTime
+from lists import models as list_models  # noqa: F401  (the list engine's tables)
 
 
 def render_item(type_: str, obj: object, autogen_context: object) -> str | bool:

@@ -10,6 +10,7 @@ from archiver import migrate
 from archiver.models import Base
 from archiver.search import postgres_index
 from archiver.service import Core
+from lists import models as list_models  # noqa: F401  (the list engine's tables)
 
 
 def test_models_and_migrations_agree(core: Core) -> None:
