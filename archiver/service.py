@@ -15,8 +15,8 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine
@@ -26,6 +26,7 @@ from archiver import migrate
 from archiver.archive import Archive
 from archiver.config import Settings
 from archiver.db import make_engine, session_factory
+from archiver.extensions import Extension, ExtensionFactory
 from archiver.intake import IntakeHandler, start_servers
 from archiver.routing import RecipientPolicy
 from archiver.search.backend import SearchBackend
@@ -54,10 +55,18 @@ class Core:
     spool: Spool
     archive: Archive
     policy: RecipientPolicy
+    extensions: list[Extension] = field(default_factory=list)
 
     def worker(self) -> SpoolWorker:
         """A spool worker over these parts."""
-        return SpoolWorker(self.sessions, self.archive, self.policy)
+        return SpoolWorker(self.sessions, self.archive, self.policy, self.extensions)
+
+    def extend(self, factories: Sequence[ExtensionFactory]) -> None:
+        """Build and plug in extensions: they own addresses at RCPT and get their mail."""
+        for factory in factories:
+            extension = factory(self)
+            self.policy.register(extension)
+            self.extensions.append(extension)
 
     def search_backend(self) -> SearchBackend:
         """The configured search index (whoosh: only one process may write it at a time)."""
@@ -91,7 +100,9 @@ def configure_logging(settings: Settings) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)  # archiver.migrate says what changed
 
 
-def run_worker_process(settings: Settings, parent_pid: int) -> None:
+def run_worker_process(
+    settings: Settings, parent_pid: int, extensions: Sequence[ExtensionFactory] = ()
+) -> None:
     """Entry point of the worker child (spool worker and indexer): work until the parent
     goes away. Being the only process that writes the search index is part of its job."""
     configure_logging(settings)
@@ -110,7 +121,10 @@ def run_worker_process(settings: Settings, parent_pid: int) -> None:
 
     threading.Thread(target=watch_parent, daemon=True).start()
     core = build_core(settings)
+    core.extend(extensions)
     threading.Thread(target=_index_forever, args=(core, stop), name="indexer").start()
+    for extension in core.extensions:
+        extension.start(stop)
     core.worker().run_forever(stop)
 
 
@@ -153,9 +167,16 @@ def _lower_priority() -> None:
 class Service:
     """Everything `arsip serve` runs, started and stopped together."""
 
-    def __init__(self, core: Core, web_app_factory: Callable[[Core], Any] | None = None) -> None:
+    def __init__(
+        self,
+        core: Core,
+        web_app_factory: Callable[[Core], Any] | None = None,
+        extensions: Sequence[ExtensionFactory] = (),
+    ) -> None:
         self.core = core
         self.web_app_factory = web_app_factory
+        self.extension_factories = list(extensions)
+        core.extend(self.extension_factories)
         self._worker: multiprocessing.process.BaseProcess | None = None
         self._web_server: Any = None
 
@@ -180,7 +201,7 @@ class Service:
         context = multiprocessing.get_context("spawn")
         self._worker = context.Process(
             target=run_worker_process,
-            args=(self.core.settings, os.getpid()),
+            args=(self.core.settings, os.getpid(), self.extension_factories),
             name="arsip-spool-worker",
             daemon=True,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker, undefer
 
 from archiver.archive import Archive, RawMessage
 from archiver.db import is_postgres
+from archiver.extensions import Extension
 from archiver.models import SpoolEntry
 from archiver.routing import Destination, RecipientPolicy
 from archiver.spool import Spool
@@ -38,10 +40,12 @@ class SpoolWorker:
         sessions: sessionmaker[Session],
         archive: Archive,
         policy: RecipientPolicy,
+        extensions: Sequence[Extension] = (),
     ) -> None:
         self.sessions = sessions
         self.archive = archive
         self.policy = policy
+        self.extensions = list(extensions)
 
     def run_once(self, limit: int = BATCH_SIZE) -> int:
         """Archive up to `limit` due spool entries; return how many were finished."""
@@ -89,15 +93,26 @@ class SpoolWorker:
             entries = self._claim(session, limit, only)
             if not entries:
                 return 0
-            results = self.archive.archive_batch(session, [self._raw(entry) for entry in entries])
+            archived: list[tuple[SpoolEntry, RawMessage]] = []
+            handed: list[tuple[SpoolEntry, Extension, list[str]]] = []
+            for entry in entries:
+                raw, claimed = self._route(entry)
+                if raw is not None:
+                    archived.append((entry, raw))
+                handed += [(entry, extension, rcpts) for extension, rcpts in claimed.items()]
+            results = self.archive.archive_batch(session, [raw for _, raw in archived])
+            for entry, extension, recipients in handed:
+                extension.handle(session, self._message(entry, recipients), recipients)
             Spool.finish(session, [entry.id for entry in entries])
-        for entry, result in zip(entries, results, strict=True):
+        for (entry, _), result in zip(archived, results, strict=True):
             log.info(
                 "queue_id=%s archived as message %d%s",
                 entry.queue_id,
                 result.message_pk,
                 "" if result.created else " (copy of a known message)",
             )
+        for entry, _, recipients in handed:
+            log.info("queue_id=%s handed on for %s", entry.queue_id, ", ".join(recipients))
         return len(entries)
 
     @staticmethod
@@ -131,21 +146,35 @@ class SpoolWorker:
             )
         )
 
-    def _raw(self, entry: SpoolEntry) -> RawMessage:
+    def _route(self, entry: SpoolEntry) -> tuple[RawMessage | None, dict[Extension, list[str]]]:
+        """The copy to archive (None when every recipient belongs to an extension, which
+        then decides what is archived) and the recipients each extension claims."""
         journal = False
+        archive_for = False
         envelope_to: list[str] = []
+        claimed: dict[Extension, list[str]] = {}
         for recipient in entry.recipients:
             verdict = self.policy.check(recipient)
+            address = recipient.lower()
+            owner = next((e for e in self.extensions if e.claims(address)), None)
+            if verdict.destination is Destination.ROUTED and owner is not None:
+                claimed.setdefault(owner, []).append(address)
+                continue
+            archive_for = True
             if verdict.destination is Destination.JOURNAL:
                 journal = True
-            elif verdict.original:
-                envelope_to.append(verdict.original)
             else:
-                envelope_to.append(recipient.lower())
+                envelope_to.append(verdict.original or address)
+        if not archive_for:
+            return None, claimed
+        return self._message(entry, envelope_to, journal), claimed
+
+    @staticmethod
+    def _message(entry: SpoolEntry, recipients: list[str], journal: bool = False) -> RawMessage:
         return RawMessage(
             data=Spool.read(entry),
             envelope_from=entry.envelope_from,
-            envelope_to=envelope_to,
+            envelope_to=recipients,
             received_at=entry.received_at,
             source=entry.protocol,
             queue_id=entry.queue_id,

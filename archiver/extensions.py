@@ -1,0 +1,46 @@
+"""How parts beyond the archive (the list engine) plug into the core.
+
+The core never imports them (DESIGN.md: `lists -> archiver`, never back). The composition
+root (`arsip serve`) hands the service factories of `Extension`s; the service builds one in
+the intake process, which only asks it which addresses it owns, and one in the worker
+process, which also gives it the mail for those addresses and runs its background jobs.
+Factories must be importable module-level callables: the worker is a spawned process.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+from sqlalchemy.orm import Session
+
+from archiver.archive import RawMessage
+
+if TYPE_CHECKING:
+    from archiver.service import Core
+
+
+class Extension(Protocol):
+    """A part of the system that owns some addresses and handles their mail."""
+
+    def claims(self, address: str) -> bool:
+        """Whether mail to `address` (normalised, lower-case) is this extension's."""
+        ...
+
+    def handle(self, session: Session, message: RawMessage, recipients: list[str]) -> None:
+        """Take one accepted message for `recipients` (all claimed by this extension).
+
+        Runs inside the spool worker's transaction: whatever it writes commits together
+        with the spool row's removal, so after a crash the message is handled again, and
+        the handler must be idempotent or at least harmless when repeated.
+        """
+        ...
+
+    def start(self, stop: threading.Event) -> list[threading.Thread]:
+        """Start background jobs in the worker process (delivery, schedules); they end
+        when `stop` is set."""
+        ...
+
+
+ExtensionFactory = Callable[["Core"], Extension]
