@@ -60,10 +60,13 @@ def cli(ctx: click.Context, config: Path | None) -> None:
 @click.pass_context
 def serve(ctx: click.Context) -> None:
     """Run everything: SMTP and LMTP intake, spool worker and web UI (upgrades the schema)."""
+    from lists.engine import ListEngine
     from web import create_app
 
     try:
-        Service(build_core(_settings(ctx)), web_app_factory=create_app).run()
+        Service(
+            build_core(_settings(ctx)), web_app_factory=create_app, extensions=[ListEngine]
+        ).run()
     except OSError as exc:
         raise CliError(f"cannot start: {exc}") from exc
 
@@ -270,4 +273,7 @@ def reindex(ctx: click.Context) -> None:
 
 def main() -> None:
     """Console script entry point."""
+    from lists.cli import lists
+
+    cli.add_command(lists)
     cli(prog_name="arsip")

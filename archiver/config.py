@@ -58,6 +58,17 @@ class Settings:
     tls_key: Path | None = None
     log_level: str = "INFO"
     search_backend: str = ""
+    # Where people reach the web UI, for links in mail (confirmations, one-click
+    # unsubscribe); empty: http://WEB_HOST:WEB_PORT
+    base_url: str = ""
+    outgoing_connections: int = 8
+    # The DNS server for DMARC look-ups (host:port); empty: the system's resolvers
+    dns_server: HostPort | None = None
+
+    @property
+    def public_url(self) -> str:
+        """The base of links in outgoing mail, without a trailing slash."""
+        return (self.base_url or f"http://{self.web_host}:{self.web_port}").rstrip("/")
 
     @property
     def blob_dir(self) -> Path:
@@ -188,6 +199,9 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "tls_key": _optional_path,
     "log_level": _log_level,
     "search_backend": _search_backend,
+    "base_url": _text,
+    "outgoing_connections": _integer(1, 100),
+    "dns_server": _host_port,
 }
 
 

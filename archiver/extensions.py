@@ -28,6 +28,10 @@ class Extension(Protocol):
         """Whether mail to `address` (normalised, lower-case) is this extension's."""
         ...
 
+    def owns_domain(self, domain: str) -> bool:
+        """Whether other addresses in `domain` are unknown users here (550 5.1.1)."""
+        ...
+
     def handle(self, session: Session, message: RawMessage, recipients: list[str]) -> None:
         """Take one accepted message for `recipients` (all claimed by this extension).
 

@@ -54,6 +54,11 @@ class RecipientRouter(Protocol):
         """Whether mail to `address` (normalised, lower-case) is this router's."""
         ...
 
+    def owns_domain(self, domain: str) -> bool:
+        """Whether `domain` is this router's, so that other addresses in it are unknown
+        users (550 5.1.1) rather than relaying (550 5.7.1)."""
+        ...
+
 
 RELAY_DENIED = "550 5.7.1 Relaying denied: this server accepts mail only for its own addresses"
 BAD_SYNTAX = "550 5.7.1 Address not accepted: quoted, routed or literal addresses are refused"
@@ -103,6 +108,6 @@ class RecipientPolicy:
             return Verdict(ACCEPTED, Destination.ARCHIVE, f"{local}@{original_domain}")
         if any(router.claims(plain) for router in self.routers):
             return Verdict(ACCEPTED, Destination.ROUTED)
-        if domain in self.settings.domains:
+        if domain in self.settings.domains or any(r.owns_domain(domain) for r in self.routers):
             return Verdict(NO_MAILBOX)
         return Verdict(RELAY_DENIED)

@@ -9,12 +9,14 @@ import smtplib
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from aiosmtpd.controller import Controller
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -206,3 +208,60 @@ def simple_message(
         f"Date: Mon, 02 Feb 2026 10:00:00 +0000\r\nMessage-ID: <{message_id}>\r\n"
         f"{extra_headers}MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}"
     ).encode()
+
+
+class SmarthostSink:
+    """An aiosmtpd server on loopback standing in for the smarthost: it keeps every
+    transaction it accepts, and can refuse recipients whose domain is `refused.test`."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, list[str], bytes]] = []
+        self._changed = threading.Condition()
+        self.port = free_ports(1)[0]
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.lower().endswith("@refused.test"):
+            return "550 5.1.1 No such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        with self._changed:
+            self.received.append(
+                (envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content))
+            )
+            self._changed.notify_all()
+        return "250 2.0.0 Accepted"
+
+    def __enter__(self) -> SmarthostSink:
+        self.controller.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.controller.stop()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def messages_to(self, recipient: str) -> list[tuple[str, bytes]]:
+        """(envelope sender, bytes) of what reached `recipient`."""
+        with self._changed:
+            return [(s, d) for s, rcpts, d in self.received if recipient.lower() in rcpts]
+
+    def wait_for(self, recipient: str, count: int = 1, timeout: float = 20) -> list[bytes]:
+        """Wait until `recipient` has `count` messages; returns their bytes."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = [d for _, rcpts, d in self.received if recipient.lower() in rcpts]
+                if len(found) >= count:
+                    return found
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f"{recipient} got {len(found)} of {count}; sink has "
+                        f"{[(s, r) for s, r, _ in self.received]}"
+                    )
+                self._changed.wait(left)

@@ -1,0 +1,312 @@
+"""`arsip lists ...`: create lists, manage members, look at lists and held posts.
+
+The composition root (`archiver.cli`) adds this group; the core never imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from typing import Any
+
+import click
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from archiver import migrate
+from archiver.service import build_core
+from lists.membership import Membership
+from lists.models import (
+    Action,
+    ArchivePolicy,
+    HeldMessage,
+    MailingList,
+    Member,
+    Posting,
+    Role,
+    Subscription,
+)
+from lists.posting import Poster
+
+LIST_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+RESERVED_SUFFIXES = ("-request", "-join", "-leave", "-owner", "-bounces", "-confirm")
+
+
+def _choice(values: type) -> click.Choice:
+    return click.Choice([str(v) for v in values], case_sensitive=False)
+
+
+def _core(ctx: click.Context) -> Any:
+    core = build_core(ctx.obj["settings"])
+    migrate.upgrade(core.engine)
+    return core
+
+
+def _find(session: Session, address: str) -> MailingList:
+    name, _, domain = address.lower().partition("@")
+    mlist = session.scalar(
+        select(MailingList).where(MailingList.name == name, MailingList.domain == domain)
+    )
+    if mlist is None:
+        raise click.ClickException(f"no list {address}; `arsip lists list` shows them")
+    return mlist
+
+
+def _describe(mlist: MailingList, members: int) -> dict[str, Any]:
+    return {
+        "address": mlist.address,
+        "list_id": mlist.list_id,
+        "display_name": mlist.display_name,
+        "description": mlist.description,
+        "subscription": mlist.subscription,
+        "posting": mlist.posting,
+        "archive": mlist.archive,
+        "nonmember_action": mlist.nonmember_action,
+        "personalize": mlist.personalize,
+        "subject_prefix": mlist.prefix,
+        "members": members,
+    }
+
+
+@click.group(name="lists")
+def lists() -> None:
+    """Mailing lists: create them, manage members, look at held posts."""
+
+
+@lists.command()
+@click.argument("address")
+@click.option("--subscription", type=_choice(Subscription), default="open", show_default=True)
+@click.option("--posting", type=_choice(Posting), default="members", show_default=True)
+@click.option("--archive", type=_choice(ArchivePolicy), default="public", show_default=True)
+@click.option("--nonmember", type=_choice(Action), default="hold", show_default=True)
+@click.option("--owner", "owners", multiple=True, help="An owner's address (repeatable).")
+@click.option("--description", default="", help="One line about the list.")
+@click.option(
+    "--bulk", is_flag=True, help="Batch recipients per transaction (no one-click links, no VERP)."
+)
+@click.pass_context
+def create(
+    ctx: click.Context,
+    address: str,
+    subscription: str,
+    posting: str,
+    archive: str,
+    nonmember: str,
+    owners: tuple[str, ...],
+    description: str,
+    bulk: bool,
+) -> None:
+    """Create the list NAME@DOMAIN."""
+    name, at, domain = address.lower().partition("@")
+    if not at or not LIST_NAME.match(name) or "." not in domain or name.endswith(RESERVED_SUFFIXES):
+        raise click.BadParameter(
+            "give NAME@DOMAIN, NAME of letters, digits, '.', '_' or '-'", param_hint="ADDRESS"
+        )
+    core = _core(ctx)
+    with core.sessions.begin() as session:
+        exists = session.scalar(
+            select(MailingList.id).where(MailingList.name == name, MailingList.domain == domain)
+        )
+        if exists is not None:
+            raise click.ClickException(f"the list {address} exists already")
+        mlist = MailingList(
+            name=name,
+            domain=domain,
+            display_name=name,
+            description=description,
+            subscription=subscription,
+            posting=posting,
+            archive=archive,
+            nonmember_action=nonmember,
+            personalize=not bulk,
+        )
+        session.add(mlist)
+        session.flush()
+        Membership(core.settings.public_url).add_members(
+            session, mlist, owners, role=Role.OWNER, confirm=False
+        )
+    click.echo(f"created {name}@{domain}")
+
+
+@lists.command(name="add-member")
+@click.argument("address")
+@click.argument("members", nargs=-1)
+@click.option(
+    "--file", "from_file", type=click.File("r"), help="One address per line ('-': stdin)."
+)
+@click.option("--role", type=_choice(Role), default="member", show_default=True)
+@click.option(
+    "--no-confirm",
+    is_flag=True,
+    help="Add members at once instead of asking each to confirm (an owner's decision).",
+)
+@click.pass_context
+def add_member(
+    ctx: click.Context,
+    address: str,
+    members: tuple[str, ...],
+    from_file: Any,
+    role: str,
+    no_confirm: bool,
+) -> None:
+    """Add addresses to the list ADDRESS (members are asked to confirm unless --no-confirm)."""
+    wanted = list(members) + (from_file.read().splitlines() if from_file else [])
+    if not wanted:
+        raise click.UsageError("give addresses, or --file")
+    core = _core(ctx)
+    with core.sessions.begin() as session:
+        mlist = _find(session, address)
+        result = Membership(core.settings.public_url).add_members(
+            session, mlist, wanted, role=role, confirm=not no_confirm
+        )
+    click.echo(
+        f"{result.added} added, {result.invited} asked to confirm, "
+        f"{result.already} already there, {len(result.invalid)} invalid"
+    )
+    for bad in result.invalid[:20]:
+        click.echo(f"  not an address: {bad}", err=True)
+    if result.invalid:
+        sys.exit(1)
+
+
+@lists.command(name="remove-member")
+@click.argument("address")
+@click.argument("members", nargs=-1, required=True)
+@click.pass_context
+def remove_member(ctx: click.Context, address: str, members: tuple[str, ...]) -> None:
+    """Remove addresses from the list ADDRESS (in every role)."""
+    core = _core(ctx)
+    with core.sessions.begin() as session:
+        mlist = _find(session, address)
+        removed = Membership(core.settings.public_url).remove_members(session, mlist, members)
+    click.echo(f"{removed} removed")
+
+
+@lists.command(name="members")
+@click.argument("address")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array.")
+@click.pass_context
+def show_members(ctx: click.Context, address: str, as_json: bool) -> None:
+    """The members of the list ADDRESS, with role and delivery."""
+    core = _core(ctx)
+    with core.sessions() as session:
+        mlist = _find(session, address)
+        rows = session.scalars(
+            select(Member).where(Member.list_id == mlist.id).order_by(Member.role, Member.address)
+        ).all()
+        found = [
+            {
+                "address": m.address,
+                "role": m.role,
+                "delivery": m.delivery,
+                "moderated": m.moderated,
+                "bounce_score": round(m.bounce_score, 2),
+                "disabled": m.disabled_reason,
+            }
+            for m in rows
+        ]
+    if as_json:
+        click.echo(json.dumps(found))
+        return
+    for m in found:
+        extra = f" (disabled: {m['disabled']})" if m["disabled"] else ""
+        click.echo(f"{m['address']}\t{m['role']}\t{m['delivery']}{extra}")
+
+
+@lists.command()
+@click.argument("address")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@click.pass_context
+def show(ctx: click.Context, address: str, as_json: bool) -> None:
+    """The settings of the list ADDRESS."""
+    core = _core(ctx)
+    with core.sessions() as session:
+        mlist = _find(session, address)
+        count = session.scalar(
+            select(func.count()).where(Member.list_id == mlist.id, Member.role == Role.MEMBER)
+        )
+        described = _describe(mlist, count or 0)
+    if as_json:
+        click.echo(json.dumps(described))
+    else:
+        for key, value in described.items():
+            click.echo(f"{key}: {value}")
+
+
+@lists.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array.")
+@click.pass_context
+def list_lists(ctx: click.Context, as_json: bool) -> None:
+    """Every list, with its member count."""
+    core = _core(ctx)
+    with core.sessions() as session:
+        counts = dict(
+            session.execute(
+                select(Member.list_id, func.count())
+                .where(Member.role == Role.MEMBER)
+                .group_by(Member.list_id)
+            ).all()
+        )
+        found = [
+            _describe(m, counts.get(m.id, 0))
+            for m in session.scalars(
+                select(MailingList).order_by(MailingList.domain, MailingList.name)
+            )
+        ]
+    if as_json:
+        click.echo(json.dumps(found))
+    else:
+        for m in found:
+            click.echo(f"{m['address']}\t{m['members']} members\t{m['posting']}")
+
+
+@lists.command()
+@click.argument("address")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array.")
+@click.pass_context
+def held(ctx: click.Context, address: str, as_json: bool) -> None:
+    """Posts to the list ADDRESS waiting for a moderator."""
+    core = _core(ctx)
+    with core.sessions() as session:
+        mlist = _find(session, address)
+        found = [
+            {
+                "id": h.id,
+                "sender": h.sender,
+                "subject": h.subject,
+                "reason": h.reason,
+                "held_at": h.held_at.isoformat(),
+            }
+            for h in session.scalars(
+                select(HeldMessage).where(HeldMessage.list_id == mlist.id).order_by(HeldMessage.id)
+            )
+        ]
+    if as_json:
+        click.echo(json.dumps(found))
+    else:
+        for h in found:
+            click.echo(f"{h['id']}\t{h['sender']}\t{h['subject']}\t({h['reason']})")
+
+
+@lists.command()
+@click.argument("address")
+@click.argument("held_id", type=int)
+@click.argument("action", type=click.Choice(["approve", "reject", "discard"]))
+@click.option("--reason", default="", help="Told to the sender of a rejected post.")
+@click.pass_context
+def moderate(ctx: click.Context, address: str, held_id: int, action: str, reason: str) -> None:
+    """Approve, reject or discard the held post HELD_ID of the list ADDRESS."""
+    from lists.engine import ListEngine
+
+    core = _core(ctx)
+    engine = ListEngine(core)
+    with core.sessions.begin() as session:
+        mlist = _find(session, address)
+        post = session.get(HeldMessage, held_id)
+        if post is None or post.list_id != mlist.id:
+            raise click.ClickException(f"no held post {held_id} for {address}")
+        answer = Poster(core.archive, engine.dmarc, core.settings.public_url).moderate(
+            session, post, action, reason
+        )
+    click.echo(answer)

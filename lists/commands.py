@@ -1,0 +1,181 @@
+"""Mail to a list's command addresses: -request (commands in the subject or body),
+-join/-subscribe, -leave/-unsubscribe, and -confirm+TOKEN (a confirmation, an owner's
+approval, or a moderator's decision on a held post).
+
+Commands only ever act on the sender's own address, and every answer goes to that
+address, so nobody can learn whether someone else is a member.
+"""
+
+from __future__ import annotations
+
+import re
+from email.message import EmailMessage
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from lists import notices
+from lists.membership import Membership, has_role
+from lists.models import Delivery, HeldMessage, MailingList, Member, Pending, Role
+from lists.outbox import send_notice
+from lists.posting import Poster
+
+MAX_COMMANDS = 10  # lines read from a body; signatures and quotes come after them
+QUOTED = re.compile(r"^\s*>")
+SIGNATURE = re.compile(r"^--\s*$")
+DIGEST_MODES = {
+    "plain": Delivery.PLAIN_DIGEST,
+    "on": Delivery.PLAIN_DIGEST,
+    "mime": Delivery.MIME_DIGEST,
+    "off": Delivery.REGULAR,
+}
+
+
+class Commands:
+    """Carries out mailed commands for lists."""
+
+    def __init__(self, membership: Membership, poster: Poster) -> None:
+        self.membership = membership
+        self.poster = poster
+
+    def request(
+        self, session: Session, mlist: MailingList, message: EmailMessage, sender: str
+    ) -> None:
+        """Commands to NAME-request@: from the subject, then the body's first lines."""
+        results: list[str] = []
+        subject, body = command_lines(message)
+        answer = self._one(session, mlist, subject.split(), sender) if subject else None
+        if answer is not None:  # a subject that is no command is just a subject
+            results += [f"> {subject}", answer]
+        for line in body:
+            results.append(f"> {line}")
+            answer = self._one(session, mlist, line.split(), sender)
+            if answer is None:
+                results.append("Unknown command; write 'help' for the list of commands.")
+                break
+            results.append(answer)
+        if not results:
+            results.append(notices.help_text(mlist))
+        reply = notices.command_results(mlist, sender, results)
+        send_notice(session, reply, "", mlist.id)
+
+    def join(self, session: Session, mlist: MailingList, sender: str) -> None:
+        """Mail to NAME-join@: a subscription request for the sender."""
+        self.membership.request(session, mlist, sender, "subscribe")
+
+    def leave(self, session: Session, mlist: MailingList, sender: str) -> None:
+        """Mail to NAME-leave@: an unsubscription request for the sender."""
+        self.membership.request(session, mlist, sender, "unsubscribe")
+
+    def confirm(
+        self,
+        session: Session,
+        mlist: MailingList,
+        token: str,
+        message: EmailMessage,
+        sender: str,
+    ) -> None:
+        """A reply to a confirmation request, an approval request or a held-post notice."""
+        held = session.scalar(
+            select(HeldMessage).where(HeldMessage.token == token, HeldMessage.list_id == mlist.id)
+        )
+        if held is not None:
+            self._moderate(session, mlist, held, message, sender)
+            return
+        pending = session.scalar(select(Pending).where(Pending.token == token))
+        word = first_word(message)
+        if pending is not None and pending.action == "approve" and word in ("reject", "deny"):
+            answer = self.membership.reject_request(session, token, sender)
+        else:
+            answer = self.membership.confirm(session, token, sender)
+        send_notice(session, notices.command_results(mlist, sender, [answer]), "", mlist.id)
+
+    def _moderate(
+        self,
+        session: Session,
+        mlist: MailingList,
+        held: HeldMessage,
+        message: EmailMessage,
+        sender: str,
+    ) -> None:
+        if not has_role(session, mlist, sender, Role.MODERATOR, Role.OWNER):
+            return  # not a moderator: say nothing, a held post is none of their business
+        action = first_word(message)
+        if action not in ("approve", "reject", "discard"):
+            answer = "Reply with approve, reject or discard as the first word of the body."
+        else:
+            answer = self.poster.moderate(session, held, action)
+        send_notice(session, notices.command_results(mlist, sender, [answer]), "", mlist.id)
+
+    def _one(
+        self, session: Session, mlist: MailingList, words: list[str], sender: str
+    ) -> str | None:
+        verb = words[0].lower() if words else ""
+        if verb in ("subscribe", "join"):
+            return self.membership.request(session, mlist, sender, "subscribe")
+        if verb in ("unsubscribe", "leave", "remove", "signoff"):
+            return self.membership.request(session, mlist, sender, "unsubscribe")
+        if verb == "confirm" and len(words) > 1:
+            return self.membership.confirm(session, words[1], sender)
+        if verb == "help":
+            return notices.help_text(mlist)
+        if verb == "set" and len(words) >= 3:
+            return self._set(session, mlist, sender, words[1].lower(), words[2].lower())
+        if verb in ("end", "stop", "thanks"):
+            return "Done."
+        return None
+
+    def _set(
+        self, session: Session, mlist: MailingList, sender: str, option: str, value: str
+    ) -> str:
+        member = session.scalar(
+            select(Member).where(
+                Member.list_id == mlist.id, Member.address == sender, Member.role == Role.MEMBER
+            )
+        )
+        if member is None:
+            return f"{sender} is not a member of {mlist.address}."
+        if option == "digest" and value in DIGEST_MODES:
+            member.delivery = DIGEST_MODES[value]
+            return f"Delivery for {sender} is now: {member.delivery}."
+        if option == "nomail" and value in ("on", "off"):
+            member.delivery = Delivery.NOMAIL if value == "on" else Delivery.REGULAR
+            if value == "off":
+                member.disabled_reason = None
+                member.bounce_score = 0.0
+            return f"Delivery for {sender} is now: {member.delivery}."
+        return "Usage: set digest plain|mime|off, or set nomail on|off."
+
+
+def command_lines(message: EmailMessage) -> tuple[str, list[str]]:
+    """The subject (without Re:) and the body lines that may be commands: up to a
+    signature or quoted text, at most MAX_COMMANDS."""
+    lines: list[str] = []
+    subject = " ".join(str(message.get("Subject", "")).split())
+    subject = re.sub(r"^(re|aw|sv)\s*:\s*", "", subject, flags=re.IGNORECASE)
+    for line in _body(message).splitlines():
+        if SIGNATURE.match(line) or QUOTED.match(line):
+            break
+        if line.strip():
+            lines.append(line.strip())
+        if len(lines) >= MAX_COMMANDS:
+            break
+    return subject, lines
+
+
+def first_word(message: EmailMessage) -> str:
+    """The first word of the body (a moderator's or owner's answer), lower-cased."""
+    for line in _body(message).splitlines():
+        if line.strip() and not QUOTED.match(line):
+            return line.split()[0].lower().strip(".,!")
+    return ""
+
+
+def _body(message: EmailMessage) -> str:
+    part = message.get_body(preferencelist=("plain",))
+    if part is None:
+        return ""
+    try:
+        return str(part.get_content())[:20_000]
+    except (LookupError, ValueError):
+        return ""

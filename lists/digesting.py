@@ -1,0 +1,82 @@
+"""Sending digests: a list's collected posts go out once a day, or sooner when they pass
+the list's size threshold, as a plain (RFC 1153) or MIME digest to those who asked."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session, undefer
+
+from lists.digests import DigestInfo, mime_digest, plain_digest
+from lists.models import Delivery, DigestEntry, MailingList, Member, Role, utcnow
+from lists.outbox import enqueue
+
+log = logging.getLogger(__name__)
+
+
+def over_threshold(session: Session, mlist: MailingList) -> bool:
+    """Whether the collected posts are past the list's digest size."""
+    size = session.scalar(
+        select(func.coalesce(func.sum(DigestEntry.size), 0)).where(DigestEntry.list_id == mlist.id)
+    )
+    return bool(mlist.digest_size_kb) and (size or 0) >= mlist.digest_size_kb * 1024
+
+
+def send_digest(session: Session, mlist: MailingList) -> int:
+    """Send the collected posts as this list's next digest issue; returns recipients."""
+    entries = list(
+        session.scalars(
+            select(DigestEntry)
+            .options(undefer(DigestEntry.data))
+            .where(DigestEntry.list_id == mlist.id)
+            .order_by(DigestEntry.id)
+        )
+    )
+    if not entries:
+        return 0
+    info = DigestInfo(
+        list_name=mlist.display_name or mlist.name,
+        list_address=mlist.address,
+        request_address=mlist.address_for("request"),
+        volume=mlist.digest_volume,
+        issue=mlist.digest_issue,
+        date=utcnow(),
+        description=mlist.description,
+        footer=f"To leave the list, write to {mlist.address_for('leave')}",
+    )
+    posts = [entry.data for entry in entries]
+    sent = 0
+    for mode, build in ((Delivery.PLAIN_DIGEST, plain_digest), (Delivery.MIME_DIGEST, mime_digest)):
+        recipients = list(
+            session.scalars(
+                select(Member.address).where(
+                    Member.list_id == mlist.id,
+                    Member.role == Role.MEMBER,
+                    Member.delivery == mode,
+                    Member.disabled_reason.is_(None),
+                )
+            )
+        )
+        if not recipients:
+            continue
+        digest = build(info, posts)
+        for name in ("List-Id", "List-Post", "List-Unsubscribe", "X-Loop"):
+            del digest[name]
+        digest["List-Id"] = f"{mlist.display_name or mlist.name} <{mlist.list_id}>"
+        digest["List-Post"] = f"<mailto:{mlist.address}>"
+        digest["List-Unsubscribe"] = f"<mailto:{mlist.address_for('leave')}>"
+        digest["X-Loop"] = mlist.address
+        sent += enqueue(
+            session,
+            digest.as_bytes(),
+            mlist.address_for("bounces"),
+            recipients,
+            "digest",
+            mlist.id,
+        )
+    session.execute(delete(DigestEntry).where(DigestEntry.id.in_([e.id for e in entries])))
+    mlist.digest_issue += 1
+    mlist.digest_last_sent_at = utcnow()
+    log.info("digest %s issue %d sent to %d", mlist.address, info.issue, sent)
+    return sent

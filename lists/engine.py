@@ -1,0 +1,159 @@
+"""The list engine as the core sees it: an `Extension` that owns the lists' addresses,
+takes their mail in the spool worker, and runs fan-out and schedules in the background.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import delete, event, select
+from sqlalchemy.orm import Session
+
+from archiver.archive import RawMessage
+from archiver.service import Core
+from lists import bouncing, digesting
+from lists.addresses import Kind, ListAddress
+from lists.bounces import Bounce, decode_verp, parse_bounce
+from lists.commands import Commands
+from lists.delivery import DeliveryLoop
+from lists.directory import ListDirectory
+from lists.dmarc import DmarcLookup
+from lists.membership import Membership, members_with_role
+from lists.models import Action, MailingList, Pending, Role, utcnow
+from lists.outbox import enqueue
+from lists.posting import Poster, parse, poster_address
+
+log = logging.getLogger(__name__)
+
+DIGEST_HOUR = 0  # UTC; daily digests go out then
+
+
+class ListEngine:
+    """Mailing lists on top of the archive's core."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        settings = core.settings
+        dns = settings.dns_server
+        self.directory = ListDirectory(core.sessions)
+        self.dmarc = DmarcLookup([dns.host], dns.port) if dns else DmarcLookup()
+        self.membership = Membership(settings.public_url)
+        self.poster = Poster(core.archive, self.dmarc, settings.public_url)
+        self.commands = Commands(self.membership, self.poster)
+        self.delivery = DeliveryLoop(core.sessions, settings)
+
+    def claims(self, address: str) -> bool:
+        """Whether `address` is one of a list's addresses."""
+        return self.directory.parse(address) is not None
+
+    def owns_domain(self, domain: str) -> bool:
+        """Whether a list lives in `domain` (other addresses there are unknown users)."""
+        return self.directory.has_domain(domain)
+
+    def handle(self, session: Session, message: RawMessage, recipients: list[str]) -> None:
+        """Mail to list addresses: posts, commands, confirmations, owners' mail, bounces."""
+        for recipient in recipients:
+            where = self.directory.parse(recipient)
+            mlist = None if where is None else self._list(session, where)
+            if where is None or mlist is None:
+                log.warning("queue_id=%s %s is no list address now", message.queue_id, recipient)
+                continue
+            self._dispatch(session, mlist, where, message)
+        # deliver what this committed at once rather than at the next poll
+        event.listen(session, "after_commit", lambda _: self.delivery.wake(), once=True)
+
+    def start(self, stop: threading.Event) -> list[threading.Thread]:
+        """Fan-out, and the schedules: daily digests, expiring confirmations."""
+        sender = threading.Thread(target=self.delivery.run, args=(stop,), name="list-delivery")
+        sender.start()
+        scheduler = BackgroundScheduler(timezone="UTC")
+        scheduler.add_job(self.send_digests, "cron", hour=DIGEST_HOUR, id="digests")
+        scheduler.add_job(self.expire_pending, "interval", hours=1, id="expire-pending")
+        scheduler.start()
+        stopper = threading.Thread(
+            target=lambda: (stop.wait(), scheduler.shutdown(wait=False)), name="list-scheduler"
+        )
+        stopper.start()
+        return [sender, stopper]
+
+    def send_digests(self) -> int:
+        """Send every list's collected digest (the daily job); returns recipients."""
+        sent = 0
+        with self.core.sessions.begin() as session:
+            for mlist in session.scalars(select(MailingList)):
+                sent += digesting.send_digest(session, mlist)
+        self.delivery.wake()
+        return sent
+
+    def expire_pending(self) -> int:
+        """Drop confirmations nobody used in time."""
+        with self.core.sessions.begin() as session:
+            result = session.execute(delete(Pending).where(Pending.expires_at < utcnow()))
+        return result.rowcount or 0
+
+    def _dispatch(
+        self, session: Session, mlist: MailingList, where: ListAddress, message: RawMessage
+    ) -> None:
+        if where.kind is Kind.BOUNCES:
+            self._bounce(session, mlist, where, message)
+            return
+        parsed = parse(message.data)
+        sender = poster_address(parsed, message.envelope_from)
+        if where.kind is Kind.POST:
+            action = self.poster.receive(
+                session,
+                mlist,
+                message.data,
+                message.envelope_from,
+                message.received_at,
+                message.queue_id,
+            )
+            if action is Action.ACCEPT and digesting.over_threshold(session, mlist):
+                digesting.send_digest(session, mlist)
+        elif not sender or not message.envelope_from:
+            # commands from the null sender are bounces or auto-replies: never answer them
+            log.info("queue_id=%s ignored: no sender to answer", message.queue_id)
+        elif where.kind is Kind.REQUEST:
+            self.commands.request(session, mlist, parsed, sender)
+        elif where.kind is Kind.JOIN:
+            self.commands.join(session, mlist, sender)
+        elif where.kind is Kind.LEAVE:
+            self.commands.leave(session, mlist, sender)
+        elif where.kind is Kind.CONFIRM:
+            self.commands.confirm(session, mlist, where.detail, parsed, sender)
+        elif where.kind is Kind.OWNER:
+            owners = members_with_role(session, mlist, Role.OWNER)
+            enqueue(session, message.data, mlist.address_for("bounces"), owners, "notice", mlist.id)
+
+    def _bounce(
+        self, session: Session, mlist: MailingList, where: ListAddress, message: RawMessage
+    ) -> None:
+        """A bounce: the VERP address names the recipient; the report says how bad."""
+        reported = parse_bounce(message.data)
+        if where.detail:
+            decoded = decode_verp(f"{mlist.name}-bounces+{where.detail}@{mlist.domain}")
+            if decoded is None:
+                return
+            recipient = decoded[1]
+            found = [b for b in reported if b.address == recipient] or reported[:1]
+            permanent = found[0].permanent if found else not message.envelope_from
+            status = found[0].status if found else None
+            diagnostic = found[0].diagnostic if found else "bounce without a report"
+            reported = [Bounce(recipient, permanent, status, diagnostic)]
+        if reported:
+            bouncing.record(session, mlist, reported)
+        log.info(
+            "queue_id=%s bounce for %s: %s",
+            message.queue_id,
+            mlist.address,
+            ", ".join(b.address for b in reported) or "no recipient found",
+        )
+
+    def _list(self, session: Session, where: ListAddress) -> MailingList | None:
+        return session.scalar(
+            select(MailingList).where(
+                MailingList.name == where.name, MailingList.domain == where.domain
+            )
+        )

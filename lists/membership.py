@@ -1,0 +1,257 @@
+"""Joining and leaving, always with the address's own confirmation or an owner's action.
+
+Invariant 8: nobody becomes a member by email or web without confirming from the address
+itself (or an owner adding them). Tokens are random, single-use (the pending row is
+deleted when used) and expire. Every reply goes to the address concerned, never to the
+person who asked, so nobody learns whether someone else is a member. Confirmation mail to
+one address is rate limited, so a list cannot be used to bomb someone's mailbox.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.orm import Session
+
+from lists import notices
+from lists.models import Ban, Delivery, MailingList, Member, Pending, Role, Subscription, utcnow
+from lists.outbox import send_notice
+from lists.tokens import new_token
+
+CONFIRM_DAYS = 3
+CONFIRMATIONS_PER_HOUR = 3  # to one address, over all lists
+ADDRESS = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """What `add_members` did."""
+
+    added: int
+    invited: int
+    already: int
+    invalid: list[str]
+
+
+class Membership:
+    """Subscription requests and confirmations for lists; `public_url` starts web links."""
+
+    def __init__(self, public_url: str) -> None:
+        self.public_url = public_url
+
+    def request(self, session: Session, mlist: MailingList, address: str, action: str) -> str:
+        """Someone asked (by mail or on the web) to subscribe or unsubscribe `address`.
+
+        Sends the address a confirmation unless it is banned, the list is closed to
+        joining, or the address had too many confirmations lately. The answer for the
+        asker is the same whatever the address's membership.
+        """
+        address = address.lower()
+        sent = "A confirmation has been sent to the address, if it may receive one."
+        if action == "subscribe" and (
+            mlist.subscription == Subscription.CLOSED or is_banned(session, mlist, address)
+        ):
+            return sent
+        if self._too_many_confirmations(session, address):
+            return sent
+        token = self._pending(session, mlist, address, action)
+        url = f"{self.public_url}/lists/confirm/{token}"
+        send_notice(
+            session,
+            notices.confirm_request(mlist, address, token, action, url),
+            mlist.address_for("bounces"),
+            mlist.id,
+        )
+        return sent
+
+    def confirm(self, session: Session, token: str, confirmer: str) -> str:
+        """Act on a confirmation token, if `confirmer` is the address it was sent to (or,
+        for an owner's approval, an owner of the list)."""
+        pending = session.scalar(select(Pending).where(Pending.token == token))
+        if pending is None or pending.expires_at < utcnow():
+            return "That confirmation is unknown or has expired."
+        mlist = session.get(MailingList, pending.list_id)
+        if mlist is None:
+            return "That confirmation is unknown or has expired."
+        confirmer = confirmer.lower()
+        if pending.action == "approve":
+            if not has_role(session, mlist, confirmer, Role.OWNER):
+                return "Only an owner of the list can approve that request."
+        elif confirmer != pending.address:
+            return "A confirmation must come from the address it was sent to."
+        session.delete(pending)
+        if pending.action == "unsubscribe":
+            self._remove(session, mlist, pending.address)
+            return f"{pending.address} has left {mlist.address}."
+        if pending.action == "subscribe" and mlist.subscription == Subscription.MODERATE:
+            self._ask_owners(session, mlist, pending.address)
+            return "Confirmed; an owner of the list will now look at the request."
+        self._add(session, mlist, pending.address, pending.display_name)
+        return f"{pending.address} is now a member of {mlist.address}."
+
+    def reject_request(self, session: Session, token: str, owner: str) -> str:
+        """An owner refuses a subscription waiting for approval."""
+        pending = session.scalar(select(Pending).where(Pending.token == token))
+        if pending is None or pending.action != "approve":
+            return "That request is unknown or has expired."
+        mlist = session.get(MailingList, pending.list_id)
+        if mlist is None or not has_role(session, mlist, owner.lower(), Role.OWNER):
+            return "Only an owner of the list can refuse that request."
+        session.delete(pending)
+        return f"The request of {pending.address} was refused."
+
+    def add_members(
+        self,
+        session: Session,
+        mlist: MailingList,
+        addresses: Iterable[str],
+        role: str = Role.MEMBER,
+        confirm: bool = True,
+    ) -> AddResult:
+        """An owner's bulk add: members directly (`confirm=False`) or invited to confirm;
+        owners and moderators are always added directly (it is the owner's decision)."""
+        wanted: dict[str, None] = {}
+        invalid: list[str] = []
+        for raw in addresses:
+            address = raw.strip().lower()
+            if not address or address.startswith("#"):
+                continue
+            if ADDRESS.match(address):
+                wanted[address] = None
+            else:
+                invalid.append(raw.strip())
+        existing = set(
+            session.scalars(
+                select(Member.address).where(Member.list_id == mlist.id, Member.role == role)
+            )
+        )
+        new = [address for address in wanted if address not in existing]
+        if role == Role.MEMBER and confirm:
+            for address in new:
+                self.request(session, mlist, address, "subscribe")
+            return AddResult(0, len(new), len(wanted) - len(new), invalid)
+        if new:
+            now = utcnow()
+            session.execute(
+                insert(Member),
+                [
+                    {
+                        "list_id": mlist.id,
+                        "address": address,
+                        "display_name": "",
+                        "role": role,
+                        "delivery": Delivery.REGULAR,
+                        "moderated": False,
+                        "bounce_score": 0.0,
+                        "subscribed_at": now,
+                    }
+                    for address in new
+                ],
+            )
+        return AddResult(len(new), 0, len(wanted) - len(new), invalid)
+
+    def remove_members(self, session: Session, mlist: MailingList, addresses: Iterable[str]) -> int:
+        """An owner removes addresses (in every role); returns how many rows went."""
+        lowered = [address.strip().lower() for address in addresses if address.strip()]
+        result = session.execute(
+            delete(Member).where(Member.list_id == mlist.id, Member.address.in_(lowered))
+        )
+        return result.rowcount or 0
+
+    def _pending(self, session: Session, mlist: MailingList, address: str, action: str) -> str:
+        token = new_token()
+        session.add(
+            Pending(
+                token=token,
+                list_id=mlist.id,
+                address=address,
+                action=action,
+                created_at=utcnow(),
+                expires_at=utcnow() + timedelta(days=CONFIRM_DAYS),
+            )
+        )
+        return token
+
+    def _too_many_confirmations(self, session: Session, address: str) -> bool:
+        since = utcnow() - timedelta(hours=1)
+        count = session.scalar(
+            select(func.count())
+            .select_from(Pending)
+            .where(Pending.address == address, Pending.created_at >= since)
+        )
+        return (count or 0) >= CONFIRMATIONS_PER_HOUR
+
+    def _ask_owners(self, session: Session, mlist: MailingList, address: str) -> None:
+        token = self._pending(session, mlist, address, "approve")
+        for owner in members_with_role(session, mlist, Role.OWNER):
+            send_notice(
+                session,
+                notices.approval_request(mlist, owner, address, token),
+                mlist.address_for("bounces"),
+                mlist.id,
+            )
+        send_notice(
+            session,
+            notices.awaiting_approval(mlist, address),
+            mlist.address_for("bounces"),
+            mlist.id,
+        )
+
+    def _add(self, session: Session, mlist: MailingList, address: str, name: str) -> None:
+        if has_role(session, mlist, address, Role.MEMBER):
+            return
+        session.add(Member(list_id=mlist.id, address=address, display_name=name))
+        session.flush()
+        send_notice(
+            session, notices.welcome(mlist, address), mlist.address_for("bounces"), mlist.id
+        )
+
+    def _remove(self, session: Session, mlist: MailingList, address: str) -> None:
+        session.execute(
+            delete(Member).where(
+                Member.list_id == mlist.id, Member.address == address, Member.role == Role.MEMBER
+            )
+        )
+        send_notice(
+            session, notices.goodbye(mlist, address), mlist.address_for("bounces"), mlist.id
+        )
+
+
+def has_role(session: Session, mlist: MailingList, address: str, *roles: str) -> bool:
+    """Whether `address` is in the list in one of `roles` (any role when none given)."""
+    query = select(Member.id).where(Member.list_id == mlist.id, Member.address == address)
+    if roles:
+        query = query.where(Member.role.in_(roles))
+    return session.scalar(query.limit(1)) is not None
+
+
+def members_with_role(session: Session, mlist: MailingList, role: str) -> list[str]:
+    """The addresses of the list's owners, moderators or members."""
+    return list(
+        session.scalars(
+            select(Member.address)
+            .where(Member.list_id == mlist.id, Member.role == role)
+            .order_by(Member.address)
+        )
+    )
+
+
+def is_banned(session: Session, mlist: MailingList, address: str) -> bool:
+    """Whether the list's or the global ban list names `address` (exact or `^regex`)."""
+    patterns = session.scalars(
+        select(Ban.pattern).where((Ban.list_id == mlist.id) | (Ban.list_id.is_(None)))
+    )
+    for pattern in patterns:
+        if pattern.startswith("^"):
+            try:
+                if re.match(pattern, address, re.IGNORECASE):
+                    return True
+            except re.error:
+                continue
+        elif pattern.lower() == address:
+            return True
+    return False

@@ -1,0 +1,177 @@
+"""The mail a list writes itself: confirmation requests, welcomes, moderation notices,
+rejections, command results. Plain text, one function each, so the wording lives in one
+place and tests can read it."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, make_msgid
+
+from lists.models import MailingList, utcnow
+
+AUTO_HEADERS = {"Auto-Submitted": "auto-replied", "Precedence": "bulk"}
+
+
+def notice(
+    mlist: MailingList,
+    to: str,
+    subject: str,
+    body: str,
+    sender: str | None = None,
+    reply_to: str | None = None,
+    attachment: bytes | None = None,
+) -> EmailMessage:
+    """A message from the list to `to` (auto-generated: nobody should auto-reply to it)."""
+    message = EmailMessage(policy=SMTP)
+    message["From"] = sender or mlist.address_for("request")
+    message["To"] = to
+    message["Subject"] = subject
+    message["Date"] = format_datetime(utcnow())
+    message["Message-ID"] = make_msgid(domain=mlist.domain)
+    if reply_to:
+        message["Reply-To"] = reply_to
+    message["List-Id"] = f"<{mlist.list_id}>"
+    message["X-Loop"] = mlist.address
+    for name, value in AUTO_HEADERS.items():
+        message[name] = value
+    message.set_content(body)
+    if attachment is not None:
+        message.add_attachment(attachment, maintype="message", subtype="rfc822")
+    return message
+
+
+def confirm_request(
+    mlist: MailingList, address: str, token: str, action: str, url: str
+) -> EmailMessage:
+    """Ask `address` to confirm a subscription or unsubscription it (or someone) asked for."""
+    confirm = mlist.address_for(f"confirm+{token}")
+    verb = "join" if action == "subscribe" else "leave"
+    body = (
+        f"Someone, probably you, asked to {verb} the list {mlist.address}\n"
+        f"with the address {address}.\n\n"
+        f"To confirm, reply to this message (keep the subject), or open:\n\n    {url}\n\n"
+        "If you did not ask for this, ignore this message: nothing happens without your\n"
+        "confirmation, and the request expires in a few days.\n"
+    )
+    return notice(mlist, address, f"confirm {token}", body, sender=confirm, reply_to=confirm)
+
+
+def welcome(mlist: MailingList, address: str) -> EmailMessage:
+    """Tell a new member they are in, and how to leave."""
+    body = (
+        f"Welcome to {mlist.address}! {mlist.description}\n\n"
+        f"To post, write to {mlist.address}.\n"
+        f"To leave, write to {mlist.address_for('leave')}.\n"
+        f"For help, write 'help' to {mlist.address_for('request')}.\n"
+    )
+    return notice(mlist, address, f"Welcome to {mlist.address}", body)
+
+
+def goodbye(mlist: MailingList, address: str) -> EmailMessage:
+    """Confirm that an address has left."""
+    body = f"{address} is no longer a member of {mlist.address}.\n"
+    return notice(mlist, address, f"You have left {mlist.address}", body)
+
+
+def awaiting_approval(mlist: MailingList, address: str) -> EmailMessage:
+    """Tell a confirmed subscriber that an owner must now approve them."""
+    body = f"Thank you. An owner of {mlist.address} will look at your request to join.\n"
+    return notice(mlist, address, f"Your request to join {mlist.address}", body)
+
+
+def approval_request(mlist: MailingList, owner: str, address: str, token: str) -> EmailMessage:
+    """Ask an owner to approve a confirmed subscription to a moderated list."""
+    confirm = mlist.address_for(f"confirm+{token}")
+    body = (
+        f"{address} has confirmed a request to join {mlist.address}.\n\n"
+        "Reply 'approve' to this message to let them in, or 'reject' to refuse.\n"
+    )
+    return notice(
+        mlist, owner, f"Subscription request: {address}", body, sender=confirm, reply_to=confirm
+    )
+
+
+def held_for_moderation(
+    mlist: MailingList,
+    moderator: str,
+    sender: str,
+    subject: str,
+    reason: str,
+    token: str,
+    original: bytes,
+) -> EmailMessage:
+    """Tell a moderator a post is held, why, and how to act on it by reply."""
+    confirm = mlist.address_for(f"confirm+{token}")
+    body = (
+        f"A post to {mlist.address} is held for moderation.\n\n"
+        f"    From:    {sender}\n    Subject: {subject}\n    Reason:  {reason}\n\n"
+        "Reply to this message with one word in the first line of the body:\n"
+        "'approve' to send it to the list, 'reject' to refuse it (the sender is told),\n"
+        "or 'discard' to drop it silently. The post is attached.\n"
+    )
+    return notice(
+        mlist,
+        moderator,
+        f"{mlist.address} post from {sender} requires approval",
+        body,
+        sender=confirm,
+        reply_to=confirm,
+        attachment=original,
+    )
+
+
+def post_held(mlist: MailingList, sender: str, subject: str, reason: str) -> EmailMessage:
+    """Tell the poster their message waits for a moderator."""
+    body = (
+        f"Your message to {mlist.address} with the subject\n\n    {subject}\n\n"
+        f"is being held until a moderator can review it. Reason: {reason}\n"
+    )
+    return notice(mlist, sender, f"Your message to {mlist.address} awaits approval", body)
+
+
+def post_rejected(mlist: MailingList, sender: str, subject: str, reason: str) -> EmailMessage:
+    """Tell the poster their message was refused, and why."""
+    body = (
+        f"Your message to {mlist.address} with the subject\n\n    {subject}\n\n"
+        f"was rejected. Reason: {reason}\n"
+    )
+    return notice(
+        mlist,
+        sender,
+        f"Your message to {mlist.address} was rejected",
+        body,
+        sender=mlist.address_for("owner"),
+    )
+
+
+def command_results(mlist: MailingList, to: str, lines: list[str]) -> EmailMessage:
+    """The results of the commands in a message to -request."""
+    body = "The results of your commands:\n\n" + "\n".join(lines) + "\n"
+    return notice(mlist, to, f"The results of your commands to {mlist.address}", body)
+
+
+def help_text(mlist: MailingList) -> str:
+    """What -request understands."""
+    return (
+        f"Commands for {mlist.address} (write them to {mlist.address_for('request')},\n"
+        "in the subject or one per line in the body):\n\n"
+        "    subscribe            join the list (you will be asked to confirm)\n"
+        "    unsubscribe          leave the list (you will be asked to confirm)\n"
+        "    confirm TOKEN        confirm a request\n"
+        "    set digest plain     get a plain-text digest a day instead of each post\n"
+        "    set digest mime      get a MIME digest a day\n"
+        "    set digest off       get each post again\n"
+        "    set nomail on|off    stop or resume mail without leaving\n"
+        "    help                 this text\n"
+    )
+
+
+def delivery_disabled(mlist: MailingList, address: str, score: float) -> EmailMessage:
+    """Tell a member (and, copied separately, the owners) that mail to them stopped."""
+    body = (
+        f"Mail from {mlist.address} to {address} has bounced repeatedly (score {score:.1f}),\n"
+        "so the list has stopped sending to it. To resume, write 'set nomail off' to\n"
+        f"{mlist.address_for('request')} once the problem is fixed.\n"
+    )
+    return notice(mlist, address, f"Delivery to {address} from {mlist.address} stopped", body)

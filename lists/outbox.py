@@ -1,0 +1,54 @@
+"""Putting mail in the outbox: stored once, one row per recipient, committed with whatever
+caused it (a post, a command), then delivered by `lists.delivery`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from email.message import EmailMessage
+
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
+from lists.models import OutboxMessage, OutboxRecipient, utcnow
+
+
+def enqueue(
+    session: Session,
+    data: bytes,
+    sender: str,
+    recipients: Iterable[str],
+    kind: str,
+    list_id: int | None = None,
+    personalize: bool = False,
+) -> int:
+    """Store `data` for delivery to `recipients`; returns how many recipients."""
+    unique = list(dict.fromkeys(address.lower() for address in recipients))
+    if not unique:
+        return 0
+    message = OutboxMessage(
+        list_id=list_id, kind=kind, sender=sender, personalize=personalize, data=data
+    )
+    session.add(message)
+    session.flush()
+    now = utcnow()
+    session.execute(
+        insert(OutboxRecipient),
+        [
+            {
+                "message_id": message.id,
+                "address": address,
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "last_reply": "",
+            }
+            for address in unique
+        ],
+    )
+    return len(unique)
+
+
+def send_notice(session: Session, notice: EmailMessage, sender: str, list_id: int | None) -> None:
+    """Queue a notice (a confirmation request, a moderation notice, a reply) to its To."""
+    recipients = [address.addr_spec for address in notice["To"].addresses]
+    enqueue(session, notice.as_bytes(), sender, recipients, "notice", list_id)

@@ -1,0 +1,24 @@
+"""Archive the post as members receive it, unless the list keeps no archive."""
+
+from __future__ import annotations
+
+from archiver.archive import RawMessage
+from lists.models import ArchivePolicy
+from lists.pipeline.base import Delivery
+
+
+class ToArchive:
+    name = "to-archive"
+
+    def process(self, delivery: Delivery) -> None:
+        if delivery.mlist.archive == ArchivePolicy.NONE:
+            return
+        raw = RawMessage(
+            data=delivery.message.as_bytes(),
+            envelope_from=delivery.sender,
+            envelope_to=[delivery.mlist.address],
+            received_at=delivery.received_at,
+            source="list",
+            queue_id=delivery.queue_id,
+        )
+        delivery.archive.archive_batch(delivery.session, [raw])

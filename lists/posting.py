@@ -1,0 +1,185 @@
+"""A post to a list: the rules decide, then it is delivered, held, rejected or dropped;
+and a moderator's later decision on a held post."""
+
+from __future__ import annotations
+
+import email
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage
+from email.policy import SMTP
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from archiver.archive import Archive
+from lists import notices, pipeline
+from lists.dmarc import DmarcLookup
+from lists.membership import has_role, is_banned, members_with_role
+from lists.models import Action, HeldMessage, MailingList, Member, Role, utcnow
+from lists.outbox import send_notice
+from lists.rules import Post, decide
+from lists.tokens import new_token
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Poster:
+    """What posting needs besides the post: the archive, DMARC lookups, the web's URL."""
+
+    archive: Archive
+    dmarc: DmarcLookup
+    public_url: str
+
+    def receive(
+        self,
+        session: Session,
+        mlist: MailingList,
+        data: bytes,
+        envelope_from: str,
+        received_at: datetime,
+        queue_id: str = "",
+    ) -> Action:
+        """Run the rules on a post and act on their decision; returns the action."""
+        message = parse(data)
+        sender = poster_address(message, envelope_from)
+        roles = frozenset(
+            session.scalars(
+                select(Member.role).where(Member.list_id == mlist.id, Member.address == sender)
+            )
+        )
+        moderated = bool(
+            session.scalar(
+                select(Member.moderated).where(
+                    Member.list_id == mlist.id,
+                    Member.address == sender,
+                    Member.role == Role.MEMBER,
+                )
+            )
+        )
+        post = Post(
+            mlist=mlist,
+            message=message,
+            size=len(data),
+            sender=sender,
+            roles=roles,
+            moderated=moderated,
+            banned=is_banned(session, mlist, sender),
+        )
+        decision = decide(post)
+        subject = str(message.get("Subject", ""))
+        log.info(
+            "queue_id=%s post to %s from %s: %s%s",
+            queue_id,
+            mlist.address,
+            sender,
+            decision.action,
+            f" ({decision.rule}: {decision.reason})" if decision.rule else "",
+        )
+        if decision.action is Action.ACCEPT:
+            self.deliver(session, mlist, message, sender, received_at, queue_id)
+        elif decision.action is Action.HOLD:
+            hold(session, mlist, data, message, sender, decision.reason)
+        elif decision.action is Action.REJECT and sender:
+            reply = notices.post_rejected(mlist, sender, subject, decision.reason)
+            send_notice(session, reply, "", mlist.id)  # null sender: never bounce a bounce
+        return decision.action
+
+    def deliver(
+        self,
+        session: Session,
+        mlist: MailingList,
+        message: EmailMessage,
+        sender: str,
+        received_at: datetime,
+        queue_id: str = "",
+    ) -> None:
+        """Send an accepted post through the pipeline (archive, digest, outbox)."""
+        delivery = pipeline.Delivery(
+            mlist=mlist,
+            message=message,
+            sender=sender,
+            session=session,
+            archive=self.archive,
+            dmarc=self.dmarc,
+            public_url=self.public_url,
+            received_at=received_at,
+            queue_id=queue_id,
+        )
+        pipeline.run(delivery)
+        log.info("queue_id=%s to %s: %s", queue_id, mlist.address, "; ".join(delivery.notes))
+
+    def moderate(self, session: Session, held: HeldMessage, action: str, reason: str = "") -> str:
+        """A moderator's decision on a held post: approve, reject or discard."""
+        mlist = session.get(MailingList, held.list_id)
+        if mlist is None:
+            return "That list no longer exists."
+        data = session.scalar(select(HeldMessage.data).where(HeldMessage.id == held.id))
+        session.delete(held)
+        if action == "approve":
+            self.deliver(session, mlist, parse(data or b""), held.sender, utcnow())
+            return f"The post from {held.sender} was approved and sent to the list."
+        if action == "reject":
+            why = reason or "a moderator rejected it"
+            reply = notices.post_rejected(mlist, held.sender, held.subject, why)
+            send_notice(session, reply, "", mlist.id)
+            return f"The post from {held.sender} was rejected."
+        return f"The post from {held.sender} was discarded."
+
+
+def hold(
+    session: Session,
+    mlist: MailingList,
+    data: bytes,
+    message: EmailMessage,
+    sender: str,
+    reason: str,
+) -> HeldMessage:
+    """Keep a post for the moderators, tell them (and the poster) why."""
+    subject = str(message.get("Subject", ""))
+    held = HeldMessage(
+        token=new_token(),
+        list_id=mlist.id,
+        sender=sender,
+        subject=subject[:1000],
+        message_id=str(message.get("Message-ID", ""))[:1000],
+        reason=reason,
+        data=data,
+    )
+    session.add(held)
+    session.flush()
+    moderators = members_with_role(session, mlist, Role.MODERATOR) + members_with_role(
+        session, mlist, Role.OWNER
+    )
+    for moderator in dict.fromkeys(moderators):
+        send_notice(
+            session,
+            notices.held_for_moderation(
+                mlist, moderator, sender, subject, reason, held.token, data
+            ),
+            mlist.address_for("bounces"),
+            mlist.id,
+        )
+    if sender and not has_role(session, mlist, sender, Role.OWNER, Role.MODERATOR):
+        send_notice(session, notices.post_held(mlist, sender, subject, reason), "", mlist.id)
+    return held
+
+
+def parse(data: bytes) -> EmailMessage:
+    """A message as the rules and handlers work on it (never raises)."""
+    message = email.message_from_bytes(data, policy=SMTP)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def poster_address(message: EmailMessage, envelope_from: str) -> str:
+    """Who posted: the From address, else the envelope sender (lower-cased)."""
+    try:
+        addresses = getattr(message["From"], "addresses", ()) if message["From"] else ()
+    except (IndexError, ValueError):
+        addresses = ()
+    if addresses and addresses[0].addr_spec:
+        return addresses[0].addr_spec.lower()
+    return envelope_from.lower()

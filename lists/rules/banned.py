@@ -1,0 +1,16 @@
+"""Refuse posts from banned addresses."""
+
+from __future__ import annotations
+
+from lists.models import Action
+from lists.rules.base import Decision, Post
+
+
+class Banned:
+    name = "banned-address"
+    description = "The sender is banned from this list or from all lists."
+
+    def check(self, post: Post) -> Decision | None:
+        if post.banned:
+            return Decision(Action.REJECT, "you are banned from this list", self.name)
+        return None

@@ -1,0 +1,43 @@
+"""What every posting rule sees and says."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import Protocol
+
+from lists.models import Action, MailingList
+
+
+@dataclass(frozen=True)
+class Post:
+    """A post as the rules see it: the list, the message, and facts about the sender
+    looked up once (so rules stay pure functions of this value)."""
+
+    mlist: MailingList
+    message: EmailMessage
+    size: int
+    sender: str
+    roles: frozenset[str]  # the sender's roles in the list: owner, moderator, member
+    moderated: bool  # the sender's member moderation flag
+    banned: bool
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with a post, and why (shown to moderators and rejected posters)."""
+
+    action: Action
+    reason: str
+    rule: str
+
+
+class Rule(Protocol):
+    """One posting check."""
+
+    name: str
+    description: str
+
+    def check(self, post: Post) -> Decision | None:
+        """A decision when this rule applies, else None."""
+        ...

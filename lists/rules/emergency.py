@@ -1,0 +1,16 @@
+"""Hold everything while an owner has the list in emergency moderation."""
+
+from __future__ import annotations
+
+from lists.models import Action
+from lists.rules.base import Decision, Post
+
+
+class Emergency:
+    name = "emergency"
+    description = "The list is in emergency moderation."
+
+    def check(self, post: Post) -> Decision | None:
+        if post.mlist.emergency:
+            return Decision(Action.HOLD, "the list is in emergency moderation", self.name)
+        return None

@@ -1,0 +1,18 @@
+"""Hold posts larger than the list allows."""
+
+from __future__ import annotations
+
+from lists.models import Action
+from lists.rules.base import Decision, Post
+
+
+class MaxSize:
+    name = "max-size"
+    description = "The post is larger than the list's maximum."
+
+    def check(self, post: Post) -> Decision | None:
+        limit = post.mlist.max_message_kb * 1024
+        if limit and post.size > limit:
+            reason = f"the message is larger than {post.mlist.max_message_kb} KB"
+            return Decision(Action.HOLD, reason, self.name)
+        return None

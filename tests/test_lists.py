@@ -1,0 +1,191 @@
+"""Mailing lists, told as their members and owners live them: over SMTP to a running
+`arsip serve`, with an aiosmtpd sink on loopback standing in for the smarthost."""
+
+from __future__ import annotations
+
+import email
+import json
+import re
+import smtplib
+import time
+from email.message import EmailMessage
+from email.policy import default
+
+import pytest
+
+from tests.support import LIST_DOMAIN, RunningService, SmarthostSink
+
+LIST = f"dev@{LIST_DOMAIN}"
+OWNER = "owner@example.com"
+ANN = "ann@example.org"
+BOB = "bob@example.net"
+STRANGER = "stranger@example.net"
+
+
+@pytest.fixture
+def sink():
+    with SmarthostSink() as running:
+        yield running
+
+
+@pytest.fixture
+def lists_service(make_service, sink: SmarthostSink) -> RunningService:
+    """A running service with the list dev@ (owner OWNER, members ANN and BOB)."""
+    service = make_service(ARSIP_SMARTHOST=sink.address, ARSIP_BASE_URL="https://lists.test")
+    service.run_cli("lists", "create", LIST, "--owner", OWNER, check=True)
+    service.run_cli("lists", "add-member", LIST, ANN, BOB, "--no-confirm", check=True)
+    return service
+
+
+def post(sender: str, to: str, subject: str, body: str = "Hello list.\n", **headers: str) -> bytes:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = subject
+    message["Message-ID"] = f"<{time.monotonic_ns()}@example.org>"
+    for name, value in headers.items():
+        message[name.replace("_", "-")] = value
+    message.set_content(body)
+    return message.as_bytes()
+
+
+def send(service: RunningService, sender: str, to: str, data: bytes) -> None:
+    with service.smtp() as client:
+        client.sendmail(sender, [to], data)
+
+
+def parsed(data: bytes) -> EmailMessage:
+    return email.message_from_bytes(data, policy=default)  # type: ignore[return-value]
+
+
+def search_until_found(service: RunningService, query: str) -> dict:
+    deadline = time.monotonic() + 20
+    while True:
+        found = json.loads(service.run_cli("search", "--json", query).stdout)
+        if found["total"] or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+def test_member_post_reaches_every_member_with_list_headers(
+    lists_service: RunningService, sink: SmarthostSink
+) -> None:
+    send(lists_service, ANN, LIST, post(ANN, LIST, "Release plan"))
+    for member in (ANN, BOB):
+        (data,) = sink.wait_for(member)
+        message = parsed(data)
+        assert message["Subject"] == "[dev] Release plan"
+        assert message["List-Id"] == f"dev <dev.{LIST_DOMAIN}>"
+        assert message["List-Post"] == f"<mailto:{LIST}>"
+        assert message["Precedence"] == "list"
+        unsubscribe = str(message["List-Unsubscribe"])
+        assert unsubscribe.startswith("<https://lists.test/lists/")
+        assert f"mailto:dev-leave@{LIST_DOMAIN}" in unsubscribe
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert "To unsubscribe send an email to" in message.get_body().get_content()
+    senders = {s for s, _ in sink.messages_to(BOB)}
+    assert senders == {f"dev-bounces+bob=example.net@{LIST_DOMAIN}"}  # VERP
+    # and the post is in the archive, as the members got it
+    found = search_until_found(lists_service, "list:dev.lists.example.com")
+    assert found["results"][0]["subject"] == "[dev] Release plan"
+
+
+def test_a_reply_keeps_a_single_prefix(lists_service: RunningService, sink: SmarthostSink) -> None:
+    send(lists_service, BOB, LIST, post(BOB, LIST, "Re: [dev] Release plan"))
+    (data,) = sink.wait_for(ANN)
+    assert parsed(data)["Subject"] == "Re: [dev] Release plan"
+
+
+def test_subscription_needs_the_confirmation_of_the_address_itself(
+    lists_service: RunningService, sink: SmarthostSink
+) -> None:
+    newcomer = "carol@example.com"
+    send(lists_service, newcomer, f"dev-join@{LIST_DOMAIN}", post(newcomer, "x", "join"))
+    (request,) = sink.wait_for(newcomer)
+    confirmation = parsed(request)
+    reply_to = str(confirmation["Reply-To"])
+    token = re.search(r"dev-confirm\+([0-9a-f]+)@", reply_to).group(1)  # type: ignore[union-attr]
+    assert token in confirmation["Subject"]
+    assert "https://lists.test/lists/confirm/" in confirmation.get_body().get_content()
+    # someone else replying does not subscribe carol
+    send(lists_service, STRANGER, reply_to, post(STRANGER, reply_to, f"Re: confirm {token}"))
+    sink.wait_for(STRANGER)
+    assert newcomer not in lists_service.run_cli("lists", "members", LIST).stdout
+    # carol's own reply does
+    send(lists_service, newcomer, reply_to, post(newcomer, reply_to, f"Re: confirm {token}"))
+    welcome = sink.wait_for(newcomer, count=3)
+    assert any("Welcome to" in parsed(d)["Subject"] for d in welcome)
+    members = json.loads(lists_service.run_cli("lists", "members", LIST, "--json").stdout)
+    assert {"address": newcomer, "role": "member"}.items() <= next(
+        m for m in members if m["address"] == newcomer
+    ).items()
+    # the token is single-use
+    send(lists_service, newcomer, reply_to, post(newcomer, reply_to, f"Re: confirm {token}"))
+    again = sink.wait_for(newcomer, count=4)
+    assert "unknown or has expired" in parsed(again[-1]).get_body().get_content()
+
+
+def test_a_strangers_post_is_held_until_a_moderator_approves_it_by_reply(
+    lists_service: RunningService, sink: SmarthostSink
+) -> None:
+    send(lists_service, STRANGER, LIST, post(STRANGER, LIST, "Buy now"))
+    (notice_data,) = sink.wait_for(OWNER)
+    notice = parsed(notice_data)
+    assert "requires approval" in notice["Subject"]
+    assert "not a member" in notice.get_body().get_content()
+    held = json.loads(lists_service.run_cli("lists", "held", LIST, "--json").stdout)
+    assert [h["sender"] for h in held] == [STRANGER]
+    assert not sink.messages_to(ANN)
+    reply_to = str(notice["Reply-To"])
+    # a non-moderator's "approve" does nothing
+    send(lists_service, BOB, reply_to, post(BOB, reply_to, "Re: held", "approve\n"))
+    # the owner's does
+    send(lists_service, OWNER, reply_to, post(OWNER, reply_to, "Re: held", "approve\n"))
+    (data,) = sink.wait_for(ANN)
+    assert parsed(data)["Subject"] == "[dev] Buy now"
+    assert json.loads(lists_service.run_cli("lists", "held", LIST, "--json").stdout) == []
+
+
+def test_an_unknown_address_in_a_list_domain_is_refused_at_rcpt(
+    lists_service: RunningService,
+) -> None:
+    time.sleep(2.1)  # the intake's view of the lists refreshes every two seconds
+    with lists_service.smtp() as client:
+        client.ehlo()
+        client.mail(ANN)
+        assert client.rcpt(f"nobody@{LIST_DOMAIN}")[0] == 550
+        code, text = client.rcpt(f"dev-nonsense@{LIST_DOMAIN}")
+        assert code == 550 and b"5.1.1" in text
+        assert client.rcpt(f"dev-request@{LIST_DOMAIN}")[0] == 250
+        assert client.rcpt(LIST)[0] == 250
+
+
+def test_the_cli_reports_bad_input_in_one_line(lists_service: RunningService) -> None:
+    missing = lists_service.run_cli("lists", "show", f"nope@{LIST_DOMAIN}")
+    assert missing.returncode == 1 and "no list" in missing.stderr
+    bad = lists_service.run_cli("lists", "create", "not an address")
+    assert bad.returncode == 2
+    twice = lists_service.run_cli("lists", "create", LIST)
+    assert twice.returncode == 1 and "exists already" in twice.stderr
+
+
+def test_refused_members_count_as_bounces(
+    lists_service: RunningService, sink: SmarthostSink
+) -> None:
+    gone = "gone@refused.test"
+    lists_service.run_cli("lists", "add-member", LIST, gone, "--no-confirm", check=True)
+    send(lists_service, ANN, LIST, post(ANN, LIST, "Anyone there?"))
+    sink.wait_for(BOB)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        members = json.loads(lists_service.run_cli("lists", "members", LIST, "--json").stdout)
+        score = next(m for m in members if m["address"] == gone)["bounce_score"]
+        if score >= 1:
+            break
+        time.sleep(0.2)
+    assert score == pytest.approx(1.0, abs=0.01)
+
+
+def test_smtplib_sees_list_addresses_as_local(lists_service: RunningService) -> None:
+    with pytest.raises(smtplib.SMTPRecipientsRefused):
+        send(lists_service, ANN, "someone@elsewhere.example", post(ANN, "x", "relay?"))
