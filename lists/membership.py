@@ -71,8 +71,8 @@ class Membership:
     def confirm(self, session: Session, token: str, confirmer: str) -> str:
         """Act on a confirmation token, if `confirmer` is the address it was sent to (or,
         for an owner's approval, an owner of the list)."""
-        pending = session.scalar(select(Pending).where(Pending.token == token))
-        if pending is None or pending.expires_at < utcnow():
+        pending = self.pending_for(session, token)
+        if pending is None:
             return "That confirmation is unknown or has expired."
         mlist = session.get(MailingList, pending.list_id)
         if mlist is None:
@@ -92,6 +92,30 @@ class Membership:
             return "Confirmed; an owner of the list will now look at the request."
         self._add(session, mlist, pending.address, pending.display_name)
         return f"{pending.address} is now a member of {mlist.address}."
+
+    def pending_for(self, session: Session, token: str) -> Pending | None:
+        """The unexpired request behind a token (for the web page that confirms it)."""
+        pending = session.scalar(select(Pending).where(Pending.token == token))
+        if pending is None or pending.expires_at < utcnow():
+            return None
+        return pending
+
+    def confirm_link(self, session: Session, token: str) -> str:
+        """A confirmation through the link in the mail: having the token shows that the
+        address received it (owners' approvals still need an owner's reply)."""
+        pending = self.pending_for(session, token)
+        if pending is None or pending.action == "approve":
+            return "That confirmation is unknown or has expired."
+        return self.confirm(session, token, pending.address)
+
+    def unsubscribe_now(self, session: Session, mlist: MailingList, address: str) -> bool:
+        """A signed one-click unsubscription (RFC 8058): no further confirmation; the
+        caller has checked the signature. Returns whether the address was a member."""
+        address = address.lower()
+        if not has_role(session, mlist, address, Role.MEMBER):
+            return False
+        self._remove(session, mlist, address)
+        return True
 
     def reject_request(self, session: Session, token: str, owner: str) -> str:
         """An owner refuses a subscription waiting for approval."""
