@@ -8,6 +8,7 @@ import json
 import re
 import smtplib
 import time
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import default
 
@@ -189,3 +190,118 @@ def test_refused_members_count_as_bounces(
 def test_smtplib_sees_list_addresses_as_local(lists_service: RunningService) -> None:
     with pytest.raises(smtplib.SMTPRecipientsRefused):
         send(lists_service, ANN, "someone@elsewhere.example", post(ANN, "x", "relay?"))
+
+
+def test_leaving_by_mail_needs_confirmation_too(
+    lists_service: RunningService, sink: SmarthostSink
+) -> None:
+    send(lists_service, BOB, f"dev-leave@{LIST_DOMAIN}", post(BOB, "x", "bye"))
+    (request,) = sink.wait_for(BOB)
+    reply_to = str(parsed(request)["Reply-To"])
+    assert BOB in lists_service.run_cli("lists", "members", LIST).stdout
+    send(lists_service, BOB, reply_to, post(BOB, reply_to, "Re: confirm"))
+    goodbye = sink.wait_for(BOB, count=3)
+    assert any("You have left" in parsed(d)["Subject"] for d in goodbye)
+    assert BOB not in lists_service.run_cli("lists", "members", LIST).stdout
+
+
+def test_confirmation_mail_to_one_address_is_rate_limited(
+    lists_service: RunningService, sink: SmarthostSink
+) -> None:
+    victim = "victim@example.com"
+    for _ in range(5):
+        send(lists_service, victim, f"dev-join@{LIST_DOMAIN}", post(victim, "x", "join"))
+    lists_service.wait_until_archived()
+    time.sleep(1.0)  # the outbox has delivered what it will
+    assert len(sink.messages_to(victim)) == 3
+
+
+def test_announce_lists_take_posts_from_owners_only(make_service, sink: SmarthostSink) -> None:
+    service = make_service(ARSIP_SMARTHOST=sink.address)
+    news = f"news@{LIST_DOMAIN}"
+    service.run_cli("lists", "create", news, "--posting", "announce", "--owner", OWNER, check=True)
+    service.run_cli("lists", "add-member", news, ANN, "--no-confirm", check=True)
+    send(service, ANN, news, post(ANN, news, "From a member"))
+    send(service, OWNER, news, post(OWNER, news, "From the owner"))
+    messages = [parsed(d)["Subject"] for d in sink.wait_for(ANN, count=2)]
+    assert "[news] From the owner" in messages
+    assert "[news] From a member" not in messages
+    held = json.loads(service.run_cli("lists", "held", news, "--json").stdout)
+    assert [h["sender"] for h in held] == [ANN]
+
+
+def test_a_post_that_is_a_command_is_held(
+    lists_service: RunningService, sink: SmarthostSink
+) -> None:
+    send(lists_service, ANN, LIST, post(ANN, LIST, "unsubscribe", "unsubscribe\n"))
+    sink.wait_for(OWNER)
+    held = json.loads(lists_service.run_cli("lists", "held", LIST, "--json").stdout)
+    assert held and "request" in held[0]["reason"]
+
+
+def test_every_member_gets_the_post_after_a_smarthost_outage(make_service) -> None:
+    from sqlalchemy import update
+
+    from lists.models import OutboxRecipient
+
+    sink = SmarthostSink()  # not started yet: the smarthost is down
+    service = make_service(ARSIP_SMARTHOST=sink.address)
+    service.run_cli("lists", "create", LIST, "--owner", OWNER, check=True)
+    service.run_cli("lists", "add-member", LIST, ANN, BOB, "--no-confirm", check=True)
+    send(service, ANN, LIST, post(ANN, LIST, "During the outage"))
+    core = service.core()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with core.sessions() as session:
+            tried = session.query(OutboxRecipient).filter(OutboxRecipient.attempts > 0).count()
+        if tried >= 2:
+            break
+        time.sleep(0.2)
+    assert tried >= 2, service.log()
+    with sink:
+        with core.sessions.begin() as session:  # let the retry time come at once
+            session.execute(update(OutboxRecipient).values(next_attempt_at=datetime.now(UTC)))
+        for member in (ANN, BOB):
+            (data,) = sink.wait_for(member)
+            assert parsed(data)["Subject"] == "[dev] During the outage"
+
+
+def test_a_digest_member_gets_a_digest_instead_of_each_post(
+    lists_service: RunningService, sink: SmarthostSink
+) -> None:
+    request = f"dev-request@{LIST_DOMAIN}"
+    send(lists_service, BOB, request, post(BOB, request, "set digest plain"))
+    (answer,) = sink.wait_for(BOB)
+    assert "plain_digest" in parsed(answer).get_body().get_content()
+    long_text = "All the details of the plan follow.\n" + "word " * 7000 + "\n"  # past 30 KB
+    send(lists_service, ANN, LIST, post(ANN, LIST, "Long plan", long_text))
+    sink.wait_for(ANN)
+    (digest,) = sink.wait_for(BOB, count=2)[1:]
+    message = parsed(digest)
+    assert message["Subject"] == "dev Digest, Vol 1, Issue 1"
+    assert "Long plan" in message.get_body().get_content()
+
+
+def test_dmarc_strict_senders_are_rewritten_to_the_list(make_service, sink) -> None:
+    from tests.test_dmarc import TinyDns
+
+    dns = TinyDns({"_dmarc.strict.example": ["v=DMARC1; p=reject"]})
+    try:
+        service = make_service(
+            ARSIP_SMARTHOST=sink.address, ARSIP_DNS_SERVER=f"127.0.0.1:{dns.port}"
+        )
+        service.run_cli(
+            "lists", "create", LIST, "--owner", OWNER, "--nonmember", "accept", check=True
+        )
+        service.run_cli("lists", "add-member", LIST, ANN, "--no-confirm", check=True)
+        strict = "Dana <dana@strict.example>"
+        send(service, "dana@strict.example", LIST, post(strict, LIST, "Strict"))
+        send(service, BOB, LIST, post(BOB, LIST, "Relaxed"))
+        received = {parsed(d)["Subject"]: parsed(d) for d in sink.wait_for(ANN, count=2)}
+        rewritten = received["[dev] Strict"]
+        assert rewritten["From"].addresses[0].addr_spec == LIST
+        assert "Dana" in str(rewritten["From"])
+        assert rewritten["Reply-To"].addresses[0].addr_spec == "dana@strict.example"
+        assert received["[dev] Relaxed"]["From"].addresses[0].addr_spec == BOB
+    finally:
+        dns.close()
