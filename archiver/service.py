@@ -35,7 +35,7 @@ from archiver.search.postgres_index import PostgresBackend
 from archiver.search.whoosh_index import WhooshBackend
 from archiver.spool import GroupCommitter, Spool
 from archiver.store import DirectoryBlobStore
-from archiver.worker import SpoolWorker
+from archiver.worker import SpoolWorker, Waker
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,10 @@ def configure_logging(settings: Settings) -> None:
 
 
 def run_worker_process(
-    settings: Settings, parent_pid: int, extensions: Sequence[ExtensionFactory] = ()
+    settings: Settings,
+    parent_pid: int,
+    extensions: Sequence[ExtensionFactory] = (),
+    wake: Waker | None = None,
 ) -> None:
     """Entry point of the worker child (spool worker and indexer): work until the parent
     goes away. Being the only process that writes the search index is part of its job."""
@@ -125,7 +128,7 @@ def run_worker_process(
     threading.Thread(target=_index_forever, args=(core, stop), name="indexer").start()
     for extension in core.extensions:
         extension.start(stop)
-    core.worker().run_forever(stop)
+    core.worker().run_forever(stop, wake)
 
 
 def _index_forever(core: Core, stop: threading.Event) -> None:
@@ -178,6 +181,8 @@ class Service:
         self.extension_factories = list(extensions)
         core.extend(self.extension_factories)
         self._worker: multiprocessing.process.BaseProcess | None = None
+        self._context = multiprocessing.get_context("spawn")
+        self._wake = self._context.Event()  # set by the intake after each spool commit
         self._web_server: Any = None
 
     def run(self) -> None:
@@ -198,10 +203,9 @@ class Service:
             self._stop()
 
     def _start_worker(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._worker = context.Process(
+        self._worker = self._context.Process(
             target=run_worker_process,
-            args=(self.core.settings, os.getpid(), self.extension_factories),
+            args=(self.core.settings, os.getpid(), self.extension_factories, self._wake),
             name="arsip-spool-worker",
             daemon=True,
         )
@@ -232,9 +236,8 @@ class Service:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stopping.set)
-        handler = IntakeHandler(
-            self.core.settings, self.core.policy, GroupCommitter(self.core.spool)
-        )
+        committer = GroupCommitter(self.core.spool, on_commit=self._wake.set)
+        handler = IntakeHandler(self.core.settings, self.core.policy, committer)
         servers = await start_servers(self.core.settings, handler)
         self._start_web()
         self._start_worker()

@@ -17,7 +17,7 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -124,9 +124,15 @@ class GroupCommitter:
     timer adds latency when the intake is idle.
     """
 
-    def __init__(self, spool: Spool, max_batch: int = 256) -> None:
+    def __init__(
+        self,
+        spool: Spool,
+        max_batch: int = 256,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
         self.spool = spool
         self.max_batch = max_batch
+        self.on_commit = on_commit  # tells the worker there is new mail
         self._waiting: list[tuple[Incoming, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -162,6 +168,8 @@ class GroupCommitter:
                     if not future.done():
                         future.set_exception(error)
                 continue
+            if self.on_commit is not None:
+                self.on_commit()
             for _item, future in batch:
                 if not future.done():
                     future.set_result(None)

@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker, undefer
@@ -30,6 +31,14 @@ BATCH_BYTES = 64 * 1024 * 1024
 IDLE_POLL = 0.2  # seconds between looks at an empty spool
 SMALL_BATCH_PAUSE = 0.1  # seconds to let a batch fill after a small one
 MAX_BACKOFF = timedelta(hours=1)
+
+
+class Waker(Protocol):
+    """An event another process sets (a `multiprocessing.Event`)."""
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+    def clear(self) -> None: ...
 
 
 class SpoolWorker:
@@ -61,12 +70,14 @@ class SpoolWorker:
                 self._defer(entry_id, exc)
         return done
 
-    def run_forever(self, stop: threading.Event) -> None:
+    def run_forever(self, stop: threading.Event, wake: Waker | None = None) -> None:
         """Work until `stop` is set.
 
         After a small batch the worker waits a moment so that, under load, the next batch
         is large: a batch costs a few queries and syncs whatever its size, and archiving
-        a moment later costs nobody anything (the sender already has its 250).
+        a moment later costs nobody anything (the sender already has its 250). An idle
+        worker starts as soon as the intake sets `wake` (a list post should go out at
+        once), and polls in case it never does.
         """
         while not stop.is_set():
             try:
@@ -74,8 +85,15 @@ class SpoolWorker:
             except Exception:
                 log.exception("spool worker error")
                 done = 0
-            if done < BATCH_SIZE:
-                stop.wait(IDLE_POLL if not done else SMALL_BATCH_PAUSE)
+            if done >= BATCH_SIZE:
+                continue
+            if done:
+                stop.wait(SMALL_BATCH_PAUSE)
+            elif wake is not None:
+                if wake.wait(IDLE_POLL):
+                    wake.clear()
+            else:
+                stop.wait(IDLE_POLL)
 
     def _due_ids(self, limit: int) -> list[int]:
         with self.sessions() as session:

@@ -83,7 +83,10 @@ class Membership:
                 return "Only an owner of the list can approve that request."
         elif confirmer != pending.address:
             return "A confirmation must come from the address it was sent to."
-        session.delete(pending)
+        # used once: of two confirmations racing, only the one that deletes the row acts
+        used = session.execute(delete(Pending).where(Pending.id == pending.id))
+        if used.rowcount != 1:
+            return "That confirmation is unknown or has expired."
         if pending.action == "unsubscribe":
             self._remove(session, mlist, pending.address)
             return f"{pending.address} has left {mlist.address}."

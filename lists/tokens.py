@@ -27,4 +27,4 @@ def unsubscribe_signature(secret_key: str, list_address: str, address: str) -> s
 def signature_matches(secret_key: str, list_address: str, address: str, signature: str) -> bool:
     """Whether `signature` is the one `unsubscribe_signature` gives (constant time)."""
     expected = unsubscribe_signature(secret_key, list_address, address)
-    return hmac.compare_digest(expected, signature)
+    return hmac.compare_digest(expected.encode(), signature.encode())

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from flask import Flask
+from flask import Flask, render_template
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
 
 if TYPE_CHECKING:
     from archiver.service import Core
@@ -14,9 +16,26 @@ def create_app(core: Core) -> Flask:
     """Build the web app over the archiver's parts (tests pass their own `core`)."""
     app = Flask(__name__)
     app.config["SECRET_KEY"] = core.settings.secret_key
+    # The session cookie holds the CSRF token: no scripts may read it, and other sites'
+    # forms do not get it sent along.
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.config["SESSION_COOKIE_SECURE"] = core.settings.public_url.startswith("https://")
     app.extensions["arsip_core"] = core
 
-    from web import status
+    from web import csrf, lists, status
 
+    csrf.init_app(app)
     app.register_blueprint(status.bp)
+    app.register_blueprint(lists.bp)
+    app.register_error_handler(HTTPException, _error_page)
     return app
+
+
+def _error_page(error: HTTPException) -> ResponseReturnValue:
+    """Errors as a short page in the site's layout, never a traceback."""
+    title = error.name or "Error"
+    text = error.description or "Something went wrong."
+    # Keep headers such as Allow (405) or Retry-After (503); the page is ours.
+    headers = [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]
+    return render_template("message.html", title=title, text=text), error.code or 500, headers
