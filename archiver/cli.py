@@ -231,7 +231,12 @@ def search_command(
     from archiver.search.viewer import Viewer
 
     core = _core(ctx)
-    who = Viewer.person(viewer) if viewer else Viewer.administrator()
+    who = Viewer.administrator()
+    if viewer:
+        from lists.access import readable_list_ids
+
+        with core.sessions() as session:
+            who = Viewer.person(viewer, lists=readable_list_ids(session, [viewer]))
     backend = core.search_backend()
     try:
         with core.sessions() as session:

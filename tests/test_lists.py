@@ -305,3 +305,25 @@ def test_dmarc_strict_senders_are_rewritten_to_the_list(make_service, sink) -> N
         assert received["[dev] Relaxed"]["From"].addresses[0].addr_spec == BOB
     finally:
         dns.close()
+
+
+def test_list_archives_are_readable_by_everyone_or_only_members(
+    make_service, sink: SmarthostSink
+) -> None:
+    service = make_service(ARSIP_SMARTHOST=sink.address)
+    secret = f"board@{LIST_DOMAIN}"
+    service.run_cli("lists", "create", LIST, "--owner", OWNER, check=True)
+    service.run_cli("lists", "create", secret, "--archive", "private", "--owner", OWNER, check=True)
+    for address in (LIST, secret):
+        service.run_cli("lists", "add-member", address, ANN, "--no-confirm", check=True)
+    send(service, OWNER, LIST, post(OWNER, LIST, "Open zebra news"))
+    send(service, OWNER, secret, post(OWNER, secret, "Closed zebra news"))
+    sink.wait_for(ANN, count=2)
+    search_until_found(service, "subject:closed")
+
+    def subjects(who: str) -> list[str]:
+        found = json.loads(service.run_cli("search", "--json", "--as", who, "zebra").stdout)
+        return sorted(r["subject"] for r in found["results"])
+
+    assert subjects(ANN) == ["[board] Closed zebra news", "[dev] Open zebra news"]
+    assert subjects("outsider@example.com") == ["[dev] Open zebra news"]
