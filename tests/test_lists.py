@@ -327,3 +327,56 @@ def test_list_archives_are_readable_by_everyone_or_only_members(
 
     assert subjects(ANN) == ["[board] Closed zebra news", "[dev] Open zebra news"]
     assert subjects("outsider@example.com") == ["[dev] Open zebra news"]
+
+
+def test_a_moderated_list_needs_an_owner_after_the_confirmation(
+    make_service, sink: SmarthostSink
+) -> None:
+    service = make_service(ARSIP_SMARTHOST=sink.address)
+    club = f"club@{LIST_DOMAIN}"
+    service.run_cli(
+        "lists", "create", club, "--subscription", "moderate", "--owner", OWNER, check=True
+    )
+    newcomer = "dora@example.com"
+    send(service, newcomer, f"club-join@{LIST_DOMAIN}", post(newcomer, "x", "join"))
+    reply_to = str(parsed(sink.wait_for(newcomer)[0])["Reply-To"])
+    send(service, newcomer, reply_to, post(newcomer, reply_to, "Re: confirm"))
+    approval = parsed(sink.wait_for(OWNER)[0])
+    assert newcomer in approval["Subject"]
+    assert newcomer not in service.run_cli("lists", "members", club).stdout
+    owner_reply = str(approval["Reply-To"])
+    send(service, OWNER, owner_reply, post(OWNER, owner_reply, "Re: request", "approve\n"))
+    welcome = sink.wait_for(newcomer, count=4)
+    assert any("Welcome to" in parsed(d)["Subject"] for d in welcome)
+    assert newcomer in service.run_cli("lists", "members", club).stdout
+
+
+def test_a_closed_list_takes_no_subscriptions_by_mail(make_service, sink: SmarthostSink) -> None:
+    service = make_service(ARSIP_SMARTHOST=sink.address)
+    staff = f"staff@{LIST_DOMAIN}"
+    service.run_cli(
+        "lists", "create", staff, "--subscription", "closed", "--owner", OWNER, check=True
+    )
+    send(service, ANN, f"staff-join@{LIST_DOMAIN}", post(ANN, "x", "join"))
+    service.wait_until_archived()
+    time.sleep(1.0)
+    assert sink.messages_to(ANN) == []
+    assert ANN not in service.run_cli("lists", "members", staff).stdout
+
+
+def test_the_daily_digest_goes_to_mime_digest_members(
+    lists_service: RunningService, sink: SmarthostSink
+) -> None:
+    from lists.engine import ListEngine
+
+    request = f"dev-request@{LIST_DOMAIN}"
+    send(lists_service, BOB, request, post(BOB, request, "set digest mime"))
+    sink.wait_for(BOB)
+    for subject in ("First", "Second"):
+        send(lists_service, ANN, LIST, post(ANN, LIST, subject))
+    sink.wait_for(ANN, count=2)
+    assert ListEngine(lists_service.core()).send_digests() == 1  # the scheduler's daily job
+    digest = parsed(sink.wait_for(BOB, count=2)[1])
+    assert digest["Subject"] == "dev Digest, Vol 1, Issue 1"
+    parts = [p for p in digest.walk() if p.get_content_type() == "message/rfc822"]
+    assert [p.get_payload(0)["Subject"] for p in parts] == ["[dev] First", "[dev] Second"]
