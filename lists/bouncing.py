@@ -1,11 +1,12 @@
-"""What bounces do to members: each hard bounce raises a score that halves every week
-without one; at the list's threshold delivery stops and the member and the owners are
+"""What bounces do to members: a day with hard bounces raises a score by one (however many
+posts bounced that day, so one bad day of a busy list is one point), and the score halves
+every week; at the list's threshold delivery stops and the member and the owners are
 told. A temporary failure is recorded but not scored: it may still be delivered."""
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -19,6 +20,7 @@ from lists.outbox import send_notice
 log = logging.getLogger(__name__)
 
 HALF_LIFE_DAYS = 7.0
+SCORED_ONCE_PER = timedelta(days=1)
 
 
 def decayed(score: float, since: datetime | None, now: datetime) -> float:
@@ -54,6 +56,8 @@ def record(session: Session, mlist: MailingList, bounces: list[Bounce]) -> None:
         )
         if member is None:
             continue
+        if member.last_bounce_at is not None and now - member.last_bounce_at < SCORED_ONCE_PER:
+            continue  # this day has been counted
         member.bounce_score = decayed(member.bounce_score, member.last_bounce_at, now) + 1.0
         member.last_bounce_at = now
         log.info(

@@ -8,7 +8,7 @@ import json
 import re
 import smtplib
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.policy import default
 
@@ -380,3 +380,67 @@ def test_the_daily_digest_goes_to_mime_digest_members(
     assert digest["Subject"] == "dev Digest, Vol 1, Issue 1"
     parts = [p for p in digest.walk() if p.get_content_type() == "message/rfc822"]
     assert [p.get_payload(0)["Subject"] for p in parts] == ["[dev] First", "[dev] Second"]
+
+
+def dsn(recipient: str, status: str = "5.1.1") -> bytes:
+    """A delivery status notification (RFC 3464) for `recipient`, as an MTA writes it."""
+    return (
+        "From: MAILER-DAEMON@mx.example.net\r\n"
+        f"To: dev-bounces@{LIST_DOMAIN}\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nThe mail could not be delivered.\r\n"
+        "--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.example.net\r\n\r\n"
+        f"Final-Recipient: rfc822; {recipient}\r\nAction: failed\r\nStatus: {status}\r\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 User unknown\r\n"
+        "--b--\r\n"
+    ).encode()
+
+
+def test_a_member_whose_mail_keeps_bouncing_stops_getting_it(
+    lists_service: RunningService, sink: SmarthostSink
+) -> None:
+    from sqlalchemy import func, select, update
+
+    from lists.models import BounceRecord, Member
+
+    core = lists_service.core()
+    verp = f"dev-bounces+bob=example.net@{LIST_DOMAIN}"
+    for day in range(7):  # a bounce a day for a week: the score climbs past 5
+        with core.sessions.begin() as session:  # as if a day had passed since the last one
+            session.execute(
+                update(Member)
+                .where(Member.address == BOB, Member.last_bounce_at.is_not(None))
+                .values(last_bounce_at=datetime.now(UTC) - timedelta(days=1, minutes=1))
+            )
+        with lists_service.smtp() as client:
+            client.sendmail("", [verp], dsn(BOB))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with core.sessions() as session:
+                if session.scalar(select(func.count()).select_from(BounceRecord)) > day:
+                    break
+            time.sleep(0.05)
+    notice = parsed(sink.wait_for(OWNER)[0])
+    assert "stopped" in notice["Subject"] and BOB in notice["Subject"]
+    members = json.loads(lists_service.run_cli("lists", "members", LIST, "--json").stdout)
+    bob = next(m for m in members if m["address"] == BOB)
+    assert bob["disabled"] == "bounce" and bob["bounce_score"] >= 5
+    send(lists_service, ANN, LIST, post(ANN, LIST, "After the bounces"))
+    sink.wait_for(ANN)
+    time.sleep(0.5)
+    assert not any(
+        parsed(d)["Subject"] == "[dev] After the bounces" for _, d in sink.messages_to(BOB)
+    )
+
+
+def test_bounces_of_one_day_count_once(lists_service: RunningService) -> None:
+    verp = f"dev-bounces+bob=example.net@{LIST_DOMAIN}"
+    for _ in range(3):
+        with lists_service.smtp() as client:
+            client.sendmail("", [verp], dsn(BOB))
+    lists_service.wait_until_archived()
+    members = json.loads(lists_service.run_cli("lists", "members", LIST, "--json").stdout)
+    assert next(m for m in members if m["address"] == BOB)["bounce_score"] == 1.0
