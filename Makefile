@@ -27,6 +27,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python tests/bench/ingest.py
+	$(BIN)/python tests/bench/fanout.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -37,7 +37,9 @@ from lists.transport import Envelope, Outcome, Transport, transport_for
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-BATCH = 20_000  # recipient rows leased at once
+# Recipient rows leased at once: small enough that the first copies leave while a big
+# list's rows are still being read, big enough to keep every connection busy.
+BATCH = 2_000
 BULK_RECIPIENTS = 50
 LEASE = timedelta(minutes=5)
 POLL_SECONDS = 0.05

@@ -150,7 +150,6 @@ def test_a_strangers_post_is_held_until_a_moderator_approves_it_by_reply(
 def test_an_unknown_address_in_a_list_domain_is_refused_at_rcpt(
     lists_service: RunningService,
 ) -> None:
-    time.sleep(2.1)  # the intake's view of the lists refreshes every two seconds
     with lists_service.smtp() as client:
         client.ehlo()
         client.mail(ANN)
