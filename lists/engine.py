@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import delete, event, select
@@ -21,13 +22,22 @@ from lists.delivery import DeliveryLoop
 from lists.directory import ListDirectory
 from lists.dmarc import DmarcLookup
 from lists.membership import Membership, members_with_role
-from lists.models import Action, MailingList, Pending, Role, utcnow
+from lists.models import (
+    Action,
+    MailingList,
+    OutboxMessage,
+    OutboxRecipient,
+    Pending,
+    Role,
+    utcnow,
+)
 from lists.outbox import enqueue
 from lists.posting import Poster, parse, poster_address
 
 log = logging.getLogger(__name__)
 
 DIGEST_HOUR = 0  # UTC; daily digests go out then
+OUTBOX_KEEP = timedelta(days=7)  # finished deliveries stay this long, for a look at them
 
 
 class ListEngine:
@@ -71,6 +81,7 @@ class ListEngine:
         scheduler = BackgroundScheduler(timezone="UTC")
         scheduler.add_job(self.send_digests, "cron", hour=DIGEST_HOUR, id="digests")
         scheduler.add_job(self.expire_pending, "interval", hours=1, id="expire-pending")
+        scheduler.add_job(self.purge_outbox, "interval", hours=1, id="purge-outbox")
         scheduler.start()
         stopper = threading.Thread(
             target=lambda: (stop.wait(), scheduler.shutdown(wait=False)), name="list-scheduler"
@@ -92,6 +103,23 @@ class ListEngine:
         with self.core.sessions.begin() as session:
             result = session.execute(delete(Pending).where(Pending.expires_at < utcnow()))
         return result.rowcount or 0
+
+    def purge_outbox(self) -> int:
+        """Forget deliveries finished a week ago, and messages nobody waits for any more."""
+        cutoff = utcnow() - OUTBOX_KEEP
+        with self.core.sessions.begin() as session:
+            done = session.execute(
+                delete(OutboxRecipient).where(
+                    OutboxRecipient.status != "pending", OutboxRecipient.done_at < cutoff
+                )
+            )
+            waiting = select(OutboxRecipient.message_id)
+            session.execute(
+                delete(OutboxMessage).where(
+                    OutboxMessage.created_at < cutoff, OutboxMessage.id.not_in(waiting)
+                )
+            )
+        return done.rowcount or 0
 
     def _dispatch(
         self, session: Session, mlist: MailingList, where: ListAddress, message: RawMessage

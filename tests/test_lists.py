@@ -443,3 +443,32 @@ def test_bounces_of_one_day_count_once(lists_service: RunningService) -> None:
     lists_service.wait_until_archived()
     members = json.loads(lists_service.run_cli("lists", "members", LIST, "--json").stdout)
     assert next(m for m in members if m["address"] == BOB)["bounce_score"] == 1.0
+
+
+def test_finished_deliveries_are_forgotten_after_a_week(
+    lists_service: RunningService, sink: SmarthostSink
+) -> None:
+    from sqlalchemy import func, select, update
+
+    from lists.engine import ListEngine
+    from lists.models import OutboxMessage, OutboxRecipient
+
+    send(lists_service, ANN, LIST, post(ANN, LIST, "Old news"))
+    sink.wait_for(BOB)
+    core = lists_service.core()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with core.sessions() as session:
+            pending = session.scalar(
+                select(func.count()).where(OutboxRecipient.status == "pending")
+            )
+        if not pending:
+            break
+        time.sleep(0.1)
+    long_ago = datetime.now(UTC) - timedelta(days=8)
+    with core.sessions.begin() as session:
+        session.execute(update(OutboxRecipient).values(done_at=long_ago))
+        session.execute(update(OutboxMessage).values(created_at=long_ago))
+    assert ListEngine(core).purge_outbox() >= 2
+    with core.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 0

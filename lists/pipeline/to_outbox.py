@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from lists.models import Delivery as DeliveryMode
 from lists.models import Member, Role
-from lists.outbox import enqueue
+from lists.outbox import enqueue_selected
 from lists.pipeline.base import Delivery
 
 
@@ -15,15 +15,13 @@ class ToOutbox:
 
     def process(self, delivery: Delivery) -> None:
         mlist = delivery.mlist
-        recipients = delivery.session.scalars(
-            select(Member.address).where(
-                Member.list_id == mlist.id,
-                Member.role == Role.MEMBER,
-                Member.delivery == DeliveryMode.REGULAR,
-                Member.disabled_reason.is_(None),
-            )
+        recipients = select(Member.address).where(
+            Member.list_id == mlist.id,
+            Member.role == Role.MEMBER,
+            Member.delivery == DeliveryMode.REGULAR,
+            Member.disabled_reason.is_(None),
         )
-        count = enqueue(
+        count = enqueue_selected(
             delivery.session,
             delivery.message.as_bytes(),
             mlist.address_for("bounces"),

@@ -421,8 +421,8 @@ def post_bytes(list_address: str, number: int) -> bytes:
 def wait_reachable(port: int, address: str, since: float, timeout: float) -> float:
     """Wait until the service takes RCPT for a new list; returns seconds since `since`.
 
-    The intake answers RCPT from a snapshot of the lists that is refreshed every few
-    seconds, so a list that `arsip lists create` has just made can be refused for a while.
+    The intake reads the lists again when it does not know an address, so this should
+    pass at once; it guards the measurement against a refused post all the same.
     """
     deadline = since + timeout
     with smtplib.SMTP(HOST, port, timeout=60) as client:
