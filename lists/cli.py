@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 import click
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from archiver import migrate
@@ -20,6 +20,7 @@ from lists.membership import Membership
 from lists.models import (
     Action,
     ArchivePolicy,
+    Ban,
     HeldMessage,
     MailingList,
     Member,
@@ -65,6 +66,11 @@ def _describe(mlist: MailingList, members: int) -> dict[str, Any]:
         "nonmember_action": mlist.nonmember_action,
         "personalize": mlist.personalize,
         "subject_prefix": mlist.prefix,
+        "reply_to": mlist.reply_to_address or mlist.reply_to,
+        "dmarc": mlist.dmarc,
+        "emergency": mlist.emergency,
+        "max_message_kb": mlist.max_message_kb,
+        "max_recipients": mlist.max_recipients,
         "members": members,
     }
 
@@ -310,3 +316,108 @@ def moderate(ctx: click.Context, address: str, held_id: int, action: str, reason
             session, post, action, reason
         )
     click.echo(answer)
+
+
+@lists.command(name="set")
+@click.argument("address")
+@click.option("--subscription", type=_choice(Subscription))
+@click.option("--posting", type=_choice(Posting))
+@click.option("--archive", type=_choice(ArchivePolicy))
+@click.option("--nonmember", type=_choice(Action))
+@click.option("--reply-to", help="none, list, or an address replies should go to.")
+@click.option("--dmarc", type=click.Choice(["auto", "always", "never"]))
+@click.option("--emergency/--no-emergency", default=None, help="Hold every post.")
+@click.option("--prefix", help="Subject prefix (default [NAME]).")
+@click.option("--footer", help="Footer text (default: where to post and how to leave).")
+@click.option("--description", help="One line about the list.")
+@click.option("--max-size", type=click.IntRange(0), help="Largest post in KB (0: any).")
+@click.option("--max-recipients", type=click.IntRange(0), help="Most To/Cc recipients (0: any).")
+@click.option("--bulk/--personalize", default=None, help="How posts are delivered.")
+@click.pass_context
+def set_options(ctx: click.Context, address: str, **options: Any) -> None:
+    """Change settings of the list ADDRESS (only those given)."""
+    core = _core(ctx)
+    with core.sessions.begin() as session:
+        mlist = _find(session, address)
+        reply_to = options.pop("reply_to")
+        if reply_to is not None:
+            if reply_to in ("none", "list"):
+                mlist.reply_to, mlist.reply_to_address = reply_to, ""
+            elif "@" in reply_to:
+                mlist.reply_to, mlist.reply_to_address = "explicit", reply_to.lower()
+            else:
+                raise click.BadParameter("none, list or an address", param_hint="--reply-to")
+        bulk = options.pop("bulk")
+        if bulk is not None:
+            mlist.personalize = not bulk
+        renamed = {
+            "nonmember": "nonmember_action",
+            "prefix": "subject_prefix",
+            "max_size": "max_message_kb",
+        }
+        for option, value in options.items():
+            if value is not None:
+                setattr(mlist, renamed.get(option, option), value)
+    click.echo(f"updated {address}")
+
+
+@lists.command()
+@click.argument("address")
+@click.argument("pattern")
+@click.pass_context
+def ban(ctx: click.Context, address: str, pattern: str) -> None:
+    """Ban an address, or a `^regex`, from posting to and joining the list ADDRESS
+    (`*` for ADDRESS bans from every list)."""
+    if pattern.startswith("^"):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise click.BadParameter(f"not a regular expression: {exc}") from exc
+    core = _core(ctx)
+    with core.sessions.begin() as session:
+        list_id = None if address == "*" else _find(session, address).id
+        session.add(
+            Ban(list_id=list_id, pattern=pattern if pattern.startswith("^") else pattern.lower())
+        )
+    click.echo(f"banned {pattern}")
+
+
+@lists.command()
+@click.argument("address")
+@click.argument("pattern")
+@click.pass_context
+def unban(ctx: click.Context, address: str, pattern: str) -> None:
+    """Lift a ban from the list ADDRESS (`*`: a ban from every list)."""
+    core = _core(ctx)
+    with core.sessions.begin() as session:
+        list_id = None if address == "*" else _find(session, address).id
+        condition = Ban.list_id.is_(None) if list_id is None else Ban.list_id == list_id
+        removed = session.execute(
+            delete(Ban).where(condition, Ban.pattern.in_([pattern, pattern.lower()]))
+        ).rowcount
+    if not removed:
+        raise click.ClickException(f"{pattern} was not banned there")
+    click.echo(f"unbanned {pattern}")
+
+
+@lists.command(name="moderate-member")
+@click.argument("address")
+@click.argument("member")
+@click.option("--off", is_flag=True, help="Let the member post without moderation again.")
+@click.pass_context
+def moderate_member(ctx: click.Context, address: str, member: str, off: bool) -> None:
+    """Hold every post of MEMBER to the list ADDRESS for a moderator (or stop with --off)."""
+    core = _core(ctx)
+    with core.sessions.begin() as session:
+        mlist = _find(session, address)
+        row = session.scalar(
+            select(Member).where(
+                Member.list_id == mlist.id,
+                Member.address == member.lower(),
+                Member.role == Role.MEMBER,
+            )
+        )
+        if row is None:
+            raise click.ClickException(f"{member} is not a member of {address}")
+        row.moderated = not off
+    click.echo(f"{member} is {'no longer ' if off else ''}moderated")

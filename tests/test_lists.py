@@ -472,3 +472,28 @@ def test_finished_deliveries_are_forgotten_after_a_week(
     assert ListEngine(core).purge_outbox() >= 2
     with core.sessions() as session:
         assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 0
+
+
+def test_owners_change_settings_ban_and_moderate_from_the_cli(
+    lists_service: RunningService, sink: SmarthostSink
+) -> None:
+    run = lists_service.run_cli
+    run("lists", "set", LIST, "--reply-to", "list", "--prefix", "[DEV]", check=True)
+    shown = json.loads(run("lists", "show", LIST, "--json").stdout)
+    assert (shown["reply_to"], shown["subject_prefix"]) == ("list", "[DEV]")
+    run("lists", "ban", LIST, "^bob@", check=True)
+    run("lists", "moderate-member", LIST, ANN, check=True)
+    send(lists_service, ANN, LIST, post(ANN, LIST, "Moderated"))
+    send(lists_service, BOB, LIST, post(BOB, LIST, "Banned"))
+    rejection = parsed(sink.wait_for(BOB)[0])
+    assert "rejected" in rejection["Subject"] and "banned" in rejection.get_body().get_content()
+    sink.wait_for(OWNER)
+    held = json.loads(run("lists", "held", LIST, "--json").stdout)
+    assert [h["sender"] for h in held] == [ANN]
+    approved = run("lists", "moderate", LIST, str(held[0]["id"]), "approve")
+    assert approved.returncode == 0, approved.stderr
+    delivered = [parsed(d) for d in sink.wait_for(ANN, count=2)]
+    post_copy = next(m for m in delivered if m["Subject"] == "[DEV] Moderated")
+    assert post_copy["Reply-To"] == LIST
+    assert run("lists", "unban", LIST, "^bob@").returncode == 0
+    assert run("lists", "set", LIST, "--reply-to", "nonsense").returncode == 2
