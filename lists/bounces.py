@@ -1,24 +1,26 @@
 """Bounce parsing for the list engine: who a returned message says did not get a post.
 
-Everything here is a pure function of bytes or strings. A bounce is read in two ways:
+Everything here is a pure function of bytes or strings. A bounce is read in one of these
+ways, the first that applies:
 
 * a standard delivery status notification (RFC 3464) is read field by field, and when it
   names its recipients nothing else in the message is trusted;
-* anything else is read as text with the phrases many mail servers have used for decades,
-  and only when the message looks like a bounce at all (it comes from a mailer daemon or
-  says so in its subject) and only from the part that describes the failure, never from
-  the copy of the returned post.
+* a JSON bounce notice (Amazon SES posts these) is read for its bounced recipients;
+* anything else is read as text, with the phrases mail servers have used for decades, but
+  only when the message presents itself as a bounce (a mailer daemon sent it, its subject
+  or text says so) and only in the part that explains the failure, never in the returned
+  copy of the post.
 
-A wrong address costs a subscriber their membership, a missed one only delays the
-bounce count, so the text rules prefer to say nothing over guessing.
+A wrong address costs a subscriber their membership, a missed one only delays a bounce
+count, so the text rules prefer saying nothing to guessing.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import html
-import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -27,89 +29,37 @@ from email.header import decode_header, make_header
 from email.message import Message
 from email.utils import getaddresses
 
+# Limits that keep hostile or enormous mail cheap to read.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 MAX_TEXT_BYTES = 256 * 1024
+MAX_LINE_CHARS = 1000
 MAX_PARTS = 200
-MAX_DIAGNOSTIC = 300
 MAX_NESTING = 3
+MAX_DIAGNOSTIC = 300
 
 
 @dataclass(frozen=True)
 class Bounce:
     """One recipient a bounce message reports as failed."""
 
-    address: str
-    permanent: bool
-    status: str | None
-    diagnostic: str
+    address: str  # the failed recipient, lower-cased plain local@domain
+    permanent: bool  # False for delays and 4.x.x statuses: the cause may go away
+    status: str | None  # enhanced status code such as "5.1.1", when the bounce gives one
+    diagnostic: str  # the server's reason on one line of at most 300 characters, or ""
 
 
-# -- addresses ----------------------------------------------------------------------------
+def parse_bounce(raw: bytes) -> list[Bounce]:
+    """The failed recipients a bounce (DSN or a non-standard MTA report) names.
 
-_LOCAL_CHARS = r"A-Za-z0-9!#$%&*+/=?^_`{|}~\-"
-_ADDR = (
-    rf"[{_LOCAL_CHARS}]+(?:\.[{_LOCAL_CHARS}]+)*"
-    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
-)
-# An address inside running text: not glued to more address characters on either side.
-_ADDR_IN_TEXT = re.compile(rf"(?<![{_LOCAL_CHARS}.])({_ADDR})(?![A-Za-z0-9-]|\.[A-Za-z0-9])")
-_PLAIN_ADDRESS = re.compile(rf"^{_ADDR}$")
-# RFC 5321 allows a quoted local part: "odd..name"@example.com
-_QUOTED_ADDRESS = re.compile(
-    r'^"[\x20\x21\x23-\x5b\x5d-\x7e]{1,62}"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+'
-    r"[A-Za-z]{2,63}$"
-)
-# Exchange and X.400 gateways write `SMTP=user@host`; the prefix is not part of the address.
-_GATEWAY_PREFIX = re.compile(r"^(?:smtp|rfc-?822|internet)=", re.IGNORECASE)
-# Local parts that name the machinery, never a subscriber.
-_DAEMON_LOCALS = re.compile(
-    r"^(?:mailer-?daemon|mail-?daemon|postmaster|double-bounce|mdaemon|"
-    r"mail\.delivery\.system|mail-delivery-system|mailerdaemon)$",
-    re.IGNORECASE,
-)
+    [] when the message is not a bounce, names no one, or cannot be read at all: the list
+    engine feeds every message that reaches its bounce address through here unguarded.
+    """
+    try:
+        message = message_from_bytes(bytes(raw[:MAX_MESSAGE_BYTES]), policy=policy.compat32)
+        return _read(message, depth=0)
+    except Exception:
+        return []
 
-
-def _clean_address(text: str) -> str | None:
-    """`text` as a lower-cased plain local@domain, or None when it is not one."""
-    candidate = text.strip().strip("<>[]()").strip()
-    quoted = _QUOTED_ADDRESS.match(candidate)
-    if quoted:
-        return candidate.lower() if len(candidate) <= 254 else None
-    candidate = _GATEWAY_PREFIX.sub("", candidate.strip("\"'").strip())
-    if not _PLAIN_ADDRESS.match(candidate) or len(candidate) > 254:
-        return None
-    local, _, domain = candidate.rpartition("@")
-    if len(local) > 64 or ".." in candidate:
-        return None
-    return f"{local}@{domain}".lower()
-
-
-def _addresses_in(text: str) -> list[str]:
-    """Plain addresses written anywhere in `text`, in order, lower-cased."""
-    found = []
-    for match in _ADDR_IN_TEXT.finditer(text):
-        address = _clean_address(match.group(1))
-        if address is not None:
-            found.append(address)
-    return found
-
-
-def _header_addresses(message: Message, names: Iterable[str]) -> set[str]:
-    """The addresses in the named address headers of `message`."""
-    values = []
-    for name in names:
-        values.extend(str(value) for value in message.get_all(name, []))
-    found = set()
-    for _, address in getaddresses(values):
-        cleaned = _clean_address(address)
-        if cleaned:
-            found.add(cleaned)
-    for value in values:
-        found.update(_addresses_in(value))
-    return found
-
-
-# -- VERP ---------------------------------------------------------------------------------
 
 _VERP_MARKER = "-bounces+"
 
@@ -117,8 +67,8 @@ _VERP_MARKER = "-bounces+"
 def verp_address(list_local: str, domain: str, recipient: str) -> str:
     """The VERP envelope sender for a list post to `recipient`.
 
-    Bounces then come back to an address that names the subscriber, so a bounce can be
-    matched to a member even when the bounce itself is unreadable:
+    A bounce then comes back to an address that names the subscriber, so it can be matched
+    to a member even when its text is unreadable:
     `verp_address("dev", "lists.example.com", "ann@example.org")` is
     `"dev-bounces+ann=example.org@lists.example.com"`. Raises ValueError when `recipient`
     is not local@domain.
@@ -133,21 +83,77 @@ def decode_verp(address: str) -> tuple[str, str] | None:
     """For an address made by `verp_address`: (list local part, recipient address).
 
     None when `address` is not one. The recipient's local part may itself contain '+',
-    '-', '=' or dots, so the domain starts after the last '='. Values are lower-cased.
+    '-', '=' or dots, so the recipient's domain starts after the last '='. Servers change
+    case on the way back, so matching ignores it and the values come back lower-cased.
     """
     text = address.strip().strip("<>").strip().lower()
-    envelope_local, at, _ = text.rpartition("@")
-    if not at:
+    envelope_local, at, domain = text.rpartition("@")
+    if not at or not domain:
         return None
     list_local, marker, encoded = envelope_local.partition(_VERP_MARKER)
     if not marker or not list_local:
         return None
     local, equals, rdomain = encoded.rpartition("=")
-    if not equals or not local or not rdomain:
+    if not equals or not local or not rdomain or rdomain.startswith("."):
         return None
-    if any(char in rdomain for char in " @<>,;") or rdomain.startswith("."):
+    if any(char in text for char in ' \t<>,;"') or "@" in encoded:
         return None
     return list_local, f"{local}@{rdomain}"
+
+
+# -- addresses ----------------------------------------------------------------------------
+
+_LOCAL_CHARS = r"A-Za-z0-9!#$%&*+/=?^_`{|}~\-"
+_DOMAIN = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+_ADDR = rf"[{_LOCAL_CHARS}]+(?:\.[{_LOCAL_CHARS}]+)*@{_DOMAIN}"
+# An address in running text, not glued to more address characters on either side.
+_ADDR_IN_TEXT = re.compile(rf"(?<![{_LOCAL_CHARS}.])({_ADDR})(?![A-Za-z0-9-]|\.[A-Za-z0-9])")
+_PLAIN_ADDRESS = re.compile(rf"^{_ADDR}$")
+# RFC 5321 allows a quoted local part: "odd..name"@example.com
+_QUOTED_ADDRESS = re.compile(rf'^"[\x20\x21\x23-\x5b\x5d-\x7e]{{1,62}}"@{_DOMAIN}$')
+# Exchange and X.400 gateways write `SMTP=user@host`; the prefix is not part of it.
+_GATEWAY_PREFIX = re.compile(r"^(?:smtp|rfc-?822|internet)=", re.IGNORECASE)
+# Local parts of the mail machinery itself.
+_DAEMON_LOCAL = re.compile(
+    r"^(?:mailer-?daemon|mail-?daemon|mailerdaemon|postmaster|double-bounce|mdaemon|"
+    r"mail\.delivery\.system|mail-delivery-system)$",
+    re.IGNORECASE,
+)
+
+
+def _clean_address(text: str) -> str | None:
+    """`text` as a lower-cased plain local@domain, or None when it is not one."""
+    candidate = text.strip().strip("<>[]()").strip()
+    if _QUOTED_ADDRESS.match(candidate):
+        return candidate.lower()
+    candidate = _GATEWAY_PREFIX.sub("", candidate.strip("\"'").strip())
+    if len(candidate) > 254 or not _PLAIN_ADDRESS.match(candidate):
+        return None
+    local, _, domain = candidate.rpartition("@")
+    if len(local) > 64:
+        return None
+    return f"{local}@{domain}".lower()
+
+
+def _addresses_in(text: str) -> list[str]:
+    """The plain addresses written anywhere in `text`, in order, lower-cased."""
+    found = []
+    for match in _ADDR_IN_TEXT.finditer(text):
+        address = _clean_address(match.group(1))
+        if address is not None:
+            found.append(address)
+    return found
+
+
+def _header_addresses(message: Message, names: Iterable[str]) -> set[str]:
+    """The addresses in the named address headers of `message`."""
+    values = [str(value) for name in names for value in message.get_all(name, [])]
+    found = {address for value in values for address in _addresses_in(value)}
+    for _, address in getaddresses(values):
+        cleaned = _clean_address(address)
+        if cleaned:
+            found.add(cleaned)
+    return found
 
 
 # -- reading the message ------------------------------------------------------------------
@@ -155,48 +161,37 @@ def decode_verp(address: str) -> tuple[str, str] | None:
 
 @dataclass
 class _Parts:
-    """The pieces of a message a bounce reader looks at."""
+    """The pieces of a message that a bounce reader looks at."""
 
     reports: list[str] = field(default_factory=list)
     plain: list[str] = field(default_factory=list)
     html: list[str] = field(default_factory=list)
     originals: list[Message] = field(default_factory=list)
     feedback: bool = False
-
-
-def parse_bounce(raw: bytes) -> list[Bounce]:
-    """The failed recipients a bounce (DSN or a non-standard MTA report) names.
-
-    [] when the message is not a bounce, names no one, or cannot be read at all: a list
-    must be able to feed any returned mail through here without guarding the call.
-    """
-    try:
-        message = message_from_bytes(bytes(raw[:MAX_MESSAGE_BYTES]), policy=policy.compat32)
-        return _read(message, depth=0)
-    except Exception:
-        return []
+    seen: int = 0
 
 
 def _read(message: Message, depth: int) -> list[Bounce]:
     parts = _Parts()
-    _collect(message, parts, counter=[0])
+    _collect(message, parts)
     if parts.feedback:
         # A spam complaint (RFC 5965) names the complainer, who did receive the post.
         return []
     records = [record for text in parts.reports for record in _dsn_records(text)]
     found = _dedupe(bounce for record in records if (bounce := _dsn_bounce(record)))
-    if found or any(_only_reports_success(record) for record in records):
+    if found or any(_reports_success(record) for record in records):
         # When the report names recipients, the prose around it adds nothing but risk.
         return found
     text = _failure_text(parts)
     if _JSON_BOUNCE.search(text):
         return _json_notification(text)
-    if _looks_like_bounce(message, text):
+    looks_like_bounce = _looks_like_bounce(message, text)
+    if looks_like_bounce:
         found = _dsn_in_text(text) or _from_text(message, parts, text)
         if found:
             return found
-    if depth < MAX_NESTING and _looks_like_bounce(message, text or _subject(message)):
-        # Some gateways forward the real DSN as an attachment of their own notice.
+    if depth < MAX_NESTING and (looks_like_bounce or _looks_like_bounce(message, "")):
+        # Some gateways wrap the real DSN, as an attachment, in a notice of their own.
         for original in parts.originals:
             if _is_report(original):
                 found = _read(original, depth + 1)
@@ -205,59 +200,52 @@ def _read(message: Message, depth: int) -> list[Bounce]:
     return []
 
 
-def _collect(part: Message, parts: _Parts, counter: list[int]) -> None:
-    counter[0] += 1
-    if counter[0] > MAX_PARTS:
+def _collect(part: Message, parts: _Parts) -> None:
+    parts.seen += 1
+    if parts.seen > MAX_PARTS:
         return
     ctype = part.get_content_type()
+    payload = part.get_payload()
     if ctype in ("message/delivery-status", "message/global-delivery-status"):
         parts.reports.append(_report_text(part))
     elif ctype == "message/feedback-report":
         parts.feedback = True
     elif ctype in ("message/rfc822", "message/global", "message/partial"):
-        payload = part.get_payload()
         if isinstance(payload, list) and payload and isinstance(payload[0], Message):
             parts.originals.append(payload[0])
     elif ctype in ("text/rfc822-headers", "message/rfc822-headers", "text/rfc822-header"):
         parts.originals.append(message_from_bytes(_payload_bytes(part), policy=policy.compat32))
-    elif ctype.startswith("multipart/") and isinstance(part.get_payload(), str):
+    elif ctype.startswith("multipart/") and isinstance(payload, list):
+        report_type = str(part.get_param("report-type", "")).lower()
+        if ctype == "multipart/report" and report_type == "feedback-report":
+            parts.feedback = True
+        for sub in payload:
+            if isinstance(sub, Message):
+                _collect(sub, parts)
+    elif ctype.startswith("multipart/"):
         # A multipart whose boundary got lost: its body is all there is to read.
         parts.plain.append(_decoded(part))
-    elif part.is_multipart():
-        if ctype == "multipart/report" and part.get_param("report-type", "").lower() in (
-            "feedback-report",
-        ):
-            parts.feedback = True
-        payload = part.get_payload()
-        for sub in payload if isinstance(payload, list) else []:
-            if isinstance(sub, Message):
-                _collect(sub, parts, counter)
+    elif _is_attachment(part) and parts.seen > 1:
+        return
     elif ctype == "text/html":
         parts.html.append(_html_to_text(_decoded(part)))
-    elif ctype.startswith("text/") or ctype == "application/octet-stream" and counter[0] == 1:
-        if _is_attachment(part) and counter[0] > 1:
-            return
+    elif ctype.startswith("text/") or parts.seen == 1:
         parts.plain.append(_decoded(part))
 
 
 def _is_attachment(part: Message) -> bool:
-    disposition = str(part.get("Content-Disposition", "")).lower()
-    return disposition.startswith("attachment")
+    return str(part.get("Content-Disposition", "")).strip().lower().startswith("attachment")
 
 
 def _is_report(message: Message) -> bool:
-    return message.get_content_type() == "multipart/report" or any(
-        sub.get_content_type() == "message/delivery-status" for sub in _walk(message)
-    )
-
-
-def _walk(message: Message) -> Iterator[Message]:
-    seen = 0
-    for sub in message.walk():
-        seen += 1
-        if seen > MAX_PARTS:
-            return
-        yield sub
+    if message.get_content_type() == "multipart/report":
+        return True
+    for count, sub in enumerate(message.walk()):
+        if count > MAX_PARTS:
+            return False
+        if sub.get_content_type() == "message/delivery-status":
+            return True
+    return False
 
 
 def _payload_bytes(part: Message) -> bytes:
@@ -266,7 +254,7 @@ def _payload_bytes(part: Message) -> bytes:
         return payload[:MAX_TEXT_BYTES]
     raw = part.get_payload()
     if isinstance(raw, str):
-        return raw[:MAX_TEXT_BYTES].encode("utf-8", "replace")
+        return raw[:MAX_TEXT_BYTES].encode("utf-8", "surrogateescape")
     return b""
 
 
@@ -291,16 +279,16 @@ def _report_text(part: Message) -> str:
         return _decoded(part)
     blocks = []
     for block in payload:
-        if not isinstance(block, Message):
-            continue
-        lines = [f"{name}: {value}" for name, value in block.items()]
-        body = block.get_payload()
-        if isinstance(body, str) and body.strip():
-            lines.append(body)
-        blocks.append("\n".join(lines))
-    text = "\n\n".join(blocks)
+        if isinstance(block, Message):
+            lines = [f"{name}: {value}" for name, value in block.items()]
+            body = block.get_payload()
+            if isinstance(body, str) and body.strip():
+                lines.append(body)
+            blocks.append("\n".join(lines))
+    text = "\n\n".join(blocks)[:MAX_TEXT_BYTES]
     encoding = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
-    if encoding == "base64" and not re.search(r"(?im)^(final|original)-recipient\s*:", text):
+    if encoding == "base64" and not re.search(r"(?im)^(?:final|original)-recipient\s*:", text):
+        # The parser read the encoded lines as fields; decode what it kept.
         try:
             squeezed = re.sub(r"[^A-Za-z0-9+/=]", "", text)
             return base64.b64decode(squeezed)[:MAX_TEXT_BYTES].decode("utf-8", "replace")
@@ -309,130 +297,167 @@ def _report_text(part: Message) -> str:
     return text
 
 
-_TAG = re.compile(r"<[^>]*>")
-_BREAK = re.compile(r"<\s*(?:br|/p|p|/div|div|/tr|tr|/li|li|/h\d)\b[^>]*>", re.IGNORECASE)
-_SCRIPT = re.compile(r"<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
-# `<user@example.com>` in HTML source is text, not a tag.
+def _subject(message: Message) -> str:
+    value = str(message.get("Subject", ""))
+    with contextlib.suppress(Exception):
+        value = str(make_header(decode_header(value)))
+    # Raw 8-bit header bytes arrive as surrogate escapes.
+    return _text_of(value.encode("utf-8", "surrogateescape"), "utf-8")
+
+
+# Every pattern below scans in linear time: bounce text is untrusted input.
+_TAG = re.compile(r"<[^<>]*>")
+_BREAK_TAG = re.compile(r"<\s*/?\s*(?:br|p|div|tr|li|h\d|table)\b[^<>]*>", re.IGNORECASE)
+# `<user@example.com>` in the markup is text that a browser would show, not a tag.
 _ADDRESS_TAG = re.compile(rf"<({_ADDR})>")
 
 
 def _html_to_text(markup: str) -> str:
-    markup = _SCRIPT.sub(" ", markup)
+    markup = _without_blocks(markup)
     markup = _ADDRESS_TAG.sub(r"&lt;\1&gt;", markup)
-    if _BREAK.search(markup):
-        # Real HTML: its line breaks are tags, the source newlines mean nothing.
-        markup = re.sub(r"\s*\n\s*", " ", markup)
-    markup = _BREAK.sub("\n", markup)
-    text = html.unescape(_TAG.sub("", markup))
-    return "\n".join(line.rstrip() for line in text.replace("\xa0", " ").splitlines())
+    if _BREAK_TAG.search(markup):
+        # Real HTML: its line breaks are tags, the newlines of the source mean nothing.
+        markup = " ".join(line.strip() for line in markup.splitlines())
+        markup = _BREAK_TAG.sub("\n", markup)
+    text = html.unescape(_TAG.sub("", markup)).replace("\xa0", " ")
+    return "\n".join(line.rstrip() for line in text.splitlines())
 
 
-def _subject(message: Message) -> str:
-    value = str(message.get("Subject", ""))
-    try:
-        value = str(make_header(decode_header(value)))
-    except Exception:
-        pass
-    # Raw 8-bit header bytes arrive as surrogate escapes.
-    return _text_of(value.encode("utf-8", "surrogateescape"), "utf-8")
+_BLOCK_OPEN = re.compile(r"<(script|style)\b", re.IGNORECASE)
+_BLOCK_CLOSE = {
+    "script": re.compile(r"</script\s*>", re.IGNORECASE),
+    "style": re.compile(r"</style\s*>", re.IGNORECASE),
+}
+
+
+def _without_blocks(markup: str) -> str:
+    """`markup` without its script and style elements, whose text nobody reads."""
+    kept, position = [], 0
+    while opening := _BLOCK_OPEN.search(markup, position):
+        kept.append(markup[position : opening.start()])
+        closing = _BLOCK_CLOSE[opening.group(1).lower()].search(markup, opening.end())
+        if closing is None:
+            return "".join(kept)
+        position = closing.end()
+    kept.append(markup[position:])
+    return "".join(kept)
 
 
 # -- standard delivery status notifications ----------------------------------------------
 
 _FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9-]*)[ \t]*:[ \t]*(.*)$")
 _RECIPIENT_FIELDS = ("final-recipient", "original-recipient")
-# "deliverable" answers an address verification request; nothing failed.
+# "deliverable" answers an address verification request: nothing failed.
 _SUCCESS_ACTIONS = ("delivered", "relayed", "expanded", "deliverable")
-_ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d]|\.\d)")
+_ENHANCED_STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?!\d|\.\d)")
 _REPLY_CODE = re.compile(r"(?<![\d.#-])([245])\d\d(?![\d.])")
 
 
 def _dsn_records(text: str) -> list[dict[str, str]]:
     """The per-recipient field groups of a delivery-status text."""
-    records: list[dict[str, str]] = []
-    current: dict[str, str] = {}
+    records: list[dict[str, list[str]]] = []
+    current: dict[str, list[str]] = {}
     last = ""
     for line in text.splitlines():
         if not line.strip():
             if current:
                 records.append(current)
             current, last = {}, ""
-            continue
-        if line[0] in " \t" and last:
-            current[last] += " " + line.strip()
-            continue
-        match = _FIELD.match(line)
-        if not match:
+        elif line[0] in " \t" and last:
+            current[last].append(line.strip())
+        elif match := _FIELD.match(line):
+            name, value = match.group(1).lower(), match.group(2).strip()
+            if name in current and name in (*_RECIPIENT_FIELDS, "action", "status"):
+                # Some servers leave out the blank line between recipients.
+                records.append(current)
+                current = {}
+            current[name] = [value]
+            last = name
+        else:
             last = ""
-            continue
-        name, value = match.group(1).lower(), match.group(2).strip()
-        # Some servers leave out the blank line between recipients.
-        if name in current and name in (*_RECIPIENT_FIELDS, "action", "status"):
-            records.append(current)
-            current = {}
-        current[name] = value
-        last = name
     if current:
         records.append(current)
-    return [record for record in records if any(name in record for name in _RECIPIENT_FIELDS)]
+    return [
+        {name: " ".join(values) for name, values in record.items()}
+        for record in records
+        if any(name in record for name in _RECIPIENT_FIELDS)
+    ]
 
 
-def _only_reports_success(record: dict[str, str]) -> bool:
-    """Is this the record of a delivery that worked (or was passed on)?"""
-    action = record.get("action", "").strip().lower()
+def _action(record: dict[str, str]) -> str:
+    word = re.match(r"\s*([A-Za-z]+)", record.get("action", ""))
+    return word.group(1).lower() if word else ""
+
+
+def _reports_success(record: dict[str, str]) -> bool:
+    """Is this the record of a delivery that worked, or was passed on?"""
+    action = _action(record)
     status = _enhanced_status(record.get("status", ""))
-    return action.startswith(_SUCCESS_ACTIONS) or (
-        not action and status is not None and status.startswith("2")
-    )
+    return action in _SUCCESS_ACTIONS or (not action and bool(status) and status[0] == "2")
 
 
 def _dsn_address(value: str) -> str | None:
     kind, semicolon, rest = value.partition(";")
     if not semicolon:
         rest = kind
-    for candidate in (rest, *re.findall(r"<([^<>]*)>", rest)):
-        address = _clean_address(candidate)
-        if address:
-            return address
-    found = _addresses_in(rest)
-    return found[0] if len(found) == 1 else None
+    address = _clean_address(rest)
+    if address is None:
+        found = _addresses_in(rest)
+        address = found[0] if len(found) == 1 else None
+    return address
 
 
 def _dsn_bounce(record: dict[str, str]) -> Bounce | None:
-    action_word = re.match(r"\s*([A-Za-z]+)", record.get("action", ""))
-    action = action_word.group(1).lower() if action_word else ""
+    action = _action(record)
     if action in _SUCCESS_ACTIONS:
         return None
+    # Original-Recipient is the address the list sent to, before any forwarding.
     address = _dsn_address(record.get("original-recipient", "")) or _dsn_address(
         record.get("final-recipient", "")
     )
     if address is None:
         return None
     status_field = record.get("status", "")
-    diagnostic_field = record.get("diagnostic-code", "")
-    status = _enhanced_status(status_field) or _enhanced_status(diagnostic_field)
-    klass = status[0] if status else _reply_class(status_field) or _reply_class(diagnostic_field)
+    diagnostic = re.sub(r"^\s*[A-Za-z0-9-]+\s*;\s*", "", record.get("diagnostic-code", ""))
+    status = _enhanced_status(status_field) or _enhanced_status(diagnostic)
+    klass = status[0] if status else _reply_class(status_field) or _reply_class(diagnostic)
     if klass == "2" and action not in ("failed", "failure", "error", "delayed"):
         return None
     permanent = action != "delayed" and klass != "4"
-    diagnostic = re.sub(r"^\s*[A-Za-z0-9-]+\s*;\s*", "", diagnostic_field)
     if not diagnostic:
-        diagnostic = _ENHANCED.sub("", status_field, count=1).strip(" ()")
+        diagnostic = _ENHANCED_STATUS.sub("", status_field, count=1)
     return Bounce(address, permanent, status, _one_line(diagnostic))
 
 
-def _enhanced_status(text: str) -> str | None:
-    match = _ENHANCED.search(text)
-    return ".".join(match.groups()) if match else None
+def _dsn_in_text(text: str) -> list[Bounce]:
+    """DSN fields that a server wrote into the human-readable part instead of a report."""
+    if not re.search(r"(?im)^[ \t]*final-recipient[ \t]*:", text):
+        return []
+    unindented = "\n".join(line.strip() for line in text.splitlines())
+    records = [
+        record for record in _dsn_records(unindented) if "action" in record or "status" in record
+    ]
+    return _dedupe(bounce for record in records if (bounce := _dsn_bounce(record)))
 
 
-def _reply_class(text: str) -> str | None:
-    match = _REPLY_CODE.search(text)
-    return match.group(1) if match else None
+def _enhanced_status(text: str, failures_only: bool = False) -> str | None:
+    for match in _ENHANCED_STATUS.finditer(text):
+        if not failures_only or match.group(1) in "45":
+            return ".".join(match.groups())
+    return None
+
+
+def _reply_class(text: str, failures_only: bool = False) -> str | None:
+    for match in _REPLY_CODE.finditer(text):
+        if not failures_only or match.group(1) in "45":
+            return match.group(1)
+    return None
 
 
 def _one_line(text: str) -> str:
-    line = " ".join(text.split())
+    line = " ".join(text.split()).lstrip(" :;,.>)]}'\"-")
+    if not re.search(r"[^\W\d_]", line):
+        return ""
     return line if len(line) <= MAX_DIAGNOSTIC else line[: MAX_DIAGNOSTIC - 1].rstrip() + "…"
 
 
@@ -443,60 +468,64 @@ def _dedupe(bounces: Iterable[Bounce]) -> list[Bounce]:
     return list(seen.values())
 
 
-def _dsn_in_text(text: str) -> list[Bounce]:
-    """DSN fields that a server wrote into the human-readable part instead of a report."""
-    if not re.search(r"(?im)^\s*final-recipient\s*:", text):
-        return []
-    unindented = "\n".join(line.strip() for line in text.splitlines())
-    records = [
-        record
-        for record in _dsn_records(unindented)
-        if "action" in record or "status" in record
-    ]
-    return _dedupe(bounce for record in records if (bounce := _dsn_bounce(record)))
+# -- JSON notices -------------------------------------------------------------------------
+
+# The notice is often JSON quoted inside JSON, so every quote may carry a backslash.
+_JSON_BOUNCE = re.compile(r'\\?"notificationType\\?"\s*:\s*\\?"Bounce\\?"')
+_JSON_TRANSIENT = re.compile(r'\\?"bounceType\\?"\s*:\s*\\?"Transient')
+_JSON_RECIPIENT = re.compile(rf'\\?"emailAddress\\?"\s*:\s*\\?"({_ADDR})\\?"([^{{}}]{{0,2000}})')
+_JSON_DIAGNOSTIC = re.compile(r'\\?"diagnosticCode\\?"\s*:\s*\\?"([^"\\]*)')
+
+
+def _json_notification(text: str) -> list[Bounce]:
+    permanent = not _JSON_TRANSIENT.search(text)
+    bounces = []
+    for match in _JSON_RECIPIENT.finditer(text):
+        address = _clean_address(match.group(1))
+        diagnostic = _JSON_DIAGNOSTIC.search(match.group(2))
+        reason = diagnostic.group(1) if diagnostic else ""
+        if address:
+            status = _enhanced_status(reason, failures_only=True)
+            bounces.append(Bounce(address, permanent, status, _one_line(reason)))
+    return _dedupe(bounces)
 
 
 # -- is it a bounce at all ----------------------------------------------------------------
 
-_DAEMON_NAME = re.compile(
-    r"mailer[- ]?daemon|mail deliver(?:y)?|delivery (?:sub)?system|post_?master|"
+_DAEMON_SENDER = re.compile(
+    r"mailer[- ]?daemon|mail deliver|delivery (?:sub)?system|post_?master|"
     r"system administrator|mail administrator|delivery status|mail ?system",
     re.IGNORECASE,
 )
 _BOUNCE_SUBJECT = re.compile(
-    r"undeliver|undelivered|not delivered|non[- ]?delivery|nondeliver|delivery (?:status|fail|"
+    r"undeliver|not delivered|non[- ]?delivery|nondeliver|delivery (?:status|fail|"
     r"notification|report|problem|has failed|error|warning|delayed)|returned mail|"
     r"mail delivery|failure notice|failed mail|delivery failure|could not be delivered|"
     r"mail system error|warning: message|delayed mail|processing error|message delayed|"
     r"returned to sender|non remis|unzustellbar|non recapitabile|mail failed|"
     r"permanent delivery|returning message|mail not delivered|user unknown|rejected|"
-    r"delivery notification|failed delivery|failure delivery|undeliverable|bounce|"
-    r"エラー|不達|未達|配送|送信できません|退信|投递失败|无法投递|無法傳遞|could not send|"
-    r"error sending",
+    r"failed delivery|failure delivery|bounce|could not send|error sending|"
+    r"エラー|不達|未達|配送|送信できません|退信|投递失败|无法投递|無法傳遞",
     re.IGNORECASE,
 )
-_BOUNCE_BODY = re.compile(
+_BOUNCE_TEXT = re.compile(
     r"could not be delivered|couldn't be delivered|undeliverable|undelivered|"
-    r"not (?:been )?delivered|wasn't able to deliver|was not able to deliver|unable to deliver|"
+    r"not (?:been )?delivered|not able to deliver|wasn't able to deliver|unable to deliver|"
     r"delivery (?:has )?failed|delivery to the following|failed permanently|"
     r"permanent (?:fatal )?error|could not be reached|did not reach|not yet been delivered|"
-    r"mail delivery (?:software|system|subsystem)|qmail-send|the postfix program|"
-    r"returned to sender|user unknown|unknown user|no such user|does not exist|"
-    r"could not deliver|delivery failure|delivery problem|error.{0,20}delivering|"
-    r"has been delayed|following addresses? failed|delivery status notification|"
-    r"failed to deliver|cannot be delivered|can't be delivered|invalid recipient|"
-    r"not accepting mail|mailbox (?:is )?full|over quota|quota exceeded|"
-    r"recipient address rejected|message (?:was )?rejected|non[- ]?delivery|"
-    r"delivery (?:attempts|has been postponed)|has been postponed|delevery|"
-    r"no mailbox here|unknown or illegal|couldn't deliver|relay access denied|"
-    r"not able to deliver|mailbox unavailable|failed recipients|returned mail|rejected|"
-    r"delivery errors?|could not send|trouble delivering|error sending|"
-    r"user not found|invalid mailbox|is unavailable|not accepted",
+    r"mail delivery (?:software|system|subsystem)|returned to sender|user unknown|"
+    r"unknown user|no such user|does not exist|could not deliver|couldn't deliver|"
+    r"delivery failure|delivery problem|delivery errors?|has been delayed|"
+    r"following addresses? failed|failed to deliver|cannot be delivered|"
+    r"can't be delivered|invalid recipient|not accepting mail|mailbox (?:is )?full|"
+    r"over quota|quota exceeded|recipient address rejected|rejected|non[- ]?delivery|"
+    r"has been postponed|no mailbox here|unknown or illegal|relay access denied|"
+    r"mailbox unavailable|failed recipients|returned mail|could not send|"
+    r"trouble delivering|error sending|user not found|invalid mailbox|is unavailable|"
+    r"not accepted|delevery",
     re.IGNORECASE,
 )
-
-
-# Sentences only mail servers write, and only in bounces.
+# Sentences that only mail servers write, and only in bounces.
 _BOUNCE_SIGNATURE = re.compile(
     r"qmail-send program|created automatically by mail delivery software|"
     r"this is the mail system at host|this is the postfix program|"
@@ -510,52 +539,54 @@ _BOUNCE_SIGNATURE = re.compile(
 
 
 def _looks_like_bounce(message: Message, text: str) -> bool:
-    """Does the message present itself as a delivery failure report?"""
+    """Does the message present itself as a delivery failure report?
+
+    Two of: a mailer daemon sent it, its subject says so, its text says so. Auto-replies,
+    list mail and spam that reach a bounce address fail this.
+    """
     if message.get("X-Failed-Recipients"):
         return True
-    senders = " ".join(
-        str(message.get(name, "")) for name in ("From", "Sender", "Return-Path")
+    senders = " ".join(str(message.get(name, "")) for name in ("From", "Sender", "Return-Path"))
+    from_daemon = bool(_DAEMON_SENDER.search(senders)) or (
+        str(message.get("Return-Path", "")).strip() == "<>"
     )
-    from_daemon = bool(_DAEMON_NAME.search(senders)) or str(
-        message.get("Return-Path", "")
-    ).strip() == "<>"
-    bouncy_subject = bool(_BOUNCE_SUBJECT.search(_subject(message)))
-    bouncy_text = bool(_BOUNCE_BODY.search(text) or _PARAGRAPH_ANYWHERE.search(text))
+    says_so = bool(_BOUNCE_SUBJECT.search(_subject(message)))
+    text_says_so = bool(_BOUNCE_TEXT.search(text) or _PARAGRAPH_ANYWHERE.search(text))
     signed = bool(_BOUNCE_SIGNATURE.search(text))
-    return from_daemon + bouncy_subject + bouncy_text + 2 * signed >= 2
+    return from_daemon + says_so + text_says_so + 2 * signed >= 2
 
 
 # -- non-standard bounces: the failure text ----------------------------------------------
 
-# Where a server starts quoting the returned message. Everything after is someone else's
-# words (and addresses).
+# Where a server starts quoting the returned message: everything after it is the post's
+# own words and addresses. Possessive quantifiers keep a line of dashes linear.
 _ORIGINAL_STARTS = re.compile(
-    r"^[ \t>|*=_-]*(?:"
-    r"-+\s*(?:below|original|the header|this is a copy|unsent|returned|undelivered|"
+    r"[ \t>|*=_]*+(?:"
+    r"-++[ \t]*+(?:below|original|the header|this is a copy|unsent|returned|undelivered|"
     r"start of returned|message (?:header|body|text|follows|removed|suppressed|below))|"
-    r"below this line is a copy|"
+    r"-*+[ \t]*+(?:"
+    r"below (?:this|the next) line is a copy|"
     r"this is a copy of (?:the|your) message|"
     r"a copy of the original message|"
     r"original message (?:follows|as received|headers|details|attached|text)|"
-    r"-*\s*original message\s*-*\s*$|"
-    r"-*\s*mensaje original|"
+    r"original message[ \t]*+[-:]*+[ \t]*+$|"
+    r"mensaje original|"
     r"your message reads|"
     r"the first \d+ lines of your original message|"
     r"included is a copy of the message|"
     r"message headers? follows?|"
     r"header of (?:the )?(?:original|source) mail|"
-    r"(?:the )?header of the original message|"
     r"returned mail follows|"
     r"unsent message below|"
     r"attachment is a copy of the message|"
     r"message text follows|"
     r"content-type: message/rfc822|"
-    r"[-=]+ ?(?:original|forwarded) message ?[-=]+|"
+    r"(?:original|forwarded) message ?[-=]+|"
     r"a summary of the undelivered message"
-    r")",
+    r"))",
     re.IGNORECASE,
 )
-# A raw header block of the returned message with no announcement before it.
+# A raw header block of the returned message, with no announcement before it.
 _QUOTED_HEADERS = re.compile(
     r"^(?:Return-Path|Received|Message-I[Dd]|DKIM-Signature|MIME-Version|X-Mailer)"
     r"[ \t]*:.*\n(?:[ \t].*\n)*[A-Za-z-]+[ \t]*:",
@@ -565,11 +596,11 @@ _QUOTED_HEADERS = re.compile(
 
 def _failure_text(parts: _Parts) -> str:
     """The part of a bounce that explains the failure, without the returned message."""
-    text = "\n".join(parts.plain) if any(p.strip() for p in parts.plain) else ""
+    text = "\n".join(parts.plain)
     if not text.strip():
         text = "\n".join(parts.html)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    lines = text.split("\n")
+    lines = [line[:MAX_LINE_CHARS] for line in text.split("\n")]
     for index, line in enumerate(lines):
         if index > 0 and _ORIGINAL_STARTS.match(line):
             lines = lines[:index]
@@ -586,51 +617,40 @@ class _Found:
     """An address the text names, with what the text says about it."""
 
     address: str
-    diagnostic: str = ""
-    order: int = 0
-
-
-def _own_addresses(message: Message) -> set[str]:
-    """The daemon that wrote the bounce: never a failed recipient."""
-    return _header_addresses(message, ("From", "Sender", "Reply-To", "Return-Path", "Errors-To"))
-
-
-def _senders(message: Message, parts: _Parts) -> set[str]:
-    """Who the bounce went to and who wrote the returned post: not failed, unless said plainly."""
-    found = _header_addresses(message, ("To", "Cc"))
-    for original in parts.originals:
-        found |= _header_addresses(
-            original, ("From", "Sender", "Reply-To", "Return-Path", "Errors-To", "List-Post")
-        )
-    return found
+    diagnostic: str
+    order: int
 
 
 def _from_text(message: Message, parts: _Parts, text: str) -> list[Bounce]:
-    own = _own_addresses(message)
-    authors = _senders(message, parts)
-    found: dict[str, _Found] = {}
-
-    def add(address: str | None, diagnostic: str = "", plainly: bool = False) -> None:
-        if address is None or (address in authors and not plainly):
-            return
-        if address in own and address not in failed_header:
-            return
-        if _DAEMON_LOCALS.match(address.partition("@")[0]) and not plainly:
-            return
-        if address.startswith(("mailer-daemon@", "mailer_daemon@")):
-            return
-        entry = found.get(address)
-        if entry is None:
-            found[address] = _Found(address, diagnostic, len(found))
-        elif not entry.diagnostic and diagnostic:
-            entry.diagnostic = diagnostic
-
-    # Exim and Gmail name the failed recipients in a header of their own.
+    # The daemon that wrote the bounce is never a failed recipient.
+    daemon = _header_addresses(message, ("From", "Sender", "Reply-To", "Return-Path"))
+    # Whom the bounce went to and who wrote the post: failed only when the text says so
+    # in so many words (people do write to themselves).
+    senders = _header_addresses(message, ("To", "Cc"))
+    for original in parts.originals:
+        senders |= _header_addresses(original, ("From", "Sender", "Reply-To", "Return-Path"))
+    # Exim and Gmail list the failed recipients in a header of their own.
     failed_header = {
         address
         for value in message.get_all("X-Failed-Recipients", [])
         for address in _addresses_in(str(value))
     }
+    found: dict[str, _Found] = {}
+
+    def add(address: str | None, diagnostic: str = "", plainly: bool = False) -> None:
+        if address is None or address.startswith(("mailer-daemon@", "mailer_daemon@")):
+            return
+        if any(char in address.split("@")[0] for char in "=/"):
+            # In running text these are quoted-printable or X.400 debris, or a VERP address.
+            return
+        if address in daemon and address not in failed_header:
+            return
+        if not plainly and (address in senders or _DAEMON_LOCAL.match(address.split("@")[0])):
+            return
+        entry = found.setdefault(address, _Found(address, diagnostic, len(found)))
+        if not entry.diagnostic:
+            entry.diagnostic = diagnostic
+
     for address in sorted(failed_header):
         add(address, plainly=True)
     lines = text.split("\n")
@@ -643,37 +663,62 @@ def _from_text(message: Message, parts: _Parts, text: str) -> list[Bounce]:
     for address, diagnostic in _transcript_addresses(lines):
         add(address, diagnostic)
     if failed_header:
-        # The header is the server's own list; text may add only the addresses it came from.
+        # The header is the server's own list; the text may add only where those came from.
         keep = failed_header | {_clean_address(m.group(1)) for m in _ALIAS_SOURCE.finditer(text)}
         found = {address: entry for address, entry in found.items() if address in keep}
-    if not found:
-        for address, diagnostic in _aol_screen_names(message, lines):
+    for fallback in (
+        lambda: _labelled_addresses(text),
+        lambda: _aol_screen_names(message, lines),
+        lambda: ((address, "") for address in _subject_addresses(_subject(message))),
+    ):
+        if found:
+            break
+        for address, diagnostic in fallback():
             add(address, diagnostic)
-    if not found:
-        for address, diagnostic in _labelled_addresses(text):
-            add(address, diagnostic)
-    if not found:
-        for address in _subject_addresses(_subject(message)):
-            add(address)
 
     warning = _is_warning(message, text)
+    mentioned: dict[str, int] = {}
+    for index, line in enumerate(lines):
+        for address in _addresses_in(line):
+            mentioned.setdefault(address, index)
     bounces = []
     for entry in sorted(found.values(), key=lambda item: item.order):
-        status = _enhanced_status(entry.diagnostic)
-        klass = status[0] if status else _reply_class(entry.diagnostic)
-        if warning:
-            permanent = False
-        elif klass == "4":
-            permanent = bool(_GAVE_UP.search(text))
-        else:
-            permanent = True
-        bounces.append(Bounce(entry.address, permanent, status, _one_line(entry.diagnostic)))
+        if not _one_line(entry.diagnostic) and entry.address in mentioned:
+            entry.diagnostic = _nearby_reason(lines, mentioned[entry.address], entry.address)
+        diagnostic = _one_line(entry.diagnostic)
+        # A transcript quotes the accepted steps too: the failure is the first 4xx or 5xx.
+        status = _enhanced_status(entry.diagnostic, failures_only=True)
+        klass = status[0] if status else _reply_class(entry.diagnostic, failures_only=True)
+        permanent = not warning and (klass != "4" or bool(_FINAL.search(text)))
+        bounces.append(Bounce(entry.address, permanent, status, diagnostic))
     return bounces
 
 
-# `<user@example.com>:` starting a paragraph: qmail, Postfix, Yahoo and their imitators.
+_REASON_WORDS = re.compile(
+    r"\b[245]\d\d\b|unknown|full|quota|reject|denied|refused|fail|error|invalid|exist|"
+    r"disabled|blocked|expired|time(?:d )?out|unavailable|not found|no such|too large",
+    re.IGNORECASE,
+)
+
+
+def _nearby_reason(lines: list[str], index: int, address: str) -> str:
+    """The lines after `lines[index]`, which names `address`, when they read like a reason."""
+    reason: list[str] = []
+    for follower in lines[index + 1 : index + 8]:
+        if not follower.strip():
+            if reason:
+                break
+            continue
+        if len(reason) == 4 or any(other != address for other in _addresses_in(follower)):
+            break
+        reason.append(follower)
+    text = " ".join(reason)
+    return text if _REASON_WORDS.search(text) else ""
+
+
+# `<user@example.com>:` opening a paragraph: qmail, Postfix, Yahoo and their imitators.
 _PARAGRAPH_HEAD = re.compile(rf"^\s*(?:<({_ADDR})>|({_ADDR})):(.*)$")
-_PARAGRAPH_ANYWHERE = re.compile(rf"^\s*<{_ADDR}>:", re.MULTILINE)
+_PARAGRAPH_ANYWHERE = re.compile(rf"^[ \t]*<{_ADDR}>:", re.MULTILINE)
 
 
 def _paragraph_addresses(lines: list[str]) -> Iterator[tuple[str | None, str]]:
@@ -681,12 +726,12 @@ def _paragraph_addresses(lines: list[str]) -> Iterator[tuple[str | None, str]]:
         match = _PARAGRAPH_HEAD.match(line)
         if not match:
             continue
-        rest = [match.group(3)]
+        reason = [match.group(3)]
         for follower in lines[index + 1 : index + 12]:
             if not follower.strip() or _PARAGRAPH_HEAD.match(follower):
                 break
-            rest.append(follower)
-        yield _clean_address(match.group(1) or match.group(2)), " ".join(rest)
+            reason.append(follower)
+        yield _clean_address(match.group(1) or match.group(2)), " ".join(reason)
 
 
 # A sentence announcing a list of failed recipients on the lines that follow.
@@ -704,23 +749,23 @@ _LIST_INTRO = re.compile(
     r"addressed to e-?mail address\s*:|"
     r"delivery of e-?mail to this address|"
     r"deliver the following message|"
-    r"address to which the message has not yet been delivered|"
-    r"message not delivered to the following|"
-    r"not delivered to the following",
-    re.IGNORECASE | re.MULTILINE,
+    r"address to which the message has not yet been delivered",
+    re.IGNORECASE,
 )
+# One entry of such a list: the address first, after bullets or a label.
 _LISTED = re.compile(
-    r"^[\s*>•·+-]*"
+    r"^[\s*>•·+-]*+"
     r"(?:(?:recipient|failed recipient|recipient address|address|e-?mail|to|error-for|user)"
     r"\s*:\s*)?"
-    r"[\[<\"'(]*(?:(?:smtp|rfc822)\s*[:;]\s*)?[\[<\"']*"
+    r"[\[<\"'(]*+(?:(?:smtp|rfc822)\s*[:;]\s*)?[\[<\"']*+"
     rf"({_ADDR})"
     r"[\]>\"')]*(.*)$",
     re.IGNORECASE,
 )
-# `[Status: Error, Address: <user@example.com>, ...]` inside a list of failures.
+# `[Status: Error, Address: <user@example.com>, ...]` inside such a list.
 _LISTED_LABEL = re.compile(rf"\b(?:address|recipient)\s*:\s*<?({_ADDR})>?(.*)$", re.IGNORECASE)
 _EXCHANGE_X400 = re.compile(rf"\bdda:SMTP=({_ADDR})", re.IGNORECASE)
+# Exim and Sendmail name the address a failed alias was expanded from; lists know that one.
 _ALIAS_SOURCE = re.compile(rf"\((?:generated|expanded) from:?\s*<?({_ADDR})>?\)", re.IGNORECASE)
 
 
@@ -735,48 +780,42 @@ def _listed_addresses(lines: list[str]) -> Iterator[tuple[str | None, str]]:
         if ":" in rest and not _LISTED.match(rest):
             # "...returned permanent errors: user@example.com. Reason: ..."
             rest = rest.split(":", 1)[1]
-        window = [rest]
-        window.extend(lines[index + 1 : index + 40])
-        found_any = False
-        current: list[str] | None = None
-        current_address: str | None = None
-        consumed = 0
+        window = [rest, *lines[index + 1 : index + 40]]
+        seen_any = False
+        address: str | None = None
+        reason: list[str] = []
+        offset = 0
         for offset, line in enumerate(window):
-            consumed = offset
             if offset > 0 and _LIST_INTRO.search(line):
                 break
+            listed = _LISTED.match(line) or _LISTED_LABEL.search(line)
+            x400 = None if listed else _EXCHANGE_X400.search(line)
             alias = _ALIAS_SOURCE.search(line)
-            listed = (
-                _LISTED.match(line) or _LISTED_LABEL.search(line) or _EXCHANGE_X400.search(line)
-            )
-            if listed:
-                if current_address:
-                    yield current_address, " ".join(current or [])
-                current_address = _clean_address(listed.group(1))
-                current = [listed.group(2) if listed.re is not _EXCHANGE_X400 else ""]
-                found_any = True
-            elif alias:
-                yield _clean_address(alias.group(1)), ""
+            if listed or x400:
+                if address:
+                    yield address, " ".join(reason)
+                address = _clean_address((listed or x400).group(1))
+                reason = [listed.group(2)] if listed else []
+                seen_any = True
             elif not line.strip():
-                if found_any and current_address is None:
-                    break
-                if current_address:
-                    yield current_address, " ".join(current or [])
-                    current_address, current = None, None
-            elif found_any and not line[:1].isspace() and current_address is None:
+                if address:
+                    yield address, " ".join(reason)
+                    address, reason = None, []
+            elif seen_any and address is None and not alias and not line[:1].isspace():
                 break
-            elif current is not None:
-                current.append(line)
-            elif not found_any and offset > 8:
+            elif address and not alias:
+                reason.append(line)
+            elif not seen_any and offset > 8:
                 break
-            if alias and listed:
+            if alias:
                 yield _clean_address(alias.group(1)), ""
-        if current_address:
-            yield current_address, " ".join(current or [])
-        index += max(consumed, 1)
+                seen_any = True
+        if address:
+            yield address, " ".join(reason)
+        index += max(offset, 1)
 
 
-_LEAD = r"(?![\w-])\s*:?\s*[\[<\"'(]?(?:smtp:)?"
+_AFTER_PHRASE = r"(?![\w-])\s*:?\s*[\[<\"'(]?(?:smtp:)?"
 # Phrases that name the failed recipient outright.
 _PLAIN_PHRASES = re.compile(
     r"\b(?:unknown user|invalid (?:final delivery userid|recipient)|intended recipient|"
@@ -785,24 +824,24 @@ _PLAIN_PHRASES = re.compile(
     r"unable to deliver (?:your )?(?:message|mail) to|could not be delivered to|"
     r"was addressed,|message,? addressed to|delivering (?:your )?(?:mail|message) to|"
     r"user's mailbox is full|local mailbox)"
-    rf"{_LEAD}({_ADDR})(.*)$",
+    rf"{_AFTER_PHRASE}({_ADDR})(.*)$",
     re.IGNORECASE | re.MULTILINE,
 )
-# Phrases that usually, but not always, name the failed recipient.
-_LOOSE_PHRASES = [
+# Phrases that usually, not always, name the failed recipient.
+_LOOSE_PHRASES = (
     # Sendmail and its descendants: `550 5.1.1 <user@example.com>... User unknown`
-    re.compile(rf"<?({_ADDR})>?\s?\.\.\.\s*(\S.*)$", re.MULTILINE),
+    re.compile(rf"<?(?<![{_LOCAL_CHARS}.])({_ADDR})>?\s?\.\.\.\s*(\S.*)$", re.MULTILINE),
     re.compile(
         r"\b(?:quota violation for|deliver your message to|your message to|mailbox|recipient)"
-        rf"{_LEAD}({_ADDR})(.*)$",
+        rf"{_AFTER_PHRASE}({_ADDR})(.*)$",
         re.IGNORECASE | re.MULTILINE,
     ),
     re.compile(
-        rf"^\s*<?({_ADDR})>?(?:\s+-)?\s+((?:no such|user unknown|unknown|mailbox|invalid|quota|"
-        r"not found|does not exist|rejected|disabled|over ?quota|error\b).*)$",
+        rf"^\s*<?({_ADDR})>?(?:\s+-)?\s+((?:no such|user unknown|unknown|mailbox|invalid|"
+        r"quota|not found|does not exist|rejected|disabled|over ?quota|error\b).*)$",
         re.IGNORECASE | re.MULTILINE,
     ),
-]
+)
 # What a server says about the addresses it accepted.
 _ACCEPTED = re.compile(r"^\s*(?:sender|recipient|ok)\b.*\bok\b|^\s*ok\b", re.IGNORECASE)
 
@@ -821,7 +860,7 @@ _REPLY_LINE = re.compile(r"^\s*(?:<<<|>>>|received\s*>>>|\S*\s*said:)?\s*([245])
 
 
 def _transcript_addresses(lines: list[str]) -> Iterator[tuple[str | None, str]]:
-    """Recipients a session transcript shows being refused, or the only one it tried."""
+    """Recipients a session transcript shows refused, or the only one it shows tried."""
     tried: list[tuple[str | None, str | None, str]] = []
     for index, line in enumerate(lines):
         match = _RCPT.search(line)
@@ -843,7 +882,7 @@ def _transcript_addresses(lines: list[str]) -> Iterator[tuple[str | None, str]]:
         yield tried[0][0], tried[0][2]
 
 
-# As a last resort: `Mailbox is full: <user@example.com>` or a line holding only `<address>`.
+# Last resorts: `Mailbox is full: <user@example.com>`, or a line holding only `<address>`.
 _LABELLED = re.compile(
     r"^[^:\n]{0,60}\b(?:user|mailbox|recipient|address|account|deliver\w*|quota|unknown|"
     rf"invalid|exceed\w*|rejected|failed)\b[^:\n]{{0,40}}:\s*<?({_ADDR})>?\s*$|"
@@ -858,7 +897,7 @@ def _labelled_addresses(text: str) -> Iterator[tuple[str | None, str]]:
 
 
 def _aol_screen_names(message: Message, lines: list[str]) -> Iterator[tuple[str, str]]:
-    """AOL lists bare screen names; they are addresses at aol.com."""
+    """AOL lists bare screen names, which are addresses at aol.com."""
     sender = " ".join(str(message.get(name, "")) for name in ("From", "Return-Path"))
     if not re.search(r"@aol\.com\b", sender, re.IGNORECASE):
         return
@@ -872,43 +911,24 @@ def _aol_screen_names(message: Message, lines: list[str]) -> Iterator[tuple[str,
                     break
 
 
-_JSON_BOUNCE = re.compile(r'\\?"notificationType\\?"\s*:\s*\\?"Bounce\\?"')
-_JSON_RECIPIENT = re.compile(rf'\\?"emailAddress\\?"\s*:\s*\\?"({_ADDR})\\?"(.{{0,600}}?)\}}')
-_JSON_DIAGNOSTIC = re.compile(r'\\?"diagnosticCode\\?"\s*:\s*\\?"(.*?)\\?"\s*[,}]')
-
-
-_JSON_TRANSIENT = re.compile(r'\\?"bounceType\\?"\s*:\s*\\?"Transient')
-
-
-def _json_notification(text: str) -> list[Bounce]:
-    """Cloud senders (Amazon SES) that post their bounce notice as JSON, often re-quoted."""
-    permanent = not _JSON_TRANSIENT.search(text)
-    bounces = []
-    for match in _JSON_RECIPIENT.finditer(text):
-        address = _clean_address(match.group(1))
-        diagnostic_match = _JSON_DIAGNOSTIC.search(match.group(2))
-        diagnostic = diagnostic_match.group(1) if diagnostic_match else ""
-        if address:
-            status = _enhanced_status(diagnostic)
-            bounces.append(Bounce(address, permanent, status, _one_line(diagnostic)))
-    return _dedupe(bounces)
+_SUBJECT_ADDRESS = re.compile(
+    r"(?:undeliverable|undelivered|delayed|failure|failed|not delivered|report \(\w+\) for|"
+    rf"warning)\s*:?[\s(<\"']*({_ADDR})",
+    re.IGNORECASE,
+)
 
 
 def _subject_addresses(subject: str) -> list[str]:
-    match = re.search(
-        r"(?:undeliverable|undelivered|delayed|failure|failed|not delivered|report \(\w+\) for|"
-        r"warning)\s*:?[\s(<\"']*" + rf"({_ADDR})",
-        subject,
-        re.IGNORECASE,
-    )
+    match = _SUBJECT_ADDRESS.search(subject)
     address = _clean_address(match.group(1)) if match else None
     return [address] if address else []
 
 
-_WARNING = re.compile(
-    r"has not yet been delivered|not yet been delivered|delivery (?:has been )?delayed|"
-    r"has been delayed|will (?:continue to )?(?:retry|try again|attempt (?:to )?deliver)|"
-    r"will be retried|"
+# -- permanent or not ---------------------------------------------------------------------
+
+_WARNING_TEXT = re.compile(
+    r"not yet been delivered|delivery (?:has been )?delayed|has been delayed|"
+    r"will (?:continue to )?(?:retry|try again|attempt (?:to )?deliver)|will be retried|"
     r"delivery attempts will continue|warning message only|has been postponed|"
     r"still being retried|is being retried",
     re.IGNORECASE,
@@ -918,14 +938,17 @@ _WARNING_SUBJECT = re.compile(
     r"not (?:yet )?been delivered|warning$",
     re.IGNORECASE,
 )
-_GAVE_UP = re.compile(
-    r"permanent|given up|not going to try again|too long|giving up|failed|could not be delivered",
+_GAVE_UP = re.compile(r"this is a permanent error|given up|giving up", re.IGNORECASE)
+# A temporary-looking reply code in a message that nonetheless reports a final failure.
+_FINAL = re.compile(
+    r"permanent|given up|not going to try again|too long|giving up|failed|"
+    r"could not be delivered",
     re.IGNORECASE,
 )
 
 
 def _is_warning(message: Message, text: str) -> bool:
     """Is this only a notice that delivery is still being tried?"""
-    if re.search(r"this is a permanent error|given up|giving up", text, re.IGNORECASE):
+    if _GAVE_UP.search(text):
         return False
-    return bool(_WARNING_SUBJECT.search(_subject(message)) or _WARNING.search(text))
+    return bool(_WARNING_SUBJECT.search(_subject(message)) or _WARNING_TEXT.search(text))
