@@ -263,7 +263,7 @@ class Service:
     """`arsip serve` with a fresh data directory, started from that directory so that no
     `arsip.toml` in the checkout changes its configuration; stderr goes to a file."""
 
-    def __init__(self, command: str, workdir: Path, sink: Sink) -> None:
+    def __init__(self, command: str, workdir: Path, sink: Sink, connections: int = 8) -> None:
         self.command = command
         self.workdir = workdir
         data_dir = workdir / "data"
@@ -282,6 +282,7 @@ class Service:
             ARSIP_DNS_SERVER=f"{HOST}:{sink.dns_port}",
             ARSIP_BASE_URL=f"https://{LIST_DOMAIN}",
             ARSIP_LOG_LEVEL="WARNING",
+            ARSIP_OUTGOING_CONNECTIONS=str(connections),
         )
         self.log_path = workdir / "arsip-serve.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115  (closed in stop())
@@ -690,6 +691,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--timeout", type=float, default=300.0, help="seconds allowed per command and per fan-out"
     )
     parser.add_argument("--keep", default=None, help="work in DIR and keep it afterwards")
+    parser.add_argument(
+        "--connections", type=int, default=8, help="ARSIP_OUTGOING_CONNECTIONS for the service"
+    )
     parser.add_argument("--arsip", default="", help="the arsip command (default: next to python)")
     parser.add_argument("--sink", default=None, help=argparse.SUPPRESS)  # the sink process
     args = parser.parse_args(argv)
@@ -738,7 +742,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     service_peak_mb = 0.0
     try:
         sink = Sink(root / "sink-record.txt")
-        service = Service(command, root, sink)
+        service = Service(command, root, sink, args.connections)
         number = 0
         for size in args.size_list:
             for mode in args.mode_list:
