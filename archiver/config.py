@@ -61,7 +61,7 @@ class Settings:
     # Where people reach the web UI, for links in mail (confirmations, one-click
     # unsubscribe); empty: http://WEB_HOST:WEB_PORT
     base_url: str = ""
-    outgoing_connections: int = 8
+    outgoing_connections: int = 16
     # The DNS server for DMARC look-ups (host:port); empty: the system's resolvers
     dns_server: HostPort | None = None
 

@@ -263,7 +263,7 @@ class Service:
     """`arsip serve` with a fresh data directory, started from that directory so that no
     `arsip.toml` in the checkout changes its configuration; stderr goes to a file."""
 
-    def __init__(self, command: str, workdir: Path, sink: Sink, connections: int = 8) -> None:
+    def __init__(self, command: str, workdir: Path, sink: Sink, connections: int = 16) -> None:
         self.command = command
         self.workdir = workdir
         data_dir = workdir / "data"
@@ -692,7 +692,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--keep", default=None, help="work in DIR and keep it afterwards")
     parser.add_argument(
-        "--connections", type=int, default=8, help="ARSIP_OUTGOING_CONNECTIONS for the service"
+        "--connections", type=int, default=16, help="ARSIP_OUTGOING_CONNECTIONS for the service"
     )
     parser.add_argument("--arsip", default="", help="the arsip command (default: next to python)")
     parser.add_argument("--sink", default=None, help=argparse.SUPPRESS)  # the sink process
