@@ -30,9 +30,12 @@ def sink():
 
 
 @pytest.fixture
-def lists_service(make_service, sink: SmarthostSink) -> RunningService:
-    """A running service with the list dev@ (owner OWNER, members ANN and BOB)."""
-    service = make_service(ARSIP_SMARTHOST=sink.address, ARSIP_BASE_URL="https://lists.test")
+def lists_service(make_service, sink: SmarthostSink, database_url: str) -> RunningService:
+    """A running service with the list dev@ (owner OWNER, members ANN and BOB), on SQLite
+    and on PostgreSQL."""
+    service = make_service(
+        database_url, ARSIP_SMARTHOST=sink.address, ARSIP_BASE_URL="https://lists.test"
+    )
     service.run_cli("lists", "create", LIST, "--owner", OWNER, check=True)
     service.run_cli("lists", "add-member", LIST, ANN, BOB, "--no-confirm", check=True)
     return service
