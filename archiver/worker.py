@@ -209,7 +209,7 @@ class SpoolWorker:
             entry.next_attempt_at = datetime.now(UTC) + delay
             entry.last_error = str(exc)[:2000]
             log.error(
-                "queue_id=%s archiving failed (attempt %d, next in %s): %s",
+                "queue_id=%s failed (attempt %d, next in %s): %s",
                 entry.queue_id,
                 entry.attempts,
                 delay,
