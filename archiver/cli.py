@@ -11,6 +11,7 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from tqdm import tqdm
@@ -20,6 +21,11 @@ from archiver.config import Settings, SettingsError, load_settings
 from archiver.mailfiles import MailFileError
 from archiver.report import stats as collect_stats
 from archiver.service import Core, Service, build_core, configure_logging
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from archiver.accounts import User
 
 
 class CliError(click.ClickException):
@@ -274,6 +280,131 @@ def reindex(ctx: click.Context) -> None:
     except IndexBusyError as exc:
         raise CliError(f"{exc}; try again in a moment") from exc
     click.echo(f"indexed {count} messages")
+
+
+@cli.group()
+def users() -> None:
+    """Accounts for the web UI and the API."""
+
+
+def _email(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from archiver.accounts import BadEmail, normalise_email
+
+    try:
+        return normalise_email(value)
+    except BadEmail as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _password_from_stdin() -> str:
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise click.UsageError("stdin held no password (give it on the first line)")
+    return password
+
+
+def _account(session: Session, email: str) -> User:
+    from archiver.accounts import find_user
+
+    user = find_user(session, email)
+    if user is None:
+        raise CliError(f"no account for {email}; `arsip users list` shows them")
+    return user
+
+
+@users.command("add")
+@click.argument("email", callback=_email)
+@click.option(
+    "--role",
+    type=click.Choice(["admin", "auditor", "user"]),
+    default="user",
+    show_default=True,
+    help="Admins and auditors see all mail; users the mail of their own addresses.",
+)
+@click.option(
+    "--password-stdin", is_flag=True, help="Read the password from the first line of stdin."
+)
+@click.pass_context
+def users_add(ctx: click.Context, email: str, role: str, password_stdin: bool) -> None:
+    """Create an account; without --password-stdin nobody can log in to it yet."""
+    from archiver.accounts import AccountExists, add_user
+
+    password = _password_from_stdin() if password_stdin else None
+    try:
+        with _core(ctx).sessions.begin() as session:
+            add_user(session, email, role, password)
+    except AccountExists as exc:
+        raise CliError(str(exc)) from exc
+    click.echo(f"added {role} {email}" + ("" if password else " (no password yet)"))
+
+
+@users.command("password")
+@click.argument("email", callback=_email)
+@click.pass_context
+def users_password(ctx: click.Context, email: str) -> None:
+    """Set an account's password from the first line of stdin (and lift any lock-out)."""
+    from archiver.accounts import set_password
+
+    password = _password_from_stdin()
+    with _core(ctx).sessions.begin() as session:
+        set_password(_account(session, email), password)
+    click.echo(f"password set for {email}")
+
+
+@users.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
+@click.pass_context
+def users_list(ctx: click.Context, as_json: bool) -> None:
+    """Every account, its role and its verified addresses."""
+    from sqlalchemy import select
+
+    from archiver.accounts import User, verified_addresses
+
+    with _core(ctx).sessions() as session:
+        rows = [
+            {
+                "email": user.email,
+                "role": user.role,
+                "addresses": list(verified_addresses(session, user)),
+                "has_password": user.password_hash is not None,
+                "created_at": user.created_at.isoformat(),
+            }
+            for user in session.scalars(select(User).order_by(User.email))
+        ]
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False))
+        return
+    for row in rows:
+        password = "" if row["has_password"] else "  (no password)"
+        click.echo(f"{row['email']:40} {row['role']:8} {' '.join(row['addresses'])}{password}")
+
+
+@users.command("token")
+@click.argument("email", callback=_email)
+@click.pass_context
+def users_token(ctx: click.Context, email: str) -> None:
+    """Make a new API token and print it; it is stored hashed and cannot be shown again."""
+    from archiver.accounts import new_api_token
+
+    with _core(ctx).sessions.begin() as session:
+        token = new_api_token(session, _account(session, email))
+    click.echo(token)
+
+
+@users.command("add-address")
+@click.argument("email", callback=_email)
+@click.argument("address", callback=_email)
+@click.pass_context
+def users_add_address(ctx: click.Context, email: str, address: str) -> None:
+    """Let an account read ADDRESS's mail: you vouch for it, so it counts as verified."""
+    from archiver.accounts import AccountExists, add_address
+
+    try:
+        with _core(ctx).sessions.begin() as session:
+            add_address(session, _account(session, email), address, verified=True)
+    except AccountExists as exc:
+        raise CliError(str(exc)) from exc
+    click.echo(f"{email} now reads the mail of {address}")
 
 
 def main() -> None:

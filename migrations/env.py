@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from archiver import accounts as account_models  # noqa: F401  (the web UI's accounts)
 from archiver.migrate import include_name
 from archiver.models import Base, UtcDateTime
 from lists import models as list_models  # noqa: F401  (the list engine's tables)

@@ -6,6 +6,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from archiver import accounts as account_models  # noqa: F401  (the web UI's accounts)
 from archiver import migrate
 from archiver.models import Base
 from archiver.search import postgres_index

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from flask import Flask, render_template
@@ -21,11 +22,15 @@ def create_app(core: Core) -> Flask:
     app.config["SESSION_COOKIE_HTTPONLY"] = True
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     app.config["SESSION_COOKIE_SECURE"] = core.settings.public_url.startswith("https://")
+    # A login lasts a working day at most, even in a browser that is never closed.
+    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=12)
     app.extensions["arsip_core"] = core
 
-    from web import csrf, lists, status
+    from web import auth, csrf, lists, status
 
     csrf.init_app(app)
+    auth.init_app(app)
+    app.register_blueprint(auth.bp)
     app.register_blueprint(status.bp)
     app.register_blueprint(lists.bp)
     app.register_error_handler(HTTPException, _error_page)

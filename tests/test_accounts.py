@@ -1,0 +1,263 @@
+"""Local accounts: logging in and out of the web UI, lock-outs, API tokens, and what each
+account may see of the archive."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+from datetime import timedelta
+
+import flask
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from archiver.accounts import (
+    AccountLocked,
+    ApiToken,
+    add_address,
+    add_user,
+    authenticate,
+    find_user,
+    user_for_token,
+    utcnow,
+    viewer_for,
+)
+from archiver.service import Core
+from lists.models import ArchivePolicy, MailingList, Member
+from tests.support import ARSIP, ROOT
+from web import auth, create_app
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def app(core: Core) -> Flask:
+    """The web UI over an archive with one user, ann@example.org, and a page behind a login."""
+    with core.sessions.begin() as session:
+        add_user(session, "Ann@Example.org", "user", PASSWORD)
+    app = create_app(core)
+
+    @app.get("/private")
+    @auth.login_required
+    def private() -> str:
+        user = auth.current_user()
+        return f"hello {user.email if user else '?'}"
+
+    return app
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """A browser: it keeps the session cookie between requests."""
+    return app.test_client()
+
+
+def csrf_field(page: str) -> str:
+    """The CSRF token a page's form carries."""
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert found, "the page has no CSRF field"
+    return found.group(1)
+
+
+def log_in(client: FlaskClient, email: str, password: str, next_: str | None = None):
+    """Open the login form and send it, as a browser does."""
+    token = csrf_field(client.get("/login").get_data(as_text=True))
+    form = {"csrf_token": token, "email": email, "password": password}
+    if next_ is not None:
+        form["next"] = next_
+    return client.post("/login", data=form)
+
+
+def arsip(core: Core, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """Run the `arsip` command against the test's database and data directory."""
+    env = {
+        **os.environ,
+        "ARSIP_DATA_DIR": str(core.settings.data_dir),
+        "ARSIP_DATABASE_URL": core.settings.database_url,
+    }
+    return subprocess.run(
+        [ARSIP, *args], env=env, cwd=ROOT, input=stdin, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_a_user_logs_in_reaches_a_private_page_and_logs_out(client: FlaskClient) -> None:
+    bounced = client.get("/private?page=2")
+    assert bounced.status_code == 302
+    assert bounced.headers["Location"] == "/login?next=%2Fprivate%3Fpage%3D2"
+
+    answer = log_in(client, "ann@example.org", PASSWORD, next_="/private?page=2")
+    assert answer.status_code == 302
+    assert answer.headers["Location"] == "/private?page=2"
+    assert client.get("/private").get_data(as_text=True) == "hello ann@example.org"
+    with client.session_transaction() as session:
+        assert session.permanent
+
+    page = client.get("/login").get_data(as_text=True)
+    assert client.post("/logout", data={"csrf_token": csrf_field(page)}).status_code == 302
+    assert client.get("/private").status_code == 302
+
+
+def test_logging_in_starts_a_new_session(client: FlaskClient) -> None:
+    with client.session_transaction() as session:
+        session["planted"] = "by an attacker"
+    log_in(client, "ann@example.org", PASSWORD)
+    with client.session_transaction() as session:
+        assert "planted" not in session
+
+
+def test_a_wrong_password_reads_like_an_unknown_email(client: FlaskClient) -> None:
+    wrong = log_in(client, "ann@example.org", "guess")
+    unknown = log_in(client, "nobody@example.org", "guess")
+    assert wrong.status_code == unknown.status_code == 401
+    assert "Wrong email or password" in wrong.get_data(as_text=True)
+    assert "Wrong email or password" in unknown.get_data(as_text=True)
+    assert client.get("/private").status_code == 302
+
+
+def test_five_failures_lock_the_account_even_for_the_right_password(
+    core: Core, client: FlaskClient
+) -> None:
+    for _ in range(5):
+        assert log_in(client, "ann@example.org", "guess").status_code == 401
+    locked = log_in(client, "ann@example.org", PASSWORD)
+    assert locked.status_code == 429
+    assert "try again later" in locked.get_data(as_text=True)
+    assert client.get("/private").status_code == 302
+
+    later = utcnow() + timedelta(minutes=16)
+    with core.sessions.begin() as session:
+        assert authenticate(session, "ann@example.org", PASSWORD, now=later) is not None
+
+
+def test_failures_spread_over_more_than_a_quarter_hour_do_not_lock(core: Core) -> None:
+    start = utcnow()
+    with core.sessions.begin() as session:
+        add_user(session, "ann@example.org", "user", PASSWORD)
+        for minute in (0, 5, 10, 20, 25, 30):
+            at = start + timedelta(minutes=minute)
+            assert authenticate(session, "ann@example.org", "guess", now=at) is None
+        assert authenticate(session, "ann@example.org", PASSWORD, now=start + timedelta(minutes=31))
+
+
+def test_a_locked_account_says_so_below_the_web_ui(core: Core) -> None:
+    with core.sessions.begin() as session:
+        add_user(session, "bob@example.org", "user", "pw")
+        for _ in range(5):
+            authenticate(session, "bob@example.org", "guess")
+        with pytest.raises(AccountLocked):
+            authenticate(session, "bob@example.org", "pw")
+
+
+def test_one_client_guessing_across_accounts_is_slowed_down(client: FlaskClient) -> None:
+    for number in range(20):
+        assert log_in(client, f"user{number}@example.org", "guess").status_code == 401
+    assert log_in(client, "ann@example.org", PASSWORD).status_code == 429
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["//evil.example", "https://evil.example", "/\\evil.example", "javascript:alert(1)", "/\t/x"],
+)
+def test_the_login_page_never_redirects_to_another_site(client: FlaskClient, target: str) -> None:
+    answer = log_in(client, "ann@example.org", PASSWORD, next_=target)
+    assert answer.status_code == 302
+    assert answer.headers["Location"] == "/"
+
+
+def test_a_login_without_the_csrf_token_is_refused(client: FlaskClient) -> None:
+    client.get("/login")
+    answer = client.post("/login", data={"email": "ann@example.org", "password": PASSWORD})
+    assert answer.status_code == 400
+    assert client.get("/private").status_code == 302
+
+
+def test_an_account_added_on_the_command_line_can_log_in(core: Core) -> None:
+    added = arsip(core, "users", "add", "Cat@Example.org", "--role", "auditor", "--password-stdin",
+                  stdin="s3cret pass\n")  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    client = create_app(core).test_client()
+    assert log_in(client, "cat@example.org", "s3cret pass").status_code == 302
+
+    listed = arsip(core, "users", "list", "--json")
+    assert '"email": "cat@example.org", "role": "auditor"' in listed.stdout
+
+
+def test_the_command_line_explains_mistakes_in_one_line(core: Core) -> None:
+    assert arsip(core, "users", "add", "dan@example.org").returncode == 0
+    again = arsip(core, "users", "add", "DAN@example.org")
+    assert again.returncode == 1
+    assert "exists already" in again.stderr
+    assert arsip(core, "users", "add", "not-an-address").returncode == 2
+    assert arsip(core, "users", "add", "eve@example.org", "--role", "boss").returncode == 2
+    unknown = arsip(core, "users", "token", "nobody@example.org")
+    assert unknown.returncode == 1
+    assert unknown.stderr.strip().count("\n") == 0
+
+
+def test_an_api_token_is_shown_once_and_stored_only_as_its_hash(core: Core) -> None:
+    with core.sessions.begin() as session:
+        add_user(session, "ann@example.org", "user")
+    made = arsip(core, "users", "token", "ann@example.org")
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    with core.sessions.begin() as session:
+        user = user_for_token(session, token)
+        assert user is not None and user.email == "ann@example.org"
+        stored = session.scalars(select(ApiToken.token_hash)).one()
+        assert stored == hashlib.sha256(token.encode()).hexdigest()
+        assert token not in stored
+        assert user_for_token(session, token + "x") is None
+
+
+def test_a_user_sees_their_addresses_and_an_auditor_sees_all(core: Core) -> None:
+    with core.sessions.begin() as session:
+        ann = add_user(session, "ann@example.org", "user")
+        add_address(session, ann, "ann@old-job.example")
+        add_address(session, ann, "Ann.Home@example.net", verified=True)
+        auditor = add_user(session, "audit@example.org", "auditor")
+        mine = viewer_for(session, ann)
+        everything = viewer_for(session, auditor)
+    assert not mine.sees_all
+    assert mine.addresses == {"ann@example.org", "ann.home@example.net"}
+    assert everything.sees_all
+
+
+def test_an_address_vouched_for_on_the_command_line_counts(core: Core) -> None:
+    with core.sessions.begin() as session:
+        add_user(session, "ann@example.org", "user")
+    assert arsip(core, "users", "add-address", "ann@example.org", "a@b.example").returncode == 0
+    with core.sessions() as session:
+        user = find_user(session, "ann@example.org")
+        assert user is not None
+        assert "a@b.example" in viewer_for(session, user).addresses
+
+
+def test_the_web_viewer_adds_the_list_archives_a_user_may_read(core: Core, app: Flask) -> None:
+    with core.sessions.begin() as session:
+        open_list = MailingList(name="dev", domain="lists.example.com", display_name="dev")
+        closed = MailingList(
+            name="board",
+            domain="lists.example.com",
+            display_name="board",
+            archive=ArchivePolicy.PRIVATE,
+        )
+        session.add_all([open_list, closed])
+        session.flush()
+        session.add(Member(list_id=closed.id, address="ann@example.org", role="member"))
+
+    with app.test_request_context("/"):
+        assert auth.current_viewer().readable_lists == {"dev.lists.example.com"}
+        assert not auth.current_viewer().addresses
+
+    with core.sessions() as session:
+        ann = find_user(session, "ann@example.org")
+        assert ann is not None
+    with app.test_request_context("/"):
+        flask.session[auth.SESSION_KEY] = ann.id
+        viewer = auth.current_viewer()
+    assert viewer.addresses == {"ann@example.org"}
+    assert viewer.readable_lists == {"dev.lists.example.com", "board.lists.example.com"}
