@@ -16,9 +16,11 @@ run: $(STAMP)
 	$(BIN)/arsip db upgrade
 	exec $(BIN)/arsip serve
 
-# Installs and starts a private PostgreSQL server on loopback for the database tests,
-# runs the whole suite against SQLite and PostgreSQL, and stops the server again.
+# Installs Debian's chromium for the browser tests, installs and starts a private
+# PostgreSQL server on loopback for the database tests, runs the whole suite against
+# SQLite and PostgreSQL, and stops the server again.
 test: $(STAMP)
+	tests/ensure-chromium.sh
 	tests/with-postgres.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -28,6 +30,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python tests/bench/ingest.py
 	$(BIN)/python tests/bench/fanout.py
+	$(BIN)/python tests/bench/search.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -57,3 +57,24 @@ def make_service(tmp_path: Path) -> Iterator:
 def service(make_service, database_url: str) -> RunningService:
     """A running service on SQLite and, in a second run, PostgreSQL."""
     return make_service(database_url)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium (Debian's), shared by the browser journeys of a test run."""
+    from tests import browser as chromium
+
+    if not chromium.available():
+        pytest.skip("chromium is not installed (make test installs it)")
+    with chromium.chromium() as running:
+        yield running
+
+
+@pytest.fixture
+def loopback_browser(browser):
+    """A fresh browser context that may only talk to loopback addresses."""
+    from tests.browser import LoopbackOnly
+
+    context = LoopbackOnly(browser)
+    yield context
+    context.close()

@@ -75,6 +75,7 @@ def service_env(data_dir: Path, database_url: str | None = None, **extra: str) -
         "ARSIP_SMTP_PORT": str(smtp_port),
         "ARSIP_LMTP_PORT": str(lmtp_port),
         "ARSIP_WEB_PORT": str(web_port),
+        "ARSIP_BASE_URL": f"http://127.0.0.1:{web_port}",  # links in mail lead to this service
         "ARSIP_JOURNAL_ADDRESSES": JOURNAL,
         "ARSIP_JOURNAL_DOMAINS": f"{JOURNAL_DOMAIN}={ORIGINAL_DOMAIN}",
         "ARSIP_DOMAINS": LIST_DOMAIN,
