@@ -1,0 +1,242 @@
+"""List archives in the browser: the directory of lists, a list's archive by month with
+its activity, a month's threads, an Atom feed, and the subscribe and unsubscribe forms.
+
+A list's archive is shown to whoever may read it (public lists: everyone; private lists:
+members, administrators and auditors); to anyone else it does not exist (404), so the
+page cannot be used to learn which private lists there are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+from xml.sax.saxutils import escape
+
+from flask import Blueprint, Response, abort, current_app, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from sqlalchemy import Row, Text, cast, func, select
+from sqlalchemy.orm import Session
+
+from archiver.models import Message
+from lists.membership import Membership
+from lists.models import ArchivePolicy, MailingList, Member, Role
+from web.auth import current_viewer
+
+if TYPE_CHECKING:
+    from archiver.service import Core
+
+bp = Blueprint("list_archives", __name__, url_prefix="/lists")
+
+FEED_ENTRIES = 30
+CHART_MONTHS = 24
+
+
+@dataclass(frozen=True)
+class Month:
+    """One month of a list's archive."""
+
+    key: str  # YYYY-MM
+    messages: int
+    threads: int
+
+
+def _core() -> Core:
+    return current_app.extensions["arsip_core"]
+
+
+def _readable(mlist: MailingList) -> bool:
+    viewer = current_viewer()
+    if mlist.archive == ArchivePolicy.NONE:
+        return False
+    return viewer.sees_all or mlist.list_id in viewer.readable_lists
+
+
+def _find(session: Session, address: str) -> MailingList:
+    """The list at `address`, if this request may read it; 404 otherwise."""
+    name, _, domain = address.lower().partition("@")
+    mlist = session.scalar(
+        select(MailingList).where(MailingList.name == name, MailingList.domain == domain)
+    )
+    if mlist is None or not _readable(mlist):
+        abort(404)
+    return mlist
+
+
+def _months(session: Session, list_id: str) -> list[Month]:
+    # "YYYY-MM" of the stored UTC timestamp, the same text on SQLite and PostgreSQL
+    month = func.substr(cast(Message.date, Text), 1, 7)
+    rows = session.execute(
+        select(month, func.count(), func.count(func.distinct(Message.thread_id)))
+        .where(Message.list_id == list_id)
+        .group_by(month)
+        .order_by(month.desc())
+    )
+    return [Month(key, messages, threads) for key, messages, threads in rows]
+
+
+@bp.get("/")
+def directory() -> ResponseReturnValue:
+    """The lists this visitor may read, with their member counts."""
+    with _core().sessions() as session:
+        members = dict(
+            session.execute(
+                select(Member.list_id, func.count())
+                .where(Member.role == Role.MEMBER)
+                .group_by(Member.list_id)
+            ).all()
+        )
+        shown = [
+            (mlist, members.get(mlist.id, 0))
+            for mlist in session.scalars(
+                select(MailingList).order_by(MailingList.domain, MailingList.name)
+            )
+            if _readable(mlist)
+        ]
+        session.expunge_all()
+    return render_template("list_directory.html", title="Mailing lists", lists=shown)
+
+
+@bp.get("/<list_address>/")
+def archive(list_address: str) -> ResponseReturnValue:
+    """A list's page: what it is, how to join, and its archive by month."""
+    with _core().sessions() as session:
+        mlist = _find(session, list_address)
+        months = _months(session, mlist.list_id)
+        session.expunge_all()
+    return render_template(
+        "list_archive.html",
+        title=mlist.address,
+        mlist=mlist,
+        months=months,
+        chart=activity_chart(months[:CHART_MONTHS]),
+        notice=request.args.get("notice", ""),
+    )
+
+
+@bp.get("/<list_address>/<int:year>-<int:month>")
+def month_view(list_address: str, year: int, month: int) -> ResponseReturnValue:
+    """A month of a list: its messages, newest thread first."""
+    if not 1 <= month <= 12:
+        abort(404)
+    start = datetime(year, month, 1, tzinfo=UTC)
+    end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
+    with _core().sessions() as session:
+        mlist = _find(session, list_address)
+        messages = list(
+            session.execute(
+                select(
+                    Message.message_id,
+                    Message.subject,
+                    Message.from_name,
+                    Message.from_address,
+                    Message.date,
+                    Message.thread_id,
+                )
+                .where(Message.list_id == mlist.list_id, Message.date >= start, Message.date < end)
+                .order_by(Message.date.desc())
+            )
+        )
+        session.expunge_all()
+    return render_template(
+        "list_month.html",
+        title=f"{mlist.address} · {year}-{month:02d}",
+        mlist=mlist,
+        key=f"{year}-{month:02d}",
+        messages=messages,
+    )
+
+
+@bp.get("/<list_address>/feed.atom")
+def feed(list_address: str) -> ResponseReturnValue:
+    """The list's latest posts as an Atom feed."""
+    with _core().sessions() as session:
+        mlist = _find(session, list_address)
+        posts = list(
+            session.execute(
+                select(
+                    Message.message_id,
+                    Message.subject,
+                    Message.from_name,
+                    Message.from_address,
+                    Message.date,
+                    Message.body_text,
+                )
+                .where(Message.list_id == mlist.list_id)
+                .order_by(Message.date.desc())
+                .limit(FEED_ENTRIES)
+            )
+        )
+        session.expunge_all()
+    base = _core().settings.public_url
+    return Response(atom(mlist, posts, base), mimetype="application/atom+xml")
+
+
+@bp.post("/<list_address>/subscribe")
+def subscribe(list_address: str) -> ResponseReturnValue:
+    """Ask for a confirmation mail to join (double opt-in: nothing changes yet)."""
+    return _request(list_address, "subscribe")
+
+
+@bp.post("/<list_address>/unsubscribe-request")
+def unsubscribe_request(list_address: str) -> ResponseReturnValue:
+    """Ask for a confirmation mail to leave."""
+    return _request(list_address, "unsubscribe")
+
+
+def _request(list_address: str, action: str) -> ResponseReturnValue:
+    address = request.form.get("email", "").strip()
+    core = _core()
+    with core.sessions.begin() as session:
+        mlist = _find(session, list_address)
+        if "@" not in address or len(address) > 320:
+            text = "That does not look like an email address."
+        else:
+            text = Membership(core.settings.public_url).request(session, mlist, address, action)
+        target = url_for(".archive", list_address=mlist.address, notice=text)
+    return "", 303, {"Location": target}
+
+
+def activity_chart(months: list[Month]) -> str:
+    """A bar chart of messages per month (oldest on the left) as inline SVG."""
+    if not months:
+        return ""
+    shown = list(reversed(months))
+    tallest = max(m.messages for m in shown) or 1
+    width, height, bar = 12 * len(shown), 60, 10
+    bars = "".join(
+        f'<rect x="{i * 12}" y="{height - round(m.messages / tallest * height)}" '
+        f'width="{bar}" height="{round(m.messages / tallest * height)}" fill="#4a6fa5">'
+        f"<title>{escape(m.key)}: {m.messages} messages</title></rect>"
+        for i, m in enumerate(shown)
+    )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'role="img" aria-label="messages per month">{bars}</svg>'
+    )
+
+
+def atom(mlist: MailingList, posts: list[Row], base: str) -> str:
+    """An Atom 1.0 document of `posts`."""
+    home = f"{base}/lists/{mlist.address}/"
+    updated = posts[0].date if posts else datetime.now(UTC)
+    entries = "".join(
+        "<entry>"
+        f"<title>{escape(post.subject)}</title>"
+        f"<id>urn:message-id:{escape(post.message_id)}</id>"
+        f'<link href="{escape(base)}/messages/{escape(post.message_id)}"/>'
+        f"<updated>{post.date.isoformat()}</updated>"
+        f"<author><name>{escape(post.from_name or post.from_address)}</name></author>"
+        f"<summary>{escape(post.body_text[:500])}</summary>"
+        "</entry>"
+        for post in posts
+    )
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>'
+        '<feed xmlns="http://www.w3.org/2005/Atom">'
+        f"<title>{escape(mlist.display_name or mlist.name)} ({escape(mlist.address)})</title>"
+        f"<id>{escape(home)}</id>"
+        f'<link href="{escape(home)}"/>'
+        f"<updated>{updated.isoformat()}</updated>"
+        f"{entries}</feed>"
+    )
