@@ -14,7 +14,7 @@ from tests.support import ARSIP, ROOT, RunningService
 def test_the_web_page_says_the_service_is_up(make_service) -> None:
     service: RunningService = make_service()
     base = f"http://127.0.0.1:{service.settings.web_port}"
-    with urllib.request.urlopen(f"{base}/", timeout=10) as response:
+    with urllib.request.urlopen(f"{base}/status", timeout=10) as response:
         page = response.read().decode()
     assert "Arsip is up" in page
     with urllib.request.urlopen(f"{base}/healthz", timeout=10) as response:

@@ -26,14 +26,17 @@ def create_app(core: Core) -> Flask:
     app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=12)
     app.extensions["arsip_core"] = core
 
-    from web import auth, csrf, list_archives, lists, status
+    from web import api, auth, csrf, list_archives, lists, messages, search, status
 
     csrf.init_app(app)
     auth.init_app(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(status.bp)
     app.register_blueprint(lists.bp)
+    app.register_blueprint(messages.bp)
+    app.register_blueprint(search.bp)
     app.register_blueprint(list_archives.bp)
+    app.register_blueprint(api.bp)
     app.register_error_handler(HTTPException, _error_page)
     return app
 

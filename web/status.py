@@ -16,7 +16,7 @@ def _figures() -> dict[str, int]:
         return stats(session)
 
 
-@bp.get("/")
+@bp.get("/status")
 def index() -> ResponseReturnValue:
     """Say the service is up, with the archive's size and backlogs."""
     return render_template("status.html", figures=_figures())

@@ -1,0 +1,358 @@
+"""Reading archived mail: one message with its headers, body and attachments, and a thread.
+
+Every fetch goes through `archiver.access`, so the database only ever returns what the
+viewer may see, and a message that is not theirs looks exactly like one that does not
+exist (404). Whatever comes out of a message is treated as hostile: the HTML body is cleaned
+and shown in a sandboxed iframe under its own strict policy, attachments are always
+downloads, and the raw source is plain text that no browser may sniff into HTML.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import hashlib
+import re
+from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+from flask import Blueprint, Response, abort, current_app, render_template, request
+from flask.typing import ResponseReturnValue
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from archiver.access import find_message, thread_messages
+from archiver.archive import ENVELOPE_FROM, ENVELOPE_TO
+from archiver.models import Message
+from archiver.parse import _PARSER, _payload_bytes, _walk
+from archiver.search.viewer import Viewer
+from archiver.store import BlobMissingError
+from lists.models import MailingList
+from web.auth import current_viewer
+from web.sanitize import html_document, sanitize_html
+
+if TYPE_CHECKING:
+    from archiver.service import Core
+
+bp = Blueprint("messages", __name__)
+
+PAGE_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; frame-src 'self'; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'self'"
+)
+# The cleaned HTML body: no script, no network, framed only by our own page, and sandboxed
+# even when someone opens its address directly.
+HTML_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data: cid:; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'self'; sandbox"
+)
+HTML_POLICY_WITH_IMAGES = HTML_POLICY.replace("img-src data: cid:", "img-src data: https: http:")
+# Raw source and downloads are never rendered as pages.
+DOWNLOAD_POLICY = "default-src 'none'; base-uri 'none'; frame-ancestors 'none'; sandbox"
+
+NOT_FOUND = (
+    "No message with this Message-ID is archived, or it is not yours to see. "
+    "If it was sent to you, log in first."
+)
+NO_THREAD = "No thread with this id is archived, or none of its messages are yours to see."
+
+_UNSAFE_FILENAME = re.compile(r'[\x00-\x1f\x7f"\\/;]')
+# Quoted lines ("> ..." and "> > ..."), as mail clients write them.
+_QUOTED = re.compile(r"^\s*>")
+_MAX_INDENT = 12
+
+
+def _core() -> Core:
+    return current_app.extensions["arsip_core"]
+
+
+def message_url(message_id: str, *rest: str) -> str:
+    """The path of a message's page (or of one of its parts), with the id escaped."""
+    path = "/messages/" + quote(message_id, safe="@!$&'()*+,;=:~/")
+    return "/".join([path, *rest])
+
+
+@bp.app_template_global()
+def message_link(message_id: str, *rest: str) -> str:
+    """`message_url` for templates."""
+    return message_url(message_id, *rest)
+
+
+@bp.after_request
+def _security_headers(response: Response) -> Response:
+    """Mail is hostile and private: no sniffing, no referrer, no caching by shared proxies."""
+    response.headers.setdefault("Content-Security-Policy", PAGE_POLICY)
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers.setdefault("Cache-Control", "private, no-cache")
+    return response
+
+
+def _visible_or_404(db: Session, viewer: Viewer, message_id: str) -> Message:
+    message = find_message(db, viewer, message_id)
+    if message is None:
+        abort(404, description=NOT_FOUND)
+    return message
+
+
+def _raw(message: Message) -> bytes:
+    try:
+        return _core().store.get(message.sha256)
+    except BlobMissingError:
+        abort(404, description="The raw source of this message is no longer stored.")
+
+
+def html_part(raw: bytes) -> str | None:
+    """The message's HTML body as text, or None if it has none (or it cannot be read)."""
+    try:
+        parsed = email.message_from_bytes(raw, policy=email.policy.default)
+        part = (
+            parsed.get_body(preferencelist=("html",)) if isinstance(parsed, EmailMessage) else None
+        )
+        if part is None:
+            return None
+        try:
+            return part.get_content()
+        except (LookupError, UnicodeError, ValueError):
+            # An unknown or lying charset: show what can be read rather than nothing.
+            payload = part.get_payload(decode=True)
+            return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else None
+    except Exception:
+        return None
+
+
+def attachment_bytes(raw: bytes, sha256: str) -> bytes | None:
+    """The bytes of the MIME part whose content hashes to `sha256`.
+
+    Attachments are not stored apart from the message; walking the parts the way the
+    parser did and matching the hash it recorded finds the same part again, whatever the
+    MIME structure looks like.
+    """
+    leaves, _ = _walk(_PARSER.parsebytes(raw), set())
+    for leaf in leaves:
+        data = _payload_bytes(leaf.part)
+        if hashlib.sha256(data).hexdigest() == sha256:
+            return data
+    return None
+
+
+def content_disposition(filename: str | None, fallback: str = "attachment") -> str:
+    """`attachment` with a filename every browser reads, non-ASCII names too (RFC 6266)."""
+    name = _UNSAFE_FILENAME.sub("_", (filename or "").strip()) or fallback
+    ascii_name = name.encode("ascii", "replace").decode("ascii").replace("?", "_")
+    value = f'attachment; filename="{ascii_name}"'
+    if ascii_name != name:
+        value += f"; filename*=UTF-8''{quote(name, safe='')}"
+    return value
+
+
+@dataclass(frozen=True)
+class Address:
+    """One address as a header shows it."""
+
+    name: str
+    address: str
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.address}>" if self.name else self.address
+
+
+def _role(message: Message, role: str) -> list[Address]:
+    return [Address(a.name, a.address) for a in message.addresses if a.role == role]
+
+
+def _own(addresses: list[Address], viewer: Viewer) -> list[Address]:
+    """Blind and envelope recipients are private: everyone but auditors sees only themselves."""
+    if viewer.sees_all:
+        return addresses
+    return [a for a in addresses if a.address in viewer.addresses]
+
+
+def _list_address(db: Session, list_id: str | None) -> str | None:
+    """The posting address of the list a List-Id (`name.domain`) names, if it is ours."""
+    if not list_id or "." not in list_id:
+        return None
+    name, domain = list_id.split(".", 1)
+    found = db.scalar(
+        select(MailingList).where(MailingList.name == name, MailingList.domain == domain)
+    )
+    return found.address if found is not None else None
+
+
+@bp.get("/messages/<path:message_id>")
+def show(message_id: str) -> ResponseReturnValue:
+    """One message: its headers, its text, its HTML in a sandbox, and its attachments."""
+    viewer = current_viewer()
+    with _core().sessions() as db:
+        message = _visible_or_404(db, viewer, message_id)
+        raw = _raw(message)
+        html = html_part(raw)
+        held_back = sanitize_html(html).remote_images if html is not None else 0
+        envelope_from = _role(message, ENVELOPE_FROM) or (
+            [Address("", message.envelope_from)] if message.envelope_from else []
+        )
+        return render_template(
+            "message_view.html",
+            title=message.subject or "(no subject)",
+            message=message,
+            sender=_role(message, "from"),
+            to=_role(message, "to"),
+            cc=_role(message, "cc"),
+            reply_to=_role(message, "reply_to"),
+            bcc=_own(_role(message, "bcc"), viewer),
+            envelope_to=_own(sorted(_role(message, ENVELOPE_TO), key=str), viewer),
+            envelope_from=envelope_from if viewer.sees_all else [],
+            list_address=_list_address(db, message.list_id),
+            attachments=list(message.attachments),
+            has_html=html is not None,
+            remote_images=held_back,
+        )
+
+
+@bp.get("/messages/<path:message_id>/html")
+def html(message_id: str) -> ResponseReturnValue:
+    """The cleaned HTML body, for the sandboxed iframe of the message page."""
+    viewer = current_viewer()
+    with _core().sessions() as db:
+        message = _visible_or_404(db, viewer, message_id)
+        source = html_part(_raw(message))
+    if source is None:
+        abort(404, description="This message has no HTML body.")
+    images = request.args.get("images") == "1"
+    page = html_document(sanitize_html(source, remote_images=images).html)
+    response = Response(page, content_type="text/html; charset=utf-8")
+    response.headers["Content-Security-Policy"] = HTML_POLICY_WITH_IMAGES if images else HTML_POLICY
+    return response
+
+
+@bp.get("/messages/<path:message_id>/raw")
+def raw(message_id: str) -> ResponseReturnValue:
+    """The message as it arrived, shown as plain text."""
+    viewer = current_viewer()
+    with _core().sessions() as db:
+        message = _visible_or_404(db, viewer, message_id)
+        data = _raw(message)
+    response = Response(data.decode("utf-8", "replace"), content_type="text/plain; charset=utf-8")
+    response.headers["Content-Security-Policy"] = DOWNLOAD_POLICY
+    return response
+
+
+@bp.get("/messages/<path:message_id>/eml")
+def eml(message_id: str) -> ResponseReturnValue:
+    """The message as it arrived, as a file a mail client opens."""
+    viewer = current_viewer()
+    with _core().sessions() as db:
+        message = _visible_or_404(db, viewer, message_id)
+        data = _raw(message)
+    response = Response(data, content_type="message/rfc822")
+    response.headers["Content-Disposition"] = 'attachment; filename="message.eml"'
+    response.headers["Content-Security-Policy"] = DOWNLOAD_POLICY
+    return response
+
+
+@bp.get("/messages/<path:message_id>/attachments/<int:position>")
+def attachment(message_id: str, position: int) -> ResponseReturnValue:
+    """One attachment, always as a download: a mail's HTML or SVG never runs on this site."""
+    viewer = current_viewer()
+    with _core().sessions() as db:
+        message = _visible_or_404(db, viewer, message_id)
+        found = next((a for a in message.attachments if a.position == position), None)
+        if found is None:
+            abort(404, description="This message has no such attachment.")
+        filename, sha256 = found.filename, found.sha256
+        data = attachment_bytes(_raw(message), sha256)
+    if data is None:
+        abort(404, description="This attachment could not be found in the stored message.")
+    response = Response(data, content_type="application/octet-stream")
+    response.headers["Content-Disposition"] = content_disposition(filename)
+    response.headers["Content-Security-Policy"] = DOWNLOAD_POLICY
+    return response
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A run of body lines: quoted (folded away on the page) or the writer's own."""
+
+    quoted: bool
+    text: str
+
+
+def fold_quotes(body: str) -> list[Segment]:
+    """Split a text body into runs of quoted and unquoted lines, in order."""
+    segments: list[Segment] = []
+    run: list[str] = []
+    quoted = False
+    for line in body.splitlines():
+        is_quoted = bool(_QUOTED.match(line))
+        if run and is_quoted != quoted:
+            segments.append(Segment(quoted, "\n".join(run)))
+            run = []
+        quoted = is_quoted
+        run.append(line)
+    if run:
+        segments.append(Segment(quoted, "\n".join(run)))
+    return segments
+
+
+def thread_tree(messages: list[Message]) -> list[tuple[int, Message]]:
+    """The messages in reading order with their depth below the message they answer.
+
+    A message whose parent is not among `messages` (not archived, or not the viewer's to
+    see) starts at the top level; siblings keep the order they were given in (by date).
+    """
+    by_id = {m.message_id: m for m in messages}
+    children: dict[int, list[Message]] = {}
+    roots: list[Message] = []
+    for message in messages:
+        parent = by_id.get(message.in_reply_to or "")
+        if parent is None or parent is message:
+            roots.append(message)
+        else:
+            children.setdefault(parent.id, []).append(message)
+    ordered: list[tuple[int, Message]] = []
+    placed: set[int] = set()
+    pending = [(0, root) for root in reversed(roots)]
+    while True:
+        while pending:
+            depth, message = pending.pop()
+            if message.id in placed:
+                continue
+            placed.add(message.id)
+            ordered.append((depth, message))
+            pending.extend((depth + 1, c) for c in reversed(children.get(message.id, [])))
+        # Replies that form a loop among themselves reach no root: show them at the top.
+        rest = [m for m in messages if m.id not in placed]
+        if not rest:
+            return ordered
+        pending.append((0, rest[0]))
+
+
+@bp.get("/threads/<thread_id>")
+def thread(thread_id: str) -> ResponseReturnValue:
+    """A whole conversation as a tree of replies, quoted text folded away."""
+    viewer = current_viewer()
+    with _core().sessions() as db:
+        messages = thread_messages(db, viewer, thread_id)
+        if not messages:
+            abort(404, description=NO_THREAD)
+        entries = [
+            {
+                "depth": depth,
+                "indent": min(depth, _MAX_INDENT),
+                "message": message,
+                "sender": (
+                    _role(message, "from") or [Address(message.from_name, message.from_address)]
+                )[0],
+                "segments": fold_quotes(message.body_text),
+            }
+            for depth, message in thread_tree(messages)
+        ]
+        first = messages[0]
+        return render_template(
+            "thread.html",
+            title=first.subject or "(no subject)",
+            entries=entries,
+            thread_id=thread_id,
+        )

@@ -1,0 +1,302 @@
+"""The search page, the site's front door, and exporting a search's results as mbox.
+
+Both views hand the request's viewer to the search service, so what a person may see is
+decided below the UI (invariant 6): totals, facets, pages and exports all come from the
+same filtered query. The page works without JavaScript: facets, the sort switch and
+pagination are plain links that carry the query along.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+from flask import Blueprint, Response, current_app, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from markupsafe import Markup
+from sqlalchemy import select
+
+from archiver.mailfiles import mbox_entry
+from archiver.models import Message
+from archiver.search.backend import SearchBackend, Sort
+from archiver.search.query import Node, QuerySyntaxError, parse_query
+from archiver.search.service import FoundMessage, SearchPage, search
+from archiver.search.viewer import Viewer
+from web.auth import current_viewer, login_required
+
+if TYPE_CHECKING:
+    from flask.sansio.blueprints import BlueprintSetupState
+
+    from archiver.service import Core
+
+bp = Blueprint("search", __name__)
+
+PAGE_SIZE = 20
+# Nobody reads page 10,000; a bound keeps a crafted offset inside every backend's integers.
+MAX_PAGE = 10_000
+# The search service's largest page: an export walks the result set in steps this big.
+EXPORT_PAGE = 1000
+FACETS_SHOWN = 10
+BACKEND_KEY = "arsip_search_backend"
+
+SECURITY_HEADERS = {
+    # Nothing on these pages needs scripts, images or frames; a snippet that slipped past
+    # escaping still could not run anything.
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+# Facet name -> (heading, query field that narrows to one of its values).
+FACETS = {
+    "list": ("Lists", "list"),
+    "sender_domain": ("Sender domains", "from"),
+    "year": ("Years", "date"),
+}
+
+
+class SharedBackend:
+    """One search backend per app, opened on first use.
+
+    Opening a whoosh index reads its term tables, far too slow to repeat per request; the
+    backend refreshes its searcher as the indexer commits, and guards it with its own lock,
+    so every request thread can share it.
+    """
+
+    def __init__(self, core: Core) -> None:
+        self._core = core
+        self._lock = threading.Lock()
+        self._backend: SearchBackend | None = None
+
+    def get(self) -> SearchBackend:
+        """The backend, opened now if this is the first search since the app started."""
+        with self._lock:
+            if self._backend is None:
+                self._backend = self._core.search_backend()
+            return self._backend
+
+    def close(self) -> None:
+        """Release the index (for tests and shutdown; a later search opens it again)."""
+        with self._lock:
+            if self._backend is not None:
+                self._backend.close()
+                self._backend = None
+
+
+@bp.record_once
+def _share_backend(state: BlueprintSetupState) -> None:
+    state.app.extensions[BACKEND_KEY] = SharedBackend(state.app.extensions["arsip_core"])
+
+
+@bp.after_request
+def _security_headers(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def _core() -> Core:
+    return current_app.extensions["arsip_core"]
+
+
+def _backend() -> SearchBackend:
+    return current_app.extensions[BACKEND_KEY].get()
+
+
+@dataclass(frozen=True)
+class FacetLink:
+    """One facet value: how many results have it, and the query narrowed to it."""
+
+    label: str
+    count: int
+    href: str | None
+
+
+@dataclass(frozen=True)
+class Result:
+    """A search result with what the template needs already worked out."""
+
+    found: FoundMessage
+    href: str
+    when: str
+    when_iso: str
+    snippet: Markup
+
+
+def _sort() -> Sort:
+    try:
+        return Sort(request.args.get("sort", Sort.RELEVANCE.value))
+    except ValueError:
+        return Sort.RELEVANCE
+
+
+def _page_number() -> int:
+    try:
+        return min(MAX_PAGE, max(1, int(request.args.get("page", "1"))))
+    except ValueError:
+        return 1
+
+
+def _search_url(q: str, sort: Sort, page: int = 1) -> str:
+    """A link to the search page; page 1 and the default sort are left out to keep it short."""
+    args: dict[str, str | int] = {"q": q}
+    if sort is not Sort.RELEVANCE:
+        args["sort"] = sort.value
+    if page > 1:
+        args["page"] = page
+    return url_for("search.index", **args)
+
+
+def facet_term(field: str, value: str) -> str | None:
+    """`field:value` as the query language reads it back, or None if it cannot be written.
+
+    A value with spaces or parentheses is quoted; one holding a quote cannot be, and such a
+    facet is shown without a link rather than as a link to a different search.
+    """
+    if not value or '"' in value:
+        return None
+    if any(char.isspace() or char in "()" for char in value):
+        return f'{field}:"{value}"'
+    return f"{field}:{value}"
+
+
+def _facet_links(q: str, sort: Sort, page: SearchPage) -> list[tuple[str, list[FacetLink]]]:
+    groups = []
+    for name, (heading, field) in FACETS.items():
+        counts = page.facets.get(name) or {}
+        if name == "year":
+            ordered = sorted(counts.items(), reverse=True)
+        else:
+            ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        links = []
+        for value, count in ordered[:FACETS_SHOWN]:
+            term = facet_term(field, value)
+            href = None if term is None else _search_url(f"{q} {term}".strip(), sort)
+            links.append(FacetLink(value, count, href))
+        if links:
+            groups.append((heading, links))
+    return groups
+
+
+def _utc(when: datetime) -> datetime:
+    return when.astimezone(UTC) if when.tzinfo is not None else when
+
+
+def _result(found: FoundMessage) -> Result:
+    return Result(
+        found=found,
+        href="/messages/" + quote(found.message_id, safe="@"),
+        when=_utc(found.date).strftime("%Y-%m-%d %H:%M"),
+        when_iso=_utc(found.date).strftime("%Y-%m-%dT%H:%MZ"),
+        # The snippet builder escapes the message text itself and adds only <mark> tags,
+        # so this HTML is safe to put on the page as it is.
+        snippet=Markup(found.snippet),
+    )
+
+
+def _count(total: int) -> str:
+    return f"{total:,} message" + ("" if total == 1 else "s")
+
+
+@bp.get("/")
+def index() -> ResponseReturnValue:
+    """The search box with the query language's help, or one page of results."""
+    q = request.args.get("q", "").strip()
+    sort = _sort()
+    number = _page_number()
+    context: dict[str, object] = {"title": "Search", "q": q, "sort": sort.value}
+    if not q:
+        return render_template("search.html", **context)
+    try:
+        with _core().sessions() as session:
+            page = search(
+                session,
+                _backend(),
+                q,
+                current_viewer(),
+                sort,
+                limit=PAGE_SIZE,
+                offset=(number - 1) * PAGE_SIZE,
+            )
+    except QuerySyntaxError as error:
+        context.update(title=f"{q} · Search", error=error)
+        return render_template("search.html", **context), 400
+    last_page = max(1, -(-page.total // PAGE_SIZE))
+    context.update(
+        title=f"{q} · Search",
+        total=_count(page.total),
+        results=[_result(found) for found in page.results],
+        facets=_facet_links(q, sort, page),
+        sorts=[(s.value, _search_url(q, s), s is sort) for s in Sort],
+        previous=_search_url(q, sort, number - 1) if number > 1 else None,
+        next=_search_url(q, sort, number + 1) if number < last_page else None,
+        page_number=number,
+        last_page=last_page,
+        export=url_for("search.export", q=q, sort=sort.value),
+    )
+    return render_template("search.html", **context)
+
+
+@bp.get("/export.mbox")
+@login_required
+def export() -> ResponseReturnValue:
+    """Every message of a search the viewer may see, as received, in one mboxrd download."""
+    q = request.args.get("q", "").strip()
+    sort = _sort()
+    try:
+        query = parse_query(q)
+    except QuerySyntaxError as error:
+        context = {"title": "Search", "q": q, "sort": sort.value, "error": error}
+        return render_template("search.html", **context), 400
+    # The generator outlives the request, so it gets its parts now, not from the context.
+    messages = _export_entries(_core(), _backend(), query, current_viewer(), sort)
+    return Response(
+        messages,
+        content_type="application/mbox",
+        headers={"Content-Disposition": 'attachment; filename="arsip-export.mbox"'},
+    )
+
+
+def _export_entries(
+    core: Core, backend: SearchBackend, query: Node | None, viewer: Viewer, sort: Sort
+) -> Iterator[bytes]:
+    """The mbox entries of the whole result set, a result page at a time.
+
+    Mail indexed while the download runs can shift later pages; a message seen on an
+    earlier page is not written twice.
+    """
+    written: set[int] = set()
+    offset = 0
+    while True:
+        result = backend.search(query, viewer, sort, EXPORT_PAGE, offset)
+        pks = [hit.message_pk for hit in result.hits if hit.message_pk not in written]
+        with core.sessions() as session:
+            rows = {
+                row.id: row
+                for row in session.execute(
+                    select(
+                        Message.id,
+                        Message.sha256,
+                        Message.envelope_from,
+                        Message.from_address,
+                        Message.date,
+                    ).where(Message.id.in_(pks))
+                )
+            }
+        for pk in pks:
+            row = rows.get(pk)
+            if row is None:
+                continue  # deleted since the index was written
+            written.add(pk)
+            sender = row.envelope_from or row.from_address
+            yield mbox_entry(core.store.get(row.sha256), sender, row.date)
+        offset += EXPORT_PAGE
+        if not result.hits or offset >= result.total:
+            return
