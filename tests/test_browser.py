@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import email
+import json
+import os
 import re
+import subprocess
+import time
 from email.policy import default
 
 from tests.browser import screenshot
-from tests.support import LIST_DOMAIN, SmarthostSink
+from tests.support import ARSIP, JOURNAL, LIST_DOMAIN, ROOT, RunningService, SmarthostSink
 from tests.test_lists import OWNER, post, send
 
 LIST = f"dev@{LIST_DOMAIN}"
@@ -30,8 +34,96 @@ def test_joining_a_list_through_the_link_in_the_confirmation_mail(
         assert "joins" in page.inner_text("main") and LIST in page.inner_text("main")
         screenshot(page, "confirm-subscription")
         assert newcomer not in service.run_cli("lists", "members", LIST).stdout  # not on GET
-        page.click("button")
+        page.click("main button")
         assert "member" in page.inner_text("main")
         screenshot(page, "confirmed")
         assert newcomer in service.run_cli("lists", "members", LIST).stdout
         assert loopback_browser.blocked == []
+
+
+HOSTILE = (
+    "From: Mallory <mallory@example.net>\r\nTo: alice@example.com\r\n"
+    "Subject: Invoice with surprises\r\nDate: Tue, 03 Feb 2026 09:00:00 +0000\r\n"
+    "Message-ID: <hostile@example.net>\r\nMIME-Version: 1.0\r\n"
+    "Content-Type: text/html; charset=utf-8\r\n\r\n"
+    "<html><body><p>Dear customer, your invoice.</p>"
+    "<script>parent.__pwned = 1; document.title = 'pwned';</script>"
+    '<img src=x onerror="parent.__pwned = 2">'
+    '<img src="https://tracker.example/pixel.png">'
+    '<a href="javascript:parent.__pwned=3">pay</a>'
+    "<style>body { background: url(https://tracker.example/bg.png) }</style>"
+    "</body></html>\r\n"
+)
+
+
+def thread_of_two() -> list[bytes]:
+    first = (
+        "From: Alice <alice@example.com>\r\nTo: bob@example.com\r\n"
+        "Subject: Quarterly forecast\r\nDate: Mon, 02 Feb 2026 10:00:00 +0000\r\n"
+        "Message-ID: <forecast1@example.com>\r\n\r\nThe quarterly forecast looks good.\r\n"
+    )
+    reply = (
+        "From: Bob <bob@example.com>\r\nTo: alice@example.com\r\n"
+        "Subject: Re: Quarterly forecast\r\nDate: Mon, 02 Feb 2026 11:00:00 +0000\r\n"
+        "Message-ID: <forecast2@example.com>\r\nIn-Reply-To: <forecast1@example.com>\r\n\r\n"
+        "Agreed.\r\n\r\n> The quarterly forecast looks good.\r\n"
+    )
+    return [first.encode(), reply.encode()]
+
+
+def test_log_in_search_open_a_message_and_its_thread_and_hostile_mail_stays_inert(
+    make_service, loopback_browser
+) -> None:
+    service = make_service()
+    password = "correct horse battery staple"
+    added = subprocess_input(service, ["users", "add", "alice@example.com"], password)
+    assert added.returncode == 0, added.stderr
+    with service.smtp() as client:
+        for data in [*thread_of_two(), HOSTILE.encode()]:
+            client.sendmail("sender@example.net", [JOURNAL], data)
+    deadline = time.monotonic() + 20
+    while json.loads(service.run_cli("search", "--json", "").stdout)["total"] < 3:
+        assert time.monotonic() < deadline, service.log()
+        time.sleep(0.2)
+
+    base = f"http://127.0.0.1:{service.settings.web_port}"
+    page = loopback_browser.page()
+    page.goto(f"{base}/login")
+    page.fill("input[name=email]", "alice@example.com")
+    page.fill("input[name=password]", password)
+    page.click("main button[type=submit]")
+    page.fill("header input[name=q]", '"quarterly forecast"')
+    page.click("header button[type=submit]")
+    assert "2 messages" in page.inner_text("main")
+    screenshot(page, "search")
+    page.click("ol.results >> text=Re: Quarterly forecast")
+    assert "Agreed." in page.inner_text("main")
+    screenshot(page, "message")
+    page.click("main >> text=Thread")
+    tree = page.inner_text("main")
+    assert tree.index("The quarterly forecast looks good") < tree.index("Agreed.")
+    screenshot(page, "thread")
+
+    page.goto(f"{base}/messages/hostile@example.net")
+    page.wait_for_load_state("networkidle")
+    frame = page.frame(name="html-body")
+    assert frame is not None and "your invoice" in frame.inner_text("body")
+    for link in frame.query_selector_all("a"):
+        link.click(no_wait_after=True, timeout=2000)
+    assert page.evaluate("() => window.__pwned === undefined")
+    assert frame.evaluate("() => document.title") != "pwned"
+    assert loopback_browser.blocked == []  # not even an attempt to reach the tracker
+    screenshot(page, "hostile-message")
+
+
+def subprocess_input(service: RunningService, args: list[str], text: str):
+    """Run `arsip ARGS --password-stdin` for this service with `text` as the password."""
+    return subprocess.run(
+        [ARSIP, *args, "--password-stdin"],
+        env={**os.environ, **service.env},
+        cwd=ROOT,
+        input=text + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
