@@ -111,3 +111,12 @@ def test_the_openapi_document_describes_every_path(client: FlaskClient) -> None:
         "/api/v1/lists",
         "/api/v1/lists/{list}/members",
     }
+
+
+def test_the_wsgi_module_builds_the_app_from_the_settings(tmp_path, monkeypatch) -> None:
+    import importlib
+
+    monkeypatch.setenv("ARSIP_DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.chdir(tmp_path)
+    module = importlib.import_module("web.wsgi")
+    assert "/api/v1/openapi.json" in {rule.rule for rule in module.app.url_map.iter_rules()}
