@@ -59,9 +59,13 @@ def service(make_service, database_url: str) -> RunningService:
     return make_service(database_url)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Headless Chromium (Debian's), shared by the browser journeys of a test run."""
+    """Headless Chromium (Debian's), shared by the browser journeys of one test module.
+
+    Not longer: Playwright's synchronous API keeps an event loop running in the main
+    thread while it is open, and later tests call `asyncio.run` there.
+    """
     from tests import browser as chromium
 
     if not chromium.available():
