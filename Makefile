@@ -30,7 +30,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python tests/bench/ingest.py
 	$(BIN)/python tests/bench/fanout.py
-	$(BIN)/python tests/bench/search.py
+	$(BIN)/python tests/bench/search.py --keep var/bench-archive
+	$(BIN)/python tests/bench/web.py --data-dir var/bench-archive/data
 
 clean:
 	rm -rf $(VENV) build *.egg-info

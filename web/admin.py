@@ -1,0 +1,61 @@
+"""The administrators' overview: how the service is doing, its lists and its accounts.
+
+Read-only: changes go through the list pages or `arsip`. Anyone but an administrator gets
+404, so the page does not announce itself.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from flask import Blueprint, abort, current_app, render_template
+from flask.typing import ResponseReturnValue
+from sqlalchemy import func, select
+
+from archiver.accounts import Role as UserRole
+from archiver.accounts import User
+from archiver.report import stats
+from lists.models import HeldMessage, MailingList, Member, Role
+from web.auth import current_user, login_required
+
+if TYPE_CHECKING:
+    from archiver.service import Core
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+def _core() -> Core:
+    return current_app.extensions["arsip_core"]
+
+
+@bp.get("/")
+@login_required
+def overview() -> ResponseReturnValue:
+    """Service figures, every list with its members and held posts, and the accounts."""
+    user = current_user()
+    if user is None or user.role != UserRole.ADMIN:
+        abort(404)
+    with _core().sessions() as session:
+        figures = stats(session)
+        members = dict(
+            session.execute(
+                select(Member.list_id, func.count())
+                .where(Member.role == Role.MEMBER)
+                .group_by(Member.list_id)
+            ).all()
+        )
+        held = dict(
+            session.execute(
+                select(HeldMessage.list_id, func.count()).group_by(HeldMessage.list_id)
+            ).all()
+        )
+        lists = [
+            (mlist, members.get(mlist.id, 0), held.get(mlist.id, 0))
+            for mlist in session.scalars(
+                select(MailingList).order_by(MailingList.domain, MailingList.name)
+            )
+        ]
+        users = list(session.scalars(select(User).order_by(User.email)))
+        return render_template(
+            "admin.html", title="Administration", figures=figures, lists=lists, users=users
+        )
