@@ -127,3 +127,32 @@ def subprocess_input(service: RunningService, args: list[str], text: str):
         text=True,
         timeout=60,
     )
+
+
+def test_a_moderator_approves_a_held_post_in_the_browser_and_members_get_it(
+    make_service, loopback_browser
+) -> None:
+    with SmarthostSink() as sink:
+        service = make_service(ARSIP_SMARTHOST=sink.address)
+        password = "owner passphrase of some length"
+        assert subprocess_input(service, ["users", "add", OWNER], password).returncode == 0
+        service.run_cli("lists", "create", LIST, "--owner", OWNER, check=True)
+        service.run_cli("lists", "add-member", LIST, "ann@example.org", "--no-confirm", check=True)
+        stranger = "stranger@example.net"
+        send(service, stranger, LIST, post(stranger, LIST, "Conference next week"))
+        sink.wait_for(OWNER)  # the moderation notice
+
+        base = f"http://127.0.0.1:{service.settings.web_port}"
+        page = loopback_browser.page()
+        page.goto(f"{base}/lists/{LIST}/held")
+        page.fill("input[name=email]", OWNER)  # sent to log in first, and back afterwards
+        page.fill("input[name=password]", password)
+        page.click("main button[type=submit]")
+        assert "Conference next week" in page.inner_text("main")
+        screenshot(page, "held-posts")
+        page.click("main button[value=approve]")
+        assert "approved" in page.inner_text("main")
+        (delivered,) = sink.wait_for("ann@example.org")
+        subject = email.message_from_bytes(delivered, policy=default)["Subject"]
+        assert subject == "[dev] Conference next week"
+        assert loopback_browser.blocked == []
