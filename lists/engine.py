@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 DIGEST_HOUR = 0  # UTC; daily digests go out then
 OUTBOX_KEEP = timedelta(days=7)  # finished deliveries stay this long, for a look at them
+WAKE_ON_COMMIT = "lists.wake_delivery"  # session.info key: the commit hook is in place
 
 
 class ListEngine:
@@ -71,8 +72,10 @@ class ListEngine:
                 log.warning("queue_id=%s %s is no list address now", message.queue_id, recipient)
                 continue
             self._dispatch(session, mlist, where, message)
-        # deliver what this committed at once rather than at the next poll
-        event.listen(session, "after_commit", lambda _: self.delivery.wake(), once=True)
+        # deliver what this commits at once rather than at the next poll (once per batch)
+        if not session.info.get(WAKE_ON_COMMIT):
+            session.info[WAKE_ON_COMMIT] = True
+            event.listen(session, "after_commit", lambda _: self.delivery.wake(), once=True)
 
     def start(self, stop: threading.Event) -> list[threading.Thread]:
         """Fan-out, and the schedules: daily digests, expiring confirmations."""
