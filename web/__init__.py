@@ -26,7 +26,19 @@ def create_app(core: Core) -> Flask:
     app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=12)
     app.extensions["arsip_core"] = core
 
-    from web import admin, api, auth, csrf, list_archives, lists, manage, messages, search, status
+    from web import (
+        account,
+        admin,
+        api,
+        auth,
+        csrf,
+        list_archives,
+        lists,
+        manage,
+        messages,
+        search,
+        status,
+    )
 
     csrf.init_app(app)
     auth.init_app(app)
@@ -39,6 +51,7 @@ def create_app(core: Core) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(manage.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(account.bp)
     app.register_error_handler(HTTPException, _error_page)
     return app
 
