@@ -13,6 +13,7 @@ is read defensively, and whatever cannot be understood is shown as raw text inst
 from __future__ import annotations
 
 import codecs
+import contextlib
 import email
 import email.policy
 import textwrap
@@ -374,12 +375,10 @@ def _decode(data: bytes, label: str | None) -> str:
     """
     candidates = []
     if label:
-        try:
+        with contextlib.suppress(LookupError, ValueError, TypeError):  # an unknown label
             codec = codecs.lookup(label.strip().strip("\"'"))
             if getattr(codec, "_is_text_encoding", True) and codec.name not in _NOT_CHARSETS:
                 candidates.append(codec.name)
-        except (LookupError, ValueError, TypeError):
-            pass
     for name in [*candidates, "utf-8"]:
         try:
             return data.decode(name)

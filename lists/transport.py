@@ -10,6 +10,7 @@ caller treats like any other temporary failure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import socket
@@ -220,10 +221,9 @@ class _Connection:
         if smtp is None:
             return
         try:
-            if smtp.is_connected:
-                await smtp.quit(timeout=min(_QUIT_TIMEOUT, self._transport.timeout))
-        except _NETWORK_ERRORS:
-            pass
+            with contextlib.suppress(*_NETWORK_ERRORS):
+                if smtp.is_connected:
+                    await smtp.quit(timeout=min(_QUIT_TIMEOUT, self._transport.timeout))
         finally:
             smtp.close()
 

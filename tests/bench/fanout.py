@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -305,12 +306,12 @@ class Service:
                 raise RuntimeError(
                     f"arsip serve exited with {self.proc.returncode}:\n{self.log_tail(0)}"
                 )
-            try:
-                with socket.create_connection((HOST, self.port), timeout=2) as sock:
-                    if sock.recv(512).startswith(b"220"):
-                        return
-            except OSError:
-                pass
+            with (
+                contextlib.suppress(OSError),  # not listening yet
+                socket.create_connection((HOST, self.port), timeout=2) as sock,
+            ):
+                if sock.recv(512).startswith(b"220"):
+                    return
             time.sleep(0.1)
         raise RuntimeError(f"arsip serve did not answer on port {self.port} in {timeout:.0f} s")
 

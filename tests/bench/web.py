@@ -31,6 +31,7 @@ the bench password again) with `arsip users`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -340,15 +341,13 @@ def server(data_dir: Path, log: Path) -> Iterator[tuple[int, int, dict[str, str]
         while True:
             if process.poll() is not None:
                 raise BenchError(f"arsip serve exited with {process.returncode}; see {log}")
-            try:
-                connection = http.client.HTTPConnection("127.0.0.1", web, timeout=5)
+            connection = http.client.HTTPConnection("127.0.0.1", web, timeout=5)
+            with contextlib.suppress(OSError):  # not listening yet
                 connection.request("GET", "/healthz")
                 if connection.getresponse().status == 200:
                     connection.close()
                     break
-                connection.close()
-            except OSError:
-                pass
+            connection.close()
             if time.monotonic() > deadline:
                 raise BenchError(f"arsip serve did not answer /healthz in {STARTUP_SECONDS:.0f} s")
             time.sleep(0.2)
