@@ -1,7 +1,9 @@
 """Local accounts for the web UI and the API: users, their addresses, passwords and tokens.
 
 A user sees the mail of their verified addresses (invariant 6), so an address counts only
-once it is verified; the primary email is one of them. Passwords are kept as argon2
+once it is verified; the primary email is one of them. Several accounts may claim the same
+address while none has proved it, so nobody can block an address by claiming it first; the
+first account to verify it keeps it and the other claims are dropped. Passwords are kept as argon2
 hashes and API tokens as sha256 digests: a copy of the database lets nobody log in.
 """
 
@@ -16,7 +18,17 @@ from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Boolean, ForeignKey, Integer, String, select
+from sqlalchemy import (
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    delete,
+    select,
+    text,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from archiver.models import Base, BigId, UtcDateTime
@@ -58,6 +70,10 @@ class AccountExists(AccountError):
     """An account, or another account's address, already uses this email."""
 
 
+class LoginAddress(AccountError):
+    """The account's own login address, which cannot be removed from it."""
+
+
 class AccountLocked(AccountError):
     """Too many wrong passwords: the account refuses logins until `until`."""
 
@@ -87,16 +103,31 @@ class User(Base):
 
 
 class UserAddress(Base):
-    """An address whose mail its user may read, once verified."""
+    """An address whose mail its user may read, once verified.
+
+    Claims are per account; the partial unique index lets one account at most hold an
+    address verified, and the database enforces it even when two verify at once.
+    """
 
     __tablename__ = "user_addresses"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    address: Mapped[str] = mapped_column(String(320), unique=True)
+    address: Mapped[str] = mapped_column(String(320), index=True)
     verified: Mapped[bool] = mapped_column(Boolean, default=False)
 
     user: Mapped[User] = relationship(back_populates="addresses")
+
+    __table_args__ = (
+        UniqueConstraint("user_id", "address", name="uq_user_addresses_user_id_address"),
+        Index(
+            "ix_user_addresses_verified_address",
+            "address",
+            unique=True,
+            sqlite_where=text("verified"),
+            postgresql_where=text("verified"),
+        ),
+    )
 
 
 class ApiToken(Base):
@@ -138,8 +169,13 @@ def add_user(session: Session, email: str, role: str, password: str | None = Non
     role = Role(role)
     if session.scalar(select(User.id).where(User.email == email)) is not None:
         raise AccountExists(f"an account for {email} exists already")
-    if session.scalar(select(UserAddress.id).where(UserAddress.address == email)) is not None:
+    if verified_owner(session, email) is not None:
         raise AccountExists(f"{email} belongs to another account already")
+    # The new account's login address counts as verified (an administrator vouches for
+    # it), so other accounts' unproved claims on it end here.
+    session.execute(
+        delete(UserAddress).where(UserAddress.address == email, UserAddress.verified.is_(False))
+    )
     user = User(email=email, role=role, failed_logins=0)
     user.addresses.append(UserAddress(address=email, verified=True))
     if password is not None:
@@ -159,19 +195,63 @@ def set_password(user: User, password: str) -> None:
     user.locked_until = None
 
 
+def verified_owner(session: Session, address: str) -> int | None:
+    """The id of the account that has verified `address` (stored form), if one has."""
+    return session.scalar(
+        select(UserAddress.user_id).where(
+            UserAddress.address == address, UserAddress.verified.is_(True)
+        )
+    )
+
+
+def claim(session: Session, user: User, address: str) -> UserAddress | None:
+    """`user`'s own claim on `address` (stored form), verified or not, if they have one."""
+    return session.scalar(
+        select(UserAddress).where(UserAddress.user_id == user.id, UserAddress.address == address)
+    )
+
+
 def add_address(session: Session, user: User, address: str, verified: bool = False) -> UserAddress:
-    """Let `user` claim `address`; it counts for what they see only once `verified`."""
+    """Let `user` claim `address`; it counts for what they see only once `verified`.
+
+    `AccountExists` when another account has verified the address: a claim on it could
+    never be proved. Verifying drops the other accounts' unproved claims on the address.
+    A verification racing another account's ends in the database's IntegrityError.
+    """
     address = normalise_email(address)
-    row = session.scalar(select(UserAddress).where(UserAddress.address == address))
-    if row is None:
-        row = UserAddress(user=user, address=address, verified=verified)
-        session.add(row)
-    elif row.user_id != user.id:
+    owner = verified_owner(session, address)
+    if owner is not None and owner != user.id:
         raise AccountExists(f"{address} belongs to another account already")
+    row = claim(session, user, address)
+    if row is None:
+        row = UserAddress(user_id=user.id, address=address, verified=verified)
+        session.add(row)
     else:
         row.verified = row.verified or verified
+    if row.verified:
+        session.execute(
+            delete(UserAddress).where(
+                UserAddress.address == address,
+                UserAddress.user_id != user.id,
+                UserAddress.verified.is_(False),
+            )
+        )
     session.flush()
     return row
+
+
+def remove_address(session: Session, user: User, address: str) -> bool:
+    """Take `address` off `user`'s account: they no longer see its mail. Returns whether
+    it was theirs; `LoginAddress` for the address the account logs in with."""
+    address = address.strip().lower()
+    if address == user.email:
+        raise LoginAddress(f"{address} is the account's login address")
+    row = claim(session, user, address)
+    if row is None:
+        return False
+    session.delete(row)
+    session.flush()
+    return True
 
 
 @cache

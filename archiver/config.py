@@ -46,6 +46,8 @@ class Settings:
     lmtp_port: int = 2424
     web_host: str = "127.0.0.1"
     web_port: int = 8080
+    # Processes serving the web UI (8 threads each): one per core, up to four
+    web_processes: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
     hostname: str = "arsip.localdomain"
     domains: tuple[str, ...] = ()
     journal_addresses: tuple[str, ...] = ()
@@ -187,6 +189,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "lmtp_port": _port,
     "web_host": _text,
     "web_port": _port,
+    "web_processes": _integer(1, 64),
     "hostname": _text,
     "domains": _domains,
     "journal_addresses": _addresses,

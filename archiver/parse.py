@@ -168,6 +168,29 @@ _CHARSET_REFUSED = frozenset(
 )
 
 
+def html_body(raw: bytes) -> str | None:
+    """The message's HTML body (its first inline, unnamed text/html part) as text, or None.
+
+    This is the HTML a reader expects to see: the HTML rendition of a multipart/alternative
+    or an HTML-only message, never an attached .html file or a forwarded message's body.
+    It walks the parts as `parse_message` does, with headers left raw, which is several
+    times cheaper than the standard library's structured-header policy.
+    """
+    try:
+        leaves, _ = _walk(_PARSER.parsebytes(raw), set())
+        for leaf in leaves:
+            part = leaf.part
+            if leaf.content_type != "text/html" or part.get_content_disposition() == "attachment":
+                continue
+            if part.get_filename() is not None:
+                continue
+            return _decoded(part, leaf.content_type, _payload_bytes(part), set())
+    except Exception:
+        # Bytes that defeat the MIME parser have no HTML to show; the text view still works.
+        return None
+    return None
+
+
 def synthesize_message_id(raw: bytes) -> str:
     """Return a stand-in Message-ID derived from the bytes alone.
 
@@ -669,8 +692,8 @@ def _message_part_bytes(part: Message) -> bytes:
     return data_lf[split + 2 :] if split >= 0 else b""
 
 
-def _part_text(part: Message, content_type: str, data: bytes, limit: int, flags: set[str]) -> str:
-    """Decode a text part, turning HTML into readable text, capped at ``limit`` characters."""
+def _decoded(part: Message, content_type: str, data: bytes, flags: set[str]) -> str:
+    """A text part's bytes as text: its declared charset, else (HTML) its <meta> one."""
     label = _charset_label(part)
     if label is None and content_type == "text/html":
         sniffed = _META_CHARSET.search(data[:4096])
@@ -679,6 +702,12 @@ def _part_text(part: Message, content_type: str, data: bytes, limit: int, flags:
     text, clean = _decode_bytes(data, label)
     if not clean:
         flags.add("bad_charset")
+    return text
+
+
+def _part_text(part: Message, content_type: str, data: bytes, limit: int, flags: set[str]) -> str:
+    """Decode a text part, turning HTML into readable text, capped at ``limit`` characters."""
+    text = _decoded(part, content_type, data, flags)
     if content_type == "text/html":
         if len(text) > _HTML_INPUT_LIMIT:
             flags.add("truncated_text")

@@ -1,9 +1,11 @@
 """Building the core's parts from settings, and running them as one service.
 
-`arsip serve` runs the intake and the web UI in one process and the spool worker in a
-child process, so that parsing mail never competes with the intake for the interpreter
-lock on a small machine. The child watches its parent and exits when the parent dies, so
-a `kill -9` of the service leaves nothing behind that still writes.
+`arsip serve` runs the intake in one process, the spool worker in a child process and the
+web UI in a few more, so that neither parsing mail nor rendering pages competes with the
+intake for the interpreter lock, and pages use every core. The parent binds every
+listening socket itself and hands the web one to its children, so a busy port fails
+start-up at once. Each child watches its parent and exits when the parent dies, so a
+`kill -9` of the service leaves nothing behind that still writes.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -42,6 +45,7 @@ log = logging.getLogger(__name__)
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 WORKER_NICENESS = 19
 SWITCH_INTERVAL = 0.0005
+WEB_THREADS = 8  # per web process: pages mostly wait on SQLite, the store and the index
 
 
 @dataclass
@@ -100,6 +104,30 @@ def configure_logging(settings: Settings) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)  # archiver.migrate says what changed
 
 
+def _stop_with_parent(parent_pid: int) -> threading.Event:
+    """An event set by SIGTERM or when the parent goes away; SIGINT is left to the parent.
+
+    A child must not outlive the service: one that still wrote the spool or the index, or
+    still held the web port, after its parent died would fight the next start.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def watch_parent() -> None:
+        while not stop.wait(0.5):
+            if os.getppid() != parent_pid:
+                log.warning("parent %d is gone; %s stopping", parent_pid, _process_name())
+                stop.set()
+
+    threading.Thread(target=watch_parent, daemon=True).start()
+    return stop
+
+
+def _process_name() -> str:
+    return multiprocessing.current_process().name
+
+
 def run_worker_process(
     settings: Settings,
     parent_pid: int,
@@ -112,23 +140,37 @@ def run_worker_process(
     # Taking mail in beats archiving it promptly: the worker runs on CPU time the intake
     # leaves idle and catches up afterwards (the spool holds the difference durably).
     _lower_priority()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-
-    def watch_parent() -> None:
-        while not stop.wait(0.5):
-            if os.getppid() != parent_pid:
-                log.warning("parent %d is gone; spool worker stopping", parent_pid)
-                stop.set()
-
-    threading.Thread(target=watch_parent, daemon=True).start()
+    stop = _stop_with_parent(parent_pid)
     core = build_core(settings)
     core.extend(extensions)
     threading.Thread(target=_index_forever, args=(core, stop), name="indexer").start()
     for extension in core.extensions:
         extension.start(stop)
     core.worker().run_forever(stop, wake)
+
+
+def run_web_process(
+    settings: Settings,
+    parent_pid: int,
+    listener: socket.socket,
+    web_app_factory: Callable[[Core], Any],
+    extensions: Sequence[ExtensionFactory] = (),
+) -> None:
+    """Entry point of a web child: serve pages from the shared listening socket with
+    waitress until the parent goes away. The kernel spreads connections over the children
+    that wait in `accept`, so no process in front has to balance them."""
+    from waitress import create_server
+
+    configure_logging(settings)
+    stop = _stop_with_parent(parent_pid)
+    core = build_core(settings)
+    core.extend(extensions)  # the pages ask the extensions (lists) but never start them
+    server = create_server(
+        web_app_factory(core), sockets=[listener], threads=WEB_THREADS, ident="Arsip"
+    )
+    threading.Thread(target=server.run, name="arsip-web", daemon=True).start()
+    stop.wait()
+    server.close()
 
 
 def _index_forever(core: Core, stop: threading.Event) -> None:
@@ -180,10 +222,9 @@ class Service:
         self.web_app_factory = web_app_factory
         self.extension_factories = list(extensions)
         core.extend(self.extension_factories)
-        self._worker: multiprocessing.process.BaseProcess | None = None
+        self._children: list[multiprocessing.process.BaseProcess] = []
         self._context = multiprocessing.get_context("spawn")
         self._wake = self._context.Event()  # set by the intake after each spool commit
-        self._web_server: Any = None
 
     def run(self) -> None:
         """Migrate, start every part, and block until SIGINT or SIGTERM.
@@ -203,29 +244,56 @@ class Service:
             self._stop()
 
     def _start_worker(self) -> None:
-        self._worker = self._context.Process(
+        worker = self._context.Process(
             target=run_worker_process,
             args=(self.core.settings, os.getpid(), self.extension_factories, self._wake),
             name="arsip-spool-worker",
             daemon=True,
         )
-        self._worker.start()
+        worker.start()
+        self._children.append(worker)
 
-    def _start_web(self) -> None:
-        if self.web_app_factory is None or not self.core.settings.web_port:
-            return
-        from waitress import create_server
-
+    def _bind_web(self) -> socket.socket | None:
+        """The web UI's listening socket, bound here so a busy port fails start-up."""
         settings = self.core.settings
-        self._web_server = create_server(
-            self.web_app_factory(self.core),
-            host=settings.web_host,
-            port=settings.web_port,
-            threads=8,
-            ident="Arsip",
+        if self.web_app_factory is None or not settings.web_port:
+            return None
+        family = socket.AF_INET6 if ":" in settings.web_host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((settings.web_host, settings.web_port))
+            listener.listen(1024)
+        except OSError:
+            listener.close()
+            raise
+        return listener
+
+    def _start_web(self, listener: socket.socket) -> None:
+        settings = self.core.settings
+        assert self.web_app_factory is not None  # _bind_web checked
+        for number in range(1, settings.web_processes + 1):
+            process = self._context.Process(
+                target=run_web_process,
+                args=(
+                    settings,
+                    os.getpid(),
+                    listener,
+                    self.web_app_factory,
+                    self.extension_factories,
+                ),
+                name=f"arsip-web-{number}",
+                daemon=True,
+            )
+            process.start()
+            self._children.append(process)
+        listener.close()  # the children hold it now
+        log.info(
+            "web UI on http://%s:%d/ (%d processes)",
+            settings.web_host,
+            settings.web_port,
+            settings.web_processes,
         )
-        threading.Thread(target=self._web_server.run, name="arsip-web", daemon=True).start()
-        log.info("web UI on http://%s:%d/", settings.web_host, settings.web_port)
 
     async def _serve(self) -> None:
         # The spool flusher thread must get the interpreter back as soon as its commit
@@ -239,7 +307,14 @@ class Service:
         committer = GroupCommitter(self.core.spool, on_commit=self._wake.set)
         handler = IntakeHandler(self.core.settings, self.core.policy, committer)
         servers = await start_servers(self.core.settings, handler)
-        self._start_web()
+        try:
+            listener = self._bind_web()
+        except OSError:
+            for server in servers:
+                server.close()
+            raise
+        if listener is not None:
+            self._start_web(listener)
         self._start_worker()
         log.info("arsip is up")
         await stopping.wait()
@@ -250,8 +325,8 @@ class Service:
             await server.wait_closed()
 
     def _stop(self) -> None:
-        if self._web_server is not None:
-            self._web_server.close()
-        if self._worker is not None and self._worker.is_alive():
-            self._worker.terminate()
-            self._worker.join(timeout=10)
+        for child in self._children:
+            if child.is_alive():
+                child.terminate()
+        for child in self._children:
+            child.join(timeout=10)

@@ -10,9 +10,11 @@ one address is rate limited, so a list cannot be used to bomb someone's mailbox.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
+from urllib.parse import quote
 
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
@@ -20,9 +22,10 @@ from sqlalchemy.orm import Session
 from lists import notices
 from lists.models import Ban, Delivery, MailingList, Member, Pending, Role, Subscription, utcnow
 from lists.outbox import send_notice
-from lists.tokens import new_token
+from lists.tokens import member_token, new_token
 
 CONFIRM_DAYS = 3
+SETTINGS_LINK_DAYS = 7
 CONFIRMATIONS_PER_HOUR = 3  # to one address, over all lists
 ADDRESS = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
 
@@ -118,6 +121,39 @@ class Membership:
         if not has_role(session, mlist, address, Role.MEMBER):
             return False
         self._remove(session, mlist, address)
+        return True
+
+    def settings_page(self, mlist: MailingList) -> str:
+        """The web page where a member asks for a link to their own settings."""
+        return f"{self.public_url}/lists/{quote(mlist.address, safe='@')}/member"
+
+    def mail_settings_link(
+        self,
+        session: Session,
+        mlist: MailingList,
+        address: str,
+        secret_key: str,
+        now: float | None = None,
+    ) -> bool:
+        """Mail `address` a signed link to its settings page on `mlist`, if it is a member.
+
+        The link carries the list, the address and an expiry under the secret key's HMAC,
+        so it needs no stored state and works only for SETTINGS_LINK_DAYS days. Returns
+        whether a mail was queued; the caller must not tell the asker, so that nobody
+        learns who is a member.
+        """
+        address = address.lower()
+        if not has_role(session, mlist, address, Role.MEMBER):
+            return False
+        expires = int(time.time() if now is None else now) + SETTINGS_LINK_DAYS * 86400
+        token = member_token(secret_key, mlist.address, address, expires)
+        url = f"{self.settings_page(mlist)}/{token}"
+        send_notice(
+            session,
+            notices.settings_link(mlist, address, url, SETTINGS_LINK_DAYS),
+            mlist.address_for("bounces"),
+            mlist.id,
+        )
         return True
 
     def reject_request(self, session: Session, token: str, owner: str) -> str:
@@ -234,7 +270,10 @@ class Membership:
         session.add(Member(list_id=mlist.id, address=address, display_name=name))
         session.flush()
         send_notice(
-            session, notices.welcome(mlist, address), mlist.address_for("bounces"), mlist.id
+            session,
+            notices.welcome(mlist, address, self.settings_page(mlist)),
+            mlist.address_for("bounces"),
+            mlist.id,
         )
 
     def _remove(self, session: Session, mlist: MailingList, address: str) -> None:

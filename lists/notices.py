@@ -11,6 +11,7 @@ from email.utils import format_datetime, make_msgid
 from lists.models import MailingList, utcnow
 
 AUTO_HEADERS = {"Auto-Submitted": "auto-replied", "Precedence": "bulk"}
+MAX_LINE = 990  # RFC 5321 allows 998 octets a line; a little room for the line ending
 
 
 def notice(
@@ -21,8 +22,13 @@ def notice(
     sender: str | None = None,
     reply_to: str | None = None,
     attachment: bytes | None = None,
+    unwrapped: bool = False,
 ) -> EmailMessage:
-    """A message from the list to `to` (auto-generated: nobody should auto-reply to it)."""
+    """A message from the list to `to` (auto-generated: nobody should auto-reply to it).
+
+    `unwrapped` keeps the body unencoded when its lines allow, so a long link stays whole
+    on one line for every reader instead of being split by quoted-printable soft breaks.
+    """
     message = EmailMessage(policy=SMTP)
     message["From"] = sender or mlist.address_for("request")
     message["To"] = to
@@ -35,7 +41,10 @@ def notice(
     message["X-Loop"] = mlist.address
     for name, value in AUTO_HEADERS.items():
         message[name] = value
-    message.set_content(body)
+    if unwrapped and max(len(line.encode()) for line in body.splitlines()) <= MAX_LINE:
+        message.set_content(body, cte="7bit" if body.isascii() else "8bit")
+    else:
+        message.set_content(body)
     if attachment is not None:
         message.add_attachment(attachment, maintype="message", subtype="rfc822")
     return message
@@ -57,15 +66,36 @@ def confirm_request(
     return notice(mlist, address, f"confirm {token}", body, sender=confirm, reply_to=confirm)
 
 
-def welcome(mlist: MailingList, address: str) -> EmailMessage:
-    """Tell a new member they are in, and how to leave."""
+def welcome(mlist: MailingList, address: str, settings_page: str) -> EmailMessage:
+    """Tell a new member they are in, how to leave, and where to change their settings.
+
+    `settings_page` is where a link to the member's own settings can be asked for, not a
+    signed link: a welcome mail is kept for years, a signed link should not work that long.
+    """
     body = (
         f"Welcome to {mlist.address}! {mlist.description}\n\n"
         f"To post, write to {mlist.address}.\n"
         f"To leave, write to {mlist.address_for('leave')}.\n"
+        f"To change your settings (digest, no mail) or leave on the web, visit\n"
+        f"{settings_page}\n"
+        "and ask for a link to your settings page.\n"
         f"For help, write 'help' to {mlist.address_for('request')}.\n"
     )
     return notice(mlist, address, f"Welcome to {mlist.address}", body)
+
+
+def settings_link(mlist: MailingList, address: str, url: str, days: int) -> EmailMessage:
+    """Send a member the signed link to their own settings page, asked for on the web."""
+    body = (
+        f"Someone, probably you, asked for a link to the settings of {address}\n"
+        f"on the list {mlist.address}. Open it to choose how the list delivers to you\n"
+        "(each post, a digest, or no mail for now) or to leave the list:\n\n"
+        f"    {url}\n\n"
+        f"The link works for {days} days; anyone who has it can change these settings, so\n"
+        "do not pass it on. If you did not ask for it, ignore this message: nothing\n"
+        "changes unless a button on that page is pressed.\n"
+    )
+    return notice(mlist, address, f"Your settings on {mlist.address}", body, unwrapped=True)
 
 
 def goodbye(mlist: MailingList, address: str) -> EmailMessage:

@@ -1,4 +1,5 @@
-"""A user's own account page: proving addresses by mail, and choosing how lists deliver.
+"""A user's own account page: proving addresses by mail, removing them, and choosing how
+lists deliver.
 
 An address counts for what a user sees only once it is verified, so adding one sends a
 link to it. The link is a signed, expiring token rather than a stored row: it names the
@@ -9,14 +10,8 @@ opening a link only shows a button; the change happens on POST.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 import re
-import threading
 import time
-from collections import defaultdict, deque
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import TYPE_CHECKING
@@ -24,12 +19,26 @@ from typing import TYPE_CHECKING
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from archiver.accounts import User, UserAddress, add_address, verified_addresses
-from lists.models import Delivery, MailingList, Member, Role
+from archiver.accounts import (
+    AccountExists,
+    LoginAddress,
+    User,
+    UserAddress,
+    add_address,
+    claim,
+    remove_address,
+    verified_addresses,
+    verified_owner,
+)
+from lists.models import MailingList, Member, Role
 from lists.outbox import send_notice
+from lists.tokens import sign, unsign
 from web.auth import current_user, login_required
+from web.member_settings import DELIVERY_LABELS, BadSettings, apply_settings, delivery_label
+from web.throttle import MailThrottle
 
 if TYPE_CHECKING:
     from archiver.service import Core
@@ -38,92 +47,29 @@ bp = Blueprint("account", __name__, url_prefix="/account")
 
 TOKEN_LIFETIME = 3 * 24 * 60 * 60
 MAILS_PER_HOUR = 3
-SIGNATURE_BYTES = 24
+VERIFY_ADDRESS = "verify-address"
 ADDRESS = re.compile(r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$")
 
 TAKEN = "That address belongs to another account."
 LATER = "Too many confirmation mails: try again later."
-DELIVERY_LABELS = {
-    Delivery.REGULAR: "each post",
-    Delivery.PLAIN_DIGEST: "plain digest",
-    Delivery.MIME_DIGEST: "MIME digest",
-    Delivery.NOMAIL: "no mail",
-}
-
-
-class MailThrottle:
-    """Confirmation mails per user within a sliding window, kept in memory.
-
-    It only has to stop one account from using Arsip to mail strangers in bulk; a restart
-    forgetting the count allows a few more mails, nothing worse.
-    """
-
-    def __init__(self, limit: int = MAILS_PER_HOUR, window: float = 60 * 60) -> None:
-        self.limit = limit
-        self.window = window
-        self._sent: dict[int, deque[float]] = defaultdict(deque)
-        self._lock = threading.Lock()
-
-    def allow(self, user_id: int, now: float | None = None) -> bool:
-        """Count one mail for `user_id` if the window has room for it; else False."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            sent = self._sent[user_id]
-            while sent and sent[0] <= now - self.window:
-                sent.popleft()
-            if len(sent) >= self.limit:
-                return False
-            sent.append(now)
-            return True
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _signature(secret_key: str, payload: bytes) -> bytes:
-    return hmac.new(secret_key.encode(), payload, hashlib.sha256).digest()[:SIGNATURE_BYTES]
 
 
 def make_token(secret_key: str, user_id: int, address: str, expires: int) -> str:
     """A link token saying `user_id` may verify `address` until `expires` (Unix time).
 
-    Signed rather than stored, so pending verifications need no table and cost nothing
-    when they are never used.
+    Signed rather than stored (`lists.tokens.sign`), so pending verifications need no
+    table and cost nothing when they are never used.
     """
-    payload = f"{user_id}:{address}:{expires}".encode()
-    return f"{_b64(payload)}.{_b64(_signature(secret_key, payload))}"
+    return sign(secret_key, VERIFY_ADDRESS, (str(user_id), address), expires)
 
 
 def read_token(secret_key: str, token: str, now: float | None = None) -> tuple[int, str] | None:
     """The (user id, address) a token made by `make_token` names, or None when it was
     changed, was signed with another key, or has expired."""
-    if not token.isascii() or token.count(".") != 1:
+    fields = unsign(secret_key, VERIFY_ADDRESS, token, now)
+    if fields is None or len(fields) != 2 or not fields[0].isdigit():
         return None
-    encoded, sent = token.split(".")
-    try:
-        payload = _unb64(encoded)
-        signature = _unb64(sent)
-    except (binascii.Error, ValueError):
-        return None
-    # Decoding skips stray characters; only the canonical spelling of a token is accepted.
-    if _b64(payload) != encoded or _b64(signature) != sent:
-        return None
-    if not hmac.compare_digest(signature, _signature(secret_key, payload)):
-        return None
-    try:
-        user_part, rest = payload.decode().split(":", 1)
-        address, expires_part = rest.rsplit(":", 1)
-        user_id, expires = int(user_part), int(expires_part)
-    except ValueError:
-        return None
-    if expires <= (time.time() if now is None else now):
-        return None
-    return user_id, address
+    return int(fields[0]), fields[1]
 
 
 def _core() -> Core:
@@ -132,7 +78,9 @@ def _core() -> Core:
 
 def _throttle() -> MailThrottle:
     # dict.setdefault is atomic, so concurrent first requests share one throttle.
-    return current_app.extensions.setdefault("arsip_address_mail_throttle", MailThrottle())
+    return current_app.extensions.setdefault(
+        "arsip_address_mail_throttle", MailThrottle(MAILS_PER_HOUR)
+    )
 
 
 def _user() -> User:
@@ -191,6 +139,7 @@ def _page(error: str | None = None, status: int = 200, entered: str = "") -> Res
                 "account.html",
                 title="Your account",
                 addresses=addresses,
+                login_address=user.email,
                 memberships=memberships,
                 deliveries=DELIVERY_LABELS,
                 notice=request.args.get("notice", ""),
@@ -234,10 +183,10 @@ def add() -> ResponseReturnValue:
         return _page(f"{entered!r} is not an email address.", 400, entered)
     core = _core()
     with core.sessions.begin() as db:
-        row = db.scalar(select(UserAddress).where(UserAddress.address == address))
-        if row is not None and row.user_id != user.id:
+        owner = verified_owner(db, address)
+        if owner is not None and owner != user.id:
             return _page(TAKEN, 400, entered)
-        if row is not None and row.verified:
+        if owner == user.id:
             return redirect(url_for(".account", notice=f"{address} is verified already."))
         if not _throttle().allow(user.id):
             return _page(LATER, 429, entered)
@@ -270,28 +219,62 @@ def verify(token: str) -> ResponseReturnValue:
     if named is None or named[0] != user.id:
         return _unknown_link()
     address = named[1]
-    with _core().sessions.begin() as db:
-        row = db.scalar(select(UserAddress).where(UserAddress.address == address))
-        if row is not None and row.user_id != user.id:
-            return render_template("message.html", title="Not verified", text=TAKEN), 409
-        if row is None:
+    try:
+        with _core().sessions.begin() as db:
             owner = db.get(User, user.id)
             if owner is None:
                 return _unknown_link()
+            if claim(db, owner, address) is None and verified_owner(db, address) is None:
+                return _removed_meanwhile(address)
+            # Verifying drops other accounts' unproved claims on the address.
             add_address(db, owner, address, verified=True)
-        else:
-            row.verified = True
+    except (AccountExists, IntegrityError):
+        # Verified by another account first, perhaps at this very moment (the database's
+        # unique index decides a race).
+        return render_template("message.html", title="Not verified", text=TAKEN), 409
     text = f"{address} is verified: you now see its mail and can manage its list settings."
     return render_template("message.html", title="Address verified", text=text)
+
+
+def _removed_meanwhile(address: str) -> ResponseReturnValue:
+    return (
+        render_template(
+            "message.html",
+            title="Address not on your account",
+            text=(
+                f"{address} is no longer on your account (it was removed after this link "
+                "was sent), so nothing was changed. To add it again, add it on your account "
+                "page and use the link in the new message."
+            ),
+        ),
+        404,
+    )
+
+
+@bp.post("/addresses/remove")
+@login_required
+def remove() -> ResponseReturnValue:
+    """Take one of the user's addresses off the account (never the login address)."""
+    user = _user()
+    address = request.form.get("address", "").strip().lower()
+    try:
+        with _core().sessions.begin() as db:
+            removed = remove_address(db, user, address)
+    except LoginAddress:
+        return _page(f"{address} is the address you log in with; it cannot be removed.", 400)
+    if not removed:
+        return _page(f"{address} is not one of your addresses.", 404)
+    notice = (
+        f"{address} was removed from your account: you no longer see its mail here or "
+        "manage its lists from this page. Its list memberships are unchanged."
+    )
+    return redirect(url_for(".account", notice=notice))
 
 
 @bp.post("/lists/<int:member_id>")
 @login_required
 def delivery(member_id: int) -> ResponseReturnValue:
     """Change how one of the user's own memberships delivers posts."""
-    wanted = request.form.get("delivery", "")
-    if wanted not in set(Delivery):
-        abort(400, "Unknown delivery mode.")
     user = _user()
     with _core().sessions.begin() as db:
         member = db.get(Member, member_id)
@@ -301,12 +284,11 @@ def delivery(member_id: int) -> ResponseReturnValue:
             or member.address not in verified_addresses(db, user)
         ):
             abort(404)
-        member.delivery = wanted
-        # Delivery the member stopped themselves resumes with "each post"; delivery the
-        # bounce processor stopped stays stopped until the address works again.
-        if wanted == Delivery.REGULAR and member.disabled_reason == "user":
-            member.disabled_reason = None
+        try:
+            apply_settings(member, request.form)
+        except BadSettings as error:
+            abort(400, str(error))
         list_address = db.get(MailingList, member.list_id)
         where = list_address.address if list_address is not None else "the list"
-        notice = f"{where} now sends {member.address}: {DELIVERY_LABELS[Delivery(wanted)]}."
+        notice = f"{where} now sends {member.address}: {delivery_label(member)}."
     return redirect(url_for(".account", notice=notice))

@@ -101,7 +101,7 @@ def unsubscribe_page(list_address: str) -> ResponseReturnValue:
     if address is None:
         return _bad_unsubscribe_link(400)
     with _core().sessions() as session:
-        mlist = _find_list(session, list_address)
+        mlist = find_list(session, list_address)
     if mlist is None:
         return _no_such_list()
     return render_template(
@@ -124,7 +124,7 @@ def unsubscribe(list_address: str) -> ResponseReturnValue:
     if address is None:
         return _bad_unsubscribe_link(403)
     with _core().sessions.begin() as session:
-        mlist = _find_list(session, list_address)
+        mlist = find_list(session, list_address)
         if mlist is None:
             return _no_such_list()
         _membership().unsubscribe_now(session, mlist, address)
@@ -145,7 +145,8 @@ def _signed_address(list_address: str) -> str | None:
     return address
 
 
-def _find_list(session: Session, list_address: str) -> MailingList | None:
+def find_list(session: Session, list_address: str) -> MailingList | None:
+    """The list at `list_address` (any case), if there is one; no access check."""
     name, _, domain = list_address.lower().rpartition("@")
     return session.scalar(
         select(MailingList).where(MailingList.name == name, MailingList.domain == domain)

@@ -9,12 +9,9 @@ downloads, and the raw source is plain text that no browser may sniff into HTML.
 
 from __future__ import annotations
 
-import email
-import email.policy
 import hashlib
 import re
 from dataclasses import dataclass
-from email.message import EmailMessage
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -26,7 +23,7 @@ from sqlalchemy.orm import Session
 from archiver.access import find_message, thread_messages
 from archiver.archive import ENVELOPE_FROM, ENVELOPE_TO
 from archiver.models import Message
-from archiver.parse import _PARSER, _payload_bytes, _walk
+from archiver.parse import _PARSER, _payload_bytes, _walk, html_body
 from archiver.search.viewer import Viewer
 from archiver.store import BlobMissingError
 from lists.models import MailingList
@@ -104,25 +101,6 @@ def _raw(message: Message) -> bytes:
         abort(404, description="The raw source of this message is no longer stored.")
 
 
-def html_part(raw: bytes) -> str | None:
-    """The message's HTML body as text, or None if it has none (or it cannot be read)."""
-    try:
-        parsed = email.message_from_bytes(raw, policy=email.policy.default)
-        part = (
-            parsed.get_body(preferencelist=("html",)) if isinstance(parsed, EmailMessage) else None
-        )
-        if part is None:
-            return None
-        try:
-            return part.get_content()
-        except (LookupError, UnicodeError, ValueError):
-            # An unknown or lying charset: show what can be read rather than nothing.
-            payload = part.get_payload(decode=True)
-            return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else None
-    except Exception:
-        return None
-
-
 def attachment_bytes(raw: bytes, sha256: str) -> bytes | None:
     """The bytes of the MIME part whose content hashes to `sha256`.
 
@@ -188,7 +166,7 @@ def show(message_id: str) -> ResponseReturnValue:
     with _core().sessions() as db:
         message = _visible_or_404(db, viewer, message_id)
         raw = _raw(message)
-        html = html_part(raw)
+        html = html_body(raw)
         held_back = sanitize_html(html).remote_images if html is not None else 0
         envelope_from = _role(message, ENVELOPE_FROM) or (
             [Address("", message.envelope_from)] if message.envelope_from else []
@@ -217,7 +195,7 @@ def html(message_id: str) -> ResponseReturnValue:
     viewer = current_viewer()
     with _core().sessions() as db:
         message = _visible_or_404(db, viewer, message_id)
-        source = html_part(_raw(message))
+        source = html_body(_raw(message))
     if source is None:
         abort(404, description="This message has no HTML body.")
     images = request.args.get("images") == "1"

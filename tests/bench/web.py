@@ -59,7 +59,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from sqlalchemy import create_engine, text  # noqa: E402
 from support import free_ports  # noqa: E402
 
-from archiver.config import load_settings  # noqa: E402
+from archiver.config import Settings, load_settings  # noqa: E402
 
 SEED = 20_240_917
 ADMIN = "bench-admin@example.com"
@@ -73,6 +73,7 @@ STARTUP_SECONDS = 120.0
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 WORD = re.compile(r"[a-z]{4,}")
 MIB = 1024 * 1024
+DEFAULT_PROCESSES = Settings().web_processes
 
 
 class BenchError(RuntimeError):
@@ -97,6 +98,7 @@ class Result:
 
     page: str
     viewer: str
+    processes: int
     latencies: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     wall: float = 0.0
@@ -315,8 +317,9 @@ class MemoryWatch:
 
 
 @contextmanager
-def server(data_dir: Path, log: Path) -> Iterator[tuple[int, int, dict[str, str]]]:
-    """`arsip serve` on free loopback ports: its PID, web port and environment."""
+def server(data_dir: Path, log: Path, processes: int) -> Iterator[tuple[int, int, dict[str, str]]]:
+    """`arsip serve` with `processes` web processes on free loopback ports: its PID, web
+    port and environment."""
     smtp, lmtp, web = free_ports(3)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ARSIP_")}
     env.update(
@@ -326,6 +329,7 @@ def server(data_dir: Path, log: Path) -> Iterator[tuple[int, int, dict[str, str]
         ARSIP_LMTP_PORT=str(lmtp),
         ARSIP_WEB_HOST="127.0.0.1",
         ARSIP_WEB_PORT=str(web),
+        ARSIP_WEB_PROCESSES=str(processes),
         ARSIP_LOG_LEVEL="WARNING",
     )
     with open(log, "wb") as output:
@@ -397,15 +401,21 @@ def run_load(clients: Sequence[Client], paths: Sequence[str], result: Result) ->
 
 
 def scenario(
-    port: int, email: str, page: str, viewer: str, paths: Sequence[str], clients: int
+    port: int,
+    email: str,
+    page: str,
+    viewer: str,
+    paths: Sequence[str],
+    clients: int,
+    processes: int,
 ) -> Result:
     """Log `clients` sessions in as `email`, warm them up, then time `paths`."""
     sessions = [Client(port) for _ in range(clients)]
     try:
         for session in sessions:
             session.login(email, PASSWORD)
-        run_load(sessions, paths[:WARM_UP], Result(page, viewer))
-        result = Result(page, viewer)
+        run_load(sessions, paths[:WARM_UP], Result(page, viewer, processes))
+        result = Result(page, viewer, processes)
         run_load(sessions, paths[WARM_UP:], result)
         return result
     finally:
@@ -423,27 +433,32 @@ def target(result: Result) -> list[tuple[str, bool]]:
     ]
 
 
-def report(results: Sequence[Result], peak_rss: int, clients: int, args: dict) -> None:
+def report(results: Sequence[Result], peak_rss: dict[int, int], clients: int, args: dict) -> None:
     """Print the table and the JSON line."""
     print(
-        f"{'page':<8} {'viewer':<6} {'requests':>8} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} "
-        f"{'errors':>6}  targets"
+        f"{'procs':>5} {'page':<8} {'viewer':<6} {'requests':>8} {'req/s':>7} {'p50 ms':>7} "
+        f"{'p95 ms':>7} {'errors':>6}  targets"
     )
     for result in results:
         marks = ", ".join(f"{name} {'ok' if met else 'MISSED'}" for name, met in target(result))
         print(
-            f"{result.page:<8} {result.viewer:<6} {result.requests:>8} {result.rate():>7.1f} "
-            f"{result.percentile(0.5):>7.1f} {result.percentile(0.95):>7.1f} "
+            f"{result.processes:>5} {result.page:<8} {result.viewer:<6} {result.requests:>8} "
+            f"{result.rate():>7.1f} {result.percentile(0.5):>7.1f} {result.percentile(0.95):>7.1f} "
             f"{sum(result.errors.values()):>6}  {marks}"
         )
-    print(f"peak RSS of arsip serve and children: {peak_rss / MIB:.0f} MiB, {clients} clients")
+    for processes, peak in peak_rss.items():
+        print(
+            f"peak RSS of arsip serve and children with {processes} web processes: "
+            f"{peak / MIB:.0f} MiB, {clients} clients"
+        )
     summary = {
         "bench": "web",
         **args,
         "clients": clients,
-        "peak_rss_mib": round(peak_rss / MIB, 1),
+        "peak_rss_mib": {str(k): round(v / MIB, 1) for k, v in peak_rss.items()},
         "results": [
             {
+                "web_processes": result.processes,
                 "page": result.page,
                 "viewer": result.viewer,
                 "requests": result.requests,
@@ -489,6 +504,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=400, help="timed requests per scenario")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients")
     parser.add_argument("--seed", type=int, default=SEED, help="seed for queries and ids")
+    parser.add_argument(
+        "--web-processes",
+        type=int,
+        nargs="+",
+        default=[1, DEFAULT_PROCESSES],
+        help="web process counts to run one after the other (default: 1, the baseline, "
+        f"then the service's default, {DEFAULT_PROCESSES} here)",
+    )
     options = parser.parse_args(argv)
 
     scratch = Path(tempfile.mkdtemp(prefix="arsip-bench-web-"))
@@ -504,18 +527,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             "/messages/" + quote(rng.choice(corpus.message_ids), safe="@+") for _ in range(total)
         ]
         user = corpus.senders[0]
-        with server(data_dir, log) as (pid, port, env):
-            ensure_account(ADMIN, "admin", env)
-            ensure_account(user, "user", env)
-            with MemoryWatch(pid) as memory:
-                results = [
-                    scenario(port, ADMIN, "search", "admin", search_paths, options.clients),
-                    scenario(port, user, "search", "user", search_paths, options.clients),
-                    scenario(port, ADMIN, "message", "admin", message_paths, options.clients),
-                ]
+        results: list[Result] = []
+        peaks: dict[int, int] = {}
+        for processes in options.web_processes:
+            with server(data_dir, log, processes) as (pid, port, env):
+                ensure_account(ADMIN, "admin", env)
+                ensure_account(user, "user", env)
+                with MemoryWatch(pid) as memory:
+                    for email, page, viewer, paths in (
+                        (ADMIN, "search", "admin", search_paths),
+                        (user, "search", "user", search_paths),
+                        (ADMIN, "message", "admin", message_paths),
+                    ):
+                        results.append(
+                            scenario(port, email, page, viewer, paths, options.clients, processes)
+                        )
+                peaks[processes] = memory.peak
         report(
             results,
-            memory.peak,
+            peaks,
             options.clients,
             {"messages": corpus.size, "user": user, "seed": options.seed},
         )
