@@ -105,6 +105,9 @@ class WhooshBackend:
         self._searcher: Searcher | None = None
         self._arrays: IndexArrays | None = None
         self._segment_arrays: dict[str, SegmentArrays] = {}
+        # The schema as this code defines it (the directory's version guarantees the index
+        # was made with it): asking the index would read its table of contents from disk.
+        self._schema = _schema()
         # Several processes (the worker, a CLI search) may be first to open a new index;
         # an exclusive lock makes exactly one of them create it.
         with open(directory / ".create.lock", "w") as lock:
@@ -198,7 +201,7 @@ class WhooshBackend:
             )
 
     def _analyze(self, fieldname: str, text: str) -> list[str]:
-        return [token.text for token in self._index.schema[fieldname].analyzer(text)]
+        return [token.text for token in self._schema[fieldname].analyzer(text)]
 
     def _current_arrays(self) -> IndexArrays:
         searcher = self._current_searcher()
