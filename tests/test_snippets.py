@@ -18,3 +18,16 @@ def test_the_excerpt_is_around_the_first_match_with_every_form_marked() -> None:
 def test_without_a_match_the_snippet_is_the_start_of_the_text() -> None:
     assert snippet("Lunch at noon <script>", ["forecast"], fold) == "Lunch at noon &lt;script&gt;"
     assert snippet("", ["forecast"], fold) == ""
+
+
+def test_every_form_that_folds_to_the_query_stem_is_marked() -> None:
+    text = "Ideas: Café culture, the CAFES nearby, a dying art and possibilities galore."
+    result = snippet(text, ["cafe", "die", "possibility"], fold)
+    for word in ("Café", "CAFES", "possibilities"):
+        assert f"<mark>{word}</mark>" in result
+    # Snowball's irregular stems: the query word's own start finds them.
+    assert "<mark>dying</mark>" in snippet(text, ["dying"], fold)
+
+
+def test_query_words_with_regex_characters_are_plain_text() -> None:
+    assert snippet("the (draft) plan", ["(draft*"], fold) == "the (<mark>draft</mark>) plan"
