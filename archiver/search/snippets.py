@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 
+_WORD = re.compile(r"\w+")
 SCAN_LIMIT = 20_000  # characters of the text examined for a match
 WIDTH = 200  # characters in a snippet
 
@@ -41,7 +42,8 @@ def _loose(prefix: str) -> str:
 
 def _candidates(words: Iterable[str], stems: Iterable[str]) -> re.Pattern[str]:
     """A regex for the words that start as one of the stems or query words does."""
-    return _pattern(frozenset(word.lower()[:3] for word in words), frozenset(stems))
+    starts = frozenset(token[:3] for word in words for token in _WORD.findall(word.lower()))
+    return _pattern(starts, frozenset(stems))
 
 
 @lru_cache(maxsize=256)
