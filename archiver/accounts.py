@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import cache
 
@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
-from archiver.models import Base, BigId, UtcDateTime
+from archiver.models import Base, BigId, UtcDateTime, utcnow
 from archiver.search.viewer import Viewer
 
 # After this many wrong passwords within WINDOW, the account refuses every password for
@@ -43,11 +43,6 @@ LOCKOUT = timedelta(minutes=15)
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 
 _hasher = PasswordHasher()
-
-
-def utcnow() -> datetime:
-    """Now, aware UTC."""
-    return datetime.now(UTC)
 
 
 class Role(StrEnum):

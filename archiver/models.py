@@ -37,6 +37,11 @@ NAMING = {
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
+def utcnow() -> datetime:
+    """Now, aware UTC."""
+    return datetime.now(UTC)
+
+
 class Base(DeclarativeBase):
     """Declarative base with stable constraint names, which Alembic needs to alter them."""
 
@@ -200,3 +205,19 @@ class IndexQueueEntry(Base):
     message_pk: Mapped[int] = mapped_column(BigInteger, index=True)
     action: Mapped[str] = mapped_column(String(8))
     enqueued_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ThrottleEvent(Base):
+    """One counted attempt (a failed login, a mailed link) for a rate limit.
+
+    Kept in the database so every web process, and every gunicorn worker, shares one
+    count per client or address; rows older than their window are pruned as new ones come.
+    """
+
+    __tablename__ = "throttle_events"
+    __table_args__ = (Index("ix_throttle_events_scope_key_at", "scope", "key", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    scope: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str] = mapped_column(String(320))
+    at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)

@@ -14,14 +14,20 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from archiver.accounts import (
+    AccountExists,
     AccountLocked,
     ApiToken,
+    LoginAddress,
+    User,
+    UserAddress,
     add_address,
     add_user,
     authenticate,
     find_user,
+    remove_address,
     user_for_token,
     utcnow,
     viewer_for,
@@ -158,6 +164,18 @@ def test_one_client_guessing_across_accounts_is_slowed_down(client: FlaskClient)
     assert log_in(client, "ann@example.org", PASSWORD).status_code == 429
 
 
+def test_every_web_process_shares_the_client_count(app: Flask, core: Core) -> None:
+    """Each app stands for one web process; guesses spread over them add up."""
+    other = create_app(core)
+    other.config["TESTING"] = app.config["TESTING"]
+    clients = [app.test_client(), other.test_client()]
+    for number in range(20):
+        answer = log_in(clients[number % 2], f"user{number}@example.org", "guess")
+        assert answer.status_code == 401
+    for client in clients:
+        assert log_in(client, "ann@example.org", PASSWORD).status_code == 429
+
+
 @pytest.mark.parametrize(
     "target",
     ["//evil.example", "https://evil.example", "/\\evil.example", "javascript:alert(1)", "/\t/x"],
@@ -261,3 +279,89 @@ def test_the_web_viewer_adds_the_list_archives_a_user_may_read(core: Core, app: 
         viewer = auth.current_viewer()
     assert viewer.addresses == {"ann@example.org"}
     assert viewer.readable_lists == {"dev.lists.example.com", "board.lists.example.com"}
+
+
+def claimants(session, address: str) -> list[tuple[str, bool]]:
+    """The accounts claiming `address` and whether each has verified it."""
+    rows = session.execute(
+        select(User.email, UserAddress.verified)
+        .join(User, User.id == UserAddress.user_id)
+        .where(UserAddress.address == address)
+        .order_by(User.email)
+    )
+    return [(email, verified) for email, verified in rows]
+
+
+def test_several_accounts_may_claim_an_address_but_only_one_verify_it(core: Core) -> None:
+    with core.sessions.begin() as session:
+        ann = add_user(session, "ann@example.org", "user")
+        bob = add_user(session, "bob@example.org", "user")
+        add_address(session, ann, "shared@example.com")
+        add_address(session, bob, "Shared@Example.com")
+        assert claimants(session, "shared@example.com") == [
+            ("ann@example.org", False),
+            ("bob@example.org", False),
+        ]
+        add_address(session, bob, "shared@example.com", verified=True)
+        assert claimants(session, "shared@example.com") == [("bob@example.org", True)]
+        for verified in (False, True):
+            with pytest.raises(AccountExists):
+                add_address(session, ann, "shared@example.com", verified=verified)
+        assert "shared@example.com" not in viewer_for(session, ann).addresses
+        assert "shared@example.com" in viewer_for(session, bob).addresses
+
+
+def test_the_database_keeps_a_verified_address_to_one_account(core: Core) -> None:
+    with core.sessions.begin() as session:
+        ann = add_user(session, "ann@example.org", "user")
+        bob = add_user(session, "bob@example.org", "user")
+        ann_id, bob_id = ann.id, bob.id
+        session.add_all(
+            [
+                UserAddress(user_id=ann_id, address="x@example.com", verified=False),
+                UserAddress(user_id=bob_id, address="x@example.com", verified=False),
+                UserAddress(user_id=ann_id, address="y@example.com", verified=True),
+            ]
+        )
+    # Below the application's checks, as two verifications racing would reach it.
+    with pytest.raises(IntegrityError), core.sessions.begin() as session:
+        session.add(UserAddress(user_id=bob_id, address="y@example.com", verified=True))
+    with pytest.raises(IntegrityError), core.sessions.begin() as session:
+        session.add(UserAddress(user_id=ann_id, address="x@example.com", verified=False))
+    with core.sessions() as session:
+        assert claimants(session, "y@example.com") == [("ann@example.org", True)]
+
+
+def test_an_address_comes_off_an_account_but_never_its_login_address(core: Core) -> None:
+    with core.sessions.begin() as session:
+        ann = add_user(session, "ann@example.org", "user")
+        add_address(session, ann, "ann.home@example.net", verified=True)
+        assert remove_address(session, ann, "Ann.Home@example.net")
+        assert not remove_address(session, ann, "ann.home@example.net")
+        with pytest.raises(LoginAddress):
+            remove_address(session, ann, "ann@example.org")
+        assert viewer_for(session, ann).addresses == {"ann@example.org"}
+
+
+def test_a_new_account_takes_its_login_address_from_unverified_claims(core: Core) -> None:
+    with core.sessions.begin() as session:
+        ann = add_user(session, "ann@example.org", "user")
+        add_address(session, ann, "cat@example.org")
+        add_user(session, "cat@example.org", "user")
+        assert claimants(session, "cat@example.org") == [("cat@example.org", True)]
+        with pytest.raises(AccountExists):
+            add_address(session, ann, "cat@example.org")
+
+
+def test_vouching_on_the_command_line_respects_verified_claims_only(core: Core) -> None:
+    with core.sessions.begin() as session:
+        ann = add_user(session, "ann@example.org", "user")
+        add_user(session, "bob@example.org", "user")
+        add_address(session, ann, "shared@example.com")
+    vouched = arsip(core, "users", "add-address", "bob@example.org", "shared@example.com")
+    assert vouched.returncode == 0, vouched.stderr
+    refused = arsip(core, "users", "add-address", "ann@example.org", "shared@example.com")
+    assert refused.returncode == 1
+    assert "belongs to another account" in refused.stderr
+    with core.sessions() as session:
+        assert claimants(session, "shared@example.com") == [("bob@example.org", True)]

@@ -2,17 +2,16 @@
 
 The session cookie holds only the user's id; the account is loaded again on each
 request, so a deleted account is logged out at once. Wrong passwords are throttled twice:
-per account (in the database, `archiver.accounts`) and per client address (here, in
-memory), so one address cannot try a few passwords on every account either.
+per account (`archiver.accounts`) and per client address (`archiver.throttle`), both in
+the database so that every web process shares them, and one address cannot try a few
+passwords on every account either.
 """
 
 from __future__ import annotations
 
 import functools
-import threading
-import time
-from collections import defaultdict, deque
 from collections.abc import Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlencode, urlsplit
 
@@ -21,6 +20,7 @@ from flask.typing import ResponseReturnValue
 
 from archiver.accounts import AccountLocked, User, authenticate, viewer_for
 from archiver.search.viewer import Viewer
+from archiver.throttle import Throttle
 from lists.access import readable_list_ids
 
 if TYPE_CHECKING:
@@ -31,46 +31,18 @@ bp = Blueprint("auth", __name__)
 SESSION_KEY = "user_id"
 WRONG = "Wrong email or password."
 LATER = "Too many failed logins: try again later."
+FAILURES_PER_CLIENT = 20
+FAILURE_WINDOW = timedelta(minutes=15)
 
 View = TypeVar("View", bound=Callable[..., ResponseReturnValue])
 
 
-class LoginThrottle:
-    """Failed logins per client address within a sliding window, kept in memory.
-
-    Memory is enough: it only has to slow guessing down, and a restart forgetting the
-    count does little for an attacker while the per-account lock-out lives in the database.
-    """
-
-    def __init__(self, limit: int = 20, window: float = 15 * 60) -> None:
-        self.limit = limit
-        self.window = window
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
-        self._lock = threading.Lock()
-
-    def blocked(self, client: str, now: float | None = None) -> bool:
-        """Whether `client` has failed `limit` times within the window."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            failures = self._failures.get(client)
-            if failures is None:
-                return False
-            while failures and failures[0] <= now - self.window:
-                failures.popleft()
-            if not failures:
-                del self._failures[client]
-                return False
-            return len(failures) >= self.limit
-
-    def failed(self, client: str, now: float | None = None) -> None:
-        """Count one failed login from `client`."""
-        with self._lock:
-            self._failures[client].append(time.monotonic() if now is None else now)
-
-
 def init_app(app: Flask) -> None:
     """Give `app` its login throttle and make `current_user()` available to templates."""
-    app.extensions["arsip_login_throttle"] = LoginThrottle()
+    core: Core = app.extensions["arsip_core"]
+    app.extensions["arsip_login_throttle"] = Throttle(
+        core.sessions, "login", FAILURES_PER_CLIENT, FAILURE_WINDOW
+    )
     app.jinja_env.globals["current_user"] = current_user
 
 
@@ -78,7 +50,7 @@ def _core() -> Core:
     return current_app.extensions["arsip_core"]
 
 
-def _throttle() -> LoginThrottle:
+def _throttle() -> Throttle:
     return current_app.extensions["arsip_login_throttle"]
 
 
@@ -180,10 +152,10 @@ def login_post() -> ResponseReturnValue:
         if user is not None:
             user_id = user.id
     if locked:
-        throttle.failed(client)
+        throttle.hit(client)
         return _form(f"{WRONG} {LATER}", 429)
     if user_id is None:
-        throttle.failed(client)
+        throttle.hit(client)
         return _form(WRONG, 401)
     # A new session, so an id planted in the visitor's cookie before login is worthless.
     session.clear()
