@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from archiver import ledger
 from archiver.models import Attachment, Blob, IndexQueueEntry, Message, MessageAddress
 from archiver.parse import ParsedMessage, parse_message, unwrap_journal_report
 from archiver.store import DirectoryBlobStore, StoredBlob
@@ -99,6 +100,16 @@ class Archive:
         stored = self.store.put_many(list(blobs.values()), list(blobs))
         _insert_blob_rows(session, stored)
         created = _insert_messages(session, fresh)
+        # The intake recorded the bytes it took in; what the archive stores instead (a
+        # journal report's inner message, a list's copy of a post) is recorded here.
+        ledger.record(
+            session,
+            [
+                (copies[0].raw.received_at, copies[0].sha256)
+                for copies in fresh
+                if copies[0].data is not copies[0].raw.data or copies[0].raw.source == "list"
+            ],
+        )
         widened = _add_envelopes(session, {existing[k]: groups[k] for k in groups if k in existing})
         ids = existing | created
         now = datetime.now(UTC)

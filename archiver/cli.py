@@ -17,6 +17,7 @@ import click
 from tqdm import tqdm
 
 from archiver import migrate
+from archiver.audit import cli_actor, record
 from archiver.config import Settings, SettingsError, load_settings
 from archiver.mailfiles import MailFileError
 from archiver.report import stats as collect_stats
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from archiver.accounts import User
+    from archiver.verify import VerifyReport
 
 
 class CliError(click.ClickException):
@@ -120,6 +122,12 @@ def import_command(ctx: click.Context, paths: tuple[Path, ...]) -> None:
     )
 
 
+def _audit(core: Core, action: str, target: str, details: dict[str, object]) -> None:
+    """Record an operator's reading of the archive (a command-line action sees all mail)."""
+    with core.sessions.begin() as session:
+        record(session, cli_actor(), action, target, details)
+
+
 def _date(value: str | None) -> datetime | None:
     if value is None:
         return None
@@ -147,30 +155,135 @@ def export(ctx: click.Context, output: Path, since: str | None, until: str | Non
 
     core = _core(ctx)
     start, end = _date(since), _date(until)
-    with tqdm(
-        total=count_messages(core, start, end), unit="msg", desc="export", disable=None
-    ) as bar:
+    total = count_messages(core, start, end)
+    _audit(core, "export", str(output), {"since": since, "until": until, "messages": total})
+    with tqdm(total=total, unit="msg", desc="export", disable=None) as bar:
         count = export_mbox(core, output, start, end, on_message=lambda _n: bar.update())
     click.echo(f"wrote {count} messages to {output}")
 
 
 @cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--export",
+    "export_to",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write the ledger's seal chain to this file (JSON lines) for a third party.",
+)
+@click.option(
+    "--check-export",
+    "exported",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Only recompute a chain written by --export, from the file alone.",
+)
 @click.pass_context
-def verify(ctx: click.Context) -> None:
-    """Re-read every stored message and check it; exit 1 if any is missing or corrupt."""
-    from archiver.verify import count_blobs, verify_store
+def verify(
+    ctx: click.Context, as_json: bool, export_to: Path | None, exported: Path | None
+) -> None:
+    """Check every blob against its hash, every message against the intake ledger and the
+    ledger's daily seals; exit 1 on any problem.
+
+    Finished days are sealed first. Warnings (ledger entries that no seal covers) are
+    shown but do not fail the check.
+    """
+    if exported is not None:
+        _check_export(ctx, exported, as_json)
+        return
+    from archiver.ledger import export_chain
+    from archiver.store import BlobKeyError
+    from archiver.verify import (
+        VerifyReport,
+        count_blobs,
+        count_seals,
+        seal_days,
+        verify_ledger,
+        verify_store,
+    )
 
     core = _core(ctx)
-    with tqdm(total=count_blobs(core), unit="blob", desc="verify", disable=None) as bar:
-        report = verify_store(core, on_blob=bar.update)
-    for sha256 in report.missing:
-        click.echo(f"missing {sha256}")
-    for sha256 in report.corrupt:
-        click.echo(f"corrupt {sha256}")
+    report = VerifyReport(sealed_now=seal_days(core))
+    try:
+        with tqdm(total=count_blobs(core), unit="blob", desc="verify", disable=None) as bar:
+            verify_store(core, on_blob=bar.update, report=report)
+    except BlobKeyError as exc:
+        raise CliError(str(exc)) from exc
+    with tqdm(total=count_seals(core), unit="day", desc="ledger", disable=None) as bar:
+        verify_ledger(core, on_day=bar.update, report=report)
+    if export_to is not None:
+        try:
+            with core.sessions() as session, export_to.open("w", encoding="utf-8") as out:
+                written = export_chain(session, out)
+        except OSError as exc:
+            raise CliError(f"{export_to}: {exc.strerror or exc}") from exc
+    if as_json:
+        data = report.as_json()
+        if export_to is not None:
+            data["export"] = {"file": str(export_to), "seals": written.seals}
+        click.echo(json.dumps(data))
+    else:
+        _print_verify(report)
+        if export_to is not None:
+            click.echo(f"wrote {written.seals} sealed days to {export_to}")
+    if not report.ok:
+        ctx.exit(1)
+
+
+def _print_verify(report: VerifyReport) -> None:
+    chain = report.chain
+    for label, found in (
+        ("missing", report.missing),
+        ("corrupt", report.corrupt),
+        ("locked", report.locked),
+    ):
+        for sha256 in found:
+            click.echo(f"{label} {sha256}")
+    for sha256, message_id in report.unrecorded:
+        click.echo(f"unrecorded {sha256} <{message_id}>")
+    for issue in chain.problems:
+        click.echo(f"broken seal {issue.day}: {issue.text}")
+    for issue in chain.warnings:
+        click.echo(f"warning {issue.day}: {issue.text}")
+    locked = f", {len(report.locked)} locked" if report.locked else ""
     click.echo(
         f"checked {report.checked} blobs: {len(report.missing)} missing, "
-        f"{len(report.corrupt)} corrupt"
+        f"{len(report.corrupt)} corrupt{locked}"
     )
+    click.echo(f"checked {report.messages} messages: {len(report.unrecorded)} not in the ledger")
+    click.echo(
+        f"checked {chain.seals} sealed days ({chain.entries} entries, {report.sealed_now} "
+        f"sealed now): {len(chain.problems)} broken, {len(chain.warnings)} warnings; "
+        f"{chain.unsealed} entries not sealed yet; head {chain.head}"
+    )
+
+
+def _check_export(ctx: click.Context, path: Path, as_json: bool) -> None:
+    """`arsip verify --check-export`: what a third party does, without the database."""
+    from archiver.ledger import ExportFormatError, check_export
+
+    try:
+        with path.open(encoding="utf-8") as lines:
+            report = check_export(lines)
+    except (OSError, UnicodeDecodeError, ExportFormatError) as exc:
+        raise CliError(f"{path}: {exc}") from exc
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "seals": report.seals,
+                    "entries": report.entries,
+                    "head": report.head,
+                    "problems": [{"day": i.day, "problem": i.text} for i in report.problems],
+                }
+            )
+        )
+    else:
+        for issue in report.problems:
+            click.echo(f"broken seal {issue.day}: {issue.text}")
+        click.echo(
+            f"{path}: {report.seals} sealed days, {report.entries} entries: "
+            f"{len(report.problems)} broken; head {report.head}"
+        )
     if not report.ok:
         ctx.exit(1)
 
@@ -197,11 +310,13 @@ def show(ctx: click.Context, message_id: str, as_json: bool) -> None:
     """Show one archived message's metadata, by Message-ID."""
     from archiver.report import describe, find_message
 
-    with _core(ctx).sessions() as session:
+    core = _core(ctx)
+    with core.sessions() as session:
         message = find_message(session, message_id)
         if message is None:
             raise CliError(f"no archived message has Message-ID <{message_id.strip('<>')}>")
         data = describe(message)
+    _audit(core, "message.view", message.message_id, {"sha256": message.sha256, "via": "cli"})
     if as_json:
         click.echo(json.dumps(data, ensure_ascii=False))
     else:
@@ -252,6 +367,12 @@ def search_command(
         ctx.exit(2)
     finally:
         backend.close()
+    _audit(
+        core,
+        "search",
+        " ".join(query),
+        {"as": viewer, "offset": offset, "results": page.total, "via": "cli"},
+    )
     if as_json:
         click.echo(json.dumps(page.as_json(), ensure_ascii=False))
         return
@@ -333,6 +454,9 @@ def users_add(ctx: click.Context, email: str, role: str, password_stdin: bool) -
     try:
         with _core(ctx).sessions.begin() as session:
             add_user(session, email, role, password)
+            record(
+                session, cli_actor(), "user.add", email, {"role": role, "password": bool(password)}
+            )
     except AccountExists as exc:
         raise CliError(str(exc)) from exc
     click.echo(f"added {role} {email}" + ("" if password else " (no password yet)"))
@@ -348,6 +472,7 @@ def users_password(ctx: click.Context, email: str) -> None:
     password = _password_from_stdin()
     with _core(ctx).sessions.begin() as session:
         set_password(_account(session, email), password)
+        record(session, cli_actor(), "user.password", email)
     click.echo(f"password set for {email}")
 
 
@@ -388,6 +513,7 @@ def users_token(ctx: click.Context, email: str) -> None:
 
     with _core(ctx).sessions.begin() as session:
         token = new_api_token(session, _account(session, email))
+        record(session, cli_actor(), "user.token", email)
     click.echo(token)
 
 
@@ -402,6 +528,13 @@ def users_add_address(ctx: click.Context, email: str, address: str) -> None:
     try:
         with _core(ctx).sessions.begin() as session:
             add_address(session, _account(session, email), address, verified=True)
+            record(
+                session,
+                cli_actor(),
+                "user.address.add",
+                email,
+                {"address": address, "verified": True},
+            )
     except AccountExists as exc:
         raise CliError(str(exc)) from exc
     click.echo(f"{email} now reads the mail of {address}")
@@ -409,7 +542,12 @@ def users_add_address(ctx: click.Context, email: str, address: str) -> None:
 
 def main() -> None:
     """Console script entry point."""
+    from archiver.audit_cli import audit_group
+    from archiver.retention.cli import hold, retention
     from lists.cli import lists
 
     cli.add_command(lists)
+    cli.add_command(audit_group)
+    cli.add_command(retention)
+    cli.add_command(hold)
     cli(prog_name="arsip")

@@ -8,6 +8,8 @@ one line and exit status 2.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import secrets
 import tomllib
@@ -15,6 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from apscheduler.triggers.cron import CronTrigger
 
 ENV_PREFIX = "ARSIP_"
 MIB = 1024 * 1024
@@ -66,11 +70,21 @@ class Settings:
     outgoing_connections: int = 16
     # The DNS server for DMARC look-ups (host:port); empty: the system's resolvers
     dns_server: HostPort | None = None
+    # A file holding the 32-byte key that seals new blobs (AES-256-GCM); empty: no sealing.
+    # Only the path is kept here, so the key never shows in a repr, a log or a pickle.
+    blob_key_file: Path | None = None
+    # When the retention sweep runs: a crontab line, in UTC
+    retention_schedule: str = "30 2 * * *"
 
     @property
     def public_url(self) -> str:
         """The base of links in outgoing mail, without a trailing slash."""
         return (self.base_url or f"http://{self.web_host}:{self.web_port}").rstrip("/")
+
+    def blob_key(self) -> bytes | None:
+        """The blob key read from `blob_key_file` (None without one); `SettingsError` when
+        the file cannot be used. Read on demand so that no copy of it lives in settings."""
+        return read_blob_key(self.blob_key_file) if self.blob_key_file else None
 
     @property
     def blob_dir(self) -> Path:
@@ -174,6 +188,15 @@ def _log_level(value: Any) -> str:
     return level
 
 
+def _crontab(value: Any) -> str:
+    line = " ".join(_text(value).split())
+    try:
+        CronTrigger.from_crontab(line, timezone="UTC")
+    except ValueError as exc:
+        raise ValueError(f"not a crontab line (minute hour day month weekday): {exc}") from exc
+    return line
+
+
 def _search_backend(value: Any) -> str:
     backend = _text(value).lower()
     if backend not in {"", "whoosh", "postgres"}:
@@ -205,7 +228,42 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "base_url": _text,
     "outgoing_connections": _integer(1, 100),
     "dns_server": _host_port,
+    "blob_key_file": _optional_path,
+    "retention_schedule": _crontab,
 }
+
+BLOB_KEY_SIZE = 32
+
+
+def read_blob_key(path: Path) -> bytes:
+    """The key in `path`: exactly 32 raw bytes, or 64 hex digits, or 32 bytes in base64.
+
+    Text forms may have surrounding white space (a trailing newline). Messages name the
+    file and what is wrong with it, never its contents. A 32-byte file of printable
+    characters is refused: it is a password or a truncated text key, not random bytes.
+    """
+    name = f"{ENV_PREFIX}BLOB_KEY_FILE: {path}"
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SettingsError(f"{name}: cannot read it ({exc.strerror or exc})") from None
+    if len(data) == BLOB_KEY_SIZE and not all(32 <= byte < 127 for byte in data):
+        return data
+    text = data.strip()
+    key: bytes | None = None
+    try:
+        if len(text) == 2 * BLOB_KEY_SIZE:
+            key = bytes.fromhex(text.decode("ascii"))
+        else:
+            key = base64.b64decode(text, validate=True)
+    except (ValueError, binascii.Error):
+        key = None
+    if key is None or len(key) != BLOB_KEY_SIZE:
+        raise SettingsError(
+            f"{name}: holds no {BLOB_KEY_SIZE}-byte key (give {BLOB_KEY_SIZE} random bytes, "
+            f"{2 * BLOB_KEY_SIZE} hex digits or base64; the file has {len(data)} bytes)"
+        )
+    return key
 
 
 def load_settings(
@@ -250,6 +308,7 @@ def _check_together(settings: Settings) -> None:
         path = getattr(settings, name)
         if path is not None and not path.is_file():
             raise SettingsError(f"{ENV_PREFIX}{name.upper()}: {path} is not a readable file")
+    settings.blob_key()  # a missing, unreadable or malformed key file fails start-up
     ports = [settings.smtp_port, settings.lmtp_port, settings.web_port]
     busy = [port for port in ports if port and ports.count(port) > 1]
     if busy:

@@ -3,10 +3,13 @@
 Import goes straight to the archive (not through SMTP): the files are already durable,
 so there is nothing to spool. Batches share one transaction and one round of blob
 fsyncs. Importing the same files twice adds nothing, because archiving deduplicates.
+Bypassing the spool also bypasses its ledger rows, so each new message's hash is recorded
+in the intake ledger here, in the same transaction (duplicates are already accounted for).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,6 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from archiver import ledger
 from archiver.archive import ArchiveResult, RawMessage
 from archiver.mailfiles import FoundMessage, iter_path, total_size
 from archiver.service import Core
@@ -67,7 +71,16 @@ def _archive(core: Core, batch: list[FoundMessage]) -> list[ArchiveResult]:
         for found in batch
     ]
     with core.sessions.begin() as session:
-        return core.archive.archive_batch(session, items)
+        results = core.archive.archive_batch(session, items)
+        ledger.record(
+            session,
+            [
+                (now, hashlib.sha256(item.data).hexdigest())
+                for item, result in zip(items, results, strict=True)
+                if result.created
+            ],
+        )
+    return results
 
 
 def _batches(messages: Iterator[FoundMessage]) -> Iterator[list[FoundMessage]]:

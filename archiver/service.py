@@ -38,6 +38,7 @@ from archiver.search.postgres_index import PostgresBackend
 from archiver.search.whoosh_index import WhooshBackend
 from archiver.spool import GroupCommitter, Spool
 from archiver.store import DirectoryBlobStore
+from archiver.upkeep import start_upkeep
 from archiver.worker import SpoolWorker, Waker
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def build_core(settings: Settings) -> Core:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.database_url)
     sessions = session_factory(engine)
-    store = DirectoryBlobStore(settings.blob_dir)
+    store = DirectoryBlobStore(settings.blob_dir, key=settings.blob_key())
     return Core(
         settings=settings,
         engine=engine,
@@ -146,6 +147,7 @@ def run_worker_process(
     threading.Thread(target=_index_forever, args=(core, stop), name="indexer").start()
     for extension in core.extensions:
         extension.start(stop)
+    start_upkeep(core, stop)
     core.worker().run_forever(stop, wake)
 
 

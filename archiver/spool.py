@@ -7,7 +7,8 @@ with `synchronous=FULL`, or PostgreSQL, which syncs its WAL) does any client of 
 hear 250. The database's write-ahead log is thus the fsync'd log of accepted mail: one
 sync per batch, and a failed batch leaves nothing behind, because a transaction that
 did not commit did not happen. It also means several intake processes need no shared
-folder, only the shared database.
+folder, only the shared database. The same transaction records each message's sha256 in
+the intake ledger (`archiver.ledger`), so the ledger holds exactly what was acknowledged.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from datetime import datetime
 from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session
 
+from archiver.ledger import LEDGER_TABLE
 from archiver.models import SpoolEntry
 
 log = logging.getLogger(__name__)
@@ -65,12 +67,19 @@ class Spool:
         self.engine = engine
 
     def commit_batch(self, batch: list[Incoming]) -> None:
-        """Make every message of `batch` durable, or raise with none of it stored."""
+        """Make every message of `batch` durable and record its hash in the ledger, or
+        raise with none of it stored.
+
+        The ledger rows are what was acknowledged: they outlive the message (retention
+        must never delete them), and a failed batch leaves neither spool nor ledger rows.
+        """
         rows = [_row(item) for item in batch]
+        ledger = [{"received_at": row["received_at"], "sha256": row["sha256"]} for row in rows]
         try:
             # Core, not the ORM: this runs once per batch on the intake's critical path.
             with self.engine.begin() as connection:
                 connection.execute(SPOOL_TABLE.insert(), rows)
+                connection.execute(LEDGER_TABLE.insert(), ledger)
         except Exception as exc:
             raise _spool_error(exc) from exc
 

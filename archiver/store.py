@@ -4,10 +4,25 @@ A blob is the zstd-compressed raw message, named by the sha256 of the uncompress
 so the same bytes are stored once however often they arrive. Writes go to a temporary
 file that is fsync'd, renamed into place and made durable with a directory fsync: a
 reader never sees half a blob, and a blob that was reported stored survives power loss.
+
+With a key (ARSIP_BLOB_KEY_FILE), new blobs are sealed after compression with AES-256-GCM,
+so a copy of the store's disk or backup reveals no mail. A sealed file is
+
+    b"ARSIPENC"  version (1 byte, 1)  key id (8 bytes)  nonce (12 bytes, random)
+    ciphertext of the zstd frame, followed by the 16-byte GCM tag
+
+authenticated with the associated data `header (the first 17 bytes) + sha256 name` in
+ASCII: a changed byte, or a sealed blob copied over another one's name, fails to open.
+The key id (the first 8 bytes of sha256(b"arsip blob key id\0" + key)) tells "sealed
+under another key" apart from damage. Plain zstd files start with zstd's own magic
+number, so both kinds live side by side under the same names: a store that turns
+encryption on keeps reading its old blobs, and a store without the key says so clearly
+when it meets a sealed one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import hashlib
@@ -18,9 +33,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import zstandard
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-SUFFIX = ".zst"
+SUFFIX = ".zst"  # sealed blobs keep it: the name says what is inside once opened
 COMPRESSION_LEVEL = 3
+SEALED_MAGIC = b"ARSIPENC"
+SEALED_VERSION = 1
+KEY_SIZE = 32
+KEY_ID_SIZE = 8
+NONCE_SIZE = 12
+TAG_SIZE = 16
+SEALED_HEADER_SIZE = len(SEALED_MAGIC) + 1 + KEY_ID_SIZE
 
 
 class BlobMissingError(LookupError):
@@ -28,7 +52,64 @@ class BlobMissingError(LookupError):
 
 
 class BlobCorruptError(ValueError):
-    """A blob's bytes no longer hash to its name."""
+    """A blob's bytes no longer hash to its name (or a sealed blob fails to authenticate)."""
+
+
+class BlobKeyError(RuntimeError):
+    """A sealed blob cannot be opened: the store has no key, or not the one it was sealed
+    under. Not damage, so callers can tell the operator to fix the configuration."""
+
+
+def blob_key_id(key: bytes) -> bytes:
+    """A short, non-secret name for a key, stored in each blob sealed under it."""
+    return hashlib.sha256(b"arsip blob key id\0" + key).digest()[:KEY_ID_SIZE]
+
+
+class BlobCipher:
+    """AES-256-GCM sealing of compressed blobs under one key (see the module docstring).
+
+    Random 96-bit nonces are safe for far more blobs than one archive stores under one
+    key (the usual bound is 2**32 seals per key).
+    """
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != KEY_SIZE:
+            raise ValueError(f"a blob key has {KEY_SIZE} bytes, not {len(key)}")
+        self._aead = AESGCM(key)
+        self.key_id = blob_key_id(key)
+        self._header = SEALED_MAGIC + bytes([SEALED_VERSION]) + self.key_id
+
+    def __repr__(self) -> str:
+        return f"BlobCipher(key_id={self.key_id.hex()})"
+
+    def seal(self, sha256: str, compressed: bytes) -> bytes:
+        """The file contents for blob `sha256` holding `compressed`."""
+        nonce = os.urandom(NONCE_SIZE)
+        sealed = self._aead.encrypt(nonce, compressed, self._header + sha256.encode("ascii"))
+        return self._header + nonce + sealed
+
+    def open(self, sha256: str, stored: bytes) -> bytes:
+        """The compressed bytes inside a sealed file; raises if it is not intact."""
+        if len(stored) < SEALED_HEADER_SIZE + NONCE_SIZE + TAG_SIZE:
+            raise BlobCorruptError(f"{sha256}: sealed blob is truncated")
+        header = stored[:SEALED_HEADER_SIZE]
+        version, key_id = header[len(SEALED_MAGIC)], header[len(SEALED_MAGIC) + 1 :]
+        if version != SEALED_VERSION:
+            raise BlobCorruptError(f"{sha256}: unknown sealed blob version {version}")
+        if key_id != self.key_id:
+            raise BlobKeyError(
+                f"{sha256}: sealed under key id {key_id.hex()}, "
+                f"but the configured key's id is {self.key_id.hex()}"
+            )
+        nonce = stored[SEALED_HEADER_SIZE : SEALED_HEADER_SIZE + NONCE_SIZE]
+        try:
+            return self._aead.decrypt(
+                nonce, stored[SEALED_HEADER_SIZE + NONCE_SIZE :], header + sha256.encode("ascii")
+            )
+        except InvalidTag:
+            raise BlobCorruptError(
+                f"{sha256}: sealed blob does not authenticate (changed, or another blob's file)"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -96,12 +177,20 @@ class DirectoryBlobStore:
     """Blobs as files under `root/ab/<sha256>.zst`.
 
     The directory may be a shared mount so that several machines share one store; nothing
-    here keeps state in memory beyond per-thread compressor objects.
+    here keeps state in memory beyond per-thread compressor objects. With a `key`, new
+    blobs are sealed (AES-256-GCM) and sealed blobs can be read; plain blobs are read
+    either way.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, key: bytes | None = None) -> None:
         self.root = root
         self._local = threading.local()
+        self.cipher = BlobCipher(key) if key is not None else None
+
+    @property
+    def encrypting(self) -> bool:
+        """Whether new blobs are sealed."""
+        return self.cipher is not None
 
     def _compressor(self) -> zstandard.ZstdCompressor:
         if not hasattr(self._local, "compressor"):
@@ -141,6 +230,8 @@ class DirectoryBlobStore:
                     continue
                 self._ensure_directory(final.parent)
                 compressed = self._compressor().compress(data)
+                if self.cipher is not None:
+                    compressed = self.cipher.seal(digest, compressed)
                 temp = final.with_name(f".{digest}.{os.getpid()}.{threading.get_ident()}.tmp")
                 fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
                 pending.append((fd, temp, final))
@@ -170,11 +261,18 @@ class DirectoryBlobStore:
         fsync_directory(self.root)
 
     def get(self, sha256: str) -> bytes:
-        """The original bytes of a blob; raises `BlobMissingError` or `BlobCorruptError`."""
+        """The original bytes of a blob; raises `BlobMissingError` or `BlobCorruptError`,
+        or `BlobKeyError` for a sealed blob this store has no key for."""
         try:
             compressed = self.path_for(sha256).read_bytes()
         except FileNotFoundError:
             raise BlobMissingError(sha256) from None
+        if compressed.startswith(SEALED_MAGIC):
+            if self.cipher is None:
+                raise BlobKeyError(
+                    f"{sha256}: blob is encrypted and no key is configured (ARSIP_BLOB_KEY_FILE)"
+                )
+            compressed = self.cipher.open(sha256, compressed)
         try:
             return self._decompressor().decompress(compressed)
         except zstandard.ZstdError as exc:
@@ -191,12 +289,18 @@ class DirectoryBlobStore:
 
     def delete(self, sha256: str) -> None:
         """Remove a blob durably; removing a missing blob is not an error."""
-        path = self.path_for(sha256)
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            return
-        fsync_directory(path.parent)
+        self.delete_many([sha256])
+
+    def delete_many(self, sha256s: Iterable[str]) -> None:
+        """Remove blobs durably, syncing each directory once however many left it."""
+        directories = set()
+        for sha256 in sha256s:
+            path = self.path_for(sha256)
+            with contextlib.suppress(FileNotFoundError):  # already gone: nothing to do
+                path.unlink()
+                directories.add(path.parent)
+        for directory in sorted(directories):
+            fsync_directory(directory)
 
     def __iter__(self) -> Iterator[str]:
         """Every sha256 present in the store, in no particular order."""

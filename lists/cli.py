@@ -15,6 +15,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from archiver import migrate
+from archiver.audit import capped, changes, cli_actor, record
 from archiver.service import build_core
 from lists.membership import Membership
 from lists.models import (
@@ -75,6 +76,28 @@ def _describe(mlist: MailingList, members: int) -> dict[str, Any]:
     }
 
 
+def _added(result: Any, role: str, wanted: list[str]) -> dict[str, Any]:
+    """What an add-member records: the counts, and the addresses given (capped)."""
+    return {
+        "role": str(role),
+        "addresses": capped(wanted),
+        "added": result.added,
+        "invited": result.invited,
+        "already": result.already,
+        "invalid": len(result.invalid),
+    }
+
+
+def held_details(post: HeldMessage, reason: str) -> dict[str, Any]:
+    """What a moderation decision records: which post, whose, and why; not its contents."""
+    return {
+        "held_id": post.id,
+        "sender": post.sender,
+        "message_id": post.message_id,
+        "reason": reason,
+    }
+
+
 @click.group(name="lists")
 def lists() -> None:
     """Mailing lists: create them, manage members, look at held posts."""
@@ -132,6 +155,8 @@ def create(
         Membership(core.settings.public_url).add_members(
             session, mlist, owners, role=Role.OWNER, confirm=False
         )
+        details = {**_describe(mlist, 0), "owners": list(owners)}
+        record(session, cli_actor(), "list.create", mlist.address, details)
     click.echo(f"created {name}@{domain}")
 
 
@@ -166,6 +191,7 @@ def add_member(
         result = Membership(core.settings.public_url).add_members(
             session, mlist, wanted, role=role, confirm=not no_confirm
         )
+        record(session, cli_actor(), "list.member.add", mlist.address, _added(result, role, wanted))
     click.echo(
         f"{result.added} added, {result.invited} asked to confirm, "
         f"{result.already} already there, {len(result.invalid)} invalid"
@@ -186,6 +212,8 @@ def remove_member(ctx: click.Context, address: str, members: tuple[str, ...]) ->
     with core.sessions.begin() as session:
         mlist = _find(session, address)
         removed = Membership(core.settings.public_url).remove_members(session, mlist, members)
+        details = {"addresses": capped(members), "given": len(members), "removed": removed}
+        record(session, cli_actor(), "list.member.remove", mlist.address, details)
     click.echo(f"{removed} removed")
 
 
@@ -312,9 +340,11 @@ def moderate(ctx: click.Context, address: str, held_id: int, action: str, reason
         post = session.get(HeldMessage, held_id)
         if post is None or post.list_id != mlist.id:
             raise click.ClickException(f"no held post {held_id} for {address}")
+        details = held_details(post, reason)
         answer = Poster(core.archive, engine.dmarc, core.settings.public_url).moderate(
             session, post, action, reason
         )
+        record(session, cli_actor(), f"held.{action}", mlist.address, details)
     click.echo(answer)
 
 
@@ -358,6 +388,7 @@ def set_options(ctx: click.Context, address: str, **options: Any) -> None:
         for option, value in options.items():
             if value is not None:
                 setattr(mlist, renamed.get(option, option), value)
+        record(session, cli_actor(), "list.settings", mlist.address, {"changed": changes(mlist)})
     click.echo(f"updated {address}")
 
 
@@ -376,9 +407,9 @@ def ban(ctx: click.Context, address: str, pattern: str) -> None:
     core = _core(ctx)
     with core.sessions.begin() as session:
         list_id = None if address == "*" else _find(session, address).id
-        session.add(
-            Ban(list_id=list_id, pattern=pattern if pattern.startswith("^") else pattern.lower())
-        )
+        pattern = pattern if pattern.startswith("^") else pattern.lower()
+        session.add(Ban(list_id=list_id, pattern=pattern))
+        record(session, cli_actor(), "list.ban", address.lower(), {"pattern": pattern})
     click.echo(f"banned {pattern}")
 
 
@@ -395,6 +426,8 @@ def unban(ctx: click.Context, address: str, pattern: str) -> None:
         removed = session.execute(
             delete(Ban).where(condition, Ban.pattern.in_([pattern, pattern.lower()]))
         ).rowcount
+        if removed:
+            record(session, cli_actor(), "list.unban", address.lower(), {"pattern": pattern})
     if not removed:
         raise click.ClickException(f"{pattern} was not banned there")
     click.echo(f"unbanned {pattern}")
@@ -420,4 +453,6 @@ def moderate_member(ctx: click.Context, address: str, member: str, off: bool) ->
         if row is None:
             raise click.ClickException(f"{member} is not a member of {address}")
         row.moderated = not off
+        details = {"address": row.address, "moderated": not off}
+        record(session, cli_actor(), "list.moderate-member", mlist.address, details)
     click.echo(f"{member} is {'no longer ' if off else ''}moderated")

@@ -92,6 +92,18 @@ def settings_from(env: dict[str, str]) -> Settings:
     return load_settings(environ=env, config_file=Path("/nonexistent/arsip.toml"))
 
 
+def run_arsip(settings: Settings, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """Run the `arsip` command against the database and data directory of `settings`."""
+    env = {
+        **os.environ,
+        "ARSIP_DATA_DIR": str(settings.data_dir),
+        "ARSIP_DATABASE_URL": settings.database_url,
+    }
+    return subprocess.run(
+        [ARSIP, *args], env=env, cwd=ROOT, input=stdin, capture_output=True, text=True, timeout=120
+    )
+
+
 class RunningService:
     """An `arsip serve` process started by a test, and ways to talk to it."""
 

@@ -156,3 +156,41 @@ def test_a_moderator_approves_a_held_post_in_the_browser_and_members_get_it(
         subject = email.message_from_bytes(delivered, policy=default)["Subject"]
         assert subject == "[dev] Conference next week"
         assert loopback_browser.blocked == []
+
+
+def test_an_administrator_adds_a_retention_policy_and_previews_a_sweep(
+    make_service, loopback_browser
+) -> None:
+    service = make_service()
+    password = "administrator passphrase"
+    added = subprocess_input(
+        service, ["users", "add", "root@example.org", "--role", "admin"], password
+    )
+    assert added.returncode == 0, added.stderr
+    old = (
+        "From: alice@example.com\r\nTo: bob@example.com\r\nSubject: Old news\r\n"
+        "Date: Mon, 02 Feb 2015 10:00:00 +0000\r\nMessage-ID: <old-news@example.com>\r\n\r\n"
+        "Long ago.\r\n"
+    )
+    with service.smtp() as client:
+        client.sendmail("sender@example.net", [JOURNAL], old.encode())
+    deadline = time.monotonic() + 20
+    while json.loads(service.run_cli("search", "--json", "").stdout)["total"] < 1:
+        assert time.monotonic() < deadline, service.log()
+        time.sleep(0.2)
+
+    base = f"http://127.0.0.1:{service.settings.web_port}"
+    page = loopback_browser.page()
+    page.goto(f"{base}/admin/retention")
+    page.fill("input[name=email]", "root@example.org")  # sent to log in first
+    page.fill("input[name=password]", password)
+    page.click("main button[type=submit]")
+    page.fill("main input[name=name]", "everything")
+    page.fill("main input[name=keep]", "7y")
+    page.click("main >> text=Add policy")
+    assert "Policy everything: keep everything for 7y." in page.inner_text("main")
+    page.click("main >> text=Preview (dry run)")
+    assert "A sweep now would delete 1 message" in page.inner_text("#preview")
+    screenshot(page, "retention-preview")
+    assert "old-news@example.com" in service.run_cli("search", "--json", "").stdout
+    assert loopback_browser.blocked == []

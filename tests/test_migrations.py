@@ -7,8 +7,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from archiver import accounts as account_models  # noqa: F401  (the web UI's accounts)
+from archiver import audit as audit_models  # noqa: F401  (the audit trail)
+from archiver import ledger as ledger_models  # noqa: F401  (tamper evidence)
 from archiver import migrate
 from archiver.models import Base
+from archiver.retention import models as retention_models  # noqa: F401
 from archiver.search import postgres_index
 from archiver.service import Core
 from lists import models as list_models  # noqa: F401  (the list engine's tables)
@@ -52,3 +55,64 @@ def test_sqlite_runs_in_wal_mode(tmp_path) -> None:
     with engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+
+
+def test_an_existing_database_keeps_its_addresses_when_claims_may_be_shared(
+    database_url: str,
+) -> None:
+    from alembic import command
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    from archiver.db import make_engine
+
+    engine = make_engine(database_url)
+    try:
+        migrate.upgrade(engine, "0005")
+        with engine.begin() as connection:
+            for user_id, email in ((1, "ann@example.org"), (2, "bob@example.org")):
+                connection.execute(
+                    text(
+                        "INSERT INTO users (id, email, role, created_at, failed_logins) "
+                        "VALUES (:id, :email, 'user', '2026-01-01 00:00:00', 0)"
+                    ),
+                    {"id": user_id, "email": email},
+                )
+            connection.execute(
+                text(
+                    "INSERT INTO user_addresses (user_id, address, verified) VALUES "
+                    "(1, 'ann@example.org', true), (1, 'shared@example.com', false), "
+                    "(2, 'bob@example.org', true)"
+                )
+            )
+
+        migrate.upgrade(engine, "0006")
+        assert migrate.current_revision(engine) == "0006"
+        rows = "SELECT user_id, address, verified FROM user_addresses ORDER BY user_id, address"
+        with engine.connect() as connection:
+            assert [tuple(row) for row in connection.execute(text(rows))] == [
+                (1, "ann@example.org", True),
+                (1, "shared@example.com", False),
+                (2, "bob@example.org", True),
+            ]
+        claim = "INSERT INTO user_addresses (user_id, address, verified) VALUES (2, :a, :v)"
+        with engine.begin() as connection:  # a second unverified claim is welcome now
+            connection.execute(text(claim), {"a": "shared@example.com", "v": False})
+        with pytest.raises(IntegrityError), engine.begin() as connection:
+            connection.execute(text(claim), {"a": "ann@example.org", "v": True})
+
+        # Down again, one claim an address survives: the verified one, else the oldest.
+        config = migrate.alembic_config(engine)
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0005")
+        with engine.connect() as connection:
+            assert [tuple(row) for row in connection.execute(text(rows))] == [
+                (1, "ann@example.org", True),
+                (1, "shared@example.com", False),
+                (2, "bob@example.org", True),
+            ]
+        migrate.upgrade(engine)
+        assert migrate.current_revision(engine) == migrate.head_revision(engine)
+    finally:
+        engine.dispose()

@@ -11,7 +11,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import delete, select
 
-from archiver.accounts import UserAddress, add_address, add_user, find_user, verified_addresses
+from archiver.accounts import (
+    User,
+    UserAddress,
+    add_address,
+    add_user,
+    find_user,
+    verified_addresses,
+)
 from archiver.service import Core
 from lists.models import Delivery, MailingList, Member, OutboxMessage, OutboxRecipient
 from tests.test_accounts import PASSWORD, csrf_field, log_in
@@ -273,3 +280,86 @@ def test_visitors_are_sent_to_log_in(app: Flask) -> None:
     answer = app.test_client().get("/account")
     assert answer.status_code == 302
     assert answer.headers["Location"].startswith("/login?next=")
+
+
+def claims(core: Core, address: str) -> list[tuple[str, bool]]:
+    """Which accounts claim `address`, and whether they have verified it."""
+    with core.sessions() as session:
+        rows = session.execute(
+            select(User.email, UserAddress.verified)
+            .join(User, User.id == UserAddress.user_id)
+            .where(UserAddress.address == address)
+            .order_by(User.email)
+        )
+        return [(email, verified) for email, verified in rows]
+
+
+def test_two_accounts_claim_one_address_and_the_first_to_verify_keeps_it(
+    core: Core, ann: FlaskClient, bob: FlaskClient
+) -> None:
+    asked = add(ann, "shared@example.com")
+    assert asked.status_code == 302
+    assert "We sent a link" in ann.get(asked.location).text  # the notice is shown, and gone
+    ann_link = mailed_link(core, "shared@example.com")
+    assert add(bob, "shared@example.com").status_code == 302  # not blocked by Ann's claim
+    bob_link = mailed_link(core, "shared@example.com")
+    assert claims(core, "shared@example.com") == [(ANN, False), (BOB, False)]
+
+    assert press(bob, bob_link).status_code == 200
+    assert claims(core, "shared@example.com") == [(BOB, True)]  # Ann's claim is dropped
+    assert "shared@example.com" not in ann.get("/account").get_data(as_text=True)
+
+    late = press(ann, ann_link)
+    assert late.status_code == 409
+    assert "belongs to another account" in late.get_data(as_text=True)
+    assert claims(core, "shared@example.com") == [(BOB, True)]
+    assert add(ann, "shared@example.com").status_code == 400
+
+
+def test_removing_an_address_takes_it_off_the_account(core: Core, ann: FlaskClient) -> None:
+    add(ann, "ann.work@example.com")
+    press(ann, mailed_link(core, "ann.work@example.com"))
+    add(ann, "ann.old@example.com")
+    assert verified(core, ANN) == ("ann.work@example.com", ANN)
+
+    page = ann.get("/account").get_data(as_text=True)
+    assert 'name="address" value="ann.work@example.com"' in page
+    assert f'name="address" value="{ANN}"' not in page  # no button for the login address
+    for address in ("ann.work@example.com", "Ann.Old@example.com"):
+        answer = ann.post(
+            "/account/addresses/remove", data={"csrf_token": csrf_field(page), "address": address}
+        )
+        assert answer.status_code == 302
+        notice = ann.get(answer.headers["Location"]).get_data(as_text=True)
+        assert f"{address.lower()} was removed from your account" in notice
+    assert claims(core, "ann.work@example.com") == claims(core, "ann.old@example.com") == []
+    assert verified(core, ANN) == (ANN,)
+    assert delivery_of(core, ANN) == (Delivery.REGULAR, None)  # memberships stay
+
+
+def test_the_login_address_and_other_peoples_addresses_cannot_be_removed(
+    core: Core, ann: FlaskClient
+) -> None:
+    token = csrf_field(ann.get("/account").get_data(as_text=True))
+    login = ann.post("/account/addresses/remove", data={"csrf_token": token, "address": ANN})
+    assert login.status_code == 400
+    assert "address you log in with" in login.get_data(as_text=True)
+    other = ann.post("/account/addresses/remove", data={"csrf_token": token, "address": BOB})
+    assert other.status_code == 404
+    assert ann.post("/account/addresses/remove", data={"address": ANN}).status_code == 400
+    assert verified(core, ANN) == (ANN,)
+    assert verified(core, BOB) == (BOB,)
+
+
+def test_the_link_for_a_removed_address_verifies_nothing(core: Core, ann: FlaskClient) -> None:
+    add(ann, "ann.work@example.com")
+    link = mailed_link(core, "ann.work@example.com")
+    token = csrf_field(ann.get("/account").get_data(as_text=True))
+    ann.post(
+        "/account/addresses/remove",
+        data={"csrf_token": token, "address": "ann.work@example.com"},
+    )
+    answer = press(ann, link)
+    assert answer.status_code == 404
+    assert "no longer on your account" in answer.get_data(as_text=True)
+    assert claims(core, "ann.work@example.com") == []

@@ -283,3 +283,17 @@ def test_every_form_needs_its_csrf_token(app: Flask, core: Core) -> None:
     with core.sessions() as session:
         assert session.scalar(select(Member.id).where(Member.address == MEMBER))
         assert session.scalar(select(Ban.id)) is None
+
+
+def test_a_notice_shows_once_after_a_change_and_never_comes_from_a_link(app: Flask) -> None:
+    owner = browser(app, OWNER)
+    page = f"/lists/{LIST}/settings"
+    saved = post_form(owner, page, page, **settings_form())
+    assert saved.status_code == 302 and "notice" not in saved.location
+    assert '<p role="status"><strong>Saved.</strong></p>' in owner.get(saved.location).text
+    assert "Saved." not in owner.get(page).text
+    # A crafted link cannot put words in the status box ("Your account is locked, call").
+    for spoofed in (page, f"/lists/{LIST}/members", f"/lists/{LIST}/held", f"/lists/{LIST}/"):
+        shown = owner.get(f"{spoofed}?notice=Call+555")
+        assert shown.status_code == 200 and "Call 555" not in shown.text, spoofed
+    assert "Call 555" not in owner.get("/account?notice=Call+555").text

@@ -30,12 +30,15 @@ def create_app(core: Core) -> Flask:
         account,
         admin,
         api,
+        audit,
         auth,
         csrf,
         list_archives,
         lists,
         manage,
+        member_page,
         messages,
+        retention,
         search,
         status,
     )
@@ -45,12 +48,15 @@ def create_app(core: Core) -> Flask:
     app.register_blueprint(auth.bp)
     app.register_blueprint(status.bp)
     app.register_blueprint(lists.bp)
+    app.register_blueprint(member_page.bp)
     app.register_blueprint(messages.bp)
     app.register_blueprint(search.bp)
     app.register_blueprint(list_archives.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(manage.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(retention.bp)
+    app.register_blueprint(audit.bp)
     app.register_blueprint(account.bp)
     app.register_error_handler(HTTPException, _error_page)
     return app

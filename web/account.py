@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import timedelta
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import TYPE_CHECKING
 
-from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -33,12 +34,13 @@ from archiver.accounts import (
     verified_addresses,
     verified_owner,
 )
+from archiver.throttle import Throttle
 from lists.models import MailingList, Member, Role
 from lists.outbox import send_notice
 from lists.tokens import sign, unsign
+from web.audit_hooks import audit_change
 from web.auth import current_user, login_required
 from web.member_settings import DELIVERY_LABELS, BadSettings, apply_settings, delivery_label
-from web.throttle import MailThrottle
 
 if TYPE_CHECKING:
     from archiver.service import Core
@@ -76,11 +78,10 @@ def _core() -> Core:
     return current_app.extensions["arsip_core"]
 
 
-def _throttle() -> MailThrottle:
-    # dict.setdefault is atomic, so concurrent first requests share one throttle.
-    return current_app.extensions.setdefault(
-        "arsip_address_mail_throttle", MailThrottle(MAILS_PER_HOUR)
-    )
+def _throttle() -> Throttle:
+    # Counted in the database, so one account gets the same few mails an hour however
+    # many web processes serve it.
+    return Throttle(_core().sessions, "address-mail", MAILS_PER_HOUR, timedelta(hours=1))
 
 
 def _user() -> User:
@@ -142,7 +143,6 @@ def _page(error: str | None = None, status: int = 200, entered: str = "") -> Res
                 login_address=user.email,
                 memberships=memberships,
                 deliveries=DELIVERY_LABELS,
-                notice=request.args.get("notice", ""),
                 error=error,
                 entered=entered,
             ),
@@ -187,17 +187,20 @@ def add() -> ResponseReturnValue:
         if owner is not None and owner != user.id:
             return _page(TAKEN, 400, entered)
         if owner == user.id:
-            return redirect(url_for(".account", notice=f"{address} is verified already."))
-        if not _throttle().allow(user.id):
+            flash(f"{address} is verified already.")
+            return redirect(url_for(".account"))
+        if not _throttle().allow(str(user.id)):
             return _page(LATER, 429, entered)
         add_address(db, db.get(User, user.id) or user, address)
+        audit_change(db, "user.address.add", user.email, {"address": address, "verified": False})
         settings = core.settings
         expires = int(time.time()) + TOKEN_LIFETIME
         token = make_token(settings.secret_key, user.id, address, expires)
         link = f"{settings.public_url}/account/verify/{token}"
         send_notice(db, _confirmation_mail(address, link), "", None)
     notice = f"We sent a link to {address}. Open it to confirm the address is yours."
-    return redirect(url_for(".account", notice=notice))
+    flash(notice)
+    return redirect(url_for(".account"))
 
 
 @bp.get("/verify/<token>")
@@ -228,6 +231,7 @@ def verify(token: str) -> ResponseReturnValue:
                 return _removed_meanwhile(address)
             # Verifying drops other accounts' unproved claims on the address.
             add_address(db, owner, address, verified=True)
+            audit_change(db, "user.address.verify", user.email, {"address": address})
     except (AccountExists, IntegrityError):
         # Verified by another account first, perhaps at this very moment (the database's
         # unique index decides a race).
@@ -260,6 +264,8 @@ def remove() -> ResponseReturnValue:
     try:
         with _core().sessions.begin() as db:
             removed = remove_address(db, user, address)
+            if removed:
+                audit_change(db, "user.address.remove", user.email, {"address": address})
     except LoginAddress:
         return _page(f"{address} is the address you log in with; it cannot be removed.", 400)
     if not removed:
@@ -268,7 +274,8 @@ def remove() -> ResponseReturnValue:
         f"{address} was removed from your account: you no longer see its mail here or "
         "manage its lists from this page. Its list memberships are unchanged."
     )
-    return redirect(url_for(".account", notice=notice))
+    flash(notice)
+    return redirect(url_for(".account"))
 
 
 @bp.post("/lists/<int:member_id>")
@@ -291,4 +298,5 @@ def delivery(member_id: int) -> ResponseReturnValue:
         list_address = db.get(MailingList, member.list_id)
         where = list_address.address if list_address is not None else "the list"
         notice = f"{where} now sends {member.address}: {delivery_label(member)}."
-    return redirect(url_for(".account", notice=notice))
+    flash(notice)
+    return redirect(url_for(".account"))

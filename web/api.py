@@ -27,6 +27,8 @@ from archiver.search.viewer import Viewer
 from lists.access import readable_list_ids
 from lists.membership import has_role
 from lists.models import MailingList, Member
+from web.audit_hooks import audit_read
+from web.messages import shown_ids
 from web.sanitize import sanitize_html
 from web.search import BACKEND_KEY
 
@@ -56,6 +58,7 @@ def _authenticate() -> ResponseReturnValue | None:
                     addresses = verified_addresses(session, user)
                     viewer = Viewer.person(*addresses, lists=readable_list_ids(session, addresses))
                 g.api_user = (user.id, user.role, viewer, verified_addresses(session, user))
+                g.api_email = user.email
     if user is None:
         answer = jsonify(error="a valid API token is needed (Authorization: Bearer TOKEN)")
         answer.headers["WWW-Authenticate"] = 'Bearer realm="arsip"'
@@ -91,6 +94,8 @@ def search_messages() -> ResponseReturnValue:
             )
     except QuerySyntaxError as exc:
         return jsonify(error=str(exc), position=exc.position), 400
+    details = {"offset": offset, "results": page.total, "via": "api"}
+    audit_read(_viewer(), "search", request.args.get("q", ""), details, actor=g.api_email)
     return jsonify(page.as_json())
 
 
@@ -103,6 +108,8 @@ def message(message_id: str) -> ResponseReturnValue:
         found = find_message(session, viewer, message_id)
         if found is None:
             abort(404)
+        details = {"sha256": found.sha256, "via": "api"}
+        audit_read(viewer, "message.view", found.message_id, details, actor=g.api_email)
         data = _described(found, viewer)
         data["text"] = found.body_text
         data["html"] = _html(core, found.sha256)
@@ -117,6 +124,8 @@ def thread(thread_id: str) -> ResponseReturnValue:
         found = thread_messages(session, viewer, thread_id)
         if not found:
             abort(404)
+        details = {**shown_ids(found), "via": "api"}
+        audit_read(viewer, "thread.view", thread_id, details, actor=g.api_email)
         return jsonify(thread_id=thread_id, messages=[_described(m, viewer) for m in found])
 
 

@@ -19,6 +19,7 @@ from flask import Blueprint, Flask, current_app, g, redirect, render_template, r
 from flask.typing import ResponseReturnValue
 
 from archiver.accounts import AccountLocked, User, authenticate, viewer_for
+from archiver.audit import ANONYMOUS, record
 from archiver.search.viewer import Viewer
 from archiver.throttle import Throttle
 from lists.access import readable_list_ids
@@ -135,7 +136,12 @@ def login() -> ResponseReturnValue:
 
 @bp.post("/login")
 def login_post() -> ResponseReturnValue:
-    """Check the password; on success start a fresh session that lasts at most 12 hours."""
+    """Check the password; on success start a fresh session that lasts at most 12 hours.
+
+    Every checked attempt is audited in the transaction that checks it; attempts the
+    per-client throttle turns away unchecked are not, so a flood of them cannot flood the
+    audit log either.
+    """
     client = request.remote_addr or "unknown"
     throttle = _throttle()
     if throttle.blocked(client):
@@ -151,6 +157,11 @@ def login_post() -> ResponseReturnValue:
             user, locked = None, True
         if user is not None:
             user_id = user.id
+            record(db, user.email, "login", user.email, {"ip": client})
+        else:
+            # Who typed it is unproved; what they typed is the target (never the password).
+            why = {"ip": client, "reason": "locked" if locked else "rejected"}
+            record(db, ANONYMOUS, "login.failed", email.strip().lower()[:320], why)
     if locked:
         throttle.hit(client)
         return _form(f"{WRONG} {LATER}", 429)
@@ -167,5 +178,9 @@ def login_post() -> ResponseReturnValue:
 @bp.post("/logout")
 def logout() -> ResponseReturnValue:
     """End the session (a POST with the CSRF token, so other sites cannot log you out)."""
+    user = current_user()
+    if user is not None:
+        with _core().sessions.begin() as db:
+            record(db, user.email, "logout", user.email, {"ip": request.remote_addr or "unknown"})
     session.clear()
     return redirect("/")

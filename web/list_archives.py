@@ -13,7 +13,16 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
-from flask import Blueprint, Response, abort, current_app, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    render_template,
+    request,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
 from sqlalchemy import Row, Text, cast, func, select
 from sqlalchemy.orm import Session
@@ -110,7 +119,6 @@ def archive(list_address: str) -> ResponseReturnValue:
         mlist=mlist,
         months=months,
         chart=activity_chart(months[:CHART_MONTHS]),
-        notice=request.args.get("notice", ""),
     )
 
 
@@ -193,7 +201,8 @@ def _request(list_address: str, action: str) -> ResponseReturnValue:
             text = "That does not look like an email address."
         else:
             text = Membership(core.settings.public_url).request(session, mlist, address, action)
-        target = url_for(".archive", list_address=mlist.address, notice=text)
+        target = url_for(".archive", list_address=mlist.address)
+    flash(text)
     return "", 303, {"Location": target}
 
 

@@ -13,13 +13,24 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from archiver.accounts import Role as UserRole
 from archiver.accounts import verified_addresses
+from archiver.audit import capped
+from archiver.audit import changes as audited_changes
 from lists.dmarc import DmarcLookup
 from lists.membership import Membership
 from lists.models import (
@@ -34,6 +45,7 @@ from lists.models import (
     Subscription,
 )
 from lists.posting import Poster
+from web.audit_hooks import audit_change
 from web.auth import current_user, login_required
 
 if TYPE_CHECKING:
@@ -101,7 +113,9 @@ def _find(session: Session, address: str, *roles: str) -> tuple[MailingList, set
 
 
 def _back(endpoint: str, address: str, notice: str) -> ResponseReturnValue:
-    return redirect(url_for(endpoint, list_address=address, notice=notice))
+    # Flashed, never put in the URL, so no link can make the page say something we did not.
+    flash(notice)
+    return redirect(url_for(endpoint, list_address=address))
 
 
 @bp.get("/<list_address>/held")
@@ -123,7 +137,6 @@ def held(list_address: str) -> ResponseReturnValue:
             mlist=mlist,
             roles=roles,
             posts=posts,
-            notice=request.args.get("notice", ""),
         )
 
 
@@ -141,7 +154,10 @@ def moderate(list_address: str, held_id: int) -> ResponseReturnValue:
             # Another moderator may have decided first; say so rather than fail.
             return _back(".held", mlist.address, "That post is no longer held.")
         poster = Poster(_core().archive, _dmarc(), _core().settings.public_url)
-        answer = poster.moderate(session, post, action, request.form.get("reason", "").strip())
+        reason = request.form.get("reason", "").strip()
+        decided = {"held_id": post.id, "sender": post.sender, "message_id": post.message_id}
+        answer = poster.moderate(session, post, action, reason)
+        audit_change(session, f"held.{action}", mlist.address, {**decided, "reason": reason})
         address = mlist.address
     return _back(".held", address, answer)
 
@@ -163,7 +179,6 @@ def _members_page(
         members=members,
         bans=bans,
         member_roles=[str(role) for role in Role],
-        notice=request.args.get("notice", ""),
         error=error,
     )
     return page, status
@@ -188,12 +203,24 @@ def add(list_address: str) -> ResponseReturnValue:
         mlist, roles = _find(session, list_address, Role.OWNER)
         if role not in {str(r) for r in Role}:
             return _members_page(session, mlist, roles, f"There is no role {role!r}.", 400)
+        wanted = request.form.get("addresses", "").splitlines()
+        confirm = bool(request.form.get("confirm"))
         result = Membership(_core().settings.public_url).add_members(
+            session, mlist, wanted, role=role, confirm=confirm
+        )
+        audit_change(
             session,
-            mlist,
-            request.form.get("addresses", "").splitlines(),
-            role=role,
-            confirm=bool(request.form.get("confirm")),
+            "list.member.add",
+            mlist.address,
+            {
+                "role": role,
+                "confirm": confirm,
+                "addresses": capped([w.strip() for w in wanted if w.strip()]),
+                "added": result.added,
+                "invited": result.invited,
+                "already": result.already,
+                "invalid": len(result.invalid),
+            },
         )
         address = mlist.address
     notice = (
@@ -212,6 +239,8 @@ def remove(list_address: str) -> ResponseReturnValue:
     with _core().sessions.begin() as session:
         mlist, _ = _find(session, list_address, Role.OWNER)
         removed = Membership(_core().settings.public_url).remove_members(session, mlist, [target])
+        if removed:
+            audit_change(session, "list.member.remove", mlist.address, {"addresses": [target]})
         address = mlist.address
     notice = f"Removed {target}." if removed else f"{target} was not in the list."
     return _back(".members", address, notice)
@@ -234,6 +263,7 @@ def moderate_member(list_address: str) -> ResponseReturnValue:
         if row is None:
             return _back(".members", address, f"{target} is not a member.")
         row.moderated = on
+        audit_change(session, "list.moderate-member", address, {"address": target, "moderated": on})
     notice = f"{target} is moderated." if on else f"{target} is no longer moderated."
     return _back(".members", address, notice)
 
@@ -255,6 +285,7 @@ def ban(list_address: str) -> ResponseReturnValue:
         )
         if exists is None:
             session.add(Ban(list_id=mlist.id, pattern=pattern))
+            audit_change(session, "list.ban", mlist.address, {"pattern": pattern})
         address = mlist.address
     return _back(".members", address, f"Banned {pattern}.")
 
@@ -286,6 +317,7 @@ def unban(list_address: str) -> ResponseReturnValue:
             return _back(".members", address, "That ban is gone already.")
         pattern = row.pattern
         session.delete(row)
+        audit_change(session, "list.unban", address, {"pattern": pattern})
     return _back(".members", address, f"Unbanned {pattern}.")
 
 
@@ -355,7 +387,6 @@ def _settings_page(
             "dmarc": list(DMARC),
             "reply_to": list(REPLY_TO),
         },
-        notice=request.args.get("notice", ""),
         error=error,
     )
     return page, status
@@ -382,5 +413,8 @@ def save_settings(list_address: str) -> ResponseReturnValue:
             return _settings_page(mlist, roles, str(error), 400)
         for name, value in changes.items():
             setattr(mlist, name, value)
+        changed = audited_changes(mlist)
+        if changed:
+            audit_change(session, "list.settings", mlist.address, {"changed": changed})
         address = mlist.address
     return _back(".settings", address, "Saved.")

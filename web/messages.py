@@ -22,11 +22,13 @@ from sqlalchemy.orm import Session
 
 from archiver.access import find_message, thread_messages
 from archiver.archive import ENVELOPE_FROM, ENVELOPE_TO
+from archiver.audit import capped
 from archiver.models import Message
 from archiver.parse import _PARSER, _payload_bytes, _walk, html_body
 from archiver.search.viewer import Viewer
 from archiver.store import BlobMissingError
 from lists.models import MailingList
+from web.audit_hooks import audit_read
 from web.auth import current_viewer
 from web.sanitize import html_document, sanitize_html
 
@@ -166,6 +168,7 @@ def show(message_id: str) -> ResponseReturnValue:
     with _core().sessions() as db:
         message = _visible_or_404(db, viewer, message_id)
         raw = _raw(message)
+        audit_read(viewer, "message.view", message.message_id, {"sha256": message.sha256})
         html = html_body(raw)
         held_back = sanitize_html(html).remote_images if html is not None else 0
         envelope_from = _role(message, ENVELOPE_FROM) or (
@@ -212,6 +215,7 @@ def raw(message_id: str) -> ResponseReturnValue:
     with _core().sessions() as db:
         message = _visible_or_404(db, viewer, message_id)
         data = _raw(message)
+    audit_read(viewer, "message.raw", message.message_id, {"sha256": message.sha256})
     response = Response(data.decode("utf-8", "replace"), content_type="text/plain; charset=utf-8")
     response.headers["Content-Security-Policy"] = DOWNLOAD_POLICY
     return response
@@ -224,6 +228,7 @@ def eml(message_id: str) -> ResponseReturnValue:
     with _core().sessions() as db:
         message = _visible_or_404(db, viewer, message_id)
         data = _raw(message)
+    audit_read(viewer, "message.download", message.message_id, {"sha256": message.sha256})
     response = Response(data, content_type="message/rfc822")
     response.headers["Content-Disposition"] = 'attachment; filename="message.eml"'
     response.headers["Content-Security-Policy"] = DOWNLOAD_POLICY
@@ -243,6 +248,8 @@ def attachment(message_id: str, position: int) -> ResponseReturnValue:
         data = attachment_bytes(_raw(message), sha256)
     if data is None:
         abort(404, description="This attachment could not be found in the stored message.")
+    found_in = {"position": position, "sha256": sha256, "message_sha256": message.sha256}
+    audit_read(viewer, "attachment.download", message.message_id, found_in)
     response = Response(data, content_type="application/octet-stream")
     response.headers["Content-Disposition"] = content_disposition(filename)
     response.headers["Content-Security-Policy"] = DOWNLOAD_POLICY
@@ -307,6 +314,11 @@ def thread_tree(messages: list[Message]) -> list[tuple[int, Message]]:
         pending.append((0, rest[0]))
 
 
+def shown_ids(messages: list[Message]) -> dict[str, object]:
+    """What a thread view records: how many messages it showed and their Message-IDs."""
+    return {"messages": len(messages), "message_ids": capped([m.message_id for m in messages])}
+
+
 @bp.get("/threads/<thread_id>")
 def thread(thread_id: str) -> ResponseReturnValue:
     """A whole conversation as a tree of replies, quoted text folded away."""
@@ -315,6 +327,7 @@ def thread(thread_id: str) -> ResponseReturnValue:
         messages = thread_messages(db, viewer, thread_id)
         if not messages:
             abort(404, description=NO_THREAD)
+        audit_read(viewer, "thread.view", thread_id, shown_ids(messages))
         entries = [
             {
                 "depth": depth,

@@ -26,6 +26,7 @@ from archiver.search.backend import SearchBackend, Sort
 from archiver.search.query import Node, QuerySyntaxError, parse_query
 from archiver.search.service import FoundMessage, SearchPage, search
 from archiver.search.viewer import Viewer
+from web.audit_hooks import audit_read
 from web.auth import current_viewer, login_required
 
 if TYPE_CHECKING:
@@ -99,6 +100,14 @@ def _share_backend(state: BlueprintSetupState) -> None:
 def _security_headers(response: Response) -> Response:
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
+    return response
+
+
+def private_page_headers(response: Response) -> Response:
+    """The search page's headers, and no cache anywhere may keep a copy: for the pages of
+    the audit log and of retention, which name who read what and which legal matters."""
+    _security_headers(response)
+    response.headers["Cache-Control"] = "private, no-store"
     return response
 
 
@@ -228,6 +237,7 @@ def index() -> ResponseReturnValue:
     except QuerySyntaxError as error:
         context.update(title=f"{q} · Search", error=error)
         return render_template("search.html", **context), 400
+    audit_read(current_viewer(), "search", q, {"page": number, "results": page.total})
     last_page = max(1, -(-page.total // PAGE_SIZE))
     context.update(
         title=f"{q} · Search",
@@ -255,6 +265,7 @@ def export() -> ResponseReturnValue:
     except QuerySyntaxError as error:
         context = {"title": "Search", "q": q, "sort": sort.value, "error": error}
         return render_template("search.html", **context), 400
+    audit_read(current_viewer(), "export", q, {"sort": sort.value, "format": "mbox"})
     # The generator outlives the request, so it gets its parts now, not from the context.
     messages = _export_entries(_core(), _backend(), query, current_viewer(), sort)
     return Response(

@@ -76,6 +76,11 @@ class SearchBackend(Protocol):
         """The page [offset, offset + limit) of what `viewer` may see that matches `query`."""
         ...
 
+    def matching(self, query: Node | None) -> list[int]:
+        """Every message id `query` matches (all when None), unranked and unfiltered: for
+        retention and legal holds, which act on the whole archive, never for a person."""
+        ...
+
     def close(self) -> None:
         """Release files and connections."""
         ...

@@ -227,6 +227,12 @@ class PostgresBackend:
             }
         return SearchResult(total=total, hits=hits, facets=facets)
 
+    def matching(self, query: Node | None) -> list[int]:
+        """Every message id `query` matches, straight from the documents table."""
+        condition = true() if query is None else _condition(query)
+        with self.engine.connect() as connection:
+            return list(connection.scalars(select(T.message_pk).where(condition)))
+
     def close(self) -> None:
         """Nothing to release: connections belong to the engine's pool."""
 

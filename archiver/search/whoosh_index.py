@@ -175,12 +175,16 @@ class WhooshBackend:
         ]
 
     def delete(self, message_pks: list[int]) -> None:
-        """Remove these messages."""
+        """Remove these messages, with one query: whoosh opens a new searcher for every
+        `delete_by_term`, a fifth of a second each on a large index."""
         if not message_pks:
             return
         writer = self._writer()
-        for pk in message_pks:
-            writer.delete_by_term("pk", str(pk))
+        try:
+            writer.delete_by_query(wq.Or([wq.Term("pk", str(pk)) for pk in message_pks]))
+        except BaseException:
+            writer.cancel()
+            raise
         writer.commit()
 
     def clear(self) -> None:
@@ -199,6 +203,11 @@ class WhooshBackend:
             return Matcher(self._current_arrays(), self._analyze).search(
                 query, viewer, sort, limit, offset
             )
+
+    def matching(self, query: Node | None) -> list[int]:
+        """Every message id `query` matches, from the same arrays as `search`."""
+        with self._lock:
+            return Matcher(self._current_arrays(), self._analyze).matching(query)
 
     def _analyze(self, fieldname: str, text: str) -> list[str]:
         return [token.text for token in self._schema[fieldname].analyzer(text)]

@@ -74,6 +74,11 @@ class Matcher:
         ]
         return SearchResult(total=len(docs), hits=hits, facets=self._facets(docs))
 
+    def matching(self, query: Node | None) -> list[int]:
+        """The ids of every live document `query` matches."""
+        mask = self.arrays.live if query is None else self.evaluate(query).mask & self.arrays.live
+        return self.arrays.pk[np.flatnonzero(mask)].tolist()
+
     def evaluate(self, node: Node, within: np.ndarray | None = None) -> Matches:
         """The matches of one query node, exact for the documents in `within` (all when
         None): phrases, the costly part, are checked only there."""

@@ -1,0 +1,323 @@
+"""Retention policies and legal holds in the browser, for administrators and auditors.
+
+These pages mirror `arsip retention ...` and `arsip hold ...` over the same functions, so
+a change means the same wherever it is made and leaves the same audit entry (the actor is
+the logged-in account's email). Who may do what:
+
+- administrators and auditors see both pages, preview a sweep and ask why a message stays;
+- only administrators add or remove policies and pause sweeps: that decides what is
+  deleted. An auditor's post there answers 403: the page is theirs to read, so hiding it
+  behind 404 would tell them nothing new;
+- administrators and auditors both place and release holds: legal teams do that;
+- everyone else gets 404, as on the other private pages.
+
+The preview is a dry run of the real sweep. It changes nothing, but it evaluates every
+policy's and hold's query and walks every old message, which takes a while on a large
+archive, so it runs only when asked (a POST, which no prefetcher or crawler sends) and one
+at a time per web process.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
+from sqlalchemy.orm import Session
+
+from archiver.accounts import Role, User
+from archiver.retention.periods import PeriodError
+from archiver.retention.rules import (
+    RuleError,
+    add_hold,
+    add_policy,
+    holds,
+    policies,
+    release_hold,
+    remove_policy,
+    set_paused,
+    sweep_state,
+)
+from archiver.retention.sweep import Sweeper, SweepReport, explain
+from archiver.search.backend import SearchBackend
+from web.auth import current_user, login_required
+from web.search import BACKEND_KEY, private_page_headers
+
+if TYPE_CHECKING:
+    from flask.sansio.blueprints import BlueprintSetupState
+
+    from archiver.service import Core
+
+bp = Blueprint("retention", __name__, url_prefix="/admin")
+
+PREVIEW_LOCK = "arsip_retention_preview"
+POLICY_FIELDS = ("name", "scope", "keep")
+HOLD_FIELDS = ("name", "reason", "query", "custodians", "since", "until")
+# Addresses hold no spaces, commas or semicolons: whichever a legal team pastes, one splits.
+_CUSTODIAN_SEPARATORS = re.compile(r"[\s,;]+")
+
+
+class FormError(ValueError):
+    """A form value this page reads itself (a date) that cannot be used as sent."""
+
+
+@bp.record_once
+def _preview_lock(state: BlueprintSetupState) -> None:
+    state.app.extensions[PREVIEW_LOCK] = threading.Lock()
+
+
+bp.after_request(private_page_headers)
+
+
+def _core() -> Core:
+    return current_app.extensions["arsip_core"]
+
+
+def _backend() -> SearchBackend:
+    """The app's one search backend, shared with the search page (opening an index per
+    request would reread its term tables every time)."""
+    return current_app.extensions[BACKEND_KEY].get()
+
+
+def _staff() -> User:
+    """The logged-in administrator or auditor; 404 for anyone else."""
+    user = current_user()
+    if user is None or user.role not in (Role.ADMIN, Role.AUDITOR):
+        abort(404)
+    return user
+
+
+def _administrator() -> User:
+    """The logged-in administrator; 403 for auditors, who may read but not decide."""
+    user = _staff()
+    if user.role != Role.ADMIN:
+        abort(403, "Only administrators change retention policies and pause sweeps.")
+    return user
+
+
+def _back(endpoint: str, notice: str) -> ResponseReturnValue:
+    # Flashed, never put in the URL, so no link can make the page say something we did not.
+    flash(notice)
+    return redirect(url_for(endpoint))
+
+
+def _sentence(text: str) -> str:
+    """A rules error as a notice: capitalised and full-stopped, names left as typed."""
+    return text[:1].upper() + text[1:] + "."
+
+
+def _form(fields: tuple[str, ...]) -> dict[str, str]:
+    return {name: request.form.get(name, "") for name in fields}
+
+
+def _retention_page(
+    session: Session, user: User, status: int = 200, **context: Any
+) -> ResponseReturnValue:
+    """The retention page; `context` adds an error, a preview or an explanation."""
+    found = policies(session)
+    context.setdefault("policy_form", dict.fromkeys(POLICY_FIELDS, ""))
+    page = render_template(
+        "retention.html",
+        title="Retention",
+        policies=found,
+        state=sweep_state(session),
+        can_change=user.role == Role.ADMIN,
+        **context,
+    )
+    return page, status
+
+
+@bp.get("/retention")
+@login_required
+def index() -> ResponseReturnValue:
+    """The policies and the sweep's state; the preview and explanations only when asked."""
+    user = _staff()
+    with _core().sessions() as session:
+        return _retention_page(session, user)
+
+
+@bp.post("/retention/policies")
+@login_required
+def add() -> ResponseReturnValue:
+    """Save a new policy, or show the form again with what was typed and why it failed."""
+    user = _administrator()
+    form = _form(POLICY_FIELDS)
+    try:
+        with _core().sessions.begin() as session:
+            policy = add_policy(session, user.email, form["name"], form["keep"], form["scope"])
+            notice = f"Policy {policy.name}: keep {policy.scope or 'everything'} for {policy.keep}."
+    except (RuleError, PeriodError) as exc:
+        with _core().sessions() as session:
+            return _retention_page(session, user, 400, error=str(exc), policy_form=form)
+    return _back(".index", notice)
+
+
+@bp.post("/retention/policies/remove")
+@login_required
+def remove() -> ResponseReturnValue:
+    """Delete a policy; what only it matched is kept forever from now on."""
+    user = _administrator()
+    name = request.form.get("name", "")
+    try:
+        with _core().sessions.begin() as session:
+            remove_policy(session, user.email, name)
+    except RuleError as exc:
+        # Another administrator may have removed it first; say so rather than fail.
+        return _back(".index", _sentence(str(exc)))
+    return _back(".index", f"Policy {name} removed.")
+
+
+@bp.post("/retention/pause")
+@login_required
+def pause() -> ResponseReturnValue:
+    """Pause (paused=1) or resume (paused=0) sweeps; one under way stops after its batch."""
+    user = _administrator()
+    paused = request.form.get("paused") == "1"
+    with _core().sessions.begin() as session:
+        set_paused(session, user.email, paused)
+    notice = "Sweeps are paused." if paused else "Sweeps run again."
+    return _back(".index", notice)
+
+
+@bp.post("/retention/preview")
+@login_required
+def preview() -> ResponseReturnValue:
+    """Count what a sweep would delete now, per policy, and what holds keep; delete nothing."""
+    user = _staff()
+    lock: threading.Lock = current_app.extensions[PREVIEW_LOCK]
+    if not lock.acquire(blocking=False):
+        with _core().sessions() as session:
+            busy = "A preview is running already; try again when it has finished."
+            return _retention_page(session, user, 409, preview_error=busy)
+    try:
+        core = _core()
+        report = Sweeper(core.sessions, core.store, _backend(), actor=user.email).run(dry_run=True)
+    finally:
+        lock.release()
+    with _core().sessions() as session:
+        return _retention_page(session, user, report=report, rows=_preview_rows(session, report))
+
+
+def _preview_rows(session: Session, report: SweepReport) -> list[tuple[str, int]]:
+    """Every policy with its count, those that would delete nothing included."""
+    return [(policy.name, report.per_policy.get(policy.name, 0)) for policy in policies(session)]
+
+
+@bp.get("/retention/explain")
+@login_required
+def why() -> ResponseReturnValue:
+    """Which policies and holds apply to a Message-ID, and when each copy may go."""
+    user = _staff()
+    message_id = request.args.get("message_id", "").strip()
+    with _core().sessions() as session:
+        if not message_id:
+            return _retention_page(session, user, 400, explain_error="Give a Message-ID.")
+        found = explain(session, _backend(), message_id)
+        if not found:
+            missing = f"No archived message has the Message-ID {message_id}."
+            return _retention_page(session, user, 404, explain_error=missing, message_id=message_id)
+        return _retention_page(session, user, explanations=found, message_id=message_id)
+
+
+def _holds_page(status: int = 200, **context: Any) -> ResponseReturnValue:
+    """The holds page; `context` adds an error and the form as typed, or a confirmation."""
+    context.setdefault("hold_form", dict.fromkeys(HOLD_FIELDS, ""))
+    with _core().sessions() as session:
+        every = holds(session, include_released=True)
+        page = render_template(
+            "holds.html",
+            title="Legal holds",
+            active=[hold for hold in every if hold.released_at is None],
+            released=[hold for hold in every if hold.released_at is not None],
+            **context,
+        )
+    return page, status
+
+
+def custodian_list(text: str) -> list[str]:
+    """The addresses of a custodians field, separated by commas, semicolons or lines."""
+    return [address for address in _CUSTODIAN_SEPARATORS.split(text) if address]
+
+
+def day(text: str, label: str) -> datetime | None:
+    """A `YYYY-MM-DD` from a date input as midnight UTC, None when empty; `FormError` else."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise FormError(f"The {label} date {text!r} is not a date like 2026-01-31.") from exc
+
+
+@bp.get("/holds")
+@login_required
+def hold_list() -> ResponseReturnValue:
+    """Active holds, released ones folded away, and the form to place one."""
+    _staff()
+    return _holds_page()
+
+
+@bp.post("/holds")
+@login_required
+def place() -> ResponseReturnValue:
+    """Place a hold, or show the form again with what was typed and why it failed."""
+    user = _staff()
+    form = _form(HOLD_FIELDS)
+    try:
+        since, until = day(form["since"], "start"), day(form["until"], "end")
+        with _core().sessions.begin() as session:
+            placed = add_hold(
+                session,
+                user.email,
+                form["name"],
+                form["reason"],
+                query=form["query"],
+                custodians=custodian_list(form["custodians"]),
+                since=since,
+                until=until,
+            )
+            name = placed.name
+    except (RuleError, FormError) as exc:
+        return _holds_page(400, error=str(exc), hold_form=form)
+    return _back(".hold_list", f"Hold {name} placed.")
+
+
+@bp.get("/holds/release")
+@login_required
+def confirm_release() -> ResponseReturnValue:
+    """Ask before releasing: what the hold alone kept may go at the next sweep."""
+    _staff()
+    name = request.args.get("name", "")
+    with _core().sessions() as session:
+        hold = next((h for h in holds(session) if h.name == name), None)
+    if hold is None:
+        return _back(".hold_list", f"No active hold is named {name}.")
+    return _holds_page(releasing=hold)
+
+
+@bp.post("/holds/release")
+@login_required
+def release() -> ResponseReturnValue:
+    """Release an active hold (the confirmation page's button)."""
+    user = _staff()
+    name = request.form.get("name", "")
+    try:
+        with _core().sessions.begin() as session:
+            release_hold(session, user.email, name)
+    except RuleError as exc:
+        # Someone else may have released it first; say so rather than fail.
+        return _back(".hold_list", _sentence(str(exc)))
+    return _back(".hold_list", f"Hold {name} released.")
