@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test test-mta lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,12 +16,20 @@ run: $(STAMP)
 	$(BIN)/arsip db upgrade
 	exec $(BIN)/arsip serve
 
-# Installs Debian's chromium for the browser tests, installs and starts a private
-# PostgreSQL server on loopback for the database tests, runs the whole suite against
-# SQLite and PostgreSQL, and stops the server again.
+# Installs Debian's chromium for the browser tests and (where apt-get can) Debian's postfix
+# and swaks for the MTA tests, installs and starts a private PostgreSQL server on loopback
+# for the database tests, runs the whole suite against SQLite and PostgreSQL, and stops the
+# server again.
 test: $(STAMP)
 	tests/ensure-chromium.sh
+	tests/reliability/ensure-postfix.sh
 	tests/with-postgres.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Arsip behind two private Postfix instances on loopback ports, configured as the README's
+# Postfix section says (the machine's own Postfix and port 25 are left alone).
+test-mta: $(STAMP)
+	tests/reliability/ensure-postfix.sh
+	$(BIN)/python -m pytest tests/reliability/test_postfix.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

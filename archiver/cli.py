@@ -394,7 +394,7 @@ def reindex(ctx: click.Context) -> None:
     with core.sessions() as session:
         total = collect_stats(session)["messages"]
     try:
-        backend = core.search_backend()
+        backend = core.search_backend(repair=True)
         with tqdm(total=total, unit="msg", desc="reindex", disable=None) as bar:
             count = Indexer(core.sessions, backend).rebuild(on_batch=bar.update)
         backend.close()

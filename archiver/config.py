@@ -59,6 +59,10 @@ class Settings:
     smarthost: HostPort | None = None
     max_message_size: int = 25 * MIB
     max_recipients: int = 1000
+    # Seconds an SMTP/LMTP client may stay silent before its session is closed
+    smtp_timeout: int = 300
+    # Simultaneous SMTP/LMTP connections from one IP address; more get 421 and are closed
+    max_connections_per_client: int = 100
     secret_key: str = field(default="", repr=False)
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -220,6 +224,8 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "smarthost": _host_port,
     "max_message_size": _integer(1024, 2**31),
     "max_recipients": _integer(1, 100_000),
+    "smtp_timeout": _integer(1, 3600),
+    "max_connections_per_client": _integer(1, 10_000),
     "secret_key": _text,
     "tls_cert": _optional_path,
     "tls_key": _optional_path,

@@ -26,6 +26,7 @@ TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
 STORE_FAILED = "451 4.3.0 Temporary failure storing the message; try again later"
 STORE_FULL = "452 4.3.1 Insufficient system storage; try again later"
+TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections from your address; try again later"
 
 # aiosmtpd words some refusals itself; these get the enhanced status codes clients act on.
 _REWORDED = {
@@ -34,21 +35,85 @@ _REWORDED = {
 }
 
 
+class ClientConnections:
+    """How many SMTP/LMTP sessions each client address has open, against a limit.
+
+    One client holding every session open (or opening them faster than they end) would
+    keep real MTAs out; beyond its share, a client is told to come back later.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: dict[str, int] = {}
+
+    def enter(self, client: str) -> bool:
+        """Count a new session for `client`, unless it already has `limit` of them."""
+        count = self._open.get(client, 0)
+        if count >= self.limit:
+            return False
+        self._open[client] = count + 1
+        return True
+
+    def leave(self, client: str) -> None:
+        """A session of `client` ended."""
+        count = self._open.get(client, 0) - 1
+        if count > 0:
+            self._open[client] = count
+        else:
+            self._open.pop(client, None)
+
+
 class _Reworded:
     """Mixin that rewrites aiosmtpd's own reply texts into ones with enhanced codes.
 
-    It also lifts the line length limit from RFC 5321's 1,000 to the message size limit:
+    It also counts each client's sessions (see `ClientConnections`), and lifts the line
+    length limit from RFC 5321's 1,000 to the message size limit:
     real mail has longer lines (HTML newsletters, unwrapped base64, bare-LF messages that
     are one "line" to SMTP), and an archive that refuses a journal copy makes the sending
     MTA bounce it. The message size limit still bounds memory.
     """
 
-    def __init__(self, handler: Any, *, data_size_limit: int, **options: Any) -> None:
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        data_size_limit: int,
+        connections: ClientConnections | None = None,
+        **options: Any,
+    ) -> None:
         self.line_length_limit = data_size_limit + 1024
+        self.connections = connections
+        self._client: str | None = None
+        self._refused = False
         super().__init__(handler, data_size_limit=data_size_limit, **options)  # type: ignore[call-arg]
 
     async def push(self, status: str) -> None:
         await super().push(_REWORDED.get(status, status))  # type: ignore[misc]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Refuse a client that already has its share of connections, before the greeting.
+
+        STARTTLS calls this again for the same client, which must not count twice.
+        """
+        if self.connections is not None and self._original_transport is None:  # type: ignore[attr-defined]
+            peer = transport.get_extra_info("peername")
+            client = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
+            if not self.connections.enter(client):
+                log.warning("refused connection from %s: too many connections", client)
+                self._refused = True
+                transport.write(TOO_MANY_CONNECTIONS.encode() + b"\r\n")  # type: ignore[attr-defined]
+                transport.close()
+                return
+            self._client = client
+        super().connection_made(transport)  # type: ignore[misc]
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:
+            return
+        if self._client is not None and self.connections is not None:
+            self.connections.leave(self._client)
+            self._client = None
+        super().connection_lost(error)  # type: ignore[misc]
 
 
 class IntakeSMTP(_Reworded, SMTP):
@@ -166,6 +231,8 @@ async def start_servers(settings: Settings, handler: IntakeHandler) -> list[asyn
         "ident": "Arsip ESMTP",
         "tls_context": context,
         "require_starttls": False,
+        "timeout": settings.smtp_timeout,
+        "connections": ClientConnections(settings.max_connections_per_client),
     }
     servers = []
     for port, protocol in ((settings.smtp_port, IntakeSMTP), (settings.lmtp_port, IntakeLMTP)):

@@ -635,6 +635,10 @@ def _walk(message: Message, flags: set[str]) -> tuple[list[_Leaf], list[Message]
             if depth >= _MAX_DEPTH or len(nodes) + len(stack) > _MAX_PARTS:
                 flags.add("mime_defects")
                 continue
+            room = _MAX_PARTS - len(nodes) - len(stack)
+            if len(children) > room:  # one multipart with thousands of parts: walk the first
+                flags.add("mime_defects")
+                children = children[:room]
             if content_type == "multipart/alternative":
                 alternative = part
             stack.extend((child, alternative, depth + 1) for child in reversed(children))
@@ -791,7 +795,9 @@ def _attachment(
     leaf: _Leaf, filename: str | None, chosen_alternative: Message | None, flags: set[str]
 ) -> Attachment:
     part, content_type = leaf.part, leaf.content_type
-    if len(content_type) > _MAX_CONTENT_TYPE_LENGTH:
+    # 8-bit bytes or control characters in a type are no type (and no database takes them)
+    unusable = not (content_type.isascii() and content_type.isprintable())
+    if len(content_type) > _MAX_CONTENT_TYPE_LENGTH or unusable:
         content_type = "application/octet-stream"
     data = _payload_bytes(part)
     text: str | None = None

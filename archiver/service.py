@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 WORKER_NICENESS = 19
 SWITCH_INTERVAL = 0.0005
+WORKER_DRAIN_SECONDS = 30  # how long a stopping worker waits for its background jobs
 WEB_THREADS = 8  # per web process: pages mostly wait on SQLite, the store and the index
 
 
@@ -73,11 +74,14 @@ class Core:
             self.policy.register(extension)
             self.extensions.append(extension)
 
-    def search_backend(self) -> SearchBackend:
-        """The configured search index (whoosh: only one process may write it at a time)."""
+    def search_backend(self, repair: bool = False) -> SearchBackend:
+        """The configured search index (whoosh: only one process may write it at a time).
+
+        With `repair`, a whoosh index too damaged to open is replaced by an empty one (for
+        `arsip reindex`, which fills it from the archive)."""
         if self.settings.search_backend == "postgres":
             return PostgresBackend(self.engine)
-        return WhooshBackend(self.settings.index_dir)
+        return WhooshBackend(self.settings.index_dir, repair=repair)
 
 
 def build_core(settings: Settings) -> Core:
@@ -144,11 +148,17 @@ def run_worker_process(
     stop = _stop_with_parent(parent_pid)
     core = build_core(settings)
     core.extend(extensions)
-    threading.Thread(target=_index_forever, args=(core, stop), name="indexer").start()
+    indexer = threading.Thread(target=_index_forever, args=(core, stop), name="indexer")
+    indexer.start()
+    background = [indexer]
     for extension in core.extensions:
-        extension.start(stop)
+        background += extension.start(stop)
     start_upkeep(core, stop)
     core.worker().run_forever(stop, wake)
+    # Let a delivery in flight record its outcome before the interpreter shuts down: after
+    # that, asyncio.to_thread refuses work, and a batch the smarthost took would go again.
+    for thread in background:
+        thread.join(timeout=WORKER_DRAIN_SECONDS)
 
 
 def run_web_process(

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import quote
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from lists import notices
@@ -59,9 +59,14 @@ class Membership:
             mlist.subscription == Subscription.CLOSED or is_banned(session, mlist, address)
         ):
             return sent
-        if self._too_many_confirmations(session, address):
-            return sent
+        # Written before counting, so that requests for one address racing in several
+        # processes (web workers, the spool worker) cannot all see room for one more.
+        _lock_address(session, address)
         token = self._pending(session, mlist, address, action)
+        session.flush()
+        if self._too_many_confirmations(session, address):
+            session.execute(delete(Pending).where(Pending.token == token))
+            return sent
         url = f"{self.public_url}/lists/confirm/{token}"
         send_notice(
             session,
@@ -240,13 +245,15 @@ class Membership:
         return token
 
     def _too_many_confirmations(self, session: Session, address: str) -> bool:
+        """Whether the requests of the past hour, the one just written included, are
+        more than an address may be sent."""
         since = utcnow() - timedelta(hours=1)
         count = session.scalar(
             select(func.count())
             .select_from(Pending)
             .where(Pending.address == address, Pending.created_at >= since)
         )
-        return (count or 0) >= CONFIRMATIONS_PER_HOUR
+        return (count or 0) > CONFIRMATIONS_PER_HOUR
 
     def _ask_owners(self, session: Session, mlist: MailingList, address: str) -> None:
         token = self._pending(session, mlist, address, "approve")
@@ -284,6 +291,17 @@ class Membership:
         )
         send_notice(
             session, notices.goodbye(mlist, address), mlist.address_for("bounces"), mlist.id
+        )
+
+
+def _lock_address(session: Session, address: str) -> None:
+    """Serialise confirmation requests for one address until the transaction ends.
+
+    SQLite needs nothing more: the write that follows holds its only writer lock.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"confirm:{address}"}
         )
 
 

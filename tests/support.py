@@ -11,10 +11,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
 import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import create_engine, text
@@ -23,6 +28,7 @@ from sqlalchemy.engine import make_url
 from archiver.config import Settings, load_settings
 from archiver.report import stats
 from archiver.service import Core, build_core
+from lists.dmarc import DmarcLookup
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus"
@@ -66,6 +72,78 @@ def postgres_database() -> Iterator[str]:
         admin.dispose()
 
 
+# One TXT record is a string, or a tuple of the strings it is split into.
+Records = dict[str, list[str | tuple[str, ...]]]
+
+
+class TinyDns:
+    """A UDP DNS server on 127.0.0.1 answering TXT queries from a table.
+
+    Unknown names get NXDOMAIN, names in `servfail` get SERVFAIL; `queries` counts the
+    questions received per name, which is how the tests see what the cache saved.
+    """
+
+    def __init__(self, records: Records, servfail: set[str] | None = None) -> None:
+        self.records = {name.lower(): texts for name, texts in records.items()}
+        self.servfail = servfail or set()
+        self.queries: Counter[str] = Counter()
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.settimeout(0.05)
+        self.port = self._sock.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                wire, peer = self._sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            self._sock.sendto(self._answer(dns.message.from_wire(wire)).to_wire(), peer)
+
+    def _answer(self, query: dns.message.Message) -> dns.message.Message:
+        response = dns.message.make_response(query)
+        question = query.question[0]
+        name = question.name.to_text(omit_final_dot=True).lower()
+        self.queries[name] += 1
+        if name in self.servfail:
+            response.set_rcode(dns.rcode.SERVFAIL)
+        elif name not in self.records:
+            response.set_rcode(dns.rcode.NXDOMAIN)
+        elif question.rdtype == dns.rdatatype.TXT and self.records[name]:
+            texts = [_rdata_text(record) for record in self.records[name]]
+            response.answer.append(dns.rrset.from_text(question.name, 300, "IN", "TXT", *texts))
+        return response
+
+    def lookup(self, **options: float) -> DmarcLookup:
+        """A lookup that asks this server and nobody else."""
+        return DmarcLookup(nameservers=["127.0.0.1"], port=self.port, **options)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sock.close()
+
+
+def _rdata_text(record: str | tuple[str, ...]) -> str:
+    """The zone-file form of one TXT record: each string quoted."""
+    strings = (record,) if isinstance(record, str) else record
+    return " ".join('"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"' for s in strings)
+
+
+_QUIET_DNS: list[TinyDns] = []
+
+
+def quiet_dns() -> TinyDns:
+    """One loopback DNS server per test process that knows no names: services under test
+    ask it for DMARC records, so no test ever queries the machine's resolvers."""
+    if not _QUIET_DNS:
+        _QUIET_DNS.append(TinyDns({}))
+    return _QUIET_DNS[0]
+
+
 def service_env(data_dir: Path, database_url: str | None = None, **extra: str) -> dict[str, str]:
     """The ARSIP_* variables for a service whose data lives in `data_dir`."""
     smtp_port, lmtp_port, web_port = free_ports(3)
@@ -79,6 +157,7 @@ def service_env(data_dir: Path, database_url: str | None = None, **extra: str) -
         "ARSIP_JOURNAL_ADDRESSES": JOURNAL,
         "ARSIP_JOURNAL_DOMAINS": f"{JOURNAL_DOMAIN}={ORIGINAL_DOMAIN}",
         "ARSIP_DOMAINS": LIST_DOMAIN,
+        "ARSIP_DNS_SERVER": f"127.0.0.1:{quiet_dns().port}",
         "ARSIP_LOG_LEVEL": "INFO",
     }
     if database_url:

@@ -5,19 +5,12 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 
-import dns.message
-import dns.rcode
-import dns.rdatatype
-import dns.rrset
 import pytest
 
 from lists.dmarc import DmarcLookup, needs_mitigation, organizational_domain, parse_record
-
-# One TXT record is a string, or a tuple of the strings it is split into.
-Records = dict[str, list[str | tuple[str, ...]]]
+from tests.support import Records, TinyDns
 
 
 class FakeClock:
@@ -28,63 +21,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-class TinyDns:
-    """A UDP DNS server on 127.0.0.1 answering TXT queries from a table.
-
-    Unknown names get NXDOMAIN, names in `servfail` get SERVFAIL; `queries` counts the
-    questions received per name, which is how the tests see what the cache saved.
-    """
-
-    def __init__(self, records: Records, servfail: set[str] | None = None) -> None:
-        self.records = {name.lower(): texts for name, texts in records.items()}
-        self.servfail = servfail or set()
-        self.queries: Counter[str] = Counter()
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.settimeout(0.05)
-        self.port = self._sock.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                wire, peer = self._sock.recvfrom(4096)
-            except TimeoutError:
-                continue
-            self._sock.sendto(self._answer(dns.message.from_wire(wire)).to_wire(), peer)
-
-    def _answer(self, query: dns.message.Message) -> dns.message.Message:
-        response = dns.message.make_response(query)
-        question = query.question[0]
-        name = question.name.to_text(omit_final_dot=True).lower()
-        self.queries[name] += 1
-        if name in self.servfail:
-            response.set_rcode(dns.rcode.SERVFAIL)
-        elif name not in self.records:
-            response.set_rcode(dns.rcode.NXDOMAIN)
-        elif question.rdtype == dns.rdatatype.TXT and self.records[name]:
-            texts = [_rdata_text(record) for record in self.records[name]]
-            response.answer.append(dns.rrset.from_text(question.name, 300, "IN", "TXT", *texts))
-        return response
-
-    def lookup(self, **options: float) -> DmarcLookup:
-        """A lookup that asks this server and nobody else."""
-        return DmarcLookup(nameservers=["127.0.0.1"], port=self.port, **options)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._sock.close()
-
-
-def _rdata_text(record: str | tuple[str, ...]) -> str:
-    """The zone-file form of one TXT record: each string quoted."""
-    strings = (record,) if isinstance(record, str) else record
-    return " ".join('"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"' for s in strings)
 
 
 @pytest.fixture

@@ -285,7 +285,7 @@ def test_a_digest_member_gets_a_digest_instead_of_each_post(
 
 
 def test_dmarc_strict_senders_are_rewritten_to_the_list(make_service, sink) -> None:
-    from tests.test_dmarc import TinyDns
+    from tests.support import TinyDns
 
     dns = TinyDns({"_dmarc.strict.example": ["v=DMARC1; p=reject"]})
     try:

@@ -21,6 +21,7 @@ from whoosh import fields, index
 from whoosh import query as wq
 from whoosh.analysis import CharsetFilter, LowercaseFilter, RegexTokenizer, StopFilter
 from whoosh.columns import NumericColumn
+from whoosh.filedb.filestore import FileStorage
 from whoosh.searching import Searcher
 from whoosh.support.charset import accent_map
 from whoosh.writing import CLEAR, IndexWriter, LockError
@@ -97,7 +98,7 @@ class WhooshBackend:
     never opened with this one, and `arsip reindex` fills the new folder.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, repair: bool = False) -> None:
         self.directory = directory / f"v{SCHEMA_VERSION}"
         directory = self.directory
         directory.mkdir(parents=True, exist_ok=True)
@@ -112,10 +113,17 @@ class WhooshBackend:
         # an exclusive lock makes exactly one of them create it.
         with open(directory / ".create.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            if index.exists_in(str(directory)):
-                self._index = index.open_dir(str(directory))
-            else:
-                self._index = index.create_in(str(directory), _schema())
+            try:
+                if index.exists_in(str(directory)):
+                    self._index = index.open_dir(str(directory))
+                else:
+                    self._index = index.create_in(str(directory), _schema())
+            except Exception:
+                # A damaged index (cut-off or overwritten files) cannot be opened at all;
+                # `arsip reindex` starts an empty one and fills it from the archive.
+                if not repair:
+                    raise
+                self._index = _recreate(directory)
 
     def index(self, documents: list[SearchDocument]) -> None:
         """Add or replace `documents` in one commit.
@@ -253,6 +261,21 @@ class WhooshBackend:
             raise IndexBusyError(
                 f"the search index in {self.directory} is being written by another process"
             ) from exc
+
+
+def _recreate(directory: Path) -> index.Index:
+    """Replace a damaged index in `directory` with an empty one, under the writer lock so
+    that no live writer loses files it is writing."""
+    lock = FileStorage(str(directory)).lock("MAIN_WRITELOCK")  # whoosh's writer lock
+    if not lock.acquire(blocking=False):
+        raise IndexBusyError(f"the search index in {directory} is being written by another process")
+    try:
+        for path in directory.iterdir():
+            if path.is_file() and not path.name.endswith("LOCK") and path.name != ".create.lock":
+                path.unlink()
+        return index.create_in(str(directory), _schema())
+    finally:
+        lock.release()
 
 
 def _fields(document: SearchDocument) -> dict[str, object]:
