@@ -30,41 +30,44 @@ class Throttle:
     def blocked(self, key: str) -> bool:
         """Whether `key` has used up its events within the window."""
         with self.sessions() as session:
-            return self._count(session, key) >= self.limit
+            return _count(session, self.scope, key, self.window) >= self.limit
 
     def hit(self, key: str) -> None:
         """Count one event for `key` (and forget this scope's events that are past)."""
         with self.sessions.begin() as session:
-            self._record(session, key)
+            _record(session, self.scope, key, self.window)
 
     def allow(self, key: str) -> bool:
         """Count one event for `key` if the window has room for it; else False."""
         with self.sessions.begin() as session:
-            if self._count(session, key) >= self.limit:
-                return False
-            self._record(session, key)
-            return True
+            return allow_in(session, self.scope, key, self.limit, self.window)
 
-    def _count(self, session: Session, key: str) -> int:
-        since = utcnow() - self.window
-        return (
-            session.scalar(
-                select(func.count())
-                .select_from(ThrottleEvent)
-                .where(
-                    ThrottleEvent.scope == self.scope,
-                    ThrottleEvent.key == key,
-                    ThrottleEvent.at > since,
-                )
-            )
-            or 0
-        )
 
-    def _record(self, session: Session, key: str) -> None:
-        now = utcnow()
-        session.execute(
-            delete(ThrottleEvent).where(
-                ThrottleEvent.scope == self.scope, ThrottleEvent.at <= now - self.window
-            )
+def allow_in(session: Session, scope: str, key: str, limit: int, window: timedelta) -> bool:
+    """`Throttle.allow` inside the caller's transaction: for work that already holds one,
+    such as the spool worker answering mailed commands (a second transaction of its own
+    would wait for the first on SQLite)."""
+    if _count(session, scope, key, window) >= limit:
+        return False
+    _record(session, scope, key, window)
+    return True
+
+
+def _count(session: Session, scope: str, key: str, window: timedelta) -> int:
+    since = utcnow() - window
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(ThrottleEvent)
+            .where(ThrottleEvent.scope == scope, ThrottleEvent.key == key, ThrottleEvent.at > since)
         )
-        session.add(ThrottleEvent(scope=self.scope, key=key[:320], at=now))
+        or 0
+    )
+
+
+def _record(session: Session, scope: str, key: str, window: timedelta) -> None:
+    now = utcnow()
+    session.execute(
+        delete(ThrottleEvent).where(ThrottleEvent.scope == scope, ThrottleEvent.at <= now - window)
+    )
+    session.add(ThrottleEvent(scope=scope, key=key[:320], at=now))

@@ -8,17 +8,24 @@ address, so nobody can learn whether someone else is a member.
 
 from __future__ import annotations
 
+import logging
 import re
+from datetime import timedelta
 from email.message import EmailMessage
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from archiver.throttle import allow_in
 from lists import notices
 from lists.membership import Membership, has_role
 from lists.models import Delivery, HeldMessage, MailingList, Member, Pending, Role
 from lists.outbox import send_notice
 from lists.posting import Poster
+
+log = logging.getLogger(__name__)
+
+REPLIES_PER_HOUR = 10  # answers to one address's mailed commands
 
 MAX_COMMANDS = 10  # lines read from a body; signatures and quotes come after them
 QUOTED = re.compile(r"^\s*>")
@@ -56,8 +63,7 @@ class Commands:
             results.append(answer)
         if not results:
             results.append(notices.help_text(mlist))
-        reply = notices.command_results(mlist, sender, results)
-        send_notice(session, reply, "", mlist.id)
+        self._reply(session, mlist, sender, results)
 
     def join(self, session: Session, mlist: MailingList, sender: str) -> None:
         """Mail to NAME-join@: a subscription request for the sender."""
@@ -88,7 +94,7 @@ class Commands:
             answer = self.membership.reject_request(session, token, sender)
         else:
             answer = self.membership.confirm(session, token, sender)
-        send_notice(session, notices.command_results(mlist, sender, [answer]), "", mlist.id)
+        self._reply(session, mlist, sender, [answer])
 
     def _moderate(
         self,
@@ -105,7 +111,21 @@ class Commands:
             answer = "Reply with approve, reject or discard as the first word of the body."
         else:
             answer = self.poster.moderate(session, held, action)
-        send_notice(session, notices.command_results(mlist, sender, [answer]), "", mlist.id)
+        self._reply(session, mlist, sender, [answer])
+
+    @staticmethod
+    def _reply(session: Session, mlist: MailingList, sender: str, lines: list[str]) -> None:
+        """Answer a command mail, at most `REPLIES_PER_HOUR` times an hour per address.
+
+        The sender of a command is only what its From says: someone forging a victim's
+        address on a hundred command mails must not make the list mail the victim a
+        hundred replies. The commands themselves still run (confirmations have their own
+        limit); only the answers stop.
+        """
+        if not allow_in(session, "command-reply", sender, REPLIES_PER_HOUR, timedelta(hours=1)):
+            log.warning("too many replies to %s from %s: not answering", sender, mlist.address)
+            return
+        send_notice(session, notices.command_results(mlist, sender, lines), "", mlist.id)
 
     def _one(
         self, session: Session, mlist: MailingList, words: list[str], sender: str

@@ -26,6 +26,7 @@ import pytest
 from sqlalchemy import select
 
 from archiver.models import Message
+from lists.commands import REPLIES_PER_HOUR
 from tests.support import (
     JOURNAL,
     LIST_DOMAIN,
@@ -342,6 +343,16 @@ def test_subscription_bombing_sends_the_victim_only_a_few_confirmations(
     assert len(confirmations) <= 3, [(m["Subject"], m["Date"]) for m in confirmations]
     assert len(sink.messages_to(victim)) <= 10
     assert victim not in peers.run_cli("lists", "members", LIST).stdout
+
+
+def test_forged_command_mails_get_the_victim_only_a_few_replies(
+    peers: RunningService, sink: SmarthostSink
+) -> None:
+    victim = "inbox-victim@example.com"
+    for _ in range(25):
+        send(peers, victim, f"dev-request@{LIST_DOMAIN}", post(victim, "x", "help"))
+    settled(peers)
+    assert 1 <= len(sink.messages_to(victim)) <= REPLIES_PER_HOUR
 
 
 def test_a_forged_confirmation_token_is_refused(peers: RunningService, sink: SmarthostSink) -> None:
