@@ -43,6 +43,17 @@ ORIGINAL_DOMAIN = "example.com"
 LIST_DOMAIN = "lists.example.com"
 
 
+def children_of(pid: int) -> list[int]:
+    """The PIDs of a process's children (the spool worker and web processes), from /proc."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
 def free_ports(count: int) -> list[int]:
     """Distinct TCP ports on 127.0.0.1 that nobody listens on right now."""
     sockets = [socket.socket() for _ in range(count)]

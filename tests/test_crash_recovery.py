@@ -8,26 +8,14 @@ import smtplib
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 from sqlalchemy import func, select
 
 from archiver.models import Message
-from tests.support import JOURNAL, RunningService, simple_message
+from tests.support import JOURNAL, RunningService, children_of, simple_message
 
 SENDERS = 6
 PER_SENDER = 400
-
-
-def children_of(pid: int) -> list[int]:
-    """The PIDs of a process's children (the spool worker), from /proc."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            found += [int(child) for child in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return found
 
 
 def wait_gone(pids: list[int], timeout: float = 15) -> None:

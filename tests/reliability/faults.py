@@ -43,6 +43,7 @@ from tests.support import (
     LIST_DOMAIN,
     RunningService,
     SmarthostSink,
+    children_of,
     service_env,
     simple_message,
 )
@@ -180,17 +181,6 @@ def send_load(port: int, total: int, seen: Attempts, stop: threading.Event) -> N
             client.close()
 
 
-def children_of(pid: int) -> list[int]:
-    """The PIDs of a process's children (the worker and web processes), from /proc."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            found += [int(child) for child in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return found
-
-
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -274,6 +264,22 @@ def settle(service: RunningService, timeout: float) -> int:
     )
 
 
+def list_service(workdir: Path, sink: SmarthostSink) -> RunningService:
+    """`arsip serve` in `workdir` with `sink` as its smarthost and the list of `MEMBERS`
+    (no DMARC look-ups), started; the caller stops it."""
+    env = service_env(workdir / "var", None, ARSIP_SMARTHOST=sink.address)
+    service = RunningService(env, workdir / "serve.log")
+    try:
+        service.start()
+        service.run_cli("lists", "create", LIST, "--owner", "owner@example.com", check=True)
+        service.run_cli("lists", "set", LIST, "--dmarc", "never", check=True)
+        service.run_cli("lists", "add-member", LIST, *MEMBERS, "--no-confirm", check=True)
+    except BaseException:
+        service.close()
+        raise
+    return service
+
+
 def crash_scenario(
     workdir: Path,
     messages: int | None = None,
@@ -290,13 +296,8 @@ def crash_scenario(
     rng = random.Random(seed)
     workdir.mkdir(parents=True, exist_ok=True)
     with SmarthostSink() as sink:
-        env = service_env(workdir / "var", None, ARSIP_SMARTHOST=sink.address)
-        service = RunningService(env, workdir / "serve.log")
+        service = list_service(workdir, sink)
         try:
-            service.start()
-            service.run_cli("lists", "create", LIST, "--owner", "owner@example.com", check=True)
-            service.run_cli("lists", "set", LIST, "--dmarc", "never", check=True)
-            service.run_cli("lists", "add-member", LIST, *MEMBERS, "--no-confirm", check=True)
             seen = Attempts()
             stop = threading.Event()
             clients = [
@@ -558,13 +559,8 @@ def smarthost_row(workdir: Path, posts: int = 5) -> Row:
     """List posts sent while the smarthost refuses connections; then it comes back."""
     workdir.mkdir(parents=True, exist_ok=True)
     sink = SmarthostSink()  # not started yet: connections to it are refused
-    env = service_env(workdir / "var", None, ARSIP_SMARTHOST=sink.address)
-    service = RunningService(env, workdir / "serve.log")
+    service = list_service(workdir, sink)
     try:
-        service.start()
-        service.run_cli("lists", "create", LIST, "--owner", "owner@example.com", check=True)
-        service.run_cli("lists", "set", LIST, "--dmarc", "never", check=True)
-        service.run_cli("lists", "add-member", LIST, *MEMBERS, "--no-confirm", check=True)
         seen = Attempts()
         with service.smtp() as client:
             for number in range(posts):
