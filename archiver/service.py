@@ -107,6 +107,7 @@ def configure_logging(settings: Settings) -> None:
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # one warning per oddity in every PDF
     logging.getLogger("alembic").setLevel(logging.WARNING)  # archiver.migrate says what changed
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # a line per job and run
 
 
 def _stop_with_parent(parent_pid: int) -> threading.Event:
