@@ -103,8 +103,8 @@ def closed_by_server(sock: socket.socket) -> bool:
             pass
     except TimeoutError:
         return False
-    except OSError:
-        pass
+    except OSError:  # a reset is the server closing the connection too
+        return True
     return True
 
 
