@@ -18,6 +18,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from archiver import ledger
+from archiver.locks import transaction_lock
 from archiver.models import Attachment, Blob, IndexQueueEntry, Message, MessageAddress
 from archiver.parse import ParsedMessage, parse_message, unwrap_journal_report
 from archiver.store import DirectoryBlobStore, StoredBlob
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 ENVELOPE_FROM = "envelope_from"
 ENVELOPE_TO = "envelope_to"
 HEADER_ROLES = ("from", "to", "cc", "bcc", "reply_to")
+ARCHIVE_LOCK = "archive"  # serialises the database half of archiving across workers
 
 
 @dataclass
@@ -91,14 +93,20 @@ class Archive:
         groups: dict[str, list[_Prepared]] = {}
         for p in prepared:
             groups.setdefault(p.dedupe_key, []).append(p)
-        rows = session.execute(
-            select(Message.dedupe_key, Message.id).where(Message.dedupe_key.in_(list(groups)))
-        )
-        existing = {key: pk for key, pk in rows}
-        fresh = [copies for key, copies in groups.items() if key not in existing]
-        blobs = {copies[0].sha256: copies[0].data for copies in fresh}
+        # Blobs are written (and synced) before the lock, so workers overlap on the slow
+        # part; under it, the archive is looked at again: another worker may have
+        # archived a copy meanwhile, and threading needs to see what the others wrote.
+        unknown = {k for k in groups if k not in _existing(session, groups)}
+        blobs = {groups[k][0].sha256: groups[k][0].data for k in unknown}
         stored = self.store.put_many(list(blobs.values()), list(blobs))
-        _insert_blob_rows(session, stored)
+        transaction_lock(session, ARCHIVE_LOCK)
+        existing = _existing(session, groups)
+        fresh = [copies for key, copies in groups.items() if key not in existing]
+        late = {c[0].sha256: c[0].data for c in fresh if c[0].dedupe_key not in unknown}
+        if late:  # deleted by a retention sweep since the first look
+            stored += self.store.put_many(list(late.values()), list(late))
+        kept = {copies[0].sha256 for copies in fresh}
+        _insert_blob_rows(session, [blob for blob in stored if blob.sha256 in kept])
         created = _insert_messages(session, fresh)
         # The intake recorded the bytes it took in; what the archive stores instead (a
         # journal report's inner message, a list's copy of a post) is recorded here.
@@ -143,6 +151,14 @@ class Archive:
             envelope_from=envelope_from.lower(),
             envelope_to={address.lower() for address in envelope_to},
         )
+
+
+def _existing(session: Session, groups: dict[str, list[_Prepared]]) -> dict[str, int]:
+    """Dedupe key -> message id, for the keys already in the archive."""
+    rows = session.execute(
+        select(Message.dedupe_key, Message.id).where(Message.dedupe_key.in_(list(groups)))
+    )
+    return {key: pk for key, pk in rows}
 
 
 def _insert_blob_rows(session: Session, stored: list[StoredBlob]) -> None:

@@ -21,7 +21,15 @@ from archiver.audit import cli_actor, record
 from archiver.config import Settings, SettingsError, load_settings
 from archiver.mailfiles import MailFileError
 from archiver.report import stats as collect_stats
-from archiver.service import Core, Service, build_core, configure_logging
+from archiver.service import (
+    ChildDiedError,
+    Core,
+    Service,
+    StartError,
+    build_core,
+    configure_logging,
+    parse_roles,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -65,16 +73,31 @@ def cli(ctx: click.Context, config: Path | None) -> None:
 
 
 @cli.command()
+@click.option(
+    "--role",
+    "roles",
+    default="all",
+    show_default=True,
+    metavar="ROLES",
+    help="What this process runs: all, or a comma-separated subset of intake, worker,"
+    " indexer, scheduler, web (several processes need PostgreSQL).",
+)
 @click.pass_context
-def serve(ctx: click.Context) -> None:
-    """Run everything: SMTP and LMTP intake, spool worker and web UI (upgrades the schema)."""
+def serve(ctx: click.Context, roles: str) -> None:
+    """Run the service: SMTP and LMTP intake, spool worker, indexer, scheduler and web UI,
+    or the roles given (upgrades the schema)."""
     from lists.engine import ListEngine
     from web import create_app
 
     try:
         Service(
-            build_core(_settings(ctx)), web_app_factory=create_app, extensions=[ListEngine]
+            build_core(_settings(ctx)),
+            web_app_factory=create_app,
+            extensions=[ListEngine],
+            roles=parse_roles(roles),
         ).run()
+    except (StartError, ChildDiedError) as exc:
+        raise CliError(str(exc)) from exc
     except OSError as exc:
         raise CliError(f"cannot start: {exc}") from exc
 

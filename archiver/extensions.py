@@ -2,8 +2,9 @@
 
 The core never imports them (DESIGN.md: `lists -> archiver`, never back). The composition
 root (`arsip serve`) hands the service factories of `Extension`s; the service builds one in
-the intake process, which only asks it which addresses it owns, and one in the worker
-process, which also gives it the mail for those addresses and runs its background jobs.
+each of its processes: the intake only asks it which addresses it owns, a worker also
+gives it the mail for those addresses and runs its delivery, and the scheduler runs its
+periodic jobs.
 Factories must be importable module-level callables: the worker is a spawned process.
 """
 
@@ -13,6 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.orm import Session
 
 from archiver.archive import RawMessage
@@ -42,8 +44,13 @@ class Extension(Protocol):
         ...
 
     def start(self, stop: threading.Event) -> list[threading.Thread]:
-        """Start background jobs in the worker process (delivery, schedules); they end
-        when `stop` is set."""
+        """Start the background work of a worker process (delivery); it ends when `stop`
+        is set. Any number of workers may run it at once."""
+        ...
+
+    def schedule(self, scheduler: BackgroundScheduler) -> None:
+        """Add periodic jobs (digests, expiry) to the deployment's one scheduler; jobs
+        safe to repeat may also run once at once, to catch up after a takeover."""
         ...
 
 

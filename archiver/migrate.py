@@ -9,7 +9,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 import migrations
 
@@ -37,6 +37,10 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     before = current_revision(engine)
     config = alembic_config(engine)
     with engine.begin() as connection:
+        # Processes of a deployment may all start at once: one migrates, the others wait
+        # for it and then find nothing left to do.
+        if engine.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('arsip:migrate'))"))
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
     after = current_revision(engine)

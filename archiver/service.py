@@ -1,11 +1,18 @@
 """Building the core's parts from settings, and running them as one service.
 
-`arsip serve` runs the intake in one process, the spool worker in a child process and the
-web UI in a few more, so that neither parsing mail nor rendering pages competes with the
-intake for the interpreter lock, and pages use every core. The parent binds every
-listening socket itself and hands the web one to its children, so a busy port fails
-start-up at once. Each child watches its parent and exits when the parent dies, so a
-`kill -9` of the service leaves nothing behind that still writes.
+`arsip serve` runs the intake in one process, the spool worker, indexer and scheduler in
+a child process and the web UI in a few more, so that neither parsing mail nor rendering
+pages competes with the intake for the interpreter lock, and pages use every core. The
+parent binds every listening socket itself and hands the web one to its children, so a
+busy port fails start-up at once. Each child watches its parent and exits when the parent
+dies, so a `kill -9` of the service leaves nothing behind that still writes; the parent
+stops the whole service when a child dies, for the supervisor (systemd) to restart it.
+
+`--role` picks a subset, for deployments of many processes on one PostgreSQL database
+and one shared data directory (README, "Running on several machines"): any number of
+intake, worker and web processes; schedulers elect one of themselves (`scheduling`);
+the whoosh index has one writer, the PostgreSQL one any number. On SQLite one service
+owns the database.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
@@ -31,14 +39,15 @@ from archiver.config import Settings
 from archiver.db import make_engine, session_factory
 from archiver.extensions import Extension, ExtensionFactory
 from archiver.intake import IntakeHandler, start_servers
+from archiver.locks import ProcessLock, ServeLock, process_label, process_lock
 from archiver.routing import RecipientPolicy
+from archiver.scheduling import run_scheduler
 from archiver.search.backend import SearchBackend
 from archiver.search.indexer import Indexer
 from archiver.search.postgres_index import PostgresBackend
 from archiver.search.whoosh_index import WhooshBackend
 from archiver.spool import GroupCommitter, Spool
 from archiver.store import DirectoryBlobStore
-from archiver.upkeep import start_upkeep
 from archiver.worker import SpoolWorker, Waker
 
 log = logging.getLogger(__name__)
@@ -48,6 +57,30 @@ WORKER_NICENESS = 19
 SWITCH_INTERVAL = 0.0005
 WORKER_DRAIN_SECONDS = 30  # how long a stopping worker waits for its background jobs
 WEB_THREADS = 8  # per web process: pages mostly wait on SQLite, the store and the index
+CHILD_CHECK_SECONDS = 1.0
+ROLES = ("intake", "worker", "indexer", "scheduler", "web")
+BACKGROUND_ROLES = frozenset({"worker", "indexer", "scheduler"})  # one child runs these
+
+
+class StartError(RuntimeError):
+    """The service cannot start as asked (a lock held elsewhere, a bad role)."""
+
+
+class ChildDiedError(RuntimeError):
+    """A process of the service died; the service stopped, for its supervisor to restart."""
+
+
+def parse_roles(text: str) -> frozenset[str]:
+    """`all`, or a comma-separated subset of `ROLES`."""
+    names = {name.strip().lower() for name in text.split(",") if name.strip()}
+    if not names or "all" in names:
+        return frozenset(ROLES)
+    unknown = sorted(names - set(ROLES))
+    if unknown:
+        raise StartError(
+            f"unknown role {', '.join(unknown)}: choose all or any of {', '.join(ROLES)}"
+        )
+    return frozenset(names)
 
 
 @dataclass
@@ -134,14 +167,16 @@ def _process_name() -> str:
     return multiprocessing.current_process().name
 
 
-def run_worker_process(
+def run_background_process(
     settings: Settings,
     parent_pid: int,
+    roles: frozenset[str],
     extensions: Sequence[ExtensionFactory] = (),
     wake: Waker | None = None,
 ) -> None:
-    """Entry point of the worker child (spool worker and indexer): work until the parent
-    goes away. Being the only process that writes the search index is part of its job."""
+    """Entry point of the background child: whichever of spool worker (with the
+    extensions' delivery), indexer and scheduler candidate `roles` names, until the parent
+    goes away."""
     configure_logging(settings)
     # Taking mail in beats archiving it promptly: the worker runs on CPU time the intake
     # leaves idle and catches up afterwards (the spool holds the difference durably).
@@ -149,13 +184,19 @@ def run_worker_process(
     stop = _stop_with_parent(parent_pid)
     core = build_core(settings)
     core.extend(extensions)
-    indexer = threading.Thread(target=_index_forever, args=(core, stop), name="indexer")
-    indexer.start()
-    background = [indexer]
-    for extension in core.extensions:
-        background += extension.start(stop)
-    start_upkeep(core, stop)
-    core.worker().run_forever(stop, wake)
+    background = []
+    if "indexer" in roles:
+        background.append(threading.Thread(target=_index_forever, args=(core, stop)))
+    if "scheduler" in roles:
+        background.append(threading.Thread(target=run_scheduler, args=(core, stop)))
+    for thread in background:
+        thread.start()
+    if "worker" in roles:
+        for extension in core.extensions:
+            background += extension.start(stop)
+        core.worker().run_forever(stop, wake)
+    else:
+        stop.wait()
     # Let a delivery in flight record its outcome before the interpreter shuts down: after
     # that, asyncio.to_thread refuses work, and a batch the smarthost took would go again.
     for thread in background:
@@ -223,31 +264,37 @@ def _lower_priority() -> None:
 
 
 class Service:
-    """Everything `arsip serve` runs, started and stopped together."""
+    """Everything `arsip serve` runs (or the `roles` it was given), started and stopped
+    together."""
 
     def __init__(
         self,
         core: Core,
         web_app_factory: Callable[[Core], Any] | None = None,
         extensions: Sequence[ExtensionFactory] = (),
+        roles: frozenset[str] = frozenset(ROLES),
     ) -> None:
         self.core = core
         self.web_app_factory = web_app_factory
         self.extension_factories = list(extensions)
+        self.roles = roles
         core.extend(self.extension_factories)
         self._children: list[multiprocessing.process.BaseProcess] = []
         self._context = multiprocessing.get_context("spawn")
         self._wake = self._context.Event()  # set by the intake after each spool commit
+        self._died: multiprocessing.process.BaseProcess | None = None
 
     def run(self) -> None:
-        """Migrate, start every part, and block until SIGINT or SIGTERM.
+        """Migrate, take the locks the roles need, start every part, and block until
+        SIGINT or SIGTERM, or until a child dies (`ChildDiedError`).
 
         Every listener is bound before the worker starts, so a busy port fails start-up
         at once (an `OSError` for the CLI to report) and leaves nothing running.
         """
         settings = self.core.settings
         migrate.upgrade(self.core.engine)
-        if settings.smarthost is None:
+        held = self._take_locks()
+        if settings.smarthost is None and "worker" in self.roles:
             log.warning(
                 "no smarthost configured: outgoing mail is written to %s", settings.outgoing_dir
             )
@@ -255,21 +302,54 @@ class Service:
             asyncio.run(self._serve())
         finally:
             self._stop()
+            for lock in held:
+                lock.release()
+        if self._died is not None:
+            raise ChildDiedError(
+                f"{self._died.name} exited with status {self._died.exitcode}; service stopped"
+            )
 
-    def _start_worker(self) -> None:
-        worker = self._context.Process(
-            target=run_worker_process,
-            args=(self.core.settings, os.getpid(), self.extension_factories, self._wake),
-            name="arsip-spool-worker",
+    def _take_locks(self) -> list[ServeLock | ProcessLock]:
+        """One service per SQLite database; one whoosh writer per deployment."""
+        engine = self.core.engine
+        held: list[ServeLock | ProcessLock] = []
+        if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+            serve = ServeLock(Path(engine.url.database))
+            try:
+                serve.acquire()
+            except RuntimeError as exc:
+                raise StartError(str(exc)) from None
+            held.append(serve)
+        if "indexer" in self.roles and self.core.settings.search_backend == "whoosh":
+            writer = process_lock(engine, "whoosh-writer", "indexer")
+            if not writer.acquire():
+                who = writer.holder() or "another process"
+                raise StartError(
+                    f"the whoosh index has one writer and {who} is it; start this process"
+                    " without the indexer role, or use ARSIP_SEARCH_BACKEND=postgres, which"
+                    " any number of processes may index"
+                )
+            held.append(writer)
+        return held
+
+    def _start_background(self) -> None:
+        roles = self.roles & BACKGROUND_ROLES
+        if not roles:
+            return
+        wake = self._wake if "intake" in self.roles else None
+        child = self._context.Process(
+            target=run_background_process,
+            args=(self.core.settings, os.getpid(), roles, self.extension_factories, wake),
+            name="arsip-" + "+".join(sorted(roles)),
             daemon=True,
         )
-        worker.start()
-        self._children.append(worker)
+        child.start()
+        self._children.append(child)
 
     def _bind_web(self) -> socket.socket | None:
         """The web UI's listening socket, bound here so a busy port fails start-up."""
         settings = self.core.settings
-        if self.web_app_factory is None or not settings.web_port:
+        if self.web_app_factory is None or not settings.web_port or "web" not in self.roles:
             return None
         family = socket.AF_INET6 if ":" in settings.web_host else socket.AF_INET
         listener = socket.socket(family, socket.SOCK_STREAM)
@@ -309,17 +389,11 @@ class Service:
         )
 
     async def _serve(self) -> None:
-        # The spool flusher thread must get the interpreter back as soon as its commit
-        # returns: every client in the batch is waiting on it, and the default 5 ms switch
-        # interval would add up to that much to each acknowledgement.
-        sys.setswitchinterval(SWITCH_INTERVAL)
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stopping.set)
-        committer = GroupCommitter(self.core.spool, on_commit=self._wake.set)
-        handler = IntakeHandler(self.core.settings, self.core.policy, committer)
-        servers = await start_servers(self.core.settings, handler)
+        servers = await self._start_intake() if "intake" in self.roles else []
         try:
             listener = self._bind_web()
         except OSError:
@@ -328,14 +402,37 @@ class Service:
             raise
         if listener is not None:
             self._start_web(listener)
-        self._start_worker()
-        log.info("arsip is up")
+        self._start_background()
+        log.info("arsip is up (%s)", process_label(",".join(r for r in ROLES if r in self.roles)))
+        watcher = asyncio.create_task(self._watch_children(stopping))
         await stopping.wait()
+        watcher.cancel()
         log.info("stopping")
         for server in servers:
             server.close()
         for server in servers:
             await server.wait_closed()
+
+    async def _start_intake(self) -> list[asyncio.AbstractServer]:
+        # The spool flusher thread must get the interpreter back as soon as its commit
+        # returns: every client in the batch is waiting on it, and the default 5 ms switch
+        # interval would add up to that much to each acknowledgement.
+        sys.setswitchinterval(SWITCH_INTERVAL)
+        committer = GroupCommitter(self.core.spool, on_commit=self._wake.set)
+        handler = IntakeHandler(self.core.settings, self.core.policy, committer)
+        return await start_servers(self.core.settings, handler)
+
+    async def _watch_children(self, stopping: asyncio.Event) -> None:
+        """Stop the service when a child dies: a service without its worker or web UI
+        would look alive to its supervisor while doing nothing."""
+        while True:
+            await asyncio.sleep(CHILD_CHECK_SECONDS)
+            for child in self._children:
+                if child.exitcode is not None:
+                    log.error("%s exited with status %s; stopping", child.name, child.exitcode)
+                    self._died = child
+                    stopping.set()
+                    return
 
     def _stop(self) -> None:
         for child in self._children:

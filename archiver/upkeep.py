@@ -1,4 +1,4 @@
-"""The archive's scheduled upkeep, run by APScheduler in the worker process.
+"""The archive's scheduled upkeep, run by the deployment's one scheduler (`scheduling`).
 
 - the retention sweep, on `ARSIP_RETENTION_SCHEDULE` (a crontab line in UTC; nightly by
   default), deleting what policies let go and no hold covers;
@@ -26,9 +26,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def start_upkeep(core: Core, stop: threading.Event) -> BackgroundScheduler:
-    """Schedule the jobs; they stop when `stop` is set (a sweep after its current batch)."""
-    scheduler = BackgroundScheduler(timezone="UTC")
+def add_jobs(scheduler: BackgroundScheduler, core: Core, stop: threading.Event) -> None:
+    """Put the archive's jobs on `scheduler` (the deployment's one, see `scheduling`);
+    a sweep stops after its current batch when `stop` is set."""
     scheduler.add_job(
         sweep_now,
         CronTrigger.from_crontab(core.settings.retention_schedule, timezone="UTC"),
@@ -40,11 +40,8 @@ def start_upkeep(core: Core, stop: threading.Event) -> BackgroundScheduler:
     scheduler.add_job(
         seal_now, "cron", hour=0, minute=15, args=(core,), id="ledger-seal", coalesce=True
     )
-    scheduler.start()
-    threading.Thread(
-        target=lambda: (stop.wait(), scheduler.shutdown(wait=False)), name="upkeep-stopper"
-    ).start()
-    return scheduler
+    # at once too: a scheduler taking over seals what a dead one missed (it is idempotent)
+    scheduler.add_job(seal_now, args=(core,), id="ledger-seal-now")
 
 
 def sweep_now(core: Core, stop: threading.Event | None = None) -> None:

@@ -8,6 +8,7 @@ import logging
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, undefer
 
+from archiver.locks import transaction_lock
 from lists.digests import DigestInfo, mime_digest, plain_digest
 from lists.models import Delivery, DigestEntry, MailingList, Member, Role, utcnow
 from lists.outbox import enqueue
@@ -24,7 +25,14 @@ def over_threshold(session: Session, mlist: MailingList) -> bool:
 
 
 def send_digest(session: Session, mlist: MailingList) -> int:
-    """Send the collected posts as this list's next digest issue; returns recipients."""
+    """Send the collected posts as this list's next digest issue; returns recipients.
+
+    One at a time per list across the deployment: the scheduler's daily run and a worker
+    whose post filled the digest must not both send the same posts.
+    """
+    transaction_lock(session, f"digest:{mlist.id}")
+    session.flush()
+    session.refresh(mlist)  # the issue number another sender may just have moved on
     entries = list(
         session.scalars(
             select(DigestEntry)

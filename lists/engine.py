@@ -24,6 +24,7 @@ from lists.dmarc import DmarcLookup
 from lists.membership import Membership, members_with_role
 from lists.models import (
     Action,
+    DigestEntry,
     MailingList,
     OutboxMessage,
     OutboxRecipient,
@@ -78,25 +79,38 @@ class ListEngine:
             event.listen(session, "after_commit", lambda _: self.delivery.wake(), once=True)
 
     def start(self, stop: threading.Event) -> list[threading.Thread]:
-        """Fan-out, and the schedules: daily digests, expiring confirmations."""
+        """Fan-out: each worker delivers the outbox rows it leases."""
         sender = threading.Thread(target=self.delivery.run, args=(stop,), name="list-delivery")
         sender.start()
-        scheduler = BackgroundScheduler(timezone="UTC")
+        return [sender]
+
+    def schedule(self, scheduler: BackgroundScheduler) -> None:
+        """Daily digests (and, at once, any a dead scheduler missed), expiring
+        confirmations, and forgetting old deliveries."""
         scheduler.add_job(self.send_digests, "cron", hour=DIGEST_HOUR, id="digests")
+        scheduler.add_job(self.send_digests, kwargs={"missed_only": True}, id="digests-missed")
         scheduler.add_job(self.expire_pending, "interval", hours=1, id="expire-pending")
         scheduler.add_job(self.purge_outbox, "interval", hours=1, id="purge-outbox")
-        scheduler.start()
-        stopper = threading.Thread(
-            target=lambda: (stop.wait(), scheduler.shutdown(wait=False)), name="list-scheduler"
-        )
-        stopper.start()
-        return [sender, stopper]
 
-    def send_digests(self) -> int:
-        """Send every list's collected digest (the daily job); returns recipients."""
+    def send_digests(self, missed_only: bool = False) -> int:
+        """Send every list's collected digest (the daily job); returns recipients.
+
+        `missed_only` sends only digests holding a post from before the last daily run,
+        which a scheduler that was down at that hour did not send.
+        """
         sent = 0
+        last_run = utcnow().replace(hour=DIGEST_HOUR, minute=0, second=0, microsecond=0)
+        if last_run > utcnow():
+            last_run -= timedelta(days=1)
         with self.core.sessions.begin() as session:
-            for mlist in session.scalars(select(MailingList)):
+            query = select(MailingList)
+            if missed_only:
+                query = query.where(
+                    MailingList.id.in_(
+                        select(DigestEntry.list_id).where(DigestEntry.added_at < last_run)
+                    )
+                )
+            for mlist in session.scalars(query):
                 sent += digesting.send_digest(session, mlist)
         self.delivery.wake()
         return sent

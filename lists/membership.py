@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import quote
 
-from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
+from archiver.locks import transaction_lock
 from lists import notices
 from lists.models import Ban, Delivery, MailingList, Member, Pending, Role, Subscription, utcnow
 from lists.outbox import send_notice
@@ -295,14 +296,8 @@ class Membership:
 
 
 def _lock_address(session: Session, address: str) -> None:
-    """Serialise confirmation requests for one address until the transaction ends.
-
-    SQLite needs nothing more: the write that follows holds its only writer lock.
-    """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"confirm:{address}"}
-        )
+    """Serialise confirmation requests for one address until the transaction ends."""
+    transaction_lock(session, f"confirm:{address}")
 
 
 def has_role(session: Session, mlist: MailingList, address: str, *roles: str) -> bool:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from archiver.db import is_postgres
 from archiver.models import IndexQueueEntry, Message
 from archiver.search.backend import SearchBackend
 from archiver.search.documents import SearchDocument, load_documents
@@ -34,24 +35,32 @@ class Indexer:
         self.backend = backend
 
     def run_once(self, limit: int = BATCH_SIZE) -> int:
-        """Index one batch from the queue; returns how many queue entries it finished."""
+        """Index one batch from the queue; returns how many queue entries it finished.
+
+        On PostgreSQL the batch's queue rows stay locked (`SKIP LOCKED`) until they are
+        removed, so indexers of the PostgreSQL backend share the queue without doing a
+        row twice, and a batch whose indexer dies is taken by another.
+        """
         with self.sessions() as session:
-            entries = session.execute(
-                select(IndexQueueEntry.id, IndexQueueEntry.message_pk)
-                .order_by(IndexQueueEntry.id)
-                .limit(limit)
-            ).all()
+            query = select(IndexQueueEntry.id, IndexQueueEntry.message_pk)
+            query = query.order_by(IndexQueueEntry.id).limit(limit)
+            claiming = is_postgres(session.get_bind())
+            if claiming:
+                query = query.with_for_update(skip_locked=True)
+            entries = session.execute(query).all()
             if not entries:
                 return 0
             pks = {pk for _id, pk in entries}
             documents = load_documents(session, pks)
-        gone = sorted(pks - {document.message_pk for document in documents})
-        self.backend.index(documents)
-        self.backend.delete(gone)
-        with self.sessions.begin() as session:
+            if not claiming:
+                session.rollback()  # a SQLite read transaction could not write later
+            gone = sorted(pks - {document.message_pk for document in documents})
+            self.backend.index(documents)
+            self.backend.delete(gone)
             session.execute(
                 delete(IndexQueueEntry).where(IndexQueueEntry.id.in_([i for i, _ in entries]))
             )
+            session.commit()
         log.info("indexed %d messages, removed %d", len(documents), len(gone))
         return len(entries)
 
