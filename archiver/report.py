@@ -8,13 +8,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from archiver.archive import ENVELOPE_FROM, ENVELOPE_TO
+from archiver.locks import lock_holder
 from archiver.models import Blob, Message
 from archiver.search.indexer import queue_state
 from archiver.spool import Spool
 
 
-def stats(session: Session) -> dict[str, int | float | None]:
-    """Counts an operator watches: archive size, compression, and the two backlogs."""
+def stats(session: Session) -> dict[str, int | float | str | None]:
+    """Counts an operator watches: archive size, compression, the two backlogs, and which
+    process runs the scheduled jobs (PostgreSQL; "" while none does)."""
     index_pending, oldest_age = queue_state(session)
     raw, stored = session.execute(
         select(
@@ -29,6 +31,7 @@ def stats(session: Session) -> dict[str, int | float | None]:
         "spool_pending": Spool.pending(session),
         "index_pending": index_pending,
         "index_oldest_age_s": None if oldest_age is None else round(oldest_age, 1),
+        "scheduler": lock_holder(session, "scheduler"),
     }
 
 
