@@ -373,7 +373,7 @@ def _count(
 
     delivered: Counter[tuple[str, str]] = Counter()
     for _, recipients, data in list(sink.received):
-        message_id = _message_id(data)
+        message_id = message_id_of(data)
         for recipient in recipients:
             delivered[(message_id, recipient.lower())] += 1
     expected = [(post, member) for post in sorted(seen.posts) for member in MEMBERS]
@@ -420,7 +420,7 @@ def _count(
     )
 
 
-def _message_id(data: bytes) -> str:
+def message_id_of(data: bytes) -> str:
     """The Message-ID of a delivered copy, without angle brackets."""
     value = BytesHeaderParser().parsebytes(data)["Message-ID"] or ""
     return str(value).strip().strip("<>")
@@ -582,7 +582,7 @@ def smarthost_row(workdir: Path, posts: int = 5) -> Row:
     delivered: Counter[tuple[str, str]] = Counter()
     for _, recipients, data in received:
         for recipient in recipients:
-            delivered[(_message_id(data), recipient.lower())] += 1
+            delivered[(message_id_of(data), recipient.lower())] += 1
     expected = {(post, member) for post in seen.posts for member in MEMBERS}
     made = sum(n for pair, n in delivered.items() if pair in expected)
     missing = sum(1 for pair in expected if delivered[pair] == 0)
