@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -39,3 +39,18 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 def is_postgres(engine: Engine) -> bool:
     """Whether row-claiming can use `FOR UPDATE SKIP LOCKED`."""
     return engine.dialect.name == "postgresql"
+
+
+# PostgreSQL settings under which a committed spool batch may not survive a crash: the
+# intake's 250 would then promise what the database does not keep.
+UNSAFE_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+
+
+def durability_problems(engine: Engine) -> list[str]:
+    """The PostgreSQL settings of `UNSAFE_SETTINGS` that this server has (none on SQLite,
+    whose settings `make_engine` chooses)."""
+    if not is_postgres(engine):
+        return []
+    with engine.connect() as connection:
+        found = {name: connection.scalar(text(f"SHOW {name}")) for name in UNSAFE_SETTINGS}
+    return [f"{name}={value}" for name, value in found.items() if value == UNSAFE_SETTINGS[name]]

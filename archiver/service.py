@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from archiver import migrate
 from archiver.archive import Archive
 from archiver.config import Settings
-from archiver.db import make_engine, session_factory
+from archiver.db import durability_problems, make_engine, session_factory
 from archiver.extensions import Extension, ExtensionFactory
 from archiver.intake import IntakeHandler, start_servers
 from archiver.locks import ProcessLock, ServeLock, process_label, process_lock
@@ -293,6 +293,13 @@ class Service:
         """
         settings = self.core.settings
         migrate.upgrade(self.core.engine)
+        unsafe = durability_problems(self.core.engine)
+        if unsafe:
+            log.warning(
+                "PostgreSQL runs with %s: a crash of its machine can lose mail already"
+                " acknowledged with 250",
+                ", ".join(unsafe),
+            )
         held = self._take_locks()
         if settings.smarthost is None and "worker" in self.roles:
             log.warning(
