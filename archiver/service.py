@@ -36,10 +36,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from archiver import migrate
 from archiver.archive import Archive
 from archiver.config import Settings
-from archiver.db import durability_problems, make_engine, session_factory
+from archiver.db import durability_problems, is_postgres, make_engine, session_factory
 from archiver.extensions import Extension, ExtensionFactory
 from archiver.intake import IntakeHandler, start_servers
 from archiver.locks import ProcessLock, ServeLock, process_label, process_lock
+from archiver.notify import NotifiedWaker
 from archiver.routing import RecipientPolicy
 from archiver.scheduling import run_scheduler
 from archiver.search.backend import SearchBackend
@@ -192,6 +193,8 @@ def run_background_process(
     for thread in background:
         thread.start()
     if "worker" in roles:
+        if wake is None and is_postgres(core.engine):
+            wake = NotifiedWaker(core.engine.url)  # the intake is another process
         for extension in core.extensions:
             background += extension.start(stop)
         core.worker().run_forever(stop, wake)

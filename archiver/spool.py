@@ -25,8 +25,10 @@ from datetime import datetime
 from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session
 
+from archiver.db import is_postgres
 from archiver.ledger import LEDGER_TABLE
 from archiver.models import SpoolEntry
+from archiver.notify import announce
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,7 @@ class Spool:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.notifies = is_postgres(engine)
 
     def commit_batch(self, batch: list[Incoming]) -> None:
         """Make every message of `batch` durable and record its hash in the ledger, or
@@ -80,6 +83,8 @@ class Spool:
             with self.engine.begin() as connection:
                 connection.execute(SPOOL_TABLE.insert(), rows)
                 connection.execute(LEDGER_TABLE.insert(), ledger)
+                if self.notifies:
+                    announce(connection)  # to workers in other processes
         except Exception as exc:
             raise _spool_error(exc) from exc
 

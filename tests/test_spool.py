@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from archiver.models import SpoolEntry
+from archiver.notify import NotifiedWaker
 from archiver.service import Core
 from archiver.spool import Incoming, Spool, SpoolError, new_queue_id
 from tests.support import JOURNAL, simple_message
@@ -42,3 +43,19 @@ def test_a_batch_that_fails_leaves_nothing_behind(core: Core) -> None:
         core.spool.commit_batch([incoming(2), duplicate_queue_id])
     with core.sessions() as session:
         assert Spool.pending(session) == 1
+
+
+def test_a_worker_in_another_process_hears_of_each_committed_batch(core: Core) -> None:
+    """On PostgreSQL the intake and the workers may be different processes: a committed
+    batch wakes a listening worker at once; a failed batch wakes nobody."""
+    if core.engine.dialect.name != "postgresql":
+        pytest.skip("one service owns a SQLite database; it wakes its worker directly")
+    waker = NotifiedWaker(core.engine.url)
+    assert waker.listening.wait(30)
+    first = incoming(1)
+    core.spool.commit_batch([first])
+    assert waker.wait(10)
+    waker.clear()
+    with pytest.raises(SpoolError):
+        core.spool.commit_batch([first])  # the same queue id again: rolled back
+    assert not waker.wait(1)
