@@ -45,6 +45,8 @@ class Settings:
 
     data_dir: Path = Path("var")
     database_url: str = ""
+    # The most PostgreSQL connections one process opens (5 stay open, the rest on demand)
+    database_connections: int = 15
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 2525
     lmtp_port: int = 2424
@@ -211,6 +213,7 @@ def _search_backend(value: Any) -> str:
 PARSERS: dict[str, Callable[[Any], Any]] = {
     "data_dir": _path,
     "database_url": _text,
+    "database_connections": _integer(1, 1000),
     "smtp_host": _text,
     "smtp_port": _port,
     "lmtp_port": _port,

@@ -12,14 +12,24 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
+POOL_KEPT = 5
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for `url`; SQLite gets WAL, full sync, foreign keys and a busy timeout."""
+
+def make_engine(url: str, connections: int = 15, **kwargs: Any) -> Engine:
+    """An engine for `url`; SQLite gets WAL, full sync, foreign keys and a busy timeout,
+    PostgreSQL a pool of at most `connections`."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    return create_engine(url, pool_pre_ping=True, **_pool(connections), **kwargs)
+
+
+def _pool(connections: int) -> dict[str, int]:
+    """A pool that keeps up to 5 connections open and opens the rest of `connections`
+    only under load: what `ARSIP_DATABASE_CONNECTIONS` means."""
+    kept = min(POOL_KEPT, connections)
+    return {"pool_size": kept, "max_overflow": connections - kept}
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

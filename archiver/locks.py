@@ -32,6 +32,17 @@ from sqlalchemy.pool import NullPool
 # shows them as (classid, objid) and `holder()` can say who has one.
 NAMESPACE = 0x41525350  # "ARSP"
 PROCESS_LOCKS = {"scheduler": 1, "whoosh-writer": 2}
+# libpq options for a lock's connection: a holder cut off from the database must notice
+# (and stop its jobs) in seconds, before the server's own keepalives let another take
+# over; without them a check on a dead network can hang for many minutes.
+DEAD_PEER = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,  # milliseconds
+}
 
 
 def transaction_lock(session: Session, key: str) -> None:
@@ -125,7 +136,7 @@ class AdvisoryLock:
             engine.url,
             poolclass=NullPool,
             isolation_level="AUTOCOMMIT",
-            connect_args={"application_name": process_label(role)[:63]},
+            connect_args={"application_name": process_label(role)[:63], **DEAD_PEER},
         )
         self._connection: Connection | None = None
 

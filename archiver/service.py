@@ -36,7 +36,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from archiver import migrate
 from archiver.archive import Archive
 from archiver.config import Settings
-from archiver.db import durability_problems, is_postgres, make_engine, session_factory
+from archiver.db import (
+    durability_problems,
+    is_postgres,
+    make_engine,
+    session_factory,
+)
 from archiver.extensions import Extension, ExtensionFactory
 from archiver.intake import IntakeHandler, start_servers
 from archiver.locks import ProcessLock, ServeLock, process_label, process_lock
@@ -121,7 +126,7 @@ class Core:
 def build_core(settings: Settings) -> Core:
     """Create the data directory and the parts; does not touch the schema."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, settings.database_connections)
     sessions = session_factory(engine)
     store = DirectoryBlobStore(settings.blob_dir, key=settings.blob_key())
     return Core(
