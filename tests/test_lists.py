@@ -13,6 +13,7 @@ from email.message import EmailMessage
 from email.policy import default
 
 import pytest
+from sqlalchemy import update
 
 from tests.support import LIST_DOMAIN, RunningService, SmarthostSink
 
@@ -382,6 +383,25 @@ def test_the_daily_digest_goes_to_mime_digest_members(
     assert digest["Subject"] == "dev Digest, Vol 1, Issue 1"
     parts = [p for p in digest.walk() if p.get_content_type() == "message/rfc822"]
     assert [p.get_payload(0)["Subject"] for p in parts] == ["[dev] First", "[dev] Second"]
+
+
+def test_a_digest_no_scheduler_sent_at_its_hour_goes_out_when_one_takes_over(
+    lists_service: RunningService, sink: SmarthostSink
+) -> None:
+    from lists.engine import ListEngine
+    from lists.models import DigestEntry, utcnow
+
+    request = f"dev-request@{LIST_DOMAIN}"
+    send(lists_service, BOB, request, post(BOB, request, "set digest mime"))
+    sink.wait_for(BOB)
+    send(lists_service, ANN, LIST, post(ANN, LIST, "Waiting"))
+    sink.wait_for(ANN)
+    engine = ListEngine(lists_service.core())
+    assert engine.send_digests(missed_only=True) == 0  # collected since the last daily run
+    with lists_service.core().sessions.begin() as session:
+        session.execute(update(DigestEntry).values(added_at=utcnow() - timedelta(days=2)))
+    assert engine.send_digests(missed_only=True) == 1
+    assert parsed(sink.wait_for(BOB, count=2)[1])["Subject"] == "dev Digest, Vol 1, Issue 1"
 
 
 def dsn(recipient: str, status: str = "5.1.1") -> bytes:
