@@ -90,11 +90,12 @@ def serve(ctx: click.Context, roles: str) -> None:
     from web import create_app
 
     try:
+        chosen = parse_roles(roles)
         Service(
             build_core(_settings(ctx)),
             web_app_factory=create_app,
             extensions=[ListEngine],
-            roles=parse_roles(roles),
+            roles=chosen,
         ).run()
     except (StartError, ChildDiedError) as exc:
         raise CliError(str(exc)) from exc

@@ -55,9 +55,11 @@ def transaction_lock(session: Session, key: str) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
 
 
-def process_label(role: str) -> str:
-    """How a process names itself to PostgreSQL (`application_name`) and in messages."""
-    return f"arsip {role} {socket.gethostname()}:{os.getpid()}"
+def process_label(role: str, pid: int | None = None) -> str:
+    """How a process names itself to PostgreSQL (`application_name`) and in messages:
+    the PID is the `arsip serve` one (systemd's main PID), whichever of its processes
+    holds the connection."""
+    return f"arsip {role} {socket.gethostname()}:{pid or os.getpid()}"
 
 
 class ProcessLock(Protocol):
@@ -80,10 +82,10 @@ class ProcessLock(Protocol):
         ...
 
 
-def process_lock(engine: Engine, name: str, role: str) -> ProcessLock:
-    """The lock `name` (a key of `PROCESS_LOCKS`) for a process in `role`."""
+def process_lock(engine: Engine, name: str, label: str) -> ProcessLock:
+    """The lock `name` (a key of `PROCESS_LOCKS`), held under `label` (`process_label`)."""
     if engine.dialect.name == "postgresql":
-        return AdvisoryLock(engine, name, role)
+        return AdvisoryLock(engine, name, label)
     return ServiceWide()
 
 
@@ -128,7 +130,7 @@ class ServiceWide:
 class AdvisoryLock:
     """A session-level PostgreSQL advisory lock on a connection kept for it alone."""
 
-    def __init__(self, engine: Engine, name: str, role: str) -> None:
+    def __init__(self, engine: Engine, name: str, label: str) -> None:
         self.number = PROCESS_LOCKS[name]
         # Its own engine: a pooled connection could be recycled or pinged away, and the
         # lock with it, without anyone noticing.
@@ -136,7 +138,7 @@ class AdvisoryLock:
             engine.url,
             poolclass=NullPool,
             isolation_level="AUTOCOMMIT",
-            connect_args={"application_name": process_label(role)[:63], **DEAD_PEER},
+            connect_args={"application_name": label[:63], **DEAD_PEER},
         )
         self._connection: Connection | None = None
 

@@ -17,6 +17,9 @@ from archiver.spool import Spool
 def stats(session: Session) -> dict[str, int | float | str | None]:
     """Counts an operator watches: archive size, compression, the two backlogs, and which
     process runs the scheduled jobs (PostgreSQL; "" while none does)."""
+    # The backlogs first: a message the worker archives meanwhile then shows in the
+    # archive's count, never in neither.
+    spool_pending = Spool.pending(session)
     index_pending, oldest_age = queue_state(session)
     raw, stored = session.execute(
         select(
@@ -28,7 +31,7 @@ def stats(session: Session) -> dict[str, int | float | str | None]:
         "blobs": session.scalar(select(func.count()).select_from(Blob)) or 0,
         "blobs_bytes_raw": int(raw),
         "blobs_bytes_stored": int(stored),
-        "spool_pending": Spool.pending(session),
+        "spool_pending": spool_pending,
         "index_pending": index_pending,
         "index_oldest_age_s": None if oldest_age is None else round(oldest_age, 1),
         "scheduler": lock_holder(session, "scheduler"),

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from archiver import upkeep
-from archiver.locks import ProcessLock, process_lock
+from archiver.locks import ProcessLock, process_label, process_lock
 
 if TYPE_CHECKING:
     from archiver.service import Core
@@ -32,9 +32,10 @@ log = logging.getLogger(__name__)
 ELECTION_POLL = 2.0  # seconds between a candidate's tries, and a holder's checks
 
 
-def run_scheduler(core: Core, stop: threading.Event) -> None:
-    """Be a candidate until `stop` is set; run the jobs while this process holds the lock."""
-    lock = process_lock(core.engine, "scheduler", "scheduler")
+def run_scheduler(core: Core, stop: threading.Event, service_pid: int) -> None:
+    """Be a candidate until `stop` is set; run the jobs while this process holds the lock
+    (named for the `arsip serve` of PID `service_pid`)."""
+    lock = process_lock(core.engine, "scheduler", process_label("scheduler", service_pid))
     try:
         while not stop.is_set():
             if lock.acquire():

@@ -79,7 +79,9 @@ class ChildDiedError(RuntimeError):
 def parse_roles(text: str) -> frozenset[str]:
     """`all`, or a comma-separated subset of `ROLES`."""
     names = {name.strip().lower() for name in text.split(",") if name.strip()}
-    if not names or "all" in names:
+    if not names:
+        raise StartError(f"no role given: choose all or any of {', '.join(ROLES)}")
+    if "all" in names:
         return frozenset(ROLES)
     unknown = sorted(names - set(ROLES))
     if unknown:
@@ -194,7 +196,7 @@ def run_background_process(
     if "indexer" in roles:
         background.append(threading.Thread(target=_index_forever, args=(core, stop)))
     if "scheduler" in roles:
-        background.append(threading.Thread(target=run_scheduler, args=(core, stop)))
+        background.append(threading.Thread(target=run_scheduler, args=(core, stop, parent_pid)))
     for thread in background:
         thread.start()
     if "worker" in roles:
@@ -300,6 +302,18 @@ class Service:
         at once (an `OSError` for the CLI to report) and leaves nothing running.
         """
         settings = self.core.settings
+        held = self._take_locks()  # before migrating: a refused process changes nothing
+        try:
+            self._run(settings)
+        finally:
+            for lock in held:
+                lock.release()
+        if self._died is not None:
+            raise ChildDiedError(
+                f"{self._died.name} exited with status {self._died.exitcode}; service stopped"
+            )
+
+    def _run(self, settings: Settings) -> None:
         migrate.upgrade(self.core.engine)
         unsafe = durability_problems(self.core.engine)
         if unsafe:
@@ -308,7 +322,6 @@ class Service:
                 " acknowledged with 250",
                 ", ".join(unsafe),
             )
-        held = self._take_locks()
         if settings.smarthost is None and "worker" in self.roles:
             log.warning(
                 "no smarthost configured: outgoing mail is written to %s", settings.outgoing_dir
@@ -317,12 +330,6 @@ class Service:
             asyncio.run(self._serve())
         finally:
             self._stop()
-            for lock in held:
-                lock.release()
-        if self._died is not None:
-            raise ChildDiedError(
-                f"{self._died.name} exited with status {self._died.exitcode}; service stopped"
-            )
 
     def _take_locks(self) -> list[ServeLock | ProcessLock]:
         """One service per SQLite database; one whoosh writer per deployment."""
@@ -336,7 +343,7 @@ class Service:
                 raise StartError(str(exc)) from None
             held.append(serve)
         if "indexer" in self.roles and self.core.settings.search_backend == "whoosh":
-            writer = process_lock(engine, "whoosh-writer", "indexer")
+            writer = process_lock(engine, "whoosh-writer", process_label("indexer"))
             if not writer.acquire():
                 who = writer.holder() or "another process"
                 raise StartError(

@@ -274,9 +274,8 @@ class RunningService:
         """Wait for the spool to drain; returns the final stats."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            figures = self.stats()
-            if figures["spool_pending"] == 0:
-                return figures
+            if self.stats()["spool_pending"] == 0:
+                return self.stats()  # read after the drain, so the archive's count is final
             time.sleep(0.1)
         raise AssertionError(f"spool did not drain: {self.stats()}\n{self.log()}")
 

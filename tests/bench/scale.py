@@ -1011,6 +1011,8 @@ def summary(
                 "indexers": r.indexers,
                 "searchable_msgs_per_s": None if r.rate is None else round(r.rate, 1),
                 "archived_msgs_per_s": None if r.archive_rate is None else round(r.archive_rate, 1),
+                "archived": r.archived,
+                "threads": r.threads,
                 "duplicates": r.duplicates,
                 **where(r.where),
             }
