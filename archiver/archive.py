@@ -18,8 +18,9 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from archiver import ledger
+from archiver.contentcheck.verdict import Verdict
 from archiver.locks import transaction_lock
-from archiver.models import Attachment, Blob, IndexQueueEntry, Message, MessageAddress
+from archiver.models import Attachment, Blob, ContentCheck, IndexQueueEntry, Message, MessageAddress
 from archiver.parse import ParsedMessage, parse_message, unwrap_journal_report
 from archiver.store import DirectoryBlobStore, StoredBlob
 from archiver.threading_db import BatchThreader
@@ -48,6 +49,7 @@ class RawMessage:
     source: str
     queue_id: str = ""
     journal: bool = False
+    verdict: Verdict | None = None  # the content checks' (None: not checked)
 
 
 @dataclass
@@ -108,6 +110,7 @@ class Archive:
         kept = {copies[0].sha256 for copies in fresh}
         _insert_blob_rows(session, [blob for blob in stored if blob.sha256 in kept])
         created = _insert_messages(session, fresh)
+        _insert_verdicts(session, [(created[c[0].dedupe_key], c[0].raw.verdict) for c in fresh])
         # The intake recorded the bytes it took in; what the archive stores instead (a
         # journal report's inner message, a list's copy of a post) is recorded here.
         ledger.record(
@@ -244,6 +247,27 @@ def _insert_messages(session: Session, groups: list[list[_Prepared]]) -> dict[st
     if attachments:
         session.execute(insert(Attachment), attachments)
     return ids
+
+
+def _insert_verdicts(session: Session, verdicts: list[tuple[int, Verdict | None]]) -> None:
+    """What spamd and clamd said of the new messages that were checked."""
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "message_pk": pk,
+            "checked_at": now,
+            "spam_score": verdict.spam_score,
+            "spam_threshold": verdict.spam_threshold,
+            "spam_rules": ",".join(verdict.spam_rules),
+            "spam": verdict.is_spam,
+            "virus": verdict.virus,
+            "unchecked": ",".join(verdict.unchecked),
+        }
+        for pk, verdict in verdicts
+        if verdict is not None
+    ]
+    if rows:
+        session.execute(insert(ContentCheck), rows)
 
 
 def _address_roles(copies: list[_Prepared]) -> dict[tuple[str, str], str]:

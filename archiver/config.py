@@ -20,6 +20,8 @@ from typing import Any
 
 from apscheduler.triggers.cron import CronTrigger
 
+from archiver.contentcheck.daemons import DaemonAddress
+
 ENV_PREFIX = "ARSIP_"
 MIB = 1024 * 1024
 
@@ -81,6 +83,11 @@ class Settings:
     blob_key_file: Path | None = None
     # When the retention sweep runs: a crontab line, in UTC
     retention_schedule: str = "30 2 * * *"
+    # Content checks after the 250 (host:port or a Unix socket path; empty: off)
+    spamd: DaemonAddress | None = None
+    clamd: DaemonAddress | None = None
+    # Seconds each daemon may take over one message before it counts as unavailable
+    check_timeout: int = 10
 
     @property
     def public_url(self) -> str:
@@ -178,6 +185,11 @@ def _host_port(value: Any) -> HostPort | None:
     return HostPort(host.strip("[]"), _port(port))
 
 
+def _daemon(value: Any) -> DaemonAddress | None:
+    text = _text(value).strip()
+    return DaemonAddress.parse(text) if text else None
+
+
 def _path(value: Any) -> Path:
     return Path(_text(value)).expanduser()
 
@@ -239,6 +251,9 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "dns_server": _host_port,
     "blob_key_file": _optional_path,
     "retention_schedule": _crontab,
+    "spamd": _daemon,
+    "clamd": _daemon,
+    "check_timeout": _integer(1, 600),
 }
 
 BLOB_KEY_SIZE = 32

@@ -11,7 +11,9 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -181,6 +183,27 @@ class Attachment(Base):
     text: Mapped[str | None] = mapped_column(Text)
 
     message: Mapped[Message] = relationship(back_populates="attachments")
+
+
+class ContentCheck(Base):
+    """What spamd and clamd said about an archived message, when they were configured.
+
+    The message is kept whatever they said (a compliance archive keeps everything); the
+    verdict makes it findable (`is:spam`, `has:virus`) and shows on its page.
+    """
+
+    __tablename__ = "content_checks"
+
+    message_pk: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    checked_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    spam_score: Mapped[float | None] = mapped_column(Float)
+    spam_threshold: Mapped[float | None] = mapped_column(Float)
+    spam_rules: Mapped[str] = mapped_column(Text, default="")  # comma-separated, as spamd says
+    spam: Mapped[bool] = mapped_column(Boolean, default=False, index=True)  # spamd's verdict
+    virus: Mapped[str | None] = mapped_column(String(255), index=True)  # the signature found
+    unchecked: Mapped[str] = mapped_column(String(64), default="")  # daemons that failed
 
 
 class ThreadRef(Base):

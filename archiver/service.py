@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from archiver import migrate
 from archiver.archive import Archive
 from archiver.config import Settings
+from archiver.contentcheck.checker import ContentChecker
 from archiver.db import (
     durability_problems,
     is_postgres,
@@ -102,11 +103,12 @@ class Core:
     spool: Spool
     archive: Archive
     policy: RecipientPolicy
+    checker: ContentChecker | None = None  # spamd/clamd, when configured
     extensions: list[Extension] = field(default_factory=list)
 
     def worker(self) -> SpoolWorker:
         """A spool worker over these parts."""
-        return SpoolWorker(self.sessions, self.archive, self.policy, self.extensions)
+        return SpoolWorker(self.sessions, self.archive, self.policy, self.extensions, self.checker)
 
     def extend(self, factories: Sequence[ExtensionFactory]) -> None:
         """Build and plug in extensions: they own addresses at RCPT and get their mail."""
@@ -139,7 +141,15 @@ def build_core(settings: Settings) -> Core:
         spool=Spool(engine),
         archive=Archive(store),
         policy=RecipientPolicy(settings),
+        checker=content_checker(settings),
     )
+
+
+def content_checker(settings: Settings) -> ContentChecker | None:
+    """The configured content checks, or None when neither daemon is set."""
+    if settings.spamd is None and settings.clamd is None:
+        return None
+    return ContentChecker(settings.spamd, settings.clamd, timeout=settings.check_timeout)
 
 
 def configure_logging(settings: Settings) -> None:

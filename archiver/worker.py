@@ -18,6 +18,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker, undefer
 
 from archiver.archive import Archive, RawMessage
+from archiver.contentcheck.checker import ContentChecker
+from archiver.contentcheck.verdict import Verdict
 from archiver.db import is_postgres
 from archiver.extensions import Extension
 from archiver.models import SpoolEntry
@@ -50,11 +52,13 @@ class SpoolWorker:
         archive: Archive,
         policy: RecipientPolicy,
         extensions: Sequence[Extension] = (),
+        checker: ContentChecker | None = None,
     ) -> None:
         self.sessions = sessions
         self.archive = archive
         self.policy = policy
         self.extensions = list(extensions)
+        self.checker = checker
 
     def run_once(self, limit: int = BATCH_SIZE) -> int:
         """Archive up to `limit` due spool entries; return how many were finished."""
@@ -111,23 +115,26 @@ class SpoolWorker:
             entries = self._claim(session, limit, only)
             if not entries:
                 return 0
+            verdicts = self._check(entries)
             archived: list[tuple[SpoolEntry, RawMessage]] = []
             handed: list[tuple[SpoolEntry, Extension, list[str]]] = []
             for entry in entries:
-                raw, claimed = self._route(entry)
+                raw, claimed = self._route(entry, verdicts.get(entry.id))
                 if raw is not None:
                     archived.append((entry, raw))
                 handed += [(entry, extension, rcpts) for extension, rcpts in claimed.items()]
             results = self.archive.archive_batch(session, [raw for _, raw in archived])
             for entry, extension, recipients in handed:
-                extension.handle(session, self._message(entry, recipients), recipients)
+                message = self._message(entry, recipients, verdict=verdicts.get(entry.id))
+                extension.handle(session, message, recipients)
             Spool.finish(session, [entry.id for entry in entries])
         for (entry, _), result in zip(archived, results, strict=True):
             log.info(
-                "queue_id=%s archived as message %d%s",
+                "queue_id=%s archived as message %d%s%s",
                 entry.queue_id,
                 result.message_pk,
                 "" if result.created else " (copy of a known message)",
+                _verdict_note(verdicts.get(entry.id)),
             )
         for entry, _, recipients in handed:
             log.info("queue_id=%s handed on for %s", entry.queue_id, ", ".join(recipients))
@@ -164,7 +171,20 @@ class SpoolWorker:
             )
         )
 
-    def _route(self, entry: SpoolEntry) -> tuple[RawMessage | None, dict[Extension, list[str]]]:
+    def _check(self, entries: list[SpoolEntry]) -> dict[int, Verdict]:
+        """The content checks' verdicts on the batch, by spool entry (none when off).
+
+        They run here, after the 250 and before anything is archived or delivered, all
+        of the batch at once and each within the checker's time limit.
+        """
+        if self.checker is None or not self.checker.enabled:
+            return {}
+        verdicts = self.checker.check([Spool.read(entry) for entry in entries])
+        return {entry.id: verdict for entry, verdict in zip(entries, verdicts, strict=True)}
+
+    def _route(
+        self, entry: SpoolEntry, verdict: Verdict | None = None
+    ) -> tuple[RawMessage | None, dict[Extension, list[str]]]:
         """The copy to archive (None when every recipient belongs to an extension, which
         then decides what is archived) and the recipients each extension claims."""
         journal = False
@@ -172,23 +192,28 @@ class SpoolWorker:
         envelope_to: list[str] = []
         claimed: dict[Extension, list[str]] = {}
         for recipient in entry.recipients:
-            verdict = self.policy.check(recipient)
+            routing = self.policy.check(recipient)
             address = recipient.lower()
             owner = next((e for e in self.extensions if e.claims(address)), None)
-            if verdict.destination is Destination.ROUTED and owner is not None:
+            if routing.destination is Destination.ROUTED and owner is not None:
                 claimed.setdefault(owner, []).append(address)
                 continue
             archive_for = True
-            if verdict.destination is Destination.JOURNAL:
+            if routing.destination is Destination.JOURNAL:
                 journal = True
             else:
-                envelope_to.append(verdict.original or address)
+                envelope_to.append(routing.original or address)
         if not archive_for:
             return None, claimed
-        return self._message(entry, envelope_to, journal), claimed
+        return self._message(entry, envelope_to, journal, verdict), claimed
 
     @staticmethod
-    def _message(entry: SpoolEntry, recipients: list[str], journal: bool = False) -> RawMessage:
+    def _message(
+        entry: SpoolEntry,
+        recipients: list[str],
+        journal: bool = False,
+        verdict: Verdict | None = None,
+    ) -> RawMessage:
         return RawMessage(
             data=Spool.read(entry),
             envelope_from=entry.envelope_from,
@@ -197,6 +222,7 @@ class SpoolWorker:
             source=entry.protocol,
             queue_id=entry.queue_id,
             journal=journal,
+            verdict=verdict,
         )
 
     def _defer(self, entry_id: int, exc: Exception) -> None:
@@ -215,3 +241,15 @@ class SpoolWorker:
                 delay,
                 exc,
             )
+
+
+def _verdict_note(verdict: Verdict | None) -> str:
+    """What the log line says of the content checks: only what stands out."""
+    if verdict is None:
+        return ""
+    notes = [f"virus {verdict.virus}"] if verdict.virus else []
+    if verdict.is_spam:
+        notes.append(f"spam {verdict.describe_spam()}")
+    if verdict.unchecked:
+        notes.append(f"unchecked by {', '.join(verdict.unchecked)}")
+    return f" ({'; '.join(notes)})" if notes else ""

@@ -111,6 +111,11 @@ class MailingList(Base):
     # [{"header": "X-Spam-Flag", "pattern": "^yes", "action": "discard"}, ...]
     header_matches: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
     bounce_threshold: Mapped[float] = mapped_column(Float, default=5.0)
+    # Content checks (when spamd/clamd are configured): hold a post at this spam score,
+    # discard it at this one; what to do with a post no daemon could check: hold|accept
+    spam_hold_score: Mapped[float] = mapped_column(Float, default=5.0)
+    spam_discard_score: Mapped[float] = mapped_column(Float, default=15.0)
+    unchecked_posts: Mapped[str] = mapped_column(String(8), default="hold")
     digest_size_kb: Mapped[int] = mapped_column(Integer, default=30)
     digest_volume: Mapped[int] = mapped_column(Integer, default=1)
     digest_issue: Mapped[int] = mapped_column(Integer, default=1)

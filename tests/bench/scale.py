@@ -39,9 +39,13 @@ its postmaster, by PID, is stopped at the end. `--database-url URL` uses a serve
 is already running instead (a role that may CREATE DATABASE); the settings it reports
 for fsync and synchronous_commit are printed.
 
-    .venv/bin/python tests/bench/scale.py [--messages N] [--processes 1,2] [--sessions S]
-                                          [--search-backend postgres|whoosh]
+    .venv/bin/python tests/bench/scale.py [--messages N] [--processes 1,2] [--rounds R]
+                                          [--sessions S] [--search-backend postgres|whoosh]
                                           [--database-url URL] [--skip e2e|intake]
+
+With `--rounds R` every measurement is repeated R times (1, 2, 1, 2, ...) and the table
+shows the median of each, with every round's figure beneath: on a small shared machine
+one run can be off by a few tens of percent.
 
 Everything runs on 127.0.0.1. Every phase has a time limit. The figures are a
 measurement, not a test: nothing is asserted about them. The exit status is 1 when a
@@ -63,13 +67,14 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
@@ -102,6 +107,7 @@ from archiver.service import Core, build_core  # noqa: E402
 
 MAX_MESSAGES = 200_000
 MAX_PROCESSES = 16
+MAX_ROUNDS = 10
 BENCH_APP = "arsip-scale-bench"  # application_name of this script's own connections
 ACTIVITY_INTERVAL = 0.05
 POLL_INTERVAL = 0.2
@@ -920,38 +926,53 @@ def _ratio(value: float | None, base: float | None) -> str:
     return f"{value / base:.2f}x" if value and base else "-"
 
 
+def _median(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
 def print_table(
     levels: Sequence[int], e2e: Sequence[EndToEndResult], intake: Sequence[IntakeResult]
 ) -> None:
-    """One row per figure, one column per process count, and the ratios to the first."""
+    """One row per figure, one column per process count (the median over the rounds),
+    and the ratios to the first count."""
     header = ["", *(f"{k} process{'es' if k > 1 else ''}" for k in levels)]
     header += [f"{k} vs {levels[0]}" for k in levels[1:]]
     rows: list[list[str]] = []
 
-    def row(name: str, values: list[float | None], spec: str = ",.0f", ratio: bool = True):
+    def row(
+        name: str,
+        results: Sequence[EndToEndResult] | Sequence[IntakeResult],
+        value: Callable[[Any], float | None],
+        spec: str = ",.0f",
+        ratio: bool = True,
+    ) -> None:
+        values = [_median([value(r) for r in results if r.processes == k]) for k in levels]
         cells = [name, *(_fmt(v, spec) for v in values)]
         cells += [_ratio(v, values[0]) if ratio else "" for v in values[1:]]
         rows.append(cells)
 
+    def each(name: str, results: Sequence[EndToEndResult] | Sequence[IntakeResult]) -> None:
+        runs = [[r.rate for r in results if r.processes == k] for k in levels]
+        if max(len(r) for r in runs) > 1:
+            rows.append(
+                [name, *(" / ".join(_fmt(v) for v in r) for r in runs), *([""] * (len(levels) - 1))]
+            )
+
+    def cores(result: EndToEndResult | IntakeResult) -> float:
+        return sum(sum(v) for v in result.where.cpu.values()) / (result.where.seconds or 1e-9)
+
     if e2e:
-        row("end to end: received -> searchable, msgs/s", [r.rate for r in e2e])
-        row("  archived (spool empty), msgs/s", [r.archive_rate for r in e2e])
-        row("  seconds until spool empty", [r.spool_empty_s for r in e2e], ".1f", False)
-        row("  seconds until searchable", [r.searchable_s for r in e2e], ".1f", False)
-        row(
-            "  CPU cores used (all processes)",
-            [sum(sum(v) for v in r.where.cpu.values()) / r.where.seconds for r in e2e],
-            ".2f",
-            False,
-        )
+        row("end to end: received -> searchable, msgs/s", e2e, lambda r: r.rate)
+        each("  each round, msgs/s", e2e)
+        row("  archived (spool empty), msgs/s", e2e, lambda r: r.archive_rate)
+        row("  seconds until spool empty", e2e, lambda r: r.spool_empty_s, ".1f", False)
+        row("  seconds until searchable", e2e, lambda r: r.searchable_s, ".1f", False)
+        row("  CPU cores used by our processes", e2e, cores, ".2f", False)
     if intake:
-        row("intake: acknowledged msgs/s", [r.rate for r in intake])
-        row(
-            "  CPU cores used (all processes)",
-            [sum(sum(v) for v in r.where.cpu.values()) / r.where.seconds for r in intake],
-            ".2f",
-            False,
-        )
+        row("intake: acknowledged msgs/s", intake, lambda r: r.rate)
+        each("  each round, msgs/s", intake)
+        row("  CPU cores used by our processes", intake, cores, ".2f", False)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for cells in [header, *rows]:
         first = cells[0].ljust(widths[0])
@@ -1039,6 +1060,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--processes", default="1,2", help="comma-separated process counts to compare"
     )
     parser.add_argument(
+        "--rounds", type=int, default=1, help="repeat everything; the table shows medians"
+    )
+    parser.add_argument(
         "--sessions", type=int, default=32, help="concurrent SMTP sessions (all intakes together)"
     )
     parser.add_argument(
@@ -1075,6 +1099,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--processes takes numbers like 1,2")
     if not args.levels or not all(1 <= k <= MAX_PROCESSES for k in args.levels):
         parser.error(f"--processes: each count must be between 1 and {MAX_PROCESSES}")
+    if not 1 <= args.rounds <= MAX_ROUNDS:
+        parser.error(f"--rounds must be between 1 and {MAX_ROUNDS}")
     if not 1 <= args.messages <= MAX_MESSAGES:
         parser.error(f"--messages must be between 1 and {MAX_MESSAGES}")
     if not 1 <= args.sessions <= ingest.MAX_SESSIONS:
@@ -1140,12 +1166,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
         print(f"SMTP: {args.sessions} sessions from {args.client_procs} client process(es)")
-        if "e2e" not in args.skip:
-            for k in args.levels:
-                e2e.append(run_end_to_end(command, root, dbs, k, args))
-        if "intake" not in args.skip:
-            for k in args.levels:
-                intake.append(run_intake(command, root, dbs, k, args))
+        for number in range(1, args.rounds + 1):
+            if args.rounds > 1:
+                print(f"round {number} of {args.rounds}")
+            if "e2e" not in args.skip:
+                for k in args.levels:
+                    e2e.append(run_end_to_end(command, root, dbs, k, args))
+            if "intake" not in args.skip:
+                for k in args.levels:
+                    intake.append(run_intake(command, root, dbs, k, args))
     except KeyboardInterrupt:
         print("\ninterrupted; cleaning up", file=sys.stderr)
         return 130
