@@ -17,12 +17,13 @@ run: $(STAMP)
 	exec $(BIN)/arsip serve
 
 # Installs Debian's chromium for the browser tests and (where apt-get can) Debian's postfix
-# and swaks for the MTA tests, installs and starts a private PostgreSQL server on loopback
+# and swaks for the MTA tests and spamd and clamav-daemon for the content checks, installs and starts a private PostgreSQL server on loopback
 # for the database tests, runs the whole suite against SQLite and PostgreSQL, and stops the
 # server again.
 test: $(STAMP)
 	tests/ensure-chromium.sh
 	tests/reliability/ensure-postfix.sh
+	tests/ensure-contentcheck.sh
 	tests/with-postgres.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Arsip behind two private Postfix instances on loopback ports, configured as the README's

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from archiver import migrate
+from archiver.contentcheck.daemons import DaemonAddress
 from archiver.service import Core, build_core
 from tests.support import RunningService, postgres_database, service_env, settings_from
 
@@ -82,3 +83,21 @@ def loopback_browser(browser):
     context = LoopbackOnly(browser)
     yield context
     context.close()
+
+
+@pytest.fixture(scope="session")
+def spamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonAddress]:
+    """A private spamd on loopback for the whole session (started on first use)."""
+    from tests.daemons import running_spamd
+
+    with running_spamd(tmp_path_factory.mktemp("spamd")) as address:
+        yield address
+
+
+@pytest.fixture(scope="session")
+def clamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonAddress]:
+    """A private clamd on loopback that knows the EICAR test file, for the session."""
+    from tests.daemons import running_clamd
+
+    with running_clamd(tmp_path_factory.mktemp("clamd")) as address:
+        yield address
