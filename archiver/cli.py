@@ -316,9 +316,13 @@ def _check_export(ctx: click.Context, path: Path, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.pass_context
 def stats(ctx: click.Context, as_json: bool) -> None:
-    """Archive size and backlogs."""
-    with _core(ctx).sessions() as session:
-        figures = collect_stats(session)
+    """Archive size, backlogs, content check counts, and whether spamd and clamd answer."""
+    from archiver.report import daemons
+
+    core = _core(ctx)
+    with core.sessions() as session:
+        figures: dict[str, object] = {**collect_stats(session)}
+    figures.update(daemons(core.checker))
     if as_json:
         click.echo(json.dumps(figures))
     else:
@@ -332,6 +336,7 @@ def stats(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def show(ctx: click.Context, message_id: str, as_json: bool) -> None:
     """Show one archived message's metadata, by Message-ID."""
+    from archiver.models import ContentCheck
     from archiver.report import describe, find_message
 
     core = _core(ctx)
@@ -339,7 +344,7 @@ def show(ctx: click.Context, message_id: str, as_json: bool) -> None:
         message = find_message(session, message_id)
         if message is None:
             raise CliError(f"no archived message has Message-ID <{message_id.strip('<>')}>")
-        data = describe(message)
+        data = describe(message, session.get(ContentCheck, message.id))
     _audit(core, "message.view", message.message_id, {"sha256": message.sha256, "via": "cli"})
     if as_json:
         click.echo(json.dumps(data, ensure_ascii=False))
@@ -348,7 +353,8 @@ def show(ctx: click.Context, message_id: str, as_json: bool) -> None:
             click.echo(f"{name:20} {value}")
 
 
-@cli.command("search")
+# A query may start with a negated term (`arsip search -draft`): not an option.
+@cli.command("search", context_settings={"ignore_unknown_options": True})
 @click.argument("query", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option(
@@ -375,6 +381,9 @@ def search_command(
     from archiver.search.service import search
     from archiver.search.viewer import Viewer
 
+    mistyped = [term for term in query if term.startswith("--")]
+    if mistyped:  # `-word` is a query term; `--word` can only be a mistyped option
+        raise click.UsageError(f"no such option: {mistyped[0]}")
     core = _core(ctx)
     who = Viewer.administrator()
     if viewer:

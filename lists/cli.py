@@ -28,11 +28,29 @@ from lists.models import (
     Posting,
     Role,
     Subscription,
+    UncheckedPosts,
 )
 from lists.posting import Poster
+from lists.rules.content_check import score_problem
 
 LIST_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 RESERVED_SUFFIXES = ("-request", "-join", "-leave", "-owner", "-bounces", "-confirm")
+
+
+class BadSetting(click.ClickException):
+    """A setting that cannot be, explained in one line; exits with status 2."""
+
+    exit_code = 2
+
+
+def _score(option: str, text: str | None, current: float) -> float:
+    """A spam score given on the command line, or `current` when none was."""
+    if text is None:
+        return current
+    try:
+        return float(text)
+    except ValueError:
+        raise BadSetting(f"{option} takes a number, not {text!r}") from None
 
 
 def _choice(values: type) -> click.Choice:
@@ -72,6 +90,9 @@ def _describe(mlist: MailingList, members: int) -> dict[str, Any]:
         "emergency": mlist.emergency,
         "max_message_kb": mlist.max_message_kb,
         "max_recipients": mlist.max_recipients,
+        "spam_hold_score": mlist.spam_hold_score,
+        "spam_discard_score": mlist.spam_discard_score,
+        "unchecked_posts": mlist.unchecked_posts,
         "members": members,
     }
 
@@ -363,12 +384,27 @@ def moderate(ctx: click.Context, address: str, held_id: int, action: str, reason
 @click.option("--max-size", type=click.IntRange(0), help="Largest post in KB (0: any).")
 @click.option("--max-recipients", type=click.IntRange(0), help="Most To/Cc recipients (0: any).")
 @click.option("--bulk/--personalize", default=None, help="How posts are delivered.")
+@click.option("--spam-hold", help="Hold posts with at least this spam score (default 5).")
+@click.option("--spam-discard", help="Discard posts with at least this spam score (default 15).")
+@click.option(
+    "--unchecked-posts",
+    type=_choice(UncheckedPosts),
+    help="What to do with a post a configured spamd or clamd could not check.",
+)
 @click.pass_context
 def set_options(ctx: click.Context, address: str, **options: Any) -> None:
     """Change settings of the list ADDRESS (only those given)."""
     core = _core(ctx)
     with core.sessions.begin() as session:
         mlist = _find(session, address)
+        hold_text, discard_text = options.pop("spam_hold"), options.pop("spam_discard")
+        if hold_text is not None or discard_text is not None:
+            hold = _score("--spam-hold", hold_text, mlist.spam_hold_score)
+            discard = _score("--spam-discard", discard_text, mlist.spam_discard_score)
+            problem = score_problem(hold, discard)
+            if problem:
+                raise BadSetting(problem)
+            mlist.spam_hold_score, mlist.spam_discard_score = hold, discard
         reply_to = options.pop("reply_to")
         if reply_to is not None:
             if reply_to in ("none", "list"):

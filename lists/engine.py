@@ -154,6 +154,7 @@ class ListEngine:
                 message.envelope_from,
                 message.received_at,
                 message.queue_id,
+                message.verdict,
             )
             if action is Action.ACCEPT and digesting.over_threshold(session, mlist):
                 digesting.send_digest(session, mlist)
@@ -168,6 +169,11 @@ class ListEngine:
             self.commands.leave(session, mlist, sender)
         elif where.kind is Kind.CONFIRM:
             self.commands.confirm(session, mlist, where.detail, parsed, sender)
+        elif where.kind is Kind.OWNER and message.verdict and message.verdict.virus:
+            # mail to the owners is passed on whole: never pass on a virus
+            log.info(
+                "queue_id=%s to the owners dropped: %s", message.queue_id, message.verdict.virus
+            )
         elif where.kind is Kind.OWNER:
             owners = members_with_role(session, mlist, Role.OWNER)
             enqueue(session, message.data, mlist.address_for("bounces"), owners, "notice", mlist.id)

@@ -67,6 +67,13 @@ class Action(StrEnum):
     DISCARD = "discard"
 
 
+class UncheckedPosts(StrEnum):
+    """What a list does with a post a configured content check could not check."""
+
+    HOLD = "hold"
+    ACCEPT = "accept"
+
+
 class Role(StrEnum):
     """A member's part in a list."""
 
@@ -115,7 +122,7 @@ class MailingList(Base):
     # discard it at this one; what to do with a post no daemon could check: hold|accept
     spam_hold_score: Mapped[float] = mapped_column(Float, default=5.0)
     spam_discard_score: Mapped[float] = mapped_column(Float, default=15.0)
-    unchecked_posts: Mapped[str] = mapped_column(String(8), default="hold")
+    unchecked_posts: Mapped[str] = mapped_column(String(8), default=UncheckedPosts.HOLD)
     digest_size_kb: Mapped[int] = mapped_column(Integer, default=30)
     digest_volume: Mapped[int] = mapped_column(Integer, default=1)
     digest_issue: Mapped[int] = mapped_column(Integer, default=1)

@@ -151,6 +151,35 @@ def held_for_moderation(
     )
 
 
+def virus_discarded(
+    mlist: MailingList,
+    owner: str,
+    sender: str,
+    subject: str,
+    message_id: str,
+    signature: str,
+) -> EmailMessage:
+    """Tell an owner a post carrying a virus was dropped; the post is not attached, nor
+    quoted beyond its subject, so the notice itself carries nothing harmful."""
+    body = (
+        f"A post to {mlist.address} was discarded: the virus scanner found\n"
+        f"{signature} in it.\n\n"
+        f"    From:       {sender or '(no sender)'}\n"
+        f"    Subject:    {subject}\n"
+        f"    Message-ID: {message_id}\n"
+        f"    Virus:      {signature}\n\n"
+        "No member received it, and the sender was not told (the From of such mail is\n"
+        "usually forged). The post is not attached to this notice.\n"
+    )
+    return notice(
+        mlist,
+        owner,
+        f"{mlist.address}: a post from {sender or '(no sender)'} carried a virus",
+        body,
+        sender=mlist.address_for("owner"),
+    )
+
+
 def post_held(mlist: MailingList, sender: str, subject: str, reason: str) -> EmailMessage:
     """Tell the poster their message waits for a moderator."""
     body = (

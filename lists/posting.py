@@ -14,12 +14,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from archiver.archive import Archive
+from archiver.contentcheck.verdict import Verdict
 from lists import notices, pipeline
 from lists.dmarc import DmarcLookup
 from lists.membership import has_role, is_banned, members_with_role
 from lists.models import Action, HeldMessage, MailingList, Member, Role, utcnow
 from lists.outbox import send_notice
 from lists.rules import Post, decide
+from lists.rules.content_check import ContentCheck
 from lists.tokens import new_token
 
 log = logging.getLogger(__name__)
@@ -41,8 +43,12 @@ class Poster:
         envelope_from: str,
         received_at: datetime,
         queue_id: str = "",
+        verdict: Verdict | None = None,
     ) -> Action:
-        """Run the rules on a post and act on their decision; returns the action."""
+        """Run the rules on a post and act on their decision; returns the action.
+
+        `verdict` is what the content checks said of it (None when they are off).
+        """
         message = parse(data)
         sender = poster_address(message, envelope_from)
         roles = frozenset(
@@ -67,6 +73,7 @@ class Poster:
             roles=roles,
             moderated=moderated,
             banned=is_banned(session, mlist, sender),
+            verdict=verdict,
         )
         decision = decide(post)
         subject = str(message.get("Subject", ""))
@@ -79,9 +86,11 @@ class Poster:
             f" ({decision.rule}: {decision.reason})" if decision.rule else "",
         )
         if decision.action is Action.ACCEPT:
-            self.deliver(session, mlist, message, sender, received_at, queue_id)
+            self.deliver(session, mlist, message, sender, received_at, queue_id, verdict)
         elif decision.action is Action.HOLD:
-            hold(session, mlist, data, message, sender, decision.reason)
+            hold(session, mlist, data, message, sender, decision.reason, decision.tell_sender)
+        elif decision.rule == ContentCheck.name and verdict is not None and verdict.virus:
+            virus_found(session, mlist, message, sender, verdict.virus)
         elif decision.action is Action.REJECT and sender:
             reply = notices.post_rejected(mlist, sender, subject, decision.reason)
             send_notice(session, reply, "", mlist.id)  # null sender: never bounce a bounce
@@ -95,8 +104,10 @@ class Poster:
         sender: str,
         received_at: datetime,
         queue_id: str = "",
+        verdict: Verdict | None = None,
     ) -> None:
-        """Send an accepted post through the pipeline (archive, digest, outbox)."""
+        """Send an accepted post through the pipeline (archive, digest, outbox); the
+        archived copy keeps the content checks' `verdict`."""
         delivery = pipeline.Delivery(
             mlist=mlist,
             message=message,
@@ -107,6 +118,7 @@ class Poster:
             public_url=self.public_url,
             received_at=received_at,
             queue_id=queue_id,
+            verdict=verdict,
         )
         pipeline.run(delivery)
         log.info("queue_id=%s to %s: %s", queue_id, mlist.address, "; ".join(delivery.notes))
@@ -136,8 +148,10 @@ def hold(
     message: EmailMessage,
     sender: str,
     reason: str,
+    tell_sender: bool = True,
 ) -> HeldMessage:
-    """Keep a post for the moderators, tell them (and the poster) why."""
+    """Keep a post for the moderators, tell them (and, unless `tell_sender` is false,
+    the poster) why."""
     subject = str(message.get("Subject", ""))
     held = HeldMessage(
         token=new_token(),
@@ -162,9 +176,25 @@ def hold(
             mlist.address_for("bounces"),
             mlist.id,
         )
-    if sender and not has_role(session, mlist, sender, Role.OWNER, Role.MODERATOR):
+    if sender and tell_sender and not has_role(session, mlist, sender, Role.OWNER, Role.MODERATOR):
         send_notice(session, notices.post_held(mlist, sender, subject, reason), "", mlist.id)
     return held
+
+
+def virus_found(
+    session: Session, mlist: MailingList, message: EmailMessage, sender: str, signature: str
+) -> None:
+    """Tell the owners a post with a virus was dropped: who, what, which virus; never
+    the message itself. The sender hears nothing (a virus's From is mostly forged)."""
+    subject = str(message.get("Subject", ""))
+    message_id = str(message.get("Message-ID", ""))
+    for owner in members_with_role(session, mlist, Role.OWNER):
+        send_notice(
+            session,
+            notices.virus_discarded(mlist, owner, sender, subject, message_id, signature),
+            mlist.address_for("bounces"),
+            mlist.id,
+        )
 
 
 def parse(data: bytes) -> EmailMessage:

@@ -291,8 +291,10 @@ def test_mistakes_are_reported_at_the_character_to_fix(text, position):
 def test_the_message_counts_positions_from_one_for_people():
     error = error_for("has:pdf")
 
-    assert error.message == "'has:' only understands 'attachment', not 'pdf'"
-    assert str(error) == "'has:' only understands 'attachment', not 'pdf' at position 5"
+    assert error.message == "'has:' only understands 'attachment' or 'virus', not 'pdf'"
+    assert str(error) == (
+        "'has:' only understands 'attachment' or 'virus', not 'pdf' at position 5"
+    )
     assert isinstance(error, ValueError)
 
 

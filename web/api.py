@@ -18,8 +18,8 @@ from sqlalchemy import select
 
 from archiver.access import find_message, thread_messages
 from archiver.accounts import Role, user_for_token, verified_addresses, viewer_for
-from archiver.models import Message
-from archiver.report import describe
+from archiver.models import ContentCheck, Message
+from archiver.report import content_checks, describe
 from archiver.search.backend import Sort
 from archiver.search.query import QuerySyntaxError
 from archiver.search.service import MAX_LIMIT, search
@@ -110,7 +110,7 @@ def message(message_id: str) -> ResponseReturnValue:
             abort(404)
         details = {"sha256": found.sha256, "via": "api"}
         audit_read(viewer, "message.view", found.message_id, details, actor=g.api_email)
-        data = _described(found, viewer)
+        data = _described(found, viewer, session.get(ContentCheck, found.id))
         data["text"] = found.body_text
         data["html"] = _html(core, found.sha256)
     return jsonify(data)
@@ -126,7 +126,9 @@ def thread(thread_id: str) -> ResponseReturnValue:
             abort(404)
         details = {**shown_ids(found), "via": "api"}
         audit_read(viewer, "thread.view", thread_id, details, actor=g.api_email)
-        return jsonify(thread_id=thread_id, messages=[_described(m, viewer) for m in found])
+        checks = content_checks(session, [m.id for m in found])
+        described = [_described(m, viewer, checks.get(m.id)) for m in found]
+        return jsonify(thread_id=thread_id, messages=described)
 
 
 @bp.get("/lists")
@@ -186,10 +188,10 @@ def _not_found(_: Exception) -> ResponseReturnValue:
     return jsonify(error="not found"), 404
 
 
-def _described(message: Message, viewer: Viewer) -> dict[str, Any]:
+def _described(message: Message, viewer: Viewer, check: ContentCheck | None) -> dict[str, Any]:
     """`describe`, with Bcc and envelope recipients only where the viewer may see them:
     all for administrators and auditors, otherwise only the viewer's own addresses."""
-    data = describe(message)
+    data = describe(message, check)
     if not viewer.sees_all:
         data["bcc"] = [a for a in data["bcc"] if a["address"] in viewer.addresses]
         data["envelope_recipients"] = [

@@ -43,8 +43,10 @@ from lists.models import (
     Posting,
     Role,
     Subscription,
+    UncheckedPosts,
 )
 from lists.posting import Poster
+from lists.rules.content_check import score_problem
 from web.audit_hooks import audit_change
 from web.auth import current_user, login_required
 
@@ -325,7 +327,8 @@ def settings_changes(form: dict[str, str]) -> dict[str, object]:
     """The list attributes a settings form sets, checked; raises `SettingsError`.
 
     Pure, so the rules are the same wherever the form comes from. Choices must be one of
-    the values in `lists.models`; sizes whole numbers of at least 0 (0: no limit).
+    the values in `lists.models`; sizes whole numbers of at least 0 (0: no limit); spam
+    scores numbers above 0, the hold score no higher than the discard score.
     """
     changes: dict[str, object] = {}
     for field, allowed in (
@@ -357,6 +360,7 @@ def settings_changes(form: dict[str, str]) -> dict[str, object]:
         if not text.isdigit():
             raise SettingsError(f"The {label} limit must be a whole number (0: no limit).")
         changes[field] = int(text)
+    changes.update(_content_check_changes(form))
     prefix = form.get("subject_prefix", "").strip()
     if len(prefix) > PREFIX_MAX:
         raise SettingsError(f"The subject prefix may have at most {PREFIX_MAX} characters.")
@@ -368,6 +372,30 @@ def settings_changes(form: dict[str, str]) -> dict[str, object]:
     changes["emergency"] = bool(form.get("emergency"))
     changes["description"] = form.get("description", "").strip()
     changes["footer"] = form.get("footer", "").replace("\r\n", "\n")
+    return changes
+
+
+def _content_check_changes(form: dict[str, str]) -> dict[str, object]:
+    """The spam scores and what to do with unchecked posts, where the form has them.
+
+    A form without these fields (one from before they existed) keeps the list's values.
+    """
+    changes: dict[str, object] = {}
+    if "spam_hold_score" in form or "spam_discard_score" in form:
+        try:
+            hold = float(form.get("spam_hold_score", "").strip())
+            discard = float(form.get("spam_discard_score", "").strip())
+        except ValueError:
+            raise SettingsError("The spam scores must be numbers above 0.") from None
+        problem = score_problem(hold, discard)
+        if problem:
+            raise SettingsError(f"{problem[0].upper()}{problem[1:]}.")
+        changes["spam_hold_score"], changes["spam_discard_score"] = hold, discard
+    if "unchecked_posts" in form:
+        value = form["unchecked_posts"]
+        if value not in {str(choice) for choice in UncheckedPosts}:
+            raise SettingsError(f"{value!r} is not a choice for posts nobody could check.")
+        changes["unchecked_posts"] = value
     return changes
 
 
@@ -386,7 +414,9 @@ def _settings_page(
             "nonmember_action": [str(c) for c in Action],
             "dmarc": list(DMARC),
             "reply_to": list(REPLY_TO),
+            "unchecked_posts": [str(c) for c in UncheckedPosts],
         },
+        checks_on=bool(_core().settings.spamd or _core().settings.clamd),
         error=error,
     )
     return page, status

@@ -23,8 +23,10 @@ from sqlalchemy.orm import Session
 from archiver.access import find_message, thread_messages
 from archiver.archive import ENVELOPE_FROM, ENVELOPE_TO
 from archiver.audit import capped
-from archiver.models import Message
+from archiver.contentcheck.verdict import CLAMD, SPAMD
+from archiver.models import ContentCheck, Message
 from archiver.parse import _PARSER, _payload_bytes, _walk, html_body
+from archiver.report import verdict
 from archiver.search.viewer import Viewer
 from archiver.store import BlobMissingError
 from lists.models import MailingList
@@ -56,6 +58,8 @@ NOT_FOUND = (
     "If it was sent to you, log in first."
 )
 NO_THREAD = "No thread with this id is archived, or none of its messages are yours to see."
+# The content checks' daemons as the message page names them.
+CHECKERS = {SPAMD: "SpamAssassin (spamd)", CLAMD: "ClamAV (clamd)"}
 
 _UNSAFE_FILENAME = re.compile(r'[\x00-\x1f\x7f"\\/;]')
 # Quoted lines ("> ..." and "> > ..."), as mail clients write them.
@@ -189,6 +193,8 @@ def show(message_id: str) -> ResponseReturnValue:
             attachments=list(message.attachments),
             has_html=html is not None,
             remote_images=held_back,
+            verdict=verdict(db.get(ContentCheck, message.id)),
+            checkers=CHECKERS,
         )
 
 

@@ -3,7 +3,8 @@
 Both backends index the same `SearchDocument`, so they can only differ in how they match,
 never in what they know. Addresses are expanded here once: a whole address, its local part
 and its domains, so that `from:alice`, `from:example.com` and `from:alice@example.com`
-all match.
+all match. The content checks' verdict comes along as two flags (`is:spam`, `has:virus`):
+it is written with the message and never changes, so an indexed flag cannot go stale.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from archiver.models import Attachment, Message, MessageAddress
+from archiver.models import Attachment, ContentCheck, Message, MessageAddress
 
 TO_ROLES = ("to", "bcc", "envelope_to")
 
@@ -40,6 +41,8 @@ class SearchDocument:
     date: datetime | None = None
     size: int = 0
     has_attachment: bool = False
+    is_spam: bool = False  # spamd's own verdict
+    has_virus: bool = False  # clamd found a signature
 
     @property
     def sender_domain(self) -> str:
@@ -85,13 +88,26 @@ def load_documents(session: Session, message_pks: Iterable[int]) -> list[SearchD
         )
     ):
         attachments[pk].append((filename, text))
-    return [_document(m, addresses[m.id], attachments[m.id]) for m in messages]
+    flagged = {
+        pk: (spam, virus is not None)
+        for pk, spam, virus in session.execute(
+            select(ContentCheck.message_pk, ContentCheck.spam, ContentCheck.virus).where(
+                ContentCheck.message_pk.in_(pks),
+                ContentCheck.spam.is_(True) | ContentCheck.virus.is_not(None),
+            )
+        )
+    }
+    return [
+        _document(m, addresses[m.id], attachments[m.id], flagged.get(m.id, (False, False)))
+        for m in messages
+    ]
 
 
 def _document(
     message: Message,
     addresses: list[tuple[str, str, str]],
     attachments: list[tuple[str | None, str | None]],
+    flags: tuple[bool, bool],
 ) -> SearchDocument:
     def role(*names: str) -> list[str]:
         return [address for r, address, _name in addresses if r in names]
@@ -112,4 +128,6 @@ def _document(
         date=message.date,
         size=message.size,
         has_attachment=bool(attachments),
+        is_spam=flags[0],
+        has_virus=flags[1],
     )

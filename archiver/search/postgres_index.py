@@ -8,7 +8,7 @@ accents removed) in Python before PostgreSQL stems it with the `english` configu
 the `unaccent` extension is not needed and whoosh and PostgreSQL fold words alike.
 
 The table lives outside the ORM models because it exists only on PostgreSQL; its
-migration (0002) creates it there and nowhere else.
+migrations (0002, 0003, 0010) create it there and nowhere else.
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ from archiver.search.query import (
     And,
     DateRange,
     HasAttachment,
+    HasVirus,
+    IsSpam,
     Node,
     Not,
     Or,
@@ -100,6 +102,9 @@ search_documents = Table(
     Column("date", DateTime, nullable=False),
     Column("size", BigInteger, nullable=False),
     Column("has_attachment", Boolean, nullable=False),
+    # The content checks' verdict (migration 0010): spamd's, and whether clamd found a virus.
+    Column("is_spam", Boolean, nullable=False, server_default=false()),
+    Column("has_virus", Boolean, nullable=False, server_default=false()),
 )
 T = search_documents.c
 for _name in (
@@ -114,6 +119,9 @@ for _name in (
     Index(f"ix_search_documents_{_name}", T[_name], postgresql_using="gin")
 for _name in ("message_id", "list_id", "date"):
     Index(f"ix_search_documents_{_name}", T[_name])
+# Flagged mail is a small part of an archive: partial indexes find it without a scan.
+for _name in ("is_spam", "has_virus"):
+    Index(f"ix_search_documents_{_name}", T.date, postgresql_where=T[_name])
 
 
 def fold(text: str) -> str:
@@ -249,6 +257,8 @@ _PLAIN = (
     "date",
     "size",
     "has_attachment",
+    "is_spam",
+    "has_virus",
 )
 _UPDATED = ("document", "subject", "filenames", "exact", *_PLAIN)
 
@@ -279,6 +289,8 @@ def _row(document: SearchDocument) -> dict[str, object]:
         "date": moment,
         "size": document.size,
         "has_attachment": document.has_attachment,
+        "is_spam": document.is_spam,
+        "has_virus": document.has_virus,
     }
 
 
@@ -315,6 +327,10 @@ def _condition(node: Node) -> ColumnElement[bool]:
             return column.contains([value.lower()])
         case HasAttachment():
             return T.has_attachment.is_(True)
+        case IsSpam():
+            return T.is_spam  # as the partial index's predicate reads, so it is used
+        case HasVirus():
+            return T.has_virus
         case DateRange(start=start, end=end):
             bounds = [T.date >= _day(start)] if start else []
             bounds += [T.date < _day(end)] if end else []

@@ -27,8 +27,9 @@ FIELDS_TEXT = frozenset({"subject", "filename", "list", "msgid"})
 FIELDS_ADDRESS = frozenset({"from", "to", "cc"})
 FIELDS_DATE = frozenset({"after", "before", "date"})
 FIELDS_SIZE = frozenset({"larger", "smaller"})
-_FIELDS = FIELDS_TEXT | FIELDS_ADDRESS | FIELDS_DATE | FIELDS_SIZE | {"has"}
+_FIELDS = FIELDS_TEXT | FIELDS_ADDRESS | FIELDS_DATE | FIELDS_SIZE | {"has", "is"}
 _ATTACHMENT_VALUES = frozenset({"attachment", "attachments"})
+_VIRUS_VALUES = frozenset({"virus", "viruses"})
 # Upper-case only, as in Gmail: "or" and "not" in lower case are words people search for.
 _KEYWORDS = frozenset({"OR", "AND", "NOT"})
 _WORD_STOPS = frozenset('()"')
@@ -81,6 +82,16 @@ class HasAttachment:
 
 
 @dataclass(frozen=True)
+class HasVirus:
+    """`has:virus`: messages in which clamd found a virus signature."""
+
+
+@dataclass(frozen=True)
+class IsSpam:
+    """`is:spam`: messages spamd scored at or above its own required score."""
+
+
+@dataclass(frozen=True)
 class DateRange:
     """Messages dated in the half-open range [start, end); None leaves that side open."""
 
@@ -117,7 +128,19 @@ class Or:
     nodes: tuple[Node, ...]
 
 
-Node = Word | Phrase | Address | HasAttachment | DateRange | SizeRange | Not | And | Or
+Node = (
+    Word
+    | Phrase
+    | Address
+    | HasAttachment
+    | HasVirus
+    | IsSpam
+    | DateRange
+    | SizeRange
+    | Not
+    | And
+    | Or
+)
 
 
 def parse_query(text: str) -> Node | None:
@@ -369,7 +392,15 @@ def _field_node(field: str, value: str, position: int, *, quoted: bool) -> Node:
     if field == "has":
         if value.lower() in _ATTACHMENT_VALUES:
             return HasAttachment()
-        raise QuerySyntaxError(f"'has:' only understands 'attachment', not {value!r}", position)
+        if value.lower() in _VIRUS_VALUES:
+            return HasVirus()
+        raise QuerySyntaxError(
+            f"'has:' only understands 'attachment' or 'virus', not {value!r}", position
+        )
+    if field == "is":
+        if value.lower() == "spam":
+            return IsSpam()
+        raise QuerySyntaxError(f"'is:' only understands 'spam', not {value!r}", position)
     if field in FIELDS_DATE:
         return _date_range(field, value, position)
     return _size_range(field, value, position)

@@ -74,6 +74,8 @@ class SegmentArrays:
         self.date = _column(reader, "date", "q", NO_DATE)
         self.size = _column(reader, "size", "q", 0)
         self.attachment = _column(reader, "has_attachment", "B", 0).astype(bool)
+        self.spam = _column(reader, "is_spam", "B", 0).astype(bool)
+        self.virus = _column(reader, "has_virus", "B", 0).astype(bool)
         self.lengths = {
             name: _LENGTHS[_column(reader, _lenfield(name), "B", 0)] for name in text_fields
         }
@@ -163,6 +165,8 @@ class IndexArrays:
         self.date = _joined([s.date for s in segments], np.int64)
         self.size = _joined([s.size for s in segments], np.int64)
         self.attachment = _joined([s.attachment for s in segments], bool)
+        self.spam = _joined([s.spam for s in segments], bool)
+        self.virus = _joined([s.virus for s in segments], bool)
         self.lengths = {
             name: _joined([s.lengths[name] for s in segments], np.float32) for name in text_fields
         }

@@ -43,7 +43,7 @@ TEXT_ANALYZER = (
     | CharsetFilter(accent_map)
 )
 FACET_FIELDS = ("list", "sender_domain")
-SCHEMA_VERSION = 6  # bump with every change to _schema()
+SCHEMA_VERSION = 7  # bump with every change to _schema()
 # A whoosh writer buffers this much before it writes a segment: fewer, larger segments
 # make indexing several times faster than the default.
 WRITER_MEMORY_MB = 64
@@ -85,6 +85,8 @@ def _schema() -> fields.Schema:
         date=fields.COLUMN(NumericColumn("q", NO_DATE)),
         size=fields.COLUMN(NumericColumn("q")),
         has_attachment=fields.COLUMN(NumericColumn("B")),
+        is_spam=fields.COLUMN(NumericColumn("B")),
+        has_virus=fields.COLUMN(NumericColumn("B")),
     )
     for name in ("subject", "body"):
         schema[name].format = CompactPositions()
@@ -299,5 +301,7 @@ def _fields(document: SearchDocument) -> dict[str, object]:
         "date": int(document.date.timestamp()) if document.date else None,
         "size": document.size,
         "has_attachment": int(document.has_attachment),
+        "is_spam": int(document.is_spam),
+        "has_virus": int(document.has_virus),
     }
     return {name: value for name, value in values.items() if value not in ("", None)}

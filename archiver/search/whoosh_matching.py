@@ -22,6 +22,8 @@ from archiver.search.query import (
     And,
     DateRange,
     HasAttachment,
+    HasVirus,
+    IsSpam,
     Node,
     Not,
     Or,
@@ -101,6 +103,10 @@ class Matcher:
                 return self._term(ADDRESS_FIELDS[name], value.lower())
             case HasAttachment():
                 return self._unscored(self.arrays.attachment & self.arrays.live)
+            case IsSpam():
+                return self._unscored(self.arrays.spam & self.arrays.live)
+            case HasVirus():
+                return self._unscored(self.arrays.virus & self.arrays.live)
             case DateRange(start=start, end=end):
                 dates = self.arrays.date
                 mask = self.arrays.live & (dates != NO_DATE)

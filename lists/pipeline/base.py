@@ -11,6 +11,7 @@ from typing import Protocol
 from sqlalchemy.orm import Session
 
 from archiver.archive import Archive
+from archiver.contentcheck.verdict import Verdict
 from lists.dmarc import DmarcLookup
 from lists.models import MailingList
 
@@ -28,6 +29,7 @@ class Delivery:
     public_url: str
     received_at: datetime
     queue_id: str = ""
+    verdict: Verdict | None = None  # the content checks' (None: off, or not known)
     notes: list[str] = field(default_factory=list)  # what the handlers did, for the log
 
 

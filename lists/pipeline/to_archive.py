@@ -1,4 +1,5 @@
-"""Archive the post as members receive it, unless the list keeps no archive."""
+"""Archive the post as members receive it, unless the list keeps no archive; the copy
+keeps the content checks' verdict, so the archive flags it like any checked message."""
 
 from __future__ import annotations
 
@@ -20,5 +21,6 @@ class ToArchive:
             received_at=delivery.received_at,
             source="list",
             queue_id=delivery.queue_id,
+            verdict=delivery.verdict,
         )
         delivery.archive.archive_batch(delivery.session, [raw])

@@ -11,6 +11,7 @@ from lists.models import Action
 from lists.rules.administrivia import Administrivia
 from lists.rules.banned import Banned
 from lists.rules.base import Decision, Post, Rule
+from lists.rules.content_check import ContentCheck
 from lists.rules.emergency import Emergency
 from lists.rules.header_match import HeaderMatch
 from lists.rules.implicit_destination import ImplicitDestination
@@ -22,6 +23,7 @@ from lists.rules.nonmember import Nonmember
 
 RULES: tuple[Rule, ...] = (
     Loop(),
+    ContentCheck(),
     Emergency(),
     Banned(),
     MaxSize(),

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Protocol
 
+from archiver.contentcheck.verdict import Verdict
 from lists.models import Action, MailingList
 
 
@@ -21,6 +22,7 @@ class Post:
     roles: frozenset[str]  # the sender's roles in the list: owner, moderator, member
     moderated: bool  # the sender's member moderation flag
     banned: bool
+    verdict: Verdict | None = None  # what spamd and clamd said (None: checks are off)
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class Decision:
     action: Action
     reason: str
     rule: str
+    tell_sender: bool = True  # whether a held post's sender is told it waits
 
 
 class Rule(Protocol):
