@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -210,6 +211,8 @@ class HeldMessage(Base):
     reason: Mapped[str] = mapped_column(Text)
     data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     held_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # What the content checks said (`Verdict.as_dict`), for the archived copy if approved
+    verdict: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
 
 class Ban(Base):

@@ -88,7 +88,16 @@ class Poster:
         if decision.action is Action.ACCEPT:
             self.deliver(session, mlist, message, sender, received_at, queue_id, verdict)
         elif decision.action is Action.HOLD:
-            hold(session, mlist, data, message, sender, decision.reason, decision.tell_sender)
+            hold(
+                session,
+                mlist,
+                data,
+                message,
+                sender,
+                decision.reason,
+                decision.tell_sender,
+                verdict,
+            )
         elif decision.rule == ContentCheck.name and verdict is not None and verdict.virus:
             virus_found(session, mlist, message, sender, verdict.virus)
         elif decision.action is Action.REJECT and sender:
@@ -131,7 +140,8 @@ class Poster:
         data = session.scalar(select(HeldMessage.data).where(HeldMessage.id == held.id))
         session.delete(held)
         if action == "approve":
-            self.deliver(session, mlist, parse(data or b""), held.sender, utcnow())
+            verdict = Verdict.from_dict(held.verdict) if held.verdict else None
+            self.deliver(session, mlist, parse(data or b""), held.sender, utcnow(), verdict=verdict)
             return f"The post from {held.sender} was approved and sent to the list."
         if action == "reject":
             why = reason or "a moderator rejected it"
@@ -149,6 +159,7 @@ def hold(
     sender: str,
     reason: str,
     tell_sender: bool = True,
+    verdict: Verdict | None = None,
 ) -> HeldMessage:
     """Keep a post for the moderators, tell them (and, unless `tell_sender` is false,
     the poster) why."""
@@ -161,6 +172,7 @@ def hold(
         message_id=str(message.get("Message-ID", ""))[:1000],
         reason=reason,
         data=data,
+        verdict=verdict.as_dict() if verdict else None,
     )
     session.add(held)
     session.flush()

@@ -302,6 +302,9 @@ def test_held_spam_is_shown_to_moderators_and_approval_still_delivers_it(
     assert "approved" in answer
     out = queued(core)
     assert any(kind == "post" for kind, _ in out[BOB])
+    with core.sessions() as session:  # the archived copy is flagged as the check said
+        check = session.scalars(select(ContentCheck)).one()
+        assert check.spam_score == 7.5 and "BAYES_99" in check.spam_rules
 
 
 def test_the_archived_copy_of_a_delivered_post_keeps_its_verdict(core: Core, dev: int) -> None:

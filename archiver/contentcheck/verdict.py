@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 SPAMD = "spamd"
 CLAMD = "clamd"
@@ -37,3 +38,17 @@ class Verdict:
         """ "score 1000.0 (GTUBE, MISSING_DATE)", for moderators and the message page."""
         rules = f" ({', '.join(self.spam_rules)})" if self.spam_rules else ""
         return f"score {self.spam_score:.1f}{rules}" if self.spam_score is not None else ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """For a JSON column (a held post keeps its verdict until a moderator decides)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Verdict:
+        return cls(
+            spam_score=values.get("spam_score"),
+            spam_threshold=values.get("spam_threshold"),
+            spam_rules=tuple(values.get("spam_rules", ())),
+            virus=values.get("virus"),
+            unchecked=tuple(values.get("unchecked", ())),
+        )

@@ -44,6 +44,8 @@ class ContentCheck:
         if verdict.unchecked and mlist.unchecked_posts != UncheckedPosts.ACCEPT:
             daemons = " and ".join(verdict.unchecked)
             reason = f"{UNAVAILABLE}: {daemons} could not check the post"
+            if "clamd" in verdict.unchecked:
+                reason += " (it was not scanned for viruses: approve with care)"
             return Decision(Action.HOLD, reason, self.name)
         return None
 

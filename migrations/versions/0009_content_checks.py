@@ -1,4 +1,4 @@
-"""Content checks: spamd/clamd verdicts of archived messages, and per-list thresholds
+"""Content checks: spamd/clamd verdicts of archived messages and held posts, per-list thresholds
 
 Revision ID: 0009
 Revises: 0008
@@ -51,9 +51,13 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("unchecked_posts", sa.String(length=8), nullable=False, server_default="hold")
         )
+    with op.batch_alter_table("list_held_messages") as batch:
+        batch.add_column(sa.Column("verdict", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("list_held_messages") as batch:
+        batch.drop_column("verdict")
     with op.batch_alter_table("mailing_lists") as batch:
         batch.drop_column("unchecked_posts")
         batch.drop_column("spam_discard_score")
