@@ -17,7 +17,7 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from archiver.config import Settings
-from archiver.routing import RecipientPolicy
+from archiver.routing import Destination, RecipientPolicy
 from archiver.spool import GroupCommitter, Incoming, SpoolFullError, new_queue_id
 
 log = logging.getLogger(__name__)
@@ -158,6 +158,8 @@ class IntakeHandler:
             return verdict.reply
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.append(options)
+        if verdict.destination is Destination.ROUTED:
+            envelope.routed = True  # mail for a list: someone waits for it
         return verdict.reply
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -175,6 +177,7 @@ class IntakeHandler:
             protocol=protocol,
             peer=_peer(session),
             received_at=datetime.now(UTC),
+            priority=0 if getattr(envelope, "routed", False) else 1,
         )
         try:
             await self.committer.submit(item)

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Text,
     TypeDecorator,
@@ -94,6 +95,10 @@ class SpoolEntry(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
     last_error: Mapped[str | None] = mapped_column(Text)
+    # 0 for mail to a list (people wait for it), 1 for journal copies; workers take 0 first
+    priority: Mapped[int] = mapped_column(SmallInteger, default=1)
+
+    __table_args__ = (Index("ix_spool_priority_id", "priority", "id"),)
 
 
 class Blob(Base):

@@ -60,6 +60,7 @@ class Incoming:
     protocol: str
     peer: str
     received_at: datetime
+    priority: int = 1  # 0: a list's mail, taken before journal copies
 
 
 class Spool:
@@ -120,6 +121,7 @@ def _row(item: Incoming) -> dict[str, object]:
         "received_at": item.received_at,
         "attempts": 0,
         "next_attempt_at": item.received_at,
+        "priority": item.priority,
     }
 
 

@@ -40,8 +40,9 @@ def missing(*tools: str) -> str:
 
 
 @contextmanager
-def running_spamd(workdir: Path) -> Iterator[DaemonAddress]:
-    """spamd on a free loopback port, local tests only, as the `nobody` user."""
+def running_spamd(workdir: Path, children: int = 4) -> Iterator[DaemonAddress]:
+    """spamd on a free loopback port, local tests only, as the `nobody` user, with at
+    most `children` scanning processes."""
     reason = missing("spamd")
     if reason:
         pytest.skip(reason)
@@ -54,7 +55,7 @@ def running_spamd(workdir: Path) -> Iterator[DaemonAddress]:
         f"--listen=127.0.0.1:{port}",
         "--allowed-ips=127.0.0.1",
         "--username=nobody",
-        "--max-children=4",
+        f"--max-children={children}",
         f"--pidfile={workdir / 'spamd.pid'}",
         f"--syslog={workdir / 'spamd.log'}",
         "--nouser-config",

@@ -59,3 +59,16 @@ def test_a_worker_in_another_process_hears_of_each_committed_batch(core: Core) -
     with pytest.raises(SpoolError):
         core.spool.commit_batch([first])  # the same queue id again: rolled back
     assert not waker.wait(1)
+
+
+def test_a_lists_mail_is_archived_before_a_backlog_of_journal_copies(core: Core) -> None:
+    """A list post waits for people; journal copies wait for nobody."""
+    backlog = [incoming(n) for n in range(5)]
+    post = Incoming(**{**incoming(99).__dict__, "priority": 0})
+    core.spool.commit_batch(backlog)
+    core.spool.commit_batch([post])
+    worker = core.worker()
+    assert worker.run_once(limit=1) == 1
+    with core.sessions() as session:
+        left = set(session.scalars(select(SpoolEntry.queue_id)))
+    assert post.queue_id not in left and len(left) == 5

@@ -4,7 +4,9 @@ Revision ID: 0009
 Revises: 0008
 Create Date: 2026-11-27 14:00:00
 
-Messages archived before this revision have no verdict: they were never checked.
+Messages archived before this revision have no verdict: they were never checked. Spool
+rows gain a priority, so workers take a list's mail before a backlog of journal copies
+(content checks make each message cost a spamd scan).
 """
 
 from collections.abc import Sequence
@@ -53,9 +55,17 @@ def upgrade() -> None:
         )
     with op.batch_alter_table("list_held_messages") as batch:
         batch.add_column(sa.Column("verdict", sa.JSON(), nullable=True))
+    with op.batch_alter_table("spool") as batch:
+        batch.add_column(
+            sa.Column("priority", sa.SmallInteger(), nullable=False, server_default="1")
+        )
+        batch.create_index("ix_spool_priority_id", ["priority", "id"])
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("spool") as batch:
+        batch.drop_index("ix_spool_priority_id")
+        batch.drop_column("priority")
     with op.batch_alter_table("list_held_messages") as batch:
         batch.drop_column("verdict")
     with op.batch_alter_table("mailing_lists") as batch:
