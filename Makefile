@@ -6,6 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test test-mta lint bench clean
 
+# Two test files at a time: most tests wait on real servers, not on the CPU. A file's
+# tests stay in one process, so module-wide fixtures (a browser, a crash run) start once.
+# `make test PYTEST_PARALLEL=` runs them one at a time.
+PYTEST_PARALLEL ?= -n 2 --dist loadfile
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -24,7 +29,7 @@ test: $(STAMP)
 	tests/ensure-chromium.sh
 	tests/reliability/ensure-postfix.sh
 	tests/ensure-contentcheck.sh
-	tests/with-postgres.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
+	tests/with-postgres.sh $(BIN)/python -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 # Arsip behind two private Postfix instances on loopback ports, configured as the README's
 # Postfix section says (the machine's own Postfix and port 25 are left alone).

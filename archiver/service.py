@@ -191,14 +191,17 @@ def run_background_process(
     roles: frozenset[str],
     extensions: Sequence[ExtensionFactory] = (),
     wake: Waker | None = None,
+    intake_beside: bool = True,
 ) -> None:
     """Entry point of the background child: whichever of spool worker (with the
     extensions' delivery), indexer and scheduler candidate `roles` names, until the parent
-    goes away."""
+    goes away. With the intake in the same service (`intake_beside`) it yields the CPU to
+    it; a machine of workers alone runs them at normal priority."""
     configure_logging(settings)
-    # Taking mail in beats archiving it promptly: the worker runs on CPU time the intake
-    # leaves idle and catches up afterwards (the spool holds the difference durably).
-    _lower_priority()
+    if intake_beside:
+        # Taking mail in beats archiving it promptly: the worker runs on CPU time the
+        # intake leaves idle and catches up afterwards (the spool holds the difference).
+        _lower_priority()
     stop = _stop_with_parent(parent_pid)
     core = build_core(settings)
     core.extend(extensions)
@@ -371,7 +374,14 @@ class Service:
         wake = self._wake if "intake" in self.roles else None
         child = self._context.Process(
             target=run_background_process,
-            args=(self.core.settings, os.getpid(), roles, self.extension_factories, wake),
+            args=(
+                self.core.settings,
+                os.getpid(),
+                roles,
+                self.extension_factories,
+                wake,
+                "intake" in self.roles,
+            ),
             name="arsip-" + "+".join(sorted(roles)),
             daemon=True,
         )

@@ -360,8 +360,9 @@ class SmarthostSink:
         with self._changed:
             return [(s, d) for s, rcpts, d in self.received if recipient.lower() in rcpts]
 
-    def wait_for(self, recipient: str, count: int = 1, timeout: float = 20) -> list[bytes]:
-        """Wait until `recipient` has `count` messages; returns their bytes."""
+    def wait_for(self, recipient: str, count: int = 1, timeout: float = 60) -> list[bytes]:
+        """Wait until `recipient` has `count` messages; returns their bytes. The deadline
+        is generous: the worker runs at idle priority, and tests run two at a time."""
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:

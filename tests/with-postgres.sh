@@ -20,7 +20,7 @@ pg() { runuser -u postgres -- "$@"; }
 
 pg "$bindir/initdb" -D "$datadir/data" -U postgres -A trust --no-sync >/dev/null
 pg "$bindir/pg_ctl" -D "$datadir/data" -l "$datadir/server.log" -w -o \
-  "-p $port -k $datadir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >/dev/null
+  "-p $port -k $datadir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=400" start >/dev/null
 stop() {
   pg "$bindir/pg_ctl" -D "$datadir/data" -m fast -w stop >/dev/null 2>&1 || true
   rm -rf "$datadir"
