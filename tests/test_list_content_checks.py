@@ -34,6 +34,7 @@ from lists.rules.content_check import score_problem
 from tests.daemons import EICAR, GTUBE
 from tests.support import LIST_DOMAIN, RunningService, SmarthostSink, free_ports, simple_message
 from tests.test_accounts import PASSWORD
+from tests.test_list_rules import mailing_list
 from tests.test_web_manage import browser, post_form
 from tests.test_web_manage import settings_form as web_settings_form
 from web import create_app
@@ -54,24 +55,6 @@ NO_SPAMD = Verdict(unchecked=("spamd",))
 
 
 # -- the rule, on verdicts built by hand ------------------------------------------------
-
-
-def mailing_list(**settings: object) -> MailingList:
-    defaults: dict[str, object] = {
-        "name": "dev",
-        "domain": LIST_DOMAIN,
-        "posting": "members",
-        "nonmember_action": "hold",
-        "max_message_kb": 1024,
-        "max_recipients": 10,
-        "emergency": False,
-        "require_explicit_destination": True,
-        "header_matches": [],
-        "spam_hold_score": 5.0,
-        "spam_discard_score": 15.0,
-        "unchecked_posts": "hold",
-    }
-    return MailingList(**{**defaults, **settings})
 
 
 def a_post(

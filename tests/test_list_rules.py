@@ -26,6 +26,9 @@ def mailing_list(**settings: object) -> MailingList:
         "emergency": False,
         "require_explicit_destination": True,
         "header_matches": [],
+        "spam_hold_score": 5.0,
+        "spam_discard_score": 15.0,
+        "unchecked_posts": "hold",
     }
     return MailingList(**{**defaults, **settings})
 

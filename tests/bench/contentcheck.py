@@ -48,7 +48,6 @@ import json
 import math
 import os
 import platform
-import random
 import shutil
 import signal
 import smtplib
@@ -60,14 +59,13 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
-from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any
 
+from fanout import post_bytes
 from ingest import (
     CLOCK_TICKS,
     SEED,
-    WORDS,
     MailFactory,
     TreeMonitor,
     generate,
@@ -96,7 +94,6 @@ from tests.support import (  # noqa: E402
 LIST_ADDRESS = f"bench@{LIST_DOMAIN}"
 OWNER = "owner@owner.bench.test"
 MEMBER_DOMAINS = 5
-POST_BODY_SIZE = 3000
 WARMUP_POSTS = 2
 FIXTURE_CHILDREN = 4  # spamd --max-children in tests/daemons.py
 POLL_SECONDS = 0.1
@@ -321,29 +318,6 @@ def member_addresses(count: int) -> list[str]:
     return [f"member{n:04d}@m{n % MEMBER_DOMAINS}.bench.test" for n in range(1, count + 1)]
 
 
-def post_bytes(sender: str, number: int) -> bytes:
-    """A plain-text list post of about POST_BODY_SIZE bytes, CRLF line ends."""
-    rng = random.Random(number)
-    lines = ["Hello all,", ""]
-    size = 0
-    while size < POST_BODY_SIZE:
-        line = " ".join(rng.choices(WORDS, k=rng.randint(8, 12)))
-        lines.append(line)
-        size += len(line.encode()) + 2
-    lines += ["", "Regards,", "Member one", ""]
-    headers = [
-        f"From: Member One <{sender}>",
-        f"To: {LIST_ADDRESS}",
-        f"Subject: Content-check benchmark post {number}",
-        f"Date: {formatdate(localtime=True)}",
-        f"Message-ID: {make_msgid('contentcheck', 'bench.test')}",
-        "MIME-Version: 1.0",
-        "Content-Type: text/plain; charset=utf-8",
-        "Content-Transfer-Encoding: 8bit",
-    ]
-    return ("\r\n".join(headers) + "\r\n\r\n" + "\r\n".join(lines)).encode()
-
-
 def percentile(values: Sequence[float], share: float) -> float:
     """The nearest-rank percentile (the smallest value with `share` % at or below it)."""
     ordered = sorted(values)
@@ -428,7 +402,7 @@ def measure_posts(
     for number in range(WARMUP_POSTS + args.posts):
         counted = number >= WARMUP_POSTS
         since = sink.mark()
-        data = post_bytes(members[0], number)
+        data = post_bytes(LIST_ADDRESS, number, members[0], "Member One", "Content-check")
         with service.smtp() as client:
             sending = time.monotonic()
             client.sendmail(members[0], [LIST_ADDRESS], data)

@@ -397,8 +397,14 @@ def member_addresses(count: int) -> list[str]:
     ]
 
 
-def post_bytes(list_address: str, number: int) -> bytes:
-    """A plain-text post of about BODY_SIZE bytes from the owner, CRLF line ends."""
+def post_bytes(
+    list_address: str,
+    number: int,
+    sender: str = OWNER,
+    name: str = "List Owner",
+    bench: str = "Fan-out",
+) -> bytes:
+    """A plain-text post of about BODY_SIZE bytes from `sender`, CRLF line ends."""
     rng = random.Random(number)
     lines: list[str] = ["Hello all,", ""]
     size = 0
@@ -406,13 +412,14 @@ def post_bytes(list_address: str, number: int) -> bytes:
         line = " ".join(rng.choices(WORDS, k=rng.randint(8, 12)))
         lines.append(line)
         size += len(line.encode()) + 2
-    lines += ["", "Regards,", "The owner", ""]
+    lines += ["", "Regards,", name, ""]
+    domain = sender.rpartition("@")[2]
     headers = [
-        f"From: List Owner <{OWNER}>",
+        f"From: {name} <{sender}>",
         f"To: {list_address}",
-        f"Subject: Fan-out benchmark post {number}",
+        f"Subject: {bench} benchmark post {number}",
         f"Date: {formatdate(localtime=True)}",
-        f"Message-ID: {make_msgid('fanout', 'owner.bench.test')}",
+        f"Message-ID: {make_msgid(bench.lower(), domain)}",
         "MIME-Version: 1.0",
         "Content-Type: text/plain; charset=utf-8",
         "Content-Transfer-Encoding: 8bit",
