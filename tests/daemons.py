@@ -17,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,23 @@ from tests.support import free_ports
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 START_TIMEOUT = 120  # seconds: spamd compiles its rules on a cold start
+
+
+def infected_message(
+    message_id: str, to: str = "bob@example.com", sender: str = "Mallory <mallory@example.net>"
+) -> bytes:
+    """A message carrying the EICAR test file as an attachment named `invoice.com`."""
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = "The invoice you asked for"
+    message["Date"] = "Mon, 02 Feb 2026 09:00:00 +0000"
+    message["Message-ID"] = f"<{message_id}>"
+    message.set_content("Please open the attached file.")
+    message.add_attachment(
+        EICAR, maintype="application", subtype="octet-stream", filename="invoice.com"
+    )
+    return message.as_bytes()
 
 
 def missing(*tools: str) -> str:

@@ -9,7 +9,6 @@ import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from email.message import EmailMessage
 
 import pytest
 from alembic import command
@@ -36,7 +35,8 @@ from archiver.search.query import (
 from archiver.search.service import search
 from archiver.search.viewer import Viewer
 from archiver.service import Core
-from tests.daemons import EICAR, GTUBE
+from tests import daemons
+from tests.daemons import GTUBE
 from tests.support import (
     ARSIP,
     JOURNAL,
@@ -61,18 +61,7 @@ UNCHECKED = Verdict(unchecked=("spamd", "clamd"))
 
 
 def infected_message(message_id: str, to: str = BOB) -> bytes:
-    """A message from mallory carrying the EICAR test file as an attachment."""
-    message = EmailMessage()
-    message["From"] = "Mallory <mallory@example.net>"
-    message["To"] = to
-    message["Subject"] = "The invoice you asked for"
-    message["Date"] = "Mon, 02 Feb 2026 09:00:00 +0000"
-    message["Message-ID"] = f"<{message_id}>"
-    message.set_content("Please open the attached file.")
-    message.add_attachment(
-        EICAR, maintype="application", subtype="octet-stream", filename="invoice.com"
-    )
-    return message.as_bytes()
+    return daemons.infected_message(message_id, to)
 
 
 # Message-ID -> (message, verdict): bob got all but the note to carol, which was checked

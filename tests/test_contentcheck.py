@@ -7,7 +7,6 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
-from email.message import EmailMessage
 
 import pytest
 from sqlalchemy import select
@@ -15,7 +14,7 @@ from sqlalchemy import select
 from archiver.contentcheck.checker import ContentChecker
 from archiver.contentcheck.daemons import DaemonAddress
 from archiver.models import ContentCheck, Message
-from tests.daemons import EICAR, GTUBE
+from tests.daemons import GTUBE, infected_message
 from tests.support import JOURNAL, free_ports, simple_message
 
 
@@ -24,16 +23,7 @@ def gtube_message() -> bytes:
 
 
 def eicar_message() -> bytes:
-    message = EmailMessage()
-    message["From"] = "mallory@example.net"
-    message["To"] = "bob@example.com"
-    message["Subject"] = "The invoice you asked for"
-    message["Message-ID"] = "<eicar@example.net>"
-    message.set_content("Please open the attached file.")
-    message.add_attachment(
-        EICAR, maintype="application", subtype="octet-stream", filename="invoice.com"
-    )
-    return message.as_bytes()
+    return infected_message("eicar@example.net")
 
 
 class MisbehavingDaemon:

@@ -31,7 +31,7 @@ from lists.models import Action, HeldMessage, MailingList, Member, OutboxMessage
 from lists.posting import Poster
 from lists.rules import Post, decide
 from lists.rules.content_check import score_problem
-from tests.daemons import EICAR, GTUBE
+from tests.daemons import EICAR, GTUBE, infected_message
 from tests.support import LIST_DOMAIN, RunningService, SmarthostSink, free_ports, simple_message
 from tests.test_accounts import PASSWORD
 from tests.test_list_rules import mailing_list
@@ -243,16 +243,7 @@ def queued(core: Core) -> dict[str, list[tuple[str, bytes]]]:
 
 
 def eicar_post() -> bytes:
-    message = EmailMessage()
-    message["From"] = ANN
-    message["To"] = LIST
-    message["Subject"] = "The invoice you asked for"
-    message["Message-ID"] = f"<eicar.{time.monotonic_ns()}@example.org>"
-    message.set_content("Please open the attached file.")
-    message.add_attachment(
-        EICAR, maintype="application", subtype="octet-stream", filename="invoice.com"
-    )
-    return message.as_bytes()
+    return infected_message(f"eicar.{time.monotonic_ns()}@example.org", to=LIST, sender=ANN)
 
 
 def test_a_virus_is_dropped_and_only_the_owners_hear_of_it(core: Core, dev: int) -> None:
