@@ -101,3 +101,25 @@ def clamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonAddress]:
 
     with running_clamd(tmp_path_factory.mktemp("clamd")) as address:
         yield address
+
+
+# The longest files first: `make test` runs two files at a time, and a long file started
+# last would run alone at the end while the other process has nothing left to do.
+LONGEST_FIRST = (
+    "tests/test_lists.py",
+    "tests/reliability/test_crash.py",
+    "tests/reliability/test_scale_out.py",
+    "tests/reliability/test_outages.py",
+    "tests/reliability/test_postfix.py",
+    "tests/test_list_content_checks.py",
+    "tests/reliability/test_hostile_peers.py",
+    "tests/test_retention.py",
+    "tests/test_browser.py",
+    "tests/test_content_verdicts.py",
+    "tests/test_roles.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {path: position for position, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
