@@ -98,7 +98,8 @@ class Archive:
         # Blobs are written (and synced) before the lock, so workers overlap on the slow
         # part; under it, the archive is looked at again: another worker may have
         # archived a copy meanwhile, and threading needs to see what the others wrote.
-        unknown = {k for k in groups if k not in _existing(session, groups)}
+        known = _existing(session, groups)
+        unknown = {key for key in groups if key not in known}
         blobs = {groups[k][0].sha256: groups[k][0].data for k in unknown}
         stored = self.store.put_many(list(blobs.values()), list(blobs))
         transaction_lock(session, ARCHIVE_LOCK)

@@ -18,17 +18,28 @@ for 1 and 2 processes (`--processes 1,2`) side by side in one run:
    number of concurrent SMTP sessions (`--sessions`) spread round-robin over their
    ports; messages acknowledged with 250 per second.
 
-Where the time goes is reported next to the rates: CPU seconds of each group of
-processes (workers, indexers, intakes, PostgreSQL, the SMTP client, this script) read
-from /proc; the whole machine's busy, iowait and idle shares from /proc/stat; and what
-the database sessions were doing, from `pg_stat_activity` sampled every 50 ms (running a
-statement, waiting for the archive lock or for the WAL flush of a commit, or idle in a
-transaction while the client parses and writes blobs), as the average number of
-sessions in each state.
+Where the time goes is reported next to the rates:
+- CPU seconds of each group of processes (workers, indexers, intakes, PostgreSQL, the
+  SMTP client, this script) from /proc, and the whole machine's busy, iowait and idle
+  shares from /proc/stat; what is busy beyond our processes is other load, and a run
+  that shared the CPU with more than a quarter of a core of it is marked `*`. This
+  matters more than usual: `arsip serve` runs its worker and indexer at the lowest CPU
+  priority (SCHED_IDLE), so any other load on the machine starves them first.
+- what the database sessions were doing, from `pg_stat_activity` sampled every 50 ms
+  (running a statement, waiting for the archive lock, for the WAL flush of a commit or
+  for the client, or idle in a transaction while the client parses and writes blobs), as
+  the average number of sessions in each state; and, for a server on this machine, the
+  CPU time of the sessions serving workers, indexers and intakes.
+- the statements that took the database's time (`pg_stat_statements`, which the private
+  cluster preloads; left out when a given server lacks it).
+The logs are read too: a spool entry archived twice or a document indexed twice would
+be duplicate work between processes, and the thread count must not depend on how many
+workers archived the mail.
 
-The mail is `ingest.py`'s generator: about 4.7 KB a message, 60 correspondents over five
+The mail is `ingest.py`'s generator: about 5 KB a message, 60 correspondents over five
 domains, 30 % replies in threads, 15 % with a PDF, CSV or image attachment, encoded-word
-headers. Every configuration gets a fresh database and a fresh data directory.
+headers. Every configuration gets a fresh database and a fresh data directory; nothing
+runs the scheduler or the web UI.
 
 PostgreSQL: by default the script starts a private cluster of Debian's `postgresql`
 package (as the `postgres` user when run as root) on 127.0.0.1 and a free port, with
@@ -85,6 +96,7 @@ sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
 import ingest  # noqa: E402
 from ingest import (  # noqa: E402
+    CLOCK_TICKS,
     HOST,
     ClientReport,
     SendResult,
@@ -111,6 +123,7 @@ MAX_ROUNDS = 10
 BENCH_APP = "arsip-scale-bench"  # application_name of this script's own connections
 ACTIVITY_INTERVAL = 0.05
 POLL_INTERVAL = 0.2
+DISTURBED_CORES = 0.25  # other processes using more than this mark a run with *
 SETTLE_CPU_SHARE = 0.05  # processes count as idle below this share of a core
 ARCHIVED_LINE = re.compile(r"queue_id=(\S+) archived as message (\d+)( \(copy)?")
 INDEXED_LINE = re.compile(r"indexed (\d+) messages, removed (\d+)")
@@ -177,6 +190,8 @@ class PrivatePostgres:
             "synchronous_commit": "on",
             "full_page_writes": "on",
             "max_connections": "200",
+            # Which statements the database spends its time on (about 1 % overhead).
+            "shared_preload_libraries": "pg_stat_statements",
         }
         options = [f"-c{name}={value}" for name, value in settings.items()]
         with open(self.log_path, "wb") as log:
@@ -248,6 +263,40 @@ class Databases:
             isolation_level="AUTOCOMMIT",
             connect_args={"application_name": BENCH_APP},
         )
+        self.statements = self._statements_available()
+
+    def _statements_available(self) -> bool:
+        """Whether the server keeps per-statement times (pg_stat_statements preloaded)."""
+        try:
+            with self.admin.connect() as connection:
+                connection.execute(text("CREATE EXTENSION IF NOT EXISTS pg_stat_statements"))
+                connection.execute(text("SELECT 1 FROM pg_stat_statements LIMIT 1")).all()
+            return True
+        except Exception:
+            return False
+
+    def reset_statements(self) -> None:
+        """Forget statement times so far (all databases)."""
+        if self.statements:
+            with self.admin.connect() as connection:
+                connection.execute(text("SELECT pg_stat_statements_reset()"))
+
+    def top_statements(self, url: str, count: int = 6) -> list[str]:
+        """The statements of `url`'s database that took the most time since the reset."""
+        if not self.statements:
+            return []
+        query = text(
+            "SELECT s.calls, s.total_exec_time, s.rows, s.query FROM pg_stat_statements s"
+            " JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = :name"
+            " ORDER BY s.total_exec_time DESC LIMIT :count"
+        )
+        with self.admin.connect() as connection:
+            rows = connection.execute(query, {"name": make_url(url).database, "count": count})
+            return [
+                f"{total / 1000:.1f} s in {calls:,} calls ({total / max(calls, 1):.2f} ms each,"
+                f" {rows / max(calls, 1):,.0f} rows): {_shorten(statement)}"
+                for calls, total, rows, statement in rows
+            ]
 
     def server_settings(self) -> dict[str, str]:
         """What decides the cost of a commit, for the record."""
@@ -275,6 +324,13 @@ class Databases:
 
     def close(self) -> None:
         self.admin.dispose()
+
+
+def _shorten(statement: str, width: int = 110) -> str:
+    """One line of a statement, long parameter lists folded."""
+    flat = re.sub(r"\s+", " ", statement).strip()
+    flat = re.sub(r"(\$\d+(?:::\w+(?:\(\d+\))?)?, ){3,}", "$.., ", flat)
+    return flat if len(flat) <= width else flat[: width - 3] + "..."
 
 
 def bench_engine(url: str, **options: Any) -> Engine:
@@ -328,18 +384,47 @@ def classify(state: str, wait_type: str | None, wait_event: str | None, query: s
         return "waiting for an advisory lock (archive lock)"
     if wait_type in {"IO", "LWLock"} and wait_event and wait_event.startswith("WAL"):
         return f"{what}: waiting for WAL ({wait_event})"
-    if wait_type and wait_type != "Client":
+    if wait_type == "Client":
+        return f"{what}: waiting for the client ({wait_event})"
+    if wait_type:
         return f"{what}: waiting ({wait_type}/{wait_event})"
     return f"{what}: running"
 
 
-class ActivitySampler:
-    """Samples pg_stat_activity of one database every `ACTIVITY_INTERVAL` seconds."""
+def backend_role(query: str) -> str | None:
+    """Which kind of Arsip process a database session serves, judging by a statement it
+    ran (pooled connections keep serving one process, so one telling statement is enough)."""
+    if "search_documents" in query:
+        return "indexer"
+    if "INTO spool" in query or "intake_ledger" in query:
+        return "intake"
+    if "pg_advisory_xact_lock" in query or "INTO messages" in query or "FROM spool" in query:
+        return "worker"
+    return None
 
-    def __init__(self, url: str) -> None:
+
+def _backend_ticks(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class ActivitySampler:
+    """Samples pg_stat_activity of one database every `ACTIVITY_INTERVAL` seconds: what
+    the sessions do, and (when the server runs on this machine) the CPU time of each
+    session's backend process, charged to the kind of Arsip process it serves."""
+
+    def __init__(self, url: str, local: bool) -> None:
         self.engine = bench_engine(url, pool_size=1)
+        self.local = local
         self.samples = 0
         self.states: Counter[str] = Counter()
+        self.roles: dict[int, str] = {}
+        self.first_ticks: dict[int, int] = {}
+        self.last_ticks: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="activity", daemon=True)
 
@@ -354,17 +439,33 @@ class ActivitySampler:
 
     def _run(self) -> None:
         query = text(
-            "SELECT state, wait_event_type, wait_event, query FROM pg_stat_activity"
+            "SELECT pid, state, wait_event_type, wait_event, query FROM pg_stat_activity"
             " WHERE datname = current_database() AND backend_type = 'client backend'"
-            " AND application_name <> :me AND state <> 'idle'"
+            " AND application_name <> :me"
         )
         with self.engine.connect() as connection:
             connection.execution_options(isolation_level="AUTOCOMMIT")
-            while not self._stop.wait(ACTIVITY_INTERVAL):
+            while True:
                 rows = connection.execute(query, {"me": BENCH_APP}).all()
                 self.samples += 1
-                for state, wait_type, wait_event, statement in rows:
-                    self.states[classify(state or "", wait_type, wait_event, statement)] += 1
+                for pid, state, wait_type, wait_event, statement in rows:
+                    self._see(pid, statement or "")
+                    if state != "idle":
+                        self.states[classify(state or "", wait_type, wait_event, statement)] += 1
+                if self._stop.wait(ACTIVITY_INTERVAL):
+                    break
+            for pid in self.last_ticks:
+                self._see(pid, "")
+
+    def _see(self, pid: int, statement: str) -> None:
+        role = backend_role(statement)
+        if role is not None:
+            self.roles.setdefault(pid, role)
+        if self.local:
+            ticks = _backend_ticks(pid)
+            if ticks is not None:
+                self.first_ticks.setdefault(pid, ticks)
+                self.last_ticks[pid] = ticks
 
     def top(self, count: int = 8, floor: float = 0.02) -> list[tuple[str, float]]:
         """The commonest states, as the average number of sessions in each."""
@@ -375,6 +476,13 @@ class ActivitySampler:
             for state, n in self.states.most_common(count)
             if n / self.samples >= floor
         ]
+
+    def backend_cpu(self) -> dict[str, float]:
+        """CPU seconds of the database sessions, by the kind of process they serve."""
+        found: Counter[str] = Counter()
+        for pid, last in self.last_ticks.items():
+            found[self.roles.get(pid, "other")] += (last - self.first_ticks[pid]) / CLOCK_TICKS
+        return dict(found)
 
 
 # ---------------------------------------------------------------------------------------
@@ -591,6 +699,14 @@ class Where:
     cpu: dict[str, list[float]] = field(default_factory=dict)  # group -> per process
     machine: dict[str, float] = field(default_factory=dict)
     activity: list[tuple[str, float]] = field(default_factory=list)
+    statements: list[str] = field(default_factory=list)
+    pg_sessions: dict[str, float] = field(default_factory=dict)  # role -> CPU s
+
+    @property
+    def other_cores(self) -> float:
+        """Cores kept busy by processes not ours (and the kernel) during the phase."""
+        ours = sum(sum(values) for values in self.cpu.values()) / (self.seconds or 1e-9)
+        return max(0.0, self.machine.get("busy", 0) * (os.cpu_count() or 1) - ours)
 
     def lines(self) -> list[str]:
         """Human-readable lines for the report."""
@@ -606,7 +722,7 @@ class Where:
         total = sum(sum(values) for values in self.cpu.values())
         out = [f"CPU s over {self.seconds:.1f} s: " + "; ".join(parts)]
         cores = os.cpu_count() or 1
-        other = max(0.0, self.machine.get("busy", 0) * cores - total / wall)
+        other = self.other_cores
         out.append(
             f"all of it {total:.1f} CPU s = {total / wall:.2f} of {cores} cores; "
             f"machine busy {self.machine.get('busy', 0):.0%}, iowait "
@@ -618,6 +734,17 @@ class Where:
                 "database sessions (average number in each state): "
                 + "; ".join(f"{state} {mean:.2f}" for state, mean in self.activity)
             )
+        if self.pg_sessions:
+            postgres = sum(self.cpu.get("postgres", [0.0]))
+            rest = postgres - sum(self.pg_sessions.values())
+            out.append(
+                "postgres CPU s by whom its sessions serve: "
+                + ", ".join(f"{role} {v:.1f}" for role, v in sorted(self.pg_sessions.items()))
+                + f"; the rest (its background processes, this script's sessions) {rest:.1f}"
+            )
+        if self.statements:
+            out.append("statements that took the database's time:")
+            out += [f"  {line}" for line in self.statements]
         return out
 
 
@@ -724,13 +851,14 @@ def run_intake(
             processes.append(ArsipProcess(command, workdir, f"intake-{number}", "intake", env))
         wait_up(processes)
         dbs.checkpoint()
+        dbs.reset_statements()
         print("sending ...", end=" ", flush=True)
         for process in processes:
             process.mark()
         before = machine_ticks()
         bench_cpu = os.times()
         pg_mark = args.pg_cpu()
-        with ActivitySampler(url) as activity:
+        with ActivitySampler(url, args.local_pg) as activity:
             sent = send_spread(
                 [p.smtp_port for p in processes],
                 args.messages,
@@ -750,6 +878,8 @@ def run_intake(
             },
             machine=machine_shares(before, after),
             activity=activity.top(),
+            statements=dbs.top_statements(url),
+            pg_sessions=activity.backend_cpu(),
         )
         spooled = int(figures()["spool_pending"])
         print(f"{sent.rate:,.0f} msgs/s acknowledged", flush=True)
@@ -816,6 +946,7 @@ def run_end_to_end(
                 )
             wait_up(processes)
             dbs.checkpoint()
+            dbs.reset_statements()
             for process in processes:
                 process.mark()
             pg_mark = args.pg_cpu()
@@ -825,7 +956,7 @@ def run_end_to_end(
         began = time.monotonic()
         last_change, last_left = began, -1
         polls_since_empty = 0
-        with ActivitySampler(url) as activity:
+        with ActivitySampler(url, args.local_pg) as activity:
             while True:
                 now = time.monotonic()
                 figure = figures()
@@ -858,6 +989,8 @@ def run_end_to_end(
             },
             machine=machine_shares(before, after),
             activity=activity.top(),
+            statements=dbs.top_statements(url),
+            pg_sessions=activity.backend_cpu(),
         )
         archived = int(figures()["messages"])
         threads = figures.scalar("SELECT count(DISTINCT thread_id) FROM messages")
@@ -926,6 +1059,20 @@ def _ratio(value: float | None, base: float | None) -> str:
     return f"{value / base:.2f}x" if value and base else "-"
 
 
+def _disturbed(result: EndToEndResult | IntakeResult) -> str:
+    """A mark for a run during which other processes took a noticeable share of the CPU."""
+    return "*" if result.where.other_cores > DISTURBED_CORES else ""
+
+
+def _clean(
+    results: Sequence[EndToEndResult] | Sequence[IntakeResult], k: int
+) -> list[EndToEndResult | IntakeResult]:
+    """The runs with `k` processes that had the machine to themselves, or all of them if
+    none did."""
+    runs = [r for r in results if r.processes == k]
+    return [r for r in runs if not _disturbed(r)] or runs
+
+
 def _median(values: list[float | None]) -> float | None:
     known = [v for v in values if v is not None]
     return statistics.median(known) if known else None
@@ -934,8 +1081,9 @@ def _median(values: list[float | None]) -> float | None:
 def print_table(
     levels: Sequence[int], e2e: Sequence[EndToEndResult], intake: Sequence[IntakeResult]
 ) -> None:
-    """One row per figure, one column per process count (the median over the rounds),
-    and the ratios to the first count."""
+    """One row per figure, one column per process count (the median over the rounds,
+    leaving out disturbed runs when undisturbed ones exist), and the ratios to the first
+    count."""
     header = ["", *(f"{k} process{'es' if k > 1 else ''}" for k in levels)]
     header += [f"{k} vs {levels[0]}" for k in levels[1:]]
     rows: list[list[str]] = []
@@ -947,17 +1095,16 @@ def print_table(
         spec: str = ",.0f",
         ratio: bool = True,
     ) -> None:
-        values = [_median([value(r) for r in results if r.processes == k]) for k in levels]
+        values = [_median([value(r) for r in _clean(results, k)]) for k in levels]
         cells = [name, *(_fmt(v, spec) for v in values)]
         cells += [_ratio(v, values[0]) if ratio else "" for v in values[1:]]
         rows.append(cells)
 
     def each(name: str, results: Sequence[EndToEndResult] | Sequence[IntakeResult]) -> None:
-        runs = [[r.rate for r in results if r.processes == k] for k in levels]
+        runs = [[r for r in results if r.processes == k] for k in levels]
         if max(len(r) for r in runs) > 1:
-            rows.append(
-                [name, *(" / ".join(_fmt(v) for v in r) for r in runs), *([""] * (len(levels) - 1))]
-            )
+            cells = [" / ".join(_fmt(r.rate) + _disturbed(r) for r in run) for run in runs]
+            rows.append([name, *cells, *([""] * (len(levels) - 1))])
 
     def cores(result: EndToEndResult | IntakeResult) -> float:
         return sum(sum(v) for v in result.where.cpu.values()) / (result.where.seconds or 1e-9)
@@ -978,18 +1125,26 @@ def print_table(
         first = cells[0].ljust(widths[0])
         rest = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))
         print("  ".join([first, *rest]))
+    disturbed = [r for r in [*e2e, *intake] if _disturbed(r)]
+    if disturbed:
+        print(
+            f"* {len(disturbed)} run(s) shared the CPU with other processes (more than "
+            f"{DISTURBED_CORES} of a core on average; see 'processes not ours' below); "
+            "the figures above are medians of the other runs where there are any"
+        )
 
 
 def print_details(e2e: Sequence[EndToEndResult], intake: Sequence[IntakeResult]) -> None:
     for result in e2e:
+        documents = f"{result.documents:,}" if result.documents >= 0 else "- (whoosh)"
+        per_process = ", ".join(f"{name} {n:,}" for name, n in result.batches.items())
         print(
             f"end to end, {result.processes} worker(s) + {result.indexers} indexer(s): "
             f"{result.messages:,} spooled (fill at {result.fill_rate:,.0f} msgs/s), "
             f"{result.archived:,} archived in {result.threads:,} threads, search_documents "
-            f"{result.documents:,}; "
-            f"entries archived twice {result.duplicates}, copies of known messages "
-            f"{result.copies}, documents indexed {result.indexed_lines:,}; per process "
-            + ", ".join(f"{name} {n:,}" for name, n in result.batches.items())
+            f"{documents}; entries archived twice {result.duplicates}, copies of known "
+            f"messages {result.copies}, documents indexed {result.indexed_lines:,}; "
+            f"per process {per_process}"
         )
         for line in result.where.lines():
             print(f"  {line}")
@@ -1143,6 +1298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.database_url:
             admin_url = args.database_url
             args.pg_cpu = lambda: 0.0  # another machine's, or not ours to watch
+            args.local_pg = False
         else:
             server = PrivatePostgres(args.tmp).start()
             admin_url = server.url
@@ -1153,6 +1309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return pg_monitor.cpu_seconds()
 
             args.pg_cpu = pg_cpu
+            args.local_pg = True
         dbs = Databases(admin_url)
         shown = ", ".join(f"{k}={v}" for k, v in dbs.server_settings().items())
         where = "private cluster" if server else "given server"
