@@ -502,20 +502,20 @@ async def _send_share(
 
 
 async def _client_main(
-    port: int,
-    shares: list[list[int]],
+    shares: list[tuple[int, list[int]]],
     ready: multiprocessing.Queue[str],
     go: EventType,
     time_limit: float,
 ) -> ClientReport:
+    """Send each (port, message numbers) share over a connection of its own."""
     report = ClientReport()
     loop = asyncio.get_running_loop()
     try:
-        conns = await asyncio.gather(*(_open(port) for _ in shares))
+        conns = await asyncio.gather(*(_open(port) for port, _ in shares))
     except (OSError, SmtpError) as exc:
         ready.put(f"error: {exc}")
         report.error = str(exc)
-        report.fail(f"CONNECT 0 {exc}", sum(len(share) for share in shares))
+        report.fail(f"CONNECT 0 {exc}", sum(len(share) for _, share in shares))
         return report
     ready.put("ready")
     await loop.run_in_executor(None, go.wait, time_limit)
@@ -523,7 +523,7 @@ async def _client_main(
     deadline = loop.time() + time_limit
     sends = [
         _send_share(conn, share, report, deadline)
-        for conn, share in zip(conns, shares, strict=True)
+        for conn, (_, share) in zip(conns, shares, strict=True)
     ]
     await asyncio.gather(*sends)
     report.finished = time.monotonic()
@@ -533,15 +533,14 @@ async def _client_main(
 
 
 def _client_process(
-    port: int,
-    shares: list[list[int]],
+    shares: list[tuple[int, list[int]]],
     ready: multiprocessing.Queue[str],
     go: EventType,
     results: multiprocessing.Queue[ClientReport],
     time_limit: float,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the run
-    results.put(asyncio.run(_client_main(port, shares, ready, go, time_limit)))
+    results.put(asyncio.run(_client_main(shares, ready, go, time_limit)))
 
 
 @dataclass
@@ -565,24 +564,26 @@ class SendResult:
 
 
 def send_all(
-    port: int,
+    port: int | Sequence[int],
     count: int,
     sessions: int,
     procs: int,
     time_limit: float,
     on_go: Sequence[Callable[[], object]] = (),
 ) -> SendResult:
-    """Send messages 0..count-1 over `sessions` connections spread over `procs` processes."""
+    """Send messages 0..count-1 over `sessions` connections spread over `procs` processes;
+    with several ports, session i goes to port i mod their number."""
+    ports = [port] if isinstance(port, int) else list(port)
     context = multiprocessing.get_context("fork")
     ready: multiprocessing.Queue[str] = context.Queue()
     results: multiprocessing.Queue[ClientReport] = context.Queue()
     go = context.Event()
     procs = max(1, min(procs, sessions))
-    shares = [list(range(s, count, sessions)) for s in range(sessions)]
+    shares = [(ports[s % len(ports)], list(range(s, count, sessions))) for s in range(sessions)]
     workers = [
         context.Process(
             target=_client_process,
-            args=(port, shares[p::procs], ready, go, results, time_limit),
+            args=(shares[p::procs], ready, go, results, time_limit),
             name=f"bench-client-{p}",
             daemon=True,
         )

@@ -66,11 +66,9 @@ message was refused or never became searchable, or a process could not be starte
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import glob
 import json
-import multiprocessing
 import os
 import platform
 import re
@@ -87,7 +85,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 from typing import Any
 
@@ -98,9 +95,7 @@ import ingest  # noqa: E402
 from ingest import (  # noqa: E402
     CLOCK_TICKS,
     HOST,
-    ClientReport,
     SendResult,
-    SmtpError,
     TreeMonitor,
     arsip_env,
     find_arsip,
@@ -577,117 +572,6 @@ def stop_all(processes: Sequence[ArsipProcess]) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# The SMTP client: ingest.py's, with sessions spread over several ports
-
-
-async def _client_main(
-    shares: list[tuple[int, list[int]]],
-    ready: multiprocessing.Queue[str],
-    go: EventType,
-    time_limit: float,
-) -> ClientReport:
-    report = ClientReport()
-    loop = asyncio.get_running_loop()
-    try:
-        conns = await asyncio.gather(*(ingest._open(port) for port, _ in shares))
-    except (OSError, SmtpError) as exc:
-        ready.put(f"error: {exc}")
-        report.error = str(exc)
-        report.fail(f"CONNECT 0 {exc}", sum(len(share) for _, share in shares))
-        return report
-    ready.put("ready")
-    await loop.run_in_executor(None, go.wait, time_limit)
-    before = os.times()
-    deadline = loop.time() + time_limit
-    await asyncio.gather(
-        *(
-            ingest._send_share(conn, share, report, deadline)
-            for conn, (_, share) in zip(conns, shares, strict=True)
-        )
-    )
-    report.finished = time.monotonic()
-    after = os.times()
-    report.cpu = (after.user - before.user) + (after.system - before.system)
-    return report
-
-
-def _client_process(
-    shares: list[tuple[int, list[int]]],
-    ready: multiprocessing.Queue[str],
-    go: EventType,
-    results: multiprocessing.Queue[ClientReport],
-    time_limit: float,
-) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the run
-    results.put(asyncio.run(_client_main(shares, ready, go, time_limit)))
-
-
-def send_spread(
-    ports: Sequence[int], count: int, sessions: int, procs: int, time_limit: float
-) -> SendResult:
-    """Send messages 0..count-1 over `sessions` connections, session i to port i mod
-    len(ports), from `procs` forked client processes (they inherit ingest's payloads)."""
-    context = multiprocessing.get_context("fork")
-    ready: multiprocessing.Queue[str] = context.Queue()
-    results: multiprocessing.Queue[ClientReport] = context.Queue()
-    go = context.Event()
-    procs = max(1, min(procs, sessions))
-    shares = [(ports[s % len(ports)], list(range(s, count, sessions))) for s in range(sessions)]
-    clients = [
-        context.Process(
-            target=_client_process,
-            args=(shares[p::procs], ready, go, results, time_limit),
-            name=f"scale-client-{p}",
-            daemon=True,
-        )
-        for p in range(procs)
-    ]
-    for client in clients:
-        client.start()
-    reports: list[ClientReport] = []
-    started = time.monotonic()
-    try:
-        for _ in clients:
-            state = ready.get(timeout=60)
-            if state != "ready":
-                raise RuntimeError(f"client could not connect: {state}")
-        started = time.monotonic()
-        go.set()
-        for _ in clients:
-            reports.append(results.get(timeout=time_limit + 60))
-    except Exception as exc:
-        go.set()
-        lost = ClientReport(error=str(exc))
-        lost.fail(
-            f"CLIENT 0 {exc or type(exc).__name__}", count - sum(r.ok + r.failed for r in reports)
-        )
-        reports.append(lost)
-    finally:
-        for client in clients:
-            client.join(timeout=10)
-            if client.is_alive() and client.pid is not None:
-                os.kill(client.pid, signal.SIGKILL)
-                client.join(timeout=5)
-    finished = max((r.finished for r in reports if r.finished), default=time.monotonic())
-    failures: Counter[str] = Counter()
-    samples: list[str] = []
-    for report in reports:
-        failures.update(report.failures)
-        samples += report.samples
-    return SendResult(
-        ok=sum(r.ok for r in reports),
-        failed=sum(r.failed for r in reports),
-        seconds=finished - started,
-        started=started,
-        finished=finished,
-        client_cpu=sum(r.cpu for r in reports),
-        client_procs=procs,
-        failures=dict(failures),
-        samples=samples[:5],
-    )
-
-
-# ---------------------------------------------------------------------------------------
 # The two measurements
 
 
@@ -859,7 +743,7 @@ def run_intake(
         bench_cpu = os.times()
         pg_mark = args.pg_cpu()
         with ActivitySampler(url, args.local_pg) as activity:
-            sent = send_spread(
+            sent = ingest.send_all(
                 [p.smtp_port for p in processes],
                 args.messages,
                 args.sessions,
@@ -897,7 +781,7 @@ def fill_spool(
     intake = ArsipProcess(command, workdir, "fill-intake", "intake", env)
     try:
         wait_up([intake])
-        return send_spread(
+        return ingest.send_all(
             [intake.smtp_port], args.messages, args.sessions, args.client_procs, args.send_timeout
         )
     finally:
