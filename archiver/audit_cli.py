@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from tqdm import tqdm
 
 from archiver import audit, migrate
-from archiver.service import Core, build_core
+from archiver.core import Core, build_core
 
 BATCH = 1000
 

@@ -19,17 +19,11 @@ from tqdm import tqdm
 from archiver import migrate
 from archiver.audit import cli_actor, record
 from archiver.config import Settings, SettingsError, load_settings
+from archiver.core import Core, build_core
+from archiver.logs import configure_logging
 from archiver.mailfiles import MailFileError
 from archiver.report import stats as collect_stats
-from archiver.service import (
-    ChildDiedError,
-    Core,
-    Service,
-    StartError,
-    build_core,
-    configure_logging,
-    parse_roles,
-)
+from archiver.service import ChildDiedError, Service, StartError, parse_roles
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from sqlalchemy import Select, func, select
 
+from archiver.core import Core
 from archiver.mailfiles import mbox_entry
 from archiver.models import Message
-from archiver.service import Core
 
 
 def export_mbox(

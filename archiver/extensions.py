@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from archiver.archive import RawMessage
 
 if TYPE_CHECKING:
-    from archiver.service import Core
+    from archiver.core import Core
 
 
 class Extension(Protocol):

@@ -19,8 +19,8 @@ from tqdm import tqdm
 
 from archiver import ledger
 from archiver.archive import ArchiveResult, RawMessage
+from archiver.core import Core
 from archiver.mailfiles import FoundMessage, iter_path, total_size
-from archiver.service import Core
 
 BATCH_SIZE = 200
 

@@ -25,7 +25,7 @@ from archiver import upkeep
 from archiver.locks import ProcessLock, process_label, process_lock
 
 if TYPE_CHECKING:
-    from archiver.service import Core
+    from archiver.core import Core
 
 log = logging.getLogger(__name__)
 

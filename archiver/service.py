@@ -26,40 +26,28 @@ import socket
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
-
 from archiver import migrate
-from archiver.archive import Archive
 from archiver.config import Settings
-from archiver.contentcheck.checker import ContentChecker
+from archiver.core import Core, build_core
 from archiver.db import (
     durability_problems,
     is_postgres,
-    make_engine,
-    session_factory,
 )
-from archiver.extensions import Extension, ExtensionFactory
+from archiver.extensions import ExtensionFactory
 from archiver.intake import IntakeHandler, start_servers
 from archiver.locks import ProcessLock, ServeLock, process_label, process_lock
+from archiver.logs import configure_logging
 from archiver.notify import NotifiedWaker
-from archiver.routing import RecipientPolicy
 from archiver.scheduling import run_scheduler
-from archiver.search.backend import SearchBackend
 from archiver.search.indexer import Indexer
-from archiver.search.postgres_index import PostgresBackend
-from archiver.search.whoosh_index import WhooshBackend
-from archiver.spool import GroupCommitter, Spool
-from archiver.store import DirectoryBlobStore
-from archiver.worker import SpoolWorker, Waker
+from archiver.spool import GroupCommitter
+from archiver.worker import Waker
 
 log = logging.getLogger(__name__)
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 WORKER_NICENESS = 19
 SWITCH_INTERVAL = 0.0005
 WORKER_DRAIN_SECONDS = 30  # how long a stopping worker waits for its background jobs
@@ -90,75 +78,6 @@ def parse_roles(text: str) -> frozenset[str]:
             f"unknown role {', '.join(unknown)}: choose all or any of {', '.join(ROLES)}"
         )
     return frozenset(names)
-
-
-@dataclass
-class Core:
-    """The archiver's parts, wired to one database and one data directory."""
-
-    settings: Settings
-    engine: Engine
-    sessions: sessionmaker[Session]
-    store: DirectoryBlobStore
-    spool: Spool
-    archive: Archive
-    policy: RecipientPolicy
-    checker: ContentChecker | None = None  # spamd/clamd, when configured
-    extensions: list[Extension] = field(default_factory=list)
-
-    def worker(self) -> SpoolWorker:
-        """A spool worker over these parts."""
-        return SpoolWorker(self.sessions, self.archive, self.policy, self.extensions, self.checker)
-
-    def extend(self, factories: Sequence[ExtensionFactory]) -> None:
-        """Build and plug in extensions: they own addresses at RCPT and get their mail."""
-        for factory in factories:
-            extension = factory(self)
-            self.policy.register(extension)
-            self.extensions.append(extension)
-
-    def search_backend(self, repair: bool = False) -> SearchBackend:
-        """The configured search index (whoosh: only one process may write it at a time).
-
-        With `repair`, a whoosh index too damaged to open is replaced by an empty one (for
-        `arsip reindex`, which fills it from the archive)."""
-        if self.settings.search_backend == "postgres":
-            return PostgresBackend(self.engine)
-        return WhooshBackend(self.settings.index_dir, repair=repair)
-
-
-def build_core(settings: Settings) -> Core:
-    """Create the data directory and the parts; does not touch the schema."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.database_url, settings.database_connections)
-    sessions = session_factory(engine)
-    store = DirectoryBlobStore(settings.blob_dir, key=settings.blob_key())
-    return Core(
-        settings=settings,
-        engine=engine,
-        sessions=sessions,
-        store=store,
-        spool=Spool(engine),
-        archive=Archive(store),
-        policy=RecipientPolicy(settings),
-        checker=content_checker(settings),
-    )
-
-
-def content_checker(settings: Settings) -> ContentChecker | None:
-    """The configured content checks, or None when neither daemon is set."""
-    if settings.spamd is None and settings.clamd is None:
-        return None
-    return ContentChecker(settings.spamd, settings.clamd, timeout=settings.check_timeout)
-
-
-def configure_logging(settings: Settings) -> None:
-    """One line per event on stderr."""
-    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT, force=True)
-    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
-    logging.getLogger("pypdf").setLevel(logging.ERROR)  # one warning per oddity in every PDF
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # archiver.migrate says what changed
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # a line per job and run
 
 
 def _stop_with_parent(parent_pid: int) -> threading.Event:

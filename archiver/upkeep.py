@@ -21,7 +21,7 @@ from archiver import audit, ledger
 from archiver.retention.sweep import Sweeper
 
 if TYPE_CHECKING:
-    from archiver.service import Core
+    from archiver.core import Core
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
 
+from archiver.core import Core
 from archiver.ledger import (
     ChainReport,
     DaySeal,
@@ -21,7 +22,6 @@ from archiver.ledger import (
     verify_chain,
 )
 from archiver.models import Blob
-from archiver.service import Core
 from archiver.store import BlobCorruptError, BlobKeyError, BlobMissingError
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from archiver import migrate
 from archiver.audit import capped, changes, cli_actor, record
-from archiver.service import build_core
+from archiver.core import build_core
 from lists.membership import Membership
 from lists.models import (
     Action,

@@ -13,7 +13,7 @@ from sqlalchemy import delete, event, select
 from sqlalchemy.orm import Session
 
 from archiver.archive import RawMessage
-from archiver.service import Core
+from archiver.core import Core
 from lists import bouncing, digesting
 from lists.addresses import Kind, ListAddress
 from lists.bounces import Bounce, decode_verp, parse_bounce

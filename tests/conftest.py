@@ -14,7 +14,7 @@ import pytest
 
 from archiver import migrate
 from archiver.contentcheck.daemons import DaemonAddress
-from archiver.service import Core, build_core
+from archiver.core import Core, build_core
 from tests.support import RunningService, postgres_database, service_env, settings_from
 
 

@@ -26,8 +26,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from archiver.config import Settings, load_settings
+from archiver.core import Core, build_core
 from archiver.report import stats
-from archiver.service import Core, build_core
 from lists.dmarc import DmarcLookup
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -32,7 +32,7 @@ from archiver.accounts import (
     utcnow,
     viewer_for,
 )
-from archiver.service import Core
+from archiver.core import Core
 from lists.models import ArchivePolicy, MailingList, Member
 from tests.support import ARSIP, ROOT
 from web import auth, create_app

@@ -21,9 +21,9 @@ from archiver import audit
 from archiver.accounts import add_user, find_user, new_api_token
 from archiver.archive import RawMessage
 from archiver.audit import AuditEntry, AuditHead, record, verify
+from archiver.core import Core
 from archiver.models import Message
 from archiver.search.indexer import Indexer
-from archiver.service import Core
 from lists.models import MailingList, Member
 from tests.test_accounts import PASSWORD, arsip, csrf_field, log_in
 from tests.test_search import ALICE, MESSAGES

@@ -20,6 +20,7 @@ from archiver.accounts import add_user, find_user, new_api_token
 from archiver.archive import RawMessage
 from archiver.contentcheck.daemons import DaemonAddress
 from archiver.contentcheck.verdict import Verdict
+from archiver.core import Core
 from archiver.report import stats
 from archiver.search.backend import SearchBackend, Sort
 from archiver.search.indexer import Indexer
@@ -34,7 +35,6 @@ from archiver.search.query import (
 )
 from archiver.search.service import search
 from archiver.search.viewer import Viewer
-from archiver.service import Core
 from tests import daemons
 from tests.daemons import GTUBE
 from tests.support import (

@@ -18,7 +18,7 @@ from archiver import migrate
 from archiver.accounts import add_user
 from archiver.archive import RawMessage
 from archiver.config import SettingsError, load_settings
-from archiver.service import Core, build_core
+from archiver.core import Core, build_core
 from archiver.store import BlobCorruptError, BlobKeyError, DirectoryBlobStore
 from tests.support import ARSIP, JOURNAL, ROOT, service_env, settings_from, simple_message
 from tests.test_accounts import log_in

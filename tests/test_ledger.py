@@ -14,6 +14,7 @@ from sqlalchemy import delete, func, select, update
 
 from archiver import ledger
 from archiver.archive import RawMessage
+from archiver.core import Core
 from archiver.importer import import_paths
 from archiver.ledger import (
     GENESIS,
@@ -25,7 +26,6 @@ from archiver.ledger import (
 )
 from archiver.mailfiles import mbox_entry
 from archiver.models import Message
-from archiver.service import Core
 from archiver.spool import Incoming
 from tests.support import ARSIP, JOURNAL, ROOT, simple_message
 

@@ -23,8 +23,8 @@ from archiver.accounts import add_user
 from archiver.audit import AuditEntry
 from archiver.contentcheck.daemons import DaemonAddress
 from archiver.contentcheck.verdict import Verdict
+from archiver.core import Core
 from archiver.models import ContentCheck, Message
-from archiver.service import Core
 from lists import notices
 from lists.dmarc import DmarcLookup
 from lists.models import Action, HeldMessage, MailingList, Member, OutboxMessage, OutboxRecipient

@@ -21,6 +21,7 @@ from sqlalchemy import func, select, text
 
 from archiver import audit
 from archiver.archive import RawMessage
+from archiver.core import Core
 from archiver.models import Blob, IndexQueueEntry, Message, MessageAddress
 from archiver.retention.models import BlobRemoval
 from archiver.retention.periods import Period, PeriodError
@@ -35,7 +36,6 @@ from archiver.retention.sweep import Sweeper, explain
 from archiver.search.indexer import Indexer
 from archiver.search.service import search
 from archiver.search.viewer import Viewer
-from archiver.service import Core
 from archiver.verify import verify_store
 from tests.support import ROOT, run_arsip
 
@@ -299,7 +299,7 @@ def test_a_sweep_killed_half_way_leaves_a_consistent_archive(core: Core) -> None
     script = (
         "import sys\n"
         "from archiver.config import load_settings\n"
-        "from archiver.service import build_core\n"
+        "from archiver.core import build_core\n"
         "from archiver.retention.sweep import Sweeper\n"
         "core = build_core(load_settings())\n"
         "Sweeper(core.sessions, core.store, core.search_backend(), batch_size=1).run()\n"

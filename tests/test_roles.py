@@ -27,9 +27,9 @@ import pytest
 from sqlalchemy import select
 
 from archiver import ledger, migrate
+from archiver.core import Core, build_core
 from archiver.ledger import DaySeal
 from archiver.report import stats
-from archiver.service import Core, build_core
 from tests.support import (
     ARSIP,
     JOURNAL,

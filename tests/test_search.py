@@ -10,12 +10,12 @@ from datetime import UTC, datetime
 import pytest
 
 from archiver.archive import RawMessage
+from archiver.core import Core
 from archiver.search.backend import Sort
 from archiver.search.indexer import Indexer
 from archiver.search.query import QuerySyntaxError
 from archiver.search.service import search
 from archiver.search.viewer import Viewer
-from archiver.service import Core
 from tests.support import JOURNAL, RunningService, simple_message
 
 ALICE = "alice@example.com"

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select
 
+from archiver.core import Core
 from archiver.models import SpoolEntry
 from archiver.notify import NotifiedWaker
-from archiver.service import Core
 from archiver.spool import Incoming, Spool, SpoolError, new_queue_id
 from tests.support import JOURNAL, simple_message
 

@@ -19,7 +19,7 @@ from archiver.accounts import (
     find_user,
     verified_addresses,
 )
-from archiver.service import Core
+from archiver.core import Core
 from lists.models import Delivery, MailingList, Member, OutboxMessage, OutboxRecipient
 from tests.test_accounts import PASSWORD, csrf_field, log_in
 from web import create_app

@@ -12,8 +12,8 @@ from flask.testing import FlaskClient
 import web.search
 from archiver.accounts import add_user, find_user, new_api_token
 from archiver.archive import RawMessage
+from archiver.core import Core
 from archiver.search.indexer import Indexer
-from archiver.service import Core
 from lists.models import MailingList, Member
 from tests.test_search import ALICE, BOB, MESSAGES
 from web import create_app

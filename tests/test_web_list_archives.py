@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from archiver.accounts import add_user
 from archiver.archive import RawMessage
-from archiver.service import Core
+from archiver.core import Core
 from lists.models import MailingList, Member, Pending
 from tests.support import simple_message
 from tests.test_accounts import PASSWORD, csrf_field, log_in

@@ -17,7 +17,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from archiver.service import Core
+from archiver.core import Core
 from lists.membership import Membership, has_role
 from lists.models import MailingList, Member, Pending, utcnow
 from lists.tokens import unsubscribe_signature

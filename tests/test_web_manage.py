@@ -9,7 +9,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from archiver.accounts import add_user
-from archiver.service import Core
+from archiver.core import Core
 from lists.models import (
     Ban,
     HeldMessage,

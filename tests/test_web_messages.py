@@ -17,9 +17,9 @@ from sqlalchemy import ColumnElement, select
 from archiver.access import find_message, thread_messages, visible_messages
 from archiver.accounts import add_user
 from archiver.archive import RawMessage
+from archiver.core import Core
 from archiver.models import Message
 from archiver.search.viewer import Viewer
-from archiver.service import Core
 from tests.support import CORPUS, simple_message
 from tests.test_accounts import log_in
 from web import create_app

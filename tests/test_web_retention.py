@@ -16,11 +16,11 @@ from sqlalchemy import func, select
 from archiver.accounts import add_user
 from archiver.archive import RawMessage
 from archiver.audit import AuditEntry
+from archiver.core import Core
 from archiver.models import Message
 from archiver.retention.models import LegalHold, RetentionPolicy
 from archiver.retention.periods import Period
 from archiver.retention.rules import sweep_state
-from archiver.service import Core
 from tests.test_accounts import PASSWORD, csrf_field, log_in
 from tests.test_retention import archive, mail
 from web import create_app

@@ -18,9 +18,9 @@ from sqlalchemy import select
 import web.search
 from archiver.accounts import add_user
 from archiver.archive import RawMessage
+from archiver.core import Core
 from archiver.models import Message
 from archiver.search.indexer import Indexer
-from archiver.service import Core
 from lists.models import MailingList
 from tests.test_accounts import log_in
 from tests.test_search import ALICE, BOB, MESSAGES, message

@@ -10,7 +10,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 if TYPE_CHECKING:
-    from archiver.service import Core
+    from archiver.core import Core
 
 
 def create_app(core: Core) -> Flask:

@@ -43,7 +43,7 @@ from web.auth import current_user, login_required
 from web.member_settings import DELIVERY_LABELS, BadSettings, apply_settings, delivery_label
 
 if TYPE_CHECKING:
-    from archiver.service import Core
+    from archiver.core import Core
 
 bp = Blueprint("account", __name__, url_prefix="/account")
 

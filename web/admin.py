@@ -19,7 +19,7 @@ from lists.models import HeldMessage, MailingList, Member, Role
 from web.auth import current_user, login_required
 
 if TYPE_CHECKING:
-    from archiver.service import Core
+    from archiver.core import Core
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 

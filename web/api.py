@@ -33,7 +33,7 @@ from web.sanitize import sanitize_html
 from web.search import BACKEND_KEY
 
 if TYPE_CHECKING:
-    from archiver.service import Core
+    from archiver.core import Core
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 

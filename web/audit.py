@@ -26,7 +26,7 @@ from web.auth import current_user, login_required
 from web.search import private_page_headers
 
 if TYPE_CHECKING:
-    from archiver.service import Core
+    from archiver.core import Core
 
 bp = Blueprint("audit", __name__)
 

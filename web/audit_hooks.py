@@ -23,7 +23,7 @@ from archiver.search.viewer import Viewer
 from web.auth import current_user
 
 if TYPE_CHECKING:
-    from archiver.service import Core
+    from archiver.core import Core
 
 
 def web_actor() -> str:

@@ -25,7 +25,7 @@ from archiver.throttle import Throttle
 from lists.access import readable_list_ids
 
 if TYPE_CHECKING:
-    from archiver.service import Core
+    from archiver.core import Core
 
 bp = Blueprint("auth", __name__)
 

@@ -33,7 +33,7 @@ from lists.models import ArchivePolicy, MailingList, Member, Role
 from web.auth import current_viewer
 
 if TYPE_CHECKING:
-    from archiver.service import Core
+    from archiver.core import Core
 
 bp = Blueprint("list_archives", __name__, url_prefix="/lists")
 

@@ -21,7 +21,7 @@ from lists.tokens import signature_matches
 from web.csrf import csrf_exempt
 
 if TYPE_CHECKING:
-    from archiver.service import Core
+    from archiver.core import Core
 
 bp = Blueprint("lists", __name__, url_prefix="/lists")
 

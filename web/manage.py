@@ -51,7 +51,7 @@ from web.audit_hooks import audit_change
 from web.auth import current_user, login_required
 
 if TYPE_CHECKING:
-    from archiver.service import Core
+    from archiver.core import Core
 
 bp = Blueprint("manage", __name__, url_prefix="/lists")
 

@@ -40,7 +40,7 @@ from web.lists import find_list
 from web.member_settings import DELIVERY_LABELS, BadSettings, apply_settings, delivery_label
 
 if TYPE_CHECKING:
-    from archiver.service import Core
+    from archiver.core import Core
 
 bp = Blueprint("member_page", __name__, url_prefix="/lists")
 

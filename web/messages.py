@@ -35,7 +35,7 @@ from web.auth import current_viewer
 from web.sanitize import html_document, sanitize_html
 
 if TYPE_CHECKING:
-    from archiver.service import Core
+    from archiver.core import Core
 
 bp = Blueprint("messages", __name__)
 

@@ -58,7 +58,7 @@ from web.search import BACKEND_KEY, private_page_headers
 if TYPE_CHECKING:
     from flask.sansio.blueprints import BlueprintSetupState
 
-    from archiver.service import Core
+    from archiver.core import Core
 
 bp = Blueprint("retention", __name__, url_prefix="/admin")
 

@@ -32,7 +32,7 @@ from web.auth import current_viewer, login_required
 if TYPE_CHECKING:
     from flask.sansio.blueprints import BlueprintSetupState
 
-    from archiver.service import Core
+    from archiver.core import Core
 
 bp = Blueprint("search", __name__)
 

@@ -12,7 +12,8 @@ Nothing here migrates the schema: an `arsip serve` or `arsip db upgrade` does th
 from __future__ import annotations
 
 from archiver.config import load_settings
-from archiver.service import build_core, configure_logging
+from archiver.core import build_core
+from archiver.logs import configure_logging
 from lists.engine import ListEngine
 from web import create_app
 

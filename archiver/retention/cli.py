@@ -15,6 +15,7 @@ import click
 
 from archiver import audit
 from archiver.cli import CliError, _core
+from archiver.core import Core
 from archiver.retention.models import LegalHold, RetentionPolicy
 from archiver.retention.periods import PeriodError
 from archiver.retention.rules import (
@@ -31,7 +32,6 @@ from archiver.retention.rules import (
 )
 from archiver.retention.sweep import Sweeper, SweepReport, explain
 from archiver.search.backend import SearchBackend
-from archiver.service import Core
 
 
 @contextmanager

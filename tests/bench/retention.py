@@ -38,11 +38,11 @@ from sqlalchemy import func, select, text  # noqa: E402
 
 from archiver import migrate  # noqa: E402
 from archiver.config import load_settings  # noqa: E402
+from archiver.core import Core, build_core  # noqa: E402
 from archiver.models import Message, MessageAddress  # noqa: E402
 from archiver.retention.rules import add_hold, add_policy  # noqa: E402
 from archiver.retention.sweep import Sweeper, candidate_query, custodian_query  # noqa: E402
 from archiver.search.indexer import Indexer  # noqa: E402
-from archiver.service import Core, build_core  # noqa: E402
 
 TARGET = 1_000.0
 HOLD_SHARE = 0.10

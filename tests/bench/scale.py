@@ -109,8 +109,8 @@ from sqlalchemy import Engine, create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from archiver.config import load_settings  # noqa: E402
+from archiver.core import Core, build_core  # noqa: E402
 from archiver.report import stats  # noqa: E402
-from archiver.service import Core, build_core  # noqa: E402
 
 MAX_MESSAGES = 200_000
 MAX_PROCESSES = 16

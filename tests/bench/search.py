@@ -66,13 +66,13 @@ from sqlalchemy import func, select, text  # noqa: E402
 
 from archiver import migrate  # noqa: E402
 from archiver.config import PARSERS, Settings, load_settings  # noqa: E402
+from archiver.core import Core, build_core  # noqa: E402
 from archiver.importer import import_paths  # noqa: E402
 from archiver.mailfiles import mbox_entry  # noqa: E402
 from archiver.models import Message  # noqa: E402
 from archiver.search.indexer import Indexer  # noqa: E402
 from archiver.search.service import fold, search  # noqa: E402
 from archiver.search.viewer import Viewer  # noqa: E402
-from archiver.service import Core, build_core  # noqa: E402
 
 SEED = 20_240_917
 CORPUS_DIR = Path("/work/shared/corpus")

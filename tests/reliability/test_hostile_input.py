@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from archiver.archive import RawMessage, dedupe_key
+from archiver.core import Core
 from archiver.models import Message
 from archiver.parse import FLAGS, parse_message
-from archiver.service import Core
 from tests.support import JOURNAL_DOMAIN, ROOT, RunningService, service_env
 
 RECEIVED = datetime(2026, 2, 2, 10, 0, tzinfo=UTC)
