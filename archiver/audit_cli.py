@@ -14,25 +14,10 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 from tqdm import tqdm
 
-from archiver import audit, migrate
-from archiver.core import Core, build_core
+from archiver import audit
+from archiver.clikit import database_reason, open_core
 
 BATCH = 1000
-
-
-def _core(ctx: click.Context) -> Core:
-    core = build_core(ctx.obj["settings"])
-    try:
-        migrate.upgrade(core.engine)
-    except SQLAlchemyError as exc:
-        raise click.ClickException(f"cannot open the database: {_why(exc)}") from exc
-    return core
-
-
-def _why(exc: SQLAlchemyError) -> str:
-    """The driver's one-line reason, without SQLAlchemy's pointer to its documentation."""
-    reason = str(getattr(exc, "orig", None) or exc)
-    return reason.splitlines()[0] if reason else type(exc).__name__
 
 
 def _when(_ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
@@ -73,7 +58,7 @@ def list_entries(
     limit: int,
 ) -> None:
     """Show audit entries, newest first."""
-    core = _core(ctx)
+    core = open_core(ctx, upgrade=False)
     shown = 0
     before: int | None = None
     try:
@@ -97,7 +82,7 @@ def list_entries(
                 before = batch[-1].seq
                 session.expunge_all()
     except SQLAlchemyError as exc:
-        raise click.ClickException(f"cannot read the audit log: {_why(exc)}") from exc
+        raise click.ClickException(f"cannot read the audit log: {database_reason(exc)}") from exc
     if not shown and not as_json:
         click.echo("no audit entries match", err=True)
 
@@ -121,7 +106,7 @@ def verify_chain(ctx: click.Context) -> None:
     run whose log still contains that hash at the same position proves nothing before it
     was rewritten.
     """
-    core = _core(ctx)
+    core = open_core(ctx, upgrade=False)
     try:
         with core.sessions() as session:
             audit.read_snapshot(session)
@@ -131,7 +116,7 @@ def verify_chain(ctx: click.Context) -> None:
                 problems = audit.verify(session, on_entry=bar.update)
             top = audit.head(session)
     except SQLAlchemyError as exc:
-        raise click.ClickException(f"cannot read the audit log: {_why(exc)}") from exc
+        raise click.ClickException(f"cannot read the audit log: {database_reason(exc)}") from exc
     if problems:
         for problem in problems:
             click.echo(f"entry {problem.seq}: {problem.problem}")

@@ -1,8 +1,12 @@
-"""The `arsip` command group: the composition root that wires core, lists and web.
+"""The `arsip` command group: the core's commands, and the plug-ins' groups.
 
 Each command reads like its help text. Errors the user can fix (a bad setting, a missing
 file, an unknown message) end in one line on stderr and a non-zero exit status, never a
 traceback.
+
+A command imports what it uses when it runs, and the plug-ins' groups are loaded only
+when one of them is asked for: `arsip search` or `arsip show` loads neither the web UI
+nor the list engine, and answers in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -14,40 +18,54 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from tqdm import tqdm
 
-from archiver import migrate
 from archiver.audit import cli_actor, record
-from archiver.config import Settings, SettingsError, load_settings
-from archiver.core import Core, build_core
+from archiver.clikit import CliError, open_core, settings_of
+from archiver.config import SettingsError, load_settings
 from archiver.logs import configure_logging
-from archiver.mailfiles import MailFileError
-from archiver.report import stats as collect_stats
-from archiver.service import ChildDiedError, Service, StartError, parse_roles
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from archiver.accounts import User
+    from archiver.core import Core
     from archiver.verify import VerifyReport
 
-
-class CliError(click.ClickException):
-    """A failure explained in one line; exits with status 1."""
-
-
-def _settings(ctx: click.Context) -> Settings:
-    return ctx.ensure_object(dict)["settings"]
-
-
-def _core(ctx: click.Context, migrate_schema: bool = True) -> Core:
-    core = build_core(_settings(ctx))
-    if migrate_schema:
-        migrate.upgrade(core.engine)
-    return core
+# The core's own command groups that live in their own modules, imported when asked for.
+CORE_GROUPS = {
+    "audit": ("archiver.audit_cli", "audit_group"),
+    "retention": ("archiver.retention.cli", "retention"),
+    "hold": ("archiver.retention.cli", "hold"),
+}
 
 
-@click.group()
+class ArsipGroup(click.Group):
+    """The `arsip` group: commands defined here, the core's other groups and the plug-ins'
+    groups, each imported only when it is run (or when help lists them)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = set(super().list_commands(ctx)) | set(CORE_GROUPS)
+        return sorted(names | {command.name or "" for command in _plugin_commands()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        found = super().get_command(ctx, cmd_name)
+        if found is not None:
+            return found
+        if cmd_name in CORE_GROUPS:
+            from importlib import import_module
+
+            module, name = CORE_GROUPS[cmd_name]
+            return getattr(import_module(module), name)
+        return next((c for c in _plugin_commands() if c.name == cmd_name), None)
+
+
+def _plugin_commands() -> list[click.Command]:
+    from archiver import plugins
+
+    return plugins.cli_commands()
+
+
+@click.group(cls=ArsipGroup)
 @click.option(
     "--config",
     type=click.Path(path_type=Path),
@@ -80,15 +98,16 @@ def cli(ctx: click.Context, config: Path | None) -> None:
 def serve(ctx: click.Context, roles: str) -> None:
     """Run the service: SMTP and LMTP intake, spool worker, indexer, scheduler and web UI,
     or the roles given (upgrades the schema)."""
-    from lists.engine import ListEngine
-    from web import create_app
+    from archiver import plugins
+    from archiver.core import build_core
+    from archiver.service import ChildDiedError, Service, StartError, parse_roles
 
     try:
         chosen = parse_roles(roles)
         Service(
-            build_core(_settings(ctx)),
-            web_app_factory=create_app,
-            extensions=[ListEngine],
+            build_core(settings_of(ctx)),
+            web_app_factory=plugins.web_app_factory(),
+            extensions=plugins.extensions(),
             roles=chosen,
         ).run()
     except (StartError, ChildDiedError) as exc:
@@ -106,7 +125,9 @@ def db() -> None:
 @click.pass_context
 def db_upgrade(ctx: click.Context) -> None:
     """Bring the database to the current schema."""
-    core = _core(ctx)
+    from archiver import migrate
+
+    core = open_core(ctx, upgrade=True)
     click.echo(f"database at revision {migrate.current_revision(core.engine)}")
 
 
@@ -115,7 +136,9 @@ def db_upgrade(ctx: click.Context) -> None:
 @click.pass_context
 def db_revision(ctx: click.Context, message: str) -> None:
     """Write a new migration from the difference between models and database."""
-    migrate.revision(_core(ctx).engine, message)
+    from archiver import migrate
+
+    migrate.revision(open_core(ctx, upgrade=True).engine, message)
 
 
 @cli.command("import")
@@ -127,12 +150,13 @@ def import_command(ctx: click.Context, paths: tuple[Path, ...]) -> None:
     Importing the same mail again adds nothing.
     """
     from archiver.importer import import_paths
+    from archiver.mailfiles import MailFileError
 
     for path in paths:
         if not path.exists():
             raise CliError(f"{path}: no such file or folder")
     try:
-        report = import_paths(_core(ctx), paths, progress=sys.stderr.isatty())
+        report = import_paths(open_core(ctx, upgrade=True), paths, progress=sys.stderr.isatty())
     except (MailFileError, OSError) as exc:
         raise CliError(str(exc)) from exc
     click.echo(
@@ -169,9 +193,11 @@ def _date(value: str | None) -> datetime | None:
 @click.pass_context
 def export(ctx: click.Context, output: Path, since: str | None, until: str | None) -> None:
     """Write archived mail, byte for byte as received, to an mbox file."""
+    from tqdm import tqdm
+
     from archiver.export import count_messages, export_mbox
 
-    core = _core(ctx)
+    core = open_core(ctx, upgrade=False)
     start, end = _date(since), _date(until)
     total = count_messages(core, start, end)
     _audit(core, "export", str(output), {"since": since, "until": until, "messages": total})
@@ -207,6 +233,8 @@ def verify(
     if exported is not None:
         _check_export(ctx, exported, as_json)
         return
+    from tqdm import tqdm
+
     from archiver.ledger import export_chain
     from archiver.store import BlobKeyError
     from archiver.verify import (
@@ -218,7 +246,7 @@ def verify(
         verify_store,
     )
 
-    core = _core(ctx)
+    core = open_core(ctx, upgrade=False)
     report = VerifyReport(sealed_now=seal_days(core))
     try:
         with tqdm(total=count_blobs(core), unit="blob", desc="verify", disable=None) as bar:
@@ -312,8 +340,9 @@ def _check_export(ctx: click.Context, path: Path, as_json: bool) -> None:
 def stats(ctx: click.Context, as_json: bool) -> None:
     """Archive size, backlogs, content check counts, and whether spamd and clamd answer."""
     from archiver.report import daemons
+    from archiver.report import stats as collect_stats
 
-    core = _core(ctx)
+    core = open_core(ctx, upgrade=False)
     with core.sessions() as session:
         figures: dict[str, object] = {**collect_stats(session)}
     figures.update(daemons(core.checker))
@@ -333,7 +362,7 @@ def show(ctx: click.Context, message_id: str, as_json: bool) -> None:
     from archiver.models import ContentCheck
     from archiver.report import describe, find_message
 
-    core = _core(ctx)
+    core = open_core(ctx, upgrade=False)
     with core.sessions() as session:
         message = find_message(session, message_id)
         if message is None:
@@ -378,13 +407,13 @@ def search_command(
     mistyped = [term for term in query if term.startswith("--")]
     if mistyped:  # `-word` is a query term; `--word` can only be a mistyped option
         raise click.UsageError(f"no such option: {mistyped[0]}")
-    core = _core(ctx)
+    core = open_core(ctx, upgrade=False)
     who = Viewer.administrator()
     if viewer:
-        from lists.access import readable_list_ids
+        from archiver.plugins import readable_lists
 
         with core.sessions() as session:
-            who = Viewer.person(viewer, lists=readable_list_ids(session, [viewer]))
+            who = Viewer.person(viewer, lists=readable_lists(session, [viewer]))
     backend = core.search_backend()
     try:
         with core.sessions() as session:
@@ -414,10 +443,13 @@ def search_command(
 @click.pass_context
 def reindex(ctx: click.Context) -> None:
     """Rebuild the search index from the archive alone (safe while `arsip serve` runs)."""
-    from archiver.search.indexer import Indexer
-    from archiver.search.whoosh_index import IndexBusyError
+    from tqdm import tqdm
 
-    core = _core(ctx)
+    from archiver.report import stats as collect_stats
+    from archiver.search.backend import IndexBusyError
+    from archiver.search.indexer import Indexer
+
+    core = open_core(ctx, upgrade=True)
     with core.sessions() as session:
         total = collect_stats(session)["messages"]
     try:
@@ -479,7 +511,7 @@ def users_add(ctx: click.Context, email: str, role: str, password_stdin: bool) -
 
     password = _password_from_stdin() if password_stdin else None
     try:
-        with _core(ctx).sessions.begin() as session:
+        with open_core(ctx, upgrade=True).sessions.begin() as session:
             add_user(session, email, role, password)
             record(
                 session, cli_actor(), "user.add", email, {"role": role, "password": bool(password)}
@@ -497,7 +529,7 @@ def users_password(ctx: click.Context, email: str) -> None:
     from archiver.accounts import set_password
 
     password = _password_from_stdin()
-    with _core(ctx).sessions.begin() as session:
+    with open_core(ctx, upgrade=True).sessions.begin() as session:
         set_password(_account(session, email), password)
         record(session, cli_actor(), "user.password", email)
     click.echo(f"password set for {email}")
@@ -512,7 +544,7 @@ def users_list(ctx: click.Context, as_json: bool) -> None:
 
     from archiver.accounts import User, verified_addresses
 
-    with _core(ctx).sessions() as session:
+    with open_core(ctx, upgrade=False).sessions() as session:
         rows = [
             {
                 "email": user.email,
@@ -538,7 +570,7 @@ def users_token(ctx: click.Context, email: str) -> None:
     """Make a new API token and print it; it is stored hashed and cannot be shown again."""
     from archiver.accounts import new_api_token
 
-    with _core(ctx).sessions.begin() as session:
+    with open_core(ctx, upgrade=True).sessions.begin() as session:
         token = new_api_token(session, _account(session, email))
         record(session, cli_actor(), "user.token", email)
     click.echo(token)
@@ -553,7 +585,7 @@ def users_add_address(ctx: click.Context, email: str, address: str) -> None:
     from archiver.accounts import AccountExists, add_address
 
     try:
-        with _core(ctx).sessions.begin() as session:
+        with open_core(ctx, upgrade=True).sessions.begin() as session:
             add_address(session, _account(session, email), address, verified=True)
             record(
                 session,
@@ -569,12 +601,4 @@ def users_add_address(ctx: click.Context, email: str, address: str) -> None:
 
 def main() -> None:
     """Console script entry point."""
-    from archiver.audit_cli import audit_group
-    from archiver.retention.cli import hold, retention
-    from lists.cli import lists
-
-    cli.add_command(lists)
-    cli.add_command(audit_group)
-    cli.add_command(retention)
-    cli.add_command(hold)
     cli(prog_name="arsip")

@@ -18,8 +18,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from apscheduler.triggers.cron import CronTrigger
-
 from archiver.contentcheck.daemons import DaemonAddress
 
 ENV_PREFIX = "ARSIP_"
@@ -207,6 +205,8 @@ def _log_level(value: Any) -> str:
 
 
 def _crontab(value: Any) -> str:
+    from apscheduler.triggers.cron import CronTrigger  # only when the setting is given
+
     line = " ".join(_text(value).split())
     try:
         CronTrigger.from_crontab(line, timezone="UTC")

@@ -9,7 +9,7 @@ checks) and the search backends are imported and built on first use, not at star
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -24,7 +24,7 @@ from archiver.store import DirectoryBlobStore
 if TYPE_CHECKING:
     from archiver.archive import Archive
     from archiver.contentcheck.checker import ContentChecker
-    from archiver.extensions import Extension, ExtensionFactory
+    from archiver.extensions import Extension
     from archiver.routing import RecipientPolicy
     from archiver.search.backend import SearchBackend
     from archiver.spool import Spool
@@ -110,3 +110,8 @@ def build_core(settings: Settings) -> Core:
         sessions=session_factory(engine),
         store=DirectoryBlobStore(settings.blob_dir, key=settings.blob_key()),
     )
+
+
+# What a plug-in hands the service for each of its extensions: a module-level callable
+# (the worker is a spawned process) that builds the extension over a process's `Core`.
+ExtensionFactory = Callable[[Core], "Extension"]

@@ -1,26 +1,22 @@
 """How parts beyond the archive (the list engine) plug into the core.
 
-The core never imports them (DESIGN.md: `lists -> archiver`, never back). The composition
-root (`arsip serve`) hands the service factories of `Extension`s; the service builds one in
-each of its processes: the intake only asks it which addresses it owns, a worker also
-gives it the mail for those addresses and runs its delivery, and the scheduler runs its
-periodic jobs.
+The core never imports them (DESIGN.md: `lists -> archiver`, never back). A plug-in's
+`extensions()` hook (`archiver.plugins`) names factories of `Extension`s, `arsip serve`
+hands them to the service, and the service builds one in each of its processes: the
+intake only asks it which addresses it owns, a worker also gives it the mail for those
+addresses and runs its delivery, and the scheduler runs its periodic jobs.
 Factories must be importable module-level callables: the worker is a spawned process.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.orm import Session
 
 from archiver.archive import RawMessage
-
-if TYPE_CHECKING:
-    from archiver.core import Core
 
 
 class Extension(Protocol):
@@ -52,6 +48,3 @@ class Extension(Protocol):
         """Add periodic jobs (digests, expiry) to the deployment's one scheduler; jobs
         safe to repeat may also run once at once, to catch up after a takeover."""
         ...
-
-
-ExtensionFactory = Callable[["Core"], Extension]

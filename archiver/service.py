@@ -31,12 +31,11 @@ from typing import Any
 
 from archiver import migrate
 from archiver.config import Settings
-from archiver.core import Core, build_core
+from archiver.core import Core, ExtensionFactory, build_core
 from archiver.db import (
     durability_problems,
     is_postgres,
 )
-from archiver.extensions import ExtensionFactory
 from archiver.intake import IntakeHandler, start_servers
 from archiver.locks import ProcessLock, ServeLock, process_label, process_lock
 from archiver.logs import configure_logging

@@ -14,9 +14,8 @@ import click
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from archiver import migrate
 from archiver.audit import capped, changes, cli_actor, record
-from archiver.core import build_core
+from archiver.clikit import open_core
 from lists.membership import Membership
 from lists.models import (
     Action,
@@ -55,12 +54,6 @@ def _score(option: str, text: str | None, current: float) -> float:
 
 def _choice(values: type) -> click.Choice:
     return click.Choice([str(v) for v in values], case_sensitive=False)
-
-
-def _core(ctx: click.Context) -> Any:
-    core = build_core(ctx.obj["settings"])
-    migrate.upgrade(core.engine)
-    return core
 
 
 def _find(session: Session, address: str) -> MailingList:
@@ -153,7 +146,7 @@ def create(
         raise click.BadParameter(
             "give NAME@DOMAIN, NAME of letters, digits, '.', '_' or '-'", param_hint="ADDRESS"
         )
-    core = _core(ctx)
+    core = open_core(ctx, upgrade=True)
     with core.sessions.begin() as session:
         exists = session.scalar(
             select(MailingList.id).where(MailingList.name == name, MailingList.domain == domain)
@@ -206,7 +199,7 @@ def add_member(
     wanted = list(members) + (from_file.read().splitlines() if from_file else [])
     if not wanted:
         raise click.UsageError("give addresses, or --file")
-    core = _core(ctx)
+    core = open_core(ctx, upgrade=True)
     with core.sessions.begin() as session:
         mlist = _find(session, address)
         result = Membership(core.settings.public_url).add_members(
@@ -229,7 +222,7 @@ def add_member(
 @click.pass_context
 def remove_member(ctx: click.Context, address: str, members: tuple[str, ...]) -> None:
     """Remove addresses from the list ADDRESS (in every role)."""
-    core = _core(ctx)
+    core = open_core(ctx, upgrade=True)
     with core.sessions.begin() as session:
         mlist = _find(session, address)
         removed = Membership(core.settings.public_url).remove_members(session, mlist, members)
@@ -244,7 +237,7 @@ def remove_member(ctx: click.Context, address: str, members: tuple[str, ...]) ->
 @click.pass_context
 def show_members(ctx: click.Context, address: str, as_json: bool) -> None:
     """The members of the list ADDRESS, with role and delivery."""
-    core = _core(ctx)
+    core = open_core(ctx, upgrade=False)
     with core.sessions() as session:
         mlist = _find(session, address)
         rows = session.scalars(
@@ -275,7 +268,7 @@ def show_members(ctx: click.Context, address: str, as_json: bool) -> None:
 @click.pass_context
 def show(ctx: click.Context, address: str, as_json: bool) -> None:
     """The settings of the list ADDRESS."""
-    core = _core(ctx)
+    core = open_core(ctx, upgrade=False)
     with core.sessions() as session:
         mlist = _find(session, address)
         count = session.scalar(
@@ -294,7 +287,7 @@ def show(ctx: click.Context, address: str, as_json: bool) -> None:
 @click.pass_context
 def list_lists(ctx: click.Context, as_json: bool) -> None:
     """Every list, with its member count."""
-    core = _core(ctx)
+    core = open_core(ctx, upgrade=False)
     with core.sessions() as session:
         counts = dict(
             session.execute(
@@ -322,7 +315,7 @@ def list_lists(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def held(ctx: click.Context, address: str, as_json: bool) -> None:
     """Posts to the list ADDRESS waiting for a moderator."""
-    core = _core(ctx)
+    core = open_core(ctx, upgrade=False)
     with core.sessions() as session:
         mlist = _find(session, address)
         found = [
@@ -354,7 +347,7 @@ def moderate(ctx: click.Context, address: str, held_id: int, action: str, reason
     """Approve, reject or discard the held post HELD_ID of the list ADDRESS."""
     from lists.engine import ListEngine
 
-    core = _core(ctx)
+    core = open_core(ctx, upgrade=True)
     engine = ListEngine(core)
     with core.sessions.begin() as session:
         mlist = _find(session, address)
@@ -394,7 +387,7 @@ def moderate(ctx: click.Context, address: str, held_id: int, action: str, reason
 @click.pass_context
 def set_options(ctx: click.Context, address: str, **options: Any) -> None:
     """Change settings of the list ADDRESS (only those given)."""
-    core = _core(ctx)
+    core = open_core(ctx, upgrade=True)
     with core.sessions.begin() as session:
         mlist = _find(session, address)
         hold_text, discard_text = options.pop("spam_hold"), options.pop("spam_discard")
@@ -440,7 +433,7 @@ def ban(ctx: click.Context, address: str, pattern: str) -> None:
             re.compile(pattern)
         except re.error as exc:
             raise click.BadParameter(f"not a regular expression: {exc}") from exc
-    core = _core(ctx)
+    core = open_core(ctx, upgrade=True)
     with core.sessions.begin() as session:
         list_id = None if address == "*" else _find(session, address).id
         pattern = pattern if pattern.startswith("^") else pattern.lower()
@@ -455,7 +448,7 @@ def ban(ctx: click.Context, address: str, pattern: str) -> None:
 @click.pass_context
 def unban(ctx: click.Context, address: str, pattern: str) -> None:
     """Lift a ban from the list ADDRESS (`*`: a ban from every list)."""
-    core = _core(ctx)
+    core = open_core(ctx, upgrade=True)
     with core.sessions.begin() as session:
         list_id = None if address == "*" else _find(session, address).id
         condition = Ban.list_id.is_(None) if list_id is None else Ban.list_id == list_id
@@ -476,7 +469,7 @@ def unban(ctx: click.Context, address: str, pattern: str) -> None:
 @click.pass_context
 def moderate_member(ctx: click.Context, address: str, member: str, off: bool) -> None:
     """Hold every post of MEMBER to the list ADDRESS for a moderator (or stop with --off)."""
-    core = _core(ctx)
+    core = open_core(ctx, upgrade=True)
     with core.sessions.begin() as session:
         mlist = _find(session, address)
         row = session.scalar(

@@ -7,10 +7,12 @@ from alembic import context
 from archiver import accounts as account_models  # noqa: F401  (the web UI's accounts)
 from archiver import audit as audit_models  # noqa: F401  (the audit trail)
 from archiver import ledger as ledger_models  # noqa: F401  (tamper evidence)
+from archiver import plugins
 from archiver.migrate import include_name
 from archiver.models import Base, UtcDateTime
 from archiver.retention import models as retention_models  # noqa: F401
-from lists import models as list_models  # noqa: F401  (the list engine's tables)
+
+plugins.load_models()  # the plug-ins' tables (the list engine's)
 
 
 def render_item(type_: str, obj: object, autogen_context: object) -> str | bool:

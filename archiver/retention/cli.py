@@ -14,7 +14,7 @@ from datetime import datetime
 import click
 
 from archiver import audit
-from archiver.cli import CliError, _core
+from archiver.clikit import CliError, open_core
 from archiver.core import Core
 from archiver.retention.models import LegalHold, RetentionPolicy
 from archiver.retention.periods import PeriodError
@@ -88,7 +88,7 @@ def retention() -> None:
 @click.pass_context
 def retention_add(ctx: click.Context, name: str, keep: str, scope: str | None) -> None:
     """Keep what SCOPE matches for KEEP after its date; the longest matching policy wins."""
-    core = _core(ctx)
+    core = open_core(ctx, upgrade=True)
     with _rules_errors(), core.sessions.begin() as session:
         policy = add_policy(session, audit.cli_actor(), name, keep, scope)
         click.echo(f"policy {policy.name}: keep {policy.scope or 'everything'} for {policy.keep}")
@@ -99,7 +99,7 @@ def retention_add(ctx: click.Context, name: str, keep: str, scope: str | None) -
 @click.pass_context
 def retention_list(ctx: click.Context, as_json: bool) -> None:
     """The policies, and whether sweeps are paused."""
-    core = _core(ctx)
+    core = open_core(ctx, upgrade=False)
     with core.sessions() as session:
         found = policies(session)
         state = sweep_state(session)
@@ -131,7 +131,7 @@ def retention_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def retention_remove(ctx: click.Context, name: str) -> None:
     """Delete policy NAME; what only it matched is then kept forever."""
-    core = _core(ctx)
+    core = open_core(ctx, upgrade=True)
     with _rules_errors(), core.sessions.begin() as session:
         remove_policy(session, audit.cli_actor(), name)
     click.echo(f"policy {name} removed")
@@ -143,7 +143,7 @@ def retention_remove(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def retention_apply(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
     """Run a sweep now (the service runs one every night)."""
-    core = _core(ctx)
+    core = open_core(ctx, upgrade=True)
     with _backend(core) as backend:
         sweeper = Sweeper(core.sessions, core.store, backend, actor=audit.cli_actor())
         report = sweeper.run(dry_run=dry_run)
@@ -176,7 +176,7 @@ def _print_report(report: SweepReport) -> None:
 @click.pass_context
 def retention_explain(ctx: click.Context, message_id: str, as_json: bool) -> None:
     """Which policies and holds apply to MESSAGE-ID, and when it becomes deletable."""
-    core = _core(ctx)
+    core = open_core(ctx, upgrade=False)
     with _backend(core) as backend, core.sessions() as session:
         found = explain(session, backend, message_id)
     if not found:
@@ -202,7 +202,7 @@ def retention_explain(ctx: click.Context, message_id: str, as_json: bool) -> Non
 @click.pass_context
 def retention_pause(ctx: click.Context) -> None:
     """Stop sweeps (one under way stops after its current batch) until `resume`."""
-    core = _core(ctx)
+    core = open_core(ctx, upgrade=True)
     with core.sessions.begin() as session:
         set_paused(session, audit.cli_actor(), True)
     click.echo("retention sweeps paused")
@@ -212,7 +212,7 @@ def retention_pause(ctx: click.Context) -> None:
 @click.pass_context
 def retention_resume(ctx: click.Context) -> None:
     """Let sweeps run again."""
-    core = _core(ctx)
+    core = open_core(ctx, upgrade=True)
     with core.sessions.begin() as session:
         set_paused(session, audit.cli_actor(), False)
     click.echo("retention sweeps resumed")
@@ -243,7 +243,7 @@ def hold_add(
     until: str | None,
 ) -> None:
     """Place a hold; it also covers matching mail that arrives later."""
-    core = _core(ctx)
+    core = open_core(ctx, upgrade=True)
     with _rules_errors(), core.sessions.begin() as session:
         placed = add_hold(
             session,
@@ -264,7 +264,7 @@ def hold_add(
 @click.pass_context
 def hold_list(ctx: click.Context, as_json: bool, everything: bool) -> None:
     """The active holds (and released ones with --all)."""
-    core = _core(ctx)
+    core = open_core(ctx, upgrade=False)
     with core.sessions() as session:
         found = holds(session, include_released=everything)
     if as_json:
@@ -293,7 +293,7 @@ def _hold_line(item: LegalHold) -> str:
 @click.pass_context
 def hold_release(ctx: click.Context, name: str) -> None:
     """Release hold NAME; what it alone kept may go at the next sweep."""
-    core = _core(ctx)
+    core = open_core(ctx, upgrade=True)
     with _rules_errors(), core.sessions.begin() as session:
         release_hold(session, audit.cli_actor(), name)
     click.echo(f"hold {name} released")

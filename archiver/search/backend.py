@@ -18,6 +18,11 @@ from archiver.search.query import Node
 from archiver.search.viewer import Viewer
 
 
+class IndexBusyError(RuntimeError):
+    """Another process is writing the index, and the backend allows only one writer
+    (whoosh)."""
+
+
 class Sort(Enum):
     """Result order."""
 

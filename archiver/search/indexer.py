@@ -17,9 +17,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from archiver.db import is_postgres
 from archiver.models import IndexQueueEntry, Message
-from archiver.search.backend import SearchBackend
+from archiver.search.backend import IndexBusyError, SearchBackend
 from archiver.search.documents import SearchDocument, load_documents
-from archiver.search.whoosh_index import IndexBusyError
 
 log = logging.getLogger(__name__)
 

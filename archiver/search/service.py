@@ -15,12 +15,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from archiver.models import Message
+from archiver.search.analysis import TEXT_ANALYZER, stem_of
 from archiver.search.backend import SearchBackend, Sort
 from archiver.search.query import parse_query, words_to_highlight
 from archiver.search.snippets import snippet
 from archiver.search.viewer import Viewer
-from archiver.search.whoosh_arrays import stem_of
-from archiver.search.whoosh_index import TEXT_ANALYZER
 
 MAX_LIMIT = 1000
 

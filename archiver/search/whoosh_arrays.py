@@ -18,16 +18,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 
 import numpy as np
 from whoosh.codec.whoosh3 import _lenfield
 from whoosh.columns import NumericColumn
-from whoosh.lang.snowball.english import EnglishStemmer
 from whoosh.reading import SegmentReader, TermNotFound
 from whoosh.searching import Searcher
 from whoosh.util.numeric import byte_to_length
 
+from archiver.search.analysis import stem_of
 from archiver.search.whoosh_codec import PackedLeafMatcher
 from archiver.search.whoosh_format import decode_many
 
@@ -119,16 +118,6 @@ def _term_codes(
                 codes[found.docs] = len(values)
             values.append(value)
     return values, codes
-
-
-_ENGLISH = EnglishStemmer()
-
-
-@lru_cache(maxsize=1_000_000)
-def stem_of(word: str) -> str:
-    """The English (Snowball, as PostgreSQL's `english`) stem of a folded word; cached,
-    as a lexicon repeats across segments."""
-    return _ENGLISH.stem(word)
 
 
 class IndexArrays:

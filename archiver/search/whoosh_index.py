@@ -19,14 +19,13 @@ from pathlib import Path
 
 from whoosh import fields, index
 from whoosh import query as wq
-from whoosh.analysis import CharsetFilter, LowercaseFilter, RegexTokenizer, StopFilter
 from whoosh.columns import NumericColumn
 from whoosh.filedb.filestore import FileStorage
 from whoosh.searching import Searcher
-from whoosh.support.charset import accent_map
 from whoosh.writing import CLEAR, IndexWriter, LockError
 
-from archiver.search.backend import SearchResult, Sort
+from archiver.search.analysis import TEXT_ANALYZER
+from archiver.search.backend import IndexBusyError, SearchResult, Sort
 from archiver.search.documents import SearchDocument, address_tokens
 from archiver.search.query import Node
 from archiver.search.viewer import Viewer
@@ -35,13 +34,6 @@ from archiver.search.whoosh_codec import PackedCodec
 from archiver.search.whoosh_format import CompactPositions
 from archiver.search.whoosh_matching import SCORED_FIELDS, Matcher
 
-# Words as written, lower case without accents; search stems them (see `IndexArrays.forms`).
-TEXT_ANALYZER = (
-    RegexTokenizer()
-    | LowercaseFilter()
-    | StopFilter(stoplist=None, minsize=2)
-    | CharsetFilter(accent_map)
-)
 FACET_FIELDS = ("list", "sender_domain")
 SCHEMA_VERSION = 7  # bump with every change to _schema()
 # A whoosh writer buffers this much before it writes a segment: fewer, larger segments
@@ -51,10 +43,6 @@ WRITER_MEMORY_MB = 64
 # much before writing, so peak memory stays a few hundred MB.
 REBUILD_PROCS = max(1, min(4, os.cpu_count() or 1))
 REBUILD_MEMORY_MB = 64
-
-
-class IndexBusyError(RuntimeError):
-    """Another process is writing the whoosh index (only one writer may)."""
 
 
 def _schema() -> fields.Schema:

@@ -1,0 +1,61 @@
+"""Whether a database is at the schema this code needs, answered with one query.
+
+Only `arsip serve`, `arsip db upgrade` and commands that write the archive change the
+schema (through Alembic, in `archiver.migrate`). A command that only reads must never
+upgrade a database under a running older service, and should not pay for importing
+Alembic: it asks the database for its revision and compares it with the newest migration
+file shipped with this code.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+import migrations
+
+VERSIONS_DIR = Path(migrations.__file__).parent / "versions"
+
+
+class SchemaError(RuntimeError):
+    """The database is empty, behind or ahead of this code; the message says what to run."""
+
+
+@cache
+def head_revision() -> str:
+    """The newest revision this code ships: migration files are named `NNNN_what.py` with
+    revision "NNNN", one after another (a test holds this to Alembic's own head)."""
+    return max(path.name[:4] for path in VERSIONS_DIR.glob("[0-9][0-9][0-9][0-9]_*.py"))
+
+
+def database_revision(engine: Engine) -> str | None:
+    """The revision the database is at, or None when it holds no Arsip schema."""
+    try:
+        with engine.connect() as connection:
+            return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except (OperationalError, ProgrammingError):  # no such table: never migrated
+        return None
+
+
+def require_current(engine: Engine) -> None:
+    """Raise `SchemaError` unless the database is exactly at this code's schema."""
+    found, wanted = database_revision(engine), head_revision()
+    where = engine.url.render_as_string(hide_password=True)
+    if found is None:
+        raise SchemaError(
+            f"no archive in {where}: start the service (`arsip serve`) or run "
+            "`arsip db upgrade` first, or point ARSIP_DATA_DIR / ARSIP_DATABASE_URL at the "
+            "service's archive"
+        )
+    if found < wanted:
+        raise SchemaError(
+            f"the database is at schema {found}, this arsip needs {wanted}: run `arsip db upgrade`"
+        )
+    if found > wanted:
+        raise SchemaError(
+            f"the database is at schema {found}, newer than this arsip ({wanted}): "
+            "use the arsip that upgraded it"
+        )

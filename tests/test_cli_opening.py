@@ -1,0 +1,107 @@
+"""How the command line opens an archive: reading commands never change the schema, never
+create an empty archive by mistake, and load only what they use."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine
+
+from archiver import migrate, schema
+from archiver.config import Settings
+from tests.support import ROOT, run_arsip, settings_from
+
+
+def _settings(tmp_path: Path) -> Settings:
+    return settings_from({"ARSIP_DATA_DIR": str(tmp_path / "var")})
+
+
+def test_search_without_an_archive_says_where_it_looked_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    settings = _settings(tmp_path)
+    for command in (["search", "hello"], ["show", "1@example.com"], ["stats"]):
+        result = run_arsip(settings, *command)
+        assert result.returncode == 1, result
+        assert "no archive at" in result.stderr
+        assert "arsip serve" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "var" / "arsip.db").exists()
+
+
+def test_reading_commands_leave_an_older_schema_for_the_operator_to_upgrade(
+    tmp_path: Path,
+) -> None:
+    settings = _settings(tmp_path)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(settings.database_url)
+    migrate.upgrade(engine, "0009")
+    for command in (["search", "hello"], ["stats"], ["users", "list"], ["audit", "list"]):
+        result = run_arsip(settings, *command)
+        assert result.returncode == 1, result
+        assert "run `arsip db upgrade`" in result.stderr
+        assert migrate.current_revision(engine) == "0009"
+    assert run_arsip(settings, "db", "upgrade").returncode == 0
+    assert migrate.current_revision(engine) == schema.head_revision()
+    assert json.loads(run_arsip(settings, "stats", "--json").stdout)["messages"] == 0
+
+
+def test_a_newer_schema_is_not_read_by_an_older_arsip(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    assert run_arsip(settings, "db", "upgrade").returncode == 0
+    engine = create_engine(settings.database_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
+    result = run_arsip(settings, "search", "hello")
+    assert result.returncode == 1
+    assert "newer than this arsip" in result.stderr
+
+
+def test_the_cheap_schema_check_knows_the_same_head_as_alembic(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    assert schema.head_revision() == migrate.head_revision(engine)
+
+
+@pytest.mark.parametrize(
+    ("command", "unwanted"),
+    [
+        (["search", "hello"], ("flask", "lists", "web", "alembic", "apscheduler", "aiosmtpd")),
+        (["show", "1@example.com"], ("flask", "lists", "web", "alembic", "whoosh", "numpy")),
+        (["stats"], ("flask", "lists", "web", "alembic", "whoosh", "numpy")),
+    ],
+)
+def test_reading_commands_load_neither_the_web_ui_nor_the_list_engine(
+    tmp_path: Path, command: list[str], unwanted: tuple[str, ...]
+) -> None:
+    settings = _settings(tmp_path)
+    assert run_arsip(settings, "db", "upgrade").returncode == 0
+    script = (
+        "import sys\n"
+        f"sys.argv = ['arsip', *{command!r}]\n"
+        "from archiver.cli import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(' '.join(sorted({name.split('.')[0] for name in sys.modules})), file=sys.stderr)\n"
+    )
+    env = {**os.environ, "ARSIP_DATA_DIR": str(settings.data_dir)}
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    loaded = set(result.stderr.strip().splitlines()[-1].split())
+    assert loaded.isdisjoint(unwanted), loaded & set(unwanted)
+
+
+def test_plug_in_commands_are_there_when_asked_for(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    assert run_arsip(settings, "db", "upgrade").returncode == 0
+    listing = run_arsip(settings, "--help").stdout
+    for group in ("lists", "audit", "retention", "hold", "users", "search"):
+        assert f"  {group} " in listing
+    assert run_arsip(settings, "lists", "list").returncode == 0
