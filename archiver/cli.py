@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 
 import click
 
-from archiver.audit import cli_actor, record
 from archiver.clikit import CliError, open_core, settings_of
 from archiver.config import SettingsError, load_settings
 from archiver.logs import configure_logging
@@ -28,7 +27,6 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from archiver.accounts import User
-    from archiver.core import Core
     from archiver.verify import VerifyReport
 
 # The core's own command groups that live in their own modules, imported when asked for.
@@ -164,10 +162,17 @@ def import_command(ctx: click.Context, paths: tuple[Path, ...]) -> None:
     )
 
 
-def _audit(core: Core, action: str, target: str, details: dict[str, object]) -> None:
-    """Record an operator's reading of the archive (a command-line action sees all mail)."""
-    with core.sessions.begin() as session:
-        record(session, cli_actor(), action, target, details)
+def _actor() -> str:
+    from archiver.audit import cli_actor
+
+    return cli_actor()
+
+
+def _record(session: Session, action: str, target: str, details: dict | None = None) -> None:
+    """Audit an operator's change made from the command line."""
+    from archiver.audit import record
+
+    record(session, _actor(), action, target, details)
 
 
 def _date(value: str | None) -> datetime | None:
@@ -196,11 +201,13 @@ def export(ctx: click.Context, output: Path, since: str | None, until: str | Non
     from tqdm import tqdm
 
     from archiver.export import count_messages, export_mbox
+    from archiver.readops import audit_reading
 
     core = open_core(ctx, upgrade=False)
     start, end = _date(since), _date(until)
     total = count_messages(core, start, end)
-    _audit(core, "export", str(output), {"since": since, "until": until, "messages": total})
+    details = {"since": since, "until": until, "messages": total}
+    audit_reading(core, _actor(), "export", str(output), details)
     with tqdm(total=total, unit="msg", desc="export", disable=None) as bar:
         count = export_mbox(core, output, start, end, on_message=lambda _n: bar.update())
     click.echo(f"wrote {count} messages to {output}")
@@ -334,18 +341,33 @@ def _check_export(ctx: click.Context, path: Path, as_json: bool) -> None:
         ctx.exit(1)
 
 
+def _read(ctx: click.Context, op: str, params: dict[str, object]) -> dict:
+    """Run a reading command: by the running service when one answers on its local
+    socket (fast: it has everything loaded), else here; exit as the command failed."""
+    from archiver import localsocket, readops
+    from archiver.schema import head_revision
+
+    settings = settings_of(ctx)
+    try:
+        answer = localsocket.ask(settings.data_dir, op, params, head_revision())
+    except localsocket.NoService:
+        core = open_core(ctx, upgrade=False)
+        try:
+            return readops.OPERATIONS[op](core, params, _actor())
+        except readops.ReadError as exc:
+            answer = {"error": str(exc), "status": exc.status}
+    if "error" in answer:
+        click.echo(f"arsip: {answer['error']}", err=True)
+        ctx.exit(answer["status"])
+    return answer["data"]
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.pass_context
 def stats(ctx: click.Context, as_json: bool) -> None:
     """Archive size, backlogs, content check counts, and whether spamd and clamd answer."""
-    from archiver.report import daemons
-    from archiver.report import stats as collect_stats
-
-    core = open_core(ctx, upgrade=False)
-    with core.sessions() as session:
-        figures: dict[str, object] = {**collect_stats(session)}
-    figures.update(daemons(core.checker))
+    figures = _read(ctx, "stats", {})
     if as_json:
         click.echo(json.dumps(figures))
     else:
@@ -359,16 +381,7 @@ def stats(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def show(ctx: click.Context, message_id: str, as_json: bool) -> None:
     """Show one archived message's metadata, by Message-ID."""
-    from archiver.models import ContentCheck
-    from archiver.report import describe, find_message
-
-    core = open_core(ctx, upgrade=False)
-    with core.sessions() as session:
-        message = find_message(session, message_id)
-        if message is None:
-            raise CliError(f"no archived message has Message-ID <{message_id.strip('<>')}>")
-        data = describe(message, session.get(ContentCheck, message.id))
-    _audit(core, "message.view", message.message_id, {"sha256": message.sha256, "via": "cli"})
+    data = _read(ctx, "show", {"message_id": message_id})
     if as_json:
         click.echo(json.dumps(data, ensure_ascii=False))
     else:
@@ -399,44 +412,18 @@ def search_command(
     sort: str,
 ) -> None:
     """Search the archive, Gmail style: words, "phrases", from:, to:, subject:, after:, ..."""
-    from archiver.search.backend import Sort
-    from archiver.search.query import QuerySyntaxError
-    from archiver.search.service import search
-    from archiver.search.viewer import Viewer
-
     mistyped = [term for term in query if term.startswith("--")]
     if mistyped:  # `-word` is a query term; `--word` can only be a mistyped option
         raise click.UsageError(f"no such option: {mistyped[0]}")
-    core = open_core(ctx, upgrade=False)
-    who = Viewer.administrator()
-    if viewer:
-        from archiver.plugins import readable_lists
-
-        with core.sessions() as session:
-            who = Viewer.person(viewer, lists=readable_lists(session, [viewer]))
-    backend = core.search_backend()
-    try:
-        with core.sessions() as session:
-            page = search(session, backend, " ".join(query), who, Sort(sort), limit, offset)
-    except QuerySyntaxError as exc:
-        click.echo(f"arsip: bad query: {exc}", err=True)
-        ctx.exit(2)
-    finally:
-        backend.close()
-    _audit(
-        core,
-        "search",
-        " ".join(query),
-        {"as": viewer, "offset": offset, "results": page.total, "via": "cli"},
-    )
+    params = {"query": " ".join(query), "as": viewer, "limit": limit, "offset": offset}
+    page = _read(ctx, "search", {**params, "sort": sort})
     if as_json:
-        click.echo(json.dumps(page.as_json(), ensure_ascii=False))
+        click.echo(json.dumps(page, ensure_ascii=False))
         return
-    click.echo(f"{page.total} messages")
-    for found in page.results:
-        click.echo(
-            f"{found.date:%Y-%m-%d}  {found.sender:30.30}  {found.subject}  <{found.message_id}>"
-        )
+    click.echo(f"{page['total']} messages")
+    for found in page["results"]:
+        sender, day = found["from"], found["date"][:10]
+        click.echo(f"{day}  {sender:30.30}  {found['subject']}  <{found['message_id']}>")
 
 
 @cli.command()
@@ -513,9 +500,7 @@ def users_add(ctx: click.Context, email: str, role: str, password_stdin: bool) -
     try:
         with open_core(ctx, upgrade=True).sessions.begin() as session:
             add_user(session, email, role, password)
-            record(
-                session, cli_actor(), "user.add", email, {"role": role, "password": bool(password)}
-            )
+            _record(session, "user.add", email, {"role": role, "password": bool(password)})
     except AccountExists as exc:
         raise CliError(str(exc)) from exc
     click.echo(f"added {role} {email}" + ("" if password else " (no password yet)"))
@@ -531,7 +516,7 @@ def users_password(ctx: click.Context, email: str) -> None:
     password = _password_from_stdin()
     with open_core(ctx, upgrade=True).sessions.begin() as session:
         set_password(_account(session, email), password)
-        record(session, cli_actor(), "user.password", email)
+        _record(session, "user.password", email)
     click.echo(f"password set for {email}")
 
 
@@ -572,7 +557,7 @@ def users_token(ctx: click.Context, email: str) -> None:
 
     with open_core(ctx, upgrade=True).sessions.begin() as session:
         token = new_api_token(session, _account(session, email))
-        record(session, cli_actor(), "user.token", email)
+        _record(session, "user.token", email)
     click.echo(token)
 
 
@@ -587,9 +572,8 @@ def users_add_address(ctx: click.Context, email: str, address: str) -> None:
     try:
         with open_core(ctx, upgrade=True).sessions.begin() as session:
             add_address(session, _account(session, email), address, verified=True)
-            record(
+            _record(
                 session,
-                cli_actor(),
                 "user.address.add",
                 email,
                 {"address": address, "verified": True},

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from archiver.contentcheck.daemons import DaemonAddress
+from archiver.contentcheck.address import DaemonAddress
 
 ENV_PREFIX = "ARSIP_"
 MIB = 1024 * 1024

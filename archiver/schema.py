@@ -4,18 +4,21 @@ Only `arsip serve`, `arsip db upgrade` and commands that write the archive chang
 schema (through Alembic, in `archiver.migrate`). A command that only reads must never
 upgrade a database under a running older service, and should not pay for importing
 Alembic: it asks the database for its revision and compares it with the newest migration
-file shipped with this code.
+file shipped with this code. Knowing that newest revision imports nothing (the command
+line hands it to a running service, which may answer without the client ever loading
+SQLAlchemy).
 """
 
 from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-
-from sqlalchemy import Engine, text
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from typing import TYPE_CHECKING
 
 import migrations
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 VERSIONS_DIR = Path(migrations.__file__).parent / "versions"
 
@@ -33,6 +36,9 @@ def head_revision() -> str:
 
 def database_revision(engine: Engine) -> str | None:
     """The revision the database is at, or None when it holds no Arsip schema."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
     try:
         with engine.connect() as connection:
             return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()

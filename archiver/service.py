@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from archiver import migrate
+from archiver import localsocket, migrate
 from archiver.config import Settings
 from archiver.core import Core, ExtensionFactory, build_core
 from archiver.db import (
@@ -37,6 +37,7 @@ from archiver.db import (
     is_postgres,
 )
 from archiver.intake import IntakeHandler, start_servers
+from archiver.localsocket import LocalServer
 from archiver.locks import ProcessLock, ServeLock, process_label, process_lock
 from archiver.logs import configure_logging
 from archiver.notify import NotifiedWaker
@@ -150,10 +151,12 @@ def run_web_process(
     listener: socket.socket,
     web_app_factory: Callable[[Core], Any],
     extensions: Sequence[ExtensionFactory] = (),
+    local_listener: socket.socket | None = None,
 ) -> None:
     """Entry point of a web child: serve pages from the shared listening socket with
-    waitress until the parent goes away. The kernel spreads connections over the children
-    that wait in `accept`, so no process in front has to balance them."""
+    waitress, and reading commands from the local socket (`archiver.localsocket`), until
+    the parent goes away. The kernel spreads connections over the children that wait in
+    `accept`, so no process in front has to balance them."""
     from waitress import create_server
 
     configure_logging(settings)
@@ -164,7 +167,12 @@ def run_web_process(
         web_app_factory(core), sockets=[listener], threads=WEB_THREADS, ident="Arsip"
     )
     threading.Thread(target=server.run, name="arsip-web", daemon=True).start()
+    local = LocalServer(core, local_listener) if local_listener is not None else None
+    if local is not None:
+        local.start()
     stop.wait()
+    if local is not None:
+        local.shutdown()
     server.close()
 
 
@@ -325,6 +333,7 @@ class Service:
     def _start_web(self, listener: socket.socket) -> None:
         settings = self.core.settings
         assert self.web_app_factory is not None  # _bind_web checked
+        local_listener = localsocket.bind(settings.data_dir)
         for number in range(1, settings.web_processes + 1):
             process = self._context.Process(
                 target=run_web_process,
@@ -334,6 +343,7 @@ class Service:
                     listener,
                     self.web_app_factory,
                     self.extension_factories,
+                    local_listener,
                 ),
                 name=f"arsip-web-{number}",
                 daemon=True,
@@ -341,6 +351,8 @@ class Service:
             process.start()
             self._children.append(process)
         listener.close()  # the children hold it now
+        if local_listener is not None:
+            local_listener.close()  # likewise
         log.info(
             "web UI on http://%s:%d/ (%d processes)",
             settings.web_host,

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
+import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine
 
-from archiver import migrate, schema
+from archiver import audit, localsocket, migrate, schema
 from archiver.config import Settings
-from tests.support import ROOT, run_arsip, settings_from
+from tests.support import JOURNAL, ROOT, RunningService, run_arsip, settings_from, simple_message
 
 
 def _settings(tmp_path: Path) -> Settings:
@@ -105,3 +108,60 @@ def test_plug_in_commands_are_there_when_asked_for(tmp_path: Path) -> None:
     for group in ("lists", "audit", "retention", "hold", "users", "search"):
         assert f"  {group} " in listing
     assert run_arsip(settings, "lists", "list").returncode == 0
+
+
+def _archived(service: RunningService, message_id: str) -> None:
+    with service.smtp() as client:
+        client.sendmail("alice@example.com", [JOURNAL], simple_message(message_id, "Zebra"))
+    eventually = time.monotonic() + 60
+    while time.monotonic() < eventually:
+        if json.loads(service.run_cli("search", "--json", "zebra").stdout or "{}").get("total"):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"not searchable: {service.log()}")
+
+
+def test_a_running_service_answers_the_command_line_on_an_owner_only_socket(
+    make_service,
+) -> None:
+    service: RunningService = make_service()
+    _archived(service, "zebra@example.com")
+    sock = service.settings.data_dir / "arsip.sock"
+    assert stat.S_ISSOCK(sock.stat().st_mode)
+    assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+    # The service answers: the same archive, read through the socket.
+    answer = localsocket.ask(
+        service.settings.data_dir, "search", {"query": "zebra"}, schema.head_revision()
+    )
+    assert answer["data"]["results"][0]["message_id"] == "zebra@example.com"
+    shown = service.run_cli("show", "--json", "zebra@example.com")
+    assert json.loads(shown.stdout)["subject"] == "Zebra"
+    missing = service.run_cli("show", "nothing@example.com")
+    assert missing.returncode == 1 and "no archived message" in missing.stderr
+    bad = service.run_cli("search", "from:")
+    assert bad.returncode == 2 and bad.stderr.startswith("arsip: bad query:")
+    # The audit trail names the connecting user as the kernel reports it.
+    with service.core().sessions() as session:
+        views = [e for e in audit.entries(session) if e.action == "message.view"]
+    assert views and views[0].actor == f"cli:{pwd.getpwuid(os.getuid()).pw_name}"
+
+
+def test_the_command_line_reads_the_archive_itself_once_the_service_has_stopped(
+    make_service,
+) -> None:
+    service: RunningService = make_service()
+    _archived(service, "zebra@example.com")
+    service.stop()
+    assert (service.settings.data_dir / "arsip.sock").exists()  # left by a stopped service
+    found = service.run_cli("search", "--json", "zebra")
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout)["total"] == 1
+
+
+def test_a_client_built_for_another_schema_is_sent_to_read_the_archive_itself(
+    make_service,
+) -> None:
+    service: RunningService = make_service()
+    _archived(service, "zebra@example.com")
+    with pytest.raises(localsocket.NoService):
+        localsocket.ask(service.settings.data_dir, "stats", {}, "0001")

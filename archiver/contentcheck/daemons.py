@@ -13,6 +13,8 @@ import re
 import struct
 from dataclasses import dataclass
 
+from archiver.contentcheck.address import DaemonAddress
+
 CHUNK = 64 * 1024  # clamd's INSTREAM chunks
 MAX_REPLY = 256 * 1024  # more than any honest answer; a daemon gone wrong is cut off
 _SPAM_HEADER = re.compile(rb"^Spam:\s*(\w+)\s*;\s*(-?[\d.]+)\s*/\s*(-?[\d.]+)\s*$", re.I | re.M)
@@ -20,35 +22,6 @@ _SPAM_HEADER = re.compile(rb"^Spam:\s*(\w+)\s*;\s*(-?[\d.]+)\s*/\s*(-?[\d.]+)\s*
 
 class DaemonError(RuntimeError):
     """The daemon answered, but not with a verdict (a protocol error, a size limit)."""
-
-
-@dataclass(frozen=True)
-class DaemonAddress:
-    """Where a daemon listens: `host:port`, `[ipv6]:port`, or a Unix socket's path."""
-
-    host: str = ""
-    port: int = 0
-    path: str = ""
-
-    @classmethod
-    def parse(cls, text: str) -> DaemonAddress:
-        text = text.strip()
-        if text.startswith("/"):
-            return cls(path=text)
-        host, sep, port = text.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{text!r} is neither host:port nor a socket path")
-        return cls(host=host.strip("[]"), port=int(port))
-
-    def __str__(self) -> str:
-        if self.path:
-            return self.path
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self.path:
-            return await asyncio.open_unix_connection(self.path)
-        return await asyncio.open_connection(self.host, self.port)
 
 
 @dataclass(frozen=True)
