@@ -39,6 +39,7 @@ SOCKET_NAME = "arsip.sock"
 # AF_UNIX paths are limited to 107 bytes on Linux; a longer data directory gets no socket.
 MAX_PATH = 107
 ANSWER_TIMEOUT = 300.0  # a search of a huge archive may take long; a dead service cannot
+REQUEST_TIMEOUT = 30.0
 
 
 class NoService(Exception):
@@ -107,6 +108,7 @@ def bind(data_dir: Path) -> socket.socket | None:
 
 class _Handler(socketserver.StreamRequestHandler):
     server: LocalServer
+    timeout = REQUEST_TIMEOUT  # a client that connects and says nothing frees its thread
 
     def handle(self) -> None:
         line = self.rfile.readline(MAX_REQUEST + 1)
@@ -137,6 +139,9 @@ class LocalServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def __init__(self, core: Core, listener: socket.socket) -> None:
         super().__init__(os.fspath(socket_path(core.settings.data_dir)), _Handler, False)
         self.socket.close()
+        # Every web process waits on the same listening socket and all are woken for each
+        # connection; the ones that lose the race must not block in accept().
+        listener.setblocking(False)
         self.socket = listener
         self.core = core
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import signal
 import stat
 import subprocess
 import sys
@@ -17,7 +18,15 @@ from sqlalchemy import create_engine
 
 from archiver import audit, localsocket, migrate, schema
 from archiver.config import Settings
-from tests.support import JOURNAL, ROOT, RunningService, run_arsip, settings_from, simple_message
+from tests.support import (
+    JOURNAL,
+    ROOT,
+    RunningService,
+    children_of,
+    run_arsip,
+    settings_from,
+    simple_message,
+)
 
 
 def _settings(tmp_path: Path) -> Settings:
@@ -165,3 +174,18 @@ def test_a_client_built_for_another_schema_is_sent_to_read_the_archive_itself(
     _archived(service, "zebra@example.com")
     with pytest.raises(localsocket.NoService):
         localsocket.ask(service.settings.data_dir, "stats", {}, "0001")
+
+
+def test_every_web_process_stops_when_the_service_is_killed_after_answering_commands(
+    make_service,
+) -> None:
+    service: RunningService = make_service()
+    assert service.process is not None
+    children = children_of(service.process.pid)
+    for _ in range(20):  # each wakes every web process; one of them takes it
+        localsocket.ask(service.settings.data_dir, "stats", {}, schema.head_revision())
+    service.stop(signal.SIGKILL)  # the children find out by themselves
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in children):
+        assert time.monotonic() < deadline, "a child outlived the service"
+        time.sleep(0.2)

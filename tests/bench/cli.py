@@ -1,0 +1,121 @@
+"""Command-line benchmark: how long `arsip search`, `show` and `stats` take, whole.
+
+Each command is run as an operator runs it, as a new process, from start to exit, on an
+existing archive, in two ways in the same run:
+
+- with `arsip serve` running on the archive: the command asks the service over its local
+  socket (the usual case on a machine that runs Arsip);
+- with no service: the command opens the archive itself (the baseline; also what a
+  command does on a copy of an archive, or with the service stopped).
+
+It prints the median and p95 wall time and the median CPU time (user + system of the
+command's process) per command and way, and the ratio of the two ways, then one JSON
+line. The archive is changed only by the audit entries the commands write.
+
+    .venv/bin/python tests/bench/cli.py --data-dir DIR/data [--runs N]
+
+where DIR is a folder kept by `tests/bench/search.py --keep DIR`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+ARSIP = str(Path(sys.executable).with_name("arsip"))
+
+
+def _web_bench():
+    """tests/bench/web.py, for its `server` (a module named `web` would be the web UI)."""
+    spec = importlib.util.spec_from_file_location("bench_web", ROOT / "tests/bench/web.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def sample_ids(data_dir: Path) -> tuple[str, str]:
+    """A Message-ID and a sender address from the archive, for `show` and `from:`."""
+    import sqlite3
+
+    with sqlite3.connect(data_dir / "arsip.db") as db:
+        message_id, sender = db.execute(
+            "SELECT message_id, from_address FROM messages ORDER BY id LIMIT 1 OFFSET 100"
+        ).fetchone()
+    return message_id, sender
+
+
+def time_command(args: list[str], env: dict[str, str], runs: int) -> dict[str, float]:
+    """Median and p95 wall time and median CPU time of `runs` runs, in ms."""
+    walls, cpus = [], []
+    for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        done = subprocess.run([ARSIP, *args], env=env, capture_output=True, text=True)
+        walls.append((time.perf_counter() - start) * 1000)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append((after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1000)
+        if done.returncode != 0:
+            raise SystemExit(f"arsip {' '.join(args)} failed: {done.stderr.strip()}")
+    walls.sort()
+    return {
+        "p50": statistics.median(walls),
+        "p95": walls[min(len(walls) - 1, int(len(walls) * 0.95))],
+        "cpu": statistics.median(cpus),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--runs", type=int, default=20)
+    options = parser.parse_args()
+    data_dir = options.data_dir.resolve()
+    message_id, sender = sample_ids(data_dir)
+    commands = {
+        "search word": ["search", "meeting"],
+        "search from:": ["search", f"from:{sender}"],
+        "show": ["show", message_id],
+        "stats": ["stats"],
+    }
+    results: dict[str, dict[str, dict[str, float]]] = {name: {} for name in commands}
+    web = _web_bench()
+    with web.server(data_dir, data_dir.parent / "bench-cli-serve.log", processes=2) as running:
+        _pid, _port, env = running
+        while not (data_dir / "arsip.sock").exists():
+            time.sleep(0.1)
+        for name, args in commands.items():
+            print(f"with the service: {name} ...", file=sys.stderr)
+            results[name]["service"] = time_command(args, env, options.runs)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARSIP_")}
+    env["ARSIP_DATA_DIR"] = str(data_dir)
+    for name, args in commands.items():
+        print(f"without a service: {name} ...", file=sys.stderr)
+        results[name]["alone"] = time_command(args, env, options.runs)
+    print(
+        f"{'command':14} {'service p50/p95 ms':>20} {'cpu':>6} {'alone p50/p95 ms':>18} "
+        f"{'cpu':>6} {'alone/service':>14}"
+    )
+    for name, ways in results.items():
+        served, alone = ways["service"], ways["alone"]
+        print(
+            f"{name:14} {served['p50']:9.0f} / {served['p95']:<8.0f} {served['cpu']:6.0f} "
+            f"{alone['p50']:8.0f} / {alone['p95']:<7.0f} {alone['cpu']:6.0f} "
+            f"{alone['p50'] / served['p50']:13.1f}x"
+        )
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(json.dumps({"runs": options.runs, "results": results}))
+
+
+if __name__ == "__main__":
+    main()
