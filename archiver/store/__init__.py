@@ -45,6 +45,7 @@ __all__ = [
     "KEY_SIZE",
     "NONCE_SIZE",
     "PACK_COMPRESSION_LEVEL",
+    "REPACK_MIN_LOOSE",
     "SEALED_HEADER_SIZE",
     "SEALED_MAGIC",
     "SEALED_VERSION",

@@ -122,6 +122,12 @@ class Pack:
         for position in range(self.count):
             yield self._entry(position)
 
+    def located(self) -> Iterator[tuple[bytes, Pack, int, int]]:
+        """(sha256 digest, this pack, offset, length) of every record, in sha256 order:
+        entries that say where they come from, for merging several packs' streams."""
+        for digest, offset, length in self.entries():
+            yield digest, self, offset, length
+
     def size(self) -> int:
         """The pack file's size in bytes."""
         return os.fstat(self._file.fileno()).st_size
@@ -178,8 +184,8 @@ class PackSet:
         """(sha256 digest, pack, offset) of every packed blob once, in sha256 order (a
         merge of the sorted indexes: memory stays one entry per pack)."""
         previous = None
-        streams = [((d, p, o) for d, o, _n in p.entries()) for p in self.packs()]
-        for digest, pack, offset in heapq.merge(*streams, key=lambda entry: entry[0]):
+        streams = [pack.located() for pack in self.packs()]
+        for digest, pack, offset, _length in heapq.merge(*streams, key=lambda entry: entry[0]):
             if digest != previous:
                 yield digest, pack, offset
                 previous = digest
@@ -188,7 +194,11 @@ class PackSet:
 def pack_names(directory: Path) -> list[str]:
     """The names of the complete packs in `directory` (those with an index)."""
     try:
-        return [e.name[:-4] for e in os.scandir(directory) if e.name.endswith(".idx")]
+        return [
+            entry.name[:-4]
+            for entry in os.scandir(directory)
+            if entry.name.endswith(".idx") and not entry.name.startswith(".")  # not temporary
+        ]
     except FileNotFoundError:
         return []
 

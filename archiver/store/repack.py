@@ -241,9 +241,9 @@ class Repacker:
         """One new pack of every live (not wiped) record of `sources`, copied as they are
         and in sha256 order; then the sources are removed."""
         writer = PackWriter(self.directory)
-        streams = [((d, o, n, p) for d, o, n in p.entries()) for p in sources]
+        streams = [pack.located() for pack in sources]
         try:
-            for digest, offset, length, pack in heapq.merge(*streams, key=lambda e: e[0]):
+            for digest, pack, offset, length in heapq.merge(*streams, key=lambda e: e[0]):
                 data = pack.read(offset, length)
                 if data[: len(RECORD_MAGIC)] == RECORD_MAGIC and digest not in writer:
                     writer.add_record(data)
