@@ -155,18 +155,42 @@ def test_deleted_message_bytes_are_gone_from_the_pack(tmp_path: Path) -> None:
 
 def test_repack_compacts_a_pack_that_deletions_emptied(tmp_path: Path) -> None:
     store = DirectoryBlobStore(tmp_path)
-    messages = list_mail(300)
+    store.put_many(list_mail(300))
+    store.repack()  # trains the dictionary on these
+    messages = list_mail(300, start=300)
     stored = store.put_many(messages)
     store.repack()
+    assert len(pack_files(store)) == 1  # the two packs were merged
     before = pack_files(store)[0].stat().st_size
-    store.delete_many([blob.sha256 for blob in stored[:150]])
+    store.delete_many([blob.sha256 for blob in stored[:250]])
 
     report = store.repack()
 
-    assert report.packs_compacted == 1
+    assert report.packs_compacted == 1 and not store.codec.dictionaries.retired()
     assert len(pack_files(store)) == 1 and pack_files(store)[0].stat().st_size < before * 0.7
-    assert [store.get(blob.sha256) for blob in stored[150:]] == messages[150:]
-    assert sorted(store) == sorted(blob.sha256 for blob in stored[150:])
+    assert [store.get(blob.sha256) for blob in stored[250:]] == messages[250:]
+    assert not set(store) & {blob.sha256 for blob in stored[:250]}
+
+
+def test_deleting_a_training_sample_retires_the_dictionary(tmp_path: Path) -> None:
+    store = DirectoryBlobStore(tmp_path)
+    messages = list_mail(300)
+    stored = store.put_many(messages)
+    store.repack()
+    (old_id,) = store.codec.dictionaries.ids()
+    sample = sorted(store.codec.dictionaries.samples(old_id))[0]
+
+    store.delete_many([sample])
+    assert store.codec.dictionaries.retired() == {old_id}
+    store.repack()
+
+    assert old_id not in store.codec.dictionaries.ids()
+    assert not list((tmp_path / "packs").glob(f"dict-{old_id}.*"))
+    assert len(store.codec.dictionaries.ids()) == 1
+    fresh = DirectoryBlobStore(tmp_path)
+    for blob, data in zip(stored, messages, strict=True):
+        if blob.sha256 != sample:
+            assert fresh.get(blob.sha256) == data
 
 
 def test_retention_deletion_removes_bytes_from_pack(core: Core) -> None:

@@ -9,8 +9,9 @@ packs of different dictionaries can be merged by copying records as they are.
 
 A dictionary holds fragments of the mail it was trained on, so with a key it is sealed
 like a blob (the associated data is its file name), and the sha256s of its samples are
-kept beside it (`dict-<id>.samples`) so that deleting one of them can retire it (see
-`Repacker`).
+kept beside it (`dict-<id>.samples`): deleting one of them retires the dictionary
+(`dict-<id>.retired`), and the next repack re-encodes its records with a new dictionary
+trained on mail that is still there, then removes it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 import zstandard
@@ -28,7 +30,7 @@ from archiver.store.sealing import BlobCipher, unseal
 
 DICTIONARY_SIZE = 112 * 1024  # zstd's own default: more buys little for mail headers
 MIN_SAMPLES = 200  # fewer and training fails or learns one thread's quirks
-MAX_SAMPLES = 4000
+MAX_SAMPLES = 4000  # a few MB of mail: training takes a second or two
 MAX_SAMPLE_BYTES = 16 * 1024  # the headers and the start of the body say what mail is like
 _NAME = re.compile(r"^dict-(\d+)\.zdict$")
 
@@ -46,6 +48,30 @@ class Dictionaries:
         self.cipher = cipher
         self._loaded: dict[int, zstandard.ZstdCompressionDict] = {}
         self._lock = threading.Lock()
+
+    def current(self) -> int | None:
+        """The id of the dictionary for new records: the newest one not retired."""
+        retired = self.retired()
+        usable = [dict_id for dict_id in self.ids() if dict_id not in retired]
+        return usable[-1] if usable else None
+
+    def retired(self) -> set[int]:
+        """Dictionaries trained on a blob that was deleted since: their records are
+        re-encoded with another dictionary, then they are removed."""
+        return {
+            dict_id
+            for dict_id in self.ids()
+            if (self.directory / f"dict-{dict_id}.retired").exists()
+        }
+
+    def retire_if_trained_on(self, deleted: Iterable[str]) -> set[int]:
+        """Mark (durably) every dictionary trained on one of `deleted` as retired: a
+        dictionary holds fragments of its samples, and deletion must take those too."""
+        gone = set(deleted)
+        retiring = {d for d in self.ids() if d not in self.retired() and self.samples(d) & gone}
+        for dict_id in retiring:
+            write_file_durably(self.directory / f"dict-{dict_id}.retired", b"")
+        return retiring
 
     def ids(self) -> list[int]:
         """The ids of every stored dictionary, oldest (lowest mtime) first."""
@@ -78,7 +104,7 @@ class Dictionaries:
         None when there are too few samples or zstd cannot learn from them."""
         if len(samples) < MIN_SAMPLES:
             return None
-        chosen = sorted(samples)[:MAX_SAMPLES]
+        chosen = list(samples)[:MAX_SAMPLES]
         try:
             dictionary = zstandard.train_dictionary(
                 DICTIONARY_SIZE, [samples[sha][:MAX_SAMPLE_BYTES] for sha in chosen]
@@ -108,7 +134,11 @@ class Dictionaries:
 
     def remove(self, dict_id: int) -> None:
         """Delete a dictionary no record needs any more (the caller fsyncs the directory)."""
-        for name in (dictionary_name(dict_id), f"dict-{dict_id}.samples"):
+        for name in (
+            dictionary_name(dict_id),
+            f"dict-{dict_id}.samples",
+            f"dict-{dict_id}.retired",
+        ):
             (self.directory / name).unlink(missing_ok=True)
         with self._lock:
             self._loaded.pop(dict_id, None)

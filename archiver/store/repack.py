@@ -30,6 +30,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import heapq
+import itertools
 import logging
 import os
 import time
@@ -41,6 +42,7 @@ from pathlib import Path
 import zstandard
 
 from archiver.store.codec import Codec
+from archiver.store.dictionary import MAX_SAMPLES
 from archiver.store.durable import fsync_directory, sync
 from archiver.store.errors import BlobCorruptError, BlobKeyError
 from archiver.store.loose import LooseBlobs
@@ -51,8 +53,10 @@ from archiver.store.packs import (
     PackSet,
     PackWriter,
     is_wiped,
+    parse_record,
     remove_pack,
 )
+from archiver.store.sealing import unseal
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +145,7 @@ class Repacker:
                     writer, moved = None, []
             if writer is not None or moved:
                 report.packs_written += self._finish(writer, moved)
-            report.packs_compacted += self._compact()
+            report.packs_compacted += self._retire_dictionaries() + self._compact()
             report.packs_merged += self._merge()
         report.seconds = time.monotonic() - began
         return report
@@ -155,6 +159,13 @@ class Repacker:
                 for entry in os.scandir(directory)
                 if entry.name.endswith(".zst")
             )
+
+    def _loose_by_age(self) -> Iterator[tuple[int, str]]:
+        for sha256 in self._loose_in_order():
+            try:
+                yield self.loose.path_for(sha256).stat().st_mtime_ns, sha256
+            except FileNotFoundError:
+                continue
 
     def _finish(self, writer: PackWriter | None, moved: list[str]) -> int:
         """Make a pack durable and visible, then (only then) unlink its loose files."""
@@ -188,24 +199,51 @@ class Repacker:
         return len(raw), self.codec.encode(sha256, raw, dictionary)
 
     def _dictionary(self) -> zstandard.ZstdCompressionDict | None:
-        """The dictionary for new records: the newest stored one, or one trained now on a
-        sample of the loose blobs (None while there are too few to learn from)."""
+        """The dictionary for new records: the newest one not retired, or one trained now
+        on a sample of the loose and packed blobs (None while there are too few)."""
         dictionaries = self.codec.dictionaries
-        ids = dictionaries.ids()
-        if ids:
-            return dictionaries.get(ids[-1])
+        current = dictionaries.current()
+        if current is not None:
+            return dictionaries.get(current)
+        # The newest mail: retention reaches a sample (and so retires the dictionary)
+        # only a whole retention period later.
+        newest = heapq.nlargest(MAX_SAMPLES, self._loose_by_age())
+        loose = ((sha256, self.loose.read(sha256)) for _mtime, sha256 in newest)
+        packed = (
+            (digest.hex(), parse_record(pack.read(offset, length)).payload)
+            for pack in self.packs.packs()
+            for digest, _pack, offset, length in pack.located()
+            if not is_wiped(pack.read(offset, 8))
+        )
         samples: dict[str, bytes] = {}
-        for sha256 in self._loose_in_order():
-            stored = self.loose.read(sha256)
+        for sha256, stored in itertools.chain(loose, packed):
             try:
                 raw = self.codec.decode(sha256, stored) if stored is not None else None
             except (BlobKeyError, BlobCorruptError):
                 continue
             if raw is not None:
                 samples[sha256] = raw
-            if len(samples) >= 4000:
+            if len(samples) >= MAX_SAMPLES:
                 break
         return dictionaries.train(samples)
+
+    def _retire_dictionaries(self) -> int:
+        """Re-encode the records of retired dictionaries with the current one, then remove
+        the retired ones; returns how many packs were rewritten. A record this store
+        cannot open (no key) keeps its dictionary, which then stays."""
+        dictionaries = self.codec.dictionaries
+        retired = dictionaries.retired()
+        if not retired:
+            return 0
+        replacement = self._dictionary()
+        stuck: set[int] = set()
+        packs = self.packs.packs()
+        for pack in packs:
+            self._rewrite([pack], Reencode(self.codec, retired, replacement, stuck))
+        for dict_id in retired - stuck:
+            dictionaries.remove(dict_id)
+        fsync_directory(self.directory)
+        return len(packs)
 
     def _wiped_share(self, pack: Pack) -> float:
         return wiped_bytes(self.directory, pack.name) / max(pack.size(), 1)
@@ -237,16 +275,19 @@ class Repacker:
         self._rewrite(chosen)
         return len(chosen)
 
-    def _rewrite(self, sources: list[Pack]) -> None:
+    def _rewrite(self, sources: list[Pack], reencode: Reencode | None = None) -> None:
         """One new pack of every live (not wiped) record of `sources`, copied as they are
-        and in sha256 order; then the sources are removed."""
+        (or passed through `reencode`) and in sha256 order; then the sources are removed."""
         writer = PackWriter(self.directory)
         streams = [pack.located() for pack in sources]
         try:
             for digest, pack, offset, length in heapq.merge(*streams, key=lambda e: e[0]):
                 data = pack.read(offset, length)
-                if data[: len(RECORD_MAGIC)] == RECORD_MAGIC and digest not in writer:
-                    writer.add_record(data)
+                if data[: len(RECORD_MAGIC)] != RECORD_MAGIC or digest in writer:
+                    continue
+                if reencode is not None:
+                    data = reencode(data)
+                writer.add_record(data)
         except BaseException:
             writer.abort()
             raise
@@ -271,6 +312,32 @@ class Repacker:
                 ]
                 if ranges:
                     wipe_records(self.directory, pack.name, ranges)
+            self.codec.dictionaries.retire_if_trained_on(doomed)
+
+
+@dataclass
+class Reencode:
+    """Re-encodes pack records compressed with a retired dictionary (`retired`) with
+    `dictionary`; notes in `stuck` the dictionaries of records it cannot open."""
+
+    codec: Codec
+    retired: set[int]
+    dictionary: zstandard.ZstdCompressionDict | None
+    stuck: set[int]
+
+    def __call__(self, data: bytes) -> bytes:
+        record = parse_record(data)
+        sha256 = record.digest.hex()
+        try:
+            compressed = unseal(self.codec.cipher, sha256, record.payload)
+        except BlobKeyError:
+            self.stuck |= self.retired  # cannot tell which: keep them all
+            return data
+        if zstandard.get_frame_parameters(compressed).dict_id not in self.retired:
+            return data
+        raw = self.codec.decode(sha256, record.payload)
+        payload = self.codec.encode(sha256, raw, self.dictionary)
+        return RECORD_HEADER.pack(RECORD_MAGIC, record.digest, len(raw), len(payload)) + payload
 
 
 def wipe_records(directory: Path, name: str, ranges: list[tuple[int, int]]) -> None:
