@@ -49,6 +49,20 @@ def loose_files(store: DirectoryBlobStore) -> list[Path]:
     return sorted(store.root.glob("??/*.zst"))
 
 
+def repack_with_power_cut(
+    store: DirectoryBlobStore, monkeypatch: pytest.MonkeyPatch, owner: object, step: str
+) -> None:
+    """Run a repack that stops dead when it reaches `owner.step`."""
+
+    def power_cut(*_args: object) -> None:
+        raise KeyboardInterrupt(f"power cut at {step}")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(owner, step, power_cut)
+        with pytest.raises(KeyboardInterrupt):
+            store.repack()
+
+
 def test_repacked_messages_read_back_byte_for_byte(tmp_path: Path) -> None:
     store = DirectoryBlobStore(tmp_path)
     messages = list_mail(400)
@@ -89,14 +103,7 @@ def test_crash_between_pack_and_unlink_loses_nothing(
     store = DirectoryBlobStore(tmp_path)
     messages = list_mail(50)
     stored = store.put_many(messages)
-
-    def power_cut(_names: object) -> None:
-        raise KeyboardInterrupt("power cut after the pack was made durable")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(store.loose, "unlink_many", power_cut)
-        with pytest.raises(KeyboardInterrupt):
-            store.repack()
+    repack_with_power_cut(store, monkeypatch, store.loose, "unlink_many")
     assert len(loose_files(store)) == 50 and len(pack_files(store)) == 1
     reader = DirectoryBlobStore(tmp_path)  # as a restarted process would
     assert [reader.get(blob.sha256) for blob in stored] == messages
@@ -113,14 +120,7 @@ def test_crash_while_writing_a_pack_loses_nothing(
     store = DirectoryBlobStore(tmp_path)
     messages = list_mail(30)
     stored = store.put_many(messages)
-
-    def power_cut(_self: PackWriter) -> None:
-        raise KeyboardInterrupt("power cut before the pack was renamed into place")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(PackWriter, "finish", power_cut)
-        with pytest.raises(KeyboardInterrupt):
-            store.repack()
+    repack_with_power_cut(store, monkeypatch, PackWriter, "finish")
     assert list((tmp_path / "packs").glob(".tmp-*")), "the half-written pack is left over"
     assert not pack_files(store) and len(loose_files(store)) == 30
     assert [store.get(blob.sha256) for blob in stored] == messages
