@@ -11,6 +11,7 @@ nor the list engine, and answers in a fraction of a second.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from datetime import UTC, datetime
@@ -447,6 +448,42 @@ def reindex(ctx: click.Context) -> None:
     except IndexBusyError as exc:
         raise CliError(f"{exc}; try again in a moment") from exc
     click.echo(f"indexed {count} messages")
+
+
+@cli.group("store")
+def store_group() -> None:
+    """Look after the blob store."""
+
+
+@store_group.command("repack")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
+def store_repack(ctx: click.Context, as_json: bool) -> None:
+    """Move loose blobs into pack files, then compact and merge packs.
+
+    Safe while `arsip serve` runs, and resumable: an interrupted repack leaves every blob
+    readable and the next one carries on. The scheduler does this every few minutes; run
+    it by hand to migrate an existing store of loose files at once.
+    """
+    from archiver.store import StoreBusyError
+
+    store = _core(ctx, migrate_schema=False).store
+    try:
+        with tqdm(total=store.loose_count(), unit="blob", desc="repack", disable=None) as bar:
+            report = store.repack(on_blob=bar.update, wait=False)
+    except StoreBusyError as exc:
+        raise CliError(f"{exc}; try again in a moment") from exc
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(report), indent=2))
+        return
+    click.echo(
+        f"packed {report.packed} blobs ({report.already_packed} were packed already) into "
+        f"{report.packs_written} pack(s); compacted {report.packs_compacted}, merged "
+        f"{report.packs_merged} pack(s); {len(report.skipped)} damaged blob(s) left loose "
+        f"in {report.seconds:.1f} s"
+    )
+    for sha256 in report.skipped:
+        click.echo(f"damaged {sha256} (left loose; see `arsip verify`)")
 
 
 @cli.group()

@@ -3,7 +3,10 @@
 - the retention sweep, on `ARSIP_RETENTION_SCHEDULE` (a crontab line in UTC; nightly by
   default), deleting what policies let go and no hold covers;
 - sealing each finished day of the intake ledger into the tamper-evident chain, a few
-  minutes after midnight UTC (after the ledger's grace period).
+  minutes after midnight UTC (after the ledger's grace period);
+- moving loose blobs into pack files every `REPACK_MINUTES` once there are enough of them
+  (`archiver.store.repack`), which is where the disk goes from a block per message to a
+  fraction of the mail.
 
 Both jobs coalesce: a machine that slept through several runs catches up with one.
 """
@@ -19,11 +22,14 @@ from apscheduler.triggers.cron import CronTrigger
 
 from archiver import audit, ledger
 from archiver.retention.sweep import Sweeper
+from archiver.store import REPACK_MIN_LOOSE, StoreBusyError
 
 if TYPE_CHECKING:
     from archiver.core import Core
 
 log = logging.getLogger(__name__)
+
+REPACK_MINUTES = 5
 
 
 def add_jobs(scheduler: BackgroundScheduler, core: Core, stop: threading.Event) -> None:
@@ -42,6 +48,15 @@ def add_jobs(scheduler: BackgroundScheduler, core: Core, stop: threading.Event) 
     )
     # at once too: a scheduler taking over seals what a dead one missed (it is idempotent)
     scheduler.add_job(seal_now, args=(core,), id="ledger-seal-now")
+    scheduler.add_job(
+        repack_now,
+        "interval",
+        minutes=REPACK_MINUTES,
+        args=(core,),
+        id="store-repack",
+        coalesce=True,
+        max_instances=1,
+    )
 
 
 def sweep_now(core: Core, stop: threading.Event | None = None) -> None:
@@ -66,3 +81,23 @@ def seal_now(core: Core) -> None:
             log.info("ledger: sealed %d day(s)", sealed)
     except Exception:
         log.exception("sealing the intake ledger failed; the next run tries again")
+
+
+def repack_now(core: Core, min_loose: int = REPACK_MIN_LOOSE) -> None:
+    """Pack the loose blobs if there are at least `min_loose` of them; a repack already
+    running elsewhere (`arsip store repack`) is left to finish."""
+    try:
+        if core.store.loose_count(up_to=min_loose) < min_loose:
+            return
+        report = core.store.repack(wait=False)
+        log.info(
+            "store: packed %d blobs, merged %d and compacted %d pack(s) in %.1f s",
+            report.packed,
+            report.packs_merged,
+            report.packs_compacted,
+            report.seconds,
+        )
+    except StoreBusyError:
+        log.info("store: a repack is already running; this one is skipped")
+    except Exception:
+        log.exception("repacking the blob store failed; every blob is still readable")

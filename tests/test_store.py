@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from archiver import store as store_module
 from archiver.store import BlobCorruptError, BlobMissingError, DirectoryBlobStore
+from archiver.store import durable as store_module
 from tests.support import JOURNAL, simple_message
 
 
