@@ -465,9 +465,12 @@ def store_repack(ctx: click.Context, as_json: bool) -> None:
     readable and the next one carries on. The scheduler does this every few minutes; run
     it by hand to migrate an existing store of loose files at once.
     """
+    from tqdm import tqdm
+
+    from archiver.core import build_core
     from archiver.store import StoreBusyError
 
-    store = _core(ctx, migrate_schema=False).store
+    store = build_core(settings_of(ctx)).store  # the store alone: no database needed
     try:
         with tqdm(total=store.loose_count(), unit="blob", desc="repack", disable=None) as bar:
             report = store.repack(on_blob=bar.update, wait=False)
