@@ -116,6 +116,35 @@ def db_upgrade(ctx: click.Context) -> None:
     click.echo(f"database at revision {migrate.current_revision(core.engine)}")
 
 
+@db.command("compact")
+@click.pass_context
+def db_compact(ctx: click.Context) -> None:
+    """Give the space freed inside the database back to the file system.
+
+    Run it once after `arsip db upgrade` to 0011, which drops the stored message text;
+    it rewrites the database and needs free disk for one more copy while it runs.
+    """
+    core = _core(ctx)
+    before = _database_bytes(core)
+    migrate.compact(core.engine)
+    after = _database_bytes(core)
+    if before is None or after is None:
+        click.echo("database compacted")
+    else:
+        click.echo(f"database compacted: {before / 1e6:,.1f} MB -> {after / 1e6:,.1f} MB")
+
+
+def _database_bytes(core: Core) -> int | None:
+    """The size of the database on disk, where Arsip can tell."""
+    with core.engine.connect() as connection:
+        if core.engine.dialect.name == "sqlite":
+            pages = connection.exec_driver_sql("PRAGMA page_count").scalar_one()
+            return int(pages) * int(connection.exec_driver_sql("PRAGMA page_size").scalar_one())
+        return int(
+            connection.exec_driver_sql("SELECT pg_database_size(current_database())").scalar_one()
+        )
+
+
 @db.command("revision")
 @click.option("-m", "--message", required=True, help="What the migration changes.")
 @click.pass_context
@@ -394,7 +423,9 @@ def search_command(
     backend = core.search_backend()
     try:
         with core.sessions() as session:
-            page = search(session, backend, " ".join(query), who, Sort(sort), limit, offset)
+            page = search(
+                session, backend, " ".join(query), who, Sort(sort), limit, offset, store=core.store
+            )
     except QuerySyntaxError as exc:
         click.echo(f"arsip: bad query: {exc}", err=True)
         ctx.exit(2)
@@ -429,7 +460,7 @@ def reindex(ctx: click.Context) -> None:
     try:
         backend = core.search_backend(repair=True)
         with tqdm(total=total, unit="msg", desc="reindex", disable=None) as bar:
-            count = Indexer(core.sessions, backend).rebuild(on_batch=bar.update)
+            count = Indexer(core.sessions, backend, core.store).rebuild(on_batch=bar.update)
         backend.close()
     except IndexBusyError as exc:
         raise CliError(f"{exc}; try again in a moment") from exc

@@ -359,7 +359,11 @@ def _count(
                 not in {
                     found.message_id
                     for found in search(
-                        session, backend, f"msgid:{message_id}", Viewer.administrator()
+                        session,
+                        backend,
+                        f"msgid:{message_id}",
+                        Viewer.administrator(),
+                        store=core.store,
                     ).results
                 }
             ]

@@ -134,7 +134,13 @@ def _count(
             )
             hits = {
                 message_id: len(
-                    search(session, backend, f"msgid:{message_id}", Viewer.administrator()).results
+                    search(
+                        session,
+                        backend,
+                        f"msgid:{message_id}",
+                        Viewer.administrator(),
+                        store=core.store,
+                    ).results
                 )
                 for message_id in sample
             }
