@@ -108,12 +108,23 @@ def db() -> None:
     """Database schema."""
 
 
+TEXT_DROPPED = "0011"  # the revision that drops the database's copy of message text
+
+
 @db.command("upgrade")
 @click.pass_context
 def db_upgrade(ctx: click.Context) -> None:
     """Bring the database to the current schema."""
-    core = _core(ctx)
-    click.echo(f"database at revision {migrate.current_revision(core.engine)}")
+    core = _core(ctx, migrate_schema=False)
+    before = migrate.current_revision(core.engine)
+    migrate.upgrade(core.engine)
+    after = migrate.current_revision(core.engine)
+    click.echo(f"database at revision {after}")
+    if before is not None and before < TEXT_DROPPED <= (after or ""):
+        click.echo(
+            "message text is now read from the stored mail only: "
+            "`arsip db compact` returns the space it took in the database to the disk"
+        )
 
 
 @db.command("compact")
