@@ -10,7 +10,6 @@ from sqlalchemy import Engine, inspect, text
 
 from archiver import migrate
 from archiver.accounts import add_user, new_api_token
-from archiver.archive import RawMessage
 from archiver.parse import parse_message
 from archiver.search.indexer import Indexer
 from archiver.search.service import search
@@ -19,6 +18,7 @@ from archiver.service import Core
 from archiver.texts import message_text
 from tests.support import simple_message
 from tests.test_accounts import log_in
+from tests.test_retention import archive
 from web import create_app
 
 NOW = datetime(2026, 2, 2, 12, 0, tzinfo=UTC)
@@ -40,19 +40,6 @@ def with_text_attachment(message_id: str = "notes@example.com") -> bytes:
         f"{ATTACHED_SENTENCE}.\r\n"
         f"--{boundary}--\r\n"
     ).encode()
-
-
-def archive(core: Core, *messages: bytes) -> None:
-    """Archive `messages` and index them, as the worker and the indexer do."""
-    with core.sessions.begin() as session:
-        core.archive.archive_batch(
-            session, [RawMessage(m, "", [], NOW, "import") for m in messages]
-        )
-    backend = core.search_backend()
-    try:
-        Indexer(core.sessions, backend, core.store).run_once()
-    finally:
-        backend.close()
 
 
 def found(core: Core, query: str) -> dict[str, str]:
