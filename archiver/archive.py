@@ -212,7 +212,6 @@ def _insert_messages(session: Session, groups: list[list[_Prepared]]) -> dict[st
                 "thread_id": threader.assign(parsed),
                 "in_reply_to": parsed.in_reply_to,
                 "list_id": parsed.list_id,
-                "body_text": parsed.body_text,
                 "flags": list(parsed.flags),
                 "source": first.raw.source,
             }
@@ -239,7 +238,7 @@ def _insert_messages(session: Session, groups: list[list[_Prepared]]) -> dict[st
                 "content_type": part.content_type,
                 "size": part.size,
                 "sha256": part.sha256,
-                "text": part.text,
+                "has_text": part.text is not None,
             }
             for position, part in enumerate(copies[0].parsed.attachments)
         ]

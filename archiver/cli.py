@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from archiver.accounts import User
+    from archiver.core import Core
     from archiver.verify import VerifyReport
 
 # The core's own command groups that live in their own modules, imported when asked for.
@@ -120,14 +121,57 @@ def db() -> None:
     """Database schema."""
 
 
+TEXT_DROPPED = "0011"  # the revision that drops the database's copy of message text
+
+
 @db.command("upgrade")
 @click.pass_context
 def db_upgrade(ctx: click.Context) -> None:
     """Bring the database to the current schema."""
+    from archiver.core import build_core
+    from archiver.schema import database_revision
+
+    probe = build_core(settings_of(ctx))
+    before = database_revision(probe.engine)
+    probe.engine.dispose()
+    after = database_revision(open_core(ctx, upgrade=True).engine)
+    click.echo(f"database at revision {after}")
+    if before is not None and before < TEXT_DROPPED <= (after or ""):
+        click.echo(
+            "message text is now read from the stored mail only: "
+            "`arsip db compact` returns the space it took in the database to the disk"
+        )
+
+
+@db.command("compact")
+@click.pass_context
+def db_compact(ctx: click.Context) -> None:
+    """Give the space freed inside the database back to the file system.
+
+    Run it once after `arsip db upgrade` to 0011, which drops the stored message text;
+    it rewrites the database and needs free disk for one more copy while it runs.
+    """
     from archiver import migrate
 
-    core = open_core(ctx, upgrade=True)
-    click.echo(f"database at revision {migrate.current_revision(core.engine)}")
+    core = open_core(ctx, upgrade=False)
+    before = _database_bytes(core)
+    migrate.compact(core.engine)
+    after = _database_bytes(core)
+    if before is None or after is None:
+        click.echo("database compacted")
+    else:
+        click.echo(f"database compacted: {before / 1e6:,.1f} MB -> {after / 1e6:,.1f} MB")
+
+
+def _database_bytes(core: Core) -> int | None:
+    """The size of the database on disk, where Arsip can tell."""
+    with core.engine.connect() as connection:
+        if core.engine.dialect.name == "sqlite":
+            pages = connection.exec_driver_sql("PRAGMA page_count").scalar_one()
+            return int(pages) * int(connection.exec_driver_sql("PRAGMA page_size").scalar_one())
+        return int(
+            connection.exec_driver_sql("SELECT pg_database_size(current_database())").scalar_one()
+        )
 
 
 @db.command("revision")
@@ -443,7 +487,7 @@ def reindex(ctx: click.Context) -> None:
     try:
         backend = core.search_backend(repair=True)
         with tqdm(total=total, unit="msg", desc="reindex", disable=None) as bar:
-            count = Indexer(core.sessions, backend).rebuild(on_batch=bar.update)
+            count = Indexer(core.sessions, backend, core.store).rebuild(on_batch=bar.update)
         backend.close()
     except IndexBusyError as exc:
         raise CliError(f"{exc}; try again in a moment") from exc

@@ -12,6 +12,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, text
 
 import migrations
+from archiver.store import DirectoryBlobStore
 
 log = logging.getLogger(__name__)
 
@@ -65,3 +66,24 @@ def revision(engine: Engine, message: str) -> None:
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.revision(config, message=message, autogenerate=True)
+
+
+def downgrade(engine: Engine, revision: str, store: DirectoryBlobStore | None = None) -> None:
+    """Go back to `revision`; migrations that dropped derived data refill it from `store`."""
+    config = alembic_config(engine)
+    config.attributes["store"] = store
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+
+
+def compact(engine: Engine) -> None:
+    """Hand the space of deleted rows and dropped columns back to the file system.
+
+    SQLite keeps freed pages inside its file, and PostgreSQL keeps dropped columns' values
+    until rows are rewritten. Both rewrite the database here, holding it (SQLite) or its
+    tables (PostgreSQL) exclusively while they do, and need free disk for one more copy.
+    """
+    statement = "VACUUM" if engine.dialect.name == "sqlite" else "VACUUM FULL"
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.exec_driver_sql(statement)

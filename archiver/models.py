@@ -113,7 +113,11 @@ class Blob(Base):
 
 
 class Message(Base):
-    """One archived message. Journal copies of it share this row (see `dedupe_key`)."""
+    """One archived message. Journal copies of it share this row (see `dedupe_key`).
+
+    Its text is not kept here: the raw blob is the one copy, and `archiver.texts` derives
+    the body and attachment text from it for search, snippets and pages.
+    """
 
     __tablename__ = "messages"
 
@@ -134,7 +138,6 @@ class Message(Base):
     thread_id: Mapped[str] = mapped_column(String(32), index=True)
     in_reply_to: Mapped[str | None] = mapped_column(Text)
     list_id: Mapped[str | None] = mapped_column(Text, index=True)
-    body_text: Mapped[str] = mapped_column(Text)
     flags: Mapped[list[str]] = mapped_column(JSON)
     source: Mapped[str] = mapped_column(String(16))
 
@@ -172,7 +175,8 @@ class MessageAddress(Base):
 
 
 class Attachment(Base):
-    """A non-body MIME part of an archived message; its bytes stay inside the raw blob."""
+    """A non-body MIME part of an archived message; its bytes, and its text, stay inside the
+    raw blob (`archiver.texts` extracts the text when it is needed)."""
 
     __tablename__ = "attachments"
 
@@ -185,7 +189,8 @@ class Attachment(Base):
     content_type: Mapped[str] = mapped_column(String(255))
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
-    text: Mapped[str | None] = mapped_column(Text)
+    # Whether text could be read from it (a text part, a readable PDF), for `arsip show`.
+    has_text: Mapped[bool] = mapped_column(Boolean, default=False)
 
     message: Mapped[Message] = relationship(back_populates="attachments")
 

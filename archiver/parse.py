@@ -17,6 +17,7 @@ import codecs
 import hashlib
 import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import Message
@@ -24,6 +25,7 @@ from email.parser import BytesParser
 from email.policy import Compat32
 from email.utils import collapse_rfc2231_value, getaddresses, parsedate_tz
 from functools import lru_cache
+from typing import TypeVar
 
 from archiver.htmltext import html_to_text
 
@@ -59,6 +61,7 @@ _MAX_CONTENT_TYPE_LENGTH = 255
 # A Date more than this far past the time the archive received the mail is a wrong clock.
 _FUTURE_SLACK = timedelta(days=2)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,15 @@ class ParsedMessage:
     attachments: list[Attachment]
     flags: list[str]
     body_digest: str
+
+
+@dataclass(frozen=True)
+class MessageText:
+    """The words of a message: its body text and each attachment's text, by position (None
+    where an attachment has no readable text, or when attachments were not asked for)."""
+
+    body: str
+    attachments: list[str | None]
 
 
 @dataclass(frozen=True)
@@ -208,18 +220,72 @@ def parse_message(raw: bytes, received_at: datetime) -> ParsedMessage:
     """
     raw = bytes(raw)
     received = _as_utc(received_at)
+    described = _read(raw, lambda message, flags: _describe(message, raw, received, flags))
+    return described if described is not None else _unparseable(raw, received)
+
+
+def message_text(raw: bytes, *, attachments: bool = True) -> MessageText:
+    """The text `parse_message` finds in the same bytes: body and attachments' text.
+
+    The archive keeps no copy of it (the raw blob is the one copy), so search, snippets and
+    pages derive it here. Without ``attachments`` only the body is decoded, which is what a
+    snippet or a page needs and skips the PDF text extraction. Never raises.
+    """
+    raw = bytes(raw)
+
+    def text(message: Message, flags: set[str]) -> MessageText:
+        body, parts, _nodes, _hint = _content(message, flags, attachments=attachments)
+        return MessageText(body, [part.text for part in parts])
+
+    single = _single_part(raw)
+    if single is not None:
+        try:
+            return text(single, set())
+        except Exception:
+            pass  # the whole parse below decides, as `parse_message` did
+    found = _read(raw, text)
+    return found if found is not None else MessageText(_unparseable_body(raw, set()), [])
+
+
+def _single_part(raw: bytes) -> Message | None:
+    """A message without MIME parts, parsed as the whole parse would, but faster; or None.
+
+    The parser keeps a single part's body as one string, so parsing the header block alone
+    and setting the rest as the payload gives the same message; most mail is one part, and
+    reading it line by line was half the cost of a search page's snippets. Anything the
+    header block alone might read differently (a defect, no header, parts) is None.
+    """
+    end = _header_block_end(raw)
+    if end <= 0:
+        return None
+    try:
+        message = _PARSER.parsebytes(raw[:end], headersonly=True)
+    except Exception:
+        return None
+    if message.defects or not message.keys():
+        return None
+    if message.get_content_maintype() in ("multipart", "message"):
+        return None
+    # As BytesParser hands bytes to the parser: ASCII, other bytes as surrogate escapes.
+    message.set_payload(raw[end:].decode("ascii", "surrogateescape"))
+    return message
+
+
+def _read(raw: bytes, describe: Callable[[Message, set[str]], _T]) -> _T | None:
+    """`describe` the parsed message; on failure describe the headers alone (flagged
+    ``unparseable``); None when not even a header can be read."""
     try:
         message = _PARSER.parsebytes(raw)
         if message.keys():
-            return _describe(message, raw, received, set())
+            return describe(message, set())
     except Exception:
         try:
             message = _PARSER.parsebytes(raw, headersonly=True)
             if message.keys():
-                return _describe(message, raw, received, {"unparseable"})
+                return describe(message, {"unparseable"})
         except Exception:
             pass
-    return _unparseable(raw, received)
+    return None
 
 
 def unwrap_journal_report(raw: bytes) -> JournalReport | None:
@@ -272,12 +338,7 @@ def _describe(message: Message, raw: bytes, received: datetime, flags: set[str])
 def _unparseable(raw: bytes, received: datetime) -> ParsedMessage:
     """Describe bytes with no readable header block: the whole blob is the body."""
     flags = {"unparseable", "no_message_id", "no_date", "bad_date"}
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = raw.decode("utf-8", "replace")
-        flags.add("bad_charset")
-    body = _clean_body(text.replace("\r\n", "\n"), BODY_TEXT_LIMIT, flags)
+    body = _unparseable_body(raw, flags)
     return ParsedMessage(
         message_id=synthesize_message_id(raw),
         subject="",
@@ -295,6 +356,16 @@ def _unparseable(raw: bytes, received: datetime) -> ParsedMessage:
         flags=sorted(flags),
         body_digest=hashlib.sha256(raw.replace(b"\r\n", b"\n")).hexdigest(),
     )
+
+
+def _unparseable_body(raw: bytes, flags: set[str]) -> str:
+    """The whole of bytes without a header block, as the body text."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("utf-8", "replace")
+        flags.add("bad_charset")
+    return _clean_body(text.replace("\r\n", "\n"), BODY_TEXT_LIMIT, flags)
 
 
 def _as_utc(moment: datetime) -> datetime:
@@ -738,10 +809,10 @@ def _choose_body(leaves: list[_Leaf], names: list[str | None]) -> int | None:
 
 
 def _content(
-    message: Message, flags: set[str]
+    message: Message, flags: set[str], *, attachments: bool = True
 ) -> tuple[str, list[Attachment], list[Message], str | None]:
-    """Return the body text, the attachments, every MIME node, and the body's charset label
-    (the best guess for raw 8-bit bytes in headers)."""
+    """Return the body text, the attachments (none unless ``attachments``), every MIME node,
+    and the body's charset label (the best guess for raw 8-bit bytes in headers)."""
     leaves, nodes = _walk(message, flags)
     hint = next(
         (
@@ -766,18 +837,18 @@ def _content(
         if leaf.content_type == "text/html":
             flags.add("html_only")
 
-    attachments: list[Attachment] = []
-    for index, leaf in enumerate(leaves):
+    found: list[Attachment] = []
+    for index, leaf in enumerate(leaves if attachments else []):
         if index == chosen or _other_rendition(leaf, names[index], chosen_alternative):
             continue
         try:
-            attachments.append(
+            found.append(
                 _attachment(leaf, names[index], chosen_alternative, flags),
             )
         except Exception:
             # One part defeating the decoder must not cost the rest of the message.
             flags.add("mime_defects")
-    return body, attachments, nodes, hint
+    return body, found, nodes, hint
 
 
 def _other_rendition(leaf: _Leaf, filename: str | None, chosen: Message | None) -> bool:

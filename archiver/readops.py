@@ -57,6 +57,7 @@ def search(core: Core, params: dict[str, Any], actor: str) -> dict[str, Any]:
                 Sort(params.get("sort", "relevance")),
                 int(params.get("limit", 20)),
                 int(params.get("offset", 0)),
+                store=core.store,
             )
     except QuerySyntaxError as exc:
         raise ReadError(f"bad query: {exc}", status=2) from exc

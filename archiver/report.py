@@ -140,7 +140,7 @@ def describe(message: Message, check: ContentCheck | None) -> dict[str, Any]:
                 "content_type": a.content_type,
                 "size": a.size,
                 "sha256": a.sha256,
-                "has_text": a.text is not None,
+                "has_text": a.has_text,
             }
             for a in message.attachments
         ],

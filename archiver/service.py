@@ -186,7 +186,7 @@ def _index_forever(core: Core, stop: threading.Event) -> None:
             stop.wait(10)
             continue
         try:
-            indexer = Indexer(core.sessions, backend)
+            indexer = Indexer(core.sessions, backend, core.store)
             if backend.needs_rebuild():
                 _rebuild(indexer)
             indexer.run_forever(stop)

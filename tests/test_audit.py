@@ -184,7 +184,7 @@ def app(core: Core) -> Iterator[Flask]:
         session.flush()
         session.add(Member(list_id=board.id, address=OWNER, role="owner"))
     backend = core.search_backend()
-    Indexer(core.sessions, backend).run_once()
+    Indexer(core.sessions, backend, core.store).run_once()
     backend.close()
     built = create_app(core)
     yield built

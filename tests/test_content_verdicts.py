@@ -96,14 +96,22 @@ def archived(core: Core) -> Iterator[tuple[Core, SearchBackend]]:
         for email, role in [(BOB, "user"), (CAROL, "user"), ("audrey@example.com", "auditor")]:
             add_user(session, email, role, PASSWORD)
     backend = core.search_backend()
-    Indexer(core.sessions, backend).run_once()
+    Indexer(core.sessions, backend, core.store).run_once()
     yield core, backend
     backend.close()
 
 
 def found(core: Core, backend: SearchBackend, text: str, viewer: Viewer | None = None) -> set[str]:
     with core.sessions() as session:
-        page = search(session, backend, text, viewer or Viewer.administrator(), Sort.DATE, 100)
+        page = search(
+            session,
+            backend,
+            text,
+            viewer or Viewer.administrator(),
+            Sort.DATE,
+            100,
+            store=core.store,
+        )
     return {result.message_id for result in page.results}
 
 
@@ -197,14 +205,16 @@ def test_flagged_mail_is_found_only_by_those_who_may_see_it(archived) -> None:
 def test_retention_and_holds_can_select_flagged_mail(archived) -> None:
     core, backend = archived
     with core.sessions() as session:
-        wanted = search(session, backend, "is:spam OR has:virus", Viewer.administrator())
+        wanted = search(
+            session, backend, "is:spam OR has:virus", Viewer.administrator(), store=core.store
+        )
     pks = backend.matching(parse_query("is:spam OR has:virus"))
     assert sorted(pks) == sorted(result.id for result in wanted.results)
 
 
 def test_a_rebuilt_index_still_knows_the_verdicts(archived) -> None:
     core, backend = archived
-    Indexer(core.sessions, backend).rebuild()
+    Indexer(core.sessions, backend, core.store).rebuild()
     assert found(core, backend, "is:spam") == {"spam@example.net"}
     assert found(core, backend, "has:virus") == {"virus@example.net"}
 

@@ -65,7 +65,7 @@ def archive(core: Core, *messages: bytes) -> None:
 def index(core: Core) -> None:
     backend = core.search_backend()
     try:
-        while Indexer(core.sessions, backend).run_once():
+        while Indexer(core.sessions, backend, core.store).run_once():
             pass
     finally:
         backend.close()
@@ -90,7 +90,9 @@ def searchable(core: Core, query: str) -> set[str]:
     backend = core.search_backend()
     try:
         with core.sessions() as session:
-            page = search(session, backend, query, Viewer.administrator(), limit=100)
+            page = search(
+                session, backend, query, Viewer.administrator(), limit=100, store=core.store
+            )
         return {found.message_id for found in page.results}
     finally:
         backend.close()

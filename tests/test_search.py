@@ -104,14 +104,16 @@ def indexed(core: Core):
             + [RawMessage(MESSAGES[2], CAROL, ["secret-bcc@example.com"], now, "smtp")],
         )
     backend = core.search_backend()
-    Indexer(core.sessions, backend).run_once()
+    Indexer(core.sessions, backend, core.store).run_once()
     yield core, backend
     backend.close()
 
 
 def ids(core: Core, backend, text: str, viewer: Viewer | None = None, **options) -> list[str]:
     with core.sessions() as session:
-        page = search(session, backend, text, viewer or Viewer.administrator(), **options)
+        page = search(
+            session, backend, text, viewer or Viewer.administrator(), store=core.store, **options
+        )
     return sorted(found.message_id for found in page.results)
 
 
@@ -156,7 +158,7 @@ def test_a_user_sees_only_their_own_mail_even_in_totals_and_facets(indexed) -> N
     alice = Viewer.person(ALICE)
     assert ids(core, backend, "forecast", alice) == ["q1@example.com", "q2@example.com"]
     with core.sessions() as session:
-        page = search(session, backend, "", alice)
+        page = search(session, backend, "", alice, store=core.store)
     assert page.total == 2
     assert sum(page.facets["year"].values()) == 2
     bcc = Viewer.person("secret-bcc@example.com")
@@ -177,10 +179,10 @@ def test_every_form_of_a_word_matches_and_the_exact_form_ranks_first(core: Core)
         core.archive.archive_batch(session, [RawMessage(m, "", [], now, "import") for m in forms])
     backend = core.search_backend()
     try:
-        Indexer(core.sessions, backend).run_once()
+        Indexer(core.sessions, backend, core.store).run_once()
         for typed in ("running", "runs", "run"):
             with core.sessions() as session:
-                page = search(session, backend, typed, Viewer.administrator())
+                page = search(session, backend, typed, Viewer.administrator(), store=core.store)
             assert page.total == 3, typed
             assert page.results[0].message_id == f"{typed}@example.com"
     finally:
@@ -190,15 +192,15 @@ def test_every_form_of_a_word_matches_and_the_exact_form_ranks_first(core: Core)
 def test_an_open_index_sees_new_mail_and_removals(indexed) -> None:
     core, backend = indexed
     with core.sessions() as session:
-        before = search(session, backend, "forecast", Viewer.administrator())
+        before = search(session, backend, "forecast", Viewer.administrator(), store=core.store)
         pk = next(found.id for found in before.results if found.message_id == "list@example.com")
     late = message("late@example.com", "Forecasts, again", "The forecasts are late.")
     with core.sessions.begin() as session:
         core.archive.archive_batch(session, [RawMessage(late, "", [], datetime.now(UTC), "import")])
-    Indexer(core.sessions, backend).run_once()
+    Indexer(core.sessions, backend, core.store).run_once()
     backend.delete([pk])
     with core.sessions() as session:
-        after = search(session, backend, "forecast", Viewer.administrator())
+        after = search(session, backend, "forecast", Viewer.administrator(), store=core.store)
     assert sorted(found.message_id for found in after.results) == [
         "late@example.com",
         "q1@example.com",
@@ -211,7 +213,9 @@ def test_an_open_index_sees_new_mail_and_removals(indexed) -> None:
 def test_results_carry_facets_snippets_and_sort_by_date(indexed) -> None:
     core, backend = indexed
     with core.sessions() as session:
-        page = search(session, backend, "forecast", Viewer.administrator(), Sort.DATE)
+        page = search(
+            session, backend, "forecast", Viewer.administrator(), Sort.DATE, store=core.store
+        )
     assert [found.message_id for found in page.results] == [
         "list@example.com",
         "q2@example.com",
@@ -242,7 +246,7 @@ def test_cli_search_json_as_user_and_errors(idle: RunningService, tmp_path) -> N
     source.write_bytes(b"".join(mbox_entry(m, ALICE, datetime.now(UTC)) for m in MESSAGES))
     idle.run_cli("import", str(source), check=True)
     core = idle.core()
-    Indexer(core.sessions, core.search_backend()).run_once()
+    Indexer(core.sessions, core.search_backend(), core.store).run_once()
 
     found = idle.run_cli("search", "--json", "--as", BOB, "forecast")
     assert found.returncode == 0, found.stderr

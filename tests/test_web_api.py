@@ -36,7 +36,7 @@ def app(core: Core) -> Iterator[Flask]:
         add_user(session, ALICE, "user")
         add_user(session, BOB, "user")
     backend = core.search_backend()
-    Indexer(core.sessions, backend).run_once()
+    Indexer(core.sessions, backend, core.store).run_once()
     backend.close()
     built = create_app(core)
     yield built

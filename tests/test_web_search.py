@@ -52,7 +52,7 @@ def app(core: Core) -> Iterator[Flask]:
         add_user(session, ALICE, "user", PASSWORD)
         add_user(session, BOB, "user", PASSWORD)
     backend = core.search_backend()
-    Indexer(core.sessions, backend).run_once()
+    Indexer(core.sessions, backend, core.store).run_once()
     backend.close()
     app = create_app(core)
     yield app

@@ -24,6 +24,7 @@ from archiver.search.backend import Sort
 from archiver.search.query import QuerySyntaxError
 from archiver.search.service import MAX_LIMIT, search
 from archiver.search.viewer import Viewer
+from archiver.texts import message_text
 from lists.access import readable_list_ids
 from lists.membership import has_role
 from lists.models import MailingList, Member
@@ -90,7 +91,14 @@ def search_messages() -> ResponseReturnValue:
     try:
         with _core().sessions() as session:
             page = search(
-                session, backend, request.args.get("q", ""), _viewer(), sort, limit, offset
+                session,
+                backend,
+                request.args.get("q", ""),
+                _viewer(),
+                sort,
+                limit,
+                offset,
+                store=_core().store,
             )
     except QuerySyntaxError as exc:
         return jsonify(error=str(exc), position=exc.position), 400
@@ -111,7 +119,7 @@ def message(message_id: str) -> ResponseReturnValue:
         details = {"sha256": found.sha256, "via": "api"}
         audit_read(viewer, "message.view", found.message_id, details, actor=g.api_email)
         data = _described(found, viewer, session.get(ContentCheck, found.id))
-        data["text"] = found.body_text
+        data["text"] = message_text(core.store, found.sha256, attachments=False).body
         data["html"] = _html(core, found.sha256)
     return jsonify(data)
 

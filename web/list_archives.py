@@ -28,6 +28,7 @@ from sqlalchemy import Row, Text, cast, func, select
 from sqlalchemy.orm import Session
 
 from archiver.models import Message
+from archiver.texts import message_texts
 from lists.membership import Membership
 from lists.models import ArchivePolicy, MailingList, Member, Role
 from web.auth import current_viewer
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 bp = Blueprint("list_archives", __name__, url_prefix="/lists")
 
 FEED_ENTRIES = 30
+SUMMARY_CHARACTERS = 500  # of each post's body, in the feed
 CHART_MONTHS = 24
 
 
@@ -168,7 +170,7 @@ def feed(list_address: str) -> ResponseReturnValue:
                     Message.from_name,
                     Message.from_address,
                     Message.date,
-                    Message.body_text,
+                    Message.sha256,
                 )
                 .where(Message.list_id == mlist.list_id)
                 .order_by(Message.date.desc())
@@ -176,8 +178,10 @@ def feed(list_address: str) -> ResponseReturnValue:
             )
         )
         session.expunge_all()
+    texts = message_texts(_core().store, [post.sha256 for post in posts], attachments=False)
+    summaries = {sha256: text.body[:SUMMARY_CHARACTERS] for sha256, text in texts.items()}
     base = _core().settings.public_url
-    return Response(atom(mlist, posts, base), mimetype="application/atom+xml")
+    return Response(atom(mlist, posts, summaries, base), mimetype="application/atom+xml")
 
 
 @bp.post("/<list_address>/subscribe")
@@ -225,8 +229,9 @@ def activity_chart(months: list[Month]) -> str:
     )
 
 
-def atom(mlist: MailingList, posts: list[Row], base: str) -> str:
-    """An Atom 1.0 document of `posts`."""
+def atom(mlist: MailingList, posts: list[Row], summaries: dict[str, str], base: str) -> str:
+    """An Atom 1.0 document of `posts`, each summarised by its start (`summaries`, by the
+    sha256 of its blob)."""
     home = f"{base}/lists/{mlist.address}/"
     updated = posts[0].date if posts else datetime.now(UTC)
     entries = "".join(
@@ -236,7 +241,7 @@ def atom(mlist: MailingList, posts: list[Row], base: str) -> str:
         f'<link href="{escape(base)}/messages/{escape(post.message_id)}"/>'
         f"<updated>{post.date.isoformat()}</updated>"
         f"<author><name>{escape(post.from_name or post.from_address)}</name></author>"
-        f"<summary>{escape(post.body_text[:500])}</summary>"
+        f"<summary>{escape(summaries.get(post.sha256, ''))}</summary>"
         "</entry>"
         for post in posts
     )

@@ -29,6 +29,7 @@ from archiver.parse import _PARSER, _payload_bytes, _walk, html_body
 from archiver.report import verdict
 from archiver.search.viewer import Viewer
 from archiver.store import BlobMissingError
+from archiver.texts import message_texts, text_of_raw
 from lists.models import MailingList
 from web.audit_hooks import audit_read
 from web.auth import current_viewer
@@ -174,6 +175,7 @@ def show(message_id: str) -> ResponseReturnValue:
         raw = _raw(message)
         audit_read(viewer, "message.view", message.message_id, {"sha256": message.sha256})
         html = html_body(raw)
+        body = text_of_raw(raw, attachments=False).body
         held_back = sanitize_html(html).remote_images if html is not None else 0
         envelope_from = _role(message, ENVELOPE_FROM) or (
             [Address("", message.envelope_from)] if message.envelope_from else []
@@ -182,6 +184,7 @@ def show(message_id: str) -> ResponseReturnValue:
             "message_view.html",
             title=message.subject or "(no subject)",
             message=message,
+            body=body,
             sender=_role(message, "from"),
             to=_role(message, "to"),
             cc=_role(message, "cc"),
@@ -334,6 +337,7 @@ def thread(thread_id: str) -> ResponseReturnValue:
         if not messages:
             abort(404, description=NO_THREAD)
         audit_read(viewer, "thread.view", thread_id, shown_ids(messages))
+        texts = message_texts(_core().store, [m.sha256 for m in messages], attachments=False)
         entries = [
             {
                 "depth": depth,
@@ -342,7 +346,7 @@ def thread(thread_id: str) -> ResponseReturnValue:
                 "sender": (
                     _role(message, "from") or [Address(message.from_name, message.from_address)]
                 )[0],
-                "segments": fold_quotes(message.body_text),
+                "segments": fold_quotes(texts[message.sha256].body),
             }
             for depth, message in thread_tree(messages)
         ]

@@ -233,6 +233,7 @@ def index() -> ResponseReturnValue:
                 sort,
                 limit=PAGE_SIZE,
                 offset=(number - 1) * PAGE_SIZE,
+                store=_core().store,
             )
     except QuerySyntaxError as error:
         context.update(title=f"{q} · Search", error=error)

@@ -1,4 +1,4 @@
-"""What the search index knows of a message, built from the archive's rows.
+"""What the search index knows of a message, built from the archive's rows and blobs.
 
 Both backends index the same `SearchDocument`, so they can only differ in how they match,
 never in what they know. Addresses are expanded here once: a whole address, its local part
@@ -18,6 +18,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from archiver.models import Attachment, ContentCheck, Message, MessageAddress
+from archiver.parse import MessageText
+from archiver.store import DirectoryBlobStore
+from archiver.texts import message_texts
 
 TO_ROLES = ("to", "bcc", "envelope_to")
 
@@ -65,8 +68,13 @@ def address_tokens(addresses: Iterable[str]) -> list[str]:
     return list(tokens)
 
 
-def load_documents(session: Session, message_pks: Iterable[int]) -> list[SearchDocument]:
-    """Documents for the given messages (missing ones are simply absent from the result)."""
+def load_documents(
+    session: Session, store: DirectoryBlobStore, message_pks: Iterable[int]
+) -> list[SearchDocument]:
+    """Documents for the given messages (missing ones are simply absent from the result).
+
+    The words come from each message's raw blob in `store` (the database keeps no copy).
+    """
     pks = sorted(set(message_pks))
     if not pks:
         return []
@@ -81,13 +89,13 @@ def load_documents(session: Session, message_pks: Iterable[int]) -> list[SearchD
         ).where(MessageAddress.message_pk.in_(pks))
     ):
         addresses[pk].append((role, address, name))
-    attachments: dict[int, list[tuple[str | None, str | None]]] = defaultdict(list)
-    for pk, filename, text in session.execute(
-        select(Attachment.message_pk, Attachment.filename, Attachment.text).where(
-            Attachment.message_pk.in_(pks)
-        )
+    filenames: dict[int, list[str | None]] = defaultdict(list)
+    for pk, filename in session.execute(
+        select(Attachment.message_pk, Attachment.filename)
+        .where(Attachment.message_pk.in_(pks))
+        .order_by(Attachment.message_pk, Attachment.position)
     ):
-        attachments[pk].append((filename, text))
+        filenames[pk].append(filename)
     flagged = {
         pk: (spam, virus is not None)
         for pk, spam, virus in session.execute(
@@ -97,16 +105,20 @@ def load_documents(session: Session, message_pks: Iterable[int]) -> list[SearchD
             )
         )
     }
+    texts = message_texts(store, [m.sha256 for m in messages])
     return [
-        _document(m, addresses[m.id], attachments[m.id], flagged.get(m.id, (False, False)))
+        _document(
+            m, texts[m.sha256], addresses[m.id], filenames[m.id], flagged.get(m.id, (False, False))
+        )
         for m in messages
     ]
 
 
 def _document(
     message: Message,
+    text: MessageText,
     addresses: list[tuple[str, str, str]],
-    attachments: list[tuple[str | None, str | None]],
+    filenames: list[str | None],
     flags: tuple[bool, bool],
 ) -> SearchDocument:
     def role(*names: str) -> list[str]:
@@ -116,9 +128,9 @@ def _document(
         message_pk=message.id,
         message_id=message.message_id.lower(),
         subject=message.subject,
-        body=message.body_text,
-        attachment_text="\n".join(text for _name, text in attachments if text),
-        filenames=[name for name, _text in attachments if name],
+        body=text.body,
+        attachment_text="\n".join(part for part in text.attachments if part),
+        filenames=[name for name in filenames if name],
         from_addresses=role("from"),
         to_addresses=role(*TO_ROLES),
         cc_addresses=role("cc"),
@@ -127,7 +139,7 @@ def _document(
         list_id=message.list_id,
         date=message.date,
         size=message.size,
-        has_attachment=bool(attachments),
+        has_attachment=bool(filenames),
         is_spam=flags[0],
         has_virus=flags[1],
     )

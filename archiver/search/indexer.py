@@ -19,6 +19,7 @@ from archiver.db import is_postgres
 from archiver.models import IndexQueueEntry, Message
 from archiver.search.backend import IndexBusyError, SearchBackend
 from archiver.search.documents import SearchDocument, load_documents
+from archiver.store import DirectoryBlobStore
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +30,12 @@ IDLE_POLL = 0.5  # seconds; keeps new mail searchable within about a second
 class Indexer:
     """Moves queued messages into the search backend."""
 
-    def __init__(self, sessions: sessionmaker[Session], backend: SearchBackend) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], backend: SearchBackend, store: DirectoryBlobStore
+    ) -> None:
         self.sessions = sessions
         self.backend = backend
+        self.store = store  # the raw messages, where the words to index come from
 
     def run_once(self, limit: int = BATCH_SIZE) -> int:
         """Index one batch from the queue; returns how many queue entries it finished.
@@ -50,7 +54,7 @@ class Indexer:
             if not entries:
                 return 0
             pks = {pk for _id, pk in entries}
-            documents = load_documents(session, pks)
+            documents = load_documents(session, self.store, pks)
             if not claiming:
                 session.rollback()  # a SQLite read transaction could not write later
             gone = sorted(pks - {document.message_pk for document in documents})
@@ -80,8 +84,8 @@ class Indexer:
     def rebuild(self, on_batch: Callable[[int], None] | None = None) -> int:
         """Index every archived message from scratch; returns how many were indexed.
 
-        Everything comes from the archive's own tables, so a lost or damaged index is
-        rebuilt from what Arsip stores and nothing else. Queue entries older than the
+        Everything comes from the archive's own tables and blobs, so a lost or damaged
+        index is rebuilt from what Arsip stores and nothing else. Queue entries older than the
         rebuild are covered by it and dropped; newer ones stay for the live indexer.
         """
         with self.sessions() as session:
@@ -107,7 +111,7 @@ class Indexer:
                 )
                 if not pks:
                     return
-                documents = load_documents(session, pks)
+                documents = load_documents(session, self.store, pks)
             yield documents
             last = pks[-1]
             if on_batch is not None:

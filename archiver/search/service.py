@@ -20,6 +20,8 @@ from archiver.search.backend import SearchBackend, Sort
 from archiver.search.query import parse_query, words_to_highlight
 from archiver.search.snippets import snippet
 from archiver.search.viewer import Viewer
+from archiver.store import DirectoryBlobStore
+from archiver.texts import message_texts
 
 MAX_LIMIT = 1000
 
@@ -81,14 +83,21 @@ def search(
     sort: Sort = Sort.RELEVANCE,
     limit: int = 20,
     offset: int = 0,
+    *,
+    store: DirectoryBlobStore,
 ) -> SearchPage:
-    """Run `text` for `viewer`; raises `QuerySyntaxError` for a malformed query."""
+    """Run `text` for `viewer`; raises `QuerySyntaxError` for a malformed query.
+
+    Snippets are cut from the bodies of the page's messages, decoded from their blobs in
+    `store` (only the page's, so a page costs the same however many messages match).
+    """
     query = parse_query(text)
     limit = max(1, min(limit, MAX_LIMIT))
     result = backend.search(query, viewer, sort, limit, max(0, offset))
     pks = [hit.message_pk for hit in result.hits]
     rows = {m.id: m for m in session.scalars(select(Message).where(Message.id.in_(pks)))}
     highlight = words_to_highlight(query)
+    bodies = message_texts(store, [m.sha256 for m in rows.values()], attachments=False)
     found = [
         FoundMessage(
             id=m.id,
@@ -98,7 +107,7 @@ def search(
             sender_name=m.from_name,
             date=m.date,
             list_id=m.list_id,
-            snippet=snippet(m.body_text, highlight, fold),
+            snippet=snippet(bodies[m.sha256].body, highlight, fold),
         )
         for pk in pks
         if (m := rows.get(pk)) is not None

@@ -1,4 +1,4 @@
-"""Highlighted snippets, cut from the archive's copy of the text (same for every backend).
+"""Highlighted snippets, cut from a message's body text (same for every backend).
 
 A query word matches a text word when both fold to the same stem, the way the index
 matches them, so `forecasting` in the text lights up for the query `forecast`. Folding

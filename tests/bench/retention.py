@@ -145,7 +145,7 @@ def drain_index(core: Core) -> tuple[int, float]:
     began = time.perf_counter()
     done = 0
     try:
-        while finished := Indexer(core.sessions, backend).run_once():
+        while finished := Indexer(core.sessions, backend, core.store).run_once():
             done += finished
     finally:
         backend.close()

@@ -775,7 +775,7 @@ def measure(core: Core, maker: QueryMaker, runs: int) -> list[Row]:
         with core.sessions() as session:
             for _name, method, _target in QUERY_TYPES:
                 query: Query = getattr(maker, method)()
-                search(session, backend, query.text, admin, limit=SEARCH_LIMIT)
+                search(session, backend, query.text, admin, limit=SEARCH_LIMIT, store=core.store)
         rows = []
         for name, method, target in QUERY_TYPES:
             draw: Callable[[], Query] = getattr(maker, method)
@@ -789,7 +789,14 @@ def measure(core: Core, maker: QueryMaker, runs: int) -> list[Row]:
                     viewer = admin if kind == "admin" else Viewer.person(query.user)
                     with core.sessions() as session:
                         began = time.perf_counter()
-                        page = search(session, backend, query.text, viewer, limit=SEARCH_LIMIT)
+                        page = search(
+                            session,
+                            backend,
+                            query.text,
+                            viewer,
+                            limit=SEARCH_LIMIT,
+                            store=core.store,
+                        )
                         latency.millis.append((time.perf_counter() - began) * 1000)
                     latency.hits.append(page.total)
             rows.append(Row(name, target, results["admin"], results["user"], examples))
@@ -955,7 +962,7 @@ def run(args: argparse.Namespace, workdir: Path, cores: int) -> int:
     with RssSampler() as sampler:
         began = time.monotonic()
         cpu_began = cpu_seconds()
-        indexed = Indexer(core.sessions, backend).rebuild()
+        indexed = Indexer(core.sessions, backend, core.store).rebuild()
         index_s = time.monotonic() - began
         index_cpu_s = cpu_seconds() - cpu_began
     backend.close()

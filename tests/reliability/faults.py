@@ -24,10 +24,13 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from archiver.models import Message
+from archiver.search.backend import SearchBackend
 from archiver.search.service import search
 from archiver.search.viewer import Viewer
+from archiver.service import Core
 from lists.models import OutboxRecipient, utcnow
 from tests.reliability.outages import (
     MailPump,
@@ -355,13 +358,7 @@ def _count(
             sample_misses = [
                 message_id
                 for message_id in sample
-                if message_id
-                not in {
-                    found.message_id
-                    for found in search(
-                        session, backend, f"msgid:{message_id}", Viewer.administrator()
-                    ).results
-                }
+                if message_id not in found_by_id(core, session, backend, message_id)
             ]
         finally:
             backend.close()
@@ -418,6 +415,12 @@ def _count(
         orphans=orphans,
         log_path=service.log_path,
     )
+
+
+def found_by_id(core: Core, session: Session, backend: SearchBackend, message_id: str) -> list[str]:
+    """The Message-IDs an administrator's `msgid:` search for `message_id` finds."""
+    page = search(session, backend, f"msgid:{message_id}", Viewer.administrator(), store=core.store)
+    return [found.message_id for found in page.results]
 
 
 def message_id_of(data: bytes) -> str:

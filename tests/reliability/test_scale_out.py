@@ -22,13 +22,12 @@ import pytest
 from sqlalchemy import select
 
 from archiver.models import Message
-from archiver.search.service import search
-from archiver.search.viewer import Viewer
 from tests.reliability.faults import (
     LIST,
     MEMBERS,
     Attempts,
     env_int,
+    found_by_id,
     message_id_of,
     send_load,
 )
@@ -133,9 +132,7 @@ def _count(
                 sorted(seen.acknowledged), min(SEARCH_SAMPLE, len(seen.acknowledged))
             )
             hits = {
-                message_id: len(
-                    search(session, backend, f"msgid:{message_id}", Viewer.administrator()).results
-                )
+                message_id: len(found_by_id(core, session, backend, message_id))
                 for message_id in sample
             }
         finally:
