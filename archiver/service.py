@@ -18,6 +18,7 @@ owns the database.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -53,6 +54,7 @@ SWITCH_INTERVAL = 0.0005
 WORKER_DRAIN_SECONDS = 30  # how long a stopping worker waits for its background jobs
 WEB_THREADS = 8  # per web process: pages mostly wait on SQLite, the store and the index
 CHILD_CHECK_SECONDS = 1.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 ROLES = ("intake", "worker", "indexer", "scheduler", "web")
 BACKGROUND_ROLES = frozenset({"worker", "indexer", "scheduler"})  # one child runs these
 
@@ -84,8 +86,13 @@ def _stop_with_parent(parent_pid: int) -> threading.Event:
     """An event set by SIGTERM or when the parent goes away; SIGINT is left to the parent.
 
     A child must not outlive the service: one that still wrote the spool or the index, or
-    still held the web port, after its parent died would fight the next start.
+    still held the web port, after its parent died would fight the next start. On Linux
+    the kernel kills the child the moment the parent dies (however busy the machine, and
+    whatever the child is blocked in); that is safe because everything after intake is
+    transactional and redone on restart. Elsewhere, and as a second line, the child
+    watches its parent and stops by itself.
     """
+    _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -98,6 +105,17 @@ def _stop_with_parent(parent_pid: int) -> threading.Event:
 
     threading.Thread(target=watch_parent, daemon=True).start()
     return stop
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux prctl)."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        log.warning("cannot ask to die with the parent: %s", os.strerror(ctypes.get_errno()))
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os._exit(1)
 
 
 def _process_name() -> str:
