@@ -26,6 +26,7 @@ from whoosh.searching import Searcher
 from whoosh.support.charset import accent_map
 from whoosh.writing import CLEAR, IndexWriter, LockError
 
+from archiver.search import whoosh_derived
 from archiver.search.backend import SearchResult, Sort
 from archiver.search.documents import SearchDocument, address_tokens
 from archiver.search.query import Node
@@ -100,8 +101,11 @@ class WhooshBackend:
     never opened with this one, and `arsip reindex` fills the new folder.
     """
 
-    def __init__(self, directory: Path, repair: bool = False) -> None:
+    def __init__(self, directory: Path, repair: bool = False, derived_files: bool = True) -> None:
         self.directory = directory / f"v{SCHEMA_VERSION}"
+        # Per-segment arrays kept as mapped files shared by every process (see
+        # `whoosh_derived`); without them each process derives its own in memory.
+        self.derived_files = derived_files
         directory = self.directory
         directory.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # whoosh searchers are not safe to share unlocked
@@ -143,7 +147,7 @@ class WhooshBackend:
         except BaseException:
             writer.cancel()
             raise
-        writer.commit()
+        self._commit(writer)
 
     def rebuild(self, batches: Iterable[list[SearchDocument]]) -> int:
         """Replace the whole index with these documents (one new segment per process).
@@ -163,7 +167,7 @@ class WhooshBackend:
         except BaseException:
             writer.cancel()
             raise
-        writer.commit(mergetype=CLEAR)
+        self._commit(writer, mergetype=CLEAR)
         self._remove_old_versions()
         return count
 
@@ -195,11 +199,21 @@ class WhooshBackend:
         except BaseException:
             writer.cancel()
             raise
-        writer.commit()
+        self._commit(writer)
 
     def clear(self) -> None:
         """Empty the index, under the writer lock (another writer waits, then goes on)."""
-        self._writer().commit(mergetype=CLEAR)
+        self._commit(self._writer(), mergetype=CLEAR)
+
+    def _commit(self, writer: IndexWriter, **options: object) -> None:
+        """Commit, then remove the derived arrays of segments the commit merged away.
+
+        The one writer owns this clean-up: it alone knows when a segment is gone. Readers
+        still searching the previous generation keep the files they have mapped.
+        """
+        writer.commit(**options)
+        segments = {segment.segment_id() for segment in self._index._segments()}
+        whoosh_derived.remove_stale(self.directory, segments)
 
     def search(
         self, query: Node | None, viewer: Viewer, sort: Sort, limit: int, offset: int
@@ -226,7 +240,11 @@ class WhooshBackend:
         searcher = self._current_searcher()
         if self._arrays is None or self._arrays.searcher is not searcher:
             self._arrays = IndexArrays(
-                searcher, tuple(SCORED_FIELDS), FACET_FIELDS, self._segment_arrays
+                searcher,
+                tuple(SCORED_FIELDS),
+                FACET_FIELDS,
+                self._segment_arrays,
+                self.directory if self.derived_files else None,
             )
         return self._arrays
 

@@ -71,7 +71,7 @@ class Matcher:
         docs = np.flatnonzero(mask)
         ranked = self._rank(docs, found.scores, sort, offset + limit)[offset : offset + limit]
         hits = [
-            Hit(int(arrays.pk[doc]), float(found.scores[doc]), arrays.when(int(doc)))
+            Hit(int(arrays.pk[int(doc)]), float(found.scores[doc]), arrays.when(int(doc)))
             for doc in ranked
         ]
         return SearchResult(total=len(docs), hits=hits, facets=self._facets(docs))
@@ -79,7 +79,7 @@ class Matcher:
     def matching(self, query: Node | None) -> list[int]:
         """The ids of every live document `query` matches."""
         mask = self.arrays.live if query is None else self.evaluate(query).mask & self.arrays.live
-        return self.arrays.pk[np.flatnonzero(mask)].tolist()
+        return self.arrays.pk.take(np.flatnonzero(mask)).tolist()
 
     def evaluate(self, node: Node, within: np.ndarray | None = None) -> Matches:
         """The matches of one query node, exact for the documents in `within` (all when
@@ -102,13 +102,13 @@ class Matcher:
             case Address(field=name, value=value):
                 return self._term(ADDRESS_FIELDS[name], value.lower())
             case HasAttachment():
-                return self._unscored(self.arrays.attachment & self.arrays.live)
+                return self._unscored(self.arrays.attachment.full() & self.arrays.live)
             case IsSpam():
-                return self._unscored(self.arrays.spam & self.arrays.live)
+                return self._unscored(self.arrays.spam.full() & self.arrays.live)
             case HasVirus():
-                return self._unscored(self.arrays.virus & self.arrays.live)
+                return self._unscored(self.arrays.virus.full() & self.arrays.live)
             case DateRange(start=start, end=end):
-                dates = self.arrays.date
+                dates = self.arrays.date.full()
                 mask = self.arrays.live & (dates != NO_DATE)
                 if start is not None:
                     mask &= dates >= _midnight(start)
@@ -117,10 +117,11 @@ class Matcher:
                 return self._unscored(mask)
             case SizeRange(minimum=minimum, maximum=maximum):
                 mask = self.arrays.live.copy()
+                sizes = self.arrays.size.full()
                 if minimum is not None:
-                    mask &= self.arrays.size >= minimum
+                    mask &= sizes >= minimum
                 if maximum is not None:
-                    mask &= self.arrays.size < maximum
+                    mask &= sizes < maximum
                 return self._unscored(mask)
             case Not(node=inner):
                 return self._unscored(self.arrays.live & ~self.evaluate(inner, within).mask)
@@ -167,7 +168,7 @@ class Matcher:
         docs = np.flatnonzero(mask)
         if boost and len(docs):
             idf = math.log(1 + (arrays.live_count - len(docs) + 0.5) / (len(docs) + 0.5))
-            relative = arrays.lengths[fieldname][docs] / arrays.mean_length[fieldname]
+            relative = arrays.lengths(fieldname, docs) / arrays.mean_length[fieldname]
             tf = frequencies[docs]
             norm = BM25_K1 * (1 - BM25_B + BM25_B * relative)
             scores[docs] = boost * idf * tf * (BM25_K1 + 1) / (tf + norm)
@@ -212,23 +213,23 @@ class Matcher:
     def _rank(self, docs: np.ndarray, scores: np.ndarray, sort: Sort, wanted: int) -> np.ndarray:
         """The first `wanted` of `docs`: best score first (then newest), or newest first."""
         arrays = self.arrays
-        primary = arrays.date[docs] if sort is Sort.DATE else scores[docs]
+        dates = arrays.date.take(docs)
+        primary = dates if sort is Sort.DATE else scores[docs]
         if len(docs) > wanted > 0:
             threshold = np.partition(primary, len(primary) - wanted)[len(primary) - wanted]
             keep = primary >= threshold
-            docs, primary = docs[keep], primary[keep]
-        order = np.lexsort((-arrays.pk[docs], -arrays.date[docs], -primary))
+            docs, primary, dates = docs[keep], primary[keep], dates[keep]
+        order = np.lexsort((-arrays.pk.take(docs), -dates, -primary))
         return docs[order][:wanted]
 
     def _facets(self, docs: np.ndarray) -> dict[str, dict[str, int]]:
         """Counts by list, sender domain and year over the whole result set."""
-        facets: dict[str, dict[str, int]] = {}
-        for name, (values, codes) in self.arrays.facets.items():
-            found = codes[docs]
-            counts = np.bincount(found[found >= 0], minlength=len(values))
-            facets[name] = {values[i]: int(n) for i, n in enumerate(counts) if n}
-        years, counts = np.unique(self.arrays.year[docs], return_counts=True)
-        facets["year"] = {str(y): int(n) for y, n in zip(years, counts, strict=True) if y}
+        facets = {name: self.arrays.facet_counts(name, docs) for name in self.arrays.facet_fields}
+        dates = self.arrays.date.take(docs)
+        dates = dates[dates != NO_DATE]
+        years = dates.astype("datetime64[s]").astype("datetime64[Y]").astype(np.int64) + 1970
+        found, counts = np.unique(years, return_counts=True)
+        facets["year"] = {str(y): int(n) for y, n in zip(found, counts, strict=True)}
         return facets
 
     def _everything(self) -> Matches:
