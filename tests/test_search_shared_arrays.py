@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from archiver.search.whoosh_arrays import IndexArrays
 from archiver.search.whoosh_derived import FOLDER, SortedStrings
 from archiver.search.whoosh_index import FACET_FIELDS, WhooshBackend
 from archiver.search.whoosh_matching import SCORED_FIELDS, Matcher
+from archiver.search.whoosh_storage import MappedFile
 from archiver.service import Core
 from tests.test_search import ALICE, CAROL, MESSAGES, message
 
@@ -178,6 +180,20 @@ def test_deleted_messages_disappear_without_rewriting_the_shared_files(
         alice = backend.search(parse_query("forecast"), Viewer.person(ALICE), Sort.DATE, 20, 0)
         assert alice.total == 2
         assert {p: p.stat().st_mtime_ns for p in stamps if p.exists()} == stamps
+    finally:
+        backend.close()
+
+
+def test_the_index_files_are_read_in_place_not_copied_into_each_process(
+    several_segments: Core,
+) -> None:
+    backend = WhooshBackend(several_segments.settings.index_dir)
+    try:
+        assert answers(backend)[2][2] == 3
+        for reader, _offset in backend._current_arrays().leaves:
+            postings = reader._terms._postfile
+            assert isinstance(postings, MappedFile)
+            assert isinstance(postings._buf.obj, mmap.mmap)
     finally:
         backend.close()
 

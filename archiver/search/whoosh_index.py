@@ -35,6 +35,7 @@ from archiver.search.whoosh_arrays import NO_DATE, IndexArrays, SegmentArrays
 from archiver.search.whoosh_codec import PackedCodec
 from archiver.search.whoosh_format import CompactPositions
 from archiver.search.whoosh_matching import SCORED_FIELDS, Matcher
+from archiver.search.whoosh_storage import MappedStorage
 
 # Words as written, lower case without accents; search stems them (see `IndexArrays.forms`).
 TEXT_ANALYZER = (
@@ -120,10 +121,11 @@ class WhooshBackend:
         with open(directory / ".create.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
+                storage = MappedStorage(str(directory))
                 if index.exists_in(str(directory)):
-                    self._index = index.open_dir(str(directory))
+                    self._index = storage.open_index()
                 else:
-                    self._index = index.create_in(str(directory), _schema())
+                    self._index = storage.create_index(_schema())
             except Exception:
                 # A damaged index (cut-off or overwritten files) cannot be opened at all;
                 # `arsip reindex` starts an empty one and fills it from the archive.
@@ -293,7 +295,7 @@ def _recreate(directory: Path) -> index.Index:
         for path in directory.iterdir():
             if path.is_file() and not path.name.endswith("LOCK") and path.name != ".create.lock":
                 path.unlink()
-        return index.create_in(str(directory), _schema())
+        return MappedStorage(str(directory)).create_index(_schema())
     finally:
         lock.release()
 
