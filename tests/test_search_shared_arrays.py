@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mmap
 import shutil
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from archiver.search.whoosh_storage import MappedFile
 from archiver.service import Core
 from tests.test_search import ALICE, CAROL, MESSAGES, message
 
+Opener = Callable[..., WhooshBackend]
 QUERIES = [
     "",
     "forecast",
@@ -64,6 +66,11 @@ def folders(backend: WhooshBackend) -> set[str]:
     return {path.name for path in root.iterdir()} if root.exists() else set()
 
 
+def stamps(backend: WhooshBackend) -> dict[Path, int]:
+    """When each derived file was last written."""
+    return {path: path.stat().st_mtime_ns for path in (backend.directory / FOLDER).rglob("*.npy")}
+
+
 def mapped_file(array: np.ndarray) -> Path:
     assert isinstance(array, np.memmap), type(array)
     return Path(array.filename)
@@ -80,125 +87,123 @@ def several_segments(core: Core) -> Core:
     return core
 
 
-def test_a_second_process_maps_the_arrays_the_first_one_wrote(several_segments: Core) -> None:
-    first = WhooshBackend(several_segments.settings.index_dir)
-    second = WhooshBackend(several_segments.settings.index_dir)
-    try:
-        assert folders(first) == set()  # written when first needed, not before
-        first.search(None, Viewer.administrator(), Sort.DATE, 10, 0)
-        written = folders(first)
-        assert written
-        stamps = {
-            path: path.stat().st_mtime_ns for path in (first.directory / FOLDER).rglob("*.npy")
-        }
-        second.search(None, Viewer.administrator(), Sort.DATE, 10, 0)
-        assert folders(second) == written
-        # the second one mapped the same files and wrote nothing
-        assert {
-            path: path.stat().st_mtime_ns for path in (first.directory / FOLDER).rglob("*.npy")
-        } == stamps
-        for segment in second._current_arrays().segments:
-            assert mapped_file(segment.pk).parent.name in written
-            assert mapped_file(segment.date).parent == mapped_file(segment.pk).parent
-            values, codes = segment.facets["list"]
-            assert isinstance(values, SortedStrings)
-            assert isinstance(codes, np.memmap)
-            assert all(isinstance(array, np.memmap) for array in segment.length_codes.values())
-    finally:
-        first.close()
-        second.close()
+@pytest.fixture
+def opened(several_segments: Core) -> Iterator[Opener]:
+    """Opens backends on the index of `several_segments`, as separate processes would;
+    all are closed at the end."""
+    backends: list[WhooshBackend] = []
 
+    def open_backend(**options: bool) -> WhooshBackend:
+        backends.append(WhooshBackend(several_segments.settings.index_dir, **options))
+        return backends[-1]
 
-def test_results_are_the_same_with_or_without_the_shared_files(several_segments: Core) -> None:
-    mapped = WhooshBackend(several_segments.settings.index_dir)
-    private = WhooshBackend(several_segments.settings.index_dir, derived_files=False)
-    try:
-        for viewer in (Viewer.administrator(), Viewer.person(CAROL)):
-            assert answers(mapped, viewer) == answers(private, viewer)
-        assert answers(mapped)[2][2] == 3  # "forecast" finds three messages
-    finally:
-        mapped.close()
-        private.close()
-
-
-def test_the_files_of_a_merged_away_segment_are_removed(several_segments: Core) -> None:
-    backend = WhooshBackend(several_segments.settings.index_dir)
-    try:
-        before = answers(backend)
-        old = folders(backend)
-        assert len(old) >= 2
-        Indexer(several_segments.sessions, backend).rebuild()  # one new segment replaces all
-        assert folders(backend) == set()
-        assert answers(backend) == before
-        assert len(folders(backend)) == 1
-        assert not folders(backend) & old
-    finally:
+    yield open_backend
+    for backend in backends:
         backend.close()
 
 
-def test_a_search_still_answers_when_its_files_vanish_under_it(several_segments: Core) -> None:
-    reader = WhooshBackend(several_segments.settings.index_dir)
-    writer = WhooshBackend(several_segments.settings.index_dir)
-    try:
-        before = answers(reader)
-        # Files removed while mapped stay readable to the process that mapped them.
-        shutil.rmtree(reader.directory / FOLDER)
-        assert answers(reader) == before
-        # A searcher opened before a merge reaches for the files of segments that the
-        # merge took away; it derives them again from the segments it holds open.
-        stale = reader._current_searcher()
-        Indexer(several_segments.sessions, writer).rebuild()
-        arrays = IndexArrays(stale, tuple(SCORED_FIELDS), FACET_FIELDS, {}, reader.directory)
-        matcher = Matcher(arrays, reader._analyze)
-        assert matcher.search(None, Viewer.administrator(), Sort.DATE, 20, 0).total == len(MESSAGES)
-        # ...and the writer's next commit tidies up what that left behind
-        archive(several_segments, [message("late@example.com", "Late", "A late forecast.")])
-        Indexer(several_segments.sessions, writer).run_once()
-        current = {s.segment_id() for s in writer._index._segments()}
-        assert {name.rsplit(".", 1)[0] for name in folders(writer)} <= current
-        assert reader.search(parse_query("forecast"), Viewer.administrator(), Sort.DATE, 20, 0)
-        assert answers(reader)[2][2] == 4
-    finally:
-        reader.close()
-        writer.close()
+def test_a_second_process_maps_the_arrays_the_first_one_wrote(opened: Opener) -> None:
+    first = opened()
+    second = opened()
+    assert folders(first) == set()  # written when first needed, not before
+    first.search(None, Viewer.administrator(), Sort.DATE, 10, 0)
+    written = folders(first)
+    assert written
+    written_at = stamps(first)
+    second.search(None, Viewer.administrator(), Sort.DATE, 10, 0)
+    assert folders(second) == written
+    assert stamps(second) == written_at  # the second one mapped the same files, wrote none
+    for segment in second._current_arrays().segments:
+        assert mapped_file(segment.pk).parent.name in written
+        assert mapped_file(segment.date).parent == mapped_file(segment.pk).parent
+        values, codes = segment.facets["list"]
+        assert isinstance(values, SortedStrings)
+        assert isinstance(codes, np.memmap)
+        assert all(isinstance(array, np.memmap) for array in segment.length_codes.values())
 
 
-def test_deleted_messages_disappear_without_rewriting_the_shared_files(
-    several_segments: Core,
+def test_results_are_the_same_with_or_without_the_shared_files(opened: Opener) -> None:
+    mapped = opened()
+    private = opened(derived_files=False)
+    for viewer in (Viewer.administrator(), Viewer.person(CAROL)):
+        assert answers(mapped, viewer) == answers(private, viewer)
+    assert answers(mapped)[2][2] == 3  # "forecast" finds three messages
+
+
+def test_the_files_of_a_merged_away_segment_are_removed(
+    several_segments: Core, opened: Opener
 ) -> None:
-    backend = WhooshBackend(several_segments.settings.index_dir)
-    try:
-        admin = Viewer.administrator()
-        everything = backend.search(None, admin, Sort.DATE, 20, 0)
-        stamps = {p: p.stat().st_mtime_ns for p in (backend.directory / FOLDER).rglob("*.npy")}
-        listed = backend.search(parse_query("list:dev.lists.example.com"), admin, Sort.DATE, 20, 0)
-        backend.delete([listed.hits[0].message_pk])
-        after = backend.search(None, admin, Sort.DATE, 20, 0)
-        assert after.total == everything.total - 1
-        assert listed.hits[0].message_pk not in {hit.message_pk for hit in after.hits}
-        assert after.facets["list"] == {}
-        alice = backend.search(parse_query("forecast"), Viewer.person(ALICE), Sort.DATE, 20, 0)
-        assert alice.total == 2
-        assert {p: p.stat().st_mtime_ns for p in stamps if p.exists()} == stamps
-    finally:
-        backend.close()
+    backend = opened()
+    before = answers(backend)
+    old = folders(backend)
+    assert len(old) >= 2
+    Indexer(several_segments.sessions, backend).rebuild()  # one new segment replaces all
+    assert folders(backend) == set()
+    assert answers(backend) == before
+    assert len(folders(backend)) == 1
+    assert not folders(backend) & old
 
 
-def test_the_index_files_are_read_in_place_not_copied_into_each_process(
-    several_segments: Core,
+def test_a_search_still_answers_when_its_files_vanish_under_it(
+    several_segments: Core, opened: Opener
 ) -> None:
-    backend = WhooshBackend(several_segments.settings.index_dir)
-    try:
-        assert answers(backend)[2][2] == 3
-        for reader, _offset in backend._current_arrays().leaves:
-            postings = reader._terms._postfile
-            assert isinstance(postings, MappedFile)
-            assert isinstance(postings._buf.obj, mmap.mmap)
-    finally:
-        backend.close()
+    reader = opened()
+    writer = opened()
+    before = answers(reader)
+    # Files removed while mapped stay readable to the process that mapped them.
+    shutil.rmtree(reader.directory / FOLDER)
+    assert answers(reader) == before
+    # A searcher opened before a merge reaches for the files of segments that the
+    # merge took away; it derives them again from the segments it holds open.
+    stale = reader._current_searcher()
+    Indexer(several_segments.sessions, writer).rebuild()
+    arrays = IndexArrays(stale, tuple(SCORED_FIELDS), FACET_FIELDS, {}, reader.directory)
+    matcher = Matcher(arrays, reader._analyze)
+    assert matcher.search(None, Viewer.administrator(), Sort.DATE, 20, 0).total == len(MESSAGES)
+    # ...and the writer's next commit tidies up what that left behind
+    archive(several_segments, [message("late@example.com", "Late", "A late forecast.")])
+    Indexer(several_segments.sessions, writer).run_once()
+    current = {s.segment_id() for s in writer._index._segments()}
+    assert {name.rsplit(".", 1)[0] for name in folders(writer)} <= current
+    assert reader.search(parse_query("forecast"), Viewer.administrator(), Sort.DATE, 20, 0)
+    assert answers(reader)[2][2] == 4
 
 
-def test_facet_values_are_looked_up_in_the_mapped_byte_array(tmp_path: Path) -> None:
+def test_a_derived_file_cut_short_by_a_crash_is_written_again(opened: Opener) -> None:
+    first = opened()
+    before = answers(first)
+    damaged = next((first.directory / FOLDER).rglob("date.npy"))
+    damaged.write_bytes(damaged.read_bytes()[:20])
+    assert answers(opened()) == before
+    assert damaged.stat().st_size > 20
+
+
+def test_deleted_messages_disappear_without_rewriting_the_shared_files(opened: Opener) -> None:
+    backend = opened()
+    admin = Viewer.administrator()
+    everything = backend.search(None, admin, Sort.DATE, 20, 0)
+    written_at = stamps(backend)
+    listed = backend.search(parse_query("list:dev.lists.example.com"), admin, Sort.DATE, 20, 0)
+    backend.delete([listed.hits[0].message_pk])
+    after = backend.search(None, admin, Sort.DATE, 20, 0)
+    assert after.total == everything.total - 1
+    assert listed.hits[0].message_pk not in {hit.message_pk for hit in after.hits}
+    assert after.facets["list"] == {}
+    alice = backend.search(parse_query("forecast"), Viewer.person(ALICE), Sort.DATE, 20, 0)
+    assert alice.total == 2
+    assert stamps(backend) == written_at
+
+
+def test_the_index_files_are_read_in_place_not_copied_into_each_process(opened: Opener) -> None:
+    backend = opened()
+    assert answers(backend)[2][2] == 3
+    for reader, _offset in backend._current_arrays().leaves:
+        postings = reader._terms._postfile
+        assert isinstance(postings, MappedFile)
+        assert isinstance(postings._buf.obj, mmap.mmap)
+
+
+def test_facet_values_are_looked_up_in_the_mapped_byte_array() -> None:
     values = SortedStrings.from_list(["a.example", "b.example", "zürich.example"])
     assert [values[i] for i in range(len(values))] == ["a.example", "b.example", "zürich.example"]
     assert values.index("zürich.example") == 2

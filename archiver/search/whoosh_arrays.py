@@ -16,7 +16,8 @@ files) directly: whoosh is no longer developed, and the version is pinned.
 
 from __future__ import annotations
 
-import contextlib
+import logging
+import shutil
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ from archiver.search import whoosh_derived
 from archiver.search.whoosh_codec import PackedLeafMatcher
 from archiver.search.whoosh_derived import Derived, SortedStrings
 from archiver.search.whoosh_format import decode_many
+
+log = logging.getLogger(__name__)
 
 NO_DATE = np.iinfo(np.int64).min  # the date column's value for a message without one
 _LENGTHS = np.array([byte_to_length(b) for b in range(256)], dtype=np.float32)
@@ -109,12 +112,18 @@ class SegmentArrays:
 
         The folder can vanish between listing and opening (the writer removes a merged
         segment's files); this reader still has the segment open, so it derives them again.
+        Files that cannot be read (cut short by a crash) are replaced.
         """
         if index_dir is None:
             return cls(_derive(reader, text_fields, facet_fields), facet_fields)
         folder = whoosh_derived.folder_of(index_dir, reader.segment().segment_id())
-        with contextlib.suppress(FileNotFoundError):
+        try:
             return cls(whoosh_derived.load(folder), facet_fields)
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("rewriting the unreadable search arrays in %s: %s", folder, exc)
+            shutil.rmtree(folder, ignore_errors=True)
         derived = _derive(reader, text_fields, facet_fields)
         whoosh_derived.store(folder, derived)
         try:
