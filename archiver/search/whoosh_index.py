@@ -34,7 +34,11 @@ from archiver.search.viewer import Viewer
 from archiver.search.whoosh_arrays import NO_DATE, IndexArrays, SegmentArrays
 from archiver.search.whoosh_codec import PackedCodec
 from archiver.search.whoosh_format import CompactPositions
-from archiver.search.whoosh_matching import SCORED_FIELDS, Matcher
+from archiver.search.whoosh_matching import (
+    SCORED_FIELDS,
+    Matcher,
+    return_large_arrays_to_the_system,
+)
 from archiver.search.whoosh_storage import MappedStorage
 
 # Words as written, lower case without accents; search stems them (see `IndexArrays.forms`).
@@ -239,6 +243,7 @@ class WhooshBackend:
         return [token.text for token in self._schema[fieldname].analyzer(text)]
 
     def _current_arrays(self) -> IndexArrays:
+        return_large_arrays_to_the_system()
         searcher = self._current_searcher()
         if self._arrays is None or self._arrays.searcher is not searcher:
             self._arrays = IndexArrays(

@@ -9,10 +9,13 @@ contain every word of the phrase.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import cache
 
 import numpy as np
 
@@ -237,6 +240,28 @@ class Matcher:
 
     def _unscored(self, mask: np.ndarray) -> Matches:
         return Matches(mask, np.zeros(self.arrays.doc_count, dtype=np.float32))
+
+
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+LARGE_ALLOCATION = 128 * 1024
+
+
+@cache
+def return_large_arrays_to_the_system() -> bool:
+    """Make every allocation of LARGE_ALLOCATION bytes or more a mapping of its own, so
+    that a query's temporary arrays (a few bytes per message each) go back to the system
+    when the query ends; returns whether the C library allowed it (glibc does).
+
+    By default glibc raises that threshold to the size of the largest block freed so far,
+    after which blocks of that size come from the heap and stay there: a searching process
+    kept its largest query's worth of temporaries, a figure that grows with the archive.
+    Called once per searching process, not in the indexer, which gains nothing from it.
+    """
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    mallopt = getattr(ctypes.CDLL(name), "mallopt", None)
+    return bool(mallopt and mallopt(_M_MMAP_THRESHOLD, LARGE_ALLOCATION))
 
 
 def _all(parts: list[Matches]) -> Matches:
