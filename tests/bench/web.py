@@ -16,7 +16,7 @@ It reports requests/s (requests over wall time with all clients busy), p50 and p
 latency and non-200 answers per page and viewer, and the memory of `arsip serve` and
 its children (RSS, PSS and USS summed from /proc/<pid>/smaps_rollup: idle before any
 search, peak under load, idle after; PSS is the fair figure when processes share mapped
-index files), as a table marked ok/MISSED against the targets (search
+index files, and anonymous memory the part no file backs), as a table marked ok/MISSED against the targets (search
 p95 under 150 ms, message p95 under 50 ms and at least 100 requests/s), then one JSON
 line. A missed target does not change the exit status.
 
@@ -291,6 +291,7 @@ class Memory:
     rss: int = 0
     pss: int = 0
     uss: int = 0
+    anonymous: int = 0  # heap and other memory no file backs: what page cache cannot hold
     processes: int = 0
 
     def peak(self, other: Memory) -> Memory:
@@ -298,14 +299,23 @@ class Memory:
             max(self.rss, other.rss),
             max(self.pss, other.pss),
             max(self.uss, other.uss),
+            max(self.anonymous, other.anonymous),
             max(self.processes, other.processes),
         )
 
     def mib(self) -> dict[str, float]:
-        return {name: round(getattr(self, name) / MIB, 1) for name in ("rss", "pss", "uss")}
+        return {
+            name: round(getattr(self, name) / MIB, 1) for name in ("rss", "pss", "uss", "anonymous")
+        }
 
 
-ROLLUP = {"Rss": "rss", "Pss": "pss", "Private_Clean": "uss", "Private_Dirty": "uss"}
+ROLLUP = {
+    "Rss": "rss",
+    "Pss": "pss",
+    "Private_Clean": "uss",
+    "Private_Dirty": "uss",
+    "Anonymous": "anonymous",
+}
 
 
 def memory_of(pids: Sequence[int]) -> Memory:
@@ -495,12 +505,14 @@ def report(
         f"memory of arsip serve and children (MiB, summed; PSS splits shared pages), "
         f"{clients} clients:"
     )
-    print(f"{'procs':>5} {'when':<28} {'RSS':>8} {'PSS':>8} {'USS':>8} {'processes':>9}")
+    print(
+        f"{'procs':>5} {'when':<28} {'RSS':>8} {'PSS':>8} {'USS':>8} {'anon':>8} {'processes':>9}"
+    )
     for processes, moments in memory.items():
         for when, used in moments.items():
             print(
                 f"{processes:>5} {when:<28} {used.rss / MIB:>8.0f} {used.pss / MIB:>8.0f} "
-                f"{used.uss / MIB:>8.0f} {used.processes:>9}"
+                f"{used.uss / MIB:>8.0f} {used.anonymous / MIB:>8.0f} {used.processes:>9}"
             )
     summary = {
         "bench": "web",
