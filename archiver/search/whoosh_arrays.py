@@ -8,7 +8,10 @@ are array operations.
 
 Document numbers are global across an index's segments (segment offset + local number),
 as in whoosh's own multi-segment reader. Segments never change once written, except for
-deletions, so the per-segment arrays are cached by segment and reused after a refresh.
+deletions, so each segment's arrays are derived once, kept in files beside the index and
+memory-mapped by every process (`whoosh_derived`); columns are read segment by segment
+(`Joined`) rather than joined into one copy, so that a process's own memory stays the
+same size however large the archive grows. Only the deletion mask is per process.
 
 This reads whoosh 2.7's W3 codec structures (`W3LeafMatcher` blocks, fixed-size column
 files) directly: whoosh is no longer developed, and the version is pinned.
