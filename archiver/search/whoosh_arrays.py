@@ -19,6 +19,7 @@ files) directly: whoosh is no longer developed, and the version is pinned.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 from collections import OrderedDict
@@ -260,8 +261,14 @@ def _by_segment(
     if len(starts) == 1:
         yield 0, slice(None), docs
         return
+    if len(docs) < 2 or bool(np.all(docs[1:] >= docs[:-1])):  # ascending: cut in slices
+        bounds = np.searchsorted(docs, [*starts.tolist(), np.iinfo(np.int64).max]).tolist()
+        for at, (low, high) in enumerate(itertools.pairwise(bounds)):
+            if high > low:
+                yield at, slice(low, high), docs[low:high] - starts[at]
+        return
     segment = np.searchsorted(starts, docs, side="right") - 1
-    for at in np.unique(segment).tolist():
+    for at in np.flatnonzero(np.bincount(segment, minlength=len(starts))).tolist():
         chosen = segment == at
         yield at, chosen, docs[chosen] - starts[at]
 

@@ -17,6 +17,7 @@ folder gone derives the arrays again from the segment it still holds open.
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import shutil
 import uuid
@@ -106,7 +107,18 @@ def load(folder: Path) -> Derived:
 
 
 def _mapped(path: Path) -> np.ndarray:
-    return np.load(path, mmap_mode="r", allow_pickle=False)
+    """A read-only array over the mapped file: a plain ndarray view of numpy's `memmap`
+    (whose `base` it is), since every operation on a memmap subclass costs a little more."""
+    return np.load(path, mmap_mode="r", allow_pickle=False).view(np.ndarray)
+
+
+def mapped(array: np.ndarray) -> bool:
+    """Whether `array` reads a memory-mapped file rather than memory of its own."""
+    while array is not None:
+        if isinstance(array, np.memmap) or isinstance(getattr(array, "base", None), mmap.mmap):
+            return True
+        array = array.base if isinstance(array.base, np.ndarray) else None
+    return False
 
 
 def store(folder: Path, derived: Derived) -> None:

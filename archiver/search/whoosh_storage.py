@@ -10,12 +10,16 @@ pages stay in the kernel's page cache and are shared by all the processes that s
 
 from __future__ import annotations
 
+import io
 import mmap
 import os
+import pickle
 from typing import Any
 
 from whoosh.filedb.filestore import FileStorage
 from whoosh.filedb.structfile import BufferFile, StructFile
+
+_PICKLE_WINDOW = 256  # bytes: a posting block's header pickle is well under this
 
 
 class _ViewReader:
@@ -71,6 +75,26 @@ class MappedFile(BufferFile):
     def subset(self, position: int, length: int, name: str | None = None) -> MappedFile:
         """A part of this file, as a view of the same map."""
         return MappedFile(self._buf[position : position + length], name or self._name)
+
+    def read_pickle(self) -> Any:
+        """The pickled object at the current position (each posting block starts with one).
+
+        Unpickling straight from the file would call `read` a score of times for a
+        handful of bytes each; a small window of the map is unpickled in one go instead.
+        """
+        start = self.file.tell()
+        window = _PICKLE_WINDOW
+        while True:
+            chunk = io.BytesIO(self._buf[start : start + window])
+            try:
+                value = pickle.load(chunk)
+            except (EOFError, pickle.UnpicklingError):
+                if start + window >= len(self._buf):
+                    raise
+                window *= 16
+                continue
+            self.file.seek(start + chunk.tell())
+            return value
 
 
 class MappedStorage(FileStorage):

@@ -16,9 +16,9 @@ It reports requests/s (requests over wall time with all clients busy), p50 and p
 latency and non-200 answers per page and viewer, and the memory of `arsip serve` and
 its children (RSS, PSS and USS summed from /proc/<pid>/smaps_rollup: idle before any
 search, peak under load, idle after; PSS is the fair figure when processes share mapped
-index files, and anonymous memory the part no file backs), as a table marked ok/MISSED against the targets (search
-p95 under 150 ms, message p95 under 50 ms and at least 100 requests/s), then one JSON
-line. A missed target does not change the exit status.
+index files, and anonymous memory the part no file backs), as a table marked ok/MISSED
+against the targets (search p95 under 150 ms, message p95 under 50 ms and at least 100
+requests/s), then one JSON line. A missed target does not change the exit status.
 
     .venv/bin/python tests/bench/web.py [--data-dir DIR] [--requests N] [--clients C]
 
