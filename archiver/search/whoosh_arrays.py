@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import shutil
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -77,7 +76,7 @@ class Postings:
 
 class SegmentArrays:
     """The columns of one segment as arrays, derived once (segments are immutable) and,
-    when a folder is given, kept on disk and memory-mapped (see `whoosh_derived`)."""
+    given the index directory, kept on disk and memory-mapped (see `whoosh_derived`)."""
 
     FORMS_CACHED = 4096  # (field, stem) look-ups remembered per segment
 
@@ -114,24 +113,23 @@ class SegmentArrays:
         written there first if this is the first process to need them; in memory only
         when `index_dir` is None.
 
-        The folder can vanish between listing and opening (the writer removes a merged
+        The file can vanish between listing and opening (the writer removes a merged
         segment's files); this reader still has the segment open, so it derives them again.
         Files that cannot be read (cut short by a crash) are replaced.
         """
         if index_dir is None:
             return cls(_derive(reader, text_fields, facet_fields), facet_fields)
-        folder = whoosh_derived.folder_of(index_dir, reader.segment().segment_id())
+        path = whoosh_derived.file_of(index_dir, reader.segment().segment_id())
         try:
-            return cls(whoosh_derived.load(folder), facet_fields)
+            return cls(whoosh_derived.load(path), facet_fields)
         except FileNotFoundError:
             pass
         except (OSError, ValueError, KeyError) as exc:
-            log.warning("rewriting the unreadable search arrays in %s: %s", folder, exc)
-            shutil.rmtree(folder, ignore_errors=True)
+            log.warning("rewriting the unreadable search arrays %s: %s", path, exc)
         derived = _derive(reader, text_fields, facet_fields)
-        whoosh_derived.store(folder, derived)
+        whoosh_derived.store(path, derived)
         try:
-            return cls(whoosh_derived.load(folder), facet_fields)
+            return cls(whoosh_derived.load(path), facet_fields)
         except FileNotFoundError:  # removed as soon as written: the segment is gone
             return cls(derived, facet_fields)
 

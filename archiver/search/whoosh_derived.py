@@ -1,22 +1,23 @@
-"""Arrays derived from whoosh segments, kept as .npy files beside the index and mapped.
+"""Arrays derived from whoosh segments, kept in files beside the index and mapped.
 
 A whoosh segment never changes once written (deletions live in the index's table of
 contents, not in the segment), so whatever is derived from one segment (its columns as
-arrays, the values of its facet fields) is derived once and kept in a folder named after
+arrays, the values of its facet fields) is derived once and kept in one file named after
 the segment under `<index>/arrays/`. Every process maps those files read-only: their
 pages live in the kernel's page cache, shared by all the web processes, loaded when a
 query first touches them and dropped under memory pressure like any file's. Nothing here
 is copied per process, so a process's own memory does not grow with the archive.
 
-Whichever process first needs a segment's arrays writes them, into a temporary folder
-that is then renamed into place, so no reader ever sees half a set. The one index writer
-removes the folders of segments a merge took away (`remove_stale`); a reader that finds a
-folder gone derives the arrays again from the segment it still holds open.
+Whichever process first needs a segment's arrays writes them, into a temporary file that
+is then renamed into place, so no reader ever sees half a set. The one index writer
+removes the files of segments a merge took away (`remove_stale`); a reader that finds a
+file gone derives the arrays again from the segment it still holds open.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import mmap
 import os
 import shutil
@@ -27,8 +28,7 @@ from pathlib import Path
 import numpy as np
 
 FOLDER = "arrays"
-LAYOUT = 1  # part of every folder's name: bump when what is stored changes
-_STRINGS = (".offsets", ".bytes")
+LAYOUT = 1  # part of every file's name: bump when what is stored changes
 
 
 class SortedStrings:
@@ -76,90 +76,112 @@ class _Keys:
 
 
 Derived = dict[str, "np.ndarray | SortedStrings"]
+_MAGIC = b"ARSIPARR"
+_ALIGN = 64  # every array starts on a 64-byte boundary of the file
 
 
-def folder_of(index_dir: Path, segment_id: str) -> Path:
-    """Where the arrays of one segment are kept."""
-    return index_dir / FOLDER / f"{segment_id}.v{LAYOUT}"
+def file_of(index_dir: Path, segment_id: str) -> Path:
+    """Where the arrays of one segment are kept: one file, so one mapping and one open
+    file descriptor per segment, however many arrays it holds."""
+    return index_dir / FOLDER / f"{segment_id}.v{LAYOUT}.arrays"
 
 
-def load(folder: Path) -> Derived:
-    """Map every array of a segment's folder read-only; raises FileNotFoundError when the
-    folder is not (or no longer) there."""
+def load(path: Path) -> Derived:
+    """Map a segment's arrays read-only; raises FileNotFoundError when the file is not (or
+    no longer) there, ValueError when it is not whole.
+
+    The file is a header (magic, the length of a JSON table, the table: each array's
+    dtype, offset after the header and length) and then the arrays, each aligned.
+    """
+    raw = np.memmap(path, dtype=np.uint8, mode="r")
+    if raw[: len(_MAGIC)].tobytes() != _MAGIC:
+        raise ValueError(f"{path} is not an arrays file")
+    size = int.from_bytes(raw[len(_MAGIC) : len(_MAGIC) + 8].tobytes(), "little")
+    table = json.loads(raw[len(_MAGIC) + 8 : len(_MAGIC) + 8 + size].tobytes())
+    start = _aligned(len(_MAGIC) + 8 + size)
     found: Derived = {}
-    names = sorted(os.listdir(folder))
-    for name in names:
-        if not name.endswith(".npy"):
-            continue
-        stem = name[: -len(".npy")]
-        if stem.endswith(_STRINGS[1]):
-            continue
-        if stem.endswith(_STRINGS[0]):
-            base = stem[: -len(_STRINGS[0])]
-            found[base] = SortedStrings(
-                _mapped(folder / name), _mapped(folder / f"{base}{_STRINGS[1]}.npy")
-            )
+    for name, (dtype, at, count) in table.items():
+        width = np.dtype(dtype).itemsize
+        offset = start + at
+        if offset + count * width > len(raw):
+            raise ValueError(f"{path} is cut short")
+        array = raw[offset : offset + count * width].view(dtype).view(np.ndarray)
+        base, _, part = name.rpartition(_STRINGS_PART)
+        if part in ("offsets", "bytes"):
+            found.setdefault(base, SortedStrings(_EMPTY_OFFSETS, _EMPTY_BYTES))
+            strings = found[base]
+            assert isinstance(strings, SortedStrings)
+            if part == "offsets":
+                strings.offsets = array
+            else:
+                strings.data = array
         else:
-            found[stem] = _mapped(folder / name)
-    if not found:
-        raise FileNotFoundError(folder)
+            found[name] = array
     return found
 
 
-def _mapped(path: Path) -> np.ndarray:
-    """A read-only array over the mapped file: a plain ndarray view of numpy's `memmap`
-    (whose `base` it is), since every operation on a memmap subclass costs a little more."""
-    return np.load(path, mmap_mode="r", allow_pickle=False).view(np.ndarray)
+_STRINGS_PART = "/"
+_EMPTY_OFFSETS = np.zeros(1, dtype=np.int64)
+_EMPTY_BYTES = np.zeros(0, dtype=np.uint8)
+
+
+def store(path: Path, derived: Derived) -> None:
+    """Write a segment's arrays to `path`, all or nothing: into a temporary file, flushed,
+    then renamed into place (if another process got there first, the contents are the
+    same)."""
+    arrays: dict[str, np.ndarray] = {}
+    for name, value in derived.items():
+        if isinstance(value, SortedStrings):
+            arrays[f"{name}{_STRINGS_PART}offsets"] = np.asarray(value.offsets)
+            arrays[f"{name}{_STRINGS_PART}bytes"] = np.asarray(value.data)
+        else:
+            arrays[name] = np.asarray(value)
+    table: dict[str, tuple[str, int, int]] = {}
+    end = 0
+    for name, array in arrays.items():
+        table[name] = (array.dtype.str, end, len(array))
+        end = _aligned(end + array.nbytes)
+    encoded = json.dumps(table).encode()
+    start = _aligned(len(_MAGIC) + 8 + len(encoded))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.parent / f".tmp-{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(temporary, "wb") as out:
+            out.write(_MAGIC + len(encoded).to_bytes(8, "little") + encoded)
+            for name, array in arrays.items():
+                out.seek(start + table[name][1])
+                out.write(np.ascontiguousarray(array).tobytes())
+            out.truncate(start + end)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+
+
+def _aligned(offset: int) -> int:
+    return -(-offset // _ALIGN) * _ALIGN
 
 
 def mapped(array: np.ndarray) -> bool:
     """Whether `array` reads a memory-mapped file rather than memory of its own."""
-    while array is not None:
-        if isinstance(array, np.memmap) or isinstance(getattr(array, "base", None), mmap.mmap):
+    while isinstance(array, np.ndarray):
+        if isinstance(array, np.memmap) or isinstance(array.base, mmap.mmap):
             return True
-        array = array.base if isinstance(array.base, np.ndarray) else None
+        array = array.base
     return False
 
 
-def store(folder: Path, derived: Derived) -> None:
-    """Write a segment's arrays under `folder`, all or nothing: into a temporary folder,
-    flushed, then renamed into place. If another process got there first, its copy stays
-    (the contents are the same)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    temporary = folder.parent / f".tmp-{folder.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    temporary.mkdir()
-    try:
-        for name, value in derived.items():
-            if isinstance(value, SortedStrings):
-                _write(temporary / f"{name}{_STRINGS[0]}.npy", value.offsets)
-                _write(temporary / f"{name}{_STRINGS[1]}.npy", value.data)
-            else:
-                _write(temporary / f"{name}.npy", value)
-        try:
-            os.rename(temporary, folder)
-        except OSError:
-            if not folder.is_dir():  # anything but "someone else renamed theirs first"
-                raise
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
-
-
-def _write(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as out:
-        np.save(out, np.ascontiguousarray(array), allow_pickle=False)
-        out.flush()
-        os.fsync(out.fileno())
-
-
 def remove_stale(index_dir: Path, segment_ids: set[str]) -> int:
-    """Remove the folders of segments that are no longer in the index (merged away or
-    cleared), and temporary folders a crashed process left; returns how many went.
+    """Remove the arrays of segments that are no longer in the index (merged away or
+    cleared), and temporary files a crashed process left; returns how many went.
 
     Only the index writer calls this, right after a commit. A reader still searching an
     older generation keeps its mapped files (unlinked files stay readable while mapped).
     """
     root = index_dir / FOLDER
-    wanted = {folder_of(index_dir, segment_id).name for segment_id in segment_ids}
+    wanted = {file_of(index_dir, segment_id).name for segment_id in segment_ids}
     removed = 0
     with contextlib.suppress(FileNotFoundError):
         for entry in os.scandir(root):
@@ -167,13 +189,17 @@ def remove_stale(index_dir: Path, segment_ids: set[str]) -> int:
                 continue
             if entry.name.startswith(".tmp-") and _owner_alive(entry.name):
                 continue
-            shutil.rmtree(entry.path, ignore_errors=True)
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
             removed += 1
     return removed
 
 
 def _owner_alive(name: str) -> bool:
-    """Whether the process that is writing this temporary folder still runs."""
+    """Whether the process that is writing this temporary file still runs."""
     try:
         pid = int(name.rsplit("-", 2)[1])
         os.kill(pid, 0)
