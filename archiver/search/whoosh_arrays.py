@@ -79,14 +79,17 @@ class SegmentArrays:
     given the index directory, kept on disk and memory-mapped (see `whoosh_derived`)."""
 
     FORMS_CACHED = 4096  # (field, stem) look-ups remembered per segment
+    FACET_VALUES_CACHED = 10_000  # decoded facet values remembered per segment
 
     def __init__(self, derived: Derived, facet_fields: tuple[str, ...]) -> None:
         self._forms: OrderedDict[tuple[str, str], list[str]] = OrderedDict()
         self._length_sums: dict[str, float] = {}
+        self._facet_values: dict[tuple[str, int], str] = {}
         self.pk = derived["pk"]
         self.doc_count = len(self.pk)
         self.date = derived["date"]
         self.size = derived["size"]
+        self.year = derived["year"]
         self.attachment = derived["attachment"]
         self.spam = derived["spam"]
         self.virus = derived["virus"]
@@ -133,6 +136,17 @@ class SegmentArrays:
         except FileNotFoundError:  # removed as soon as written: the segment is gone
             return cls(derived, facet_fields)
 
+    def facet_value(self, fieldname: str, code: int) -> str:
+        """The value a facet code stands for, decoded once (the values that results show
+        are few; the field's full list stays on disk)."""
+        key = (fieldname, code)
+        value = self._facet_values.get(key)
+        if value is None:
+            if len(self._facet_values) >= self.FACET_VALUES_CACHED:
+                self._facet_values.clear()
+            value = self._facet_values[key] = self.facets[fieldname][0][code]
+        return value
+
     def length_sum(self, fieldname: str) -> float:
         """The total length of `fieldname` over every document, deleted ones included."""
         if fieldname not in self._length_sums:
@@ -177,6 +191,7 @@ def _derive(
         "pk": _column(reader, "pk_column", "q", 0),
         "date": _column(reader, "date", "q", NO_DATE),
         "size": _column(reader, "size", "q", 0),
+        "year": _years(_column(reader, "date", "q", NO_DATE)),
         "attachment": _column(reader, "has_attachment", "B", 0).astype(bool),
         "spam": _column(reader, "is_spam", "B", 0).astype(bool),
         "virus": _column(reader, "has_virus", "B", 0).astype(bool),
@@ -188,6 +203,12 @@ def _derive(
         derived[f"facet.{name}.values"] = SortedStrings.from_list(values)
         derived[f"facet.{name}.codes"] = codes
     return derived
+
+
+def _years(dates: np.ndarray) -> np.ndarray:
+    """The year of each date (0: no date), for the year facet."""
+    years = dates.astype("datetime64[s]").astype("datetime64[Y]").astype(np.int64) + 1970
+    return np.where(dates == NO_DATE, 0, years).astype(np.int16)
 
 
 def _term_codes(
@@ -308,6 +329,7 @@ class IndexArrays:
         self.pk = self._joined([s.pk for s in segments], np.int64)
         self.date = self._joined([s.date for s in segments], np.int64)
         self.size = self._joined([s.size for s in segments], np.int64)
+        self.year = self._joined([s.year for s in segments], np.int16)
         self.attachment = self._joined([s.attachment for s in segments], bool)
         self.spam = self._joined([s.spam for s in segments], bool)
         self.virus = self._joined([s.virus for s in segments], bool)
@@ -345,11 +367,11 @@ class IndexArrays:
         that occur are decoded."""
         counts: dict[str, int] = {}
         for at, _chosen, local in _by_segment(self.starts, docs):
-            values, codes = self.segments[at].facets[fieldname]
-            found = np.asarray(codes[local])
+            segment = self.segments[at]
+            found = segment.facets[fieldname][1][local]
             tally = np.bincount(found[found >= 0])
             for code in np.flatnonzero(tally).tolist():
-                value = values[code]
+                value = segment.facet_value(fieldname, code)
                 counts[value] = counts.get(value, 0) + int(tally[code])
         return counts
 
@@ -393,11 +415,6 @@ class IndexArrays:
         mask = np.zeros(self.doc_count, dtype=bool)
         mask[self.postings(fieldname, text).docs] = True
         return mask & self.live
-
-    def when(self, docnum: int) -> datetime | None:
-        """The sent date of a document."""
-        seconds = int(self.date[docnum])
-        return None if seconds == NO_DATE else datetime.fromtimestamp(seconds, UTC)
 
 
 def _segment_postings(
@@ -462,3 +479,8 @@ def _column(reader: SegmentReader, fieldname: str, typecode: str, default: int) 
     raw = column._dbfile.get(column._basepos, stored * column._fixedlen)
     out[:stored] = np.frombuffer(raw, dtype=np.dtype(typecode).newbyteorder(">"))
     return out
+
+
+def when(seconds: int) -> datetime | None:
+    """A date column's value as the sent date (None: the message has none)."""
+    return None if seconds == NO_DATE else datetime.fromtimestamp(seconds, UTC)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 FOLDER = "arrays"
-LAYOUT = 1  # part of every file's name: bump when what is stored changes
+LAYOUT = 2  # part of every file's name: bump when what is stored changes
 
 
 class SortedStrings:

@@ -35,7 +35,7 @@ from archiver.search.query import (
     Word,
 )
 from archiver.search.viewer import Viewer
-from archiver.search.whoosh_arrays import NO_DATE, IndexArrays, Postings
+from archiver.search.whoosh_arrays import NO_DATE, IndexArrays, Postings, when
 
 # Fields a bare word searches, and how much a match in each counts towards relevance.
 TEXT_FIELDS = {"subject": 2.0, "body": 1.0, "attachments": 1.0, "people": 1.0}
@@ -74,8 +74,13 @@ class Matcher:
         docs = np.flatnonzero(mask)
         ranked = self._rank(docs, found.scores, sort, offset + limit)[offset : offset + limit]
         hits = [
-            Hit(int(arrays.pk[int(doc)]), float(found.scores[doc]), arrays.when(int(doc)))
-            for doc in ranked
+            Hit(pk, float(found.scores[doc]), when(seconds))
+            for doc, pk, seconds in zip(
+                ranked.tolist(),
+                arrays.pk.take(ranked).tolist(),
+                arrays.date.take(ranked).tolist(),
+                strict=True,
+            )
         ]
         return SearchResult(total=len(docs), hits=hits, facets=self._facets(docs))
 
@@ -228,11 +233,8 @@ class Matcher:
     def _facets(self, docs: np.ndarray) -> dict[str, dict[str, int]]:
         """Counts by list, sender domain and year over the whole result set."""
         facets = {name: self.arrays.facet_counts(name, docs) for name in self.arrays.facet_fields}
-        dates = self.arrays.date.take(docs)
-        dates = dates[dates != NO_DATE]
-        years = dates.astype("datetime64[s]").astype("datetime64[Y]").astype(np.int64) + 1970
-        found, counts = np.unique(years, return_counts=True)
-        facets["year"] = {str(y): int(n) for y, n in zip(found, counts, strict=True)}
+        counts = np.bincount(self.arrays.year.take(docs))
+        facets["year"] = {str(y): int(counts[y]) for y in np.flatnonzero(counts).tolist() if y}
         return facets
 
     def _everything(self) -> Matches:
