@@ -22,9 +22,12 @@ TEXT_ANALYZER = (
 )
 
 _ENGLISH = EnglishStemmer()
+# Stems remembered: enough for the words queries touch, bounded so that a process's
+# memory does not grow with the vocabulary of the archive.
+STEMS_CACHED = 100_000
 
 
-@lru_cache(maxsize=1_000_000)
+@lru_cache(maxsize=STEMS_CACHED)
 def stem_of(word: str) -> str:
     """The English (Snowball, as PostgreSQL's `english`) stem of a folded word; cached,
     as a lexicon repeats across segments."""

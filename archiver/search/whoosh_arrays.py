@@ -8,7 +8,10 @@ are array operations.
 
 Document numbers are global across an index's segments (segment offset + local number),
 as in whoosh's own multi-segment reader. Segments never change once written, except for
-deletions, so the per-segment arrays are cached by segment and reused after a refresh.
+deletions, so each segment's arrays are derived once, kept in files beside the index and
+memory-mapped by every process (`whoosh_derived`); columns are read segment by segment
+(`Joined`) rather than joined into one copy, so that a process's own memory stays the
+same size however large the archive grows. Only the deletion mask is per process.
 
 This reads whoosh 2.7's W3 codec structures (`W3LeafMatcher` blocks, fixed-size column
 files) directly: whoosh is no longer developed, and the version is pinned.
@@ -16,8 +19,14 @@ files) directly: whoosh is no longer developed, and the version is pinned.
 
 from __future__ import annotations
 
+import itertools
+import logging
+from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from whoosh.codec.whoosh3 import _lenfield
@@ -26,9 +35,13 @@ from whoosh.reading import SegmentReader, TermNotFound
 from whoosh.searching import Searcher
 from whoosh.util.numeric import byte_to_length
 
+from archiver.search import whoosh_derived
 from archiver.search.analysis import stem_of
 from archiver.search.whoosh_codec import PackedLeafMatcher
+from archiver.search.whoosh_derived import Derived, SortedStrings
 from archiver.search.whoosh_format import decode_many
+
+log = logging.getLogger(__name__)
 
 NO_DATE = np.iinfo(np.int64).min  # the date column's value for a message without one
 _LENGTHS = np.array([byte_to_length(b) for b in range(256)], dtype=np.float32)
@@ -61,23 +74,84 @@ class Postings:
 
 
 class SegmentArrays:
-    """The columns of one segment as arrays, read once: segments are immutable."""
+    """The columns of one segment as arrays, derived once (segments are immutable) and,
+    given the index directory, kept on disk and memory-mapped (see `whoosh_derived`)."""
 
-    def __init__(
-        self, reader: SegmentReader, text_fields: tuple[str, ...], facet_fields: tuple[str, ...]
-    ) -> None:
-        self._forms: dict[tuple[str, str], list[str]] = {}
-        self.doc_count = reader.doc_count_all()
-        self.facets = {name: _term_codes(reader, name, self.doc_count) for name in facet_fields}
-        self.pk = _column(reader, "pk_column", "q", 0)
-        self.date = _column(reader, "date", "q", NO_DATE)
-        self.size = _column(reader, "size", "q", 0)
-        self.attachment = _column(reader, "has_attachment", "B", 0).astype(bool)
-        self.spam = _column(reader, "is_spam", "B", 0).astype(bool)
-        self.virus = _column(reader, "has_virus", "B", 0).astype(bool)
-        self.lengths = {
-            name: _LENGTHS[_column(reader, _lenfield(name), "B", 0)] for name in text_fields
+    FORMS_CACHED = 4096  # (field, stem) look-ups remembered per segment
+    FACET_VALUES_CACHED = 10_000  # decoded facet values remembered per segment
+
+    def __init__(self, derived: Derived, facet_fields: tuple[str, ...]) -> None:
+        self._forms: OrderedDict[tuple[str, str], list[str]] = OrderedDict()
+        self._length_sums: dict[str, float] = {}
+        self._facet_values: dict[tuple[str, int], str] = {}
+        self.pk = derived["pk"]
+        self.doc_count = len(self.pk)
+        self.date = derived["date"]
+        self.size = derived["size"]
+        self.year = derived["year"]
+        self.attachment = derived["attachment"]
+        self.spam = derived["spam"]
+        self.virus = derived["virus"]
+        # field -> one byte per document, whoosh's encoded length (`_LENGTHS` decodes it)
+        self.length_codes = {
+            name[len("length.") :]: array
+            for name, array in derived.items()
+            if name.startswith("length.")
         }
+        self.facets: dict[str, tuple[SortedStrings, np.ndarray]] = {
+            name: (derived[f"facet.{name}.values"], derived[f"facet.{name}.codes"])
+            for name in facet_fields
+        }
+
+    @classmethod
+    def open(
+        cls,
+        reader: SegmentReader,
+        text_fields: tuple[str, ...],
+        facet_fields: tuple[str, ...],
+        index_dir: Path | None = None,
+    ) -> SegmentArrays:
+        """The arrays of `reader`'s segment: mapped from `index_dir`'s derived files,
+        written there first if this is the first process to need them; in memory only
+        when `index_dir` is None.
+
+        The file can vanish between listing and opening (the writer removes a merged
+        segment's files); this reader still has the segment open, so it derives them again.
+        Files that cannot be read (cut short by a crash) are replaced.
+        """
+        if index_dir is None:
+            return cls(_derive(reader, text_fields, facet_fields), facet_fields)
+        path = whoosh_derived.file_of(index_dir, reader.segment().segment_id())
+        try:
+            return cls(whoosh_derived.load(path), facet_fields)
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("rewriting the unreadable search arrays %s: %s", path, exc)
+        derived = _derive(reader, text_fields, facet_fields)
+        whoosh_derived.store(path, derived)
+        try:
+            return cls(whoosh_derived.load(path), facet_fields)
+        except FileNotFoundError:  # removed as soon as written: the segment is gone
+            return cls(derived, facet_fields)
+
+    def facet_value(self, fieldname: str, code: int) -> str:
+        """The value a facet code stands for, decoded once (the values that results show
+        are few; the field's full list stays on disk)."""
+        key = (fieldname, code)
+        value = self._facet_values.get(key)
+        if value is None:
+            if len(self._facet_values) >= self.FACET_VALUES_CACHED:
+                self._facet_values.clear()
+            value = self._facet_values[key] = self.facets[fieldname][0][code]
+        return value
+
+    def length_sum(self, fieldname: str) -> float:
+        """The total length of `fieldname` over every document, deleted ones included."""
+        if fieldname not in self._length_sums:
+            counts = np.bincount(self.length_codes[fieldname], minlength=256)
+            self._length_sums[fieldname] = float(counts @ _LENGTHS)
+        return self._length_sums[fieldname]
 
     def forms(self, reader: SegmentReader, fieldname: str, stem: str) -> list[str]:
         """The words of this segment's `fieldname` whose stem is `stem` (`reader`: the
@@ -87,29 +161,62 @@ class SegmentArrays:
         that a search finds every form of a word and can still rank its exact form first.
         A word starts with its stem, except that the stemmer turns a final y into i and
         adds an e (`happy` -> happi, `rating` -> rate): for those the last letter is left
-        out of the prefix that is scanned.
+        out of the prefix that is scanned. The most recent look-ups are remembered.
         """
         key = (fieldname, stem)
         found = self._forms.get(key)
-        if found is None:
-            prefix = stem[:-1] if stem[-1:] in ("i", "e") and len(stem) > 1 else stem
-            found = []
-            if fieldname in reader.indexed_field_names():
-                for term in reader.expand_prefix(fieldname, prefix):
-                    word = term.decode("utf-8")
-                    if stem_of(word) == stem:
-                        found.append(word)
-            self._forms[key] = found
+        if found is not None:
+            self._forms.move_to_end(key)
+            return found
+        prefix = stem[:-1] if stem[-1:] in ("i", "e") and len(stem) > 1 else stem
+        found = []
+        if fieldname in reader.indexed_field_names():
+            for term in reader.expand_prefix(fieldname, prefix):
+                word = term.decode("utf-8")
+                if stem_of(word) == stem:
+                    found.append(word)
+        self._forms[key] = found
+        if len(self._forms) > self.FORMS_CACHED:
+            self._forms.popitem(last=False)
         return found
+
+
+def _derive(
+    reader: SegmentReader, text_fields: tuple[str, ...], facet_fields: tuple[str, ...]
+) -> Derived:
+    """Everything `SegmentArrays` holds, read from one segment's files."""
+    doc_count = reader.doc_count_all()
+    derived: Derived = {
+        "pk": _column(reader, "pk_column", "q", 0),
+        "date": _column(reader, "date", "q", NO_DATE),
+        "size": _column(reader, "size", "q", 0),
+        "year": _years(_column(reader, "date", "q", NO_DATE)),
+        "attachment": _column(reader, "has_attachment", "B", 0).astype(bool),
+        "spam": _column(reader, "is_spam", "B", 0).astype(bool),
+        "virus": _column(reader, "has_virus", "B", 0).astype(bool),
+    }
+    for name in text_fields:
+        derived[f"length.{name}"] = _column(reader, _lenfield(name), "B", 0).astype(np.uint8)
+    for name in facet_fields:
+        values, codes = _term_codes(reader, name, doc_count)
+        derived[f"facet.{name}.values"] = SortedStrings.from_list(values)
+        derived[f"facet.{name}.codes"] = codes
+    return derived
+
+
+def _years(dates: np.ndarray) -> np.ndarray:
+    """The year of each date (0: no date), for the year facet."""
+    years = dates.astype("datetime64[s]").astype("datetime64[Y]").astype(np.int64) + 1970
+    return np.where(dates == NO_DATE, 0, years).astype(np.int16)
 
 
 def _term_codes(
     reader: SegmentReader, fieldname: str, doc_count: int
 ) -> tuple[list[str], np.ndarray]:
-    """Each document's term in a single-valued field, as an index into a value list
-    (-1: none)."""
+    """Each document's term in a single-valued field, as an index into the field's sorted
+    values (-1: none)."""
     values: list[str] = []
-    codes = np.full(doc_count, -1, dtype=np.int64)
+    codes = np.full(doc_count, -1, dtype=np.int32)
     if fieldname in reader.indexed_field_names():
         for term in reader.lexicon(fieldname):
             value = term.decode("utf-8")
@@ -120,11 +227,64 @@ def _term_codes(
     return values, codes
 
 
+class Joined:
+    """One column over every segment, indexed by global document number, without joining
+    the segments' (mapped) arrays into a copy: a lookup reads each segment's part."""
+
+    def __init__(self, parts: list[np.ndarray], starts: np.ndarray, dtype: type) -> None:
+        self.parts = parts
+        self.starts = starts
+        self.dtype = np.dtype(dtype)
+
+    def __getitem__(self, docnum: int) -> Any:
+        at = int(np.searchsorted(self.starts, docnum, side="right")) - 1
+        return self.parts[at][docnum - int(self.starts[at])]
+
+    def take(self, docs: np.ndarray) -> np.ndarray:
+        """The values of these documents (global numbers, any order)."""
+        out = np.empty(len(docs), dtype=self.dtype)
+        for at, chosen, local in _by_segment(self.starts, docs):
+            out[chosen] = self.parts[at][local]
+        return out
+
+    def full(self) -> np.ndarray:
+        """The whole column, for a comparison over every document (a temporary array, or
+        the mapped array itself when there is one segment: never to be written to)."""
+        if len(self.parts) == 1:
+            return self.parts[0]
+        if not self.parts:
+            return np.zeros(0, dtype=self.dtype)
+        return np.concatenate(self.parts).astype(self.dtype, copy=False)
+
+
+def _by_segment(
+    starts: np.ndarray, docs: np.ndarray
+) -> Iterator[tuple[int, np.ndarray | slice, np.ndarray]]:
+    """(segment, which of `docs`, their numbers within the segment) for each segment that
+    holds some of `docs`."""
+    docs = np.asarray(docs, dtype=np.int64)
+    if len(starts) == 1:
+        yield 0, slice(None), docs
+        return
+    if len(docs) < 2 or bool(np.all(docs[1:] >= docs[:-1])):  # ascending: cut in slices
+        bounds = np.searchsorted(docs, [*starts.tolist(), np.iinfo(np.int64).max]).tolist()
+        for at, (low, high) in enumerate(itertools.pairwise(bounds)):
+            if high > low:
+                yield at, slice(low, high), docs[low:high] - starts[at]
+        return
+    segment = np.searchsorted(starts, docs, side="right") - 1
+    for at in np.flatnonzero(np.bincount(segment, minlength=len(starts))).tolist():
+        chosen = segment == at
+        yield at, chosen, docs[chosen] - starts[at]
+
+
 class IndexArrays:
-    """Every document of one whoosh searcher, as arrays indexed by global document number.
+    """Every document of one whoosh searcher, read by global document number.
 
     Built anew when the searcher is refreshed, from cached `SegmentArrays` for segments it
-    has seen before; only the deletion mask is always read fresh.
+    has seen before; only the deletion mask is read fresh (one byte a document). Columns
+    stay in their segments' mapped files (`Joined`), so nothing here is a per-process copy
+    of the index's data.
     """
 
     def __init__(
@@ -133,6 +293,7 @@ class IndexArrays:
         text_fields: tuple[str, ...],
         facet_fields: tuple[str, ...],
         cache: dict[str, SegmentArrays],
+        index_dir: Path | None = None,
     ) -> None:
         self.searcher = searcher
         self.leaves: list[tuple[SegmentReader, int]] = [
@@ -144,36 +305,61 @@ class IndexArrays:
         for reader, _offset in self.leaves:
             key = reader.segment().segment_id()
             if key not in cache:
-                cache[key] = SegmentArrays(reader, text_fields, facet_fields)
+                cache[key] = SegmentArrays.open(reader, text_fields, facet_fields, index_dir)
             segments.append(cache[key])
         self.segments = segments
         for stale in set(cache) - {r.segment().segment_id() for r, _ in self.leaves}:
             del cache[stale]
         self.doc_count = sum(s.doc_count for s in segments)
-        self.pk = _joined([s.pk for s in segments], np.int64)
-        self.date = _joined([s.date for s in segments], np.int64)
-        self.size = _joined([s.size for s in segments], np.int64)
-        self.attachment = _joined([s.attachment for s in segments], bool)
-        self.spam = _joined([s.spam for s in segments], bool)
-        self.virus = _joined([s.virus for s in segments], bool)
-        self.lengths = {
-            name: _joined([s.lengths[name] for s in segments], np.float32) for name in text_fields
+        self.starts = np.asarray([offset for _, offset in self.leaves], dtype=np.int64)
+        self.pk = self._joined([s.pk for s in segments], np.int64)
+        self.date = self._joined([s.date for s in segments], np.int64)
+        self.size = self._joined([s.size for s in segments], np.int64)
+        self.year = self._joined([s.year for s in segments], np.int16)
+        self.attachment = self._joined([s.attachment for s in segments], bool)
+        self.spam = self._joined([s.spam for s in segments], bool)
+        self.virus = self._joined([s.virus for s in segments], bool)
+        self.length_codes = {
+            name: self._joined([s.length_codes[name] for s in segments], np.uint8)
+            for name in text_fields
         }
         self.live = np.ones(self.doc_count, dtype=bool)
+        deleted_lengths = dict.fromkeys(text_fields, 0.0)
         for reader, offset in self.leaves:
-            deleted = list(reader.segment().deleted_docs())
-            if deleted:
-                self.live[np.asarray(deleted, dtype=np.int64) + offset] = False
+            deleted = np.asarray(sorted(reader.segment().deleted_docs()), dtype=np.int64)
+            if len(deleted):
+                self.live[deleted + offset] = False
+                for name in text_fields:
+                    deleted_lengths[name] += float(self.lengths(name, deleted + offset).sum())
         self.live_count = int(self.live.sum())
         self.mean_length = {
-            name: float(lengths[self.live].mean()) if self.live_count else 1.0
-            for name, lengths in self.lengths.items()
+            name: (sum(s.length_sum(name) for s in segments) - deleted_lengths[name])
+            / self.live_count
+            if self.live_count
+            else 1.0
+            for name in text_fields
         }
-        years = self.date.astype("datetime64[s]").astype("datetime64[Y]").astype(np.int64) + 1970
-        self.year = np.where(self.date == NO_DATE, 0, years)
-        self.facets = {
-            name: _merged_codes([s.facets[name] for s in segments]) for name in facet_fields
-        }
+        self.facet_fields = facet_fields
+
+    def _joined(self, parts: list[np.ndarray], dtype: type) -> Joined:
+        return Joined(parts, self.starts, dtype)
+
+    def lengths(self, fieldname: str, docs: np.ndarray) -> np.ndarray:
+        """The lengths (in words, as whoosh approximates them) of `fieldname` in `docs`."""
+        return _LENGTHS[self.length_codes[fieldname].take(docs)]
+
+    def facet_counts(self, fieldname: str, docs: np.ndarray) -> dict[str, int]:
+        """How many of `docs` have each value of a single-valued field; only the values
+        that occur are decoded."""
+        counts: dict[str, int] = {}
+        for at, _chosen, local in _by_segment(self.starts, docs):
+            segment = self.segments[at]
+            found = segment.facets[fieldname][1][local]
+            tally = np.bincount(found[found >= 0])
+            for code in np.flatnonzero(tally).tolist():
+                value = segment.facet_value(fieldname, code)
+                counts[value] = counts.get(value, 0) + int(tally[code])
+        return counts
 
     def postings(self, fieldname: str, text: str, with_values: bool = False) -> Postings:
         """All postings of `text` in `fieldname` across segments, deleted documents
@@ -215,11 +401,6 @@ class IndexArrays:
         mask = np.zeros(self.doc_count, dtype=bool)
         mask[self.postings(fieldname, text).docs] = True
         return mask & self.live
-
-    def when(self, docnum: int) -> datetime | None:
-        """The sent date of a document."""
-        seconds = int(self.date[docnum])
-        return None if seconds == NO_DATE else datetime.fromtimestamp(seconds, UTC)
 
 
 def _segment_postings(
@@ -263,18 +444,6 @@ def _segment_postings(
     )
 
 
-def _merged_codes(parts: list[tuple[list[str], np.ndarray]]) -> tuple[list[str], np.ndarray]:
-    """Segments' term codes renumbered into one value list. Facets count these with one
-    `bincount`."""
-    numbers: dict[str, int] = {}
-    codes = []
-    for values, local in parts:
-        # the appended -1 maps "no term" (-1) to itself
-        renumber = [numbers.setdefault(value, len(numbers)) for value in values] + [-1]
-        codes.append(np.asarray(renumber, dtype=np.int64)[local])
-    return list(numbers), _joined(codes, np.int64)
-
-
 def _concatenated(parts: list[Postings], ordered: bool) -> Postings:
     return Postings(
         np.concatenate([p.docs for p in parts]),
@@ -298,5 +467,6 @@ def _column(reader: SegmentReader, fieldname: str, typecode: str, default: int) 
     return out
 
 
-def _joined(parts: list[np.ndarray], dtype: type) -> np.ndarray:
-    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype=dtype)
+def when(seconds: int) -> datetime | None:
+    """A date column's value as the sent date (None: the message has none)."""
+    return None if seconds == NO_DATE else datetime.fromtimestamp(seconds, UTC)

@@ -17,6 +17,8 @@ which is also what lets `whoosh_arrays` read a posting list without a loop per p
 
 from __future__ import annotations
 
+import io
+import pickle
 import struct
 import zlib
 from pickle import dumps
@@ -30,9 +32,11 @@ from whoosh.codec.whoosh3 import (
     W3PostingsWriter,
 )
 from whoosh.system import emptybytes
-from whoosh.util.numeric import length_to_byte
+from whoosh.util.numeric import byte_to_length, length_to_byte
 
 _HEADER = struct.Struct("<BBB")
+_INT = struct.Struct("!i")  # a block's signed length, as whoosh's StructFile writes it
+_HEAD_BYTES = 256  # a block's length and pickled header fit in this
 _WEIGHTS_ONE, _WEIGHTS_BYTES, _WEIGHTS_FLOAT = 0, 1, 2
 _COMPRESSION = 3
 
@@ -118,6 +122,27 @@ class PackedPostingsWriter(W3PostingsWriter):
 
 class PackedLeafMatcher(W3LeafMatcher):
     """W3's block matcher reading packed payloads; `_data` holds the block's arrays."""
+
+    def _goto(self, position: int) -> None:
+        """W3's `_goto` (the block's length, then its pickled header), reading both from
+        one slice of the file's buffer instead of several calls on the file."""
+        buffer = getattr(self._postfile, "_buf", None)
+        head = b"" if buffer is None else buffer[position : position + _HEAD_BYTES].tobytes()
+        chunk = io.BytesIO(head[_INT.size :])
+        try:
+            info = pickle.load(chunk)
+        except (EOFError, pickle.UnpicklingError):  # no buffer, or a header past the slice
+            super()._goto(position)
+            return
+        self._data = self._ids = self._weights = self._values = None
+        self._i = 0
+        (length,) = _INT.unpack_from(head)
+        self._lastblock = length < 0
+        self._nextoffset = position + _INT.size + abs(length)
+        self._dataoffset = position + _INT.size + chunk.tell()
+        (self._blocklength, self._maxid, self._maxweight, self._compression, low, high) = info
+        self._minlength = byte_to_length(low)
+        self._maxlength = byte_to_length(high)
 
     def _read_data(self) -> None:
         raw = self._postfile.get(self._dataoffset, self._nextoffset - self._dataoffset)

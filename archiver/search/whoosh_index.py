@@ -24,6 +24,7 @@ from whoosh.filedb.filestore import FileStorage
 from whoosh.searching import Searcher
 from whoosh.writing import CLEAR, IndexWriter, LockError
 
+from archiver.search import whoosh_derived
 from archiver.search.analysis import TEXT_ANALYZER
 from archiver.search.backend import IndexBusyError, SearchResult, Sort
 from archiver.search.documents import SearchDocument, address_tokens
@@ -32,7 +33,12 @@ from archiver.search.viewer import Viewer
 from archiver.search.whoosh_arrays import NO_DATE, IndexArrays, SegmentArrays
 from archiver.search.whoosh_codec import PackedCodec
 from archiver.search.whoosh_format import CompactPositions
-from archiver.search.whoosh_matching import SCORED_FIELDS, Matcher
+from archiver.search.whoosh_matching import (
+    SCORED_FIELDS,
+    Matcher,
+    return_large_arrays_to_the_system,
+)
+from archiver.search.whoosh_storage import MappedStorage
 
 FACET_FIELDS = ("list", "sender_domain")
 SCHEMA_VERSION = 7  # bump with every change to _schema()
@@ -88,8 +94,11 @@ class WhooshBackend:
     never opened with this one, and `arsip reindex` fills the new folder.
     """
 
-    def __init__(self, directory: Path, repair: bool = False) -> None:
+    def __init__(self, directory: Path, repair: bool = False, derived_files: bool = True) -> None:
         self.directory = directory / f"v{SCHEMA_VERSION}"
+        # Per-segment arrays kept as mapped files shared by every process (see
+        # `whoosh_derived`); without them each process derives its own in memory.
+        self.derived_files = derived_files
         directory = self.directory
         directory.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # whoosh searchers are not safe to share unlocked
@@ -104,10 +113,11 @@ class WhooshBackend:
         with open(directory / ".create.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
+                storage = MappedStorage(str(directory))
                 if index.exists_in(str(directory)):
-                    self._index = index.open_dir(str(directory))
+                    self._index = storage.open_index()
                 else:
-                    self._index = index.create_in(str(directory), _schema())
+                    self._index = storage.create_index(_schema())
             except Exception:
                 # A damaged index (cut-off or overwritten files) cannot be opened at all;
                 # `arsip reindex` starts an empty one and fills it from the archive.
@@ -131,7 +141,7 @@ class WhooshBackend:
         except BaseException:
             writer.cancel()
             raise
-        writer.commit()
+        self._commit(writer)
 
     def rebuild(self, batches: Iterable[list[SearchDocument]]) -> int:
         """Replace the whole index with these documents (one new segment per process).
@@ -151,7 +161,7 @@ class WhooshBackend:
         except BaseException:
             writer.cancel()
             raise
-        writer.commit(mergetype=CLEAR)
+        self._commit(writer, mergetype=CLEAR)
         self._remove_old_versions()
         return count
 
@@ -183,11 +193,21 @@ class WhooshBackend:
         except BaseException:
             writer.cancel()
             raise
-        writer.commit()
+        self._commit(writer)
 
     def clear(self) -> None:
         """Empty the index, under the writer lock (another writer waits, then goes on)."""
-        self._writer().commit(mergetype=CLEAR)
+        self._commit(self._writer(), mergetype=CLEAR)
+
+    def _commit(self, writer: IndexWriter, **options: object) -> None:
+        """Commit, then remove the derived arrays of segments the commit merged away.
+
+        The one writer owns this clean-up: it alone knows when a segment is gone. Readers
+        still searching the previous generation keep the files they have mapped.
+        """
+        writer.commit(**options)
+        segments = {segment.segment_id() for segment in self._index._segments()}
+        whoosh_derived.remove_stale(self.directory, segments)
 
     def search(
         self, query: Node | None, viewer: Viewer, sort: Sort, limit: int, offset: int
@@ -211,10 +231,15 @@ class WhooshBackend:
         return [token.text for token in self._schema[fieldname].analyzer(text)]
 
     def _current_arrays(self) -> IndexArrays:
+        return_large_arrays_to_the_system()
         searcher = self._current_searcher()
         if self._arrays is None or self._arrays.searcher is not searcher:
             self._arrays = IndexArrays(
-                searcher, tuple(SCORED_FIELDS), FACET_FIELDS, self._segment_arrays
+                searcher,
+                tuple(SCORED_FIELDS),
+                FACET_FIELDS,
+                self._segment_arrays,
+                self.directory if self.derived_files else None,
             )
         return self._arrays
 
@@ -263,7 +288,7 @@ def _recreate(directory: Path) -> index.Index:
         for path in directory.iterdir():
             if path.is_file() and not path.name.endswith("LOCK") and path.name != ".create.lock":
                 path.unlink()
-        return index.create_in(str(directory), _schema())
+        return MappedStorage(str(directory)).create_index(_schema())
     finally:
         lock.release()
 

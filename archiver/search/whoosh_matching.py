@@ -9,10 +9,13 @@ contain every word of the phrase.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import cache
 
 import numpy as np
 
@@ -32,7 +35,7 @@ from archiver.search.query import (
     Word,
 )
 from archiver.search.viewer import Viewer
-from archiver.search.whoosh_arrays import NO_DATE, IndexArrays, Postings
+from archiver.search.whoosh_arrays import NO_DATE, IndexArrays, Postings, when
 
 # Fields a bare word searches, and how much a match in each counts towards relevance.
 TEXT_FIELDS = {"subject": 2.0, "body": 1.0, "attachments": 1.0, "people": 1.0}
@@ -71,15 +74,20 @@ class Matcher:
         docs = np.flatnonzero(mask)
         ranked = self._rank(docs, found.scores, sort, offset + limit)[offset : offset + limit]
         hits = [
-            Hit(int(arrays.pk[doc]), float(found.scores[doc]), arrays.when(int(doc)))
-            for doc in ranked
+            Hit(pk, float(found.scores[doc]), when(seconds))
+            for doc, pk, seconds in zip(
+                ranked.tolist(),
+                arrays.pk.take(ranked).tolist(),
+                arrays.date.take(ranked).tolist(),
+                strict=True,
+            )
         ]
         return SearchResult(total=len(docs), hits=hits, facets=self._facets(docs))
 
     def matching(self, query: Node | None) -> list[int]:
         """The ids of every live document `query` matches."""
         mask = self.arrays.live if query is None else self.evaluate(query).mask & self.arrays.live
-        return self.arrays.pk[np.flatnonzero(mask)].tolist()
+        return self.arrays.pk.take(np.flatnonzero(mask)).tolist()
 
     def evaluate(self, node: Node, within: np.ndarray | None = None) -> Matches:
         """The matches of one query node, exact for the documents in `within` (all when
@@ -102,13 +110,13 @@ class Matcher:
             case Address(field=name, value=value):
                 return self._term(ADDRESS_FIELDS[name], value.lower())
             case HasAttachment():
-                return self._unscored(self.arrays.attachment & self.arrays.live)
+                return self._unscored(self.arrays.attachment.full() & self.arrays.live)
             case IsSpam():
-                return self._unscored(self.arrays.spam & self.arrays.live)
+                return self._unscored(self.arrays.spam.full() & self.arrays.live)
             case HasVirus():
-                return self._unscored(self.arrays.virus & self.arrays.live)
+                return self._unscored(self.arrays.virus.full() & self.arrays.live)
             case DateRange(start=start, end=end):
-                dates = self.arrays.date
+                dates = self.arrays.date.full()
                 mask = self.arrays.live & (dates != NO_DATE)
                 if start is not None:
                     mask &= dates >= _midnight(start)
@@ -117,10 +125,11 @@ class Matcher:
                 return self._unscored(mask)
             case SizeRange(minimum=minimum, maximum=maximum):
                 mask = self.arrays.live.copy()
+                sizes = self.arrays.size.full()
                 if minimum is not None:
-                    mask &= self.arrays.size >= minimum
+                    mask &= sizes >= minimum
                 if maximum is not None:
-                    mask &= self.arrays.size < maximum
+                    mask &= sizes < maximum
                 return self._unscored(mask)
             case Not(node=inner):
                 return self._unscored(self.arrays.live & ~self.evaluate(inner, within).mask)
@@ -167,7 +176,7 @@ class Matcher:
         docs = np.flatnonzero(mask)
         if boost and len(docs):
             idf = math.log(1 + (arrays.live_count - len(docs) + 0.5) / (len(docs) + 0.5))
-            relative = arrays.lengths[fieldname][docs] / arrays.mean_length[fieldname]
+            relative = arrays.lengths(fieldname, docs) / arrays.mean_length[fieldname]
             tf = frequencies[docs]
             norm = BM25_K1 * (1 - BM25_B + BM25_B * relative)
             scores[docs] = boost * idf * tf * (BM25_K1 + 1) / (tf + norm)
@@ -212,23 +221,20 @@ class Matcher:
     def _rank(self, docs: np.ndarray, scores: np.ndarray, sort: Sort, wanted: int) -> np.ndarray:
         """The first `wanted` of `docs`: best score first (then newest), or newest first."""
         arrays = self.arrays
-        primary = arrays.date[docs] if sort is Sort.DATE else scores[docs]
+        dates = arrays.date.take(docs)
+        primary = dates if sort is Sort.DATE else scores[docs]
         if len(docs) > wanted > 0:
             threshold = np.partition(primary, len(primary) - wanted)[len(primary) - wanted]
             keep = primary >= threshold
-            docs, primary = docs[keep], primary[keep]
-        order = np.lexsort((-arrays.pk[docs], -arrays.date[docs], -primary))
+            docs, primary, dates = docs[keep], primary[keep], dates[keep]
+        order = np.lexsort((-arrays.pk.take(docs), -dates, -primary))
         return docs[order][:wanted]
 
     def _facets(self, docs: np.ndarray) -> dict[str, dict[str, int]]:
         """Counts by list, sender domain and year over the whole result set."""
-        facets: dict[str, dict[str, int]] = {}
-        for name, (values, codes) in self.arrays.facets.items():
-            found = codes[docs]
-            counts = np.bincount(found[found >= 0], minlength=len(values))
-            facets[name] = {values[i]: int(n) for i, n in enumerate(counts) if n}
-        years, counts = np.unique(self.arrays.year[docs], return_counts=True)
-        facets["year"] = {str(y): int(n) for y, n in zip(years, counts, strict=True) if y}
+        facets = {name: self.arrays.facet_counts(name, docs) for name in self.arrays.facet_fields}
+        counts = np.bincount(self.arrays.year.take(docs))
+        facets["year"] = {str(y): int(counts[y]) for y in np.flatnonzero(counts).tolist() if y}
         return facets
 
     def _everything(self) -> Matches:
@@ -236,6 +242,37 @@ class Matcher:
 
     def _unscored(self, mask: np.ndarray) -> Matches:
         return Matches(mask, np.zeros(self.arrays.doc_count, dtype=np.float32))
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+# Arrays of this size and up (a million messages' mask) go back to the system when freed;
+# smaller ones reuse the heap, as mapping and faulting them in anew costs a query ~25%.
+LARGE_ALLOCATION = 1024 * 1024
+HEAP_KEPT = 32 * 1024 * 1024  # free heap kept for reuse rather than trimmed at once
+
+
+@cache
+def return_large_arrays_to_the_system() -> bool:
+    """Make every allocation of LARGE_ALLOCATION bytes or more a mapping of its own, so
+    that a query's temporary arrays (a few bytes per message each) go back to the system
+    when the query ends; returns whether the C library allowed it (glibc does).
+
+    By default glibc raises that threshold to the size of the largest block freed so far,
+    after which blocks of that size come from the heap and stay there: a searching process
+    kept its largest query's worth of temporaries, a figure that grows with the archive.
+    Fixing the threshold also fixes the trim threshold, which would then give the heap's
+    free top back after nearly every query and fault it in again: it is set high, a
+    constant amount. Called once per searching process, not in the indexer.
+    """
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    mallopt = getattr(ctypes.CDLL(name), "mallopt", None)
+    if mallopt is None:
+        return False
+    return bool(
+        mallopt(_M_MMAP_THRESHOLD, LARGE_ALLOCATION) and mallopt(_M_TRIM_THRESHOLD, HEAP_KEPT)
+    )
 
 
 def _all(parts: list[Matches]) -> Matches:

@@ -16,6 +16,7 @@ that no cache turns the measurement into a lookup.
 
     .venv/bin/python tests/bench/search.py [--messages N] [--runs R]
                                            [--database-url URL] [--keep DIR]
+                                           [--no-reindex]
 
 `ARSIP_SEARCH_BACKEND` is passed on when the settings know it, so the same script
 measures the PostgreSQL backend. With `--keep DIR` the mbox and archive stay in DIR, and
@@ -874,6 +875,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--keep", type=Path, default=None, help="keep the mbox and archive in this directory"
     )
+    parser.add_argument(
+        "--no-reindex",
+        action="store_true",
+        help="with --keep: query the kept index as it is, without rebuilding it (to compare "
+        "two versions of the code on the same index)",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.messages <= MAX_MESSAGES:
         parser.error(f"--messages must be between 1 and {MAX_MESSAGES}")
@@ -957,12 +964,17 @@ def run(args: argparse.Namespace, workdir: Path, cores: int) -> int:
 
     rss_before = current_rss_kib()
     max_before = max_rss_kib()
-    print(f"index: rebuilding with the {backend_name} backend ...", end=" ", flush=True)
+    if reuse and args.no_reindex:
+        print(f"index: querying the kept {backend_name} index as it is", flush=True)
+        indexed = archived
+    else:
+        print(f"index: rebuilding with the {backend_name} backend ...", end=" ", flush=True)
     backend = core.search_backend()
     with RssSampler() as sampler:
         began = time.monotonic()
         cpu_began = cpu_seconds()
-        indexed = Indexer(core.sessions, backend, core.store).rebuild()
+        if not (reuse and args.no_reindex):
+            indexed = Indexer(core.sessions, backend, core.store).rebuild()
         index_s = time.monotonic() - began
         index_cpu_s = cpu_seconds() - cpu_began
     backend.close()

@@ -13,10 +13,12 @@ last byte of the body:
   the database.
 
 It reports requests/s (requests over wall time with all clients busy), p50 and p95
-latency and non-200 answers per page and viewer, and the peak resident memory of
-`arsip serve` and its children, as a table marked ok/MISSED against the targets (search
-p95 under 150 ms, message p95 under 50 ms and at least 100 requests/s), then one JSON
-line. A missed target does not change the exit status.
+latency and non-200 answers per page and viewer, and the memory of `arsip serve` and
+its children (RSS, PSS and USS summed from /proc/<pid>/smaps_rollup: idle before any
+search, peak under load, idle after; PSS is the fair figure when processes share mapped
+index files, and anonymous memory the part no file backs), as a table marked ok/MISSED
+against the targets (search p95 under 150 ms, message p95 under 50 ms and at least 100
+requests/s), then one JSON line. A missed target does not change the exit status.
 
     .venv/bin/python tests/bench/web.py [--data-dir DIR] [--requests N] [--clients C]
 
@@ -279,32 +281,74 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
-def rss_bytes(pids: Sequence[int]) -> int:
-    """The summed resident set size of `pids` (processes that ended count nothing)."""
-    total = 0
+@dataclass
+class Memory:
+    """Memory of a set of processes, summed, in bytes: resident (RSS, shared pages counted
+    in every process that maps them), proportional (PSS, shared pages split between the
+    processes sharing them: the sum is what the service really costs) and unique (USS,
+    pages no other process shares)."""
+
+    rss: int = 0
+    pss: int = 0
+    uss: int = 0
+    anonymous: int = 0  # heap and other memory no file backs: what page cache cannot hold
+    processes: int = 0
+
+    def peak(self, other: Memory) -> Memory:
+        return Memory(
+            max(self.rss, other.rss),
+            max(self.pss, other.pss),
+            max(self.uss, other.uss),
+            max(self.anonymous, other.anonymous),
+            max(self.processes, other.processes),
+        )
+
+    def mib(self) -> dict[str, float]:
+        return {
+            name: round(getattr(self, name) / MIB, 1) for name in ("rss", "pss", "uss", "anonymous")
+        }
+
+
+ROLLUP = {
+    "Rss": "rss",
+    "Pss": "pss",
+    "Private_Clean": "uss",
+    "Private_Dirty": "uss",
+    "Anonymous": "anonymous",
+}
+
+
+def memory_of(pids: Sequence[int]) -> Memory:
+    """The summed memory of `pids`, from /proc/<pid>/smaps_rollup (processes that ended
+    count nothing)."""
+    total = Memory()
     for pid in pids:
         try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
+            lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
         except OSError:
             continue
+        total.processes += 1
+        for line in lines:
+            name, _, value = line.partition(":")
+            if name in ROLLUP:
+                kib = int(value.split()[0])
+                setattr(total, ROLLUP[name], getattr(total, ROLLUP[name]) + kib * 1024)
     return total
 
 
 class MemoryWatch:
     """Samples the server's memory in the background and keeps the peak."""
 
-    def __init__(self, pid: int, interval: float = 0.1) -> None:
+    def __init__(self, pid: int, interval: float = 0.2) -> None:
         self.pid = pid
         self.interval = interval
-        self.peak = 0
+        self.peak = Memory()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, rss_bytes(process_tree(self.pid)))
+            self.peak = self.peak.peak(memory_of(process_tree(self.pid)))
             self._stop.wait(self.interval)
 
     def __enter__(self) -> MemoryWatch:
@@ -363,6 +407,12 @@ def server(data_dir: Path, log: Path, processes: int) -> Iterator[tuple[int, int
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def settle(pid: int, seconds: float = 2.0) -> Memory:
+    """The service's memory once it has been idle for a moment."""
+    time.sleep(seconds)
+    return memory_of(process_tree(pid))
 
 
 def run_load(clients: Sequence[Client], paths: Sequence[str], result: Result) -> None:
@@ -433,7 +483,12 @@ def target(result: Result) -> list[tuple[str, bool]]:
     ]
 
 
-def report(results: Sequence[Result], peak_rss: dict[int, int], clients: int, args: dict) -> None:
+def report(
+    results: Sequence[Result],
+    memory: dict[int, dict[str, Memory]],
+    clients: int,
+    args: dict,
+) -> None:
     """Print the table and the JSON line."""
     print(
         f"{'procs':>5} {'page':<8} {'viewer':<6} {'requests':>8} {'req/s':>7} {'p50 ms':>7} "
@@ -446,16 +501,30 @@ def report(results: Sequence[Result], peak_rss: dict[int, int], clients: int, ar
             f"{result.rate():>7.1f} {result.percentile(0.5):>7.1f} {result.percentile(0.95):>7.1f} "
             f"{sum(result.errors.values()):>6}  {marks}"
         )
-    for processes, peak in peak_rss.items():
-        print(
-            f"peak RSS of arsip serve and children with {processes} web processes: "
-            f"{peak / MIB:.0f} MiB, {clients} clients"
-        )
+    print(
+        f"memory of arsip serve and children (MiB, summed; PSS splits shared pages), "
+        f"{clients} clients:"
+    )
+    print(
+        f"{'procs':>5} {'when':<28} {'RSS':>8} {'PSS':>8} {'USS':>8} {'anon':>8} {'processes':>9}"
+    )
+    for processes, moments in memory.items():
+        for when, used in moments.items():
+            print(
+                f"{processes:>5} {when:<28} {used.rss / MIB:>8.0f} {used.pss / MIB:>8.0f} "
+                f"{used.uss / MIB:>8.0f} {used.anonymous / MIB:>8.0f} {used.processes:>9}"
+            )
     summary = {
         "bench": "web",
         **args,
         "clients": clients,
-        "peak_rss_mib": {str(k): round(v / MIB, 1) for k, v in peak_rss.items()},
+        "peak_rss_mib": {
+            str(k): round(m["under load (peak)"].rss / MIB, 1) for k, m in memory.items()
+        },
+        "memory_mib": {
+            str(k): {when: used.mib() for when, used in moments.items()}
+            for k, moments in memory.items()
+        },
         "results": [
             {
                 "web_processes": result.processes,
@@ -528,12 +597,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
         user = corpus.senders[0]
         results: list[Result] = []
-        peaks: dict[int, int] = {}
+        memory: dict[int, dict[str, Memory]] = {}
         for processes in options.web_processes:
             with server(data_dir, log, processes) as (pid, port, env):
                 ensure_account(ADMIN, "admin", env)
                 ensure_account(user, "user", env)
-                with MemoryWatch(pid) as memory:
+                moments = {"idle, before any search": settle(pid)}
+                with MemoryWatch(pid) as watch:
                     for email, page, viewer, paths in (
                         (ADMIN, "search", "admin", search_paths),
                         (user, "search", "user", search_paths),
@@ -542,10 +612,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         results.append(
                             scenario(port, email, page, viewer, paths, options.clients, processes)
                         )
-                peaks[processes] = memory.peak
+                moments["under load (peak)"] = watch.peak
+                moments["idle, after the searches"] = settle(pid)
+                memory[processes] = moments
         report(
             results,
-            peaks,
+            memory,
             options.clients,
             {"messages": corpus.size, "user": user, "seed": options.seed},
         )
