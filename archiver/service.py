@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import importlib.metadata
 import logging
 import multiprocessing
 import os
@@ -55,6 +56,7 @@ WORKER_DRAIN_SECONDS = 30  # how long a stopping worker waits for its background
 WEB_THREADS = 8  # per web process: pages mostly wait on SQLite, the store and the index
 CHILD_CHECK_SECONDS = 1.0
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+WHOOSH_VERSION = "2.7.4"
 ROLES = ("intake", "worker", "indexer", "scheduler", "web")
 BACKGROUND_ROLES = frozenset({"worker", "indexer", "scheduler"})  # one child runs these
 
@@ -65,6 +67,22 @@ class StartError(RuntimeError):
 
 class ChildDiedError(RuntimeError):
     """A process of the service died; the service stopped, for its supervisor to restart."""
+
+
+def require_whoosh_version() -> None:
+    """Refuse to start on a whoosh other than the one whose files Arsip reads directly.
+
+    `archiver/search/whoosh_*.py` read whoosh 2.7.4's posting blocks, columns and table of
+    contents themselves (whoosh is no longer developed); another version could read an
+    index wrongly without an error. Asked of the package metadata, so that a process that
+    does not search never imports whoosh.
+    """
+    found = importlib.metadata.version("whoosh")
+    if found != WHOOSH_VERSION:
+        raise StartError(
+            f"the search index needs whoosh {WHOOSH_VERSION}, but whoosh {found} is installed:"
+            f" pip install whoosh=={WHOOSH_VERSION}"
+        )
 
 
 def parse_roles(text: str) -> frozenset[str]:
@@ -259,6 +277,8 @@ class Service:
         at once (an `OSError` for the CLI to report) and leaves nothing running.
         """
         settings = self.core.settings
+        if settings.search_backend == "whoosh":
+            require_whoosh_version()
         held = self._take_locks()  # before migrating: a refused process changes nothing
         try:
             self._run(settings)

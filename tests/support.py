@@ -31,7 +31,7 @@ from archiver.report import stats
 from lists.dmarc import DmarcLookup
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT.parent / "shared" / "corpus"
+CORPUS = ROOT / "tests" / "fixtures" / "corpus"  # real mail, with its SOURCES.md
 # Test tables and HTML attack documents that travel with the corpus but are not messages.
 NOT_MAIL = {".json", ".tsv", ".md", ".html"}
 ARSIP = str(Path(sys.executable).with_name("arsip"))

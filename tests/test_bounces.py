@@ -64,11 +64,6 @@ def written_in(raw: bytes) -> str:
     return "\n".join(texts).lower()
 
 
-def need(path: Path) -> None:
-    if not path.exists():
-        pytest.skip(f"the shared corpus is not present ({path})")
-
-
 # -- VERP ---------------------------------------------------------------------------------
 
 
@@ -528,8 +523,6 @@ def test_huge_returned_post_does_not_hide_the_failure() -> None:
 def flufl_expectations() -> dict[str, tuple[set[str] | None, str]]:
     """File name -> (expected addresses or None when unlabelled, failure kind)."""
     table = BOUNCES / "EXPECTED.tsv"
-    if not table.exists():
-        return {}
     expected: dict[str, tuple[set[str] | None, str]] = {}
     for line in table.read_text(encoding="utf-8").splitlines():
         if line.startswith("#") or line.startswith("file\t") or not line.strip():
@@ -550,8 +543,6 @@ FLUFL = flufl_expectations()
 
 def flufl_params(unread: dict[str, str]) -> list[object]:
     """One parameter per corpus file; those in `unread` are expected to fail."""
-    if not FLUFL:
-        return [pytest.param("missing", marks=pytest.mark.skip(reason="corpus not present"))]
     return [
         pytest.param(name, marks=pytest.mark.xfail(reason=unread[name], strict=True))
         if name in unread
@@ -563,7 +554,6 @@ def flufl_params(unread: dict[str, str]) -> list[object]:
 @pytest.mark.parametrize("name", flufl_params(UNREAD_FLUFL))
 def test_real_bounce_names_exactly_the_failed_recipients(name: str) -> None:
     """Every labelled bounce yields its failed recipients and no other address."""
-    need(BOUNCES / name)
     raw = (BOUNCES / name).read_bytes()
     expected, _ = FLUFL[name]
     found = addresses(raw)
@@ -577,7 +567,6 @@ def test_real_bounce_names_exactly_the_failed_recipients(name: str) -> None:
 @pytest.mark.parametrize("name", flufl_params(KIND_DIFFERS))
 def test_real_bounce_says_whether_the_failure_is_final(name: str) -> None:
     """Permanent failures count at once against a member; delay warnings do not."""
-    need(BOUNCES / name)
     _, kind = FLUFL[name]
     bounces = parse_bounce((BOUNCES / name).read_bytes())
     if kind in ("permanent", "temporary"):
@@ -601,14 +590,12 @@ def sisimai_counts() -> dict[str, int]:
 
 def sisimai_files() -> list[Path]:
     folder = SISIMAI / "maildir-bsd"
-    return sorted(folder.glob("*.eml")) if folder.is_dir() else []
+    return sorted(folder.glob("*.eml"))
 
 
 def sisimai_params(unread: dict[str, str]) -> list[object]:
     """One parameter per corpus file; those in `unread` are expected to fail."""
     files = sisimai_files()
-    if not files:
-        return [pytest.param(None, marks=pytest.mark.skip(reason="corpus not present"))]
     return [
         pytest.param(
             path,
@@ -651,10 +638,8 @@ def test_bounce_from_any_server_names_no_sender_side_address(path: Path) -> None
 
 
 def not_bounce_params() -> list[object]:
-    folder = SISIMAI / "maildir-not"
-    files = sorted(folder.iterdir()) if folder.is_dir() else []
-    return [pytest.param(path, id=path.name) for path in files] or [
-        pytest.param(None, marks=pytest.mark.skip(reason="corpus not present"))
+    return [
+        pytest.param(path, id=path.name) for path in sorted((SISIMAI / "maildir-not").iterdir())
     ]
 
 
@@ -667,7 +652,6 @@ def test_messages_that_are_not_bounces_name_no_one(path: Path) -> None:
 def test_every_bounce_in_an_mbox_names_its_recipient() -> None:
     """sisimai's mbox files: 38 bounces from Japanese carriers and webmail providers."""
     folder = SISIMAI / "mailbox"
-    need(folder)
     seen = 0
     for path in sorted(folder.iterdir()):
         for message in mailbox.mbox(str(path)):
@@ -696,7 +680,6 @@ def list_mail() -> list[bytes]:
 
 def test_real_list_mail_is_never_taken_for_a_bounce() -> None:
     """Hundreds of real posts, replies and digests mention addresses; none is a bounce."""
-    need(CORPUS / "notmuch")
     messages = list_mail()
     assert len(messages) > 600
     named = [found for raw in messages if (found := addresses(raw))]

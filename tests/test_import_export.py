@@ -84,8 +84,6 @@ def test_export_can_be_limited_by_date(idle: RunningService, tmp_path: Path) -> 
 
 
 def test_maildirs_and_folders_of_messages_are_imported(make_service, tmp_path: Path) -> None:
-    if not (CORPUS / "notmuch" / "default").is_dir():
-        pytest.skip("the shared corpus is not present")
     idle = make_service(start=False)
     folder = tmp_path / "maildir"
     shutil.copytree(CORPUS / "notmuch" / "default", folder)

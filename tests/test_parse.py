@@ -6,8 +6,6 @@ import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
-import pytest
-
 from archiver.htmltext import html_to_text
 from archiver.parse import (
     ATTACHMENT_TEXT_LIMIT,
@@ -769,7 +767,7 @@ def test_ordinary_mail_is_not_a_journal_report() -> None:
 
 
 def corpus_messages() -> list[tuple[str, bytes]]:
-    """Every message in the shared corpus: mbox and MMDF files split, the rest one each."""
+    """Every message in tests/fixtures/corpus: mbox and MMDF files split, the rest one each."""
     found: list[tuple[str, bytes]] = []
     for path in sorted(p for p in CORPUS.rglob("*") if p.is_file()):
         if path.suffix in NOT_MAIL:
@@ -787,7 +785,6 @@ def corpus_messages() -> list[tuple[str, bytes]]:
     return found
 
 
-@pytest.mark.skipif(not CORPUS.is_dir(), reason="the shared corpus is not present")
 def test_every_corpus_message_parses() -> None:
     messages = corpus_messages()
     assert len(messages) > 1500

@@ -349,3 +349,13 @@ def test_two_workers_archive_each_message_exactly_once(
     assert max(archived.values()) == 1, archived.most_common(3)
     if not all(shares):  # both usually take a share; one that claimed every batch is no bug
         warnings.warn(f"one worker archived everything: {[len(s) for s in shares]}", stacklevel=1)
+
+
+def test_the_service_refuses_a_whoosh_whose_files_it_cannot_vouch_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from archiver import service
+
+    monkeypatch.setattr(service.importlib.metadata, "version", lambda name: "2.7.5")
+    with pytest.raises(service.StartError, match=r"needs whoosh 2\.7\.4"):
+        service.require_whoosh_version()

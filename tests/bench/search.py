@@ -3,7 +3,7 @@
 A seeded generator writes an mbox of realistic mail: threads with `Re:` subjects and
 In-Reply-To/References, about 200 senders over 10 domains, mailing-list traffic with
 List-Id headers, CSV and PDF attachments, three years of dates, and bodies drawn from the
-word frequencies of the real mail under /work/shared/corpus. Those frequencies matter:
+word frequencies of the real mail under tests/fixtures/corpus. Those frequencies matter:
 real text is Zipf-like (a few words are everywhere, most are rare), and posting-list
 lengths follow from that, so uniform random words would make every query look alike.
 
@@ -76,7 +76,7 @@ from archiver.search.service import fold, search  # noqa: E402
 from archiver.search.viewer import Viewer  # noqa: E402
 
 SEED = 20_240_917
-CORPUS_DIR = Path("/work/shared/corpus")
+CORPUS_DIR = ROOT / "tests" / "fixtures" / "corpus"
 MAX_MESSAGES = 1_000_000
 SENDERS = 200
 DOMAINS = (
