@@ -333,8 +333,16 @@ def verified_addresses(session: Session, user: User) -> tuple[str, ...]:
     )
 
 
-def viewer_for(session: Session, user: User) -> Viewer:
-    """What `user` may see of the archive; list archives are the web layer's to add."""
-    if user.role in (Role.ADMIN, Role.AUDITOR):
+def viewer_for(session: Session, user: User | None) -> Viewer:
+    """What `user` may see of the archive: everything for administrators and auditors;
+    for anyone else the mail of their verified addresses and the archives of the lists
+    those addresses may read; for nobody (`None`, a visitor) the public list archives.
+
+    The one answer for every reader: web pages, the API and `arsip search --as`.
+    """
+    from archiver.plugins import readable_lists
+
+    if user is not None and user.role in (Role.ADMIN, Role.AUDITOR):
         return Viewer.administrator()
-    return Viewer.person(*verified_addresses(session, user))
+    addresses = verified_addresses(session, user) if user is not None else ()
+    return Viewer.person(*addresses, lists=readable_lists(session, addresses))

@@ -35,6 +35,7 @@ def audit_reading(
 
 def search(core: Core, params: dict[str, Any], actor: str) -> dict[str, Any]:
     """A page of results for `params["query"]`, as the administrator or as `params["as"]`."""
+    from archiver.accounts import find_user, viewer_for
     from archiver.plugins import readable_lists
     from archiver.search.backend import Sort
     from archiver.search.query import QuerySyntaxError
@@ -43,9 +44,13 @@ def search(core: Core, params: dict[str, Any], actor: str) -> dict[str, Any]:
 
     text, viewer = str(params.get("query", "")), params.get("as")
     who = Viewer.administrator()
-    if viewer:
+    if viewer:  # an account sees what it sees on the web; another address its own mail
         with core.sessions() as session:
-            who = Viewer.person(viewer, lists=readable_lists(session, [viewer]))
+            account = find_user(session, viewer)
+            if account is not None:
+                who = viewer_for(session, account)
+            else:
+                who = Viewer.person(viewer, lists=readable_lists(session, [viewer]))
     backend = core.search_backend()
     try:
         with core.sessions() as session:

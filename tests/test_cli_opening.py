@@ -189,3 +189,27 @@ def test_every_web_process_stops_when_the_service_is_killed_after_answering_comm
     while any(Path(f"/proc/{pid}").exists() for pid in children):
         assert time.monotonic() < deadline, "a child outlived the service"
         time.sleep(0.2)
+
+
+def test_search_as_an_account_sees_what_that_account_sees_on_the_web(make_service) -> None:
+    service: RunningService = make_service()
+    with service.smtp() as client:
+        for n, to in enumerate(("bob@example.com", "robert@example.org", "carol@example.com")):
+            mail = simple_message(f"m{n}@example.com", "Zebra", to=to)
+            client.sendmail("alice@example.com", [JOURNAL], mail)
+    _archived(service, "m0@example.com")
+    deadline = time.monotonic() + 60
+    while json.loads(service.run_cli("search", "--json", "zebra").stdout)["total"] < 3:
+        assert time.monotonic() < deadline, service.log()
+        time.sleep(0.2)
+    assert service.run_cli("users", "add", "bob@example.com").returncode == 0
+    added = service.run_cli("users", "add-address", "bob@example.com", "robert@example.org")
+    assert added.returncode == 0
+    assert service.run_cli("users", "add", "audit@example.com", "--role", "auditor").returncode == 0
+
+    def found(who: str) -> int:
+        return json.loads(service.run_cli("search", "--json", "--as", who, "zebra").stdout)["total"]
+
+    assert found("bob@example.com") == 2  # both of the account's verified addresses
+    assert found("audit@example.com") == 3  # an auditor sees everything
+    assert found("carol@example.com") == 1  # an address without an account: its own mail

@@ -25,7 +25,6 @@ from archiver.search.query import QuerySyntaxError
 from archiver.search.service import MAX_LIMIT, search
 from archiver.search.viewer import Viewer
 from archiver.texts import message_text
-from lists.access import readable_list_ids
 from lists.membership import has_role
 from lists.models import MailingList, Member
 from web.audit_hooks import audit_read
@@ -55,9 +54,6 @@ def _authenticate() -> ResponseReturnValue | None:
             user = user_for_token(session, token.strip())
             if user is not None:
                 viewer = viewer_for(session, user)
-                if not viewer.sees_all:
-                    addresses = verified_addresses(session, user)
-                    viewer = Viewer.person(*addresses, lists=readable_list_ids(session, addresses))
                 g.api_user = (user.id, user.role, viewer, verified_addresses(session, user))
                 g.api_email = user.email
     if user is None:

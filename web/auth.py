@@ -22,7 +22,6 @@ from archiver.accounts import AccountLocked, User, authenticate, viewer_for
 from archiver.audit import ANONYMOUS, record
 from archiver.search.viewer import Viewer
 from archiver.throttle import Throttle
-from lists.access import readable_list_ids
 
 if TYPE_CHECKING:
     from archiver.core import Core
@@ -75,14 +74,7 @@ def current_viewer() -> Viewer:
     if "arsip_viewer" not in g:
         user = current_user()
         with _core().sessions() as db:
-            if user is None:
-                viewer = Viewer.person(lists=readable_list_ids(db, ()))
-            else:
-                viewer = viewer_for(db, user)
-                if not viewer.sees_all:
-                    addresses = sorted(viewer.addresses)
-                    viewer = Viewer.person(*addresses, lists=readable_list_ids(db, addresses))
-        g.arsip_viewer = viewer
+            g.arsip_viewer = viewer_for(db, user)
     return g.arsip_viewer
 
 
