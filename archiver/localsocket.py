@@ -65,15 +65,14 @@ def ask(data_dir: Path, op: str, params: dict[str, Any], schema: str) -> dict[st
             raise NoService(str(exc)) from exc
         request = {"op": op, "params": params, "schema": schema}
         client.sendall(json.dumps(request).encode() + b"\n")
-        answer = json.loads(_read_line(client) or b"{}")
+        with client.makefile("rb") as stream:  # one answer, then the service hangs up
+            try:
+                answer = json.loads(stream.read() or b"{}")
+            except ValueError as exc:  # cut short (a service stopping): read it ourselves
+                raise NoService(f"unreadable answer: {exc}") from exc
     if "schema" in answer or not answer:
         raise NoService(f"the service runs schema {answer.get('schema')}, not {schema}")
     return answer
-
-
-def _read_line(connection: socket.socket) -> bytes:
-    with connection.makefile("rb") as stream:
-        return stream.readline(MAX_REQUEST + 1)
 
 
 def bind(data_dir: Path) -> socket.socket | None:

@@ -213,3 +213,27 @@ def test_search_as_an_account_sees_what_that_account_sees_on_the_web(make_servic
     assert found("bob@example.com") == 2  # both of the account's verified addresses
     assert found("audit@example.com") == 3  # an auditor sees everything
     assert found("carol@example.com") == 1  # an address without an account: its own mail
+
+
+def test_a_long_page_of_results_comes_whole_through_the_socket(make_service) -> None:
+    service: RunningService = make_service()
+    subject = "Zebra " + "stripes " * 80
+    with service.smtp() as client:
+        for n in range(150):
+            client.sendmail(
+                "alice@example.com", [JOURNAL], simple_message(f"z{n}@example.com", subject)
+            )
+    deadline = time.monotonic() + 120
+    while True:
+        answer = localsocket.ask(
+            service.settings.data_dir,
+            "search",
+            {"query": "zebra", "limit": 1000},
+            schema.head_revision(),
+        )
+        if answer["data"]["total"] == 150:
+            break
+        assert time.monotonic() < deadline, service.log()
+        time.sleep(0.5)
+    assert len(answer["data"]["results"]) == 150  # far more than one 64 KB line
+    assert len(json.dumps(answer)) > 100_000

@@ -125,7 +125,7 @@ class SegmentArrays:
         try:
             return cls(whoosh_derived.load(path), facet_fields)
         except FileNotFoundError:
-            pass
+            pass  # not derived yet, or removed after a merge: derived and written below
         except (OSError, ValueError, KeyError) as exc:
             log.warning("rewriting the unreadable search arrays %s: %s", path, exc)
         derived = _derive(reader, text_fields, facet_fields)
