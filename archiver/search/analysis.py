@@ -7,9 +7,11 @@ and snippets use the same rules without loading the whoosh index code or numpy.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 from whoosh.analysis import CharsetFilter, LowercaseFilter, RegexTokenizer, StopFilter
+from whoosh.analysis.tokenizers import default_pattern
 from whoosh.lang.snowball.english import EnglishStemmer
 from whoosh.support.charset import accent_map
 
@@ -20,6 +22,41 @@ TEXT_ANALYZER = (
     | StopFilter(stoplist=None, minsize=2)
     | CharsetFilter(accent_map)
 )
+
+# The tokenizer's own pattern, without the capturing group, so that `findall` gives words.
+_WORD = re.compile(default_pattern.pattern.replace("(\\.", "(?:\\."))
+# Joins words so that a whole text is lower-cased and folded in one call each: no word
+# contains it, `accent_map` leaves it alone, and it ends a word for `lower()`'s final sigma.
+_SEPARATOR = "\n"
+
+
+class Words(tuple[str, ...]):
+    """A text's words as `TEXT_ANALYZER` gives them, and the position of the first."""
+
+    first: int
+
+    def __new__(cls, words: list[str], first: int = 0) -> Words:
+        self = super().__new__(cls, words)
+        self.first = first
+        return self
+
+
+def analyzed(text: str) -> Words:
+    """`TEXT_ANALYZER`'s words and positions for `text`, several times faster.
+
+    The analyzer passes every word through a chain of generators as a token object;
+    indexing spent more time there than anywhere else. This does the same steps on the
+    whole text at once: the tokenizer's matches, lower case, words shorter than two
+    characters dropped (the positions of the rest counted on from the first kept word, as
+    `StopFilter` renumbers them), accents folded. A property test holds it to the analyzer.
+    """
+    lowered = _SEPARATOR.join(_WORD.findall(text)).lower().split(_SEPARATOR)
+    kept = [word for word in lowered if len(word) >= 2]
+    if not kept:
+        return Words([])
+    first = next(at for at, word in enumerate(lowered) if len(word) >= 2)
+    return Words(_SEPARATOR.join(kept).translate(accent_map).split(_SEPARATOR), first)
+
 
 _ENGLISH = EnglishStemmer()
 # Stems remembered: enough for the words queries touch, bounded so that a process's

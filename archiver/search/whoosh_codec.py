@@ -21,17 +21,22 @@ import io
 import pickle
 import struct
 import zlib
+from itertools import groupby, pairwise
+from operator import itemgetter
 from pickle import dumps
 from typing import Any
 
 import numpy as np
 from whoosh.codec.whoosh3 import (
+    LENGTHS_COLUMN,
     WHOOSH3_HEADER_MAGIC,
     W3Codec,
+    W3FieldWriter,
     W3LeafMatcher,
-    W3PostingsWriter,
+    W3TermInfo,
+    _lenfield,
 )
-from whoosh.system import emptybytes
+from whoosh.system import emptybytes, pack_ushort
 from whoosh.util.numeric import byte_to_length, length_to_byte
 
 _HEADER = struct.Struct("<BBB")
@@ -39,6 +44,7 @@ _INT = struct.Struct("!i")  # a block's signed length, as whoosh's StructFile wr
 _HEAD_BYTES = 256  # a block's length and pickled header fit in this
 _WEIGHTS_ONE, _WEIGHTS_BYTES, _WEIGHTS_FLOAT = 0, 1, 2
 _COMPRESSION = 3
+_BLOCK_LIMIT = 256  # postings a block holds
 
 
 def _width(largest: int) -> int:
@@ -48,26 +54,33 @@ def _width(largest: int) -> int:
 _UNSIGNED = {1: np.dtype("<u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4")}
 
 
+_PACKED_WIDTH = {1: "B", 2: "H", 4: "I"}
+
+
 def pack_block(ids: list[int], weights: list[float], values: list[bytes]) -> bytes:
-    """One block's postings in the layout above (uncompressed)."""
-    gaps = np.diff(np.asarray(ids, dtype=np.int64), prepend=0)
-    id_width = _width(int(gaps.max()))
-    weight_array = np.asarray(weights, dtype=np.float32)
-    if np.all(weight_array == 1.0):
+    """One block's postings in the layout above (uncompressed).
+
+    Plain `struct` rather than numpy: most blocks hold one or two postings (most words
+    of a batch occur in one message), where numpy's per-call cost was most of the work.
+    """
+    count = len(ids)
+    gaps = [ids[0], *(b - a for a, b in pairwise(ids))]
+    id_width = _width(max(gaps))
+    if all(w == 1.0 for w in weights):
         weight_kind, weight_bytes = _WEIGHTS_ONE, b""
-    elif np.all((weight_array == np.round(weight_array)) & (weight_array < 256)):
-        weight_kind, weight_bytes = _WEIGHTS_BYTES, weight_array.astype("<u1").tobytes()
+    elif all(w < 256 and float(w).is_integer() for w in weights):
+        weight_kind, weight_bytes = _WEIGHTS_BYTES, bytes(int(w) for w in weights)
     else:
-        weight_kind, weight_bytes = _WEIGHTS_FLOAT, weight_array.astype("<f4").tobytes()
-    lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
-    value_width = _width(int(lengths.max())) if len(lengths) and lengths.any() else 0
+        weight_kind, weight_bytes = _WEIGHTS_FLOAT, struct.pack(f"<{count}f", *weights)
+    lengths = [len(value) for value in values]
+    value_width = _width(max(lengths)) if any(lengths) else 0
     parts = [
         _HEADER.pack(id_width, weight_kind, value_width),
-        gaps.astype(_UNSIGNED[id_width]).tobytes(),
+        struct.pack(f"<{count}{_PACKED_WIDTH[id_width]}", *gaps),
         weight_bytes,
     ]
     if value_width:
-        parts += [lengths.astype(_UNSIGNED[value_width]).tobytes(), emptybytes.join(values)]
+        parts += [struct.pack(f"<{count}{_PACKED_WIDTH[value_width]}", *lengths), *values]
     return b"".join(parts)
 
 
@@ -91,33 +104,108 @@ def unpack_block(data: bytes, count: int) -> tuple[np.ndarray, np.ndarray, np.nd
     return ids, weights, lengths, data[at + value_width * count :]
 
 
-class PackedPostingsWriter(W3PostingsWriter):
-    """W3's postings writer with packed block payloads."""
+class _Block:
+    """The statistics of one block, as `W3TermInfo.add_block` reads them from W3's
+    postings writer."""
 
-    def _write_block(self, last: bool = False) -> None:
-        if not self._blockcount:
-            self._postfile.write(WHOOSH3_HEADER_MAGIC)
-        self._terminfo.add_block(self)
-        payload = zlib.compress(
-            pack_block(list(self._ids), list(self._weights), self._values), _COMPRESSION
-        )
-        info = dumps(
-            (
-                len(self._ids),
-                self._ids[-1],
-                self._maxweight,
-                _COMPRESSION,
-                length_to_byte(self._minlength),
-                length_to_byte(self._maxlength),
-            ),
-            2,  # the protocol W3's reader expects
-        )
-        size = len(info) + len(payload)
-        self._postfile.write_int(-size if last else size)
-        self._postfile.write(info)
-        self._postfile.write(payload)
-        self._blockcount += 1
-        self._new_block()
+    __slots__ = ("_ids", "_maxlength", "_maxweight", "_minlength", "_weights")
+
+    def __init__(self, ids: list[int], weights: list[float], lengths: list[int]) -> None:
+        self._ids = ids
+        self._weights = weights
+        present = [length for length in lengths if length]
+        self._minlength = min(present) if present else None
+        self._maxlength = max(present, default=0)
+        self._maxweight = max(weights)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def min_id(self) -> int:
+        return self._ids[0]
+
+    def max_id(self) -> int:
+        return self._ids[-1]
+
+    def min_length(self) -> int | None:
+        return self._minlength
+
+    def max_length(self) -> int:
+        return self._maxlength
+
+    def max_weight(self) -> float:
+        return self._maxweight
+
+
+class PackedFieldWriter(W3FieldWriter):
+    """W3's field writer, writing each word's postings in one go.
+
+    Whoosh hands a segment's postings, sorted by field and word, to `add_postings` both
+    when it writes new documents and when it merges segments. W3 passes every posting
+    through several method calls and looks its field length up in the length column one
+    document at a time; here a word's postings are taken as a group, the lengths of a
+    field are read once, and each block is packed and written whole. The files are W3's,
+    with `pack_block` payloads, block for block what W3's writer would write.
+    """
+
+    def add_postings(self, schema: Any, lengths: Any, items: Any) -> None:
+        fieldname = None
+        field_lengths: list[int] = []
+        for (name, btext), group in groupby(items, key=itemgetter(0, 1)):
+            if name != fieldname:
+                if fieldname is not None:
+                    self.finish_field()
+                fieldname = name
+                self.start_field(name, schema[name])
+                field_lengths = _field_lengths(lengths, name)
+            postings = [posting for posting in group if posting[2] >= 0]  # -1: spelling
+            if postings:
+                self._write_term(btext, postings, field_lengths)
+        if fieldname is not None:
+            self.finish_field()
+
+    def _write_term(self, btext: bytes, postings: list[Any], field_lengths: list[int]) -> None:
+        terminfo = W3TermInfo()
+        postfile = self._postfile
+        start = postfile.tell()
+        postfile.write(WHOOSH3_HEADER_MAGIC)
+        for at in range(0, len(postings), _BLOCK_LIMIT):
+            block = postings[at : at + _BLOCK_LIMIT]
+            ids = [posting[2] for posting in block]
+            weights = [posting[3] for posting in block]
+            values = [posting[4] or emptybytes for posting in block]
+            stats = _Block(ids, weights, [field_lengths[docnum] for docnum in ids])
+            terminfo.add_block(stats)
+            payload = zlib.compress(pack_block(ids, weights, values), _COMPRESSION)
+            info = dumps(
+                (
+                    len(ids),
+                    ids[-1],
+                    stats.max_weight(),
+                    _COMPRESSION,
+                    length_to_byte(stats.min_length()),
+                    length_to_byte(stats.max_length()),
+                ),
+                2,  # the protocol W3's reader expects
+            )
+            size = len(info) + len(payload)
+            postfile.write_int(-size if at + _BLOCK_LIMIT >= len(postings) else size)
+            postfile.write(info)
+            postfile.write(payload)
+        terminfo.set_extent(start, postfile.tell() - start)
+        self._tindex.add(pack_ushort(self._fieldid) + btext, terminfo.to_bytes())
+
+
+def _field_lengths(lengths: Any, fieldname: str) -> list[int]:
+    """Each document's length in `fieldname` (0: none recorded), read from the segment's
+    length column in one piece."""
+    reader = lengths._cached_reader(_lenfield(fieldname), LENGTHS_COLUMN) if lengths else None
+    count = lengths.doc_count_all() if lengths else 0
+    codes = bytearray(count)
+    if reader is not None:
+        stored = min(reader._count, count)
+        codes[:stored] = reader._dbfile.get(reader._basepos, stored)
+    return [byte_to_length(code) for code in codes]
 
 
 class PackedLeafMatcher(W3LeafMatcher):
@@ -172,18 +260,10 @@ class PackedCodec(W3Codec):
     """W3 with packed posting blocks (term vectors, unused here, stay as W3 writes them)."""
 
     def __init__(self) -> None:
-        super().__init__(blocklimit=256, compression=_COMPRESSION, inlinelimit=1)
+        super().__init__(blocklimit=_BLOCK_LIMIT, compression=_COMPRESSION, inlinelimit=1)
 
-    def postings_writer(self, dbfile: Any, byteids: bool = False) -> W3PostingsWriter:
-        if byteids:
-            return super().postings_writer(dbfile, byteids)
-        return PackedPostingsWriter(
-            dbfile,
-            blocklimit=self._blocklimit,
-            byteids=False,
-            compression=self._compression,
-            inlinelimit=self._inlinelimit,
-        )
+    def field_writer(self, storage: Any, segment: Any) -> W3FieldWriter:
+        return PackedFieldWriter(self, storage, segment)
 
     def postings_reader(
         self, dbfile: Any, terminfo: Any, format_: Any, term: Any = None, scorer: Any = None

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 import numpy as np
 from whoosh.formats import Positions, tokens
 
+from archiver.search.analysis import Words
+
 
 def encode_positions(positions: list[int]) -> bytes:
     """Varint gaps between ascending positions."""
@@ -72,11 +74,16 @@ class CompactPositions(Positions):
     def word_values(
         self, value: object, analyzer: object, **kwargs: object
     ) -> Iterator[tuple[str, int, float, bytes]]:
-        """(word, frequency, weight, encoded positions) for each distinct word of `value`."""
+        """(word, frequency, weight, encoded positions) for each distinct word of `value`:
+        text, or `Words` the indexer analysed already (see `analysis.analyzed`)."""
         positions: defaultdict[str, list[int]] = defaultdict(list)
-        kwargs["positions"] = True
-        for token in tokens(value, analyzer, kwargs):
-            positions[token.text].append(token.pos)
+        if isinstance(value, Words):
+            for position, word in enumerate(value, value.first):
+                positions[word].append(position)
+        else:
+            kwargs["positions"] = True
+            for token in tokens(value, analyzer, kwargs):
+                positions[token.text].append(token.pos)
         for word, found in positions.items():
             yield word, len(found), len(found) * self.field_boost, encode_positions(found)
 

@@ -25,7 +25,7 @@ from whoosh.searching import Searcher
 from whoosh.writing import CLEAR, IndexWriter, LockError
 
 from archiver.search import whoosh_derived
-from archiver.search.analysis import TEXT_ANALYZER
+from archiver.search.analysis import TEXT_ANALYZER, analyzed
 from archiver.search.backend import IndexBusyError, SearchResult, Sort
 from archiver.search.documents import SearchDocument, address_tokens
 from archiver.search.query import Node
@@ -295,16 +295,17 @@ def _recreate(directory: Path) -> index.Index:
 
 def _fields(document: SearchDocument) -> dict[str, object]:
     """The whoosh fields of a document; empty ones are left out (a column then holds its
-    default: no date, no list)."""
+    default: no date, no list). Text is handed over as `Words`, analysed here at once
+    rather than word by word through whoosh's analyzer (same words, same positions)."""
     values: dict[str, object] = {
         "pk": str(document.message_pk),
         "pk_column": document.message_pk,
         "message_id": document.message_id,
-        "subject": document.subject,
-        "body": document.body,
-        "attachments": document.attachment_text,
-        "people": " ".join([*document.names, *address_tokens(document.participants)]),
-        "filename": " ".join(document.filenames),
+        "subject": analyzed(document.subject),
+        "body": analyzed(document.body),
+        "attachments": analyzed(document.attachment_text),
+        "people": analyzed(" ".join([*document.names, *address_tokens(document.participants)])),
+        "filename": analyzed(" ".join(document.filenames)),
         "from_addr": ",".join(address_tokens(document.from_addresses)),
         "to_addr": ",".join(address_tokens(document.to_addresses)),
         "cc_addr": ",".join(address_tokens(document.cc_addresses)),
@@ -317,4 +318,4 @@ def _fields(document: SearchDocument) -> dict[str, object]:
         "is_spam": int(document.is_spam),
         "has_virus": int(document.has_virus),
     }
-    return {name: value for name, value in values.items() if value not in ("", None)}
+    return {name: value for name, value in values.items() if value not in ("", (), None)}
