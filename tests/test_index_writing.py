@@ -23,6 +23,7 @@ from archiver.search.query import parse_query
 from archiver.search.viewer import Viewer
 from archiver.search.whoosh_format import decode_positions
 from archiver.search.whoosh_index import WhooshBackend
+from archiver.search.whoosh_merge import DELETED_SHARE, MERGE_FACTOR
 
 # Letters whose lower case, case folding or accents have caught tokenizers out: Greek
 # final sigma, dotted capital I, ligatures, combining marks, digits with dots.
@@ -110,13 +111,18 @@ def test_the_index_holds_every_word_frequency_and_position_across_blocks_and_mer
 ) -> None:
     rng = random.Random(7)
     documents = [_document(pk, rng) for pk in range(1, 901)]
+    deleted = {5, 6, *range(60, 100)}  # the second segment is mostly deleted
     backend = WhooshBackend(tmp_path / "index")
     try:
-        for start in range(0, len(documents), 150):  # several commits: segments merge
-            backend.index(documents[start : start + 150])
-        backend.delete([5, 6])
-        kept = [d for d in documents if d.message_pk not in (5, 6)]
+        for start in range(0, len(documents), 50):  # a segment each: tiers fill and merge
+            backend.index(documents[start : start + 50])
+            if start == 100:
+                backend.delete(sorted(deleted))
+        kept = [d for d in documents if d.message_pk not in deleted]
         assert _stored(backend) == _expected(kept)
+        segments = backend._index._segments()
+        assert len(segments) < 18 - MERGE_FACTOR + 2  # tiers of ten merged
+        assert all(s.deleted_count() <= DELETED_SHARE * s.doc_count_all() for s in segments)
 
         result = backend.search(parse_query('"forecast"'), Viewer.administrator(), Sort.DATE, 5, 0)
         assert result.total == len(kept)

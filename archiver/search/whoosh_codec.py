@@ -17,10 +17,12 @@ which is also what lets `whoosh_arrays` read a posting list without a loop per p
 
 from __future__ import annotations
 
+import heapq
 import io
 import pickle
 import struct
 import zlib
+from collections.abc import Iterable, Iterator
 from itertools import groupby, pairwise
 from operator import itemgetter
 from pickle import dumps
@@ -137,46 +139,76 @@ class _Block:
         return self._maxweight
 
 
+# A word's postings on their way to the writer: field, word, the source's place among the
+# sources (new documents first, then merged segments in document order), and the
+# postings' document numbers, weights and values.
+Term = tuple[str, bytes, int, list[int], list[float], list[bytes]]
+
+
 class PackedFieldWriter(W3FieldWriter):
     """W3's field writer, writing each word's postings in one go.
 
-    Whoosh hands a segment's postings, sorted by field and word, to `add_postings` both
-    when it writes new documents and when it merges segments. W3 passes every posting
-    through several method calls and looks its field length up in the length column one
-    document at a time; here a word's postings are taken as a group, the lengths of a
-    field are read once, and each block is packed and written whole. The files are W3's,
-    with `pack_block` payloads, block for block what W3's writer would write.
+    Whoosh hands the new documents' postings, sorted by field and word, to `add_postings`.
+    W3 passes every posting through several method calls and looks its field length up
+    in the length column one document at a time; here a word's postings are taken as a
+    group, the lengths of a field are read once, and each block is packed and written
+    whole. The files are W3's, with `pack_block` payloads, block for block what W3's
+    writer would write.
+
+    Segments being merged into this one (`merged`, see `whoosh_merge`) arrive as streams
+    of whole words, already in the same order, and are merged word by word with the new
+    documents' postings, instead of going through whoosh's sorting pool a posting at a time.
     """
+
+    def __init__(self, codec: Any, storage: Any, segment: Any) -> None:
+        super().__init__(codec, storage, segment)
+        self.merged: list[Iterator[Term]] = []
 
     def add_postings(self, schema: Any, lengths: Any, items: Any) -> None:
         fieldname = None
         field_lengths: list[int] = []
-        for (name, btext), group in groupby(items, key=itemgetter(0, 1)):
+        terms = heapq.merge(_grouped(items), *self.merged)
+        for (name, btext), group in groupby(terms, key=itemgetter(0, 1)):
             if name != fieldname:
                 if fieldname is not None:
                     self.finish_field()
                 fieldname = name
                 self.start_field(name, schema[name])
                 field_lengths = _field_lengths(lengths, name)
-            postings = [posting for posting in group if posting[2] >= 0]  # -1: spelling
-            if postings:
-                self._write_term(btext, postings, field_lengths)
+            parts = list(group)
+            if len(parts) == 1:
+                ids, weights, values = parts[0][3:]
+            else:
+                ids = [docnum for part in parts for docnum in part[3]]
+                weights = [weight for part in parts for weight in part[4]]
+                values = [value for part in parts for value in part[5]]
+            if ids:
+                self._write_term(btext, ids, weights, values, field_lengths)
         if fieldname is not None:
             self.finish_field()
+        self.merged = []
 
-    def _write_term(self, btext: bytes, postings: list[Any], field_lengths: list[int]) -> None:
+    def _write_term(
+        self,
+        btext: bytes,
+        all_ids: list[int],
+        all_weights: list[float],
+        all_values: list[bytes],
+        field_lengths: list[int],
+    ) -> None:
         terminfo = W3TermInfo()
         postfile = self._postfile
         start = postfile.tell()
         postfile.write(WHOOSH3_HEADER_MAGIC)
-        for at in range(0, len(postings), _BLOCK_LIMIT):
-            block = postings[at : at + _BLOCK_LIMIT]
-            ids = [posting[2] for posting in block]
-            weights = [posting[3] for posting in block]
-            values = [posting[4] or emptybytes for posting in block]
+        count = len(all_ids)
+        for at in range(0, count, _BLOCK_LIMIT):
+            ids = all_ids[at : at + _BLOCK_LIMIT]
+            weights = all_weights[at : at + _BLOCK_LIMIT]
             stats = _Block(ids, weights, [field_lengths[docnum] for docnum in ids])
             terminfo.add_block(stats)
-            payload = zlib.compress(pack_block(ids, weights, values), _COMPRESSION)
+            payload = zlib.compress(
+                pack_block(ids, weights, all_values[at : at + _BLOCK_LIMIT]), _COMPRESSION
+            )
             info = dumps(
                 (
                     len(ids),
@@ -189,11 +221,25 @@ class PackedFieldWriter(W3FieldWriter):
                 2,  # the protocol W3's reader expects
             )
             size = len(info) + len(payload)
-            postfile.write_int(-size if at + _BLOCK_LIMIT >= len(postings) else size)
+            postfile.write_int(-size if at + _BLOCK_LIMIT >= count else size)
             postfile.write(info)
             postfile.write(payload)
         terminfo.set_extent(start, postfile.tell() - start)
         self._tindex.add(pack_ushort(self._fieldid) + btext, terminfo.to_bytes())
+
+
+def _grouped(items: Iterable[tuple[str, bytes, int, float, bytes | None]]) -> Iterator[Term]:
+    """Whoosh's pool postings (field, word, document, weight, value), a word at a time."""
+    for (name, btext), group in groupby(items, key=itemgetter(0, 1)):
+        postings = [posting for posting in group if posting[2] >= 0]  # -1: spelling
+        yield (
+            name,
+            btext,
+            0,
+            [posting[2] for posting in postings],
+            [posting[3] for posting in postings],
+            [posting[4] or emptybytes for posting in postings],
+        )
 
 
 def _field_lengths(lengths: Any, fieldname: str) -> list[int]:

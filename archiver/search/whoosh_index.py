@@ -38,6 +38,7 @@ from archiver.search.whoosh_matching import (
     Matcher,
     return_large_arrays_to_the_system,
 )
+from archiver.search.whoosh_merge import tiered_merge
 from archiver.search.whoosh_storage import MappedStorage
 
 FACET_FIELDS = ("list", "sender_domain")
@@ -205,7 +206,7 @@ class WhooshBackend:
         The one writer owns this clean-up: it alone knows when a segment is gone. Readers
         still searching the previous generation keep the files they have mapped.
         """
-        writer.commit(**options)
+        writer.commit(**{"mergetype": tiered_merge, **options})
         segments = {segment.segment_id() for segment in self._index._segments()}
         whoosh_derived.remove_stale(self.directory, segments)
 
