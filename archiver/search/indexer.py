@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Row, delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from archiver.db import is_postgres
@@ -23,7 +24,12 @@ from archiver.store import DirectoryBlobStore
 
 log = logging.getLogger(__name__)
 
-BATCH_SIZE = 500
+# A batch is one index commit, and so one new segment. Larger batches share more of their
+# words (a word is written once per segment), so a backlog indexes with less work: 2,000
+# messages took a fifth less CPU than 500. The mail's size bounds a batch too, since its
+# text is held in memory until the commit.
+BATCH_SIZE = 2_000
+BATCH_BYTES = 64 * 1024 * 1024
 IDLE_POLL = 0.5  # seconds; keeps new mail searchable within about a second
 
 
@@ -45,15 +51,19 @@ class Indexer:
         row twice, and a batch whose indexer dies is taken by another.
         """
         with self.sessions() as session:
-            query = select(IndexQueueEntry.id, IndexQueueEntry.message_pk)
-            query = query.order_by(IndexQueueEntry.id).limit(limit)
+            query = (
+                select(IndexQueueEntry.id, IndexQueueEntry.message_pk, Message.size)
+                .outerjoin(Message, Message.id == IndexQueueEntry.message_pk)
+                .order_by(IndexQueueEntry.id)
+                .limit(limit)
+            )
             claiming = is_postgres(session.get_bind())
             if claiming:
-                query = query.with_for_update(skip_locked=True)
-            entries = session.execute(query).all()
+                query = query.with_for_update(skip_locked=True, of=IndexQueueEntry)
+            entries = _within_bytes(session.execute(query).all(), BATCH_BYTES)
             if not entries:
                 return 0
-            pks = {pk for _id, pk in entries}
+            pks = {pk for _id, pk, _size in entries}
             documents = load_documents(session, self.store, pks)
             if not claiming:
                 session.rollback()  # a SQLite read transaction could not write later
@@ -61,7 +71,7 @@ class Indexer:
             self.backend.index(documents)
             self.backend.delete(gone)
             session.execute(
-                delete(IndexQueueEntry).where(IndexQueueEntry.id.in_([i for i, _ in entries]))
+                delete(IndexQueueEntry).where(IndexQueueEntry.id.in_([i for i, _, _ in entries]))
             )
             session.commit()
         log.info("indexed %d messages, removed %d", len(documents), len(gone))
@@ -116,6 +126,17 @@ class Indexer:
             last = pks[-1]
             if on_batch is not None:
                 on_batch(len(documents))
+
+
+def _within_bytes(entries: Sequence[Row[Any]], budget: int) -> Sequence[Row[Any]]:
+    """The first entries whose messages add up to at most `budget` bytes (at least one;
+    a message already deleted counts nothing)."""
+    total = 0
+    for count, (_id, _pk, size) in enumerate(entries):
+        total += size or 0
+        if total > budget and count:
+            return entries[:count]
+    return entries
 
 
 def queue_state(session: Session) -> tuple[int, float | None]:
