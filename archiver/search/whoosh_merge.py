@@ -71,17 +71,18 @@ def tiered_merge(writer: SegmentWriter, segments: list[Segment]) -> list[Segment
         base = writer.docnum
         fieldnames = set(writer.schema.names()) | set(reader.indexed_field_names())
         docmap = writer.write_per_doc(fieldnames, reader)
-        fieldwriter.merged.append(segment_terms(reader, base, docmap))
+        fieldwriter.merged.append(segment_terms(reader, base, docmap, len(fieldwriter.merged) + 1))
     writer._added = True
     return [segment for segment in segments if segment not in chosen]
 
 
 def segment_terms(
-    reader: SegmentReader, base: int, docmap: dict[int, int] | None
+    reader: SegmentReader, base: int, docmap: dict[int, int] | None, order: int
 ) -> Iterator[Term]:
     """Every word of a segment, field by field in name order, with its postings renumbered
     for the segment being written (`base` onwards, or by `docmap` when some of the
-    segment's documents are deleted, which drops theirs). Closes `reader` when done."""
+    segment's documents are deleted, which drops theirs); `order` places the segment among
+    the writer's sources. Closes `reader` when done."""
     try:
         renumbered = _renumbering(reader.doc_count_all(), base, docmap)
         terms = reader._terms
@@ -91,7 +92,7 @@ def segment_terms(
                     break
                 ids, weights, values = _postings(reader, fieldname, terminfo, renumbered)
                 if ids:
-                    yield (fieldname, btext, base + 1, ids, weights, values)
+                    yield (fieldname, btext, order, ids, weights, values)
     finally:
         reader.close()
 
