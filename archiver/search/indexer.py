@@ -27,9 +27,9 @@ log = logging.getLogger(__name__)
 # A batch is one index commit, and so one new segment. Larger batches share more of their
 # words (a word is written once per segment), so a backlog indexes with less work: 2,000
 # messages took a fifth less CPU than 500. The mail's size bounds a batch too, since its
-# text is held in memory until the commit.
+# text and postings are held in memory until the commit (`whoosh_codec.TermPool`).
 BATCH_SIZE = 2_000
-BATCH_BYTES = 64 * 1024 * 1024
+BATCH_BYTES = 24 * 1024 * 1024
 IDLE_POLL = 0.5  # seconds; keeps new mail searchable within about a second
 
 

@@ -23,6 +23,7 @@ import pickle
 import struct
 import zlib
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from itertools import groupby, pairwise
 from operator import itemgetter
 from pickle import dumps
@@ -145,6 +146,52 @@ class _Block:
 Term = tuple[str, bytes, int, list[int], list[float], list[bytes]]
 
 
+@dataclass
+class PooledTerms:
+    """What `TermPool` hands the field writer: postings grouped by word already."""
+
+    terms: Iterator[Term]
+
+
+class TermPool:
+    """Where a writer gathers its new documents' postings: word by word, in memory.
+
+    Whoosh's own pool keeps every posting as a tuple, sorts them all at the commit, and
+    past its memory limit pickles sorted runs to temporary files and reads them back; a
+    batch of real list mail spent a fifth of its indexing time there. Documents arrive
+    in document order, so a word's postings are already in order when they are appended
+    to that word's lists; only the distinct words need sorting, once, at the commit. The
+    indexer bounds a batch by its mail's size (`indexer.BATCH_BYTES`), which bounds this.
+    """
+
+    def __init__(self) -> None:
+        self._words: dict[tuple[str, bytes], tuple[list[int], list[float], list[bytes]]] = {}
+
+    def add(self, item: tuple[str, bytes, int, float, bytes | None]) -> None:
+        """One posting, as whoosh's `add_document` hands it over."""
+        fieldname, btext, docnum, weight, value = item
+        lists = self._words.get((fieldname, btext))
+        if lists is None:
+            lists = self._words[fieldname, btext] = ([], [], [])
+        lists[0].append(docnum)
+        lists[1].append(weight)
+        lists[2].append(value or emptybytes)
+
+    def iter_postings(self) -> PooledTerms:
+        """Every word with its postings, in field and word order."""
+        return PooledTerms(self._sorted())
+
+    def _sorted(self) -> Iterator[Term]:
+        words = self._words
+        for key in sorted(words):
+            ids, weights, values = words.pop(key)
+            yield (key[0], key[1], 0, ids, weights, values)
+
+    def cleanup(self) -> None:
+        """Nothing is on disk; the words are let go."""
+        self._words = {}
+
+
 class PackedFieldWriter(W3FieldWriter):
     """W3's field writer, writing each word's postings in one go.
 
@@ -167,7 +214,8 @@ class PackedFieldWriter(W3FieldWriter):
     def add_postings(self, schema: Any, lengths: Any, items: Any) -> None:
         fieldname = None
         field_lengths: list[int] = []
-        terms = heapq.merge(_grouped(items), *self.merged)
+        own = items.terms if isinstance(items, PooledTerms) else _grouped(items)
+        terms = heapq.merge(own, *self.merged)
         for (name, btext), group in groupby(terms, key=itemgetter(0, 1)):
             if name != fieldname:
                 if fieldname is not None:

@@ -31,7 +31,7 @@ from archiver.search.documents import SearchDocument, address_tokens
 from archiver.search.query import Node
 from archiver.search.viewer import Viewer
 from archiver.search.whoosh_arrays import NO_DATE, IndexArrays, SegmentArrays
-from archiver.search.whoosh_codec import PackedCodec
+from archiver.search.whoosh_codec import PackedCodec, TermPool
 from archiver.search.whoosh_format import CompactPositions
 from archiver.search.whoosh_matching import (
     SCORED_FIELDS,
@@ -266,7 +266,7 @@ class WhooshBackend:
 
     def _writer(self, limitmb: int = WRITER_MEMORY_MB, procs: int = 1) -> IndexWriter:
         try:
-            return self._index.writer(
+            writer = self._index.writer(
                 limitmb=limitmb,
                 procs=procs,
                 multisegment=procs > 1,
@@ -277,6 +277,10 @@ class WhooshBackend:
             raise IndexBusyError(
                 f"the search index in {self.directory} is being written by another process"
             ) from exc
+        if procs == 1:
+            # Whoosh 2.7 ignores its `poolclass` option; its workers' pools stay its own.
+            writer.pool = TermPool()
+        return writer
 
 
 def _recreate(directory: Path) -> index.Index:
