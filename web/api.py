@@ -95,6 +95,7 @@ def search_messages() -> ResponseReturnValue:
                 limit,
                 offset,
                 store=_core().store,
+                exact_total=request.args.get("exact") == "1",
             )
     except QuerySyntaxError as exc:
         return jsonify(error=str(exc), position=exc.position), 400

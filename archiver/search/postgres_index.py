@@ -1,27 +1,45 @@
 """The scale-out search backend: PostgreSQL full text search in the archive's own database.
 
 One row per message in `search_documents`: a weighted tsvector (subject, people, body,
-attachments) and a subject tsvector, both with GIN indexes, plus arrays of address tokens
-(GIN too) for `from:`/`to:`/`cc:` and the viewer filter, and an unindexed vector of
-subject and body words as written, so that exact forms rank first. Text is folded (lower case,
-accents removed) in Python before PostgreSQL stems it with the `english` configuration, so
-the `unaccent` extension is not needed and whoosh and PostgreSQL fold words alike.
+attachments) with a RUM index where the server has the extension (GIN otherwise), a subject
+tsvector, arrays of address tokens (GIN) for `from:`/`to:`/`cc:` and the viewer filter, and
+an unindexed vector of subject and body words as written, so that exact forms rank first.
+Text is folded (lower case, accents removed) in Python before PostgreSQL stems it with the
+`arsip_english` configuration (`english` without a stop word list, as whoosh keeps every
+word), so the `unaccent` extension is not needed and both backends match the same words.
+
+The table is partitioned by the month of the message date (migration 0012): retention
+deletes and vacuum work on the months concerned, a month's search reads one partition, and
+a new month's partition is made by the first indexer that needs it.
+
+Ranking: with RUM, the index hands rows over in rank order (`<=>`), so a page reads the best
+few hundred candidates and re-scores only those with the full formula; with GIN the score is
+computed for every match. Counting stops at `EXACT_TOTAL_LIMIT` matches: past it the total and
+the facets are PostgreSQL's estimates unless the exact figures are asked for.
+
+Searches may run on a streaming replica (`ARSIP_DATABASE_REPLICA_URL`); writes, and the
+retention's `matching`, always go to the primary.
 
 The table lives outside the ORM models because it exists only on PostgreSQL; its
-migrations (0002, 0003, 0010) create it there and nowhere else.
+migrations (0002, 0003, 0010, 0012) create it there and nowhere else.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time
+from time import monotonic
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Connection,
     DateTime,
     Engine,
     ForeignKey,
@@ -40,9 +58,13 @@ from sqlalchemy import (
     not_,
     or_,
     select,
+    text,
     true,
+    tuple_,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, TSVECTOR, insert
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
 from archiver.models import Message
@@ -65,10 +87,17 @@ from archiver.search.query import (
 )
 from archiver.search.viewer import Viewer
 
-CONFIG = "english"
+log = logging.getLogger(__name__)
+
+CONFIG = "arsip_english"  # migration 0012: english stems, no stop words
 EXACT_CONFIG = "simple"  # words as written, for the exact-form bonus
 EXACT_BONUS = 0.5  # weight of an exact-form match next to the stemmed rank
 _NON_WORD = re.compile(r"[^\w]+")
+EXACT_TOTAL_LIMIT = 10_000  # past this many matches, totals and facets are estimates
+RERANK = 200  # candidates taken in RUM rank order beyond the page, then scored in full
+FIRST_MONTH = datetime(1990, 1, 1)  # older dates share the partition `search_documents_older`
+REPLICA_RETRY = 30  # seconds searches stay on the primary after the replica failed
+_PARTITION_LOCK = 0x61727369  # advisory lock key: one process at a time adds partitions
 # A tsvector holds at most 1 MB; text past this adds little to finding a message.
 TEXT_LIMIT = 200_000
 
@@ -80,6 +109,7 @@ metadata = MetaData()
 search_documents = Table(
     "search_documents",
     metadata,
+    # The partition key must be in the primary key; a message's date never changes.
     Column(
         "message_pk",
         BigInteger,
@@ -99,12 +129,13 @@ search_documents = Table(
     Column("list_id", Text),
     Column("sender_domain", String(255), nullable=False),
     Column("year", Integer, nullable=False),
-    Column("date", DateTime, nullable=False),
+    Column("date", DateTime, nullable=False, primary_key=True),
     Column("size", BigInteger, nullable=False),
     Column("has_attachment", Boolean, nullable=False),
     # The content checks' verdict (migration 0010): spamd's, and whether clamd found a virus.
     Column("is_spam", Boolean, nullable=False, server_default=false()),
     Column("has_virus", Boolean, nullable=False, server_default=false()),
+    postgresql_partition_by="RANGE (date)",
 )
 T = search_documents.c
 for _name in (
@@ -131,16 +162,26 @@ def fold(text: str) -> str:
 
 
 class PostgresBackend:
-    """`SearchBackend` on PostgreSQL full text search."""
+    """`SearchBackend` on PostgreSQL full text search.
 
-    def __init__(self, engine: Engine) -> None:
+    `read_engine` (a streaming replica) answers `search`; when it cannot be reached, the
+    primary answers and one line says so.
+    """
+
+    def __init__(self, engine: Engine, read_engine: Engine | None = None) -> None:
         self.engine = engine
+        self.read_engine = read_engine
+        self._months: set[date] = set()  # partitions known to exist
+        self._rum: dict[Engine, bool] = {}
+        self._replica_retry = 0.0  # monotonic time before which the replica is not tried
 
     def index(self, documents: list[SearchDocument]) -> None:
-        """Upsert the documents in one transaction."""
+        """Upsert the documents in one transaction, adding the months' partitions first."""
         if not documents:
             return
         rows = [_row(document) for document in documents]
+        dates: list[datetime] = [row["date"] for row in rows]  # type: ignore[misc]
+        self._add_partitions({_month(moment) for moment in dates if moment >= FIRST_MONTH})
         statement = insert(search_documents).values(
             message_pk=_param("message_pk"),
             document=func.setweight(func.to_tsvector(CONFIG, _param("subject_text")), _WEIGHT_A)
@@ -159,11 +200,28 @@ class PostgresBackend:
             **{name: _param(name) for name in _PLAIN},
         )
         upsert = statement.on_conflict_do_update(
-            index_elements=[T.message_pk],
+            index_elements=[T.message_pk, T.date],
             set_={name: statement.excluded[name] for name in _UPDATED},
         )
         with self.engine.begin() as connection:
             connection.execute(upsert, rows)
+
+    def _add_partitions(self, months: set[date]) -> None:
+        """Create the partitions of `months` that do not exist yet, in a short transaction
+        of their own: creating one locks the whole table, so no batch of rows waits inside."""
+        missing = months - self._months
+        if not missing:
+            return
+        with self.engine.begin() as connection:
+            connection.execute(select(func.pg_advisory_xact_lock(_PARTITION_LOCK)))
+            for month in sorted(missing):
+                end = date(month.year + month.month // 12, month.month % 12 + 1, 1)
+                connection.exec_driver_sql(
+                    f"CREATE TABLE IF NOT EXISTS search_documents_{month:y%Ym%m} "
+                    "PARTITION OF search_documents "
+                    f"FOR VALUES FROM ('{month.isoformat()}') TO ('{end.isoformat()}')"
+                )
+        self._months |= missing
 
     def delete(self, message_pks: list[int]) -> None:
         """Remove these messages."""
@@ -185,64 +243,210 @@ class PostgresBackend:
         return False
 
     def clear(self) -> None:
-        """Remove every document."""
+        """Remove every document (TRUNCATE: each partition's files are replaced at once,
+        where a DELETE would leave the whole table to vacuum)."""
         with self.engine.begin() as connection:
-            connection.execute(search_documents.delete())
+            connection.exec_driver_sql("TRUNCATE search_documents")
 
     def search(
-        self, query: Node | None, viewer: Viewer, sort: Sort, limit: int, offset: int
+        self,
+        query: Node | None,
+        viewer: Viewer,
+        sort: Sort,
+        limit: int,
+        offset: int,
+        exact_total: bool = False,
     ) -> SearchResult:
-        """One page, the total and the facets, all under the viewer's filter."""
+        """One page, the total and the facets, all under the viewer's filter; on the
+        replica when there is one. Past `EXACT_TOTAL_LIMIT` matches the total and the facets
+        are estimates unless `exact_total`."""
         condition = true() if query is None else _condition(query)
         if not viewer.sees_all:
             condition = and_(condition, _visibility(viewer))
-        words = words_to_highlight(query)
-        order = [T.date.desc(), T.message_pk.desc()]
-        score = literal(0.0)
-        if words and sort is Sort.RELEVANCE:
-            typed = fold(" ".join(words))
-            score = func.ts_rank_cd(T.document, func.plainto_tsquery(CONFIG, typed)) + (
-                func.coalesce(func.ts_rank(T.exact, func.plainto_tsquery(EXACT_CONFIG, typed)), 0.0)
-                * EXACT_BONUS
-            )
-            order = [score.desc(), *order]
-        page = (
-            select(T.message_pk, score.label("score"), T.date)
-            .where(condition)
-            .order_by(*order)
-            .limit(limit)
-            .offset(offset)
-        )
-        with self.engine.connect() as connection:
+        words = words_to_highlight(query) if sort is Sort.RELEVANCE else []
+        with self._reader() as connection:
+            page = self._page(connection, condition, words, limit, offset)
             hits = [
                 Hit(pk, float(value or 0.0), moment.replace(tzinfo=UTC))
                 for pk, value, moment in connection.execute(page)
             ]
-            total = connection.scalar(select(func.count()).where(condition)) or 0
-            facets = {
-                name: {
-                    str(key): count
-                    for key, count in connection.execute(
-                        select(column, func.count()).where(condition).group_by(column)
-                    )
-                    if key
-                }
-                for name, column in (
-                    ("list", T.list_id),
-                    ("sender_domain", T.sender_domain),
-                    ("year", T.year),
+            if exact_total:
+                total, facets = _exact_counts(connection, condition), _facets(connection, condition)
+                return SearchResult(total=total, hits=hits, facets=facets)
+            return _counted(connection, condition, hits)
+
+    def _reader(self) -> Connection:
+        """A connection to the replica, or to the primary when the replica is down."""
+        if self.read_engine is not None and monotonic() >= self._replica_retry:
+            try:
+                return self.read_engine.connect()
+            except OperationalError as exc:
+                # One line per outage: the replica is tried again after REPLICA_RETRY.
+                self._replica_retry = monotonic() + REPLICA_RETRY
+                reason = str(exc.orig or exc).strip().splitlines()[0]
+                log.warning(
+                    "search replica unreachable (%s); searching on the primary for %d s",
+                    reason,
+                    REPLICA_RETRY,
                 )
-            }
-        return SearchResult(total=total, hits=hits, facets=facets)
+        return self.engine.connect()
+
+    def _page(
+        self,
+        connection: Connection,
+        condition: ColumnElement[bool],
+        words: list[str],
+        limit: int,
+        offset: int,
+    ) -> Select[tuple[int, float, datetime]]:
+        """The query of one page: by date, or by rank (RUM order first where there is RUM)."""
+        by_date = [T.date.desc(), T.message_pk.desc()]
+        if not words:
+            return (
+                select(T.message_pk, literal(0.0).label("score"), T.date)
+                .where(condition)
+                .order_by(*by_date)
+                .limit(limit)
+                .offset(offset)
+            )
+        typed = fold(" ".join(words))
+        if self._has_rum(connection):
+            candidates = (
+                select(T.message_pk, T.date, T.document, T.exact)
+                .where(condition)
+                .order_by(T.document.op("<=>")(func.plainto_tsquery(CONFIG, typed)))
+                .limit(offset + limit + RERANK)
+                .subquery()
+            )
+            source = candidates.c
+        else:
+            source = T
+        score = func.ts_rank_cd(source.document, func.plainto_tsquery(CONFIG, typed)) + (
+            func.coalesce(
+                func.ts_rank(source.exact, func.plainto_tsquery(EXACT_CONFIG, typed)), 0.0
+            )
+            * EXACT_BONUS
+        )
+        page = select(source.message_pk, score.label("score"), source.date)
+        if source is T:
+            page = page.where(condition)
+        return (
+            page.order_by(score.desc(), source.date.desc(), source.message_pk.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+
+    def _has_rum(self, connection: Connection) -> bool:
+        """Whether the document vectors have a RUM index on this server (asked once)."""
+        engine = connection.engine
+        if engine not in self._rum:
+            method = connection.scalar(
+                text(
+                    "SELECT am.amname FROM pg_class AS c JOIN pg_am AS am ON am.oid = c.relam "
+                    "WHERE c.relname = 'ix_search_documents_document'"
+                )
+            )
+            self._rum[engine] = method == "rum"
+            if method != "rum":
+                log.info(
+                    "full text search ranks without RUM (index method %s): every match is "
+                    "read to rank a page; install the rum extension and see the README",
+                    method,
+                )
+        return self._rum[engine]
 
     def matching(self, query: Node | None) -> list[int]:
-        """Every message id `query` matches, straight from the documents table."""
+        """Every message id `query` matches, straight from the documents table on the
+        primary (retention must not act on a replica's older view)."""
         condition = true() if query is None else _condition(query)
         with self.engine.connect() as connection:
             return list(connection.scalars(select(T.message_pk).where(condition)))
 
     def close(self) -> None:
-        """Nothing to release: connections belong to the engine's pool."""
+        """Nothing to release: connections belong to the engines' pools."""
+
+
+def _month(moment: datetime) -> date:
+    return moment.date().replace(day=1)
+
+
+def _exact_counts(connection: Connection, condition: ColumnElement[bool]) -> int:
+    return connection.scalar(select(func.count()).where(condition)) or 0
+
+
+def _facets(connection: Connection, condition: ColumnElement[bool]) -> dict[str, dict[str, int]]:
+    """Exact facet counts over every match, in one pass over the matching rows."""
+    facets: dict[str, dict[str, int]] = {name: {} for name, _column in _FACET_COLUMNS}
+    grouping = func.grouping_sets(*(tuple_(column) for _name, column in _FACET_COLUMNS))
+    columns = [column for _name, column in _FACET_COLUMNS]
+    statement = select(*columns, func.count()).where(condition).group_by(grouping)
+    for *keys, count in connection.execute(statement):
+        for (name, _column), key in zip(_FACET_COLUMNS, keys, strict=True):
+            if key:
+                facets[name][str(key)] = count
+    return facets
+
+
+def _counted(
+    connection: Connection, condition: ColumnElement[bool], hits: list[Hit]
+) -> SearchResult:
+    """Total and facets from one scan that stops after `EXACT_TOTAL_LIMIT` + 1 matches:
+    exact below the limit; past it, PostgreSQL's estimate of the total, the years from the
+    planner's estimate for each month's partition, and the list and domain shares of the
+    rows read, scaled to the estimate."""
+    columns = [column for _name, column in _FACET_COLUMNS]
+    rows = connection.execute(select(*columns).where(condition).limit(EXACT_TOTAL_LIMIT + 1)).all()
+    counters = {name: Counter[str]() for name, _column in _FACET_COLUMNS}
+    for row in rows:
+        for (name, _column), key in zip(_FACET_COLUMNS, row, strict=True):
+            if key:
+                counters[name][str(key)] += 1
+    if len(rows) <= EXACT_TOTAL_LIMIT:
+        facets = {name: dict(counter) for name, counter in counters.items()}
+        return SearchResult(total=len(rows), hits=hits, facets=facets)
+    estimate, years = _planner_estimate(connection, condition)
+    total = max(estimate, len(rows))
+    share = total / len(rows)
+    facets = {
+        name: {key: _rounded(count * share) for key, count in counter.items()}
+        for name, counter in counters.items()
+    }
+    if years:
+        facets["year"] = {year: _rounded(count) for year, count in years.items()}
+    return SearchResult(total=_rounded(total), hits=hits, facets=facets, total_exact=False)
+
+
+def _planner_estimate(
+    connection: Connection, condition: ColumnElement[bool]
+) -> tuple[int, dict[str, float]]:
+    """The planner's row estimate for `condition`, and its split by year (from the
+    partitions' names), from one EXPLAIN: no matching row is read."""
+    statement = select(T.message_pk).where(condition)
+    compiled = statement.compile(dialect=connection.dialect)
+    plan = connection.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled}", compiled.params).scalar()
+    top = (plan if isinstance(plan, list) else json.loads(plan))[0]["Plan"]
+    years: Counter[str] = Counter()
+    pending = [top]
+    while pending:
+        node = pending.pop()
+        found = _PARTITION_NAME.fullmatch(node.get("Relation Name", ""))
+        if found:
+            years[found.group(1)] += node["Plan Rows"]
+        else:
+            pending.extend(node.get("Plans", []))
+    return int(top["Plan Rows"]), dict(years)
+
+
+def _rounded(count: float) -> int:
+    """An estimate to two significant figures: "about 52,000", not "about 52,137"."""
+    if count < 100:
+        return round(count)
+    digits = len(str(int(count))) - 2
+    return int(round(count, -digits))
+
+
+_FACET_COLUMNS = (("list", T.list_id), ("sender_domain", T.sender_domain), ("year", T.year))
+_PARTITION_NAME = re.compile(r"search_documents_y(\d{4})m\d\d")
 
 
 _PLAIN = (
