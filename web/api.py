@@ -237,9 +237,19 @@ OPENAPI: dict[str, Any] = {
                         "in": "query",
                         "schema": {"enum": ["relevance", "date"]},
                     },
+                    {
+                        "name": "exact",
+                        "in": "query",
+                        "description": "1: count every match (past 10,000 the total and "
+                        "facets are otherwise estimates)",
+                        "schema": {"enum": ["1"]},
+                    },
                 ],
                 "responses": {
-                    "200": {"description": "{total, results, facets}"},
+                    "200": {
+                        "description": "{total, total_exact, results, facets}; total_exact "
+                        "is false when total and facets are estimates"
+                    },
                     "400": {"description": "a malformed query, with its position"},
                     "401": {"description": "no valid token"},
                 },
