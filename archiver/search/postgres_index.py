@@ -395,6 +395,10 @@ def _counted(
     planner's estimate for each month's partition, and the list and domain shares of the
     rows read, scaled to the estimate."""
     columns = [column for _name, column in _FACET_COLUMNS]
+    # A common word matches a third of the rows, and the planner then reads them in order,
+    # checking every row's vector (out of line, in TOAST): the index bitmap reads only the
+    # three small columns of the rows it names, several times faster.
+    connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
     rows = connection.execute(select(*columns).where(condition).limit(EXACT_TOTAL_LIMIT + 1)).all()
     counters = {name: Counter[str]() for name, _column in _FACET_COLUMNS}
     for row in rows:
