@@ -32,6 +32,7 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from time import monotonic
 
@@ -95,6 +96,7 @@ EXACT_BONUS = 0.5  # weight of an exact-form match next to the stemmed rank
 _NON_WORD = re.compile(r"[^\w]+")
 EXACT_TOTAL_LIMIT = 10_000  # past this many matches, totals and facets are estimates
 RERANK = 200  # candidates taken in RUM rank order beyond the page, then scored in full
+RANK_WINDOW = 20_000  # a search matching more is ranked among its newest this many
 FIRST_MONTH = datetime(1990, 1, 1)  # older dates share the partition `search_documents_older`
 REPLICA_RETRY = 30  # seconds searches stay on the primary after the replica failed
 _PARTITION_LOCK = 0x61727369  # advisory lock key: one process at a time adds partitions
@@ -265,15 +267,17 @@ class PostgresBackend:
             condition = and_(condition, _visibility(viewer))
         words = words_to_highlight(query) if sort is Sort.RELEVANCE else []
         with self._reader() as connection:
-            page = self._page(connection, condition, words, limit, offset)
+            estimate = _planner_estimate(connection, condition)
+            since = _rank_window(estimate.months) if words else None
+            page = self._page(connection, condition, words, limit, offset, since)
             hits = [
                 Hit(pk, float(value or 0.0), moment.replace(tzinfo=UTC))
                 for pk, value, moment in connection.execute(page)
             ]
             if exact_total:
-                total, facets = _exact_counts(connection, condition), _facets(connection, condition)
+                total, facets = _facet_counts(connection, select(*_FACETS).where(condition))
                 return SearchResult(total=total, hits=hits, facets=facets)
-            return _counted(connection, condition, hits)
+            return _counted(connection, condition, hits, estimate)
 
     def _reader(self) -> Connection:
         """A connection to the replica, or to the primary when the replica is down."""
@@ -298,8 +302,10 @@ class PostgresBackend:
         words: list[str],
         limit: int,
         offset: int,
+        since: datetime | None,
     ) -> Select[tuple[int, float, datetime]]:
-        """The query of one page: by date, or by rank (RUM order first where there is RUM)."""
+        """The query of one page: by date, or by rank (RUM order first where there is RUM),
+        among the mail from `since` on when that is given (see `_rank_window`)."""
         by_date = [T.date.desc(), T.message_pk.desc()]
         if not words:
             return (
@@ -310,6 +316,8 @@ class PostgresBackend:
                 .offset(offset)
             )
         typed = fold(" ".join(words))
+        if since is not None:
+            condition = and_(condition, T.date >= since)
         if self._has_rum(connection):
             candidates = (
                 select(T.message_pk, T.date, T.document, T.exact)
@@ -370,75 +378,102 @@ def _month(moment: datetime) -> date:
     return moment.date().replace(day=1)
 
 
-def _exact_counts(connection: Connection, condition: ColumnElement[bool]) -> int:
-    return connection.scalar(select(func.count()).where(condition)) or 0
-
-
-def _facets(connection: Connection, condition: ColumnElement[bool]) -> dict[str, dict[str, int]]:
-    """Exact facet counts over every match, in one pass over the matching rows."""
-    facets: dict[str, dict[str, int]] = {name: {} for name, _column in _FACET_COLUMNS}
-    grouping = func.grouping_sets(*(tuple_(column) for _name, column in _FACET_COLUMNS))
-    columns = [column for _name, column in _FACET_COLUMNS]
-    statement = select(*columns, func.count()).where(condition).group_by(grouping)
-    for *keys, count in connection.execute(statement):
-        for (name, _column), key in zip(_FACET_COLUMNS, keys, strict=True):
-            if key:
-                facets[name][str(key)] = count
-    return facets
+def _facet_counts(
+    connection: Connection, rows: Select[tuple[str | None, str, int]]
+) -> tuple[int, dict[str, dict[str, int]]]:
+    """How many `rows` there are and their counts by list, sender domain and year, in one
+    pass (GROUPING SETS) without sending the rows themselves over."""
+    found = rows.subquery()
+    columns = [found.c[column.name] for column in _FACETS]
+    statement = select(func.grouping(*columns), *columns, func.count()).group_by(
+        func.grouping_sets(*(tuple_(column) for column in columns))
+    )
+    facets: dict[str, dict[str, int]] = {name: {} for name in _FACET_NAMES}
+    total = 0
+    for grouping, *keys, count in connection.execute(statement):
+        # `grouping` has a bit set for each column left out: 0b011 is the list's set.
+        index = [0b011, 0b101, 0b110].index(grouping)
+        if index == 2:
+            total += count  # every row has a year, so the year set counts them all
+        if keys[index]:
+            facets[_FACET_NAMES[index]][str(keys[index])] = count
+    return total, facets
 
 
 def _counted(
-    connection: Connection, condition: ColumnElement[bool], hits: list[Hit]
+    connection: Connection, condition: ColumnElement[bool], hits: list[Hit], estimate: Estimate
 ) -> SearchResult:
-    """Total and facets from one scan that stops after `EXACT_TOTAL_LIMIT` + 1 matches:
+    """Total and facets from a scan that stops after `EXACT_TOTAL_LIMIT` + 1 matches:
     exact below the limit; past it, PostgreSQL's estimate of the total, the years from the
     planner's estimate for each month's partition, and the list and domain shares of the
     rows read, scaled to the estimate."""
-    columns = [column for _name, column in _FACET_COLUMNS]
     # A common word matches a third of the rows, and the planner then reads them in order,
     # checking every row's vector (out of line, in TOAST): the index bitmap reads only the
     # three small columns of the rows it names, several times faster.
     connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
-    rows = connection.execute(select(*columns).where(condition).limit(EXACT_TOTAL_LIMIT + 1)).all()
-    counters = {name: Counter[str]() for name, _column in _FACET_COLUMNS}
-    for row in rows:
-        for (name, _column), key in zip(_FACET_COLUMNS, row, strict=True):
-            if key:
-                counters[name][str(key)] += 1
-    if len(rows) <= EXACT_TOTAL_LIMIT:
-        facets = {name: dict(counter) for name, counter in counters.items()}
-        return SearchResult(total=len(rows), hits=hits, facets=facets)
-    estimate, years = _planner_estimate(connection, condition)
-    total = max(estimate, len(rows))
-    share = total / len(rows)
+    capped = select(*_FACETS).where(condition).limit(EXACT_TOTAL_LIMIT + 1)
+    read, facets = _facet_counts(connection, capped)
+    if read <= EXACT_TOTAL_LIMIT:
+        return SearchResult(total=read, hits=hits, facets=facets)
+    total = max(estimate.total, read)
+    share = total / read
     facets = {
-        name: {key: _rounded(count * share) for key, count in counter.items()}
-        for name, counter in counters.items()
+        name: {key: _rounded(count * share) for key, count in counts.items()}
+        for name, counts in facets.items()
     }
+    years: Counter[str] = Counter()
+    for month, rows in estimate.months.items():
+        years[str(month.year)] += rows
     if years:
-        facets["year"] = {year: _rounded(count) for year, count in years.items()}
+        facets["year"] = {year: _rounded(rows) for year, rows in years.items() if rows >= 1}
     return SearchResult(total=_rounded(total), hits=hits, facets=facets, total_exact=False)
 
 
-def _planner_estimate(
-    connection: Connection, condition: ColumnElement[bool]
-) -> tuple[int, dict[str, float]]:
-    """The planner's row estimate for `condition`, and its split by year (from the
-    partitions' names), from one EXPLAIN: no matching row is read."""
+@dataclass(frozen=True)
+class Estimate:
+    """The planner's row estimate for a search, in all and for each month's partition."""
+
+    total: int
+    months: dict[date, float]
+
+
+def _planner_estimate(connection: Connection, condition: ColumnElement[bool]) -> Estimate:
+    """The planner's estimate for `condition`, from one EXPLAIN: no matching row is read,
+    and it costs about as much as planning the search itself."""
     statement = select(T.message_pk).where(condition)
-    compiled = statement.compile(dialect=connection.dialect)
+    compiled = statement.compile(
+        dialect=connection.dialect, compile_kwargs={"render_postcompile": True}
+    )
     plan = connection.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled}", compiled.params).scalar()
     top = (plan if isinstance(plan, list) else json.loads(plan))[0]["Plan"]
-    years: Counter[str] = Counter()
+    months: Counter[date] = Counter()
     pending = [top]
     while pending:
         node = pending.pop()
         found = _PARTITION_NAME.fullmatch(node.get("Relation Name", ""))
         if found:
-            years[found.group(1)] += node["Plan Rows"]
+            months[date(int(found.group(1)), int(found.group(2)), 1)] += node["Plan Rows"]
         else:
             pending.extend(node.get("Plans", []))
-    return int(top["Plan Rows"]), dict(years)
+    return Estimate(int(top["Plan Rows"]), dict(months))
+
+
+def _rank_window(months: dict[date, float]) -> datetime | None:
+    """Where ranking starts when a search matches more than `RANK_WINDOW` messages: the
+    first day of the newest months that hold that many matches together (None: rank all).
+
+    RUM hands rows over best first, but to know the best it scores every match in the
+    index: linear in the matches, about a microsecond each. A word in most messages ("the",
+    "meeting") would cost a second at a million messages, so such a word is ranked among
+    its newest matches, which in a mail archive are the likelier ones to be wanted; the
+    total and the facets still count every match.
+    """
+    seen = 0.0
+    for month in sorted(months, reverse=True):
+        seen += months[month]
+        if seen >= RANK_WINDOW:
+            return datetime.combine(month, time())
+    return None
 
 
 def _rounded(count: float) -> int:
@@ -449,8 +484,9 @@ def _rounded(count: float) -> int:
     return int(round(count, -digits))
 
 
-_FACET_COLUMNS = (("list", T.list_id), ("sender_domain", T.sender_domain), ("year", T.year))
-_PARTITION_NAME = re.compile(r"search_documents_y(\d{4})m\d\d")
+_FACETS = (T.list_id, T.sender_domain, T.year)
+_FACET_NAMES = ("list", "sender_domain", "year")
+_PARTITION_NAME = re.compile(r"search_documents_y(\d{4})m(\d\d)")
 
 
 _PLAIN = (
