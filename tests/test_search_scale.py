@@ -304,3 +304,26 @@ def _wait_for(condition, what: str, seconds: float = 30) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.1)
+
+
+def test_a_word_in_most_messages_ranks_its_newest_matches_and_counts_them_all(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    postgres_only(core)
+    best = message(
+        "best@example.com",
+        "Monthly, monthly, monthly",
+        "Monthly figures, monthly.",
+        date="Mon, 01 Jan 2024 10:00:00 +0000",
+    )
+    archive_and_index(core, [best, *MONTHS])
+    assert found(core, "monthly").results[0].message_id == "best@example.com"
+    # Twenty thousand messages would make a slow test; the window is made small instead:
+    # the page ranks the newest four months' matches (each partition is estimated at one).
+    monkeypatch.setattr(postgres_index, "RANK_WINDOW", 2)
+    monkeypatch.setattr(postgres_index, "RERANK", 1)
+    first = found(core, "monthly", limit=1)
+    assert first.total == 6
+    assert message_ids(first) != ["best@example.com"]
+    # A page past the window still has its results: the window grows with the page.
+    assert len(found(core, "monthly", limit=1, offset=5).results) == 1

@@ -13,9 +13,11 @@ deletes and vacuum work on the months concerned, a month's search reads one part
 a new month's partition is made by the first indexer that needs it.
 
 Ranking: with RUM, the index hands rows over in rank order (`<=>`), so a page reads the best
-few hundred candidates and re-scores only those with the full formula; with GIN the score is
-computed for every match. Counting stops at `EXACT_TOTAL_LIMIT` matches: past it the total and
-the facets are PostgreSQL's estimates unless the exact figures are asked for.
+few hundred candidates from the index and re-scores only those with the full formula; with
+GIN the score is computed from every matching row. A search matching more than `RANK_WINDOW`
+messages is ranked among its newest matches (`_rank_window`), since RUM scores every match it
+orders. Counting stops at `EXACT_TOTAL_LIMIT` matches: past it the total and the facets are
+PostgreSQL's estimates unless the exact figures are asked for.
 
 Searches may run on a streaming replica (`ARSIP_DATABASE_REPLICA_URL`); writes, and the
 retention's `matching`, always go to the primary.
@@ -268,7 +270,9 @@ class PostgresBackend:
         words = words_to_highlight(query) if sort is Sort.RELEVANCE else []
         with self._reader() as connection:
             estimate = _planner_estimate(connection, condition)
-            since = _rank_window(estimate.months) if words else None
+            # Twice what the page needs, as the estimates may be short: deep pages widen it.
+            wanted = max(RANK_WINDOW, 2 * (offset + limit + RERANK))
+            since = _rank_window(estimate.months, wanted) if words else None
             page = self._page(connection, condition, words, limit, offset, since)
             hits = [
                 Hit(pk, float(value or 0.0), moment.replace(tzinfo=UTC))
@@ -458,9 +462,9 @@ def _planner_estimate(connection: Connection, condition: ColumnElement[bool]) ->
     return Estimate(int(top["Plan Rows"]), dict(months))
 
 
-def _rank_window(months: dict[date, float]) -> datetime | None:
-    """Where ranking starts when a search matches more than `RANK_WINDOW` messages: the
-    first day of the newest months that hold that many matches together (None: rank all).
+def _rank_window(months: dict[date, float], wanted: int) -> datetime | None:
+    """Where ranking starts when a search matches more than `wanted` messages: the first
+    day of the newest months that hold that many matches together (None: rank them all).
 
     RUM hands rows over best first, but to know the best it scores every match in the
     index: linear in the matches, about a microsecond each. A word in most messages ("the",
@@ -471,7 +475,7 @@ def _rank_window(months: dict[date, float]) -> datetime | None:
     seen = 0.0
     for month in sorted(months, reverse=True):
         seen += months[month]
-        if seen >= RANK_WINDOW:
+        if seen >= wanted:
             return datetime.combine(month, time())
     return None
 
