@@ -4,6 +4,7 @@ GIN fall-back, in-place migration of an existing table, and searches on a stream
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -26,7 +27,13 @@ from archiver.search.indexer import Indexer
 from archiver.search.postgres_index import PostgresBackend
 from archiver.search.service import SearchPage, search
 from archiver.search.viewer import Viewer
-from tests.support import free_ports, postgres_database, service_env, settings_from
+from tests.support import (
+    free_ports,
+    postgres_database,
+    run_arsip,
+    service_env,
+    settings_from,
+)
 from tests.test_search import message
 
 REPLICA_URL = os.environ.get("ARSIP_TEST_POSTGRES_REPLICA_URL")
@@ -327,3 +334,12 @@ def test_a_word_in_most_messages_ranks_its_newest_matches_and_counts_them_all(
     assert message_ids(first) != ["best@example.com"]
     # A page past the window still has its results: the window grows with the page.
     assert len(found(core, "monthly", limit=1, offset=5).results) == 1
+
+
+def test_the_command_line_counts_every_match_when_asked(core: Core) -> None:
+    archive_and_index(core, MONTHS)
+    answer = run_arsip(core.settings, "search", "--json", "--exact", "report")
+    assert answer.returncode == 0, answer.stderr
+    page = json.loads(answer.stdout)
+    assert page["total"] == 5 and page["total_exact"] is True
+    assert run_arsip(core.settings, "search", "report").stdout.startswith("5 messages")

@@ -365,8 +365,8 @@ class PostgresBackend:
             self._rum[engine] = method == "rum"
             if method != "rum":
                 log.info(
-                    "full text search ranks without RUM (index method %s): every match is "
-                    "read to rank a page; install the rum extension and see the README",
+                    "full text search ranks without RUM (index method %s): each candidate's "
+                    "row is read to rank a page; see the README on the rum extension",
                     method,
                 )
         return self._rum[engine]
