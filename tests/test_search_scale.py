@@ -347,3 +347,32 @@ def test_the_command_line_counts_every_match_when_asked(core: Core) -> None:
     page = json.loads(answer.stdout)
     assert page["total"] == 5 and page["total_exact"] is True
     assert run_arsip(core.settings, "search", "report").stdout.startswith("5 messages")
+
+
+def test_a_month_emptied_by_retention_leaves_no_partition_behind(core: Core) -> None:
+    # rum 1.3.13 crashes the server process that scans a RUM index vacuum has emptied,
+    # which is what a retention sweep of a whole month followed by vacuum makes.
+    postgres_only(core)
+    archive_and_index(core, MONTHS)
+    with core.sessions.begin() as session:
+        january = session.scalar(select(Message).where(Message.message_id == "month0@example.com"))
+        assert january is not None
+        session.delete(january)  # as the retention sweep does: the row cascades away
+    backend = core.search_backend()
+    backend.delete([january.id])  # and the indexer then takes the queued deletion
+    backend.close()
+    with core.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.exec_driver_sql("VACUUM search_documents")
+        months = set(
+            connection.scalars(
+                text(
+                    "SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c "
+                    "ON c.oid = i.inhrelid WHERE i.inhparent = 'search_documents'::regclass"
+                )
+            )
+        )
+    assert "search_documents_y2025m01" not in months
+    assert "search_documents_y2025m02" in months
+    assert found(core, "monthly").total == 4
+    archive_and_index(core, [MONTHS[0]])  # January's mail again: its month comes back
+    assert found(core, "monthly").total == 5

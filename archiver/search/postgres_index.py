@@ -69,7 +69,7 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, TSVECTOR, insert
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -107,6 +107,7 @@ RANK_WINDOW = 20_000  # a search matching more is ranked among its newest this m
 VIEWER_RANK_WINDOW = 1_000
 FEW = 300  # a search with at most this many matches is ranked from the rows its count read
 FIRST_MONTH = datetime(1990, 1, 1)  # older dates share the partition `search_documents_older`
+OLDER = date.min  # the month `_month` gives those dates
 REPLICA_RETRY = 30  # seconds searches stay on the primary after the replica failed
 _PARTITION_LOCK = 0x61727369  # advisory lock key: one process at a time adds partitions
 # A tsvector holds at most 1 MB; text past this adds little to finding a message.
@@ -192,7 +193,8 @@ class PostgresBackend:
             return
         rows = [_row(document) for document in documents]
         dates: list[datetime] = [row["date"] for row in rows]  # type: ignore[misc]
-        self._add_partitions({_month(moment) for moment in dates if moment >= FIRST_MONTH})
+        months = {_month(moment) for moment in dates}
+        self._add_partitions(months)
         statement = insert(search_documents).values(
             message_pk=_param("message_pk"),
             document=func.setweight(func.to_tsvector(CONFIG, _param("subject_text")), _WEIGHT_A)
@@ -214,8 +216,16 @@ class PostgresBackend:
             index_elements=[T.message_pk, T.date],
             set_={name: statement.excluded[name] for name in _UPDATED},
         )
-        with self.engine.begin() as connection:
-            connection.execute(upsert, rows)
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(upsert, rows)
+        except IntegrityError:
+            # Another process dropped a month it found empty (see `delete`) after this one
+            # had seen it: make it again, once.
+            self._months.clear()
+            self._add_partitions(months)
+            with self.engine.begin() as connection:
+                connection.execute(upsert, rows)
 
     def _add_partitions(self, months: set[date]) -> None:
         """Create the partitions of `months` that do not exist yet, in a short transaction
@@ -226,19 +236,31 @@ class PostgresBackend:
         with self.engine.begin() as connection:
             connection.execute(select(func.pg_advisory_xact_lock(_PARTITION_LOCK)))
             for month in sorted(missing):
-                end = date(month.year + month.month // 12, month.month % 12 + 1, 1)
+                if month == OLDER:
+                    name, bounds = "older", f"(MINVALUE) TO ('{FIRST_MONTH:%Y-%m-%d}')"
+                else:
+                    end = date(month.year + month.month // 12, month.month % 12 + 1, 1)
+                    name, bounds = f"{month:y%Ym%m}", f"('{month}') TO ('{end}')"
                 connection.exec_driver_sql(
-                    f"CREATE TABLE IF NOT EXISTS search_documents_{month:y%Ym%m} "
-                    "PARTITION OF search_documents "
-                    f"FOR VALUES FROM ('{month.isoformat()}') TO ('{end.isoformat()}')"
+                    f"CREATE TABLE IF NOT EXISTS search_documents_{name} "
+                    f"PARTITION OF search_documents FOR VALUES FROM {bounds}"
                 )
         self._months |= missing
 
     def delete(self, message_pks: list[int]) -> None:
-        """Remove these messages."""
-        if message_pks:
-            with self.engine.begin() as connection:
+        """Remove these messages, and drop the months' partitions they leave empty.
+
+        Retention empties whole months, and rum 1.3.13 (Debian's, PostgreSQL 15) crashes the
+        server process that scans a RUM index whose every entry vacuum has removed: an empty
+        month is dropped instead (a later message of that month makes it again). Most rows
+        are gone already when this runs (deleting a message cascades), so every partition
+        is checked, which costs a millisecond or two.
+        """
+        with self.engine.begin() as connection:
+            if message_pks:
                 connection.execute(search_documents.delete().where(T.message_pk.in_(message_pks)))
+            _drop_empty_partitions(connection)
+        self._months.clear()
 
     def rebuild(self, batches: Iterable[list[SearchDocument]]) -> int:
         """Replace every document: clear, then index batch by batch."""
@@ -397,7 +419,38 @@ class PostgresBackend:
 
 
 def _month(moment: datetime) -> date:
-    return moment.date().replace(day=1)
+    """The first day of the month of `moment`: which partition holds it (OLDER for mail
+    dated before FIRST_MONTH)."""
+    return moment.date().replace(day=1) if moment >= FIRST_MONTH else OLDER
+
+
+def _drop_empty_partitions(connection: Connection) -> None:
+    """Drop the partitions without rows. Each is locked first and looked at again, so a
+    row another indexer is adding to it right now keeps it."""
+    names = list(
+        connection.scalars(
+            text(
+                "SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c "
+                "ON c.oid = i.inhrelid WHERE i.inhparent = 'search_documents'::regclass"
+            )
+        )
+    )
+    if not names:
+        return
+    empty = connection.scalars(
+        text(
+            " UNION ALL ".join(
+                f"SELECT '{name}' WHERE NOT EXISTS (SELECT FROM {name})" for name in names
+            )
+        )
+    ).all()
+    if not empty:
+        return
+    connection.execute(select(func.pg_advisory_xact_lock(_PARTITION_LOCK)))
+    for name in empty:
+        connection.exec_driver_sql(f"LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE")
+        if not connection.scalar(text(f"SELECT EXISTS (SELECT FROM {name})")):
+            connection.exec_driver_sql(f"DROP TABLE {name}")
 
 
 @dataclass(frozen=True)
