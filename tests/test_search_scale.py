@@ -150,11 +150,9 @@ def test_each_month_of_mail_has_its_own_partition(core: Core) -> None:
 
 
 def test_ranking_falls_back_to_gin_without_rum(
-    core: Core, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    core: Core, caplog: pytest.LogCaptureFixture
 ) -> None:
     postgres_only(core)
-    # A few matches are ranked from the rows their count read; these must use the index.
-    monkeypatch.setattr(postgres_index, "FEW", 0)
     archive_and_index(core, [HAMLET, YEAR_END, NEAR_END, *MONTHS])
     with_rum = [r.message_id for r in found(core, "the end").results]
     with core.engine.begin() as connection:
@@ -327,12 +325,10 @@ def test_a_word_in_most_messages_ranks_its_newest_matches_and_counts_them_all(
     )
     archive_and_index(core, [best, *MONTHS])
     assert found(core, "monthly").results[0].message_id == "best@example.com"
-    # Twenty thousand messages would make a slow test; the window is made small instead
-    # (and the few matches ranked from their count's rows are made none):
+    # Twenty thousand messages would make a slow test; the window is made small instead:
     # the page ranks the newest four months' matches (each partition is estimated at one).
     monkeypatch.setattr(postgres_index, "RANK_WINDOW", 2)
     monkeypatch.setattr(postgres_index, "RERANK", 1)
-    monkeypatch.setattr(postgres_index, "FEW", 0)
     first = found(core, "monthly", limit=1)
     assert first.total == 6
     assert message_ids(first) != ["best@example.com"]

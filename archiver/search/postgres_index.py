@@ -37,7 +37,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from time import monotonic
-from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -55,13 +54,11 @@ from sqlalchemy import (
     Text,
     and_,
     bindparam,
-    case,
     false,
     func,
     literal,
     literal_column,
     not_,
-    null,
     or_,
     select,
     text,
@@ -105,7 +102,6 @@ RANK_WINDOW = 20_000  # a search matching more is ranked among its newest this m
 # The same for a person's search: the planner reads their few messages first and scores
 # each from its row (tens of microseconds, not one from the index), so the window is smaller.
 VIEWER_RANK_WINDOW = 1_000
-FEW = 300  # a search with at most this many matches is ranked from the rows its count read
 FIRST_MONTH = datetime(1990, 1, 1)  # older dates share the partition `search_documents_older`
 OLDER = date.min  # the month `_month` gives those dates
 REPLICA_RETRY = 30  # seconds searches stay on the primary after the replica failed
@@ -299,27 +295,19 @@ class PostgresBackend:
         words = words_to_highlight(query) if sort is Sort.RELEVANCE else []
         with self._reader() as connection:
             estimate = _planner_estimate(connection, condition)
-            counted = _count(connection, condition, estimate, exact_total)
-            if counted.few is not None:
-                # The count found every match: the page is ranked among those rows, and
-                # the query (a phrase is costly to check) is not evaluated a second time.
-                pks = sorted(pk for pk, _date in counted.few)
-                dates = sorted({moment for _pk, moment in counted.few})
-                among = and_(T.message_pk.in_(pks), T.date.in_(dates))
-                page = self._page(connection, among, words, limit, offset, None, by_index=False)
-            else:
-                # Twice what the page needs, as estimates may be short: deep pages widen it.
-                window = RANK_WINDOW if viewer.sees_all else VIEWER_RANK_WINDOW
-                wanted = max(window, 2 * (offset + limit + RERANK))
-                since = _rank_window(estimate.months, wanted) if words else None
-                page = self._page(connection, condition, words, limit, offset, since)
+            # Twice what the page needs, as the estimates may be short: deep pages widen it.
+            window = RANK_WINDOW if viewer.sees_all else VIEWER_RANK_WINDOW
+            wanted = max(window, 2 * (offset + limit + RERANK))
+            since = _rank_window(estimate.months, wanted) if words else None
+            page = self._page(connection, condition, words, limit, offset, since)
             hits = [
                 Hit(pk, float(value or 0.0), moment.replace(tzinfo=UTC))
                 for pk, value, moment in connection.execute(page)
             ]
-        return SearchResult(
-            total=counted.total, hits=hits, facets=counted.facets, total_exact=counted.exact
-        )
+            if exact_total:
+                total, facets = _facet_counts(connection, select(*_FACETS).where(condition))
+                return SearchResult(total=total, hits=hits, facets=facets)
+            return _counted(connection, condition, hits, estimate)
 
     def _reader(self) -> Connection:
         """A connection to the replica, or to the primary when the replica is down."""
@@ -345,11 +333,9 @@ class PostgresBackend:
         limit: int,
         offset: int,
         since: datetime | None,
-        by_index: bool = True,
     ) -> Select[tuple[int, float, datetime]]:
-        """The query of one page: by date, or by rank (RUM order first where there is RUM,
-        unless not `by_index`), among the mail from `since` on when that is given (see
-        `_rank_window`)."""
+        """The query of one page: by date, or by rank (RUM order first where there is RUM),
+        among the mail from `since` on when that is given (see `_rank_window`)."""
         by_date = [T.date.desc(), T.message_pk.desc()]
         if not words:
             return (
@@ -362,7 +348,7 @@ class PostgresBackend:
         typed = fold(" ".join(words))
         if since is not None:
             condition = and_(condition, T.date >= since)
-        if by_index and self._has_rum(connection):
+        if self._has_rum(connection):
             candidates = (
                 select(T.message_pk, T.date, T.document, T.exact)
                 .where(condition)
@@ -453,76 +439,55 @@ def _drop_empty_partitions(connection: Connection) -> None:
             connection.exec_driver_sql(f"DROP TABLE {name}")
 
 
-@dataclass(frozen=True)
-class Counted:
-    """A search's total and facets, and its matches themselves when there are at most
-    `FEW` (message id and date), to rank without running the query again."""
+def _facet_counts(
+    connection: Connection, rows: Select[tuple[str | None, str, int]]
+) -> tuple[int, dict[str, dict[str, int]]]:
+    """How many `rows` there are and their counts by list, sender domain and year, in one
+    pass (GROUPING SETS) without sending the rows themselves over."""
+    found = rows.subquery()
+    columns = [found.c[column.name] for column in _FACETS]
+    statement = select(func.grouping(*columns), *columns, func.count()).group_by(
+        func.grouping_sets(*(tuple_(column) for column in columns))
+    )
+    facets: dict[str, dict[str, int]] = {name: {} for name in _FACET_NAMES}
+    total = 0
+    for grouping, *keys, count in connection.execute(statement):
+        # `grouping` has a bit set for each column left out: 0b011 is the list's set.
+        index = [0b011, 0b101, 0b110].index(grouping)
+        if index == 2:
+            total += count  # every row has a year, so the year set counts them all
+        if keys[index]:
+            facets[_FACET_NAMES[index]][str(keys[index])] = count
+    return total, facets
 
-    total: int
-    facets: dict[str, dict[str, int]]
-    exact: bool = True
-    few: list[tuple[int, datetime]] | None = None
 
-
-def _count(
-    connection: Connection, condition: ColumnElement[bool], estimate: Estimate, exact: bool
-) -> Counted:
-    """Total and facets; unless `exact`, from a scan that stops after `EXACT_TOTAL_LIMIT`
-    + 1 matches: exact below the limit; past it, PostgreSQL's estimate of the total, the
-    years from the planner's estimate for each month's partition, and the list and domain
-    shares of the rows read, scaled to the estimate."""
-    matching = select(T.message_pk, T.date, *_FACETS).where(condition)
-    if exact:
-        return _facet_counts(connection, matching)
+def _counted(
+    connection: Connection, condition: ColumnElement[bool], hits: list[Hit], estimate: Estimate
+) -> SearchResult:
+    """Total and facets from a scan that stops after `EXACT_TOTAL_LIMIT` + 1 matches:
+    exact below the limit; past it, PostgreSQL's estimate of the total, the years from the
+    planner's estimate for each month's partition, and the list and domain shares of the
+    rows read, scaled to the estimate."""
     # A common word matches a third of the rows, and the planner then reads them in order,
     # checking every row's vector (out of line, in TOAST): the index bitmap reads only the
-    # small columns of the rows it names, several times faster.
+    # three small columns of the rows it names, several times faster.
     connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
-    counted = _facet_counts(connection, matching.limit(EXACT_TOTAL_LIMIT + 1))
-    connection.exec_driver_sql("SET LOCAL enable_seqscan = on")
-    read = counted.total
+    capped = select(*_FACETS).where(condition).limit(EXACT_TOTAL_LIMIT + 1)
+    read, facets = _facet_counts(connection, capped)
     if read <= EXACT_TOTAL_LIMIT:
-        return counted
+        return SearchResult(total=read, hits=hits, facets=facets)
     total = max(estimate.total, read)
     share = total / read
     facets = {
         name: {key: _rounded(count * share) for key, count in counts.items()}
-        for name, counts in counted.facets.items()
+        for name, counts in facets.items()
     }
     years: Counter[str] = Counter()
     for month, rows in estimate.months.items():
         years[str(month.year)] += rows
     if years:
         facets["year"] = {year: _rounded(rows) for year, rows in years.items() if rows >= 1}
-    return Counted(_rounded(total), facets, exact=False)
-
-
-def _facet_counts(connection: Connection, matching: Select[tuple[Any, ...]]) -> Counted:
-    """How many rows `matching` has, their counts by list, sender domain and year, and the
-    rows' ids and dates when there are at most `FEW`, in one pass (GROUPING SETS) that
-    sends no row over otherwise."""
-    found = matching.subquery()
-    columns = [found.c[column.name] for column in _FACETS]
-    few = func.count() <= FEW
-    statement = select(
-        func.grouping(*columns),
-        *columns,
-        func.count(),
-        case((few, func.array_agg(found.c.message_pk)), else_=null()),
-        case((few, func.array_agg(found.c.date)), else_=null()),
-    ).group_by(func.grouping_sets(*(tuple_(column) for column in columns)))
-    facets: dict[str, dict[str, int]] = {name: {} for name in _FACET_NAMES}
-    total = 0
-    rows: list[tuple[int, datetime]] = []
-    for grouping, *keys, count, pks, dates in connection.execute(statement):
-        # `grouping` has a bit set for each column left out: 0b011 is the list's set.
-        index = [0b011, 0b101, 0b110].index(grouping)
-        if index == 2:  # every row has a year, so the year set holds them all
-            total += count
-            rows += zip(pks or [], dates or [], strict=True)
-        if keys[index]:
-            facets[_FACET_NAMES[index]][str(keys[index])] = count
-    return Counted(total, facets, few=rows if total <= FEW else None)
+    return SearchResult(total=_rounded(total), hits=hits, facets=facets, total_exact=False)
 
 
 @dataclass(frozen=True)
