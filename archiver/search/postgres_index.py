@@ -9,8 +9,9 @@ Text is folded (lower case, accents removed) in Python before PostgreSQL stems i
 word), so the `unaccent` extension is not needed and both backends match the same words.
 
 The table is partitioned by the month of the message date (migration 0012): retention
-deletes and vacuum work on the months concerned, a month's search reads one partition, and
-a new month's partition is made by the first indexer that needs it.
+deletes and vacuum work on the months concerned, a month's search reads one partition, a
+new month's partition is made by the first indexer that needs it, and one that deletions
+leave empty is dropped (`delete` says why).
 
 Ranking: with RUM, the index hands rows over in rank order (`<=>`), so a page reads the best
 few hundred candidates from the index and re-scores only those with the full formula; with
