@@ -23,8 +23,9 @@ run: $(STAMP)
 
 # Installs Debian's chromium for the browser tests and (where apt-get can) Debian's postfix
 # and swaks for the MTA tests and spamd and clamav-daemon for the content checks, installs and starts a private PostgreSQL server on loopback
+# (with Debian's postgresql-15-rum, and a streaming replica of it on another loopback port)
 # for the database tests, runs the whole suite against SQLite and PostgreSQL, and stops the
-# server again.
+# servers again.
 test: $(STAMP)
 	tests/ensure-chromium.sh
 	tests/reliability/ensure-postfix.sh

@@ -446,6 +446,11 @@ def show(ctx: click.Context, message_id: str, as_json: bool) -> None:
 @click.option(
     "--sort", type=click.Choice(["relevance", "date"]), default="relevance", show_default=True
 )
+@click.option(
+    "--exact",
+    is_flag=True,
+    help="Count every match (past 10,000 the total is otherwise estimated).",
+)
 @click.pass_context
 def search_command(
     ctx: click.Context,
@@ -455,17 +460,19 @@ def search_command(
     limit: int,
     offset: int,
     sort: str,
+    exact: bool,
 ) -> None:
     """Search the archive, Gmail style: words, "phrases", from:, to:, subject:, after:, ..."""
     mistyped = [term for term in query if term.startswith("--")]
     if mistyped:  # `-word` is a query term; `--word` can only be a mistyped option
         raise click.UsageError(f"no such option: {mistyped[0]}")
     params = {"query": " ".join(query), "as": viewer, "limit": limit, "offset": offset}
-    page = _read(ctx, "search", {**params, "sort": sort})
+    page = _read(ctx, "search", {**params, "sort": sort, "exact": exact})
     if as_json:
         click.echo(json.dumps(page, ensure_ascii=False))
         return
-    click.echo(f"{page['total']} messages")
+    about = "" if page.get("total_exact", True) else "about "
+    click.echo(f"{about}{page['total']} messages")
     for found in page["results"]:
         sender, day = found["from"], found["date"][:10]
         click.echo(f"{day}  {sender:30.30}  {found['subject']}  <{found['message_id']}>")

@@ -45,6 +45,8 @@ class Settings:
 
     data_dir: Path = Path("var")
     database_url: str = ""
+    # A streaming replica of the PostgreSQL database that answers searches; empty: the primary
+    database_replica_url: str = ""
     # The most PostgreSQL connections one process opens (5 stay open, the rest on demand)
     database_connections: int = 15
     smtp_host: str = "127.0.0.1"
@@ -225,6 +227,7 @@ def _search_backend(value: Any) -> str:
 PARSERS: dict[str, Callable[[Any], Any]] = {
     "data_dir": _path,
     "database_url": _text,
+    "database_replica_url": _text,
     "database_connections": _integer(1, 1000),
     "smtp_host": _text,
     "smtp_port": _port,
@@ -354,6 +357,12 @@ def _with_derived_defaults(settings: Settings) -> Settings:
         changes["search_backend"] = "postgres" if on_postgres else "whoosh"
     elif settings.search_backend == "postgres" and not on_postgres:
         raise SettingsError("ARSIP_SEARCH_BACKEND: postgres needs ARSIP_DATABASE_URL on PostgreSQL")
+    replica = settings.database_replica_url
+    if replica and not (replica.startswith("postgresql") and on_postgres):
+        raise SettingsError(
+            "ARSIP_DATABASE_REPLICA_URL: a replica needs PostgreSQL, for it and for "
+            "ARSIP_DATABASE_URL"
+        )
     if not changes:
         return settings
     values = {f.name: getattr(settings, f.name) for f in fields(settings)}

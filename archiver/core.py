@@ -85,6 +85,18 @@ class Core:
             self.policy.register(extension)
             self.extensions.append(extension)
 
+    @cached_property
+    def replica_engine(self) -> Engine | None:
+        """The streaming replica searches read from (`ARSIP_DATABASE_REPLICA_URL`), if any.
+        Made on first use: connecting waits until a search needs it."""
+        url = self.settings.database_replica_url
+        if not url:
+            return None
+        # A replica that is down must not hold a search up for long: the primary answers.
+        return make_engine(
+            url, self.settings.database_connections, connect_args={"connect_timeout": 3}
+        )
+
     def search_backend(self, repair: bool = False) -> SearchBackend:
         """The configured search index (whoosh: only one process may write it at a time).
 
@@ -94,7 +106,7 @@ class Core:
         if self.settings.search_backend == "postgres":
             from archiver.search.postgres_index import PostgresBackend
 
-            return PostgresBackend(self.engine)
+            return PostgresBackend(self.engine, self.replica_engine)
         from archiver.search.whoosh_index import WhooshBackend
 
         return WhooshBackend(self.settings.index_dir, repair=repair)

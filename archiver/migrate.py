@@ -20,9 +20,10 @@ MIGRATIONS_DIR = Path(migrations.__file__).parent
 
 
 def include_name(name: str | None, type_: str, parent_names: object) -> bool:
-    """Keep autogenerate away from the PostgreSQL-only search table: it is not among the
-    ORM models (see archiver.search.postgres_index) and must not be dropped."""
-    return not (type_ == "table" and name == "search_documents")
+    """Keep autogenerate away from the PostgreSQL-only search table and its monthly
+    partitions: they are not among the ORM models (see archiver.search.postgres_index) and
+    must not be dropped."""
+    return not (type_ == "table" and (name or "").startswith("search_documents"))
 
 
 def alembic_config(engine: Engine) -> Config:

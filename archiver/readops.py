@@ -63,6 +63,7 @@ def search(core: Core, params: dict[str, Any], actor: str) -> dict[str, Any]:
                 int(params.get("limit", 20)),
                 int(params.get("offset", 0)),
                 store=core.store,
+                exact_total=bool(params.get("exact")),
             )
     except QuerySyntaxError as exc:
         raise ReadError(f"bad query: {exc}", status=2) from exc

@@ -20,6 +20,7 @@ from archiver.accounts import add_user
 from archiver.archive import RawMessage
 from archiver.core import Core
 from archiver.models import Message
+from archiver.search import postgres_index
 from archiver.search.indexer import Indexer
 from lists.models import MailingList
 from tests.test_accounts import log_in
@@ -239,3 +240,20 @@ def _token(text: str) -> str:
     found = re.search(r'name="csrf_token" value="([^"]+)"', text)
     assert found
     return found.group(1)
+
+
+def test_past_the_counting_limit_the_page_says_about_and_links_to_the_exact_count(
+    client: FlaskClient, core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ten thousand messages would make a slow test; the limit is lowered instead.
+    monkeypatch.setattr(postgres_index, "EXACT_TOTAL_LIMIT", 10)
+    admin = as_user(client, "admin@example.com")
+    text = page(admin, "/?q=weekly")
+    if core.settings.search_backend == "whoosh":  # whoosh counts every match: always exact
+        assert total(text) == 25 and "count exactly" not in text
+        return
+    estimated = re.search(r'<strong>about ([\d,]+) messages</strong> · <a href="([^"]+)"', text)
+    assert estimated, "the page shows no estimated total"
+    assert int(estimated.group(1)) >= 11 and "(about " in text  # the facets are estimates too
+    exact = page(admin, html.unescape(estimated.group(2)))
+    assert total(exact) == 25 and "count exactly" not in exact and "(about " not in exact

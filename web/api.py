@@ -95,6 +95,7 @@ def search_messages() -> ResponseReturnValue:
                 limit,
                 offset,
                 store=_core().store,
+                exact_total=request.args.get("exact") == "1",
             )
     except QuerySyntaxError as exc:
         return jsonify(error=str(exc), position=exc.position), 400
@@ -236,9 +237,19 @@ OPENAPI: dict[str, Any] = {
                         "in": "query",
                         "schema": {"enum": ["relevance", "date"]},
                     },
+                    {
+                        "name": "exact",
+                        "in": "query",
+                        "description": "1: count every match (past 10,000 the total and "
+                        "facets are otherwise estimates)",
+                        "schema": {"enum": ["1"]},
+                    },
                 ],
                 "responses": {
-                    "200": {"description": "{total, results, facets}"},
+                    "200": {
+                        "description": "{total, total_exact, results, facets}; total_exact "
+                        "is false when total and facets are estimates"
+                    },
                     "400": {"description": "a malformed query, with its position"},
                     "401": {"description": "no valid token"},
                 },

@@ -153,13 +153,16 @@ def _page_number() -> int:
         return 1
 
 
-def _search_url(q: str, sort: Sort, page: int = 1) -> str:
-    """A link to the search page; page 1 and the default sort are left out to keep it short."""
+def _search_url(q: str, sort: Sort, page: int = 1, exact: bool = False) -> str:
+    """A link to the search page; page 1, the default sort and estimated totals are left
+    out to keep it short."""
     args: dict[str, str | int] = {"q": q}
     if sort is not Sort.RELEVANCE:
         args["sort"] = sort.value
     if page > 1:
         args["page"] = page
+    if exact:
+        args["exact"] = 1
     return url_for("search.index", **args)
 
 
@@ -210,8 +213,10 @@ def _result(found: FoundMessage) -> Result:
     )
 
 
-def _count(total: int) -> str:
-    return f"{total:,} message" + ("" if total == 1 else "s")
+def _count(page: SearchPage) -> str:
+    """ "1,234 messages", or "about 52,000 messages" when the backend estimated."""
+    about = "" if page.total_exact else "about "
+    return f"{about}{page.total:,} message" + ("" if page.total == 1 else "s")
 
 
 @bp.get("/")
@@ -220,6 +225,7 @@ def index() -> ResponseReturnValue:
     q = request.args.get("q", "").strip()
     sort = _sort()
     number = _page_number()
+    exact = request.args.get("exact") == "1"
     context: dict[str, object] = {"title": "Search", "q": q, "sort": sort.value}
     if not q:
         return render_template("search.html", **context)
@@ -234,6 +240,7 @@ def index() -> ResponseReturnValue:
                 limit=PAGE_SIZE,
                 offset=(number - 1) * PAGE_SIZE,
                 store=_core().store,
+                exact_total=exact,
             )
     except QuerySyntaxError as error:
         context.update(title=f"{q} · Search", error=error)
@@ -242,7 +249,9 @@ def index() -> ResponseReturnValue:
     last_page = max(1, -(-page.total // PAGE_SIZE))
     context.update(
         title=f"{q} · Search",
-        total=_count(page.total),
+        total=_count(page),
+        exact_counts=page.total_exact,
+        count_exactly=None if page.total_exact else _search_url(q, sort, number, exact=True),
         results=[_result(found) for found in page.results],
         facets=_facet_links(q, sort, page),
         sorts=[(s.value, _search_url(q, s), s is sort) for s in Sort],
@@ -310,5 +319,5 @@ def _export_entries(
             sender = row.envelope_from or row.from_address
             yield mbox_entry(core.store.get(row.sha256), sender, row.date)
         offset += EXPORT_PAGE
-        if not result.hits or offset >= result.total:
+        if len(result.hits) < EXPORT_PAGE:  # the last page (the total may be an estimate)
             return

@@ -41,11 +41,16 @@ class Hit:
 
 @dataclass
 class SearchResult:
-    """A page of hits, the total count, and facet counts over the whole result set."""
+    """A page of hits, the total count, and facet counts over the whole result set.
+
+    `total_exact` is False when the total and the facets are estimates (PostgreSQL, past
+    ten thousand matches): counting every match would cost more than the page itself.
+    """
 
     total: int
     hits: list[Hit]
     facets: dict[str, dict[str, int]] = field(default_factory=dict)
+    total_exact: bool = True
 
 
 FACETS = ("list", "sender_domain", "year")
@@ -76,9 +81,17 @@ class SearchBackend(Protocol):
         ...
 
     def search(
-        self, query: Node | None, viewer: Viewer, sort: Sort, limit: int, offset: int
+        self,
+        query: Node | None,
+        viewer: Viewer,
+        sort: Sort,
+        limit: int,
+        offset: int,
+        exact_total: bool = False,
     ) -> SearchResult:
-        """The page [offset, offset + limit) of what `viewer` may see that matches `query`."""
+        """The page [offset, offset + limit) of what `viewer` may see that matches `query`;
+        the total and facets may be estimates past ten thousand matches unless
+        `exact_total`."""
         ...
 
     def matching(self, query: Node | None) -> list[int]:

@@ -60,10 +60,13 @@ class SearchPage:
     total: int
     results: list[FoundMessage]
     facets: dict[str, dict[str, int]] = field(default_factory=dict)
+    # False when `total` and `facets` are estimates (see `SearchResult.total_exact`)
+    total_exact: bool = True
 
     def as_json(self) -> dict[str, Any]:
         return {
             "total": self.total,
+            "total_exact": self.total_exact,
             "results": [found.as_json() for found in self.results],
             "facets": self.facets,
         }
@@ -85,15 +88,19 @@ def search(
     offset: int = 0,
     *,
     store: DirectoryBlobStore,
+    exact_total: bool = False,
 ) -> SearchPage:
     """Run `text` for `viewer`; raises `QuerySyntaxError` for a malformed query.
+
+    The total may be an estimate past ten thousand matches (`SearchPage.total_exact`);
+    `exact_total` asks for the count of every match, which costs a pass over all of them.
 
     Snippets are cut from the bodies of the page's messages, decoded from their blobs in
     `store` (only the page's, so a page costs the same however many messages match).
     """
     query = parse_query(text)
     limit = max(1, min(limit, MAX_LIMIT))
-    result = backend.search(query, viewer, sort, limit, max(0, offset))
+    result = backend.search(query, viewer, sort, limit, max(0, offset), exact_total)
     pks = [hit.message_pk for hit in result.hits]
     rows = {m.id: m for m in session.scalars(select(Message).where(Message.id.in_(pks)))}
     highlight = words_to_highlight(query)
@@ -112,4 +119,6 @@ def search(
         for pk in pks
         if (m := rows.get(pk)) is not None
     ]
-    return SearchPage(total=result.total, results=found, facets=result.facets)
+    return SearchPage(
+        total=result.total, results=found, facets=result.facets, total_exact=result.total_exact
+    )

@@ -211,9 +211,16 @@ class WhooshBackend:
         whoosh_derived.remove_stale(self.directory, segments)
 
     def search(
-        self, query: Node | None, viewer: Viewer, sort: Sort, limit: int, offset: int
+        self,
+        query: Node | None,
+        viewer: Viewer,
+        sort: Sort,
+        limit: int,
+        offset: int,
+        exact_total: bool = False,
     ) -> SearchResult:
-        """One page of hits, plus the total and facets of everything the viewer may see.
+        """One page of hits, plus the total and facets of everything the viewer may see
+        (always exact: the arrays count every match anyway, so `exact_total` changes nothing).
 
         Whoosh only stores the index here; `Matcher` answers the query from the index's
         posting lists and columns read as arrays (see `whoosh_matching`).

@@ -1,0 +1,374 @@
+"""The PostgreSQL search backend past one machine: the same words as whoosh (stop words
+too), estimated totals past ten thousand matches, monthly partitions, RUM ranking with a
+GIN fall-back, in-place migration of an existing table, and searches on a streaming replica."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from archiver import migrate
+from archiver.archive import RawMessage
+from archiver.core import Core, build_core
+from archiver.models import Message
+from archiver.search import postgres_index
+from archiver.search.documents import load_documents
+from archiver.search.indexer import Indexer
+from archiver.search.postgres_index import PostgresBackend
+from archiver.search.service import SearchPage, search
+from archiver.search.viewer import Viewer
+from tests.support import (
+    free_ports,
+    postgres_database,
+    run_arsip,
+    service_env,
+    settings_from,
+)
+from tests.test_search import message
+
+REPLICA_URL = os.environ.get("ARSIP_TEST_POSTGRES_REPLICA_URL")
+
+HAMLET = message("hamlet@example.com", "A question", "To be, or not to be: that is the question.")
+YEAR_END = message("year-end@example.com", "Closing", "See you at the end of the year.")
+NEAR_END = message("near-end@example.com", "Soon", "The end is near; the year is over.")
+MONTHS = [
+    message(
+        f"month{n}@example.com",
+        f"Monthly report {n}",
+        "The monthly report, as every month.",
+        date=f"Mon, 02 {month} 2025 10:00:00 +0000",
+    )
+    for n, month in enumerate(("Jan", "Feb", "Mar", "Apr", "May"))
+]
+
+
+def archive_and_index(core: Core, messages: list[bytes]) -> None:
+    """Archive `messages` and index them, as the service's worker and indexer do."""
+    with core.sessions.begin() as session:
+        core.archive.archive_batch(
+            session, [RawMessage(data, "", [], datetime.now(UTC), "import") for data in messages]
+        )
+    backend = core.search_backend()
+    Indexer(core.sessions, backend, core.store).run_once()
+    backend.close()
+
+
+def found(core: Core, text: str, **options: object) -> SearchPage:
+    """What an administrator finds for `text` through the search service."""
+    backend = core.search_backend()
+    try:
+        with core.sessions() as session:
+            return search(
+                session, backend, text, Viewer.administrator(), store=core.store, **options
+            )
+    finally:
+        backend.close()
+
+
+def message_ids(page: SearchPage) -> list[str]:
+    return sorted(result.message_id for result in page.results)
+
+
+def postgres_only(core: Core) -> None:
+    if core.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only")
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("the", ["hamlet@example.com", "near-end@example.com", "year-end@example.com"]),
+        ("to be", ["hamlet@example.com"]),
+        ('"to be or not to be"', ["hamlet@example.com"]),
+        ('"end of the year"', ["year-end@example.com"]),
+        ('"the end"', ["near-end@example.com", "year-end@example.com"]),
+    ],
+)
+def test_stop_words_find_the_same_mail_on_whoosh_and_postgres(
+    core: Core, query: str, expected: list[str]
+) -> None:
+    # SQLite runs this with whoosh, PostgreSQL with its own full text search.
+    archive_and_index(core, [HAMLET, YEAR_END, NEAR_END])
+    page = found(core, query)
+    assert message_ids(page) == expected
+    assert page.total == len(expected) and page.total_exact
+
+
+def test_past_the_limit_the_total_is_an_estimate_until_the_exact_count_is_asked(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ten thousand messages would make a slow test; the limit is lowered instead.
+    monkeypatch.setattr(postgres_index, "EXACT_TOTAL_LIMIT", 2)
+    archive_and_index(core, MONTHS)
+    estimated = found(core, "report")
+    exact = found(core, "report", exact_total=True)
+    assert exact.total == 5 and exact.total_exact
+    assert exact.facets["year"] == {"2025": 5}
+    assert len(estimated.results) == 5
+    if core.settings.search_backend == "whoosh":
+        assert estimated.total == 5 and estimated.total_exact  # whoosh counts every match
+    else:
+        assert not estimated.total_exact and estimated.total >= 3
+        assert estimated.as_json()["total_exact"] is False
+
+
+def test_each_month_of_mail_has_its_own_partition(core: Core) -> None:
+    postgres_only(core)
+    archive_and_index(core, MONTHS)
+    with core.engine.connect() as connection:
+        partitions = dict(
+            connection.execute(
+                text(
+                    "SELECT c.relname, count(d.*) FROM pg_inherits AS i "
+                    "JOIN pg_class AS c ON c.oid = i.inhrelid "
+                    "LEFT JOIN search_documents AS d ON d.tableoid = c.oid "
+                    "WHERE i.inhparent = 'search_documents'::regclass GROUP BY c.relname"
+                )
+            ).all()
+        )
+    for month in range(1, 6):
+        assert partitions[f"search_documents_y2025m{month:02d}"] == 1
+    # Indexing the same mail again replaces its rows, in the same partitions.
+    backend = core.search_backend()
+    with core.sessions() as session:
+        pks = list(session.scalars(select(Message.id)))
+        documents = load_documents(session, core.store, pks)
+    backend.index(documents)
+    backend.close()
+    assert found(core, "monthly").total == 5
+    assert message_ids(found(core, "after:2025-03-01 before:2025-04-01")) == ["month2@example.com"]
+
+
+def test_ranking_falls_back_to_gin_without_rum(
+    core: Core, caplog: pytest.LogCaptureFixture
+) -> None:
+    postgres_only(core)
+    archive_and_index(core, [HAMLET, YEAR_END, NEAR_END, *MONTHS])
+    with_rum = [r.message_id for r in found(core, "the end").results]
+    with core.engine.begin() as connection:
+        connection.execute(text("DROP INDEX ix_search_documents_document"))
+        connection.execute(
+            text(
+                "CREATE INDEX ix_search_documents_document ON search_documents USING gin (document)"
+            )
+        )
+    with caplog.at_level(logging.INFO, logger="archiver.search.postgres_index"):
+        with_gin = [r.message_id for r in found(core, "the end").results]
+    assert with_gin == with_rum
+    assert "ranks without RUM" in caplog.text
+
+
+def test_an_existing_search_table_moves_into_partitions_in_place(tmp_path: Path) -> None:
+    with postgres_database() as url:
+        core = build_core(settings_from(service_env(tmp_path / "var", url)))
+        try:
+            migrate.upgrade(core.engine, "0011")
+            with core.sessions.begin() as session:
+                core.archive.archive_batch(
+                    session,
+                    [
+                        RawMessage(data, "", [], datetime.now(UTC), "import")
+                        for data in [*MONTHS, YEAR_END]
+                    ],
+                )
+            with core.engine.begin() as connection:
+                # Rows as the backend of revision 0011 wrote them (english, stop words dropped).
+                connection.execute(
+                    text(
+                        "INSERT INTO search_documents (message_pk, document, subject, filenames, "
+                        "from_tokens, to_tokens, cc_tokens, participants, message_id, "
+                        "sender_domain, year, date, size, has_attachment) "
+                        "SELECT id, to_tsvector('english', subject), to_tsvector('english', "
+                        "subject), ''::tsvector, '{}', '{}', '{}', ARRAY[from_address], "
+                        "message_id, 'example.com', extract(year FROM date), date, 1, false "
+                        "FROM messages"
+                    )
+                )
+            migrate.upgrade(core.engine)
+            assert message_ids(found(core, "monthly")) == [
+                f"month{n}@example.com" for n in range(5)
+            ]
+            assert message_ids(found(core, "closing")) == ["year-end@example.com"]
+            with core.engine.connect() as connection:
+                partitioned = connection.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_partitioned_table WHERE partrelid = "
+                        "'search_documents'::regclass"
+                    )
+                )
+                months = connection.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_inherits WHERE inhparent = "
+                        "'search_documents'::regclass"
+                    )
+                )
+            assert partitioned == 1
+            assert months >= 6  # five months of 2025, February 2026, and the older mail
+        finally:
+            core.engine.dispose()
+
+
+@pytest.fixture
+def replicated(tmp_path: Path) -> Iterator[tuple[Core, str]]:
+    """A core whose searches go to the streaming replica `tests/with-postgres.sh` started,
+    and the replica's URL for the database of this test."""
+    if not REPLICA_URL:
+        pytest.skip("ARSIP_TEST_POSTGRES_REPLICA_URL is not set (tests/with-postgres.sh sets it)")
+    with postgres_database() as url:
+        replica = make_url(REPLICA_URL).set(database=make_url(url).database)
+        replica_url = replica.render_as_string(hide_password=False)
+        _wait_for(lambda: _can_connect(replica_url), "the database to reach the replica")
+        env = service_env(tmp_path / "var", url, ARSIP_DATABASE_REPLICA_URL=replica_url)
+        core = build_core(settings_from(env))
+        migrate.upgrade(core.engine)
+        try:
+            yield core, replica_url
+        finally:
+            core.engine.dispose()
+            if core.replica_engine is not None:
+                core.replica_engine.dispose()
+
+
+def test_searches_are_served_by_the_replica_and_new_mail_reaches_it(
+    replicated: tuple[Core, str],
+) -> None:
+    core, replica_url = replicated
+    archive_and_index(core, [YEAR_END])
+    _wait_for(lambda: found(core, "closing").total == 1, "the replica to have the first message")
+    replica = create_engine(replica_url, isolation_level="AUTOCOMMIT")
+    try:
+        with replica.connect() as connection:
+            assert connection.scalar(text("SELECT pg_is_in_recovery()"))
+            connection.execute(text("SELECT pg_wal_replay_pause()"))
+        try:
+            archive_and_index(core, [HAMLET])
+            # The primary has it; the paused replica, which answers searches, not yet.
+            assert PostgresBackend(core.engine).matching(None) and (
+                len(PostgresBackend(core.engine).matching(None)) == 2
+            )
+            assert found(core, "question").total == 0
+        finally:
+            with replica.connect() as connection:
+                connection.execute(text("SELECT pg_wal_replay_resume()"))
+        _wait_for(lambda: found(core, "question").total == 1, "new mail on the replica")
+    finally:
+        replica.dispose()
+
+
+def test_an_unreachable_replica_leaves_searches_to_the_primary_with_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with postgres_database() as url:
+        (closed,) = free_ports(1)  # nobody listens there
+        replica = make_url(url).set(host="127.0.0.1", port=closed)
+        env = service_env(
+            tmp_path / "var",
+            url,
+            ARSIP_DATABASE_REPLICA_URL=replica.render_as_string(hide_password=False),
+        )
+        core = build_core(settings_from(env))
+        migrate.upgrade(core.engine)
+        try:
+            archive_and_index(core, [YEAR_END])
+            with caplog.at_level(logging.WARNING, logger="archiver.search.postgres_index"):
+                backend = core.search_backend()
+                with core.sessions() as session:
+                    for _ in range(3):
+                        page = search(
+                            session, backend, "closing", Viewer.administrator(), store=core.store
+                        )
+                        assert message_ids(page) == ["year-end@example.com"]
+            lines = [r for r in caplog.records if "replica unreachable" in r.getMessage()]
+            assert len(lines) == 1 and lines[0].exc_info is None
+        finally:
+            core.engine.dispose()
+
+
+def _can_connect(url: str) -> bool:
+    engine = create_engine(url)
+    try:
+        with engine.connect():
+            return True
+    except OperationalError:  # not there yet: the caller waits and asks again
+        return False
+    finally:
+        engine.dispose()
+
+
+def _wait_for(condition, what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def test_a_word_in_most_messages_ranks_its_newest_matches_and_counts_them_all(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    postgres_only(core)
+    best = message(
+        "best@example.com",
+        "Monthly, monthly, monthly",
+        "Monthly figures, monthly.",
+        date="Mon, 01 Jan 2024 10:00:00 +0000",
+    )
+    archive_and_index(core, [best, *MONTHS])
+    assert found(core, "monthly").results[0].message_id == "best@example.com"
+    # Twenty thousand messages would make a slow test; the window is made small instead:
+    # the page ranks the newest four months' matches (each partition is estimated at one).
+    monkeypatch.setattr(postgres_index, "RANK_WINDOW", 2)
+    monkeypatch.setattr(postgres_index, "RERANK", 1)
+    first = found(core, "monthly", limit=1)
+    assert first.total == 6
+    assert message_ids(first) != ["best@example.com"]
+    # A page past the window still has its results: the window grows with the page.
+    assert len(found(core, "monthly", limit=1, offset=5).results) == 1
+
+
+def test_the_command_line_counts_every_match_when_asked(core: Core) -> None:
+    archive_and_index(core, MONTHS)
+    answer = run_arsip(core.settings, "search", "--json", "--exact", "report")
+    assert answer.returncode == 0, answer.stderr
+    page = json.loads(answer.stdout)
+    assert page["total"] == 5 and page["total_exact"] is True
+    assert run_arsip(core.settings, "search", "report").stdout.startswith("5 messages")
+
+
+def test_a_month_emptied_by_retention_leaves_no_partition_behind(core: Core) -> None:
+    # rum 1.3.13 crashes the server process that scans a RUM index vacuum has emptied,
+    # which is what a retention sweep of a whole month followed by vacuum makes.
+    postgres_only(core)
+    archive_and_index(core, MONTHS)
+    with core.sessions.begin() as session:
+        january = session.scalar(select(Message).where(Message.message_id == "month0@example.com"))
+        assert january is not None
+        session.delete(january)  # as the retention sweep does: the row cascades away
+    backend = core.search_backend()
+    backend.delete([january.id])  # and the indexer then takes the queued deletion
+    backend.close()
+    with core.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.exec_driver_sql("VACUUM search_documents")
+        months = set(
+            connection.scalars(
+                text(
+                    "SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c "
+                    "ON c.oid = i.inhrelid WHERE i.inhparent = 'search_documents'::regclass"
+                )
+            )
+        )
+    assert "search_documents_y2025m01" not in months
+    assert "search_documents_y2025m02" in months
+    assert found(core, "monthly").total == 4
+    archive_and_index(core, [MONTHS[0]])  # January's mail again: its month comes back
+    assert found(core, "monthly").total == 5
