@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ARSIP = str(Path(sys.executable).with_name("arsip"))
 
 
-def _web_bench():
+def web_bench():
     """tests/bench/web.py, for its `server` (a module named `web` would be the web UI)."""
     spec = importlib.util.spec_from_file_location("bench_web", ROOT / "tests/bench/web.py")
     assert spec is not None and spec.loader is not None
@@ -56,17 +56,23 @@ def sample_ids(data_dir: Path) -> tuple[str, str]:
 
 
 def time_command(args: list[str], env: dict[str, str], runs: int) -> dict[str, float]:
-    """Median and p95 wall time and median CPU time of `runs` runs, in ms."""
+    """Median and p95 wall time and median CPU time of `runs` runs of `arsip ARGS`, in ms."""
+    return time_commands([[ARSIP, *args]] * runs, env)
+
+
+def time_commands(commands: list[list[str]], env: dict[str, str]) -> dict[str, float]:
+    """Median and p95 wall time and median CPU time of running each command once, in ms:
+    whole processes, as a person at a shell runs them (any program, not only `arsip`)."""
     walls, cpus = [], []
-    for _ in range(runs):
+    for command in commands:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
-        done = subprocess.run([ARSIP, *args], env=env, capture_output=True, text=True)
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
         walls.append((time.perf_counter() - start) * 1000)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpus.append((after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1000)
         if done.returncode != 0:
-            raise SystemExit(f"arsip {' '.join(args)} failed: {done.stderr.strip()}")
+            raise SystemExit(f"{' '.join(command)} failed: {done.stderr.strip()}")
     walls.sort()
     return {
         "p50": statistics.median(walls),
@@ -89,7 +95,7 @@ def main() -> None:
         "stats": ["stats"],
     }
     results: dict[str, dict[str, dict[str, float]]] = {name: {} for name in commands}
-    web = _web_bench()
+    web = web_bench()
     with web.server(data_dir, data_dir.parent / "bench-cli-serve.log", processes=2) as running:
         _pid, _port, env = running
         while not (data_dir / "arsip.sock").exists():
