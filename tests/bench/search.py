@@ -1047,8 +1047,8 @@ def run(args: argparse.Namespace, workdir: Path, cores: int) -> int:
             )
         if args.keep is not None and single:
             state_file.write_text(json.dumps(state))
-    if not single:
-        print_ladder(rungs)
+        if not single:  # the table so far: a run of hours that is stopped still reports
+            print_ladder(rungs)
     print(json.dumps([rung.summary for rung in rungs], separators=(",", ":")))
     return 1 if any(row.missed for row in rungs[-1].rows) else 0
 
