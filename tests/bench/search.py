@@ -1049,7 +1049,8 @@ def run(args: argparse.Namespace, workdir: Path, cores: int) -> int:
             state_file.write_text(json.dumps(state))
         if not single:  # the table so far: a run of hours that is stopped still reports
             print_ladder(rungs)
-    print(json.dumps([rung.summary for rung in rungs], separators=(",", ":")))
+    summaries = [rung.summary for rung in rungs]
+    print(json.dumps(summaries[0] if len(summaries) == 1 else summaries, separators=(",", ":")))
     return 1 if any(row.missed for row in rungs[-1].rows) else 0
 
 
