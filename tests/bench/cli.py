@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ARSIP = str(Path(sys.executable).with_name("arsip"))
 
 
-def _web_bench():
+def web_bench():
     """tests/bench/web.py, for its `server` (a module named `web` would be the web UI)."""
     spec = importlib.util.spec_from_file_location("bench_web", ROOT / "tests/bench/web.py")
     assert spec is not None and spec.loader is not None
@@ -44,29 +44,41 @@ def _web_bench():
     return module
 
 
-def sample_ids(data_dir: Path) -> tuple[str, str]:
+def sample_ids(settings_env: dict[str, str]) -> tuple[str, str]:
     """A Message-ID and a sender address from the archive, for `show` and `from:`."""
-    import sqlite3
+    from sqlalchemy import create_engine, text
 
-    with sqlite3.connect(data_dir / "arsip.db") as db:
-        message_id, sender = db.execute(
-            "SELECT message_id, from_address FROM messages ORDER BY id LIMIT 1 OFFSET 100"
-        ).fetchone()
+    from archiver.config import load_settings
+
+    engine = create_engine(load_settings(environ=settings_env).database_url)
+    try:
+        with engine.connect() as db:
+            message_id, sender = db.execute(
+                text("SELECT message_id, from_address FROM messages ORDER BY id LIMIT 1 OFFSET 100")
+            ).one()
+    finally:
+        engine.dispose()
     return message_id, sender
 
 
 def time_command(args: list[str], env: dict[str, str], runs: int) -> dict[str, float]:
-    """Median and p95 wall time and median CPU time of `runs` runs, in ms."""
+    """Median and p95 wall time and median CPU time of `runs` runs of `arsip ARGS`, in ms."""
+    return time_commands([[ARSIP, *args]] * runs, env)
+
+
+def time_commands(commands: list[list[str]], env: dict[str, str]) -> dict[str, float]:
+    """Median and p95 wall time and median CPU time of running each command once, in ms:
+    whole processes, as a person at a shell runs them (any program, not only `arsip`)."""
     walls, cpus = [], []
-    for _ in range(runs):
+    for command in commands:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
-        done = subprocess.run([ARSIP, *args], env=env, capture_output=True, text=True)
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
         walls.append((time.perf_counter() - start) * 1000)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpus.append((after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1000)
         if done.returncode != 0:
-            raise SystemExit(f"arsip {' '.join(args)} failed: {done.stderr.strip()}")
+            raise SystemExit(f"{' '.join(command)} failed: {done.stderr.strip()}")
     walls.sort()
     return {
         "p50": statistics.median(walls),
@@ -75,13 +87,13 @@ def time_command(args: list[str], env: dict[str, str], runs: int) -> dict[str, f
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, required=True)
-    parser.add_argument("--runs", type=int, default=20)
-    options = parser.parse_args()
-    data_dir = options.data_dir.resolve()
-    message_id, sender = sample_ids(data_dir)
+def measure(
+    data_dir: Path, runs: int, settings_env: dict[str, str] | None = None
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Per command, its timings with `arsip serve` running and without a service
+    (`settings_env`: more `ARSIP_*` settings, such as a PostgreSQL database's URL)."""
+    settings_env = {"ARSIP_DATA_DIR": str(data_dir), **(settings_env or {})}
+    message_id, sender = sample_ids(settings_env)
     commands = {
         "search word": ["search", "meeting"],
         "search from:": ["search", f"from:{sender}"],
@@ -89,19 +101,29 @@ def main() -> None:
         "stats": ["stats"],
     }
     results: dict[str, dict[str, dict[str, float]]] = {name: {} for name in commands}
-    web = _web_bench()
-    with web.server(data_dir, data_dir.parent / "bench-cli-serve.log", processes=2) as running:
+    web = web_bench()
+    log = data_dir.parent / "bench-cli-serve.log"
+    with web.server(data_dir, log, 2, settings_env) as running:
         _pid, _port, env = running
         while not (data_dir / "arsip.sock").exists():
             time.sleep(0.1)
         for name, args in commands.items():
             print(f"with the service: {name} ...", file=sys.stderr)
-            results[name]["service"] = time_command(args, env, options.runs)
+            results[name]["service"] = time_command(args, env, runs)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ARSIP_")}
-    env["ARSIP_DATA_DIR"] = str(data_dir)
+    env.update(settings_env)
     for name, args in commands.items():
         print(f"without a service: {name} ...", file=sys.stderr)
-        results[name]["alone"] = time_command(args, env, options.runs)
+        results[name]["alone"] = time_command(args, env, runs)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--runs", type=int, default=20)
+    options = parser.parse_args()
+    results = measure(options.data_dir.resolve(), options.runs)
     print(
         f"{'command':14} {'service p50/p95 ms':>20} {'cpu':>6} {'alone p50/p95 ms':>18} "
         f"{'cpu':>6} {'alone/service':>14}"

@@ -14,13 +14,22 @@ pay. Latency is measured around the whole `search(...)` call the web UI and API 
 administrator and for an ordinary user, with a different query drawn for every run so
 that no cache turns the measurement into a lookup.
 
-    .venv/bin/python tests/bench/search.py [--messages N] [--runs R]
-                                           [--database-url URL] [--keep DIR]
-                                           [--no-reindex]
+    .venv/bin/python tests/bench/search.py [--messages N] [--rungs A,B,...] [--runs R]
+                                           [--database-url URL] [--[no-]service]
+                                           [--keep DIR] [--no-reindex]
 
-`ARSIP_SEARCH_BACKEND` is passed on when the settings know it, so the same script
-measures the PostgreSQL backend. With `--keep DIR` the mbox and archive stay in DIR, and
-a later run with the same message count reuses them and only indexes and queries again.
+Past 100,000 messages it climbs a ladder: the archive grows through the rungs 100,000,
+250,000, 500,000 and 1,000,000 (up to `--messages`; `--rungs` chooses others), each rung's
+new messages generated and imported after the earlier ones (the same mail as generated in
+one go), the first rung's index rebuilt and each later one's appended by the indexer, as a
+running service would. At every rung it measures the same figures again and, with
+`--service` (the default for a ladder), starts `arsip serve` on the archive for web.py's
+memory and eight-client scenarios and cli.py's command timings; at the end it prints one
+table, a column per backend and rung, and what the per-message sizes project for 10 and
+100 million messages. Whoosh keeps its archive in SQLite; with `--database-url` the
+PostgreSQL backend runs on that database too, in the same run. With `--keep DIR` the mbox
+and archive stay in DIR, and a later single-rung run with the same message count reuses
+them and only indexes and queries again.
 """
 
 from __future__ import annotations
@@ -55,6 +64,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
+import cli as cli_bench  # noqa: E402  (tests/bench/cli.py)
 from ingest import (  # noqa: E402
     FIRST_NAMES,
     LAST_NAMES,
@@ -66,7 +76,7 @@ from ingest import (  # noqa: E402
 from sqlalchemy import func, select, text  # noqa: E402
 
 from archiver import migrate  # noqa: E402
-from archiver.config import PARSERS, Settings, load_settings  # noqa: E402
+from archiver.config import Settings, load_settings  # noqa: E402
 from archiver.core import Core, build_core  # noqa: E402
 from archiver.importer import import_paths  # noqa: E402
 from archiver.mailfiles import mbox_entry  # noqa: E402
@@ -75,9 +85,13 @@ from archiver.search.indexer import Indexer  # noqa: E402
 from archiver.search.service import fold, search  # noqa: E402
 from archiver.search.viewer import Viewer  # noqa: E402
 
+web = cli_bench.web_bench()
+
 SEED = 20_240_917
 CORPUS_DIR = ROOT / "tests" / "fixtures" / "corpus"
 MAX_MESSAGES = 1_000_000
+LADDER = (100_000, 250_000, 500_000, 1_000_000)  # the rungs a run up to --messages measures
+CLIENTS = 8  # concurrent web clients when the service is measured
 SENDERS = 200
 DOMAINS = (
     "example.com",
@@ -341,6 +355,7 @@ class CorpusWriter:
         self.recent: list[_Parent] = []
         # Subjects use mid-frequency words: titles rarely consist of "the" and "of".
         self.topic_words = vocabulary.words[30:5000] or vocabulary.words
+        self.corpus = Corpus(senders=[person.address for person in self.people])
 
     def _people(self) -> list[Person]:
         people: list[Person] = []
@@ -357,12 +372,19 @@ class CorpusWriter:
             people.append(Person(address, formataddr((full, address)), first, full))
         return people
 
-    def write(self, mbox: Path | None) -> Corpus:
-        """Generate every message; write the mbox unless `mbox` is None (reused archive)."""
-        corpus = Corpus(senders=[person.address for person in self.people])
+    def write(self, mbox: Path | None, upto: int | None = None) -> Corpus:
+        """Generate the messages after those already generated, up to `upto` (default: all
+        `count`), and write them to the mbox unless `mbox` is None (reused archive); returns
+        the corpus of every message generated so far.
+
+        Generating in steps gives the same mail as in one go, so a growing archive (the
+        ladder of rungs) gets each step's new messages appended, not a new archive.
+        """
+        corpus = self.corpus
+        end = self.count if upto is None else min(upto, self.count)
         handle = open(mbox, "wb") if mbox is not None else None  # noqa: SIM115
         try:
-            for number in range(self.count):
+            for number in range(len(corpus.messages), end):
                 data, sender, when, words = self._message(number, corpus)
                 unique = set(words)
                 corpus.document_frequency.update(unique)
@@ -575,8 +597,10 @@ class QueryMaker:
         return Query(f"msgid:{message.message_id}", message.author)
 
     def date_range(self) -> Query:
-        """One month of mail, starting anywhere in the three years."""
-        start = START_DATE.date() + timedelta(days=self.rng.randrange(SPAN.days - 31))
+        """One month of mail, starting anywhere in the span of the mail so far."""
+        first = self.corpus.messages[0].when.date()
+        days = (self.corpus.messages[-1].when.date() - first).days
+        start = first + timedelta(days=self.rng.randrange(max(1, days - 31)))
         end = start + timedelta(days=31)
         return Query(f"after:{_day(start)} before:{_day(end)}", self._someone())
 
@@ -843,18 +867,14 @@ def print_table(rows: Sequence[Row]) -> None:
         print("  ".join(cells).rstrip())
 
 
-def bench_environment(data_dir: Path, database_url: str) -> dict[str, str]:
-    """The `ARSIP_*` settings of the benchmark archive, and nothing from the caller's
-    environment except the search backend choice, so results do not depend on a stray
-    variable."""
+def bench_environment(data_dir: Path, database_url: str, backend: str) -> dict[str, str]:
+    """The `ARSIP_*` settings of one benchmark archive, and nothing from the caller's
+    environment, so results do not depend on a stray variable: whoosh keeps its archive
+    in SQLite, the PostgreSQL backend in the `--database-url` database."""
     environ = {"ARSIP_DATA_DIR": str(data_dir), "ARSIP_LOG_LEVEL": "WARNING"}
-    if database_url:
+    if backend == "postgres":
         environ["ARSIP_DATABASE_URL"] = database_url
-    backend = os.environ.get("ARSIP_SEARCH_BACKEND", "")
-    if backend and "search_backend" in PARSERS:
         environ["ARSIP_SEARCH_BACKEND"] = backend
-    elif backend:
-        print(f"note: these settings know no search backend option; {backend!r} is ignored")
     return environ
 
 
@@ -864,14 +884,59 @@ def archived_count(core: Core) -> int:
         return int(session.scalar(select(func.count()).select_from(Message)) or 0)
 
 
+def database_bytes(core: Core, settings: Settings, index_tables: dict[str, int]) -> int:
+    """The database's size without the search tables (counted as the index): SQLite's
+    files with their WAL, or PostgreSQL's `pg_database_size`."""
+    if core.engine.dialect.name == "postgresql":
+        with core.engine.connect() as connection:
+            size = connection.scalar(text("SELECT pg_database_size(current_database())"))
+        return int(size or 0) - sum(index_tables.values())
+    return sum(path.stat().st_size for path in settings.data_dir.glob("arsip.db*"))
+
+
+def parse_rungs(text: str) -> list[int]:
+    """`100000,250000` as a sorted list of distinct message counts."""
+    try:
+        rungs = sorted({int(part.replace("_", "")) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list like 2000,5000") from None
+    if not rungs:
+        raise argparse.ArgumentTypeError("--rungs needs at least one message count")
+    return rungs
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command line options, with limits so a typo cannot start an endless run."""
     parser = argparse.ArgumentParser(description="Measure Arsip's indexing and search latency.")
-    parser.add_argument("--messages", type=int, default=100_000, help="messages to generate")
+    parser.add_argument(
+        "--messages",
+        type=int,
+        default=100_000,
+        help="messages to generate; past 100,000 the archive grows through the rungs "
+        f"{', '.join(f'{rung:,}' for rung in LADDER)} up to this count",
+    )
+    parser.add_argument(
+        "--rungs",
+        type=parse_rungs,
+        default=None,
+        help="message counts to measure at, e.g. "
+        "2000,5000 (the archive grows from one to the next; the last is --messages)",
+    )
     parser.add_argument("--runs", type=int, default=200, help="queries per type and viewer")
     parser.add_argument(
-        "--database-url", default="", help="database for the archive (default: SQLite)"
+        "--database-url",
+        default="",
+        help="a PostgreSQL database: the ladder then runs the PostgreSQL backend on it too",
     )
+    parser.add_argument(
+        "--service",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="at each rung, also start `arsip serve` and measure its memory and pages with "
+        f"{CLIENTS} clients (web.py) and the command line (cli.py); default: on for a ladder",
+    )
+    parser.add_argument("--web-requests", type=int, default=200, help="per page, with --service")
+    parser.add_argument("--cli-runs", type=int, default=10, help="per command, with --service")
     parser.add_argument(
         "--keep", type=Path, default=None, help="keep the mbox and archive in this directory"
     )
@@ -882,10 +947,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "two versions of the code on the same index)",
     )
     args = parser.parse_args(argv)
-    if not 1 <= args.messages <= MAX_MESSAGES:
-        parser.error(f"--messages must be between 1 and {MAX_MESSAGES}")
+    if args.rungs is None:
+        args.rungs = [rung for rung in LADDER if rung < args.messages] + [args.messages]
+    args.messages = args.rungs[-1]
+    if not (args.rungs[0] >= 1 and args.messages <= MAX_MESSAGES):
+        parser.error(f"message counts must be between 1 and {MAX_MESSAGES:,}")
     if not 1 <= args.runs <= 100_000:
         parser.error("--runs must be between 1 and 100000")
+    if args.database_url and not args.database_url.startswith("postgresql"):
+        parser.error("--database-url must be a PostgreSQL URL (postgresql+psycopg://...)")
+    if args.service is None:
+        args.service = len(args.rungs) > 1
+    args.backends = ["whoosh"] + (["postgres"] if args.database_url else [])
     return args
 
 
@@ -898,7 +971,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     usable = len(os.sched_getaffinity(0))
     print(
         f"machine: {cores} cores ({usable} usable), {platform.machine()}, "
-        f"Python {platform.python_version()}, {platform.system()} {platform.release()}",
+        f"Python {platform.python_version()}, {platform.system()} {platform.release()}; "
+        f"load average {os.getloadavg()[0]:.1f}",
         flush=True,
     )
     if args.keep is not None:
@@ -916,79 +990,140 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+@dataclass
+class Rung:
+    """What one backend measured once its archive had grown to one rung."""
+
+    backend: str
+    messages: int
+    mbox_bytes: int  # all the mail imported so far
+    import_rate: float | None
+    build: str  # "rebuild" (the whole index) or "appended" (the rung's new messages)
+    build_rate: float
+    index_bytes: int
+    store_bytes: int
+    database_bytes: int
+    rss_peak_index_mib: float
+    rows: list[Row]
+    service: dict[str, float] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
 def run(args: argparse.Namespace, workdir: Path, cores: int) -> int:
-    """Generate, import, index and query; print the report."""
+    """Generate the mail rung by rung; at each, import, index and measure every backend."""
     mbox = workdir / "bench.mbox"
     state_file = workdir / "bench-state.json"
     state = {"messages": args.messages, "seed": SEED, "database_url": args.database_url}
-    reuse = state_file.exists() and json.loads(state_file.read_text()) == state
+    single = len(args.rungs) == 1
+    reuse = single and state_file.exists() and json.loads(state_file.read_text()) == state
 
     began = time.monotonic()
     vocabulary = load_vocabulary()
     print(f"vocabulary: {vocabulary.source}; in {time.monotonic() - began:.1f} s", flush=True)
-    began = time.monotonic()
-    corpus = CorpusWriter(vocabulary, args.messages).write(None if reuse else mbox)
-    mbox_bytes = mbox.stat().st_size
-    print(
-        f"mail: {args.messages:,} messages, {len(corpus.senders)} senders over "
-        f"{len(DOMAINS)} domains, {corpus.replies:,} replies, {corpus.list_posts:,} list posts, "
-        f"{corpus.attachments:,} with attachments, mean body "
-        f"{corpus.body_bytes / args.messages:,.0f} bytes; mbox {mbox_bytes / MIB:,.1f} MiB"
-        f"{' (reused)' if reuse else ''}; in {time.monotonic() - began:.1f} s",
-        flush=True,
-    )
+    writer = CorpusWriter(vocabulary, args.messages)
+    rungs: list[Rung] = []
+    mbox_total = 0
+    for rung in args.rungs:
+        began = time.monotonic()
+        before = len(writer.corpus.messages)
+        corpus = writer.write(None if reuse else mbox, rung)
+        mbox_bytes = mbox.stat().st_size
+        mbox_total += mbox_bytes
+        print(
+            f"\n== {rung:,} messages: {rung - before:,} new; {len(corpus.senders)} senders over "
+            f"{len(DOMAINS)} domains, {corpus.replies:,} replies, {corpus.list_posts:,} list "
+            f"posts, {corpus.attachments:,} with attachments, mean body "
+            f"{corpus.body_bytes / rung:,.0f} bytes; mbox {mbox_bytes / MIB:,.1f} MiB"
+            f"{' (reused)' if reuse else ''}; in {time.monotonic() - began:.1f} s",
+            flush=True,
+        )
+        for backend_name in args.backends:
+            data_dir = workdir / ("data" if backend_name == "whoosh" else f"data-{backend_name}")
+            environ = bench_environment(data_dir, args.database_url, backend_name)
+            rungs.append(
+                measure_rung(
+                    args, environ, mbox, mbox_total, corpus, vocabulary, reuse, first=not before
+                )
+            )
+        if args.keep is not None and single:
+            state_file.write_text(json.dumps(state))
+        if not single:  # the table so far: a run of hours that is stopped still reports
+            print_ladder(rungs)
+    summaries = [rung.summary for rung in rungs]
+    print(json.dumps(summaries[0] if len(summaries) == 1 else summaries, separators=(",", ":")))
+    return 1 if any(row.missed for row in rungs[-1].rows) else 0
 
-    environ = bench_environment(workdir / "data", args.database_url)
-    settings = load_settings(environ=environ, config_file=workdir / "absent-arsip.toml")
+
+def measure_rung(
+    args: argparse.Namespace,
+    environ: dict[str, str],
+    mbox: Path,
+    mbox_total: int,
+    corpus: Corpus,
+    vocabulary: Vocabulary,
+    reuse: bool,
+    first: bool,
+) -> Rung:
+    """Import the rung's new mail into one backend's archive, index it and measure."""
+    settings = load_settings(environ=environ, config_file=mbox.with_name("absent-arsip.toml"))
     backend_name = search_backend_name(settings)
+    print(f"-- {backend_name} on {settings.database_url.partition(':')[0]}", flush=True)
     core = build_core(settings)
     migrate.upgrade(core.engine)
     import_s: float | None = None
+    imported = 0
     if reuse:
         print(f"import: reusing the archive in {settings.data_dir}", flush=True)
     else:
-        if archived_count(core):
+        if first and archived_count(core):
             raise BenchError(f"the database already holds messages: {settings.database_url}")
         print("import: ...", end=" ", flush=True)
         began = time.monotonic()
-        report = import_paths(core, [mbox], progress=False)
+        report = import_paths(core, [mbox], progress=sys.stderr.isatty())
         import_s = time.monotonic() - began
+        imported = report.read
         print(
             f"{report.added:,} new of {report.read:,} in {import_s:.1f} s "
             f"({report.read / import_s:,.0f} msgs/s)",
             flush=True,
         )
-        if args.keep is not None:
-            state_file.write_text(json.dumps(state))
     archived = archived_count(core)
 
     rss_before = current_rss_kib()
     max_before = max_rss_kib()
+    build = "rebuild" if first else "appended"
     if reuse and args.no_reindex:
         print(f"index: querying the kept {backend_name} index as it is", flush=True)
-        indexed = archived
     else:
-        print(f"index: rebuilding with the {backend_name} backend ...", end=" ", flush=True)
+        print(f"index: {build} with the {backend_name} backend ...", flush=True)
     backend = core.search_backend()
+    indexer = Indexer(core.sessions, backend, core.store)
+    progress = Progress("  indexed")
     with RssSampler() as sampler:
         began = time.monotonic()
         cpu_began = cpu_seconds()
-        if not (reuse and args.no_reindex):
-            indexed = Indexer(core.sessions, backend, core.store).rebuild()
+        if reuse and args.no_reindex:
+            indexed = archived
+        elif first:
+            indexed = indexer.rebuild(on_batch=progress.add)
+        else:
+            indexed = 0
+            while done := indexer.run_once():
+                indexed += done
+                progress.add(done)
         index_s = time.monotonic() - began
         index_cpu_s = cpu_seconds() - cpu_began
     backend.close()
     rate = indexed / index_s if index_s else 0.0
-    print(f"{indexed:,} messages in {index_s:.1f} s ({rate:,.0f} msgs/s)", flush=True)
+    print(f"  {indexed:,} messages in {index_s:.1f} s ({rate:,.0f} msgs/s)", flush=True)
 
     index_bytes = directory_bytes(settings.index_dir) if backend_name == "whoosh" else 0
     tables: dict[str, int] = {}
     if backend_name == "postgres":
-        if core.engine.dialect.name == "postgresql":
-            tables = postgres_index_bytes(core)
-            index_bytes = sum(tables.values())
-        else:
-            print("note: the postgres backend runs on a non-PostgreSQL database?")
+        tables = postgres_index_bytes(core)
+        index_bytes = sum(tables.values())
+    store_bytes = directory_bytes(settings.blob_dir)
+    db_bytes = database_bytes(core, settings, tables)
     print(
         f"index size: {index_bytes / MIB:,.1f} MiB"
         + (
@@ -996,8 +1131,9 @@ def run(args: argparse.Namespace, workdir: Path, cores: int) -> int:
             if tables
             else ""
         )
-        + f" for {mbox_bytes / MIB:,.1f} MiB of mbox "
-        f"({index_bytes / mbox_bytes:.0%} of the raw mail)"
+        + f" for {mbox_total / MIB:,.1f} MiB of mbox "
+        f"({index_bytes / mbox_total:.0%} of the raw mail); store {store_bytes / MIB:,.1f} MiB, "
+        f"database {db_bytes / MIB:,.1f} MiB"
     )
     print(
         f"memory: RSS {rss_before / 1024:,.0f} MiB before indexing, peak "
@@ -1024,21 +1160,23 @@ def run(args: argparse.Namespace, workdir: Path, cores: int) -> int:
     print()
     for row in rows:
         print(f"  e.g. {row.name}: {' | '.join(row.examples)}")
-    print(f"cores: {cores}")
-
+    service = measure_service(args, settings.data_dir, environ) if args.service else {}
     summary: dict[str, Any] = {
-        "cores": cores,
-        "messages": args.messages,
-        "archived": archived,
+        "cores": os.cpu_count(),
+        "load_average": round(os.getloadavg()[0], 1),
+        "messages": archived,
         "database": core.engine.dialect.name,
         "search_backend": backend_name,
-        "mbox_bytes": mbox_bytes,
+        "mbox_bytes": mbox_total,
         "import_s": None if import_s is None else round(import_s, 1),
+        "index_build": build,
         "index_s": round(index_s, 1),
         "index_cpu_s": round(index_cpu_s, 1),
         "index_msgs_per_s": round(rate, 1),
         "index_bytes": index_bytes,
         "index_tables": tables,
+        "store_bytes": store_bytes,
+        "database_bytes": db_bytes,
         "rss_before_index_mib": round(rss_before / 1024, 1),
         "rss_peak_index_mib": round(sampler.peak_kib / 1024, 1),
         "index_child_processes": sampler.peak_children,
@@ -1056,9 +1194,144 @@ def run(args: argparse.Namespace, workdir: Path, cores: int) -> int:
             }
             for row in rows
         },
+        "service": service,
     }
-    print(json.dumps(summary, separators=(",", ":")))
-    return 1 if any(row.missed for row in rows) else 0
+    return Rung(
+        backend=backend_name,
+        messages=archived,
+        mbox_bytes=mbox_total,
+        import_rate=None if not import_s else imported / import_s,
+        build=build,
+        build_rate=rate,
+        index_bytes=index_bytes,
+        store_bytes=store_bytes,
+        database_bytes=db_bytes,
+        rss_peak_index_mib=sampler.peak_kib / 1024,
+        rows=rows,
+        service=service,
+        summary=summary,
+    )
+
+
+class Progress:
+    """Prints a line every `every` messages, for runs that take hours."""
+
+    def __init__(self, label: str, every: int = 50_000) -> None:
+        self.label = label
+        self.every = every
+        self.done = 0
+        self.began = time.monotonic()
+
+    def add(self, count: int) -> None:
+        """Count `count` more messages; print when a multiple of `every` is passed."""
+        before, self.done = self.done, self.done + count
+        if before // self.every != self.done // self.every:
+            elapsed = time.monotonic() - self.began
+            print(f"{self.label} {self.done:,} in {elapsed:,.0f} s", flush=True)
+
+
+def measure_service(args: argparse.Namespace, data_dir: Path, environ: dict[str, str]) -> dict:
+    """`arsip serve` on the archive: memory idle and under `CLIENTS` clients and the search
+    page's p95 (web.py's machinery), and `arsip search` whole (cli.py's)."""
+    print(f"service: web.py's scenarios with {CLIENTS} clients ...", flush=True)
+    load = web.plan(data_dir, args.web_requests, SEED, environ)
+    results, memory = web.measure_service(
+        load, data_dir.parent / "bench-web-serve.log", web.DEFAULT_PROCESSES, CLIENTS
+    )
+    idle, peak = memory["idle, before any search"], memory["under load (peak)"]
+    pages = {f"{r.page} {r.viewer}": r for r in results}
+    print("service: cli.py's commands ...", flush=True)
+    commands = cli_bench.measure(data_dir, args.cli_runs, environ)
+    service = {
+        "web_processes": web.DEFAULT_PROCESSES,
+        "rss_idle_mib": idle.rss / MIB,
+        "pss_idle_mib": idle.pss / MIB,
+        "rss_load_mib": peak.rss / MIB,
+        "pss_load_mib": peak.pss / MIB,
+        "search_admin_p95_ms": pages["search admin"].percentile(0.95),
+        "search_user_p95_ms": pages["search user"].percentile(0.95),
+        "message_p95_ms": pages["message admin"].percentile(0.95),
+        "cli_search_service_ms": commands["search word"]["service"]["p50"],
+        "cli_search_alone_ms": commands["search word"]["alone"]["p50"],
+    }
+    print(
+        "  "
+        + ", ".join(f"{name} {value:,.0f}" for name, value in service.items() if name[-2:] != "es"),
+        flush=True,
+    )
+    return service
+
+
+def print_ladder(rungs: Sequence[Rung]) -> None:
+    """One table, a column per backend and rung, then what the per-message figures project
+    for 10 and 100 million messages."""
+    lines: list[tuple[str, Callable[[Rung], str]]] = [
+        ("import msgs/s", lambda r: f"{r.import_rate:,.0f}" if r.import_rate else "-"),
+        ("index build msgs/s", lambda r: f"{r.build_rate:,.0f} ({r.build})"),
+        ("index bytes/msg", lambda r: f"{r.index_bytes / r.messages:,.0f}"),
+        ("store bytes/msg", lambda r: f"{r.store_bytes / r.messages:,.0f}"),
+        ("database bytes/msg", lambda r: f"{r.database_bytes / r.messages:,.0f}"),
+        ("peak RSS indexing MiB", lambda r: f"{r.rss_peak_index_mib:,.0f}"),
+    ]
+    if all(r.service for r in rungs):
+        lines += [
+            (
+                "service RSS/PSS idle MiB",
+                lambda r: f"{r.service['rss_idle_mib']:,.0f} / {r.service['pss_idle_mib']:,.0f}",
+            ),
+            (
+                f"service RSS/PSS, {CLIENTS} clients",
+                lambda r: f"{r.service['rss_load_mib']:,.0f} / {r.service['pss_load_mib']:,.0f}",
+            ),
+            (
+                f"search page p95 ms, {CLIENTS} clients, admin/user",
+                lambda r: (
+                    f"{r.service['search_admin_p95_ms']:,.0f} / "
+                    f"{r.service['search_user_p95_ms']:,.0f}"
+                ),
+            ),
+            (
+                "`arsip search` ms, service/alone",
+                lambda r: (
+                    f"{r.service['cli_search_service_ms']:,.0f} / "
+                    f"{r.service['cli_search_alone_ms']:,.0f}"
+                ),
+            ),
+        ]
+    for index, (name, _method, _target) in enumerate(QUERY_TYPES):
+        lines += [
+            (
+                f"{name}: admin p50/p95 ms",
+                lambda r, i=index: f"{r.rows[i].admin.p50:,.1f} / {r.rows[i].admin.p95:,.1f}",
+            ),
+            (
+                f"{name}: user p50/p95 ms",
+                lambda r, i=index: f"{r.rows[i].user.p50:,.1f} / {r.rows[i].user.p95:,.1f}",
+            ),
+        ]
+    print()
+    print("| | " + " | ".join(f"{r.backend} {r.messages:,}" for r in rungs) + " |")
+    print("|---" * (len(rungs) + 1) + "|")
+    for label, cell in lines:
+        print(f"| {label} | " + " | ".join(cell(r) for r in rungs) + " |")
+    print(f"load average {os.getloadavg()[0]:.1f} at the end, {os.cpu_count()} cores")
+    for backend in dict.fromkeys(r.backend for r in rungs):
+        last = [r for r in rungs if r.backend == backend][-1]
+        per_message = (last.index_bytes + last.store_bytes + last.database_bytes) / last.messages
+        parts = ", ".join(
+            f"{name} {size / last.messages * target / 1e9:,.0f} GB"
+            for name, size in (
+                ("index", last.index_bytes),
+                ("store", last.store_bytes),
+                ("database", last.database_bytes),
+            )
+            for target in (10_000_000,)
+        )
+        print(
+            f"projection, {backend}, from {last.messages:,} messages: 10 million take "
+            f"{per_message * 1e7 / 1e9:,.0f} GB ({parts}); 100 million "
+            f"{per_message * 1e8 / 1e9:,.0f} GB"
+        )
 
 
 if __name__ == "__main__":

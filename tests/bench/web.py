@@ -175,9 +175,12 @@ class Client:
         self.connection.close()
 
 
-def load_corpus(data_dir: Path, rng: random.Random) -> Corpus:
-    """Message ids, subjects, the busiest senders and the date span of the archive."""
-    settings = load_settings(environ={"ARSIP_DATA_DIR": str(data_dir)})
+def load_corpus(
+    data_dir: Path, rng: random.Random, settings_env: dict[str, str] | None = None
+) -> Corpus:
+    """Message ids, subjects, the busiest senders and the date span of the archive
+    (`settings_env`: more `ARSIP_*` settings, such as a PostgreSQL database's URL)."""
+    settings = load_settings(environ={"ARSIP_DATA_DIR": str(data_dir), **(settings_env or {})})
     engine = create_engine(settings.database_url)
     try:
         with engine.connect() as db:
@@ -361,11 +364,15 @@ class MemoryWatch:
 
 
 @contextmanager
-def server(data_dir: Path, log: Path, processes: int) -> Iterator[tuple[int, int, dict[str, str]]]:
+def server(
+    data_dir: Path, log: Path, processes: int, settings_env: dict[str, str] | None = None
+) -> Iterator[tuple[int, int, dict[str, str]]]:
     """`arsip serve` with `processes` web processes on free loopback ports: its PID, web
-    port and environment."""
+    port and environment (`settings_env`: more `ARSIP_*` settings, such as a PostgreSQL
+    database and search backend; the caller's own `ARSIP_*` variables are never used)."""
     smtp, lmtp, web = free_ports(3)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ARSIP_")}
+    env.update(settings_env or {})
     env.update(
         ARSIP_DATA_DIR=str(data_dir.resolve()),
         ARSIP_SMTP_HOST="127.0.0.1",
@@ -554,6 +561,60 @@ def log_problems(log: Path) -> list[str]:
     return [line for line in lines if re.search(r"ERROR|CRITICAL|Traceback|Error:", line)]
 
 
+@dataclass(frozen=True)
+class Plan:
+    """The requests of one bench run, the same for every number of web processes."""
+
+    data_dir: Path
+    corpus: Corpus
+    search_paths: list[str]
+    message_paths: list[str]
+    user: str  # the ordinary user: the busiest sender
+    settings_env: dict[str, str] = field(default_factory=dict)
+
+
+def plan(
+    data_dir: Path, requests: int, seed: int, settings_env: dict[str, str] | None = None
+) -> Plan:
+    """Seeded search and message requests for the archive in `data_dir`."""
+    rng = random.Random(seed)
+    corpus = load_corpus(data_dir, rng, settings_env)
+    total = requests + WARM_UP
+    queries = search_queries(corpus, rng, total)
+    return Plan(
+        data_dir=data_dir,
+        corpus=corpus,
+        search_paths=["/?" + urlencode({"q": query}) for query in queries],
+        message_paths=[
+            "/messages/" + quote(rng.choice(corpus.message_ids), safe="@+") for _ in range(total)
+        ],
+        user=corpus.senders[0],
+        settings_env=dict(settings_env or {}),
+    )
+
+
+def measure_service(
+    load: Plan, log: Path, processes: int, clients: int
+) -> tuple[list[Result], dict[str, Memory]]:
+    """Start the service, time the three scenarios with `clients` clients, and sample its
+    memory idle before, at the peak under load and idle after."""
+    results = []
+    with server(load.data_dir, log, processes, load.settings_env) as (pid, port, env):
+        ensure_account(ADMIN, "admin", env)
+        ensure_account(load.user, "user", env)
+        moments = {"idle, before any search": settle(pid)}
+        with MemoryWatch(pid) as watch:
+            for email, page, viewer, paths in (
+                (ADMIN, "search", "admin", load.search_paths),
+                (load.user, "search", "user", load.search_paths),
+                (ADMIN, "message", "admin", load.message_paths),
+            ):
+                results.append(scenario(port, email, page, viewer, paths, clients, processes))
+        moments["under load (peak)"] = watch.peak
+        moments["idle, after the searches"] = settle(pid)
+    return results, moments
+
+
 def build_archive(folder: Path) -> Path:
     """Run the search benchmark with --keep into `folder` (about 10 minutes)."""
     print(f"building the bench archive in {folder} with search.py --keep (about 10 minutes)")
@@ -587,39 +648,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = scratch / "serve.log"
     try:
         data_dir = options.data_dir or build_archive(scratch / "archive")
-        rng = random.Random(options.seed)
-        corpus = load_corpus(data_dir, rng)
-        total = options.requests + WARM_UP
-        queries = search_queries(corpus, rng, total)
-        search_paths = ["/?" + urlencode({"q": query}) for query in queries]
-        message_paths = [
-            "/messages/" + quote(rng.choice(corpus.message_ids), safe="@+") for _ in range(total)
-        ]
-        user = corpus.senders[0]
+        load = plan(data_dir, options.requests, options.seed)
         results: list[Result] = []
         memory: dict[int, dict[str, Memory]] = {}
         for processes in options.web_processes:
-            with server(data_dir, log, processes) as (pid, port, env):
-                ensure_account(ADMIN, "admin", env)
-                ensure_account(user, "user", env)
-                moments = {"idle, before any search": settle(pid)}
-                with MemoryWatch(pid) as watch:
-                    for email, page, viewer, paths in (
-                        (ADMIN, "search", "admin", search_paths),
-                        (user, "search", "user", search_paths),
-                        (ADMIN, "message", "admin", message_paths),
-                    ):
-                        results.append(
-                            scenario(port, email, page, viewer, paths, options.clients, processes)
-                        )
-                moments["under load (peak)"] = watch.peak
-                moments["idle, after the searches"] = settle(pid)
-                memory[processes] = moments
+            found, memory[processes] = measure_service(load, log, processes, options.clients)
+            results += found
         report(
             results,
             memory,
             options.clients,
-            {"messages": corpus.size, "user": user, "seed": options.seed},
+            {"messages": load.corpus.size, "user": load.user, "seed": options.seed},
         )
         problems = log_problems(log)
         if problems:
