@@ -89,15 +89,16 @@ def upgrade() -> None:
     op.execute(f"INSERT INTO search_documents ({COLUMNS}) SELECT {COLUMNS} FROM {OLD}")
     op.execute(f"DROP TABLE {OLD}")
     # Indexes on the parent are built on every partition, and on each new one as it comes.
-    if rum:
-        op.execute(
-            "CREATE INDEX ix_search_documents_document ON search_documents "
-            "USING rum (document rum_tsvector_ops)"
-        )
-    else:
-        op.execute(
-            "CREATE INDEX ix_search_documents_document ON search_documents USING gin (document)"
-        )
+    _create_indexes("rum (document rum_tsvector_ops)" if rum else "gin (document)")
+    op.execute("ANALYZE search_documents")
+
+
+def _create_indexes(document_index: str) -> None:
+    """The search table's indexes: the document vector's (`USING document_index`), then
+    those of the other columns, the same before and after partitioning."""
+    op.execute(
+        f"CREATE INDEX ix_search_documents_document ON search_documents USING {document_index}"
+    )
     for name in GIN_COLUMNS:
         op.execute(
             f"CREATE INDEX ix_search_documents_{name} ON search_documents USING gin ({name})"
@@ -108,7 +109,6 @@ def upgrade() -> None:
         op.execute(
             f"CREATE INDEX ix_search_documents_{name} ON search_documents (date) WHERE {name}"
         )
-    op.execute("ANALYZE search_documents")
 
 
 def _create_rum() -> bool:
@@ -145,15 +145,6 @@ def downgrade() -> None:
         f"ALTER TABLE search_documents ADD CONSTRAINT {FK} FOREIGN KEY (message_pk) "
         "REFERENCES messages (id) ON DELETE CASCADE"
     )
-    for name in ("document", *GIN_COLUMNS):
-        op.execute(
-            f"CREATE INDEX ix_search_documents_{name} ON search_documents USING gin ({name})"
-        )
-    for name in BTREE_COLUMNS:
-        op.execute(f"CREATE INDEX ix_search_documents_{name} ON search_documents ({name})")
-    for name in FLAGS:
-        op.execute(
-            f"CREATE INDEX ix_search_documents_{name} ON search_documents (date) WHERE {name}"
-        )
+    _create_indexes("gin (document)")
     op.execute("DROP TEXT SEARCH CONFIGURATION arsip_english")
     op.execute("DROP TEXT SEARCH DICTIONARY arsip_english_stem")
