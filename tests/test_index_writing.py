@@ -93,12 +93,10 @@ def _stored(backend: WhooshBackend) -> dict[tuple[str, str], dict[int, list[int]
                 text = word.decode()
                 matcher = reader.postings(field, text)
                 while matcher.is_active():
-                    pk = pks.get(matcher.id())
-                    if pk is None:  # deleted, not yet merged away
-                        pass
-                    elif field == "attachments":
+                    pk = pks.get(matcher.id())  # None: deleted, not yet merged away
+                    if pk is not None and field == "attachments":
                         stored[field, text][pk] = [0] * int(matcher.weight())
-                    else:
+                    elif pk is not None:
                         stored[field, text][pk] = decode_positions(matcher.value())
                     matcher.next()
     finally:

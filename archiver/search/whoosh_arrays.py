@@ -37,7 +37,7 @@ from whoosh.util.numeric import byte_to_length
 
 from archiver.search import whoosh_derived
 from archiver.search.analysis import stem_of
-from archiver.search.whoosh_codec import PackedLeafMatcher
+from archiver.search.whoosh_codec import PackedLeafMatcher, stored_column
 from archiver.search.whoosh_derived import Derived, SortedStrings
 from archiver.search.whoosh_format import decode_many
 
@@ -414,13 +414,7 @@ def _segment_postings(
         return None
     blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray, bytes]] = []
     if isinstance(matcher, PackedLeafMatcher):
-        while True:
-            if matcher._data is None:
-                matcher._read_data()
-            blocks.append(matcher._data)
-            if matcher._lastblock:
-                break
-            matcher._goto(matcher._nextoffset)
+        blocks = list(matcher.blocks())
     else:  # a posting list short enough to live in the term table
         while matcher.is_active():
             value = matcher.value() or b""
@@ -456,14 +450,10 @@ def _concatenated(parts: list[Postings], ordered: bool) -> Postings:
 
 def _column(reader: SegmentReader, fieldname: str, typecode: str, default: int) -> np.ndarray:
     """A fixed-width numeric column of one segment, straight from its file."""
-    perdoc = reader._perdoc
     out = np.full(reader.doc_count_all(), default, dtype=np.int64)
-    if not perdoc.has_column(fieldname):
-        return out
-    column = perdoc.column_reader(fieldname, NumericColumn(typecode))
-    stored = min(column._count, len(out))
-    raw = column._dbfile.get(column._basepos, stored * column._fixedlen)
-    out[:stored] = np.frombuffer(raw, dtype=np.dtype(typecode).newbyteorder(">"))
+    raw = stored_column(reader._perdoc, fieldname, NumericColumn(typecode), len(out))
+    values = np.frombuffer(raw, dtype=np.dtype(typecode).newbyteorder(">"))
+    out[: len(values)] = values
     return out
 
 

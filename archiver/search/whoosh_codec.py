@@ -293,13 +293,23 @@ def _grouped(items: Iterable[tuple[str, bytes, int, float, bytes | None]]) -> It
 def _field_lengths(lengths: Any, fieldname: str) -> list[int]:
     """Each document's length in `fieldname` (0: none recorded), read from the segment's
     length column in one piece."""
-    reader = lengths._cached_reader(_lenfield(fieldname), LENGTHS_COLUMN) if lengths else None
     count = lengths.doc_count_all() if lengths else 0
     codes = bytearray(count)
-    if reader is not None:
-        stored = min(reader._count, count)
-        codes[:stored] = reader._dbfile.get(reader._basepos, stored)
+    if lengths:
+        raw = stored_column(lengths, _lenfield(fieldname), LENGTHS_COLUMN, count)
+        codes[: len(raw)] = raw
     return [byte_to_length(code) for code in codes]
+
+
+def stored_column(perdoc: Any, fieldname: str, column: Any, count: int) -> bytes:
+    """The bytes of a fixed-width column's first `count` values, straight from its file.
+    Whoosh leaves trailing default values unwritten, so there may be fewer; none at all
+    when the segment has no such column."""
+    if not perdoc.has_column(fieldname):
+        return b""
+    reader = perdoc.column_reader(fieldname, column)
+    stored = min(reader._count, count)
+    return reader._dbfile.get(reader._basepos, stored * reader._fixedlen)
 
 
 class PackedLeafMatcher(W3LeafMatcher):
@@ -325,6 +335,17 @@ class PackedLeafMatcher(W3LeafMatcher):
         (self._blocklength, self._maxid, self._maxweight, self._compression, low, high) = info
         self._minlength = byte_to_length(low)
         self._maxlength = byte_to_length(high)
+
+    def blocks(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, bytes]]:
+        """Every block of the posting list from here on, as `unpack_block` gives it: for
+        code that takes whole blocks (search arrays, merges), not a posting at a time."""
+        while True:
+            if self._data is None:
+                self._read_data()
+            yield self._data
+            if self._lastblock:
+                return
+            self._goto(self._nextoffset)
 
     def _read_data(self) -> None:
         raw = self._postfile.get(self._dataoffset, self._nextoffset - self._dataoffset)

@@ -64,7 +64,7 @@ def tiered_merge(writer: SegmentWriter, segments: list[Segment]) -> list[Segment
     written; returns the segments that stay as they are."""
     chosen = chosen_for_merge(segments)
     fieldwriter: PackedFieldWriter = writer.fieldwriter
-    if len(chosen) < 2 and not any(s.deleted_count() for s in chosen):
+    if not chosen:
         return segments
     for segment in chosen:
         reader = SegmentReader(writer.storage, writer.schema, segment)
@@ -119,25 +119,14 @@ def _postings(
     ids_out: list[int] = []
     weights_out: list[float] = []
     values_out: list[bytes] = []
-    while True:
-        if matcher._data is None:
-            matcher._read_data()
-        old_ids, weights, lengths, joined = matcher._data
+    for old_ids, weights, lengths, joined in matcher.blocks():
         ids = renumbered[old_ids]
-        keep = ids >= 0
+        keep = ids >= 0  # deleted documents drop out
         ends = np.cumsum(lengths)
-        starts = ends - lengths
-        if keep.all():
-            ids_out += ids.tolist()
-            weights_out += weights.tolist()
-            values_out += [joined[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
-        else:
-            ids_out += ids[keep].tolist()
-            weights_out += weights[keep].tolist()
-            values_out += [
-                joined[a:b] for a, b in zip(starts[keep].tolist(), ends[keep].tolist(), strict=True)
-            ]
-        if matcher._lastblock:
-            break
-        matcher._goto(matcher._nextoffset)
+        ids_out += ids[keep].tolist()
+        weights_out += weights[keep].tolist()
+        values_out += [
+            joined[a:b]
+            for a, b in zip((ends - lengths)[keep].tolist(), ends[keep].tolist(), strict=True)
+        ]
     return ids_out, weights_out, values_out
