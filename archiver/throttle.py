@@ -30,16 +30,6 @@ class Throttle:
         self.limit = limit
         self.window = window
 
-    def blocked(self, key: str) -> bool:
-        """Whether `key` has used up its events within the window."""
-        with self.sessions() as session:
-            return _count(session, self.scope, key, self.window) >= self.limit
-
-    def hit(self, key: str) -> None:
-        """Count one event for `key` (and forget this scope's events that are past)."""
-        with self.sessions.begin() as session:
-            _record(session, self.scope, key, self.window)
-
     def allow(self, key: str) -> bool:
         """Count one event for `key` if the window has room for it; else False."""
         with self.sessions.begin() as session:
