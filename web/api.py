@@ -66,7 +66,6 @@ def _authenticate() -> ResponseReturnValue | None:
 @bp.after_request
 def _no_store(response: Response) -> Response:
     response.headers.setdefault("Cache-Control", "no-store")
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
     return response
 
 

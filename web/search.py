@@ -44,17 +44,6 @@ EXPORT_PAGE = 1000
 FACETS_SHOWN = 10
 BACKEND_KEY = "arsip_search_backend"
 
-SECURITY_HEADERS = {
-    # Nothing on these pages needs scripts, images or frames; a snippet that slipped past
-    # escaping still could not run anything.
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-        "base-uri 'none'; frame-ancestors 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-}
-
 # Facet name -> (heading, query field that narrows to one of its values).
 FACETS = {
     "list": ("Lists", "list"),
@@ -96,17 +85,9 @@ def _share_backend(state: BlueprintSetupState) -> None:
     state.app.extensions[BACKEND_KEY] = SharedBackend(state.app.extensions["arsip_core"])
 
 
-@bp.after_request
-def _security_headers(response: Response) -> Response:
-    for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
-    return response
-
-
 def private_page_headers(response: Response) -> Response:
-    """The search page's headers, and no cache anywhere may keep a copy: for the pages of
-    the audit log and of retention, which name who read what and which legal matters."""
-    _security_headers(response)
+    """No cache anywhere may keep a copy: for the pages of the audit log and of retention,
+    which name who read what and which legal matters."""
     response.headers["Cache-Control"] = "private, no-store"
     return response
 
