@@ -22,6 +22,7 @@ from archiver.contentcheck.verdict import Verdict
 from archiver.locks import transaction_lock
 from archiver.models import Attachment, Blob, ContentCheck, IndexQueueEntry, Message, MessageAddress
 from archiver.parse import ParsedMessage, parse_message, unwrap_journal_report
+from archiver.retention.clock import counts_from
 from archiver.store import DirectoryBlobStore, StoredBlob
 from archiver.threading_db import BatchThreader
 from archiver.threads import subject_key
@@ -208,6 +209,7 @@ def _insert_messages(session: Session, groups: list[list[_Prepared]]) -> dict[st
                 "from_name": sender.name if sender else "",
                 "date": parsed.date,
                 "received_at": first.raw.received_at,
+                "retention_date": counts_from(parsed.date, first.raw.received_at, first.raw.source),
                 "envelope_from": first.envelope_from,
                 "thread_id": threader.assign(parsed),
                 "in_reply_to": parsed.in_reply_to,
