@@ -241,8 +241,7 @@ def _row_mismatches(
                 Mismatch(message.message_id, message.sha256, name, _shown(stored), _shown(derived))
             )
 
-    if message.size != len(data):
-        differs("size", message.size, len(data))
+    differs("size", message.size, len(data))
     for name, derived in derived_fields(parsed, message.received_at, message.source).items():
         differs(name, getattr(message, name), derived)
     envelope = {(r, a) for r, a, _n in rows if r in (ENVELOPE_FROM, ENVELOPE_TO)}
