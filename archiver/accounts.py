@@ -367,3 +367,17 @@ def viewer_for(session: Session, user: User | None) -> Viewer:
         return Viewer.administrator()
     addresses = verified_addresses(session, user) if user is not None else ()
     return Viewer.person(*addresses, lists=readable_lists(session, addresses))
+
+
+def viewer_for_address(session: Session, address: str) -> Viewer:
+    """The viewer `arsip search --as ADDRESS` searches as: the account that has verified
+    ADDRESS, with its role and all its verified addresses, exactly as the web sees it; an
+    address no account has verified reads what an account with only that address would.
+    """
+    from archiver.plugins import readable_lists
+
+    wanted = address.strip().lower()
+    owner = verified_owner(session, wanted)
+    if owner is not None:
+        return viewer_for(session, session.get(User, owner))
+    return Viewer.person(wanted, lists=readable_lists(session, [wanted]))

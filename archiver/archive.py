@@ -22,6 +22,7 @@ from archiver.contentcheck.verdict import Verdict
 from archiver.locks import transaction_lock
 from archiver.models import Attachment, Blob, ContentCheck, IndexQueueEntry, Message, MessageAddress
 from archiver.parse import ParsedMessage, parse_message, unwrap_journal_report
+from archiver.retention.clock import counts_from
 from archiver.store import DirectoryBlobStore, StoredBlob
 from archiver.threading_db import BatchThreader
 from archiver.threads import subject_key
@@ -76,6 +77,36 @@ def dedupe_key(message_id: str, body_digest: str) -> str:
     return hashlib.sha256(
         f"{message_id}\n{body_digest}".encode("utf-8", "surrogatepass")
     ).hexdigest()
+
+
+def derived_fields(
+    parsed: ParsedMessage, received_at: datetime, source: str
+) -> dict[str, str | datetime | None]:
+    """The message row's columns that follow from its bytes (parsed), its arrival and its
+    source: what archiving writes, and what `arsip verify --deep` recomputes to compare."""
+    sender = parsed.from_[0] if parsed.from_ else None
+    return {
+        "dedupe_key": dedupe_key(parsed.message_id, parsed.body_digest),
+        "message_id": parsed.message_id,
+        "subject": parsed.subject,
+        "subject_key": subject_key(parsed.subject),
+        "from_address": sender.email if sender else "",
+        "from_name": sender.name if sender else "",
+        "date": parsed.date,
+        "retention_date": counts_from(parsed.date, received_at, source),
+        "list_id": parsed.list_id,
+    }
+
+
+def header_roles(parsed: ParsedMessage) -> dict[tuple[str, str], str]:
+    """Every (role, address) the headers name, with the display name: the address rows
+    archiving writes from the bytes (envelope rows come from the copies' envelopes)."""
+    roles: dict[tuple[str, str], str] = {}
+    for role in HEADER_ROLES:
+        for address in getattr(parsed, "from_" if role == "from" else role):
+            if address.email:
+                roles.setdefault((role, address.email), address.name)
+    return roles
 
 
 class Archive:
@@ -195,23 +226,15 @@ def _insert_messages(session: Session, groups: list[list[_Prepared]]) -> dict[st
     rows = []
     for copies in groups:
         first, parsed = copies[0], copies[0].parsed
-        sender = parsed.from_[0] if parsed.from_ else None
         rows.append(
             {
-                "dedupe_key": first.dedupe_key,
-                "message_id": parsed.message_id,
+                **derived_fields(parsed, first.raw.received_at, first.raw.source),
                 "sha256": first.sha256,
                 "size": len(first.data),
-                "subject": parsed.subject,
-                "subject_key": subject_key(parsed.subject),
-                "from_address": sender.email if sender else "",
-                "from_name": sender.name if sender else "",
-                "date": parsed.date,
                 "received_at": first.raw.received_at,
                 "envelope_from": first.envelope_from,
                 "thread_id": threader.assign(parsed),
                 "in_reply_to": parsed.in_reply_to,
-                "list_id": parsed.list_id,
                 "flags": list(parsed.flags),
                 "source": first.raw.source,
             }
@@ -272,12 +295,7 @@ def _insert_verdicts(session: Session, verdicts: list[tuple[int, Verdict | None]
 
 def _address_roles(copies: list[_Prepared]) -> dict[tuple[str, str], str]:
     """Every (role, address) of a message, headers from the first copy, envelopes from all."""
-    parsed = copies[0].parsed
-    roles: dict[tuple[str, str], str] = {}
-    for role in HEADER_ROLES:
-        for address in getattr(parsed, "from_" if role == "from" else role):
-            if address.email:
-                roles.setdefault((role, address.email), address.name)
+    roles = header_roles(copies[0].parsed)
     roles.update(_envelope_roles(copies))
     return roles
 

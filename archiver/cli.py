@@ -272,12 +272,23 @@ def export(ctx: click.Context, output: Path, since: str | None, until: str | Non
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     help="Only recompute a chain written by --export, from the file alone.",
 )
+@click.option(
+    "--deep",
+    is_flag=True,
+    help="Also parse every message again and check the database rows derived from it "
+    "(sender, recipients and their roles, subject, date, list).",
+)
 @click.pass_context
 def verify(
-    ctx: click.Context, as_json: bool, export_to: Path | None, exported: Path | None
+    ctx: click.Context,
+    as_json: bool,
+    export_to: Path | None,
+    exported: Path | None,
+    deep: bool,
 ) -> None:
     """Check every blob against its hash, every message against the intake ledger and the
-    ledger's daily seals; exit 1 on any problem.
+    ledger's daily seals; with --deep, every message's rows against its bytes; exit 1 on
+    any problem.
 
     Finished days are sealed first. Warnings (ledger entries that no seal covers) are
     shown but do not fail the check.
@@ -292,9 +303,11 @@ def verify(
     from archiver.verify import (
         VerifyReport,
         count_blobs,
+        count_messages,
         count_seals,
         seal_days,
         verify_ledger,
+        verify_rows,
         verify_store,
     )
 
@@ -307,6 +320,9 @@ def verify(
         raise CliError(str(exc)) from exc
     with tqdm(total=count_seals(core), unit="day", desc="ledger", disable=None) as bar:
         verify_ledger(core, on_day=bar.update, report=report)
+    if deep:
+        with tqdm(total=count_messages(core), unit="msg", desc="rows", disable=None) as bar:
+            verify_rows(core, on_message=bar.update, report=report)
     if export_to is not None:
         try:
             with core.sessions() as session, export_to.open("w", encoding="utf-8") as out:
@@ -337,6 +353,11 @@ def _print_verify(report: VerifyReport) -> None:
             click.echo(f"{label} {sha256}")
     for sha256, message_id in report.unrecorded:
         click.echo(f"unrecorded {sha256} <{message_id}>")
+    for found in report.mismatches:
+        click.echo(
+            f"mismatch <{found.message_id}> {found.field}: the database says "
+            f"{found.stored!r}, the bytes say {found.derived!r}"
+        )
     for issue in chain.problems:
         click.echo(f"broken seal {issue.day}: {issue.text}")
     for issue in chain.warnings:
@@ -347,6 +368,11 @@ def _print_verify(report: VerifyReport) -> None:
         f"{len(report.corrupt)} corrupt{locked}"
     )
     click.echo(f"checked {report.messages} messages: {len(report.unrecorded)} not in the ledger")
+    if report.deep:
+        click.echo(
+            f"parsed {report.reparsed} messages again: "
+            f"{len(report.mismatches)} fields differ from their bytes"
+        )
     click.echo(
         f"checked {chain.seals} sealed days ({chain.entries} entries, {report.sealed_now} "
         f"sealed now): {len(chain.problems)} broken, {len(chain.warnings)} warnings; "

@@ -134,12 +134,17 @@ class Message(Base):
     from_name: Mapped[str] = mapped_column(Text)
     date: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
     received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # What retention ages the message by (`archiver.retention.clock`), never the sender's
+    # Date: alone; indexed with the id for the sweep's keyset paging.
+    retention_date: Mapped[datetime] = mapped_column(UtcDateTime)
     envelope_from: Mapped[str] = mapped_column(Text)
     thread_id: Mapped[str] = mapped_column(String(32), index=True)
     in_reply_to: Mapped[str | None] = mapped_column(Text)
     list_id: Mapped[str | None] = mapped_column(Text, index=True)
     flags: Mapped[list[str]] = mapped_column(JSON)
     source: Mapped[str] = mapped_column(String(16))
+
+    __table_args__ = (Index("ix_messages_retention_date_id", "retention_date", "id"),)
 
     addresses: Mapped[list[MessageAddress]] = relationship(
         back_populates="message", cascade="all, delete-orphan", passive_deletes=True

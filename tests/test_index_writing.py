@@ -63,6 +63,7 @@ def _document(pk: int, rng: random.Random) -> SearchDocument:
         cc_addresses=[],
         names=["Alice Example"],
         participants={f"sender{pk % 5}@example.org", "team@example.com"},
+        addresses={f"sender{pk % 5}@example.org", "team@example.com"},
         date=datetime(2026, 1, 1 + pk % 28, tzinfo=UTC),
         size=1000 + pk,
     )

@@ -27,6 +27,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import Row, Text, cast, func, select
 from sqlalchemy.orm import Session
 
+from archiver.access import visible_messages
 from archiver.models import Message
 from archiver.texts import message_texts
 from lists.membership import Membership
@@ -143,7 +144,12 @@ def month_view(list_address: str, year: int, month: int) -> ResponseReturnValue:
                     Message.date,
                     Message.thread_id,
                 )
-                .where(Message.list_id == mlist.list_id, Message.date >= start, Message.date < end)
+                .where(
+                    Message.list_id == mlist.list_id,
+                    Message.date >= start,
+                    Message.date < end,
+                    visible_messages(current_viewer()),
+                )
                 .order_by(Message.date.desc())
             )
         )
@@ -172,7 +178,7 @@ def feed(list_address: str) -> ResponseReturnValue:
                     Message.date,
                     Message.sha256,
                 )
-                .where(Message.list_id == mlist.list_id)
+                .where(Message.list_id == mlist.list_id, visible_messages(current_viewer()))
                 .order_by(Message.date.desc())
                 .limit(FEED_ENTRIES)
             )

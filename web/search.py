@@ -20,6 +20,7 @@ from flask.typing import ResponseReturnValue
 from markupsafe import Markup
 from sqlalchemy import select
 
+from archiver.access import visible_messages
 from archiver.mailfiles import mbox_entry
 from archiver.models import Message
 from archiver.search.backend import SearchBackend, Sort
@@ -289,7 +290,7 @@ def _export_entries(
                         Message.envelope_from,
                         Message.from_address,
                         Message.date,
-                    ).where(Message.id.in_(pks))
+                    ).where(Message.id.in_(pks), visible_messages(viewer))
                 )
             }
         for pk in pks:
@@ -297,7 +298,8 @@ def _export_entries(
             if row is None:
                 continue  # deleted since the index was written
             written.add(pk)
-            sender = row.envelope_from or row.from_address
+            # The envelope sender is for those who see everything, as on the message page.
+            sender = (row.envelope_from if viewer.sees_all else "") or row.from_address
             yield mbox_entry(core.store.get(row.sha256), sender, row.date)
         offset += EXPORT_PAGE
         if len(result.hits) < EXPORT_PAGE:  # the last page (the total may be an estimate)
