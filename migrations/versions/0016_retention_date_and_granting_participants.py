@@ -1,7 +1,7 @@
 """Retention counts from arrival; the search table's viewer filter names only who may read
 
 Revision ID: 0016
-Revises: 0012
+Revises: 0015
 Create Date: 2026-12-07 02:00:00
 
 `messages.retention_date` is the date retention ages a message by (`archiver.retention.
@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0016"
-down_revision: str | None = "0012"
+down_revision: str | None = "0015"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
