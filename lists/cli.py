@@ -29,6 +29,7 @@ from lists.models import (
     Subscription,
     UncheckedPosts,
 )
+from lists.patterns import PatternError, check_pattern
 from lists.posting import Poster
 from lists.rules.content_check import score_problem
 
@@ -430,9 +431,9 @@ def ban(ctx: click.Context, address: str, pattern: str) -> None:
     (`*` for ADDRESS bans from every list)."""
     if pattern.startswith("^"):
         try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise click.BadParameter(f"not a regular expression: {exc}") from exc
+            check_pattern(pattern)
+        except PatternError as exc:
+            raise click.BadParameter(str(exc), param_hint="PATTERN") from None
     core = open_core(ctx, upgrade=True)
     with core.sessions.begin() as session:
         list_id = None if address == "*" else _find(session, address).id

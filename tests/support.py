@@ -41,6 +41,12 @@ JOURNAL = "journal@archive.test"
 JOURNAL_DOMAIN = "bcc.example.com"
 ORIGINAL_DOMAIN = "example.com"
 LIST_DOMAIN = "lists.example.com"
+# The list the list stories share (see the `lists_service` fixture), and its people.
+LIST = f"dev@{LIST_DOMAIN}"
+OWNER = "owner@example.com"
+ANN = "ann@example.org"
+BOB = "bob@example.net"
+STRANGER = "stranger@example.net"
 
 
 def children_of(pid: int) -> list[int]:

@@ -15,31 +15,16 @@ from email.policy import default
 import pytest
 from sqlalchemy import update
 
-from tests.support import LIST_DOMAIN, RunningService, SmarthostSink
-
-LIST = f"dev@{LIST_DOMAIN}"
-OWNER = "owner@example.com"
-ANN = "ann@example.org"
-BOB = "bob@example.net"
-STRANGER = "stranger@example.net"
-
-
-@pytest.fixture
-def sink():
-    with SmarthostSink() as running:
-        yield running
-
-
-@pytest.fixture
-def lists_service(make_service, sink: SmarthostSink, database_url: str) -> RunningService:
-    """A running service with the list dev@ (owner OWNER, members ANN and BOB), on SQLite
-    and on PostgreSQL."""
-    service = make_service(
-        database_url, ARSIP_SMARTHOST=sink.address, ARSIP_BASE_URL="https://lists.test"
-    )
-    service.run_cli("lists", "create", LIST, "--owner", OWNER, check=True)
-    service.run_cli("lists", "add-member", LIST, ANN, BOB, "--no-confirm", check=True)
-    return service
+from tests.support import (
+    ANN,
+    BOB,
+    LIST,
+    LIST_DOMAIN,
+    OWNER,
+    STRANGER,
+    RunningService,
+    SmarthostSink,
+)
 
 
 def post(sender: str, to: str, subject: str, body: str = "Hello list.\n", **headers: str) -> bytes:
