@@ -17,7 +17,7 @@ from archiver.core import Core
 from lists import bouncing, digesting
 from lists.addresses import Kind, ListAddress
 from lists.bounces import Bounce, decode_verp, parse_bounce
-from lists.commands import Commands
+from lists.commands import Commands, command_sender
 from lists.delivery import DeliveryLoop
 from lists.directory import ListDirectory
 from lists.dmarc import DmarcLookup
@@ -33,7 +33,7 @@ from lists.models import (
     utcnow,
 )
 from lists.outbox import enqueue
-from lists.posting import Poster, parse, poster_address
+from lists.posting import Poster, parse
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,6 @@ class ListEngine:
             self._bounce(session, mlist, where, message)
             return
         parsed = parse(message.data)
-        sender = poster_address(parsed, message.envelope_from)
         if where.kind is Kind.POST:
             action = self.poster.receive(
                 session,
@@ -158,17 +157,9 @@ class ListEngine:
             )
             if action is Action.ACCEPT and digesting.over_threshold(session, mlist):
                 digesting.send_digest(session, mlist)
-        elif not sender or not message.envelope_from:
+        elif not message.envelope_from:
             # commands from the null sender are bounces or auto-replies: never answer them
             log.info("queue_id=%s ignored: no sender to answer", message.queue_id)
-        elif where.kind is Kind.REQUEST:
-            self.commands.request(session, mlist, parsed, sender)
-        elif where.kind is Kind.JOIN:
-            self.commands.join(session, mlist, sender)
-        elif where.kind is Kind.LEAVE:
-            self.commands.leave(session, mlist, sender)
-        elif where.kind is Kind.CONFIRM:
-            self.commands.confirm(session, mlist, where.detail, parsed, sender)
         elif where.kind is Kind.OWNER and message.verdict and message.verdict.virus:
             # mail to the owners is passed on whole: never pass on a virus
             log.info(
@@ -177,6 +168,16 @@ class ListEngine:
         elif where.kind is Kind.OWNER:
             owners = members_with_role(session, mlist, Role.OWNER)
             enqueue(session, message.data, mlist.address_for("bounces"), owners, "notice", mlist.id)
+        elif (sender := command_sender(parsed, message.envelope_from)) is None:
+            log.info("queue_id=%s ignored: From names no single plain address", message.queue_id)
+        elif where.kind is Kind.REQUEST:
+            self.commands.request(session, mlist, parsed, sender)
+        elif where.kind is Kind.JOIN:
+            self.commands.join(session, mlist, sender)
+        elif where.kind is Kind.LEAVE:
+            self.commands.leave(session, mlist, sender)
+        elif where.kind is Kind.CONFIRM:
+            self.commands.confirm(session, mlist, where.detail, parsed, sender)
 
     def _bounce(
         self, session: Session, mlist: MailingList, where: ListAddress, message: RawMessage
