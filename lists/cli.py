@@ -87,6 +87,7 @@ def _describe(mlist: MailingList, members: int) -> dict[str, Any]:
         "spam_hold_score": mlist.spam_hold_score,
         "spam_discard_score": mlist.spam_discard_score,
         "unchecked_posts": mlist.unchecked_posts,
+        "trust_header_from": mlist.trust_header_from,
         "members": members,
     }
 
@@ -384,6 +385,12 @@ def moderate(ctx: click.Context, address: str, held_id: int, action: str, reason
     "--unchecked-posts",
     type=_choice(UncheckedPosts),
     help="What to do with a post a configured spamd or clamd could not check.",
+)
+@click.option(
+    "--trust-header-from/--verify-sender",
+    default=None,
+    help="Members post on their From header alone (forgeable), or (the default) only "
+    "with the member's envelope sender or an aligned DKIM signature.",
 )
 @click.pass_context
 def set_options(ctx: click.Context, address: str, **options: Any) -> None:

@@ -310,6 +310,17 @@ class RunningService:
             self._core.engine.dispose()
 
 
+def signed_verp(service: RunningService, member: str, list_address: str = LIST) -> str:
+    """The VERP envelope sender `service` gives its copies of `list_address`'s posts to
+    `member`: bounces to it count against the member."""
+    from lists.bounces import verp_address
+    from lists.tokens import verp_signature
+
+    signature = verp_signature(service.settings.secret_key, list_address, member)
+    name, _, domain = list_address.partition("@")
+    return verp_address(name, domain, member, signature)
+
+
 def simple_message(
     message_id: str,
     subject: str = "Hello",
