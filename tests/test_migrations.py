@@ -133,12 +133,8 @@ def test_mail_in_the_outbox_before_0014_is_known_by_its_message_id(database_url:
             "VALUES ('post', 'dev-bounces@lists.example.com', true, :data, '2026-12-01 00:00:00')"
         )
         with engine.begin() as connection:
-            connection.execute(
-                text(insert),
-                {
-                    "data": b"From: ann@example.org\r\nMessage-ID:\r\n <post-1@example.org>\r\n\r\nHi"
-                },
-            )
+            folded = b"Message-ID:\r\n <post-1@example.org>\r\nFrom: ann@example.org\r\n\r\nHi"
+            connection.execute(text(insert), {"data": folded})
             connection.execute(text(insert), {"data": b"Subject: no id\r\n\r\nHi"})
         migrate.upgrade(engine, "0014")
         with engine.connect() as connection:
