@@ -370,6 +370,7 @@ def settings_changes(form: dict[str, str]) -> dict[str, object]:
     changes["subject_prefix"] = prefix
     changes["personalize"] = delivery == "personalize"
     changes["emergency"] = bool(form.get("emergency"))
+    changes["trust_header_from"] = bool(form.get("trust_header_from"))
     changes["description"] = form.get("description", "").strip()
     changes["footer"] = form.get("footer", "").replace("\r\n", "\n")
     return changes
