@@ -45,24 +45,32 @@ def test_an_owners_catastrophic_ban_pattern_stalls_nobody(
 ) -> None:
     banned = lists_service.run_cli("lists", "ban", LIST, BACKTRACKER)
     assert banned.returncode == 0, banned.stderr
+    ruled = lists_service.run_cli("lists", "header-rule", LIST, "Subject", BACKTRACKER)
+    assert ruled.returncode == 0, ruled.stderr
     poster = "a" * 40 + "@example.com"
     send(lists_service, poster, LIST, post(poster, LIST, "Forty a's"))
-    # mail of everyone else, behind the post in the same worker
+    send(lists_service, ANN, LIST, post(ANN, LIST, "a" * 40 + "!"))
+    # mail of everyone else, behind the posts in the same worker
     with lists_service.smtp() as client:
         client.sendmail("carol@example.com", [JOURNAL], simple_message("after-the-post@x"))
     lists_service.wait_until_archived()
     assert held_senders(lists_service) == [poster]  # decided: not banned, held as a stranger
+    (copy,) = sink.wait_for(BOB)  # decided: the header rule did not match, the post went out
+    assert parsed(copy)["Subject"] == "[dev] " + "a" * 40 + "!"
     assert lists_service.run_cli("show", "after-the-post@x").returncode == 0
 
 
 def test_a_pattern_the_service_cannot_run_is_refused_when_saved(
     lists_service: RunningService,
 ) -> None:
-    refused = lists_service.run_cli("lists", "ban", LIST, r"^(a)\1@")
-    assert refused.returncode == 2
-    assert "back-references" in refused.stderr and "Traceback" not in refused.stderr
+    for command in (("ban", LIST, r"^(a)\1@"), ("header-rule", LIST, "Subject", r"(?=x)")):
+        refused = lists_service.run_cli("lists", *command)
+        assert refused.returncode == 2
+        assert "back-references" in refused.stderr and "Traceback" not in refused.stderr
     shown = json.loads(lists_service.run_cli("lists", "show", LIST, "--json").stdout)
-    assert shown["address"] == LIST
+    assert shown["header_rules"] == []
+    bans = lists_service.run_cli("lists", "unban", LIST, r"^(a)\1@")
+    assert bans.returncode == 1  # it was never saved
 
 
 def test_a_stored_pattern_the_service_cannot_run_matches_nothing(
