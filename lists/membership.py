@@ -53,7 +53,7 @@ def one_address(text: str) -> str:
     address = text.strip()
     if not address:
         raise BadAddress("no address was given")
-    if any(ord(char) < 32 or ord(char) == 127 for char in address):
+    if not address.isprintable():  # line breaks (CR, LF, U+2028...), controls, odd spaces
         raise BadAddress("an address is one line, without control characters")
     if address.count("@") != 1 or any(char in address for char in ",; "):
         raise BadAddress("give exactly one address, such as ann@example.org")
@@ -81,7 +81,8 @@ class Membership:
         self.public_url = public_url
 
     def request(self, session: Session, mlist: MailingList, address: str, action: str) -> str:
-        """Someone asked (by mail or on the web) to subscribe or unsubscribe `address`.
+        """Someone asked (by mail or on the web) to subscribe or unsubscribe `address`, or
+        (by mail) to change its delivery (`action` is then `set OPTION VALUE`).
 
         Sends the address a confirmation unless it is banned, the list is closed to
         joining, or the address had too many confirmations lately. The answer for the
