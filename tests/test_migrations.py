@@ -168,3 +168,30 @@ def test_upgrading_to_0016_dates_retention_by_arrival_and_drops_reply_to_from_se
     }
     if postgres:
         assert sorted(participants()) == ["alice@example.com", "bob@example.com"]
+
+
+def test_mail_in_the_outbox_before_0014_is_known_by_its_message_id(database_url: str) -> None:
+    """Bounces of mail sent before VERP addresses were signed still count: the upgrade
+    reads the Message-ID of every message already in the outbox."""
+    from sqlalchemy import text
+
+    from archiver.db import make_engine
+
+    engine = make_engine(database_url)
+    try:
+        migrate.upgrade(engine, "0012")
+        insert = (
+            "INSERT INTO outbox_messages (kind, sender, personalize, data, created_at) "
+            "VALUES ('post', 'dev-bounces@lists.example.com', true, :data, '2026-12-01 00:00:00')"
+        )
+        with engine.begin() as connection:
+            folded = b"Message-ID:\r\n <post-1@example.org>\r\nFrom: ann@example.org\r\n\r\nHi"
+            connection.execute(text(insert), {"data": folded})
+            connection.execute(text(insert), {"data": b"Subject: no id\r\n\r\nHi"})
+        migrate.upgrade(engine, "0014")
+        with engine.connect() as connection:
+            found = connection.execute(text("SELECT message_id FROM outbox_messages ORDER BY id"))
+            assert [row[0] for row in found] == ["post-1@example.org", ""]
+        migrate.upgrade(engine)
+    finally:
+        engine.dispose()

@@ -1,7 +1,7 @@
 """Sessions that can be ended, accounts that can be disabled, tokens that expire
 
 Revision ID: 0015
-Revises: 0012
+Revises: 0014
 Create Date: 2026-12-07 02:00:00
 
 The per-account lock-out goes: wrong passwords now slow down the client that types them
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0015"
-down_revision: str | None = "0012"
+down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
