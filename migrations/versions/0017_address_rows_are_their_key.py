@@ -1,7 +1,7 @@
 """Address rows are their own key: no surrogate id, no rowid on SQLite
 
 Revision ID: 0017
-Revises: 0012
+Revises: 0016
 Create Date: 2026-12-07 02:00:00
 
 `message_addresses` has the most rows of any table: on real list mail, with long Cc lists,
@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0017"
-down_revision: str | None = "0012"
+down_revision: str | None = "0016"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
