@@ -8,8 +8,10 @@ import os
 import re
 import subprocess
 import time
+from datetime import UTC, datetime
 from email.policy import default
 
+from archiver.mailfiles import mbox_entry
 from tests.browser import screenshot
 from tests.support import ARSIP, JOURNAL, LIST_DOMAIN, ROOT, RunningService, SmarthostSink
 from tests.test_lists import OWNER, post, send
@@ -172,8 +174,11 @@ def test_an_administrator_adds_a_retention_policy_and_previews_a_sweep(
         "Date: Mon, 02 Feb 2015 10:00:00 +0000\r\nMessage-ID: <old-news@example.com>\r\n\r\n"
         "Long ago.\r\n"
     )
-    with service.smtp() as client:
-        client.sendmail("sender@example.net", [JOURNAL], old.encode())
+    # Imported, so retention counts from its Date: (mail received now counts from now).
+    mbox = service.settings.data_dir.parent / "old.mbox"
+    sent = datetime(2015, 2, 2, tzinfo=UTC)
+    mbox.write_bytes(mbox_entry(old.encode(), "alice@example.com", sent))
+    service.run_cli("import", str(mbox), check=True)
     deadline = time.monotonic() + 20
     while json.loads(service.run_cli("search", "--json", "").stdout)["total"] < 1:
         assert time.monotonic() < deadline, service.log()

@@ -172,7 +172,7 @@ def test_an_existing_search_table_moves_into_partitions_in_place(tmp_path: Path)
     with postgres_database() as url:
         core = build_core(settings_from(service_env(tmp_path / "var", url)))
         try:
-            migrate.upgrade(core.engine, "0011")
+            migrate.upgrade(core.engine)
             with core.sessions.begin() as session:
                 core.archive.archive_batch(
                     session,
@@ -181,6 +181,7 @@ def test_an_existing_search_table_moves_into_partitions_in_place(tmp_path: Path)
                         for data in [*MONTHS, YEAR_END]
                     ],
                 )
+            migrate.downgrade(core.engine, "0011")  # an archive as revision 0011 left it
             with core.engine.begin() as connection:
                 # Rows as the backend of revision 0011 wrote them (english, stop words dropped).
                 connection.execute(
