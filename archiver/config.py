@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
 import secrets
 import tomllib
@@ -26,6 +27,9 @@ MIB = 1024 * 1024
 
 class SettingsError(ValueError):
     """A setting has a value Arsip cannot use; the message names the setting."""
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,12 @@ class Settings:
     domains: tuple[str, ...] = ()
     journal_addresses: tuple[str, ...] = ()
     journal_domains: Mapping[str, str] = field(default_factory=dict)
+    # The clients that may hand in journal mail (addresses or networks); everyone else
+    # reaches only list addresses and postmaster@
+    journal_clients: tuple[IPNetwork, ...] = (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
     smarthost: HostPort | None = None
     max_message_size: int = 25 * MIB
     max_recipients: int = 1000
@@ -185,6 +195,17 @@ def _host_port(value: Any) -> HostPort | None:
     return HostPort(host.strip("[]"), _port(port))
 
 
+def _networks(value: Any) -> tuple[IPNetwork, ...]:
+    """Comma-separated IP addresses or CIDR networks (a list in the file)."""
+    networks = []
+    for item in _list(value):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is no IP address or CIDR network") from None
+    return tuple(networks)
+
+
 def _daemon(value: Any) -> DaemonAddress | None:
     text = _text(value).strip()
     return DaemonAddress.parse(text) if text else None
@@ -239,6 +260,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "domains": _domains,
     "journal_addresses": _addresses,
     "journal_domains": _domain_map,
+    "journal_clients": _networks,
     "smarthost": _host_port,
     "max_message_size": _integer(1024, 2**31),
     "max_recipients": _integer(1, 100_000),

@@ -175,7 +175,7 @@ class IntakeHandler:
         """Accept only Arsip's own addresses, and no more than the configured number."""
         if len(envelope.rcpt_tos) >= self.settings.max_recipients:
             return TOO_MANY_RECIPIENTS
-        verdict = self.policy.check(address)
+        verdict = self.policy.check(address, journal_source=self._journal_source(session))
         if not verdict.accepted:
             log.info("refused rcpt=<%s> from peer=%s: %s", address, _peer(session), verdict.reply)
             return verdict.reply
@@ -201,6 +201,7 @@ class IntakeHandler:
             peer=_peer(session),
             received_at=datetime.now(UTC),
             priority=0 if getattr(envelope, "routed", False) else 1,
+            trusted=self._journal_source(session),
         )
         try:
             await self.committer.submit(item)
@@ -220,6 +221,12 @@ class IntakeHandler:
             protocol,
         )
         return self._replies(server, envelope, f"250 2.0.0 Ok: queued as {queue_id}")
+
+    def _journal_source(self, session: Session) -> bool:
+        """Whether this session's client may hand in journal mail (`ARSIP_JOURNAL_CLIENTS`)."""
+        peer = session.peer
+        client = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
+        return self.policy.is_journal_source(client)
 
     @staticmethod
     def _replies(server: SMTP, envelope: Envelope, reply: str) -> str:

@@ -67,6 +67,7 @@ def test_lists_in_the_environment_are_comma_separated(tmp_path: Path) -> None:
         ("ARSIP_MAX_MESSAGE_SIZE", "-1"),
         ("ARSIP_JOURNAL_DOMAINS", "archive.example.com"),
         ("ARSIP_JOURNAL_ADDRESSES", "not-an-address"),
+        ("ARSIP_JOURNAL_CLIENTS", "10.0.0.300"),
         ("ARSIP_LOG_LEVEL", "loud"),
         ("ARSIP_TLS_CERT", "/nonexistent/cert.pem"),
     ],

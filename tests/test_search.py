@@ -101,7 +101,11 @@ def indexed(core: Core):
         core.archive.archive_batch(
             session,
             [RawMessage(data, "", [], now, "import") for data in MESSAGES]
-            + [RawMessage(MESSAGES[2], CAROL, ["secret-bcc@example.com"], now, "smtp")],
+            + [
+                RawMessage(
+                    MESSAGES[2], CAROL, ["secret-bcc@example.com"], now, "smtp", journal_source=True
+                )
+            ],
         )
     backend = core.search_backend()
     Indexer(core.sessions, backend, core.store).run_once()

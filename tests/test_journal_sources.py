@@ -1,0 +1,265 @@
+"""Who may hand in mail: only journal sources reach the journal, list addresses and
+postmaster@ are open to everyone, and no copy widens who sees another message.
+
+Over loopback against a real `arsip serve` whose one journal source is 127.0.0.1: a
+client on 127.0.0.2 plays an outsider (Linux routes all of 127.0.0.0/8 to loopback).
+"""
+
+from __future__ import annotations
+
+import json
+import smtplib
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import select, update
+
+from archiver.archive import RawMessage, _legacy_key
+from archiver.core import Core
+from archiver.models import Message, MessageAddress
+from archiver.parse import parse_message
+from tests.support import (
+    JOURNAL,
+    JOURNAL_DOMAIN,
+    LIST_DOMAIN,
+    ORIGINAL_DOMAIN,
+    RunningService,
+    simple_message,
+)
+
+OUTSIDER = "127.0.0.2"
+PUBLIC_LIST = f"pub@{LIST_DOMAIN}"
+
+
+@pytest.fixture
+def guarded(make_service, database_url: str) -> RunningService:
+    """A service on SQLite and PostgreSQL whose only journal source is 127.0.0.1, with a
+    public list pub@."""
+    service = make_service(database_url, ARSIP_JOURNAL_CLIENTS="127.0.0.1")
+    service.run_cli("lists", "create", PUBLIC_LIST, check=True)
+    return service
+
+
+def outsider(service: RunningService) -> smtplib.SMTP:
+    """An SMTP client that reaches the service from an address that is no journal source."""
+    return smtplib.SMTP("127.0.0.1", service.smtp_port, timeout=30, source_address=(OUTSIDER, 0))
+
+
+def rcpt(client: smtplib.SMTP, address: str) -> tuple[int, bytes]:
+    return client.docmd(f"RCPT TO:<{address}>" if address else "RCPT TO:<>")
+
+
+def wait_until_indexed(service: RunningService, timeout: float = 60) -> None:
+    service.wait_until_archived()
+    deadline = time.monotonic() + timeout
+    while service.stats()["index_pending"]:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"index queue did not drain: {service.log()}")
+        time.sleep(0.1)
+
+
+def search(service: RunningService, *args: str) -> dict:
+    result = service.run_cli("search", "--json", *args)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def show(service: RunningService, message_id: str) -> dict:
+    result = service.run_cli("show", message_id, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def web_status(service: RunningService, path: str) -> int:
+    """The status code an anonymous visitor gets for `path`."""
+    url = f"http://127.0.0.1:{service.settings.web_port}{path}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+        except OSError:  # the web processes are still starting
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_an_outsider_is_refused_at_the_journal_but_may_write_to_a_list(
+    guarded: RunningService,
+) -> None:
+    with outsider(guarded) as client:
+        client.ehlo("outside.test")
+        client.mail("mallory@elsewhere.example")
+        for journal in (JOURNAL, f"bob@{JOURNAL_DOMAIN}", f"BOB@{JOURNAL_DOMAIN.upper()}"):
+            code, reply = rcpt(client, journal)
+            assert (code, reply[:5]) == (550, b"5.7.1"), (journal, reply)
+        assert rcpt(client, PUBLIC_LIST)[0] == 250
+    with guarded.smtp() as client:  # the journal source itself
+        client.ehlo("mta.test")
+        client.mail("alice@example.com")
+        assert rcpt(client, JOURNAL)[0] == 250
+        assert rcpt(client, f"bob@{JOURNAL_DOMAIN}")[0] == 250
+
+
+def test_a_list_id_header_on_journal_mail_files_nothing_into_that_list(
+    guarded: RunningService,
+) -> None:
+    forged = simple_message(
+        "forged-announcement@example.com",
+        subject="Salary freeze",
+        sender="ceo@example.com",
+        extra_headers=f"List-Id: pub <pub.{LIST_DOMAIN}>\r\n",
+    )
+    with guarded.smtp() as client:
+        client.sendmail("ceo@example.com", [JOURNAL], forged)
+    guarded.wait_until_archived()
+    assert show(guarded, "forged-announcement@example.com")["list_id"] is None
+    assert web_status(guarded, "/messages/forged-announcement@example.com") == 404
+
+
+def test_a_different_message_under_a_known_message_id_is_kept_apart_and_flagged(
+    guarded: RunningService,
+) -> None:
+    """Mallory reuses the Message-ID (and body) of the board's minutes in her own mail:
+    it must not become a copy of the minutes that she, its recipient, may read."""
+    body = "Approved as circulated.\r\n"
+    minutes = simple_message(
+        "minutes@example.com", "Board minutes", "ceo@example.com", "cfo@example.com", body
+    )
+    reuse = simple_message(
+        "minutes@example.com", "Lunch?", "mallory@example.com", "mallory@example.com", body
+    )
+    with guarded.smtp() as client:
+        client.sendmail("ceo@example.com", [f"cfo@{JOURNAL_DOMAIN}"], minutes)
+        client.sendmail("mallory@example.com", [f"mallory@{JOURNAL_DOMAIN}"], reuse)
+    wait_until_indexed(guarded)
+    assert guarded.stats()["messages"] == 2
+    assert search(guarded, "--as", "mallory@example.com", "board")["total"] == 0
+    assert show(guarded, "minutes@example.com")["envelope_recipients"] == ["cfo@example.com"]
+    flagged = search(guarded, "is:duplicate-id")
+    assert [found["subject"] for found in flagged["results"]] == ["Lunch?"]
+
+
+def test_postmaster_is_accepted_from_anyone_and_shown_to_administrators_only(
+    guarded: RunningService,
+) -> None:
+    complaint = simple_message(
+        "complaint@elsewhere.example",
+        subject="Your server sends us spam",
+        sender="abuse@elsewhere.example",
+        to="ceo@example.com",  # naming someone must not put it in their mail
+    )
+    with outsider(guarded) as client:
+        client.ehlo("outside.test")
+        client.mail("abuse@elsewhere.example")
+        for address in (
+            "postmaster",
+            "Postmaster",
+            f"postmaster@{LIST_DOMAIN}",
+            f"POSTMASTER@{LIST_DOMAIN.upper()}",
+            f"postmaster@{JOURNAL_DOMAIN}",
+            f"postmaster@{JOURNAL.partition('@')[2]}",
+        ):
+            code, reply = rcpt(client, address)
+            assert code == 250, (address, reply)
+        client.rset()
+        client.sendmail("abuse@elsewhere.example", [f"postmaster@{LIST_DOMAIN}"], complaint)
+    with guarded.smtp() as client:  # the journal source's copy for the company's postmaster
+        client.sendmail(
+            "alice@example.com",
+            [f"postmaster@{JOURNAL_DOMAIN}"],
+            simple_message("to-postmaster@example.com", to=f"postmaster@{ORIGINAL_DOMAIN}"),
+        )
+    wait_until_indexed(guarded)
+    assert [r["subject"] for r in search(guarded, "is:postmaster")["results"]] == [
+        "Your server sends us spam"
+    ]
+    assert search(guarded, "--as", "ceo@example.com", "spam")["total"] == 0
+    journaled = show(guarded, "to-postmaster@example.com")
+    assert journaled["envelope_recipients"] == [f"postmaster@{ORIGINAL_DOMAIN}"]
+
+
+# -- what each kind of copy may record, on the archive itself ---------------------------------
+
+NOW = datetime(2026, 2, 3, 12, 0, tzinfo=UTC)
+
+
+def roles_of(core: Core, pk: int) -> set[tuple[str, str]]:
+    with core.sessions() as session:
+        rows = session.execute(
+            select(MessageAddress.role, MessageAddress.address).where(
+                MessageAddress.message_pk == pk
+            )
+        )
+        return {(role, address) for role, address in rows}
+
+
+def test_only_a_journal_sources_copy_records_envelope_and_bcc(core: Core) -> None:
+    secret_bcc = "Bcc: auditor@example.com\r\n"
+    posted = simple_message("post@example.com", extra_headers=secret_bcc)
+    journaled = simple_message("journaled@example.com", extra_headers=secret_bcc)
+    with core.sessions.begin() as session:
+        post, journal = core.archive.archive_batch(
+            session,
+            [
+                RawMessage(posted, "eve@example.net", [PUBLIC_LIST], NOW, "list", list_id="pub"),
+                RawMessage(
+                    journaled,
+                    "alice@example.com",
+                    ["carol@example.com"],
+                    NOW,
+                    "smtp",
+                    journal_source=True,
+                ),
+            ],
+        )
+    assert roles_of(core, post.message_pk) == {
+        ("from", "alice@example.com"),
+        ("to", "bob@example.com"),
+    }
+    assert roles_of(core, journal.message_pk) >= {
+        ("bcc", "auditor@example.com"),
+        ("envelope_from", "alice@example.com"),
+        ("envelope_to", "carol@example.com"),
+    }
+
+
+def test_a_message_archived_before_the_upgrade_still_takes_its_own_copies_only(
+    core: Core,
+) -> None:
+    """Messages archived before migration 0013 keep their Message-ID-and-body key: a copy
+    of one merges only when its headers match too, and the key is then brought up to date."""
+    original = simple_message("old@example.com", subject="Plans")
+    with core.sessions.begin() as session:
+        [first] = core.archive.archive_batch(
+            session,
+            [RawMessage(original, "", ["bob@example.com"], NOW, "lmtp", journal_source=True)],
+        )
+        legacy = _legacy_key(parse_message(original, NOW))
+        session.execute(
+            update(Message).where(Message.id == first.message_pk).values(dedupe_key=legacy)
+        )
+    hop = b"Received: from relay.example.com\r\n" + original
+    other = simple_message("old@example.com", subject="Other plans")
+    with core.sessions.begin() as session:
+        same, different = core.archive.archive_batch(
+            session,
+            [
+                RawMessage(hop, "", ["carol@example.com"], NOW, "lmtp", journal_source=True),
+                RawMessage(other, "", ["mallory@example.com"], NOW, "lmtp", journal_source=True),
+            ],
+        )
+    assert (same.message_pk, same.created) == (first.message_pk, False)
+    assert different.created
+    assert ("envelope_to", "carol@example.com") in roles_of(core, first.message_pk)
+    assert ("envelope_to", "mallory@example.com") not in roles_of(core, first.message_pk)
+    with core.sessions() as session:
+        kept = session.get(Message, first.message_pk)
+        assert kept is not None and kept.dedupe_key != legacy
+        flagged = session.get(Message, different.message_pk)
+        assert flagged is not None and "duplicate_id" in flagged.flags
