@@ -501,6 +501,26 @@ def reindex(ctx: click.Context) -> None:
     click.echo(f"indexed {count} messages")
 
 
+@cli.command("journal-login")
+@click.argument("name")
+def journal_login(name: str) -> None:
+    """Make a login with which an MTA hands in journal mail over SMTP AUTH from anywhere.
+
+    Prints a new random secret, for the MTA's SMTP AUTH (PLAIN or LOGIN, over STARTTLS or
+    on loopback), and the NAME:SHA256 entry to add to ARSIP_JOURNAL_LOGINS. Arsip keeps
+    only the hash, so the secret is shown this once.
+    """
+    import hashlib
+    import re
+    import secrets
+
+    if not re.fullmatch(r"[A-Za-z0-9._@-]{1,64}", name):
+        raise CliError("a login name is 1 to 64 letters, digits, '.', '_', '@' or '-'")
+    secret = secrets.token_urlsafe(32)
+    click.echo(f"secret: {secret}")
+    click.echo(f"ARSIP_JOURNAL_LOGINS entry: {name}:{hashlib.sha256(secret.encode()).hexdigest()}")
+
+
 @cli.group("store")
 def store_group() -> None:
     """Look after the blob store."""

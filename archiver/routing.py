@@ -92,6 +92,18 @@ def normalise(address: str) -> str | None:
     return f"{local.lower()}@{domain.lower()}"
 
 
+def client_ip(client: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address of a client as a socket names it (an IPv4 client of a dual-stack
+    listener as IPv4), or None when it is no IP address."""
+    try:
+        ip = ipaddress.ip_address(client.strip("[]").partition("%")[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
 class RecipientPolicy:
     """Decides RCPT TO from the settings and the registered routers."""
 
@@ -142,13 +154,8 @@ class RecipientPolicy:
 
     def is_journal_source(self, client: str) -> bool:
         """Whether the client at IP address `client` may hand in journal mail."""
-        try:
-            ip = ipaddress.ip_address(client.strip("[]").partition("%")[0])
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip in network for network in self.settings.journal_clients)
+        ip = client_ip(client)
+        return ip is not None and any(ip in net for net in self.settings.journal_clients)
 
     def _serves(self, domain: str) -> bool:
         return domain in self.served_domains or any(r.owns_domain(domain) for r in self.routers)

@@ -7,12 +7,15 @@ client on 127.0.0.2 plays an outsider (Linux routes all of 127.0.0.0/8 to loopba
 
 from __future__ import annotations
 
+import hashlib
 import json
 import smtplib
+import ssl
 import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
@@ -27,6 +30,7 @@ from tests.support import (
     LIST_DOMAIN,
     ORIGINAL_DOMAIN,
     RunningService,
+    make_certificate,
     simple_message,
 )
 
@@ -99,6 +103,7 @@ def test_an_outsider_is_refused_at_the_journal_but_may_write_to_a_list(
             code, reply = rcpt(client, journal)
             assert (code, reply[:5]) == (550, b"5.7.1"), (journal, reply)
         assert rcpt(client, PUBLIC_LIST)[0] == 250
+        assert not client.has_extn("auth")  # no journal logins are configured
     with guarded.smtp() as client:  # the journal source itself
         client.ehlo("mta.test")
         client.mail("alice@example.com")
@@ -182,6 +187,39 @@ def test_postmaster_is_accepted_from_anyone_and_shown_to_administrators_only(
     assert search(guarded, "--as", "ceo@example.com", "spam")["total"] == 0
     journaled = show(guarded, "to-postmaster@example.com")
     assert journaled["envelope_recipients"] == [f"postmaster@{ORIGINAL_DOMAIN}"]
+
+
+def test_a_journal_login_over_starttls_makes_any_client_a_journal_source(
+    make_service, tmp_path: Path
+) -> None:
+    secret = "a-long-random-token-for-the-test"
+    cert, key = make_certificate(tmp_path)
+    service = make_service(
+        ARSIP_JOURNAL_CLIENTS="127.0.0.1",
+        ARSIP_JOURNAL_LOGINS=f"mta.example.com:{hashlib.sha256(secret.encode()).hexdigest()}",
+        ARSIP_TLS_CERT=str(cert),
+        ARSIP_TLS_KEY=str(key),
+    )
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    with outsider(service) as client:
+        client.ehlo("mta.example.com")
+        client.mail("alice@example.com")
+        assert rcpt(client, JOURNAL)[0] == 550
+        client.rset()
+        client.starttls(context=context)
+        client.ehlo("mta.example.com")
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            client.login("mta.example.com", "a-guess")
+        client.login("mta.example.com", secret)
+        client.sendmail(
+            "alice@example.com", [f"bob@{JOURNAL_DOMAIN}"], simple_message("authed@example.com")
+        )
+    service.wait_until_archived()
+    assert show(service, "authed@example.com")["envelope_recipients"] == ["bob@example.com"]
+    log = service.log()
+    assert "failed journal login 'mta.example.com'" in log
+    assert secret not in log and "a-guess" not in log
 
 
 # -- what each kind of copy may record, on the archive itself ---------------------------------
