@@ -22,8 +22,9 @@ from sqlalchemy import select, update
 
 from archiver.archive import RawMessage, _legacy_key
 from archiver.core import Core
-from archiver.models import Message, MessageAddress
+from archiver.models import Message, MessageAddress, SpoolEntry
 from archiver.parse import parse_message
+from archiver.spool import Incoming
 from tests.support import (
     JOURNAL,
     JOURNAL_DOMAIN,
@@ -301,3 +302,30 @@ def test_a_message_archived_before_the_upgrade_still_takes_its_own_copies_only(
         assert kept is not None and kept.dedupe_key != legacy
         flagged = session.get(Message, different.message_pk)
         assert flagged is not None and "duplicate_id" in flagged.flags
+
+
+def test_mail_spooled_before_the_upgrade_is_judged_by_its_recorded_client(core: Core) -> None:
+    """Spool rows from before migration 0013 carry no trust: their peer address decides,
+    against today's ARSIP_JOURNAL_CLIENTS (loopback here)."""
+    for n, peer in enumerate(("127.0.0.1:40000", "192.0.2.7:25")):
+        data = simple_message(f"spooled{n}@example.com")
+        core.spool.commit_batch(
+            [
+                Incoming(
+                    f"Q{n}",
+                    "alice@example.com",
+                    (f"bob@{JOURNAL_DOMAIN}",),
+                    data,
+                    "lmtp",
+                    peer,
+                    NOW,
+                )
+            ]
+        )
+    with core.sessions.begin() as session:
+        session.execute(update(SpoolEntry).values(trusted=None))
+    assert core.worker().run_once() == 2
+    with core.sessions() as session:
+        pks = {mid: pk for mid, pk in session.execute(select(Message.message_id, Message.id))}
+    assert ("envelope_to", "bob@example.com") in roles_of(core, pks["spooled0@example.com"])
+    assert roles_of(core, pks["spooled1@example.com"]) == set()
