@@ -33,6 +33,7 @@ from archiver.locks import transaction_lock
 from archiver.models import Attachment, Blob, ContentCheck, IndexQueueEntry, Message, MessageAddress
 from archiver.parse import ParsedMessage, parse_message, unwrap_journal_report
 from archiver.store import DirectoryBlobStore, StoredBlob
+from archiver.store.errors import BlobCorruptError, BlobMissingError
 from archiver.threading_db import BatchThreader
 from archiver.threads import subject_key
 
@@ -220,7 +221,12 @@ class Archive:
             )
         )
         for old_key, pk, sha256, received_at in rows:
-            key = dedupe_key(parse_message(self.store.get(sha256), received_at))
+            try:
+                stored = self.store.get(sha256)
+            except (BlobMissingError, BlobCorruptError) as exc:  # so it cannot be compared
+                log.warning("message %d cannot be compared with its new copy: %r", pk, exc)
+                continue
+            key = dedupe_key(parse_message(stored, received_at))
             if key in legacy[old_key]:
                 session.execute(update(Message).where(Message.id == pk).values(dedupe_key=key))
                 found[key] = pk
