@@ -100,7 +100,13 @@ def indexed(core: Core):
     with core.sessions.begin() as session:
         core.archive.archive_batch(
             session,
-            [RawMessage(data, "", [], now, "import") for data in MESSAGES]
+            [
+                # the list engine files its copy of a post into the list; a List-Id does not
+                RawMessage(data, "", [], now, "list", list_id="dev.lists.example.com")
+                if b"List-Id:" in data
+                else RawMessage(data, "", [], now, "import")
+                for data in MESSAGES
+            ]
             + [
                 RawMessage(
                     MESSAGES[2], CAROL, ["secret-bcc@example.com"], now, "smtp", journal_source=True
