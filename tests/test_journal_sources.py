@@ -7,6 +7,7 @@ client on 127.0.0.2 plays an outsider (Linux routes all of 127.0.0.0/8 to loopba
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import smtplib
@@ -18,12 +19,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from aiosmtpd.smtp import MISSING, Envelope, Session
 from sqlalchemy import select, update
 
 from archiver.archive import RawMessage, _legacy_key
+from archiver.config import Settings
 from archiver.core import Core
+from archiver.intake import AUTH_NEEDS_TLS, IntakeHandler
 from archiver.models import Message, MessageAddress, SpoolEntry
 from archiver.parse import parse_message
+from archiver.routing import RecipientPolicy
 from archiver.spool import Incoming
 from tests.support import (
     JOURNAL,
@@ -329,3 +334,19 @@ def test_mail_spooled_before_the_upgrade_is_judged_by_its_recorded_client(core: 
         pks = {mid: pk for mid, pk in session.execute(select(Message.message_id, Message.id))}
     assert ("envelope_to", "bob@example.com") in roles_of(core, pks["spooled0@example.com"])
     assert roles_of(core, pks["spooled1@example.com"]) == set()
+
+
+def test_a_journal_login_is_taken_only_over_tls_away_from_loopback(tmp_path: Path) -> None:
+    """What the socket tests cannot show (every address they may use is loopback): a
+    client elsewhere must start TLS before it may send its secret."""
+    settings = Settings(data_dir=tmp_path, journal_logins={"mta": "0" * 64})
+    handler = IntakeHandler(settings, RecipientPolicy(settings), committer=None)  # type: ignore[arg-type]
+    elsewhere = Session(loop=None)  # type: ignore[arg-type]
+    elsewhere.peer = ("192.0.2.25", 40000)
+
+    def auth(session: Session) -> object:
+        return asyncio.run(handler.handle_AUTH(None, session, Envelope(), ["PLAIN"]))  # type: ignore[arg-type]
+
+    assert auth(elsewhere) == AUTH_NEEDS_TLS
+    elsewhere.ssl = {"cipher": ("TLS_AES_256_GCM_SHA384", "TLSv1.3", 256)}
+    assert auth(elsewhere) is MISSING  # aiosmtpd goes on to read and check the credentials
