@@ -11,8 +11,9 @@ What a copy may say about who a message concerns depends on where it came from, 
 in `ARSIP_JOURNAL_CLIENTS`, or the operator's `arsip import`) records every role, its
 envelope and Bcc recipients included; the list engine's copy records the header roles
 but no envelope or Bcc; any other copy (mail to postmaster@) records none, so it is seen
-only by those who see everything. So every `envelope_from`, `envelope_to` and `bcc` row
-in the archive came from a trusted copy. A message's list is set only by the list engine
+only by those who see everything (flagged `unattributed` until a copy of the other kinds
+arrives). So every `envelope_from`, `envelope_to` and `bcc` row in the archive came from a
+trusted copy. A message's list is set only by the list engine
 (`RawMessage.list_id`), never by a `List-Id:` header.
 """
 
@@ -47,6 +48,9 @@ ARCHIVE_LOCK = "archive"  # serialises the database half of archiving across wor
 # and mail to postmaster@ (`is:postmaster`)
 DUPLICATE_ID = "duplicate_id"
 POSTMASTER = "postmaster"
+# A message no trusted or list copy has reached (mail to postmaster@): it has no address
+# rows at all, whatever its headers say; the flag goes when such a copy arrives
+UNATTRIBUTED = "unattributed"
 
 
 @dataclass
@@ -267,6 +271,7 @@ def _insert_messages(session: Session, groups: list[list[_Prepared]]) -> dict[st
         sender = parsed.from_[0] if parsed.from_ else None
         marks = [DUPLICATE_ID] if id(first) in reused else []
         marks += [POSTMASTER] if any(copy.raw.postmaster for copy in copies) else []
+        marks += [] if any(_vouched(copy) for copy in copies) else [UNATTRIBUTED]
         rows.append(
             {
                 "dedupe_key": first.dedupe_key,
@@ -361,6 +366,12 @@ def _list_of(copies: list[_Prepared]) -> str | None:
     return next((copy.raw.list_id for copy in copies if copy.raw.list_id), None)
 
 
+def _vouched(copy: _Prepared) -> bool:
+    """Whether the copy's header addresses may be recorded: a trusted copy, or the list
+    engine's (whose posting rules let it through)."""
+    return copy.raw.trusted or copy.raw.list_id is not None
+
+
 def _recorded_roles(copies: list[_Prepared]) -> dict[tuple[str, str], str]:
     """Every (role, address) the copies of one message may record, with display names.
 
@@ -370,7 +381,7 @@ def _recorded_roles(copies: list[_Prepared]) -> dict[tuple[str, str], str]:
     """
     roles: dict[tuple[str, str], str] = {}
     for copy in copies:
-        if not copy.raw.trusted and copy.raw.list_id is None:
+        if not _vouched(copy):
             continue
         parsed = copy.parsed
         for role in HEADER_ROLES:
@@ -390,7 +401,8 @@ def _recorded_roles(copies: list[_Prepared]) -> dict[tuple[str, str], str]:
 
 def _add_roles(session: Session, known: dict[int, list[_Prepared]]) -> set[int]:
     """Add what new copies of archived messages may record (`_recorded_roles`): the union
-    of trusted copies' envelopes, and the list the list engine's copy files it into.
+    of trusted copies' envelopes, and the list the list engine's copy files it into. A
+    message that was unattributed is so no more once a vouched copy of it arrives.
 
     Returns the ids of the messages that changed (their index entry is stale).
     """
@@ -421,4 +433,12 @@ def _add_roles(session: Session, known: dict[int, list[_Prepared]]) -> set[int]:
             )
             if filed.rowcount:
                 changed.add(pk)
+    vouched = [pk for pk, copies in known.items() if any(_vouched(c) for c in copies)]
+    for pk, flags in session.execute(
+        select(Message.id, Message.flags).where(Message.id.in_(vouched))
+    ):
+        if UNATTRIBUTED in flags:
+            kept = [flag for flag in flags if flag != UNATTRIBUTED]
+            session.execute(update(Message).where(Message.id == pk).values(flags=kept))
+            changed.add(pk)
     return changed

@@ -350,3 +350,34 @@ def test_a_journal_login_is_taken_only_over_tls_away_from_loopback(tmp_path: Pat
     assert auth(elsewhere) == AUTH_NEEDS_TLS
     elsewhere.ssl = {"cipher": ("TLS_AES_256_GCM_SHA384", "TLSv1.3", 256)}
     assert auth(elsewhere) is MISSING  # aiosmtpd goes on to read and check the credentials
+
+
+def test_a_postmaster_copy_grants_nothing_until_a_journal_copy_of_it_arrives(core: Core) -> None:
+    """An outside sender's message To: alice and Cc: postmaster@ reaches Arsip twice: from
+    the outside directly (postmaster, unattributed) and as the company MTA's journal copy."""
+    data = simple_message("both@example.org", sender="carl@example.org", to="alice@example.com")
+    with core.sessions.begin() as session:
+        [direct] = core.archive.archive_batch(
+            session, [RawMessage(data, "carl@example.org", [], NOW, "smtp", postmaster=True)]
+        )
+    assert roles_of(core, direct.message_pk) == set()
+    with core.sessions.begin() as session:
+        [journaled] = core.archive.archive_batch(
+            session,
+            [
+                RawMessage(
+                    data,
+                    "carl@example.org",
+                    ["alice@example.com"],
+                    NOW,
+                    "lmtp",
+                    journal_source=True,
+                )
+            ],
+        )
+    assert (journaled.message_pk, journaled.created) == (direct.message_pk, False)
+    assert ("to", "alice@example.com") in roles_of(core, direct.message_pk)
+    with core.sessions() as session:
+        message = session.get(Message, direct.message_pk)
+        assert message is not None
+        assert "postmaster" in message.flags and "unattributed" not in message.flags
