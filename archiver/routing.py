@@ -8,7 +8,8 @@ routing, source routes and address literals are refused outright rather than int
 
 Journal addresses and domains are the archive's way in: whatever arrives there is recorded
 as mail of the company's people, envelope and Bcc included. So only a trusted journal
-source (a client in `ARSIP_JOURNAL_CLIENTS`) reaches them; anyone else gets `550 5.7.1`.
+source (a client in `ARSIP_JOURNAL_CLIENTS`, or one that logged in with a journal login)
+reaches them; anyone else gets `550 5.7.1`.
 List addresses stay open to everyone, because the list's own posting rules decide, and
 `postmaster@` every domain Arsip serves is open to everyone (RFC 5321 section 4.5.1).
 """
