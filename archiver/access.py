@@ -1,11 +1,16 @@
-"""Which archived messages a viewer may see, as a condition inside the SQL query.
+"""Which archived messages a viewer may see: the one rule, for every reader.
 
-Invariant 6 puts the access check below the UI: every page that fetches a message asks
-through here, and the check is part of the statement the database runs, so a message the
-viewer may not see is never loaded at all (and cannot leak through a forgotten filter).
+Invariant 6 puts the access check below the UI. The rule has two halves kept side by side
+here so they cannot drift apart: `GRANTING_ROLES` says which address rows make a message
+someone's own mail, and `visible_messages` turns a viewer into a condition inside the SQL
+query, so a message the viewer may not see is never loaded at all. The search index stores
+`granting_addresses` of each message and filters by them, so search, totals, facets and
+exports answer exactly what the pages answer.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from sqlalchemy import ColumnElement, exists, false, or_, select, true
 from sqlalchemy.orm import Session, selectinload
@@ -16,7 +21,14 @@ from archiver.search.viewer import Viewer
 
 # The roles that make a message someone's own mail: they sent it or it was addressed or
 # delivered to them. Reply-To is left out: naming someone there does not send them the mail.
-OWN_ROLES = ("from", "to", "cc", "bcc", ENVELOPE_FROM, ENVELOPE_TO)
+# Envelope and Bcc rows count as they are stored; the intake records them only for copies
+# from trusted journal sources, so an outsider's envelope grants nothing.
+GRANTING_ROLES = ("from", "to", "cc", "bcc", ENVELOPE_FROM, ENVELOPE_TO)
+
+
+def granting_addresses(rows: Iterable[tuple[str, str]]) -> set[str]:
+    """The addresses among (role, address) rows whose owners may read the message."""
+    return {address for role, address in rows if role in GRANTING_ROLES}
 
 
 def visible_messages(viewer: Viewer) -> ColumnElement[bool]:
@@ -33,7 +45,7 @@ def visible_messages(viewer: Viewer) -> ColumnElement[bool]:
             exists().where(
                 MessageAddress.message_pk == Message.id,
                 MessageAddress.address.in_(sorted(viewer.addresses)),
-                MessageAddress.role.in_(OWN_ROLES),
+                MessageAddress.role.in_(GRANTING_ROLES),
             )
         )
     if viewer.readable_lists:

@@ -5,6 +5,12 @@ once it is verified; the primary email is one of them. Several accounts may clai
 address while none has proved it, so nobody can block an address by claiming it first; the
 first account to verify it keeps it and the other claims are dropped. Passwords are kept as argon2
 hashes and API tokens as sha256 digests: a copy of the database lets nobody log in.
+
+Every account has a session generation that each web session carries; raising it (on
+logout, a new password, disabling the account) ends all of the account's sessions at once,
+wherever they are. A disabled account keeps its rows but neither logs in nor uses its
+tokens. Guessing is slowed down where the guesses come from (`archiver.throttle.Backoff`,
+used by the login page), never by locking the account, which anyone could do to its owner.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from functools import cache
 
@@ -33,12 +39,6 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from archiver.models import Base, BigId, UtcDateTime, utcnow
 from archiver.search.viewer import Viewer
-
-# After this many wrong passwords within WINDOW, the account refuses every password for
-# LOCKOUT: slow enough to stop guessing, short enough that its owner is only delayed.
-MAX_FAILURES = 5
-WINDOW = timedelta(minutes=15)
-LOCKOUT = timedelta(minutes=15)
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 
@@ -69,14 +69,6 @@ class LoginAddress(AccountError):
     """The account's own login address, which cannot be removed from it."""
 
 
-class AccountLocked(AccountError):
-    """Too many wrong passwords: the account refuses logins until `until`."""
-
-    def __init__(self, until: datetime) -> None:
-        super().__init__(f"locked until {until:%Y-%m-%d %H:%M} UTC")
-        self.until = until
-
-
 class User(Base):
     """A person who logs in to the web UI or calls the API."""
 
@@ -87,10 +79,10 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16), default=Role.USER)
     password_hash: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
-    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
-    # When the current run of failures began; failures older than WINDOW are forgiven.
-    failures_since: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Sessions carry the generation they began in and end when it moves on (`end_sessions`).
+    session_generation: Mapped[int] = mapped_column(Integer, default=0)
+    # Set while the account is disabled: no logins, no tokens, its rows and history kept.
+    disabled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     addresses: Mapped[list[UserAddress]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True
@@ -135,6 +127,8 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # None: valid until revoked.
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 def normalise_email(email: str) -> str:
@@ -171,7 +165,7 @@ def add_user(session: Session, email: str, role: str, password: str | None = Non
     session.execute(
         delete(UserAddress).where(UserAddress.address == email, UserAddress.verified.is_(False))
     )
-    user = User(email=email, role=role, failed_logins=0)
+    user = User(email=email, role=role, session_generation=0)
     user.addresses.append(UserAddress(address=email, verified=True))
     if password is not None:
         set_password(user, password)
@@ -181,13 +175,35 @@ def add_user(session: Session, email: str, role: str, password: str | None = Non
 
 
 def set_password(user: User, password: str) -> None:
-    """Give `user` a new password, and lift any lock-out (an admin chose to let them in)."""
+    """Give `user` a new password and end their sessions: whoever knew the old one (the
+    reason it is often changed) is logged out everywhere."""
     if not password:
         raise AccountError("the password is empty")
     user.password_hash = _hasher.hash(password)
-    user.failed_logins = 0
-    user.failures_since = None
-    user.locked_until = None
+    end_sessions(user)
+
+
+def end_sessions(user: User) -> None:
+    """End every web session of `user`, in every browser and web process: each request
+    compares its session's generation with the account's (`session_is_current`)."""
+    user.session_generation = (user.session_generation or 0) + 1
+
+
+def session_is_current(user: User | None, generation: object) -> bool:
+    """Whether a session of `user` begun in `generation` may still act for them: the
+    account exists, is not disabled, and has not ended its sessions since."""
+    return user is not None and user.disabled_at is None and generation == user.session_generation
+
+
+def set_disabled(user: User, disabled: bool, now: datetime | None = None) -> bool:
+    """Disable `user` (ending their sessions; logins and tokens refused) or enable them
+    again; returns whether anything changed."""
+    if disabled == (user.disabled_at is not None):
+        return False
+    user.disabled_at = (now or utcnow()) if disabled else None
+    if disabled:
+        end_sessions(user)
+    return True
 
 
 def verified_owner(session: Session, address: str) -> int | None:
@@ -261,65 +277,70 @@ def _verify(password_hash: str, password: str) -> bool:
         return False
 
 
-def authenticate(
-    session: Session, email: str, password: str, now: datetime | None = None
-) -> User | None:
-    """The user if `password` is theirs, else None; `AccountLocked` while locked out.
+def authenticate(session: Session, email: str, password: str) -> User | None:
+    """The user if `password` is theirs and the account may log in, else None.
 
-    Every answer costs one argon2 verification, for unknown emails too, so timing does not
-    tell which accounts exist. A locked account refuses even its right password, so
-    guessing gains nothing during the lock. The caller commits: failures are counted in
-    the session.
+    Every answer costs one argon2 verification, for unknown, password-less and disabled
+    accounts too, so neither the answer nor its timing tells which accounts exist. Nothing
+    is counted here: the caller slows down repeated failures by where they come from.
     """
-    now = now or utcnow()
     user = find_user(session, email)
-    if user is None or user.password_hash is None:
+    if user is None or user.password_hash is None or user.disabled_at is not None:
         _verify(_dummy_hash(), password)
         return None
-    if user.locked_until is not None and user.locked_until > now:
-        _verify(_dummy_hash(), password)
-        raise AccountLocked(user.locked_until)
     if not _verify(user.password_hash, password):
-        _count_failure(user, now)
         return None
-    user.failed_logins = 0
-    user.failures_since = None
-    user.locked_until = None
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = _hasher.hash(password)
     return user
-
-
-def _count_failure(user: User, now: datetime) -> None:
-    if user.failures_since is None or now - user.failures_since > WINDOW:
-        user.failed_logins = 0
-        user.failures_since = now
-    user.failed_logins += 1
-    if user.failed_logins >= MAX_FAILURES:
-        user.locked_until = now + LOCKOUT
-        user.failed_logins = 0
-        user.failures_since = None
 
 
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def new_api_token(session: Session, user: User) -> str:
-    """A new API token for `user`; only its digest is stored, so show it once."""
+def new_api_token(session: Session, user: User, expires_at: datetime | None = None) -> str:
+    """A new API token for `user`, valid until `expires_at` (None: until revoked); only
+    its digest is stored, so show it once."""
     token = secrets.token_urlsafe(32)
-    session.add(ApiToken(user_id=user.id, token_hash=_token_hash(token)))
+    session.add(ApiToken(user_id=user.id, token_hash=_token_hash(token), expires_at=expires_at))
     session.flush()
     return token
 
 
+def find_token(session: Session, token: str) -> ApiToken | None:
+    """The stored row of the API token `token`, whatever its state."""
+    return session.scalar(select(ApiToken).where(ApiToken.token_hash == _token_hash(token)))
+
+
 def user_for_token(session: Session, token: str, now: datetime | None = None) -> User | None:
-    """Whose API token `token` is (noting when it was used), or None."""
-    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == _token_hash(token)))
-    if row is None:
+    """Whose API token `token` is (noting when it was used), or None when it is unknown,
+    revoked, expired, or its account is disabled."""
+    now = now or utcnow()
+    row = find_token(session, token)
+    if row is None or (row.expires_at is not None and row.expires_at <= now):
         return None
-    row.last_used_at = now or utcnow()
-    return session.get(User, row.user_id)
+    user = session.get(User, row.user_id)
+    if user is None or user.disabled_at is not None:
+        return None
+    row.last_used_at = now
+    return user
+
+
+def tokens_of(session: Session, user: User) -> list[ApiToken]:
+    """`user`'s API tokens, oldest first, for listing: the tokens themselves were never kept."""
+    rows = select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id)
+    return list(session.scalars(rows))
+
+
+def revoke_token(session: Session, token_id: int) -> ApiToken | None:
+    """Delete the API token with id `token_id`; it stops working at once. Returns the
+    revoked row (for the audit record), or None if there is no such token."""
+    row = session.get(ApiToken, token_id)
+    if row is not None:
+        session.delete(row)
+        session.flush()
+    return row
 
 
 def verified_addresses(session: Session, user: User) -> tuple[str, ...]:
@@ -346,3 +367,17 @@ def viewer_for(session: Session, user: User | None) -> Viewer:
         return Viewer.administrator()
     addresses = verified_addresses(session, user) if user is not None else ()
     return Viewer.person(*addresses, lists=readable_lists(session, addresses))
+
+
+def viewer_for_address(session: Session, address: str) -> Viewer:
+    """The viewer `arsip search --as ADDRESS` searches as: the account that has verified
+    ADDRESS, with its role and all its verified addresses, exactly as the web sees it; an
+    address no account has verified reads what an account with only that address would.
+    """
+    from archiver.plugins import readable_lists
+
+    wanted = address.strip().lower()
+    owner = verified_owner(session, wanted)
+    if owner is not None:
+        return viewer_for(session, session.get(User, owner))
+    return Viewer.person(wanted, lists=readable_lists(session, [wanted]))

@@ -33,6 +33,7 @@ from archiver.contentcheck.verdict import Verdict
 from archiver.locks import transaction_lock
 from archiver.models import Attachment, Blob, ContentCheck, IndexQueueEntry, Message, MessageAddress
 from archiver.parse import ParsedMessage, parse_message, unwrap_journal_report
+from archiver.retention.clock import counts_from
 from archiver.store import DirectoryBlobStore, StoredBlob
 from archiver.store.errors import BlobCorruptError, BlobMissingError
 from archiver.threading_db import BatchThreader
@@ -117,10 +118,39 @@ def dedupe_key(parsed: ParsedMessage) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _legacy_key(parsed: ParsedMessage) -> str:
+def legacy_dedupe_key(parsed: ParsedMessage) -> str:
     """The key messages archived before migration 0013 have: Message-ID and body only."""
     text = f"{parsed.message_id}\n{parsed.body_digest}"
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def derived_fields(
+    parsed: ParsedMessage, received_at: datetime, source: str
+) -> dict[str, str | datetime | None]:
+    """The message row's columns that follow from its bytes (parsed), its arrival and its
+    source: what archiving writes, and what `arsip verify --deep` recomputes to compare."""
+    sender = parsed.from_[0] if parsed.from_ else None
+    return {
+        "dedupe_key": dedupe_key(parsed),
+        "message_id": parsed.message_id,
+        "subject": parsed.subject,
+        "subject_key": subject_key(parsed.subject),
+        "from_address": sender.email if sender else "",
+        "from_name": sender.name if sender else "",
+        "date": parsed.date,
+        "retention_date": counts_from(parsed.date, received_at, source),
+    }
+
+
+def header_roles(parsed: ParsedMessage) -> dict[tuple[str, str], str]:
+    """Every (role, address) the headers name, with the display name: the address rows
+    archiving writes from the bytes (envelope rows come from the copies' envelopes)."""
+    roles: dict[tuple[str, str], str] = {}
+    for role in HEADER_ROLES:
+        for address in getattr(parsed, "from_" if role == "from" else role):
+            if address.email:
+                roles.setdefault((role, address.email), address.name)
+    return roles
 
 
 class Archive:
@@ -216,7 +246,7 @@ class Archive:
         legacy: dict[str, set[str]] = {}
         for key, copies in groups.items():
             if key not in found:
-                legacy.setdefault(_legacy_key(copies[0].parsed), set()).add(key)
+                legacy.setdefault(legacy_dedupe_key(copies[0].parsed), set()).add(key)
         if not legacy:
             return found
         rows = session.execute(
@@ -268,21 +298,14 @@ def _insert_messages(session: Session, groups: list[list[_Prepared]]) -> dict[st
     rows = []
     for copies in groups:
         first, parsed = copies[0], copies[0].parsed
-        sender = parsed.from_[0] if parsed.from_ else None
         marks = [DUPLICATE_ID] if id(first) in reused else []
         marks += [POSTMASTER] if any(copy.raw.postmaster for copy in copies) else []
         marks += [] if any(_vouched(copy) for copy in copies) else [UNATTRIBUTED]
         rows.append(
             {
-                "dedupe_key": first.dedupe_key,
-                "message_id": parsed.message_id,
+                **derived_fields(parsed, first.raw.received_at, first.raw.source),
                 "sha256": first.sha256,
                 "size": len(first.data),
-                "subject": parsed.subject,
-                "subject_key": subject_key(parsed.subject),
-                "from_address": sender.email if sender else "",
-                "from_name": sender.name if sender else "",
-                "date": parsed.date,
                 "received_at": first.raw.received_at,
                 "envelope_from": first.envelope_from,
                 "thread_id": threader.assign(parsed),

@@ -272,12 +272,23 @@ def export(ctx: click.Context, output: Path, since: str | None, until: str | Non
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     help="Only recompute a chain written by --export, from the file alone.",
 )
+@click.option(
+    "--deep",
+    is_flag=True,
+    help="Also parse every message again and check the database rows derived from it "
+    "(sender, recipients and their roles, subject, date, list).",
+)
 @click.pass_context
 def verify(
-    ctx: click.Context, as_json: bool, export_to: Path | None, exported: Path | None
+    ctx: click.Context,
+    as_json: bool,
+    export_to: Path | None,
+    exported: Path | None,
+    deep: bool,
 ) -> None:
     """Check every blob against its hash, every message against the intake ledger and the
-    ledger's daily seals; exit 1 on any problem.
+    ledger's daily seals; with --deep, every message's rows against its bytes; exit 1 on
+    any problem.
 
     Finished days are sealed first. Warnings (ledger entries that no seal covers) are
     shown but do not fail the check.
@@ -292,9 +303,11 @@ def verify(
     from archiver.verify import (
         VerifyReport,
         count_blobs,
+        count_messages,
         count_seals,
         seal_days,
         verify_ledger,
+        verify_rows,
         verify_store,
     )
 
@@ -307,6 +320,9 @@ def verify(
         raise CliError(str(exc)) from exc
     with tqdm(total=count_seals(core), unit="day", desc="ledger", disable=None) as bar:
         verify_ledger(core, on_day=bar.update, report=report)
+    if deep:
+        with tqdm(total=count_messages(core), unit="msg", desc="rows", disable=None) as bar:
+            verify_rows(core, on_message=bar.update, report=report)
     if export_to is not None:
         try:
             with core.sessions() as session, export_to.open("w", encoding="utf-8") as out:
@@ -337,6 +353,11 @@ def _print_verify(report: VerifyReport) -> None:
             click.echo(f"{label} {sha256}")
     for sha256, message_id in report.unrecorded:
         click.echo(f"unrecorded {sha256} <{message_id}>")
+    for found in report.mismatches:
+        click.echo(
+            f"mismatch <{found.message_id}> {found.field}: the database says "
+            f"{found.stored!r}, the bytes say {found.derived!r}"
+        )
     for issue in chain.problems:
         click.echo(f"broken seal {issue.day}: {issue.text}")
     for issue in chain.warnings:
@@ -347,6 +368,11 @@ def _print_verify(report: VerifyReport) -> None:
         f"{len(report.corrupt)} corrupt{locked}"
     )
     click.echo(f"checked {report.messages} messages: {len(report.unrecorded)} not in the ledger")
+    if report.deep:
+        click.echo(
+            f"parsed {report.reparsed} messages again: "
+            f"{len(report.mismatches)} fields differ from their bytes"
+        )
     click.echo(
         f"checked {chain.seals} sealed days ({chain.entries} entries, {report.sealed_now} "
         f"sealed now): {len(chain.problems)} broken, {len(chain.warnings)} warnings; "
@@ -621,7 +647,7 @@ def users_add(ctx: click.Context, email: str, role: str, password_stdin: bool) -
 @click.argument("email", callback=_email)
 @click.pass_context
 def users_password(ctx: click.Context, email: str) -> None:
-    """Set an account's password from the first line of stdin (and lift any lock-out)."""
+    """Set an account's password from the first line of stdin; its sessions end."""
     from archiver.accounts import set_password
 
     password = _password_from_stdin()
@@ -647,6 +673,7 @@ def users_list(ctx: click.Context, as_json: bool) -> None:
                 "role": user.role,
                 "addresses": list(verified_addresses(session, user)),
                 "has_password": user.password_hash is not None,
+                "disabled": user.disabled_at is not None,
                 "created_at": user.created_at.isoformat(),
             }
             for user in session.scalars(select(User).order_by(User.email))
@@ -655,21 +682,115 @@ def users_list(ctx: click.Context, as_json: bool) -> None:
         click.echo(json.dumps(rows, ensure_ascii=False))
         return
     for row in rows:
-        password = "" if row["has_password"] else "  (no password)"
-        click.echo(f"{row['email']:40} {row['role']:8} {' '.join(row['addresses'])}{password}")
+        notes = ("" if row["has_password"] else "  (no password)") + (
+            "  (disabled)" if row["disabled"] else ""
+        )
+        click.echo(f"{row['email']:40} {row['role']:8} {' '.join(row['addresses'])}{notes}")
 
 
 @users.command("token")
 @click.argument("email", callback=_email)
+@click.option(
+    "--expires",
+    metavar="PERIOD",
+    help="Let the token lapse after this many days or years (90d, 1y); default: never.",
+)
 @click.pass_context
-def users_token(ctx: click.Context, email: str) -> None:
+def users_token(ctx: click.Context, email: str, expires: str | None) -> None:
     """Make a new API token and print it; it is stored hashed and cannot be shown again."""
-    from archiver.accounts import new_api_token
+    from archiver.accounts import find_token, new_api_token
+    from archiver.retention.periods import Period, PeriodError
+
+    try:
+        expires_at = Period.parse(expires).end(datetime.now(UTC)) if expires else None
+    except PeriodError as exc:
+        raise click.BadParameter(str(exc), param_hint="--expires") from None
+    with open_core(ctx, upgrade=True).sessions.begin() as session:
+        token = new_api_token(session, _account(session, email), expires_at)
+        row = find_token(session, token)
+        assert row is not None  # just made
+        details = {"id": row.id, "expires_at": expires_at.isoformat() if expires_at else None}
+        _record(session, "user.token", email, details)
+    click.echo(token)
+
+
+@users.command("tokens")
+@click.argument("email", callback=_email)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
+@click.pass_context
+def users_tokens(ctx: click.Context, email: str, as_json: bool) -> None:
+    """An account's API tokens: id, made, last used, expiry (the tokens themselves were
+    never kept)."""
+    from archiver.accounts import tokens_of
+
+    def when(moment: datetime | None) -> str | None:
+        return moment.isoformat() if moment is not None else None
+
+    with open_core(ctx, upgrade=False).sessions() as session:
+        rows = [
+            {
+                "id": row.id,
+                "created_at": when(row.created_at),
+                "last_used_at": when(row.last_used_at),
+                "expires_at": when(row.expires_at),
+            }
+            for row in tokens_of(session, _account(session, email))
+        ]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for row in rows:
+        click.echo(
+            f"{row['id']:>6}  made {row['created_at']}  last used {row['last_used_at'] or 'never'}"
+            f"  expires {row['expires_at'] or 'never'}"
+        )
+
+
+@users.command("revoke-token")
+@click.argument("token_id", metavar="ID", type=click.IntRange(min=1))
+@click.pass_context
+def users_revoke_token(ctx: click.Context, token_id: int) -> None:
+    """Revoke the API token ID (from `arsip users tokens`): it stops working at once."""
+    from archiver.accounts import User, revoke_token
 
     with open_core(ctx, upgrade=True).sessions.begin() as session:
-        token = new_api_token(session, _account(session, email))
-        _record(session, "user.token", email)
-    click.echo(token)
+        row = revoke_token(session, token_id)
+        if row is None:
+            raise CliError(f"no API token {token_id}; `arsip users tokens EMAIL` lists them")
+        owner = session.get(User, row.user_id)
+        email = owner.email if owner is not None else str(row.user_id)
+        _record(session, "user.token.revoke", email, {"id": token_id})
+    click.echo(f"revoked token {token_id} of {email}")
+
+
+@users.command("disable")
+@click.argument("email", callback=_email)
+@click.pass_context
+def users_disable(ctx: click.Context, email: str) -> None:
+    """Disable an account: its sessions end, it cannot log in, its API tokens stop working.
+
+    Its addresses, tokens and history are kept; `arsip users enable` undoes it.
+    """
+    _set_disabled(ctx, email, True)
+
+
+@users.command("enable")
+@click.argument("email", callback=_email)
+@click.pass_context
+def users_enable(ctx: click.Context, email: str) -> None:
+    """Let a disabled account log in and use its API tokens again."""
+    _set_disabled(ctx, email, False)
+
+
+def _set_disabled(ctx: click.Context, email: str, disabled: bool) -> None:
+    from archiver.accounts import set_disabled
+
+    state, action = ("disabled", "user.disable") if disabled else ("enabled", "user.enable")
+    with open_core(ctx, upgrade=True).sessions.begin() as session:
+        changed = set_disabled(_account(session, email), disabled)
+        if changed:
+            _record(session, action, email)
+    click.echo(f"{email} {'is now' if changed else 'was already'} {state}")
 
 
 @users.command("add-address")

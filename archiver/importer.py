@@ -21,6 +21,7 @@ from archiver import ledger
 from archiver.archive import ArchiveResult, RawMessage
 from archiver.core import Core
 from archiver.mailfiles import FoundMessage, iter_path, total_size
+from archiver.retention.clock import IMPORTED
 
 BATCH_SIZE = 200
 
@@ -65,7 +66,7 @@ def _archive(core: Core, batch: list[FoundMessage]) -> list[ArchiveResult]:
             envelope_from="",
             envelope_to=[],
             received_at=now,
-            source="import",
+            source=IMPORTED,
             queue_id="",
         )
         for found in batch

@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 FROM_LINE = b"From "
 MMDF_SEPARATOR = b"\x01\x01\x01\x01"
+_NO_SENDER = "MAILER-DAEMON"
 _ESCAPED_FROM = re.compile(rb"^>+From ")
 _NEEDS_ESCAPE = re.compile(rb"^>*From ", re.MULTILINE)
 
@@ -80,8 +81,27 @@ def mbox_entry(data: bytes, sender: str, when: datetime) -> bytes:
     body = _NEEDS_ESCAPE.sub(rb">\g<0>", data)
     if not body.endswith(b"\n"):
         body += b"\n"
-    separator = f"From {sender or 'MAILER-DAEMON'} {stamp}\n".encode("utf-8", "replace")
+    separator = f"From {separator_sender(sender)} {stamp}\n".encode("ascii")
     return separator + body + b"\n"
+
+
+def separator_sender(sender: str) -> str:
+    """The sender as an mbox `From ` line can carry it: ASCII without spaces.
+
+    Readers (Python's `mailbox`, and every tool built on it) decode that line as ASCII and
+    split it at spaces. An internationalised domain is written in its IDNA (punycode) form;
+    a sender that still is not plain ASCII (a UTF-8 local part) becomes `MAILER-DAEMON`, as
+    for mail without a sender. The message's own bytes keep the real address.
+    """
+    local, at, domain = sender.strip().rpartition("@")
+    if at and not domain.isascii():
+        try:
+            sender = f"{local}@{domain.encode('idna').decode('ascii')}"
+        except UnicodeError:
+            return _NO_SENDER
+    if not sender or not sender.isascii() or not sender.isprintable() or " " in sender:
+        return _NO_SENDER
+    return sender
 
 
 def iter_path(path: Path) -> Iterator[FoundMessage]:

@@ -23,7 +23,6 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
-    UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -137,12 +136,17 @@ class Message(Base):
     from_name: Mapped[str] = mapped_column(Text)
     date: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
     received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # What retention ages the message by (`archiver.retention.clock`), never the sender's
+    # Date: alone; indexed with the id for the sweep's keyset paging.
+    retention_date: Mapped[datetime] = mapped_column(UtcDateTime)
     envelope_from: Mapped[str] = mapped_column(Text)
     thread_id: Mapped[str] = mapped_column(String(32), index=True)
     in_reply_to: Mapped[str | None] = mapped_column(Text)
     list_id: Mapped[str | None] = mapped_column(Text, index=True)
     flags: Mapped[list[str]] = mapped_column(JSON)
     source: Mapped[str] = mapped_column(String(16))
+
+    __table_args__ = (Index("ix_messages_retention_date_id", "retention_date", "id"),)
 
     addresses: Mapped[list[MessageAddress]] = relationship(
         back_populates="message", cascade="all, delete-orphan", passive_deletes=True
@@ -160,18 +164,23 @@ class MessageAddress(Base):
 
     Access control ("a user sees mail they sent or received, envelope included") is one
     indexed look-up in this table.
+
+    It has the most rows of any table (a message with a long Cc list has dozens), so a
+    row is its key and nothing more: no surrogate id, and on SQLite no rowid, the table
+    itself being the (message, role, address) index a unique constraint would copy.
     """
 
     __tablename__ = "message_addresses"
     __table_args__ = (
-        UniqueConstraint("message_pk", "role", "address"),
         Index("ix_message_addresses_address_role", "address", "role"),
+        {"sqlite_with_rowid": False},
     )
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
-    role: Mapped[str] = mapped_column(String(16))
-    address: Mapped[str] = mapped_column(Text)
+    message_pk: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    role: Mapped[str] = mapped_column(String(16), primary_key=True)
+    address: Mapped[str] = mapped_column(Text, primary_key=True)
     name: Mapped[str] = mapped_column(Text, default="")
 
     message: Mapped[Message] = relationship(back_populates="addresses")

@@ -35,8 +35,7 @@ def audit_reading(
 
 def search(core: Core, params: dict[str, Any], actor: str) -> dict[str, Any]:
     """A page of results for `params["query"]`, as the administrator or as `params["as"]`."""
-    from archiver.accounts import find_user, viewer_for
-    from archiver.plugins import readable_lists
+    from archiver.accounts import viewer_for_address
     from archiver.search.backend import Sort
     from archiver.search.query import QuerySyntaxError
     from archiver.search.service import search as run_search
@@ -46,11 +45,7 @@ def search(core: Core, params: dict[str, Any], actor: str) -> dict[str, Any]:
     who = Viewer.administrator()
     if viewer:  # an account sees what it sees on the web; another address its own mail
         with core.sessions() as session:
-            account = find_user(session, viewer)
-            if account is not None:
-                who = viewer_for(session, account)
-            else:
-                who = Viewer.person(viewer, lists=readable_lists(session, [viewer]))
+            who = viewer_for_address(session, viewer)
     backend = core.search_backend()
     try:
         with core.sessions() as session:

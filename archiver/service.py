@@ -51,14 +51,18 @@ from archiver.worker import Waker
 log = logging.getLogger(__name__)
 
 WORKER_NICENESS = 19
+# The indexer beside an intake yields to it, but is not starved the way the idle worker
+# may be: a long import must not leave a growing queue of mail that cannot be found.
+INDEXER_NICENESS = 5
 SWITCH_INTERVAL = 0.0005
 WORKER_DRAIN_SECONDS = 30  # how long a stopping worker waits for its background jobs
 WEB_THREADS = 8  # per web process: pages mostly wait on SQLite, the store and the index
 CHILD_CHECK_SECONDS = 1.0
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PR_SET_NAME = 15
 WHOOSH_VERSION = "2.7.4"
 ROLES = ("intake", "worker", "indexer", "scheduler", "web")
-BACKGROUND_ROLES = frozenset({"worker", "indexer", "scheduler"})  # one child runs these
+BACKGROUND_ROLES = frozenset({"worker", "indexer", "scheduler"})  # run by background children
 
 
 class StartError(RuntimeError):
@@ -111,6 +115,7 @@ def _stop_with_parent(parent_pid: int) -> threading.Event:
     watches its parent and stops by itself.
     """
     _die_with_parent(parent_pid)
+    _show_name()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -136,6 +141,15 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+def _show_name() -> None:
+    """Name this process in `ps`, `top` and /proc/PID/comm after its part of the service
+    (the kernel keeps 15 bytes: `arsip-indexer`, `arsip-web-1`, `arsip-scheduler`), so an
+    operator can tell the children apart."""
+    if sys.platform.startswith("linux"):
+        name = _process_name().encode()[:15]
+        ctypes.CDLL(None).prctl(PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
+
+
 def _process_name() -> str:
     return multiprocessing.current_process().name
 
@@ -148,12 +162,14 @@ def run_background_process(
     wake: Waker | None = None,
     intake_beside: bool = True,
 ) -> None:
-    """Entry point of the background child: whichever of spool worker (with the
+    """Entry point of a background child: whichever of spool worker (with the
     extensions' delivery), indexer and scheduler candidate `roles` names, until the parent
     goes away. With the intake in the same service (`intake_beside`) it yields the CPU to
     it; a machine of workers alone runs them at normal priority."""
     configure_logging(settings)
-    if intake_beside:
+    if intake_beside and roles == {"indexer"}:
+        os.nice(INDEXER_NICENESS)
+    elif intake_beside:
         # Taking mail in beats archiving it promptly: the worker runs on CPU time the
         # intake leaves idle and catches up afterwards (the spool holds the difference).
         _lower_priority()
@@ -210,6 +226,16 @@ def run_web_process(
     if local is not None:
         local.shutdown()
     server.close()
+
+
+def background_children(roles: frozenset[str]) -> list[frozenset[str]]:
+    """The background roles of each child to start. The indexer gets a process of its own:
+    as a thread beside the worker it shared one interpreter lock with archiving and the
+    worker's idle priority, and fell ever further behind during a long import."""
+    background = roles & BACKGROUND_ROLES
+    if "indexer" in background and len(background) > 1:
+        return [frozenset({"indexer"}), background - {"indexer"}]
+    return [background] if background else []
 
 
 def _index_forever(core: Core, stop: threading.Event) -> None:
@@ -332,25 +358,23 @@ class Service:
         return held
 
     def _start_background(self) -> None:
-        roles = self.roles & BACKGROUND_ROLES
-        if not roles:
-            return
         wake = self._wake if "intake" in self.roles else None
-        child = self._context.Process(
-            target=run_background_process,
-            args=(
-                self.core.settings,
-                os.getpid(),
-                roles,
-                self.extension_factories,
-                wake,
-                "intake" in self.roles,
-            ),
-            name="arsip-" + "+".join(sorted(roles)),
-            daemon=True,
-        )
-        child.start()
-        self._children.append(child)
+        for roles in background_children(self.roles):
+            child = self._context.Process(
+                target=run_background_process,
+                args=(
+                    self.core.settings,
+                    os.getpid(),
+                    roles,
+                    self.extension_factories,
+                    wake,
+                    "intake" in self.roles,
+                ),
+                name="arsip-" + "+".join(sorted(roles)),
+                daemon=True,
+            )
+            child.start()
+            self._children.append(child)
 
     def _bind_web(self) -> socket.socket | None:
         """The web UI's listening socket, bound here so a busy port fails start-up."""

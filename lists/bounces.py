@@ -64,19 +64,38 @@ def parse_bounce(raw: bytes) -> list[Bounce]:
 _VERP_MARKER = "-bounces+"
 
 
-def verp_address(list_local: str, domain: str, recipient: str) -> str:
-    """The VERP envelope sender for a list post to `recipient`.
+def verp_address(list_local: str, domain: str, recipient: str, signature: str = "") -> str:
+    """The VERP envelope sender for a list post to `recipient`, carrying `signature`.
 
     A bounce then comes back to an address that names the subscriber, so it can be matched
     to a member even when its text is unreadable:
-    `verp_address("dev", "lists.example.com", "ann@example.org")` is
-    `"dev-bounces+ann=example.org@lists.example.com"`. Raises ValueError when `recipient`
-    is not local@domain.
+    `verp_address("dev", "lists.example.com", "ann@example.org", "sig")` is
+    `"dev-bounces+sig.ann=example.org@lists.example.com"` (without a signature, as mail
+    was sent before signatures: `"dev-bounces+ann=example.org@lists.example.com"`).
+    Raises ValueError when `recipient` is not local@domain.
     """
     local, at, rdomain = recipient.strip().rpartition("@")
     if not at or not local or not rdomain:
         raise ValueError(f"not an address: {recipient!r}")
-    return f"{list_local}{_VERP_MARKER}{local}={rdomain}@{domain}"
+    signed = f"{signature}{_SIGNATURE_END}" if signature else ""
+    return f"{list_local}{_VERP_MARKER}{signed}{local}={rdomain}@{domain}"
+
+
+_SIGNATURE_END = "."
+
+
+def split_verp_signature(detail: str, length: int) -> tuple[str, str]:
+    """(signature, rest) of the `+detail` of a VERP address that may start with a
+    signature of `length` characters; ("", detail) when it cannot carry one.
+
+    An unsigned address of a recipient whose local part happens to look like a signature
+    splits too; its "signature" then fails the check, and the caller reads the whole
+    detail as an unsigned address.
+    """
+    signature, dot, rest = detail.partition(_SIGNATURE_END)
+    if not dot or len(signature) != length or not signature.isalnum() or not rest:
+        return "", detail
+    return signature, rest
 
 
 def decode_verp(address: str) -> tuple[str, str] | None:
@@ -99,6 +118,39 @@ def decode_verp(address: str) -> tuple[str, str] | None:
     if any(char in text for char in ' \t<>,;"') or "@" in encoded:
         return None
     return list_local, f"{local}@{rdomain}"
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """What a standard delivery status notification (RFC 3464) says, and about what."""
+
+    bounces: list[Bounce]  # the recipients its delivery-status fields name as failed
+    message_id: str  # of the returned message or headers, without <>; "" when it has none
+
+
+def delivery_report(raw: bytes) -> DeliveryReport | None:
+    """The recipients an RFC 3464 report names, and the Message-ID of the message it
+    returns; None for anything else (prose bounces, complaints, unreadable mail).
+
+    A bounce that does not come back to a signed VERP address counts only when it is
+    such a report about a message the outbox sent: the structured fields are the only
+    part of a bounce that names a recipient without guessing.
+    """
+    try:
+        message = message_from_bytes(bytes(raw[:MAX_MESSAGE_BYTES]), policy=policy.compat32)
+        parts = _Parts()
+        _collect(message, parts)
+        if parts.feedback:
+            return None
+        records = [record for text in parts.reports for record in _dsn_records(text)]
+        found = _dedupe(bounce for record in records if (bounce := _dsn_bounce(record)))
+        if not found:
+            return None
+        message_ids = (str(original.get("Message-ID", "")) for original in parts.originals)
+        message_id = next((" ".join(m.split()).strip("<>") for m in message_ids if m), "")
+        return DeliveryReport(found, message_id)
+    except Exception:
+        return None
 
 
 # -- addresses ----------------------------------------------------------------------------

@@ -14,7 +14,15 @@ from sqlalchemy.orm import Session
 from lists import notices
 from lists.bounces import Bounce
 from lists.membership import members_with_role
-from lists.models import BounceRecord, MailingList, Member, Role, utcnow
+from lists.models import (
+    BounceRecord,
+    MailingList,
+    Member,
+    OutboxMessage,
+    OutboxRecipient,
+    Role,
+    utcnow,
+)
 from lists.outbox import send_notice
 
 log = logging.getLogger(__name__)
@@ -69,6 +77,25 @@ def record(session: Session, mlist: MailingList, bounces: list[Bounce]) -> None:
         )
         if member.disabled_reason is None and member.bounce_score >= mlist.bounce_threshold:
             _disable(session, mlist, member)
+
+
+def was_sent(session: Session, mlist: MailingList, message_id: str, address: str) -> bool:
+    """Whether the outbox handed the smarthost `message_id` of `mlist` for `address`: what
+    a delivery report that did not come back to a signed VERP address must be about."""
+    if not message_id:
+        return False
+    found = session.scalar(
+        select(OutboxRecipient.id)
+        .join(OutboxMessage, OutboxMessage.id == OutboxRecipient.message_id)
+        .where(
+            OutboxMessage.list_id == mlist.id,
+            OutboxMessage.message_id == message_id,
+            OutboxRecipient.address == address,
+            OutboxRecipient.status == "sent",
+        )
+        .limit(1)
+    )
+    return found is not None
 
 
 def _disable(session: Session, mlist: MailingList, member: Member) -> None:

@@ -29,10 +29,12 @@ from lists.models import (
     Subscription,
     UncheckedPosts,
 )
+from lists.patterns import PatternError, check_pattern
 from lists.posting import Poster
 from lists.rules.content_check import score_problem
 
 LIST_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,76}$")
 RESERVED_SUFFIXES = ("-request", "-join", "-leave", "-owner", "-bounces", "-confirm")
 
 
@@ -86,6 +88,8 @@ def _describe(mlist: MailingList, members: int) -> dict[str, Any]:
         "spam_hold_score": mlist.spam_hold_score,
         "spam_discard_score": mlist.spam_discard_score,
         "unchecked_posts": mlist.unchecked_posts,
+        "trust_header_from": mlist.trust_header_from,
+        "header_rules": mlist.header_matches or [],
         "members": members,
     }
 
@@ -384,6 +388,12 @@ def moderate(ctx: click.Context, address: str, held_id: int, action: str, reason
     type=_choice(UncheckedPosts),
     help="What to do with a post a configured spamd or clamd could not check.",
 )
+@click.option(
+    "--trust-header-from/--verify-sender",
+    default=None,
+    help="Members post on their From header alone (forgeable), or (the default) only "
+    "with the member's envelope sender or an aligned DKIM signature.",
+)
 @click.pass_context
 def set_options(ctx: click.Context, address: str, **options: Any) -> None:
     """Change settings of the list ADDRESS (only those given)."""
@@ -430,9 +440,9 @@ def ban(ctx: click.Context, address: str, pattern: str) -> None:
     (`*` for ADDRESS bans from every list)."""
     if pattern.startswith("^"):
         try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise click.BadParameter(f"not a regular expression: {exc}") from exc
+            check_pattern(pattern)
+        except PatternError as exc:
+            raise click.BadParameter(str(exc), param_hint="PATTERN") from None
     core = open_core(ctx, upgrade=True)
     with core.sessions.begin() as session:
         list_id = None if address == "*" else _find(session, address).id
@@ -440,6 +450,43 @@ def ban(ctx: click.Context, address: str, pattern: str) -> None:
         session.add(Ban(list_id=list_id, pattern=pattern))
         record(session, cli_actor(), "list.ban", address.lower(), {"pattern": pattern})
     click.echo(f"banned {pattern}")
+
+
+@lists.command(name="header-rule")
+@click.argument("address")
+@click.argument("header")
+@click.argument("pattern")
+@click.option("--action", type=_choice(Action), default=str(Action.HOLD), show_default=True)
+@click.option("--remove", is_flag=True, help="Remove the rule for HEADER and PATTERN.")
+@click.pass_context
+def header_rule(
+    ctx: click.Context, address: str, header: str, pattern: str, action: str, remove: bool
+) -> None:
+    """Add a header rule to the list ADDRESS: a post whose HEADER matches PATTERN (RE2,
+    without case) gets ACTION. Rules run last, after every other posting rule."""
+    if not HEADER_NAME.match(header):
+        raise click.BadParameter("a header name such as X-Spam-Flag", param_hint="HEADER")
+    if not remove:
+        try:
+            check_pattern(pattern)
+        except PatternError as exc:
+            raise click.BadParameter(str(exc), param_hint="PATTERN") from None
+    core = open_core(ctx, upgrade=True)
+    with core.sessions.begin() as session:
+        mlist = _find(session, address)
+        rules = [
+            rule
+            for rule in mlist.header_matches or []
+            if (rule.get("header", "").lower(), rule.get("pattern")) != (header.lower(), pattern)
+        ]
+        if remove and len(rules) == len(mlist.header_matches or []):
+            raise click.ClickException(f"{address} has no rule for {header} {pattern}")
+        if not remove:
+            rules.append({"header": header, "pattern": pattern, "action": str(action)})
+        mlist.header_matches = rules
+        details = {"header": header, "pattern": pattern, "action": str(action), "removed": remove}
+        record(session, cli_actor(), "list.header-rule", mlist.address, details)
+    click.echo(f"{'removed' if remove else 'added'} the rule {header} {pattern}")
 
 
 @lists.command()

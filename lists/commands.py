@@ -3,7 +3,10 @@
 approval, or a moderator's decision on a held post).
 
 Commands only ever act on the sender's own address, and every answer goes to that
-address, so nobody can learn whether someone else is a member.
+address, so nobody can learn whether someone else is a member. The sender is the one
+address in From: a From naming several addresses (or none that is plain) gets nothing
+done and no answer. Whatever changes a membership (joining, leaving, a `set`) waits for
+a confirmation from that address, so a forged From changes nobody's settings.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from sqlalchemy.orm import Session
 
 from archiver.throttle import allow_in
 from lists import notices
-from lists.membership import Membership, has_role
-from lists.models import Delivery, HeldMessage, MailingList, Member, Pending, Role
+from lists.membership import BadAddress, Membership, delivery_for, has_role, one_address
+from lists.models import HeldMessage, MailingList, Pending, Role
 from lists.outbox import send_notice
 from lists.posting import Poster
 
@@ -30,12 +33,6 @@ REPLIES_PER_HOUR = 10  # answers to one address's mailed commands
 MAX_COMMANDS = 10  # lines read from a body; signatures and quotes come after them
 QUOTED = re.compile(r"^\s*>")
 SIGNATURE = re.compile(r"^--\s*$")
-DIGEST_MODES = {
-    "plain": Delivery.PLAIN_DIGEST,
-    "on": Delivery.PLAIN_DIGEST,
-    "mime": Delivery.MIME_DIGEST,
-    "off": Delivery.REGULAR,
-}
 
 
 class Commands:
@@ -148,23 +145,13 @@ class Commands:
     def _set(
         self, session: Session, mlist: MailingList, sender: str, option: str, value: str
     ) -> str:
-        member = session.scalar(
-            select(Member).where(
-                Member.list_id == mlist.id, Member.address == sender, Member.role == Role.MEMBER
-            )
-        )
-        if member is None:
+        """A setting changes only once the member's own address confirms it: the From of
+        a command is as easy to forge as anyone's."""
+        if delivery_for(option, value) is None:
+            return "Usage: set digest plain|mime|off, or set nomail on|off."
+        if not has_role(session, mlist, sender, Role.MEMBER):
             return f"{sender} is not a member of {mlist.address}."
-        if option == "digest" and value in DIGEST_MODES:
-            member.delivery = DIGEST_MODES[value]
-            return f"Delivery for {sender} is now: {member.delivery}."
-        if option == "nomail" and value in ("on", "off"):
-            member.delivery = Delivery.NOMAIL if value == "on" else Delivery.REGULAR
-            if value == "off":
-                member.disabled_reason = None
-                member.bounce_score = 0.0
-            return f"Delivery for {sender} is now: {member.delivery}."
-        return "Usage: set digest plain|mime|off, or set nomail on|off."
+        return self.membership.request(session, mlist, sender, f"set {option} {value}")
 
 
 def command_lines(message: EmailMessage) -> tuple[str, list[str]]:
@@ -199,3 +186,21 @@ def _body(message: EmailMessage) -> str:
         return str(part.get_content())[:20_000]
     except (LookupError, ValueError):
         return ""
+
+
+def command_sender(message: EmailMessage, envelope_from: str) -> str | None:
+    """The one address a command acts for and is answered at: the From's, when From names
+    exactly one plain address (the envelope sender when there is no From); None for
+    anything else, which is not answered."""
+    try:
+        header = message["From"]
+        addresses = getattr(header, "addresses", ()) if header else ()
+    except (IndexError, ValueError):
+        return None
+    if header and len(addresses) != 1:
+        return None
+    text = addresses[0].addr_spec if addresses else envelope_from
+    try:
+        return one_address(text)
+    except BadAddress:
+        return None

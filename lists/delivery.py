@@ -7,7 +7,8 @@ runs out, so every recipient gets the post; only a crash between the smarthost's
 and our commit sends someone a second copy.
 
 Personalised messages (the list's default) go one transaction per recipient, with a VERP
-envelope sender and a signed one-click List-Unsubscribe link; the others go in
+envelope sender signed for the recipient (so only real bounces score against a member)
+and a signed one-click List-Unsubscribe link; the others go in
 transactions of up to `BULK_RECIPIENTS` recipients grouped by domain.
 """
 
@@ -31,7 +32,7 @@ from archiver.db import is_postgres
 from lists import bouncing
 from lists.bounces import Bounce, verp_address
 from lists.models import MailingList, OutboxMessage, OutboxRecipient, utcnow
-from lists.tokens import unsubscribe_signature
+from lists.tokens import unsubscribe_signature, verp_signature
 from lists.transport import Envelope, Outcome, Transport, transport_for
 
 log = logging.getLogger(__name__)
@@ -195,7 +196,8 @@ class DeliveryLoop:
             f"List-Unsubscribe: <{link}>,\r\n <mailto:{mlist.address_for('leave')}>\r\n"
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
         ).encode()
-        sender = verp_address(mlist.name, mlist.domain, address)
+        verp = verp_signature(self.settings.secret_key, mlist.address, address)
+        sender = verp_address(mlist.name, mlist.domain, address, verp)
         return Envelope(sender, (address,), headers + message.data)
 
     def _record(

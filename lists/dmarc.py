@@ -158,6 +158,21 @@ class DmarcLookup:
         # sp= is what the organization publishes for its subdomains; p= when it says nothing.
         return known_policy(answer.tags.get("sp", answer.tags.get("p")))
 
+    def txt(self, name: bytes | str, timeout: float | None = None) -> bytes | None:
+        """The first TXT record at `name`, its strings joined (None when there is none or
+        DNS fails), from the same servers as the DMARC lookups: DKIM's public keys, for
+        `lists.authorship`. Not cached: a key is asked for only when a post needs it."""
+        text = name.decode("ascii", "replace") if isinstance(name, bytes) else name
+        try:
+            qname = dns.name.from_text(text)
+            resolver = self._resolver or self._make_resolver()
+            answer = resolver.resolve(qname, "TXT", lifetime=timeout or self._timeout, search=False)
+        except (dns.exception.DNSException, ValueError):
+            return None
+        for rdata in answer:
+            return b"".join(rdata.strings)
+        return None
+
     def _lookup(self, name: str, deadline: float) -> _Answer:
         """The answer for `_dmarc.<name>`, from the cache or from DNS."""
         with self._lock:

@@ -16,8 +16,14 @@ from archiver.archive import RawMessage
 from archiver.core import Core
 from lists import bouncing, digesting
 from lists.addresses import Kind, ListAddress
-from lists.bounces import Bounce, decode_verp, parse_bounce
-from lists.commands import Commands
+from lists.bounces import (
+    Bounce,
+    decode_verp,
+    delivery_report,
+    parse_bounce,
+    split_verp_signature,
+)
+from lists.commands import Commands, command_sender
 from lists.delivery import DeliveryLoop
 from lists.directory import ListDirectory
 from lists.dmarc import DmarcLookup
@@ -33,7 +39,8 @@ from lists.models import (
     utcnow,
 )
 from lists.outbox import enqueue
-from lists.posting import Poster, parse, poster_address
+from lists.posting import Poster, parse
+from lists.tokens import VERP_SIGNATURE_CHARS, verp_signature_matches
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +152,6 @@ class ListEngine:
             self._bounce(session, mlist, where, message)
             return
         parsed = parse(message.data)
-        sender = poster_address(parsed, message.envelope_from)
         if where.kind is Kind.POST:
             action = self.poster.receive(
                 session,
@@ -158,17 +164,9 @@ class ListEngine:
             )
             if action is Action.ACCEPT and digesting.over_threshold(session, mlist):
                 digesting.send_digest(session, mlist)
-        elif not sender or not message.envelope_from:
+        elif not message.envelope_from:
             # commands from the null sender are bounces or auto-replies: never answer them
             log.info("queue_id=%s ignored: no sender to answer", message.queue_id)
-        elif where.kind is Kind.REQUEST:
-            self.commands.request(session, mlist, parsed, sender)
-        elif where.kind is Kind.JOIN:
-            self.commands.join(session, mlist, sender)
-        elif where.kind is Kind.LEAVE:
-            self.commands.leave(session, mlist, sender)
-        elif where.kind is Kind.CONFIRM:
-            self.commands.confirm(session, mlist, where.detail, parsed, sender)
         elif where.kind is Kind.OWNER and message.verdict and message.verdict.virus:
             # mail to the owners is passed on whole: never pass on a virus
             log.info(
@@ -177,30 +175,69 @@ class ListEngine:
         elif where.kind is Kind.OWNER:
             owners = members_with_role(session, mlist, Role.OWNER)
             enqueue(session, message.data, mlist.address_for("bounces"), owners, "notice", mlist.id)
+        elif (sender := command_sender(parsed, message.envelope_from)) is None:
+            log.info("queue_id=%s ignored: From names no single plain address", message.queue_id)
+        elif where.kind is Kind.REQUEST:
+            self.commands.request(session, mlist, parsed, sender)
+        elif where.kind is Kind.JOIN:
+            self.commands.join(session, mlist, sender)
+        elif where.kind is Kind.LEAVE:
+            self.commands.leave(session, mlist, sender)
+        elif where.kind is Kind.CONFIRM:
+            self.commands.confirm(session, mlist, where.detail, parsed, sender)
 
     def _bounce(
         self, session: Session, mlist: MailingList, where: ListAddress, message: RawMessage
     ) -> None:
-        """A bounce: the VERP address names the recipient; the report says how bad."""
-        reported = parse_bounce(message.data)
-        if where.detail:
-            decoded = decode_verp(f"{mlist.name}-bounces+{where.detail}@{mlist.domain}")
-            if decoded is None:
-                return
-            recipient = decoded[1]
-            found = [b for b in reported if b.address == recipient] or reported[:1]
+        """A bounce counts against a member only when it is surely about mail the list sent
+        them: it came back to the VERP address signed for them (the report, if readable,
+        says how bad), or it is an RFC 3464 report about a message the outbox sent them.
+        Anything else (a forged bounce naming a member, prose naming anyone) is logged and
+        scores nothing."""
+        signed = self._signed_recipient(mlist, where.detail)
+        if signed is not None:
+            reported = parse_bounce(message.data)
+            found = [b for b in reported if b.address == signed] or reported[:1]
             permanent = found[0].permanent if found else not message.envelope_from
             status = found[0].status if found else None
             diagnostic = found[0].diagnostic if found else "bounce without a report"
-            reported = [Bounce(recipient, permanent, status, diagnostic)]
-        if reported:
-            bouncing.record(session, mlist, reported)
+            counted = [Bounce(signed, permanent, status, diagnostic)]
+        else:
+            # The plain bounce address, or an unsigned VERP address (mail sent before
+            # signatures, or a forgery): only a report about a message the outbox sent.
+            named = None
+            if where.detail:
+                decoded = decode_verp(f"{mlist.name}-bounces+{where.detail}@{mlist.domain}")
+                named = decoded[1] if decoded else ""
+            report = delivery_report(message.data)
+            counted = [
+                bounce
+                for bounce in (report.bounces if report else [])
+                if named in (None, bounce.address)
+                and bouncing.was_sent(session, mlist, report.message_id, bounce.address)
+            ]
+        if counted:
+            bouncing.record(session, mlist, counted)
         log.info(
             "queue_id=%s bounce for %s: %s",
             message.queue_id,
             mlist.address,
-            ", ".join(b.address for b in reported) or "no recipient found",
+            ", ".join(b.address for b in counted)
+            or "no recipient the list surely sent to (unsigned, or about no message it sent)",
         )
+
+    def _signed_recipient(self, mlist: MailingList, detail: str) -> str | None:
+        """The recipient a VERP `+detail` names under a valid signature, else None."""
+        signature, rest = split_verp_signature(detail, VERP_SIGNATURE_CHARS)
+        if not signature:
+            return None
+        decoded = decode_verp(f"{mlist.name}-bounces+{rest}@{mlist.domain}")
+        if decoded is None:
+            return None
+        secret_key = self.core.settings.secret_key
+        if not verp_signature_matches(secret_key, mlist.address, decoded[1], signature):
+            return None
+        return decoded[1]
 
     def _list(self, session: Session, where: ListAddress) -> MailingList | None:
         return session.scalar(

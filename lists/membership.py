@@ -20,7 +20,7 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from archiver.locks import transaction_lock
-from lists import notices
+from lists import notices, patterns
 from lists.models import Ban, Delivery, MailingList, Member, Pending, Role, Subscription, utcnow
 from lists.outbox import send_notice
 from lists.tokens import member_token, new_token
@@ -28,7 +28,40 @@ from lists.tokens import member_token, new_token
 CONFIRM_DAYS = 3
 SETTINGS_LINK_DAYS = 7
 CONFIRMATIONS_PER_HOUR = 3  # to one address, over all lists
-ADDRESS = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
+# One plain address: a dot-atom local part (RFC 5322 atext, or any character beyond
+# ASCII, RFC 6531) and a domain of at least two labels. No display name, no comments, no
+# quoted local part: nothing a second address or a header line could hide in.
+_WIDE = r"\u0080-\U0010ffff"
+_ATEXT = rf"[A-Za-z0-9!#$%&'*+/=?^_`{{|}}~\-{_WIDE}]"
+_LABEL = rf"[A-Za-z0-9{_WIDE}](?:[A-Za-z0-9{_WIDE}-]{{0,61}}[A-Za-z0-9{_WIDE}])?"
+ADDRESS = re.compile(rf"^{_ATEXT}+(?:\.{_ATEXT}+)*@{_LABEL}(?:\.{_LABEL})+$")
+MAX_ADDRESS = 254  # RFC 5321's path limit, less the angle brackets
+
+
+class BadAddress(ValueError):
+    """Text that is not exactly one plain email address; the message says why."""
+
+
+def one_address(text: str) -> str:
+    """`text` as exactly one plain address, lower-cased; raises `BadAddress` with the reason.
+
+    Every way an address comes in to be subscribed, unsubscribed or sent a link (web
+    forms, mailed commands, an owner's bulk add) goes through here, so a field holding
+    `victim@example.com, me@example.net` can neither mail a stranger past the per-address
+    limit nor make a member of the whole string.
+    """
+    address = text.strip()
+    if not address:
+        raise BadAddress("no address was given")
+    if not address.isprintable():  # line breaks (CR, LF, U+2028...), controls, odd spaces
+        raise BadAddress("an address is one line, without control characters")
+    if address.count("@") != 1 or any(char in address for char in ",; "):
+        raise BadAddress("give exactly one address, such as ann@example.org")
+    if len(address) > MAX_ADDRESS or len(address.partition("@")[0]) > 64:
+        raise BadAddress("that address is longer than an address may be")
+    if not ADDRESS.match(address):
+        raise BadAddress(f"{address!r} is not a plain email address (such as ann@example.org)")
+    return address.lower()
 
 
 @dataclass(frozen=True)
@@ -48,13 +81,15 @@ class Membership:
         self.public_url = public_url
 
     def request(self, session: Session, mlist: MailingList, address: str, action: str) -> str:
-        """Someone asked (by mail or on the web) to subscribe or unsubscribe `address`.
+        """Someone asked (by mail or on the web) to subscribe or unsubscribe `address`, or
+        (by mail) to change its delivery (`action` is then `set OPTION VALUE`).
 
         Sends the address a confirmation unless it is banned, the list is closed to
         joining, or the address had too many confirmations lately. The answer for the
-        asker is the same whatever the address's membership.
+        asker is the same whatever the address's membership. Raises `BadAddress` (and
+        sends nothing) unless `address` is exactly one plain address.
         """
-        address = address.lower()
+        address = one_address(address)
         sent = "A confirmation has been sent to the address, if it may receive one."
         if action == "subscribe" and (
             mlist.subscription == Subscription.CLOSED or is_banned(session, mlist, address)
@@ -99,6 +134,8 @@ class Membership:
         if pending.action == "unsubscribe":
             self._remove(session, mlist, pending.address)
             return f"{pending.address} has left {mlist.address}."
+        if pending.action.startswith("set "):
+            return _apply_setting(session, mlist, pending.address, pending.action)
         if pending.action == "subscribe" and mlist.subscription == Subscription.MODERATE:
             self._ask_owners(session, mlist, pending.address)
             return "Confirmed; an owner of the list will now look at the request."
@@ -189,9 +226,9 @@ class Membership:
             address = raw.strip().lower()
             if not address or address.startswith("#"):
                 continue
-            if ADDRESS.match(address):
-                wanted[address] = None
-            else:
+            try:
+                wanted[one_address(address)] = None
+            except BadAddress:
                 invalid.append(raw.strip())
         existing = set(
             session.scalars(
@@ -320,17 +357,50 @@ def members_with_role(session: Session, mlist: MailingList, role: str) -> list[s
 
 
 def is_banned(session: Session, mlist: MailingList, address: str) -> bool:
-    """Whether the list's or the global ban list names `address` (exact or `^regex`)."""
-    patterns = session.scalars(
+    """Whether the list's or the global ban list names `address` (exact or `^regex`,
+    run in linear time by `lists.patterns`)."""
+    stored = session.scalars(
         select(Ban.pattern).where((Ban.list_id == mlist.id) | (Ban.list_id.is_(None)))
     )
-    for pattern in patterns:
+    for pattern in stored:
         if pattern.startswith("^"):
-            try:
-                if re.match(pattern, address, re.IGNORECASE):
-                    return True
-            except re.error:
-                continue
+            if patterns.match(pattern, address):
+                return True
         elif pattern.lower() == address:
             return True
     return False
+
+
+# What a mailed `set OPTION VALUE` asks for; the confirmation's pending row keeps the
+# words ("set nomail on"), which fit its action column.
+_DELIVERIES = {
+    ("digest", "plain"): Delivery.PLAIN_DIGEST,
+    ("digest", "on"): Delivery.PLAIN_DIGEST,
+    ("digest", "mime"): Delivery.MIME_DIGEST,
+    ("digest", "off"): Delivery.REGULAR,
+    ("nomail", "on"): Delivery.NOMAIL,
+    ("nomail", "off"): Delivery.REGULAR,
+}
+
+
+def delivery_for(option: str, value: str) -> Delivery | None:
+    """The delivery `set OPTION VALUE` chooses, or None when it is no setting."""
+    return _DELIVERIES.get((option, value))
+
+
+def _apply_setting(session: Session, mlist: MailingList, address: str, action: str) -> str:
+    """Carry out a confirmed `set OPTION VALUE` for `address`."""
+    _, option, value = action.split(" ", 2)
+    delivery = delivery_for(option, value)
+    member = session.scalar(
+        select(Member).where(
+            Member.list_id == mlist.id, Member.address == address, Member.role == Role.MEMBER
+        )
+    )
+    if member is None or delivery is None:
+        return f"{address} is not a member of {mlist.address}."
+    member.delivery = delivery
+    if (option, value) == ("nomail", "off"):  # the member says the address works again
+        member.disabled_reason = None
+        member.bounce_score = 0.0
+    return f"Delivery for {address} is now: {member.delivery}."

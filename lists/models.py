@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -119,6 +120,9 @@ class MailingList(Base):
     # [{"header": "X-Spam-Flag", "pattern": "^yes", "action": "discard"}, ...]
     header_matches: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
     bounce_threshold: Mapped[float] = mapped_column(Float, default=5.0)
+    # Members-only posting believes the From header alone (the old, forgeable check);
+    # off: a member's post needs the member's envelope sender or an aligned DKIM signature
+    trust_header_from: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Content checks (when spamd/clamd are configured): hold a post at this spam score,
     # discard it at this one; what to do with a post no daemon could check: hold|accept
     spam_hold_score: Mapped[float] = mapped_column(Float, default=5.0)
@@ -253,6 +257,8 @@ class OutboxMessage(Base):
     )
     kind: Mapped[str] = mapped_column(String(16))  # post | notice | digest
     sender: Mapped[str] = mapped_column(String(320))  # envelope sender (VERP'd when personal)
+    # Its Message-ID without <>: a delivery report names it (lists/bounces.py)
+    message_id: Mapped[str] = mapped_column(String(998), default="", server_default="", index=True)
     personalize: Mapped[bool] = mapped_column(Boolean, default=False)
     data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -50,15 +50,27 @@ def notice(
     return message
 
 
+def requested(action: str, list_address: str) -> str:
+    """What a confirmation's `action` does, as the rest of "asked to ...".
+
+    `subscribe`, `unsubscribe`, or a mailed setting kept as its words (`set nomail on`).
+    """
+    if action == "subscribe":
+        return f"join the list {list_address}"
+    if action == "unsubscribe":
+        return f"leave the list {list_address}"
+    return f"change the delivery from {list_address} ({action})"
+
+
 def confirm_request(
     mlist: MailingList, address: str, token: str, action: str, url: str
 ) -> EmailMessage:
-    """Ask `address` to confirm a subscription or unsubscription it (or someone) asked for."""
+    """Ask `address` to confirm a subscription, an unsubscription or a change of its
+    settings that it (or someone using its address) asked for."""
     confirm = mlist.address_for(f"confirm+{token}")
-    verb = "join" if action == "subscribe" else "leave"
     body = (
-        f"Someone, probably you, asked to {verb} the list {mlist.address}\n"
-        f"with the address {address}.\n\n"
+        f"Someone, probably you, asked to {requested(action, mlist.address)}\n"
+        f"for the address {address}.\n\n"
         f"To confirm, reply to this message (keep the subject), or open:\n\n    {url}\n\n"
         "If you did not ask for this, ignore this message: nothing happens without your\n"
         "confirmation, and the request expires in a few days.\n"

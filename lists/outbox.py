@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from email.message import EmailMessage
+from email.parser import BytesHeaderParser
+from email.policy import compat32
 
 from sqlalchemy import Select, insert, literal
 from sqlalchemy.orm import Session
@@ -27,7 +29,12 @@ def enqueue(
     if not unique:
         return 0
     message = OutboxMessage(
-        list_id=list_id, kind=kind, sender=sender, personalize=personalize, data=data
+        list_id=list_id,
+        kind=kind,
+        sender=sender,
+        personalize=personalize,
+        data=data,
+        message_id=message_id_of(data),
     )
     session.add(message)
     session.flush()
@@ -62,7 +69,12 @@ def enqueue_selected(
     INSERT ... SELECT, so a list of ten thousand costs the database one statement and
     Python nothing per member."""
     message = OutboxMessage(
-        list_id=list_id, kind=kind, sender=sender, personalize=personalize, data=data
+        list_id=list_id,
+        kind=kind,
+        sender=sender,
+        personalize=personalize,
+        data=data,
+        message_id=message_id_of(data),
     )
     session.add(message)
     session.flush()
@@ -81,6 +93,13 @@ def enqueue_selected(
         )
     )
     return result.rowcount or 0
+
+
+def message_id_of(data: bytes) -> str:
+    """The Message-ID in `data`'s headers, without <> and folding ("" when it has none):
+    what a delivery report about the message names."""
+    found = BytesHeaderParser(policy=compat32).parsebytes(data).get("Message-ID", "")
+    return " ".join(str(found).split()).strip("<>")[:998]
 
 
 def send_notice(session: Session, notice: EmailMessage, sender: str, list_id: int | None) -> None:

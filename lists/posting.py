@@ -16,12 +16,14 @@ from sqlalchemy.orm import Session
 from archiver.archive import Archive
 from archiver.contentcheck.verdict import Verdict
 from lists import notices, pipeline
+from lists.authorship import vouched_for
 from lists.dmarc import DmarcLookup
 from lists.membership import has_role, is_banned, members_with_role
 from lists.models import Action, HeldMessage, MailingList, Member, Role, utcnow
 from lists.outbox import send_notice
 from lists.rules import Post, decide
 from lists.rules.content_check import ContentCheck
+from lists.rules.unverified_sender import needs_proof
 from lists.tokens import new_token
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,8 @@ class Poster:
             moderated=moderated,
             banned=is_banned(session, mlist, sender),
             verdict=verdict,
+            vouched=not needs_proof(mlist, roles)
+            or vouched_for(data, sender, envelope_from, self.dmarc),
         )
         decision = decide(post)
         subject = str(message.get("Subject", ""))

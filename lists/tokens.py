@@ -96,6 +96,28 @@ def unsign(
     return tuple(fields)
 
 
+VERP_SIGNATURE_CHARS = 13  # base32: 65 bits, in lower case (servers change case on the way back)
+
+
+def verp_signature(secret_key: str, list_address: str, recipient: str) -> str:
+    """The signature a VERP envelope sender carries for `recipient` of `list_address`.
+
+    A bounce scores against a member only when it comes back to an address only the
+    list could have made for that member, so a forged bounce naming alice scores nothing.
+    """
+    payload = f"{list_address.lower()}\0{recipient.lower()}".encode()
+    digest = _signature(secret_key, "verp", payload)
+    return base64.b32encode(digest).decode().lower()[:VERP_SIGNATURE_CHARS]
+
+
+def verp_signature_matches(
+    secret_key: str, list_address: str, recipient: str, signature: str
+) -> bool:
+    """Whether `signature` is `verp_signature`'s for this list and recipient (constant time)."""
+    expected = verp_signature(secret_key, list_address, recipient)
+    return signature.isascii() and hmac.compare_digest(expected, signature.lower())
+
+
 def member_token(secret_key: str, list_address: str, address: str, expires: int) -> str:
     """A token for the settings page of `address`'s membership of `list_address`."""
     return sign(secret_key, MEMBER_PAGE, (list_address.lower(), address.lower()), expires)

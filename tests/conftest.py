@@ -15,7 +15,17 @@ import pytest
 from archiver import migrate
 from archiver.contentcheck.daemons import DaemonAddress
 from archiver.core import Core, build_core
-from tests.support import RunningService, postgres_database, service_env, settings_from
+from tests.support import (
+    ANN,
+    BOB,
+    LIST,
+    OWNER,
+    RunningService,
+    SmarthostSink,
+    postgres_database,
+    service_env,
+    settings_from,
+)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -58,6 +68,25 @@ def make_service(tmp_path: Path) -> Iterator:
 def service(make_service, database_url: str) -> RunningService:
     """A running service on SQLite and, in a second run, PostgreSQL."""
     return make_service(database_url)
+
+
+@pytest.fixture
+def sink() -> Iterator[SmarthostSink]:
+    """The smarthost: an aiosmtpd server on loopback that keeps what it is given."""
+    with SmarthostSink() as running:
+        yield running
+
+
+@pytest.fixture
+def lists_service(make_service, sink: SmarthostSink, database_url: str) -> RunningService:
+    """A running service with the list dev@ (owner OWNER, members ANN and BOB), on SQLite
+    and on PostgreSQL."""
+    service = make_service(
+        database_url, ARSIP_SMARTHOST=sink.address, ARSIP_BASE_URL="https://lists.test"
+    )
+    service.run_cli("lists", "create", LIST, "--owner", OWNER, check=True)
+    service.run_cli("lists", "add-member", LIST, ANN, BOB, "--no-confirm", check=True)
+    return service
 
 
 @pytest.fixture(scope="module")

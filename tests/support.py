@@ -42,6 +42,12 @@ JOURNAL = "journal@archive.test"
 JOURNAL_DOMAIN = "bcc.example.com"
 ORIGINAL_DOMAIN = "example.com"
 LIST_DOMAIN = "lists.example.com"
+# The list the list stories share (see the `lists_service` fixture), and its people.
+LIST = f"dev@{LIST_DOMAIN}"
+OWNER = "owner@example.com"
+ANN = "ann@example.org"
+BOB = "bob@example.net"
+STRANGER = "stranger@example.net"
 
 
 def children_of(pid: int) -> list[int]:
@@ -318,6 +324,17 @@ def make_certificate(folder: Path) -> tuple[Path, Path]:
         capture_output=True,
     )
     return cert, key
+
+
+def signed_verp(service: RunningService, member: str, list_address: str = LIST) -> str:
+    """The VERP envelope sender `service` gives its copies of `list_address`'s posts to
+    `member`: bounces to it count against the member."""
+    from lists.bounces import verp_address
+    from lists.tokens import verp_signature
+
+    signature = verp_signature(service.settings.secret_key, list_address, member)
+    name, _, domain = list_address.partition("@")
+    return verp_address(name, domain, member, signature)
 
 
 def simple_message(

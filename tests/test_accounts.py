@@ -1,5 +1,5 @@
-"""Local accounts: logging in and out of the web UI, lock-outs, API tokens, and what each
-account may see of the archive."""
+"""Local accounts: logging in and out of the web UI, slowing down guessing, API tokens, and
+what each account may see of the archive."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import re
 import subprocess
 from datetime import timedelta
 
-import flask
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -18,7 +17,6 @@ from sqlalchemy.exc import IntegrityError
 
 from archiver.accounts import (
     AccountExists,
-    AccountLocked,
     ApiToken,
     LoginAddress,
     User,
@@ -26,6 +24,7 @@ from archiver.accounts import (
     add_address,
     add_user,
     authenticate,
+    end_sessions,
     find_user,
     remove_address,
     user_for_token,
@@ -33,6 +32,7 @@ from archiver.accounts import (
     viewer_for,
 )
 from archiver.core import Core
+from archiver.throttle import Backoff
 from lists.models import ArchivePolicy, MailingList, Member
 from tests.support import ARSIP, ROOT
 from web import auth, create_app
@@ -124,38 +124,80 @@ def test_a_wrong_password_reads_like_an_unknown_email(client: FlaskClient) -> No
     assert client.get("/private").status_code == 302
 
 
-def test_five_failures_lock_the_account_even_for_the_right_password(
-    core: Core, client: FlaskClient
+def test_five_failures_slow_that_client_down_even_for_the_right_password(
+    client: FlaskClient,
 ) -> None:
     for _ in range(5):
         assert log_in(client, "ann@example.org", "guess").status_code == 401
-    locked = log_in(client, "ann@example.org", PASSWORD)
-    assert locked.status_code == 429
-    assert "try again later" in locked.get_data(as_text=True)
+    slowed = log_in(client, "ann@example.org", PASSWORD)
+    assert slowed.status_code == 429
+    assert "try again later" in slowed.get_data(as_text=True)
+    assert int(slowed.headers["Retry-After"]) > 0
     assert client.get("/private").status_code == 302
 
-    later = utcnow() + timedelta(minutes=16)
-    with core.sessions.begin() as session:
-        assert authenticate(session, "ann@example.org", PASSWORD, now=later) is not None
+
+def test_an_unknown_account_is_slowed_down_exactly_like_a_real_one(app: Flask) -> None:
+    real, unknown = app.test_client(), app.test_client()
+    answers = {
+        email: [log_in(browser, email, "guess").status_code for _ in range(6)]
+        for browser, email in ((real, "ann@example.org"), (unknown, "nobody@example.org"))
+    }
+    assert answers["ann@example.org"] == answers["nobody@example.org"] == [401] * 5 + [429]
 
 
-def test_failures_spread_over_more_than_a_quarter_hour_do_not_lock(core: Core) -> None:
+def test_guessing_from_one_address_leaves_the_owner_at_another_alone(app: Flask) -> None:
+    stranger, owner = app.test_client(), app.test_client()
+    stranger.environ_base["REMOTE_ADDR"] = "127.0.0.2"
+    owner.environ_base["REMOTE_ADDR"] = "127.0.0.3"
+    for _ in range(5):
+        assert log_in(stranger, "ann@example.org", "guess").status_code == 401
+    assert log_in(stranger, "ann@example.org", PASSWORD).status_code == 429
+    assert log_in(owner, "ann@example.org", PASSWORD).status_code == 302
+
+
+def test_each_further_failure_doubles_the_wait_and_old_ones_are_forgotten(core: Core) -> None:
+    backoff = Backoff(core.sessions, "test", 2, timedelta(hours=24))
     start = utcnow()
-    with core.sessions.begin() as session:
-        add_user(session, "ann@example.org", "user", PASSWORD)
-        for minute in (0, 5, 10, 20, 25, 30):
-            at = start + timedelta(minutes=minute)
-            assert authenticate(session, "ann@example.org", "guess", now=at) is None
-        assert authenticate(session, "ann@example.org", PASSWORD, now=start + timedelta(minutes=31))
+    for minute in (0, 1):
+        backoff.hit("key", now=start + timedelta(minutes=minute))
+    assert backoff.wait("key", now=start + timedelta(minutes=1)) == timedelta(minutes=1)
+    assert backoff.wait("key", now=start + timedelta(minutes=2)) is None
+    backoff.hit("key", now=start + timedelta(minutes=2))
+    assert backoff.wait("key", now=start + timedelta(minutes=3)) == timedelta(minutes=1)
+    assert backoff.wait("key", now=start + timedelta(minutes=4)) is None
+    for hour in range(1, 20):
+        backoff.hit("key", now=start + timedelta(hours=hour))
+    assert backoff.wait("key", now=start + timedelta(hours=19)) == timedelta(hours=1)  # the cap
+    assert backoff.wait("other", now=start + timedelta(hours=19)) is None
+    assert backoff.wait("key", now=start + timedelta(hours=44)) is None  # past the window
+    backoff.forget("key")
+    assert backoff.wait("key", now=start + timedelta(hours=19)) is None
 
 
-def test_a_locked_account_says_so_below_the_web_ui(core: Core) -> None:
+def test_a_disabled_account_or_one_without_a_password_never_logs_in(core: Core) -> None:
     with core.sessions.begin() as session:
         add_user(session, "bob@example.org", "user", "pw")
-        for _ in range(5):
-            authenticate(session, "bob@example.org", "guess")
-        with pytest.raises(AccountLocked):
-            authenticate(session, "bob@example.org", "pw")
+        add_user(session, "cid@example.org", "user")
+        assert authenticate(session, "bob@example.org", "pw") is not None
+        bob = find_user(session, "bob@example.org")
+        assert bob is not None
+        bob.disabled_at = utcnow()
+        assert authenticate(session, "bob@example.org", "pw") is None
+        assert authenticate(session, "cid@example.org", "") is None
+
+
+def test_ending_sessions_logs_every_browser_out(app: Flask, core: Core) -> None:
+    browsers = [app.test_client(), app.test_client()]
+    for browser in browsers:
+        assert log_in(browser, "ann@example.org", PASSWORD).status_code == 302
+        assert browser.get("/private").status_code == 200
+    with core.sessions.begin() as session:
+        ann = find_user(session, "ann@example.org")
+        assert ann is not None
+        end_sessions(ann)
+    assert [browser.get("/private").status_code for browser in browsers] == [302, 302]
+    assert log_in(browsers[0], "ann@example.org", PASSWORD).status_code == 302
+    assert browsers[0].get("/private").status_code == 200
 
 
 def test_one_client_guessing_across_accounts_is_slowed_down(client: FlaskClient) -> None:
@@ -275,7 +317,7 @@ def test_the_web_viewer_adds_the_list_archives_a_user_may_read(core: Core, app: 
         ann = find_user(session, "ann@example.org")
         assert ann is not None
     with app.test_request_context("/"):
-        flask.session[auth.SESSION_KEY] = ann.id
+        auth.start_session(ann.id, ann.session_generation)
         viewer = auth.current_viewer()
     assert viewer.addresses == {"ann@example.org"}
     assert viewer.readable_lists == {"dev.lists.example.com", "board.lists.example.com"}

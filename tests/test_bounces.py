@@ -15,7 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from lists.bounces import Bounce, decode_verp, parse_bounce, verp_address
+from lists.bounces import (
+    Bounce,
+    decode_verp,
+    delivery_report,
+    parse_bounce,
+    split_verp_signature,
+    verp_address,
+)
+from lists.tokens import VERP_SIGNATURE_CHARS, verp_signature, verp_signature_matches
 from tests.support import CORPUS
 
 BOUNCES = CORPUS / "bounces"
@@ -125,6 +133,48 @@ def test_decode_verp_refuses_addresses_it_did_not_make(address: str) -> None:
 def test_verp_address_refuses_a_recipient_without_a_domain() -> None:
     with pytest.raises(ValueError):
         verp_address("dev", "lists.example.com", "ann")
+
+
+@pytest.mark.parametrize("recipient", ["ann@example.org", "abcdefghijklm.x@example.org"])
+def test_a_signed_verp_address_carries_a_signature_only_the_list_can_make(
+    recipient: str,
+) -> None:
+    """The signature comes back (in any case) and names the member; another member's
+    signature, or one made with another key, does not."""
+    signature = verp_signature("key", "dev@lists.example.com", recipient)
+    envelope = verp_address("dev", "lists.example.com", recipient, signature)
+    detail = envelope.upper().partition("+")[2].rpartition("@")[0]
+    found, rest = split_verp_signature(detail, VERP_SIGNATURE_CHARS)
+    assert decode_verp(f"dev-bounces+{rest}@lists.example.com") == ("dev", recipient)
+    assert verp_signature_matches("key", "dev@lists.example.com", recipient, found)
+    assert not verp_signature_matches("key", "dev@lists.example.com", "bob@example.net", found)
+    assert not verp_signature_matches("other", "dev@lists.example.com", recipient, found)
+
+
+def test_an_unsigned_verp_address_splits_off_no_signature() -> None:
+    assert split_verp_signature("ann=example.org", VERP_SIGNATURE_CHARS) == (
+        "",
+        "ann=example.org",
+    )
+
+
+def test_a_delivery_report_names_the_returned_message() -> None:
+    """Only a structured report counts without a signed address, and only with the
+    Message-ID of what it returns."""
+    report = delivery_report(
+        b"Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+        b"Reporting-MTA: dns; mx.example.net\r\n\r\n"
+        b"Final-Recipient: rfc822; ann@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
+        b"--b\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        b"Message-ID: <post-1@example.org>\r\n"
+        b"--b--\r\n"
+    )
+    assert report is not None
+    assert [b.address for b in report.bounces] == ["ann@example.org"]
+    assert report.message_id == "post-1@example.org"
+    prose = b"From: MAILER-DAEMON@x.example\r\nSubject: failure\r\n\r\nann@example.org: 550\r\n"
+    assert delivery_report(prose) is None
 
 
 # -- standard delivery status notifications ----------------------------------------------

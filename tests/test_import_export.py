@@ -136,3 +136,34 @@ def test_show_prints_the_metadata_and_fails_cleanly_for_unknown_ids(
     missing = idle.run_cli("show", "nobody@example.com", "--json")
     assert missing.returncode == 1
     assert "no archived message" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_an_export_of_internationalised_senders_reads_back_with_python_mailbox(
+    make_service, tmp_path: Path
+) -> None:
+    """Mail from `jürgen@müller.de` (SMTPUTF8) and `info@müller.de` comes out in an mbox that
+    Python's `mailbox` (and every tool built on it) reads back, every byte of every message
+    intact: the `From ` lines are ASCII."""
+    import mailbox
+
+    from tests.support import JOURNAL
+
+    service: RunningService = make_service()
+    sent = {}
+    for sender in ("jürgen@müller.de", "info@müller.de", "plain@example.com"):
+        message_id = f"{len(sent)}@example.com"
+        data = simple_message(message_id, subject="Grüße", sender=sender)
+        sent[message_id] = data
+        with service.smtp() as client:
+            client.sendmail(sender, [JOURNAL], data, mail_options=["SMTPUTF8"])
+    service.wait_until_archived()
+
+    exported = tmp_path / "export.mbox"
+    result = service.run_cli("export", "--output", str(exported))
+    assert result.returncode == 0, result.stderr
+    box = mailbox.mbox(exported, create=False)
+    read = {box[key]["Message-ID"].strip("<>"): box.get_bytes(key) for key in box.iterkeys()}
+    assert read == sent
+    senders = sorted(message.get_from().split(" ")[0] for message in box)
+    assert senders == ["MAILER-DAEMON", "info@xn--mller-kva.de", "plain@example.com"]
+    box.close()

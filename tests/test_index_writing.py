@@ -13,9 +13,11 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from archiver.search import whoosh_codec
 from archiver.search.analysis import TEXT_ANALYZER, analyzed
 from archiver.search.backend import Sort
 from archiver.search.documents import SearchDocument
@@ -63,6 +65,7 @@ def _document(pk: int, rng: random.Random) -> SearchDocument:
         cc_addresses=[],
         names=["Alice Example"],
         participants={f"sender{pk % 5}@example.org", "team@example.com"},
+        addresses={f"sender{pk % 5}@example.org", "team@example.com"},
         date=datetime(2026, 1, 1 + pk % 28, tzinfo=UTC),
         size=1000 + pk,
     )
@@ -130,5 +133,28 @@ def test_the_index_holds_every_word_frequency_and_position_across_blocks_and_mer
         assert {hit.message_pk for hit in phrase.hits} == {
             d.message_pk for d in kept if d.message_pk % 3 == 1
         }
+    finally:
+        backend.close()
+
+
+def test_an_index_whose_small_blocks_are_all_compressed_reads_and_merges_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Indexes written before small blocks were stored plain compressed every block; they
+    stay readable, and merge with segments written now, without a rebuild."""
+    rng = random.Random(11)
+    documents = [_document(pk, rng) for pk in range(1, 301)]
+    backend = WhooshBackend(tmp_path / "index")
+    try:
+        monkeypatch.setattr(whoosh_codec, "_COMPRESS_FROM", 0)  # as the older writer did
+        for start in range(0, 150, 25):
+            backend.index(documents[start : start + 25])
+        monkeypatch.undo()
+        for start in range(150, 300, 25):  # the tenth segment merges old and new ones
+            backend.index(documents[start : start + 25])
+        backend.delete([7, 160])
+        kept = [d for d in documents if d.message_pk not in {7, 160}]
+        assert _stored(backend) == _expected(kept)
+        assert len(backend._index._segments()) < 12
     finally:
         backend.close()

@@ -22,7 +22,7 @@ import pytest
 from aiosmtpd.smtp import MISSING, Envelope, Session
 from sqlalchemy import select, update
 
-from archiver.archive import RawMessage, _legacy_key
+from archiver.archive import RawMessage, legacy_dedupe_key
 from archiver.config import Settings
 from archiver.core import Core
 from archiver.intake import AUTH_NEEDS_TLS, IntakeHandler
@@ -284,7 +284,7 @@ def test_a_message_archived_before_the_upgrade_still_takes_its_own_copies_only(
             session,
             [RawMessage(original, "", ["bob@example.com"], NOW, "lmtp", journal_source=True)],
         )
-        legacy = _legacy_key(parse_message(original, NOW))
+        legacy = legacy_dedupe_key(parse_message(original, NOW))
         session.execute(
             update(Message).where(Message.id == first.message_pk).values(dedupe_key=legacy)
         )

@@ -26,6 +26,7 @@ def mailing_list(**settings: object) -> MailingList:
         "emergency": False,
         "require_explicit_destination": True,
         "header_matches": [],
+        "trust_header_from": False,
         "spam_hold_score": 5.0,
         "spam_discard_score": 15.0,
         "unchecked_posts": "hold",
@@ -49,6 +50,7 @@ def post(
     size: int = 1000,
     moderated: bool = False,
     banned: bool = False,
+    vouched: bool = True,
 ) -> Post:
     return Post(
         mlist=mlist or mailing_list(),
@@ -58,6 +60,7 @@ def post(
         roles=roles,
         moderated=moderated,
         banned=banned,
+        vouched=vouched,
     )
 
 
@@ -78,6 +81,24 @@ def post(
             "emergency",
         ),
         ("a banned sender is refused", post(banned=True), Action.REJECT, "banned-address"),
+        (
+            "a member's post nothing vouches for is held",
+            post(vouched=False),
+            Action.HOLD,
+            "unverified-sender",
+        ),
+        (
+            "on a list that believes the From header, it goes out",
+            post(mlist=mailing_list(trust_header_from=True), vouched=False),
+            Action.ACCEPT,
+            "",
+        ),
+        (
+            "on an open list, anyone posts anyway",
+            post(mlist=mailing_list(posting="open"), vouched=False),
+            Action.ACCEPT,
+            "",
+        ),
         ("a huge post is held", post(size=2 * 1024 * 1024), Action.HOLD, "max-size"),
         (
             "a post to many people is held",

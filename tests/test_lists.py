@@ -15,31 +15,17 @@ from email.policy import default
 import pytest
 from sqlalchemy import update
 
-from tests.support import LIST_DOMAIN, RunningService, SmarthostSink
-
-LIST = f"dev@{LIST_DOMAIN}"
-OWNER = "owner@example.com"
-ANN = "ann@example.org"
-BOB = "bob@example.net"
-STRANGER = "stranger@example.net"
-
-
-@pytest.fixture
-def sink():
-    with SmarthostSink() as running:
-        yield running
-
-
-@pytest.fixture
-def lists_service(make_service, sink: SmarthostSink, database_url: str) -> RunningService:
-    """A running service with the list dev@ (owner OWNER, members ANN and BOB), on SQLite
-    and on PostgreSQL."""
-    service = make_service(
-        database_url, ARSIP_SMARTHOST=sink.address, ARSIP_BASE_URL="https://lists.test"
-    )
-    service.run_cli("lists", "create", LIST, "--owner", OWNER, check=True)
-    service.run_cli("lists", "add-member", LIST, ANN, BOB, "--no-confirm", check=True)
-    return service
+from tests.support import (
+    ANN,
+    BOB,
+    LIST,
+    LIST_DOMAIN,
+    OWNER,
+    STRANGER,
+    RunningService,
+    SmarthostSink,
+    signed_verp,
+)
 
 
 def post(sender: str, to: str, subject: str, body: str = "Hello list.\n", **headers: str) -> bytes:
@@ -61,6 +47,23 @@ def send(service: RunningService, sender: str, to: str, data: bytes) -> None:
 
 def parsed(data: bytes) -> EmailMessage:
     return email.message_from_bytes(data, policy=default)  # type: ignore[return-value]
+
+
+def set_by_mail(service: RunningService, sink: SmarthostSink, member: str, command: str) -> str:
+    """Mail `command` (`set digest mime`) to the list's -request address from `member`, and
+    confirm it from the member's address as the confirmation request asks; returns the
+    answer to the confirmation, once all three mails (the command's answer, the request,
+    that answer) have arrived."""
+    request = f"dev-request@{LIST_DOMAIN}"
+    before = len(sink.messages_to(member))
+    send(service, member, request, post(member, request, command))
+    arrived = [parsed(d) for d in sink.wait_for(member, count=before + 2)[before:]]
+    (asking,) = [m for m in arrived if str(m["Subject"]).startswith("confirm ")]
+    assert command in asking.get_body().get_content()
+    reply_to = str(asking["Reply-To"])
+    send(service, member, reply_to, post(member, reply_to, f"Re: {asking['Subject']}"))
+    answer = parsed(sink.wait_for(member, count=before + 3)[-1])
+    return answer.get_body().get_content()
 
 
 def search_until_found(service: RunningService, query: str) -> dict:
@@ -89,7 +92,7 @@ def test_member_post_reaches_every_member_with_list_headers(
         assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         assert "To unsubscribe send an email to" in message.get_body().get_content()
     senders = {s for s, _ in sink.messages_to(BOB)}
-    assert senders == {f"dev-bounces+bob=example.net@{LIST_DOMAIN}"}  # VERP
+    assert senders == {signed_verp(lists_service, BOB)}  # VERP, signed for bob
     # and the post is in the archive, as the members got it
     found = search_until_found(lists_service, "list:dev.lists.example.com")
     assert found["results"][0]["subject"] == "[dev] Release plan"
@@ -272,14 +275,11 @@ def test_every_member_gets_the_post_after_a_smarthost_outage(make_service) -> No
 def test_a_digest_member_gets_a_digest_instead_of_each_post(
     lists_service: RunningService, sink: SmarthostSink
 ) -> None:
-    request = f"dev-request@{LIST_DOMAIN}"
-    send(lists_service, BOB, request, post(BOB, request, "set digest plain"))
-    (answer,) = sink.wait_for(BOB)
-    assert "plain_digest" in parsed(answer).get_body().get_content()
+    assert "plain_digest" in set_by_mail(lists_service, sink, BOB, "set digest plain")
     long_text = "All the details of the plan follow.\n" + "word " * 7000 + "\n"  # past 30 KB
     send(lists_service, ANN, LIST, post(ANN, LIST, "Long plan", long_text))
     sink.wait_for(ANN)
-    (digest,) = sink.wait_for(BOB, count=2)[1:]
+    (digest,) = sink.wait_for(BOB, count=4)[3:]
     message = parsed(digest)
     assert message["Subject"] == "dev Digest, Vol 1, Issue 1"
     assert "Long plan" in message.get_body().get_content()
@@ -372,14 +372,12 @@ def test_the_daily_digest_goes_to_mime_digest_members(
 ) -> None:
     from lists.engine import ListEngine
 
-    request = f"dev-request@{LIST_DOMAIN}"
-    send(lists_service, BOB, request, post(BOB, request, "set digest mime"))
-    sink.wait_for(BOB)
+    set_by_mail(lists_service, sink, BOB, "set digest mime")
     for subject in ("First", "Second"):
         send(lists_service, ANN, LIST, post(ANN, LIST, subject))
     sink.wait_for(ANN, count=2)
     assert ListEngine(lists_service.core()).send_digests() == 1  # the scheduler's daily job
-    digest = parsed(sink.wait_for(BOB, count=2)[1])
+    digest = parsed(sink.wait_for(BOB, count=4)[3])
     assert digest["Subject"] == "dev Digest, Vol 1, Issue 1"
     parts = [p for p in digest.walk() if p.get_content_type() == "message/rfc822"]
     assert [p.get_payload(0)["Subject"] for p in parts] == ["[dev] First", "[dev] Second"]
@@ -391,9 +389,7 @@ def test_a_digest_no_scheduler_sent_at_its_hour_goes_out_when_one_takes_over(
     from lists.engine import ListEngine
     from lists.models import DigestEntry, utcnow
 
-    request = f"dev-request@{LIST_DOMAIN}"
-    send(lists_service, BOB, request, post(BOB, request, "set digest mime"))
-    sink.wait_for(BOB)
+    set_by_mail(lists_service, sink, BOB, "set digest mime")
     send(lists_service, ANN, LIST, post(ANN, LIST, "Waiting"))
     sink.wait_for(ANN)
     engine = ListEngine(lists_service.core())
@@ -401,7 +397,7 @@ def test_a_digest_no_scheduler_sent_at_its_hour_goes_out_when_one_takes_over(
     with lists_service.core().sessions.begin() as session:
         session.execute(update(DigestEntry).values(added_at=utcnow() - timedelta(days=2)))
     assert engine.send_digests(missed_only=True) == 1
-    assert parsed(sink.wait_for(BOB, count=2)[1])["Subject"] == "dev Digest, Vol 1, Issue 1"
+    assert parsed(sink.wait_for(BOB, count=4)[3])["Subject"] == "dev Digest, Vol 1, Issue 1"
 
 
 def dsn(recipient: str, status: str = "5.1.1") -> bytes:
@@ -429,7 +425,7 @@ def test_a_member_whose_mail_keeps_bouncing_stops_getting_it(
     from lists.models import BounceRecord, Member
 
     core = lists_service.core()
-    verp = f"dev-bounces+bob=example.net@{LIST_DOMAIN}"
+    verp = signed_verp(lists_service, BOB)
     for day in range(7):  # a bounce a day for a week: the score climbs past 5
         with core.sessions.begin() as session:  # as if a day had passed since the last one
             session.execute(
@@ -459,7 +455,7 @@ def test_a_member_whose_mail_keeps_bouncing_stops_getting_it(
 
 
 def test_bounces_of_one_day_count_once(lists_service: RunningService) -> None:
-    verp = f"dev-bounces+bob=example.net@{LIST_DOMAIN}"
+    verp = signed_verp(lists_service, BOB)
     for _ in range(3):
         with lists_service.smtp() as client:
             client.sendmail("", [verp], dsn(BOB))

@@ -116,3 +116,82 @@ def test_an_existing_database_keeps_its_addresses_when_claims_may_be_shared(
         assert migrate.current_revision(engine) == migrate.head_revision(engine)
     finally:
         engine.dispose()
+
+
+def test_upgrading_to_0016_dates_retention_by_arrival_and_drops_reply_to_from_search(
+    core: Core,
+) -> None:
+    """An archive written before 0016 gets the date retention counts from by the new rule,
+    and (PostgreSQL) a search table whose viewer filter no longer names Reply-To."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select, text
+
+    from archiver.archive import RawMessage
+    from archiver.models import Message
+    from archiver.search.indexer import Indexer
+    from tests.support import simple_message
+
+    received = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+    old = simple_message("old@example.com", extra_headers="Reply-To: rita@example.com\r\n")
+    with core.sessions.begin() as session:
+        core.archive.archive_batch(
+            session,
+            [
+                RawMessage(old, "alice@example.com", [], received, "smtp"),
+                RawMessage(simple_message("imported@example.com"), "", [], received, "import"),
+            ],
+        )
+    backend = core.search_backend()
+    Indexer(core.sessions, backend, core.store).run_once()
+    backend.close()
+    postgres = core.engine.dialect.name == "postgresql"
+
+    def participants() -> list[str]:
+        with core.engine.connect() as connection:
+            return connection.execute(
+                text(
+                    "SELECT participants FROM search_documents d JOIN messages m ON "
+                    "m.id = d.message_pk WHERE m.message_id = 'old@example.com'"
+                )
+            ).scalar_one()
+
+    migrate.downgrade(core.engine, "0012")
+    if postgres:  # before 0016 the filter held every address, Reply-To included
+        assert "rita@example.com" in participants()
+    migrate.upgrade(core.engine)
+    with core.sessions() as session:
+        dates = dict(session.execute(select(Message.message_id, Message.retention_date)).all())
+    assert dates == {
+        "old@example.com": received,  # dated 2 February, received 1 December
+        "imported@example.com": datetime(2026, 2, 2, 10, 0, tzinfo=UTC),
+    }
+    if postgres:
+        assert sorted(participants()) == ["alice@example.com", "bob@example.com"]
+
+
+def test_mail_in_the_outbox_before_0014_is_known_by_its_message_id(database_url: str) -> None:
+    """Bounces of mail sent before VERP addresses were signed still count: the upgrade
+    reads the Message-ID of every message already in the outbox."""
+    from sqlalchemy import text
+
+    from archiver.db import make_engine
+
+    engine = make_engine(database_url)
+    try:
+        migrate.upgrade(engine, "0012")
+        insert = (
+            "INSERT INTO outbox_messages (kind, sender, personalize, data, created_at) "
+            "VALUES ('post', 'dev-bounces@lists.example.com', true, :data, '2026-12-01 00:00:00')"
+        )
+        with engine.begin() as connection:
+            folded = b"Message-ID:\r\n <post-1@example.org>\r\nFrom: ann@example.org\r\n\r\nHi"
+            connection.execute(text(insert), {"data": folded})
+            connection.execute(text(insert), {"data": b"Subject: no id\r\n\r\nHi"})
+        migrate.upgrade(engine, "0014")
+        with engine.connect() as connection:
+            found = connection.execute(text("SELECT message_id FROM outbox_messages ORDER BY id"))
+            assert [row[0] for row in found] == ["post-1@example.org", ""]
+        migrate.upgrade(engine)
+    finally:
+        engine.dispose()

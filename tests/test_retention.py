@@ -249,7 +249,7 @@ def test_a_blob_shared_with_a_kept_message_stays(core: Core) -> None:
         )
         twin.dedupe_key = "0" * 64
         twin.message_id = "twin@x"
-        twin.date = NOW
+        twin.date = twin.retention_date = NOW
         session.add(twin)
         sha256 = original.sha256
         add_policy(session, OPERATOR, "everything", "1y")

@@ -126,11 +126,20 @@ def spawned_children(pid: int) -> list[int]:
     return found
 
 
-def background_child(service: RunningService) -> int:
-    """The PID of the service's one background child (the service must run no web UI)."""
+def background_child(service: RunningService, name: str) -> int:
+    """The PID of the service's background child that names itself `name` (as `ps` shows
+    it: /proc/PID/comm)."""
     assert service.process is not None
-    children = wait_for(lambda: spawned_children(service.process.pid), "the background child")
-    assert len(children) == 1, f"expected one child without the web UI: {children}"
+
+    def named() -> list[int]:
+        return [
+            pid
+            for pid in spawned_children(service.process.pid)
+            if Path(f"/proc/{pid}/comm").read_text().strip() == name
+        ]
+
+    children = wait_for(named, f"the {name} child")
+    assert len(children) == 1, f"expected one {name} child: {children}"
     return children[0]
 
 
@@ -297,7 +306,7 @@ def test_a_scheduler_takes_over_when_the_one_running_the_jobs_is_killed(
     dead = by_pid[int(running.rsplit(":", 1)[1])]
     survivor_pid = next(pid for pid, service in by_pid.items() if service is not dead)
     survivor = by_pid[survivor_pid]
-    os.kill(background_child(dead), signal.SIGKILL)
+    os.kill(background_child(dead, "arsip-scheduler"), signal.SIGKILL)
     dead.stop(signal.SIGKILL)
 
     new_holder = label("scheduler", survivor_pid)
@@ -310,15 +319,44 @@ def test_a_scheduler_takes_over_when_the_one_running_the_jobs_is_killed(
     assert "ledger: sealed 1 day(s)" in survivor_log
 
 
-def test_a_child_that_dies_stops_the_service(tmp_path: Path, start_service: StartService) -> None:
-    """A service whose worker died would look alive while archiving nothing: it stops
-    with status 1 and says which child died, for its supervisor to restart it."""
+def test_the_indexer_is_not_left_the_idle_cpu_time_of_the_worker(
+    tmp_path: Path, start_service: StartService
+) -> None:
+    """Archiving waits for CPU time the intake leaves (SCHED_IDLE), but new mail must
+    become searchable during a long import too: the indexer runs in its own process,
+    niced below the intake but at normal scheduling."""
+    service = start_service(service_env(tmp_path / "var", ARSIP_WEB_PORT="0"), "serve")
+    indexer = background_child(service, "arsip-indexer")
+    worker = background_child(service, "arsip-scheduler")
+    assert os.sched_getscheduler(worker) == os.SCHED_IDLE
+    assert os.sched_getscheduler(indexer) == os.SCHED_OTHER
+    assert 0 < os.getpriority(os.PRIO_PROCESS, indexer) < 19
+    send(service, 3, "indexed")
+    service.wait_until_archived()
+
+    def found() -> str | None:
+        out = service.run_cli("search", "msgid:indexed-2@example.com").stdout
+        return out if "indexed-2@example.com" in out else None
+
+    wait_for(found, "the indexer to make the mail searchable")
+
+
+@pytest.mark.parametrize(
+    ("comm", "name"),
+    [("arsip-scheduler", "arsip-scheduler+worker"), ("arsip-indexer", "arsip-indexer")],
+)
+def test_a_child_that_dies_stops_the_service(
+    tmp_path: Path, start_service: StartService, comm: str, name: str
+) -> None:
+    """A service whose worker or indexer died would look alive while archiving nothing,
+    or while nothing new became searchable: it stops with status 1 and says which child
+    died, for its supervisor to restart it."""
     service = start_service(service_env(tmp_path / "var", ARSIP_WEB_PORT="0"), "serve")
     assert service.process is not None
-    os.kill(background_child(service), signal.SIGKILL)
+    os.kill(background_child(service, comm), signal.SIGKILL)
     assert service.process.wait(timeout=DEADLINE) == 1
     log = service.log()
-    assert "arsip-indexer+scheduler+worker exited with status -9; stopping" in log
+    assert f"{name} exited with status -9; stopping" in log
     assert "Traceback" not in log
 
 

@@ -153,7 +153,7 @@ def test_a_user_opens_their_own_message_and_sees_headers_and_body(app: Flask) ->
     assert 'href="/messages/hello@example.com/raw"' in body
     assert 'href="/messages/hello@example.com/eml"' in body
     assert page.headers["Content-Security-Policy"].startswith("default-src 'none'")
-    assert "frame-ancestors 'self'" in page.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
     assert page.headers["Referrer-Policy"] == "no-referrer"
 
 

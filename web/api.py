@@ -66,7 +66,6 @@ def _authenticate() -> ResponseReturnValue | None:
 @bp.after_request
 def _no_store(response: Response) -> Response:
     response.headers.setdefault("Cache-Control", "no-store")
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
     return response
 
 
@@ -194,10 +193,12 @@ def _not_found(_: Exception) -> ResponseReturnValue:
 
 
 def _described(message: Message, viewer: Viewer, check: ContentCheck | None) -> dict[str, Any]:
-    """`describe`, with Bcc and envelope recipients only where the viewer may see them:
-    all for administrators and auditors, otherwise only the viewer's own addresses."""
+    """`describe`, showing what the message page shows this viewer: the envelope sender
+    only to administrators and auditors, Bcc and envelope recipients to them in full and
+    to anyone else only where it is one of their own addresses."""
     data = describe(message, check)
     if not viewer.sees_all:
+        data["envelope_from"] = None
         data["bcc"] = [a for a in data["bcc"] if a["address"] in viewer.addresses]
         data["envelope_recipients"] = [
             a for a in data["envelope_recipients"] if a in viewer.addresses

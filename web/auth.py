@@ -1,27 +1,47 @@
 """Logging in and out, and who is looking: the helpers every other blueprint asks.
 
-The session cookie holds only the user's id; the account is loaded again on each
-request, so a deleted account is logged out at once. Wrong passwords are throttled twice:
-per account (`archiver.accounts`) and per client address (`archiver.throttle`), both in
-the database so that every web process shares them, and one address cannot try a few
-passwords on every account either.
+The session cookie holds the user's id, the account's session generation at login and
+the time of login. The account is loaded again on each request, and the session counts
+only while the account exists, is enabled, still has that generation (logging out,
+changing the password and disabling the account move it on, ending every session of the
+account) and the login is less than SESSION_LIFETIME old: an absolute limit that no
+amount of activity extends.
+
+Wrong passwords slow down the client that types them, never the account: per (account,
+client address) pair with a backoff, so someone guessing from elsewhere cannot lock the
+owner out, and per client address across all accounts, so one address cannot try a few
+passwords on every account either. Unknown and existing accounts are counted alike, so
+the answers tell nobody which accounts exist. Both counts are kept in the database so
+that every web process shares them.
 """
 
 from __future__ import annotations
 
 import functools
+import math
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlencode, urlsplit
 
-from flask import Blueprint, Flask, current_app, g, redirect, render_template, request, session
+from flask import (
+    Blueprint,
+    Flask,
+    current_app,
+    g,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+)
 from flask.typing import ResponseReturnValue
 
-from archiver.accounts import AccountLocked, User, authenticate, viewer_for
+from archiver.accounts import User, authenticate, end_sessions, session_is_current, viewer_for
 from archiver.audit import ANONYMOUS, record
 from archiver.search.viewer import Viewer
-from archiver.throttle import Throttle
+from archiver.throttle import Backoff
 
 if TYPE_CHECKING:
     from archiver.core import Core
@@ -29,19 +49,32 @@ if TYPE_CHECKING:
 bp = Blueprint("auth", __name__)
 
 SESSION_KEY = "user_id"
+GENERATION_KEY = "generation"
+SINCE_KEY = "since"
+# A login lasts a working day at most, counted from the login, however busy the session.
+SESSION_LIFETIME = timedelta(hours=12)
 WRONG = "Wrong email or password."
-LATER = "Too many failed logins: try again later."
-FAILURES_PER_CLIENT = 20
-FAILURE_WINDOW = timedelta(minutes=15)
+LATER = "Too many failed logins from here: try again later."
+# One client on one account: a few typos are free, then each failure doubles the wait.
+FREE_PER_ACCOUNT = 5
+ACCOUNT_WINDOW = timedelta(hours=24)
+# One client across all accounts: more room (offices share an address), a shorter memory.
+FREE_PER_CLIENT = 20
+CLIENT_WINDOW = timedelta(hours=1)
+CLIENT_MAX_DELAY = timedelta(minutes=15)
 
 View = TypeVar("View", bound=Callable[..., ResponseReturnValue])
 
 
 def init_app(app: Flask) -> None:
-    """Give `app` its login throttle and make `current_user()` available to templates."""
+    """Give `app` its session lifetime and login throttles, and make `current_user()`
+    available to templates."""
     core: Core = app.extensions["arsip_core"]
-    app.extensions["arsip_login_throttle"] = Throttle(
-        core.sessions, "login", FAILURES_PER_CLIENT, FAILURE_WINDOW
+    # The cookie's own expiry; the login time in the session is what ends it for sure.
+    app.config["PERMANENT_SESSION_LIFETIME"] = SESSION_LIFETIME
+    app.extensions["arsip_login_throttles"] = (
+        Backoff(core.sessions, "login-account", FREE_PER_ACCOUNT, ACCOUNT_WINDOW),
+        Backoff(core.sessions, "login", FREE_PER_CLIENT, CLIENT_WINDOW, max_delay=CLIENT_MAX_DELAY),
     )
     app.jinja_env.globals["current_user"] = current_user
 
@@ -50,18 +83,31 @@ def _core() -> Core:
     return current_app.extensions["arsip_core"]
 
 
-def _throttle() -> Throttle:
-    return current_app.extensions["arsip_login_throttle"]
+def _throttles() -> tuple[Backoff, Backoff]:
+    return current_app.extensions["arsip_login_throttles"]
 
 
 def current_user() -> User | None:
-    """The logged-in user of this request, or None (loaded once per request)."""
+    """The logged-in user of this request, or None (loaded once per request).
+
+    A session that no longer counts (see the module's docstring) loses its login here, so
+    the browser is shown as logged out from this request on.
+    """
     if "arsip_user" not in g:
         user_id = session.get(SESSION_KEY)
         user = None
         if isinstance(user_id, int):
             with _core().sessions() as db:
                 user = db.get(User, user_id)
+            since = session.get(SINCE_KEY)
+            # No lower bound: web hosts' clocks may differ by a little.
+            fresh = (
+                isinstance(since, int) and time.time() - since < SESSION_LIFETIME.total_seconds()
+            )
+            if not (fresh and session_is_current(user, session.get(GENERATION_KEY))):
+                user = None
+                for key in (SESSION_KEY, GENERATION_KEY, SINCE_KEY):
+                    session.pop(key, None)
         g.arsip_user = user
     return g.arsip_user
 
@@ -131,48 +177,63 @@ def login_post() -> ResponseReturnValue:
     """Check the password; on success start a fresh session that lasts at most 12 hours.
 
     Every checked attempt is audited in the transaction that checks it; attempts the
-    per-client throttle turns away unchecked are not, so a flood of them cannot flood the
-    audit log either.
+    throttles turn away unchecked are not, so a flood of them cannot flood the audit log
+    either. An unknown account and a wrong password get the same answers, throttled alike.
     """
     client = request.remote_addr or "unknown"
-    throttle = _throttle()
-    if throttle.blocked(client):
-        return _form(f"{WRONG} {LATER}", 429)
     email = request.form.get("email", "")
     password = request.form.get("password", "")
+    per_account, per_client = _throttles()
+    # Keyed by what was typed, so unknown accounts are slowed down exactly like real ones.
+    pair = f"{client} {email.strip().lower()}"
+    waits = [w for w in (per_account.wait(pair), per_client.wait(client)) if w is not None]
+    if waits:
+        answer = make_response(_form(f"{WRONG} {LATER}", 429))
+        answer.headers["Retry-After"] = str(math.ceil(max(waits).total_seconds()))
+        return answer
     user_id: int | None = None
-    locked = False
+    generation = 0
     with _core().sessions.begin() as db:
-        try:
-            user = authenticate(db, email, password)
-        except AccountLocked:
-            user, locked = None, True
+        user = authenticate(db, email, password)
         if user is not None:
-            user_id = user.id
+            user_id, generation = user.id, user.session_generation
             record(db, user.email, "login", user.email, {"ip": client})
         else:
             # Who typed it is unproved; what they typed is the target (never the password).
-            why = {"ip": client, "reason": "locked" if locked else "rejected"}
+            why = {"ip": client, "reason": "rejected"}
             record(db, ANONYMOUS, "login.failed", email.strip().lower()[:320], why)
-    if locked:
-        throttle.hit(client)
-        return _form(f"{WRONG} {LATER}", 429)
     if user_id is None:
-        throttle.hit(client)
+        per_account.hit(pair)
+        per_client.hit(client)
         return _form(WRONG, 401)
-    # A new session, so an id planted in the visitor's cookie before login is worthless.
+    per_account.forget(pair)
+    start_session(user_id, generation)
+    return redirect(safe_next(request.values.get("next")))
+
+
+def start_session(user_id: int, generation: int) -> None:
+    """Log this browser in as `user_id`, for SESSION_LIFETIME from now at most.
+
+    A new session, so anything planted in the visitor's cookie before login is worthless.
+    """
     session.clear()
     session[SESSION_KEY] = user_id
+    session[GENERATION_KEY] = generation
+    session[SINCE_KEY] = int(time.time())
     session.permanent = True
-    return redirect(safe_next(request.values.get("next")))
 
 
 @bp.post("/logout")
 def logout() -> ResponseReturnValue:
-    """End the session (a POST with the CSRF token, so other sites cannot log you out)."""
+    """End every session of the account, this one and any other browser's (a POST with
+    the CSRF token, so other sites cannot log you out): a session cookie copied from this
+    browser is worthless afterwards."""
     user = current_user()
     if user is not None:
         with _core().sessions.begin() as db:
+            account = db.get(User, user.id)
+            if account is not None:
+                end_sessions(account)
             record(db, user.email, "logout", user.email, {"ip": request.remote_addr or "unknown"})
     session.clear()
     return redirect("/")

@@ -27,9 +27,10 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import Row, Text, cast, func, select
 from sqlalchemy.orm import Session
 
+from archiver.access import visible_messages
 from archiver.models import Message
 from archiver.texts import message_texts
-from lists.membership import Membership
+from lists.membership import BadAddress, Membership, one_address
 from lists.models import ArchivePolicy, MailingList, Member, Role
 from web.auth import current_viewer
 
@@ -143,7 +144,12 @@ def month_view(list_address: str, year: int, month: int) -> ResponseReturnValue:
                     Message.date,
                     Message.thread_id,
                 )
-                .where(Message.list_id == mlist.list_id, Message.date >= start, Message.date < end)
+                .where(
+                    Message.list_id == mlist.list_id,
+                    Message.date >= start,
+                    Message.date < end,
+                    visible_messages(current_viewer()),
+                )
                 .order_by(Message.date.desc())
             )
         )
@@ -172,7 +178,7 @@ def feed(list_address: str) -> ResponseReturnValue:
                     Message.date,
                     Message.sha256,
                 )
-                .where(Message.list_id == mlist.list_id)
+                .where(Message.list_id == mlist.list_id, visible_messages(current_viewer()))
                 .order_by(Message.date.desc())
                 .limit(FEED_ENTRIES)
             )
@@ -197,14 +203,17 @@ def unsubscribe_request(list_address: str) -> ResponseReturnValue:
 
 
 def _request(list_address: str, action: str) -> ResponseReturnValue:
-    address = request.form.get("email", "").strip()
+    """A request for exactly one address; anything else is a 400 saying why, and nothing
+    is mailed."""
     core = _core()
     with core.sessions.begin() as session:
         mlist = _find(session, list_address)
-        if "@" not in address or len(address) > 320:
-            text = "That does not look like an email address."
-        else:
-            text = Membership(core.settings.public_url).request(session, mlist, address, action)
+        try:
+            address = one_address(request.form.get("email", ""))
+        except BadAddress as error:
+            text = f"Nothing was sent: {error}."
+            return render_template("message.html", title="Not one email address", text=text), 400
+        text = Membership(core.settings.public_url).request(session, mlist, address, action)
         target = url_for(".archive", list_address=mlist.address)
     flash(text)
     return "", 303, {"Location": target}

@@ -28,6 +28,18 @@ bp = Blueprint("lists", __name__, url_prefix="/lists")
 VERBS = {"subscribe": "joins", "unsubscribe": "leaves"}
 
 
+def _confirmable(action: str) -> bool:
+    """Requests the link confirms: joining, leaving and mailed settings (an owner's
+    approval needs the owner's reply)."""
+    return action in VERBS or action.startswith("set ")
+
+
+def _title(address: str, action: str, list_address: str) -> str:
+    if action in VERBS:
+        return f"Confirm that {address} {VERBS[action]} {list_address}"
+    return f"Confirm that {address} changes its delivery from {list_address} ({action})"
+
+
 def _core() -> Core:
     return current_app.extensions["arsip_core"]
 
@@ -73,12 +85,12 @@ def confirm_page(token: str) -> ResponseReturnValue:
     """Say what the confirmation would do, with the button that does it."""
     with _core().sessions() as session:
         pending = _membership().pending_for(session, token)
-        if pending is None or pending.action not in VERBS:
+        if pending is None or not _confirmable(pending.action):
             return _unknown_confirmation()
         mlist = session.get(MailingList, pending.list_id)
         if mlist is None:
             return _unknown_confirmation()
-        title = f"Confirm that {pending.address} {VERBS[pending.action]} {mlist.address}"
+        title = _title(pending.address, pending.action, mlist.address)
     return render_template("confirm.html", title=title)
 
 
@@ -88,7 +100,7 @@ def confirm(token: str) -> ResponseReturnValue:
     membership = _membership()
     with _core().sessions.begin() as session:
         pending = membership.pending_for(session, token)
-        if pending is None or pending.action not in VERBS:
+        if pending is None or not _confirmable(pending.action):
             return _unknown_confirmation()
         outcome = membership.confirm_link(session, token)
     return _message("Confirmed", outcome)

@@ -10,7 +10,6 @@ lists there are.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 from flask import (
@@ -45,6 +44,7 @@ from lists.models import (
     Subscription,
     UncheckedPosts,
 )
+from lists.patterns import MAX_PATTERN, PatternError, check_pattern
 from lists.posting import Poster
 from lists.rules.content_check import score_problem
 from web.audit_hooks import audit_change
@@ -296,13 +296,13 @@ def ban_problem(pattern: str) -> str:
     """Why `pattern` cannot be a ban (empty, too long, a broken regex), or "" if it can."""
     if not pattern:
         return "Give an address or a ^regex to ban."
-    if len(pattern) > 512:
+    if len(pattern) > MAX_PATTERN:
         return "That pattern is too long."
     if pattern.startswith("^"):
         try:
-            re.compile(pattern)
-        except re.error as exc:
-            return f"Not a regular expression: {exc}."
+            check_pattern(pattern)
+        except PatternError as exc:
+            return f"{str(exc)[0].upper()}{str(exc)[1:]}."
     return ""
 
 
@@ -370,6 +370,7 @@ def settings_changes(form: dict[str, str]) -> dict[str, object]:
     changes["subject_prefix"] = prefix
     changes["personalize"] = delivery == "personalize"
     changes["emergency"] = bool(form.get("emergency"))
+    changes["trust_header_from"] = bool(form.get("trust_header_from"))
     changes["description"] = form.get("description", "").strip()
     changes["footer"] = form.get("footer", "").replace("\r\n", "\n")
     return changes

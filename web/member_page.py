@@ -33,7 +33,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from archiver.throttle import Throttle
-from lists.membership import ADDRESS, SETTINGS_LINK_DAYS, Membership
+from lists.membership import SETTINGS_LINK_DAYS, BadAddress, Membership, one_address
 from lists.models import MailingList, Member, Role
 from lists.tokens import read_member_token
 from web.lists import find_list
@@ -126,9 +126,11 @@ def request_link(list_address: str) -> ResponseReturnValue:
     the address had too many links lately; only a client asking too often is told so.
     """
     entered = request.form.get("email", "").strip()
-    address = entered.lower()
-    if len(address) > 320 or not ADDRESS.match(address):
-        return _request_page(list_address, f"{entered!r} is not an email address.", entered, 400)
+    try:
+        address = one_address(entered)
+    except BadAddress as error:
+        why = str(error)
+        return _request_page(list_address, f"{why[:1].upper()}{why[1:]}.", entered, 400)
     per_address, per_client = _throttles()
     if not per_client.allow(request.remote_addr or "unknown"):
         return _message(

@@ -42,7 +42,7 @@ bp = Blueprint("messages", __name__)
 
 PAGE_POLICY = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; frame-src 'self'; "
-    "form-action 'self'; base-uri 'none'; frame-ancestors 'self'"
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
 # The cleaned HTML body: no script, no network, framed only by our own page, and sandboxed
 # even when someone opens its address directly.
@@ -86,10 +86,9 @@ def message_link(message_id: str, *rest: str) -> str:
 
 @bp.after_request
 def _security_headers(response: Response) -> Response:
-    """Mail is hostile and private: no sniffing, no referrer, no caching by shared proxies."""
+    """Mail is hostile and private: the message page may frame its own HTML body (the app
+    adds the headers every page gets), and no shared proxy may keep a copy."""
     response.headers.setdefault("Content-Security-Policy", PAGE_POLICY)
-    response.headers["Referrer-Policy"] = "no-referrer"
-    response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers.setdefault("Cache-Control", "private, no-cache")
     return response
 

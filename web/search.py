@@ -20,6 +20,7 @@ from flask.typing import ResponseReturnValue
 from markupsafe import Markup
 from sqlalchemy import select
 
+from archiver.access import visible_messages
 from archiver.mailfiles import mbox_entry
 from archiver.models import Message
 from archiver.search.backend import SearchBackend, Sort
@@ -43,17 +44,6 @@ MAX_PAGE = 10_000
 EXPORT_PAGE = 1000
 FACETS_SHOWN = 10
 BACKEND_KEY = "arsip_search_backend"
-
-SECURITY_HEADERS = {
-    # Nothing on these pages needs scripts, images or frames; a snippet that slipped past
-    # escaping still could not run anything.
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-        "base-uri 'none'; frame-ancestors 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-}
 
 # Facet name -> (heading, query field that narrows to one of its values).
 FACETS = {
@@ -96,17 +86,9 @@ def _share_backend(state: BlueprintSetupState) -> None:
     state.app.extensions[BACKEND_KEY] = SharedBackend(state.app.extensions["arsip_core"])
 
 
-@bp.after_request
-def _security_headers(response: Response) -> Response:
-    for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
-    return response
-
-
 def private_page_headers(response: Response) -> Response:
-    """The search page's headers, and no cache anywhere may keep a copy: for the pages of
-    the audit log and of retention, which name who read what and which legal matters."""
-    _security_headers(response)
+    """No cache anywhere may keep a copy: for the pages of the audit log and of retention,
+    which name who read what and which legal matters."""
     response.headers["Cache-Control"] = "private, no-store"
     return response
 
@@ -308,7 +290,7 @@ def _export_entries(
                         Message.envelope_from,
                         Message.from_address,
                         Message.date,
-                    ).where(Message.id.in_(pks))
+                    ).where(Message.id.in_(pks), visible_messages(viewer))
                 )
             }
         for pk in pks:
@@ -316,7 +298,8 @@ def _export_entries(
             if row is None:
                 continue  # deleted since the index was written
             written.add(pk)
-            sender = row.envelope_from or row.from_address
+            # The envelope sender is for those who see everything, as on the message page.
+            sender = (row.envelope_from if viewer.sees_all else "") or row.from_address
             yield mbox_entry(core.store.get(row.sha256), sender, row.date)
         offset += EXPORT_PAGE
         if len(result.hits) < EXPORT_PAGE:  # the last page (the total may be an estimate)

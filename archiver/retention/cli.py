@@ -185,7 +185,13 @@ def retention_explain(ctx: click.Context, message_id: str, as_json: bool) -> Non
         click.echo(json.dumps([item.as_json() for item in found], indent=2))
         return
     for item in found:
-        click.echo(f"<{item.message_id}> dated {item.date:%Y-%m-%d %H:%M} UTC")
+        click.echo(
+            f"<{item.message_id}> dated {item.date:%Y-%m-%d %H:%M} UTC, "
+            f"received {item.received_at:%Y-%m-%d %H:%M} UTC"
+        )
+        click.echo(
+            f"  retention counts from {item.counts_from:%Y-%m-%d %H:%M} UTC, {item.counted_by}"
+        )
         if not item.policies:
             click.echo("  no policy matches it: it is kept forever")
         for name, keep, end in item.policies:
@@ -230,8 +236,16 @@ def hold() -> None:
 @click.option(
     "--custodian", "custodians", multiple=True, help="An address whose mail it covers (repeat)."
 )
-@click.option("--since", default=None, help="Only mail dated on or after (YYYY-MM-DD).")
-@click.option("--until", default=None, help="Only mail dated on or before (YYYY-MM-DD).")
+@click.option(
+    "--since",
+    default=None,
+    help="Only mail whose retention counts from this day or later (YYYY-MM-DD).",
+)
+@click.option(
+    "--until",
+    default=None,
+    help="Only mail whose retention counts from this day or earlier (YYYY-MM-DD).",
+)
 @click.pass_context
 def hold_add(
     ctx: click.Context,

@@ -2,6 +2,9 @@
 
 How it stays safe and fast on a large archive:
 
+- **Ages count from `Message.retention_date`** (`archiver.retention.clock`): the later of
+  `Date:` and arrival for mail the intake received, `Date:` for imported mail. Policies'
+  periods and holds' `--since/--until` measure the same date.
 - **Queries are evaluated once per sweep**, by the search backend, into sets of message
   ids (one per policy scope and hold query). Custodians and dates are checked per batch
   with indexed look-ups. Nothing scans a whole table to check holds.
@@ -31,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from archiver import audit
 from archiver.models import Blob, IndexQueueEntry, Message, MessageAddress, utcnow
+from archiver.retention.clock import counted_by
 from archiver.retention.models import BlobRemoval, LegalHold, RetentionPolicy
 from archiver.retention.periods import Period
 from archiver.retention.rules import holds, policies, sweep_state
@@ -99,7 +103,8 @@ class Rules:
 
     @property
     def latest_cutoff(self) -> datetime | None:
-        """Mail dated after this is younger than every policy's period, so it stays."""
+        """Mail whose retention date is after this is younger than every policy's period,
+        so it stays."""
         return max((rule.cutoff for rule in self.policies), default=None)
 
     @property
@@ -107,7 +112,7 @@ class Rules:
         return frozenset(address for rule in self.holds for address in rule.custodians)
 
     def verdict(self, pk: int, date: datetime, addresses: frozenset[str]) -> Verdict:
-        """What the rules say of one message."""
+        """What the rules say of one message whose retention date is `date`."""
         matching = [rule for rule in self.policies if rule.covers(pk)]
         return Verdict(
             policies=[rule.name for rule in matching],
@@ -259,7 +264,7 @@ class Sweeper:
 
     def _batches(self, rules: Rules) -> Iterator[list[_Candidate]]:
         """Messages older than the latest cutoff that the index knew, oldest first, in
-        batches, by a keyset on (date, id) that the date index serves."""
+        batches, by a keyset on (retention_date, id) that its index serves."""
         cutoff = rules.latest_cutoff
         if cutoff is None:
             return
@@ -270,8 +275,10 @@ class Sweeper:
                 rows = session.execute(query).all()
             if not rows:
                 return
-            after = (rows[-1].date, rows[-1].id)
-            yield [_Candidate(row.id, row.date, row.sha256, row.message_id) for row in rows]
+            after = (rows[-1].retention_date, rows[-1].id)
+            yield [
+                _Candidate(row.id, row.retention_date, row.sha256, row.message_id) for row in rows
+            ]
 
     def _decide(
         self, rules: Rules, batch: list[_Candidate], report: SweepReport, dry_run: bool
@@ -358,15 +365,16 @@ class Sweeper:
 def candidate_query(
     cutoff: datetime, known_up_to: int, after: tuple[datetime, int] | None, limit: int
 ) -> Select[tuple[int, datetime, str, str]]:
-    """The next batch of messages older than `cutoff`: a range scan of the date index."""
+    """The next batch of messages older than `cutoff`: a range scan of the
+    (retention_date, id) index."""
     query = (
-        select(Message.id, Message.date, Message.sha256, Message.message_id)
-        .where(Message.date < cutoff, Message.id <= known_up_to)
-        .order_by(Message.date, Message.id)
+        select(Message.id, Message.retention_date, Message.sha256, Message.message_id)
+        .where(Message.retention_date < cutoff, Message.id <= known_up_to)
+        .order_by(Message.retention_date, Message.id)
         .limit(limit)
     )
     if after is not None:
-        query = query.where(tuple_(Message.date, Message.id) > tuple_(*after))
+        query = query.where(tuple_(Message.retention_date, Message.id) > tuple_(*after))
     return query
 
 
@@ -392,10 +400,17 @@ def _custodian_addresses(
 
 @dataclass(frozen=True)
 class Explanation:
-    """Why one archived message stays or goes, and when it may go."""
+    """Why one archived message stays or goes, and when it may go.
+
+    `counts_from` is the date its periods and holds' date ranges measure (`counted_by`
+    says which rule chose it); `date` is its `Date:` header and `received_at` its arrival.
+    """
 
     message_id: str
     date: datetime
+    received_at: datetime
+    counts_from: datetime
+    counted_by: str
     policies: list[tuple[str, str, datetime]]  # name, period, end of that period
     holds: list[str]
     deletable_from: datetime | None  # None: kept forever (no policy), or held
@@ -405,6 +420,9 @@ class Explanation:
         return {
             "message_id": self.message_id,
             "date": self.date.isoformat(),
+            "received_at": self.received_at.isoformat(),
+            "counts_from": self.counts_from.isoformat(),
+            "counted_by": self.counted_by,
             "policies": [
                 {"name": name, "keep": keep, "until": end.isoformat()}
                 for name, keep, end in self.policies
@@ -422,7 +440,14 @@ def explain(
     becomes deletable (the end of its longest matching period, unless a hold covers it)."""
     wanted = message_id.strip().removeprefix("<").removesuffix(">")
     rows = session.execute(
-        select(Message.id, Message.date, Message.message_id).where(Message.message_id == wanted)
+        select(
+            Message.id,
+            Message.date,
+            Message.received_at,
+            Message.retention_date,
+            Message.source,
+            Message.message_id,
+        ).where(Message.message_id == wanted)
     ).all()
     if not rows:
         return []
@@ -430,13 +455,17 @@ def explain(
     addresses = _custodian_addresses(session, [row.id for row in rows], rules.custodians)
     explanations = []
     for row in rows:
-        verdict = rules.verdict(row.id, row.date, addresses.get(row.id, frozenset()))
+        start = row.retention_date
+        verdict = rules.verdict(row.id, start, addresses.get(row.id, frozenset()))
         matching = [rule for rule in rules.policies if rule.name in verdict.policies]
-        ends = [(rule.name, str(rule.keep), rule.keep.end(row.date)) for rule in matching]
+        ends = [(rule.name, str(rule.keep), rule.keep.end(start)) for rule in matching]
         explanations.append(
             Explanation(
                 message_id=row.message_id,
                 date=row.date,
+                received_at=row.received_at,
+                counts_from=start,
+                counted_by=counted_by(row.source),
                 policies=ends,
                 holds=verdict.holds,
                 deletable_from=max(end for _, _, end in ends)

@@ -17,6 +17,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from archiver.access import granting_addresses
 from archiver.models import Attachment, ContentCheck, Message, MessageAddress
 from archiver.parse import MessageText
 from archiver.search.query import MARKS
@@ -40,7 +41,10 @@ class SearchDocument:
     to_addresses: list[str]
     cc_addresses: list[str]
     names: list[str]
+    # Whose mail this is (`archiver.access`): the index's viewer filter, nothing else.
     participants: set[str] = field(default_factory=set)
+    # Every address it names, Reply-To included: searchable as people, grants nothing.
+    addresses: set[str] = field(default_factory=set)
     list_id: str | None = None
     date: datetime | None = None
     size: int = 0
@@ -137,7 +141,8 @@ def _document(
         to_addresses=role(*TO_ROLES),
         cc_addresses=role("cc"),
         names=sorted({name for _r, _a, name in addresses if name}),
-        participants={address for _r, address, _n in addresses},
+        participants=granting_addresses((r, address) for r, address, _n in addresses),
+        addresses={address for _r, address, _n in addresses},
         list_id=message.list_id,
         date=message.date,
         size=message.size,

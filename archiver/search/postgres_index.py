@@ -584,7 +584,7 @@ def _row(document: SearchDocument) -> dict[str, object]:
     return {
         "message_pk": document.message_pk,
         "subject_text": fold(document.subject),
-        "people_text": fold(" ".join([*document.names, *address_tokens(document.participants)])),
+        "people_text": fold(" ".join([*document.names, *address_tokens(document.addresses)])),
         "body_text": fold(document.body),
         "attachment_text": fold(document.attachment_text),
         # Split names at punctuation as whoosh does ("budget-2026.csv" -> budget 2026 csv);

@@ -11,7 +11,8 @@ files, term table and block headers and changes only the block payload:
     weights  none (all 1.0), one byte each (small whole numbers) or float32
     values   lengths (`value-length width` bytes each), then the values joined
 
-all little-endian and zlib-compressed. Reading a block is a handful of `frombuffer` calls,
+all little-endian, and zlib-compressed from 64 bytes up (the block header says whether).
+Reading a block is a handful of `frombuffer` calls,
 which is also what lets `whoosh_arrays` read a posting list without a loop per posting.
 """
 
@@ -48,6 +49,9 @@ _HEAD_BYTES = 256  # a block's length and pickled header fit in this
 _WEIGHTS_ONE, _WEIGHTS_BYTES, _WEIGHTS_FLOAT = 0, 1, 2
 _COMPRESSION = 3
 _BLOCK_LIMIT = 256  # postings a block holds
+# Smaller payloads are stored as they are: zlib would make them larger, and starting a
+# compressor for each of a segment's many rare words was a good part of writing it.
+_COMPRESS_FROM = 64
 
 
 def _width(largest: int) -> int:
@@ -254,15 +258,16 @@ class PackedFieldWriter(W3FieldWriter):
             weights = all_weights[at : at + _BLOCK_LIMIT]
             stats = _Block(ids, weights, [field_lengths[docnum] for docnum in ids])
             terminfo.add_block(stats)
-            payload = zlib.compress(
-                pack_block(ids, weights, all_values[at : at + _BLOCK_LIMIT]), _COMPRESSION
-            )
+            payload = pack_block(ids, weights, all_values[at : at + _BLOCK_LIMIT])
+            compression = _COMPRESSION if len(payload) >= _COMPRESS_FROM else 0
+            if compression:
+                payload = zlib.compress(payload, compression)
             info = dumps(
                 (
                     len(ids),
                     ids[-1],
                     stats.max_weight(),
-                    _COMPRESSION,
+                    compression,
                     length_to_byte(stats.min_length()),
                     length_to_byte(stats.max_length()),
                 ),
@@ -349,7 +354,8 @@ class PackedLeafMatcher(W3LeafMatcher):
 
     def _read_data(self) -> None:
         raw = self._postfile.get(self._dataoffset, self._nextoffset - self._dataoffset)
-        self._data = unpack_block(zlib.decompress(raw), self._blocklength)
+        data = zlib.decompress(raw) if self._compression else raw
+        self._data = unpack_block(data, self._blocklength)
 
     def _read_ids(self) -> None:
         if self._data is None:

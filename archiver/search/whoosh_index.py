@@ -42,7 +42,7 @@ from archiver.search.whoosh_merge import tiered_merge
 from archiver.search.whoosh_storage import MappedStorage
 
 FACET_FIELDS = ("list", "sender_domain")
-SCHEMA_VERSION = 8  # bump with every change to _schema()
+SCHEMA_VERSION = 8  # bump with every change to _schema() or to what a field holds
 # A whoosh writer buffers this much before it writes a segment: fewer, larger segments
 # make indexing several times faster than the default.
 WRITER_MEMORY_MB = 64
@@ -317,7 +317,7 @@ def _fields(document: SearchDocument) -> dict[str, object]:
         "subject": analyzed(document.subject),
         "body": analyzed(document.body),
         "attachments": analyzed(document.attachment_text),
-        "people": analyzed(" ".join([*document.names, *address_tokens(document.participants)])),
+        "people": analyzed(" ".join([*document.names, *address_tokens(document.addresses)])),
         "filename": analyzed(" ".join(document.filenames)),
         "from_addr": ",".join(address_tokens(document.from_addresses)),
         "to_addr": ",".join(address_tokens(document.to_addresses)),

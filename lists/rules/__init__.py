@@ -20,6 +20,7 @@ from lists.rules.max_recipients import MaxRecipients
 from lists.rules.max_size import MaxSize
 from lists.rules.member_moderation import MemberModeration
 from lists.rules.nonmember import Nonmember
+from lists.rules.unverified_sender import UnverifiedSender
 
 RULES: tuple[Rule, ...] = (
     Loop(),
@@ -29,6 +30,7 @@ RULES: tuple[Rule, ...] = (
     MaxSize(),
     MaxRecipients(),
     Administrivia(),
+    UnverifiedSender(),
     MemberModeration(),
     Nonmember(),
     ImplicitDestination(),

@@ -23,6 +23,9 @@ class Post:
     moderated: bool  # the sender's member moderation flag
     banned: bool
     verdict: Verdict | None = None  # what spamd and clamd said (None: checks are off)
+    # whether the envelope sender or an aligned DKIM signature shows the post is the
+    # From's (looked up only when a rule needs it: see rules/unverified_sender.py)
+    vouched: bool = True
 
 
 @dataclass(frozen=True)

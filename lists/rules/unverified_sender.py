@@ -1,0 +1,31 @@
+"""Hold a post whose From names someone in the list when nothing shows it is theirs."""
+
+from __future__ import annotations
+
+from lists.models import Action, MailingList, Posting
+from lists.rules.base import Decision, Post
+
+
+def needs_proof(mlist: MailingList, roles: frozenset[str]) -> bool:
+    """Whether a post whose From has `roles` in `mlist` must show it is the sender's: the
+    roles grant something (posting without a moderator), the list is not open to all,
+    and its owner has not chosen to believe the From header alone."""
+    return bool(roles) and mlist.posting != Posting.OPEN and not mlist.trust_header_from
+
+
+class UnverifiedSender:
+    name = "unverified-sender"
+    description = (
+        "The From names a member, but neither the envelope sender nor a DKIM signature "
+        "of the From's domain shows the post is theirs."
+    )
+
+    def check(self, post: Post) -> Decision | None:
+        if post.vouched or not needs_proof(post.mlist, post.roles):
+            return None
+        reason = (
+            f"the post says it is from {post.sender}, but its envelope sender is another "
+            "address and no DKIM signature of that domain holds"
+        )
+        # The From may be forged: telling it would mail the member about someone else's post.
+        return Decision(Action.HOLD, reason, self.name, tell_sender=False)
