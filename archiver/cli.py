@@ -186,20 +186,29 @@ def db_revision(ctx: click.Context, message: str) -> None:
 
 @cli.command("import")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--list", "list_id", metavar="LIST-ID", help="file the mail into this list's archive")
 @click.pass_context
-def import_command(ctx: click.Context, paths: tuple[Path, ...]) -> None:
+def import_command(ctx: click.Context, paths: tuple[Path, ...], list_id: str | None) -> None:
     """Archive the mail in mbox files, maildirs or folders of message files.
 
-    Importing the same mail again adds nothing.
+    Importing the same mail again adds nothing. With --list, the mail is filed into that
+    list's archive (give its List-Id, as `arsip lists show` prints it): a List-Id header
+    in the mail itself files nothing, as only the list engine and the operator do that.
     """
-    from archiver.importer import import_paths
+    from archiver.importer import import_paths, list_id_of
     from archiver.mailfiles import MailFileError
 
     for path in paths:
         if not path.exists():
             raise CliError(f"{path}: no such file or folder")
+    wanted = None
+    if list_id is not None:
+        wanted = list_id_of(list_id)
+        if wanted is None:
+            raise CliError(f"--list {list_id!r}: give a List-Id such as dev.lists.example.com")
     try:
-        report = import_paths(open_core(ctx, upgrade=True), paths, progress=sys.stderr.isatty())
+        core = open_core(ctx, upgrade=True)
+        report = import_paths(core, paths, progress=sys.stderr.isatty(), list_id=wanted)
     except (MailFileError, OSError) as exc:
         raise CliError(str(exc)) from exc
     click.echo(

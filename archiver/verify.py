@@ -257,7 +257,8 @@ def _row_mismatches(
         if name == "dedupe_key" and stored == legacy_dedupe_key(parsed):
             continue  # archived before 0013, under the key of that time
         differs(name, stored, derived)
-    if message.list_id is not None:  # the list engine's copy carries its own List-Id
+    if message.list_id is not None and message.source != IMPORTED:
+        # The list engine's copy carries its own List-Id (an import's list is the operator's).
         differs("list_id", message.list_id, parsed.list_id)
     envelope = {(r, a) for r, a, _n in rows if r in (ENVELOPE_FROM, ENVELOPE_TO)}
     stored_roles = {(r, a): n for r, a, n in rows if r not in (ENVELOPE_FROM, ENVELOPE_TO)}
@@ -272,7 +273,11 @@ def _row_mismatches(
             differs(f"{name} name", stored_roles[role, address], derived_roles[role, address])
     if message.source == IMPORTED and (envelope or message.envelope_from):
         differs("envelope", sorted(f"{r} {a}" for r, a in envelope), "none (imported mail)")
-    elif message.envelope_from and (ENVELOPE_FROM, message.envelope_from) not in envelope:
+    elif (
+        envelope
+        and message.envelope_from
+        and (ENVELOPE_FROM, message.envelope_from) not in envelope
+    ):  # only trusted copies record envelope rows; the column keeps the first copy's word
         differs("envelope_from", message.envelope_from, "not among its envelope rows")
     return found
 
