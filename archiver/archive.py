@@ -385,8 +385,14 @@ def _reused_message_ids(session: Session, groups: list[list[_Prepared]]) -> set[
 
 
 def _list_of(copies: list[_Prepared]) -> str | None:
-    """The list archive the list engine files this message into (None: no list's)."""
-    return next((copy.raw.list_id for copy in copies if copy.raw.list_id), None)
+    """The list archive this message is filed into (None: no list's): the one the list
+    engine, or an operator's `arsip import --list`, names for a copy whose own List-Id
+    says the same. The engine's copy carries the List-Id it added; an imported message
+    without that header stays out of the list, so `verify --deep` can hold every filed
+    message to its bytes."""
+    return next(
+        (copy.raw.list_id for copy in copies if copy.raw.list_id == copy.parsed.list_id), None
+    )
 
 
 def _vouched(copy: _Prepared) -> bool:

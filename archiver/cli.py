@@ -191,9 +191,10 @@ def db_revision(ctx: click.Context, message: str) -> None:
 def import_command(ctx: click.Context, paths: tuple[Path, ...], list_id: str | None) -> None:
     """Archive the mail in mbox files, maildirs or folders of message files.
 
-    Importing the same mail again adds nothing. With --list, the mail is filed into that
-    list's archive (give its List-Id, as `arsip lists show` prints it): a List-Id header
-    in the mail itself files nothing, as only the list engine and the operator do that.
+    Importing the same mail again adds nothing. A List-Id header alone files nothing into
+    a list (anyone can write one); with --list, the operator vouches for that list's
+    header: messages whose List-Id names it are filed into its archive (give the List-Id,
+    as `arsip lists show` prints it).
     """
     from archiver.importer import import_paths, list_id_of
     from archiver.mailfiles import MailFileError

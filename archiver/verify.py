@@ -257,8 +257,7 @@ def _row_mismatches(
         if name == "dedupe_key" and stored == legacy_dedupe_key(parsed):
             continue  # archived before 0013, under the key of that time
         differs(name, stored, derived)
-    if message.list_id is not None and message.source != IMPORTED:
-        # The list engine's copy carries its own List-Id (an import's list is the operator's).
+    if message.list_id is not None:  # filed only when its bytes name the list (`archive`)
         differs("list_id", message.list_id, parsed.list_id)
     envelope = {(r, a) for r, a, _n in rows if r in (ENVELOPE_FROM, ENVELOPE_TO)}
     stored_roles = {(r, a): n for r, a, n in rows if r not in (ENVELOPE_FROM, ENVELOPE_TO)}
