@@ -186,20 +186,30 @@ def db_revision(ctx: click.Context, message: str) -> None:
 
 @cli.command("import")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--list", "list_id", metavar="LIST-ID", help="file the mail into this list's archive")
 @click.pass_context
-def import_command(ctx: click.Context, paths: tuple[Path, ...]) -> None:
+def import_command(ctx: click.Context, paths: tuple[Path, ...], list_id: str | None) -> None:
     """Archive the mail in mbox files, maildirs or folders of message files.
 
-    Importing the same mail again adds nothing.
+    Importing the same mail again adds nothing. A List-Id header alone files nothing into
+    a list (anyone can write one); with --list, the operator vouches for that list's
+    header: messages whose List-Id names it are filed into its archive (give the List-Id,
+    as `arsip lists show` prints it).
     """
-    from archiver.importer import import_paths
+    from archiver.importer import import_paths, list_id_of
     from archiver.mailfiles import MailFileError
 
     for path in paths:
         if not path.exists():
             raise CliError(f"{path}: no such file or folder")
+    wanted = None
+    if list_id is not None:
+        wanted = list_id_of(list_id)
+        if wanted is None:
+            raise CliError(f"--list {list_id!r}: give a List-Id such as dev.lists.example.com")
     try:
-        report = import_paths(open_core(ctx, upgrade=True), paths, progress=sys.stderr.isatty())
+        core = open_core(ctx, upgrade=True)
+        report = import_paths(core, paths, progress=sys.stderr.isatty(), list_id=wanted)
     except (MailFileError, OSError) as exc:
         raise CliError(str(exc)) from exc
     click.echo(
@@ -525,6 +535,26 @@ def reindex(ctx: click.Context) -> None:
     except IndexBusyError as exc:
         raise CliError(f"{exc}; try again in a moment") from exc
     click.echo(f"indexed {count} messages")
+
+
+@cli.command("journal-login")
+@click.argument("name")
+def journal_login(name: str) -> None:
+    """Make a login with which an MTA hands in journal mail over SMTP AUTH from anywhere.
+
+    Prints a new random secret, for the MTA's SMTP AUTH (PLAIN or LOGIN, over STARTTLS or
+    on loopback), and the NAME:SHA256 entry to add to ARSIP_JOURNAL_LOGINS. Arsip keeps
+    only the hash, so the secret is shown this once.
+    """
+    import hashlib
+    import re
+    import secrets
+
+    if not re.fullmatch(r"[A-Za-z0-9._@-]{1,64}", name):
+        raise CliError("a login name is 1 to 64 letters, digits, '.', '_', '@' or '-'")
+    secret = secrets.token_urlsafe(32)
+    click.echo(f"secret: {secret}")
+    click.echo(f"ARSIP_JOURNAL_LOGINS entry: {name}:{hashlib.sha256(secret.encode()).hexdigest()}")
 
 
 @cli.group("store")

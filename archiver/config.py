@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
+import re
 import secrets
 import tomllib
 from collections.abc import Callable, Mapping
@@ -26,6 +28,9 @@ MIB = 1024 * 1024
 
 class SettingsError(ValueError):
     """A setting has a value Arsip cannot use; the message names the setting."""
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,15 @@ class Settings:
     domains: tuple[str, ...] = ()
     journal_addresses: tuple[str, ...] = ()
     journal_domains: Mapping[str, str] = field(default_factory=dict)
+    # The clients that may hand in journal mail (addresses or networks); everyone else
+    # reaches only list addresses and postmaster@
+    journal_clients: tuple[IPNetwork, ...] = (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
+    # Logins that make any client a journal source through SMTP AUTH: login name -> sha256
+    # (hex) of its secret, which `arsip journal-login` makes; empty: no AUTH
+    journal_logins: Mapping[str, str] = field(default_factory=dict, repr=False)
     smarthost: HostPort | None = None
     max_message_size: int = 25 * MIB
     max_recipients: int = 1000
@@ -185,6 +199,28 @@ def _host_port(value: Any) -> HostPort | None:
     return HostPort(host.strip("[]"), _port(port))
 
 
+def _networks(value: Any) -> tuple[IPNetwork, ...]:
+    """Comma-separated IP addresses or CIDR networks (a list in the file)."""
+    networks = []
+    for item in _list(value):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is no IP address or CIDR network") from None
+    return tuple(networks)
+
+
+def _logins(value: Any) -> dict[str, str]:
+    """Comma-separated `NAME:SHA256` pairs, as `arsip journal-login` prints them."""
+    logins = {}
+    for item in _list(value):
+        name, colon, digest = item.rpartition(":")
+        if not colon or not name or "," in name or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise ValueError("expected NAME:SHA256 pairs, as `arsip journal-login` prints them")
+        logins[name] = digest
+    return logins
+
+
 def _daemon(value: Any) -> DaemonAddress | None:
     text = _text(value).strip()
     return DaemonAddress.parse(text) if text else None
@@ -239,6 +275,8 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "domains": _domains,
     "journal_addresses": _addresses,
     "journal_domains": _domain_map,
+    "journal_clients": _networks,
+    "journal_logins": _logins,
     "smarthost": _host_port,
     "max_message_size": _integer(1024, 2**31),
     "max_recipients": _integer(1, 100_000),
@@ -258,6 +296,9 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "clamd": _daemon,
     "check_timeout": _integer(1, 600),
 }
+
+# Settings whose value a start-up error does not repeat: someone may paste a secret there
+UNSHOWN = frozenset({"journal_logins"})
 
 BLOB_KEY_SIZE = 32
 
@@ -322,7 +363,8 @@ def load_settings(
         try:
             values[name] = PARSERS[name](value)
         except (ValueError, TypeError) as exc:
-            raise SettingsError(f"{ENV_PREFIX}{name.upper()}: {value!r}: {exc}") from exc
+            shown = "" if name in UNSHOWN else f" {value!r}:"
+            raise SettingsError(f"{ENV_PREFIX}{name.upper()}:{shown} {exc}") from exc
     settings = Settings(**values)
     _check_together(settings)
     return _with_derived_defaults(settings)

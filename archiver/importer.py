@@ -10,6 +10,7 @@ in the intake ledger here, in the same transaction (duplicates are already accou
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from archiver.mailfiles import FoundMessage, iter_path, total_size
 from archiver.retention.clock import IMPORTED
 
 BATCH_SIZE = 200
+_LIST_ID = re.compile(r"[a-z0-9](?:[a-z0-9._+-]{0,251}[a-z0-9])?")  # a dot-atom, as List-Id has
 
 
 @dataclass
@@ -35,8 +37,18 @@ class ImportReport:
     duplicates: int = 0
 
 
-def import_paths(core: Core, paths: Iterable[Path], progress: bool = True) -> ImportReport:
-    """Archive every message under `paths`; returns counts of read, new and duplicate."""
+def list_id_of(text: str) -> str | None:
+    """The list id an operator names (`dev.lists.example.com`, with or without angle
+    brackets), as archived messages hold it; None when it is not one."""
+    wanted = text.strip().removeprefix("<").removesuffix(">").lower()
+    return wanted if _LIST_ID.fullmatch(wanted) else None
+
+
+def import_paths(
+    core: Core, paths: Iterable[Path], progress: bool = True, list_id: str | None = None
+) -> ImportReport:
+    """Archive every message under `paths`, filed into `list_id`'s archive if given;
+    returns counts of read, new and duplicate."""
     paths = list(paths)
     report = ImportReport()
     total = sum(total_size(path) for path in paths)
@@ -49,7 +61,7 @@ def import_paths(core: Core, paths: Iterable[Path], progress: bool = True) -> Im
         dynamic_ncols=True,
     ) as bar:
         for batch in _batches(message for path in paths for message in iter_path(path)):
-            results = _archive(core, batch)
+            results = _archive(core, batch, list_id)
             report.read += len(batch)
             report.added += sum(result.created for result in results)
             report.duplicates += sum(not result.created for result in results)
@@ -58,7 +70,7 @@ def import_paths(core: Core, paths: Iterable[Path], progress: bool = True) -> Im
     return report
 
 
-def _archive(core: Core, batch: list[FoundMessage]) -> list[ArchiveResult]:
+def _archive(core: Core, batch: list[FoundMessage], list_id: str | None) -> list[ArchiveResult]:
     now = datetime.now(UTC)
     items = [
         RawMessage(
@@ -68,6 +80,7 @@ def _archive(core: Core, batch: list[FoundMessage]) -> list[ArchiveResult]:
             received_at=now,
             source=IMPORTED,
             queue_id="",
+            list_id=list_id,
         )
         for found in batch
     ]

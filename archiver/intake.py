@@ -8,6 +8,8 @@ time, and answers 250 to DATA only after the group committer reports the message
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import re
 import ssl
@@ -15,10 +17,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiosmtpd.lmtp import LMTP
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from archiver.config import Settings
-from archiver.routing import Destination, RecipientPolicy
+from archiver.routing import Destination, RecipientPolicy, client_ip
 from archiver.spool import GroupCommitter, Incoming, SpoolFullError, new_queue_id
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,8 @@ TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
 STORE_FAILED = "451 4.3.0 Temporary failure storing the message; try again later"
 STORE_FULL = "452 4.3.1 Insufficient system storage; try again later"
 TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections from your address; try again later"
+AUTH_NEEDS_TLS = "538 5.7.11 Encryption required for requested authentication mechanism"
+AUTH_UNAVAILABLE = "502 5.5.1 AUTH not available"
 
 # aiosmtpd words some refusals itself; these get the enhanced status codes clients act on.
 _REWORDED = {
@@ -147,6 +151,34 @@ class IntakeLMTP(_Reworded, LMTP):
     """LMTP with enhanced status codes on aiosmtpd's built-in refusals."""
 
 
+class JournalLogins:
+    """aiosmtpd authenticator for `ARSIP_JOURNAL_LOGINS`: a client that logs in with one
+    is a journal source, wherever it connects from.
+
+    The secrets are random tokens (`arsip journal-login` makes them), so one sha256 is
+    enough to keep them and checking one costs the event loop nothing; a slow password
+    hash would stall every session while it ran. Neither the secret nor the attempt's
+    password ever reaches a log line.
+    """
+
+    def __init__(self, logins: dict[str, str]) -> None:
+        self.logins = logins
+
+    def __call__(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: object
+    ) -> AuthResult:
+        if not isinstance(data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        name = data.login.decode("utf-8", "replace")
+        given = hashlib.sha256(data.password).hexdigest()
+        ok = hmac.compare_digest(given, self.logins.get(name, "-" * len(given)))
+        if ok:
+            log.info("journal login %r from peer=%s", name, _peer(session))
+        else:
+            log.warning("failed journal login %r from peer=%s", name, _peer(session))
+        return AuthResult(success=ok, handled=False, auth_data=name if ok else None)
+
+
 class IntakeHandler:
     """aiosmtpd handler shared by the SMTP and LMTP servers."""
 
@@ -165,9 +197,28 @@ class IntakeHandler:
         hostname: str,
         responses: list[str],
     ) -> list[str]:
-        """Advertise PIPELINING: aiosmtpd reads commands in order, so batching is safe."""
+        """Advertise PIPELINING: aiosmtpd reads commands in order, so batching is safe.
+        AUTH is offered only where `handle_AUTH` would take it."""
         session.host_name = hostname
+        if not self._may_authenticate(session):
+            responses = [line for line in responses if not line.startswith("250-AUTH")]
         return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+    async def handle_AUTH(
+        self, server: SMTP, session: Session, envelope: Envelope, args: list[str]
+    ) -> object:
+        """Let a journal login through only over STARTTLS or from the machine itself, so
+        its secret never crosses a network in the clear."""
+        if not self.settings.journal_logins:
+            return AUTH_UNAVAILABLE
+        if not self._may_authenticate(session):
+            return AUTH_NEEDS_TLS
+        return MISSING  # aiosmtpd reads the credentials and asks `JournalLogins`
+
+    def _may_authenticate(self, session: Session) -> bool:
+        if not self.settings.journal_logins:
+            return False
+        return session.ssl is not None or _loopback(session)
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -175,7 +226,7 @@ class IntakeHandler:
         """Accept only Arsip's own addresses, and no more than the configured number."""
         if len(envelope.rcpt_tos) >= self.settings.max_recipients:
             return TOO_MANY_RECIPIENTS
-        verdict = self.policy.check(address)
+        verdict = self.policy.check(address, journal_source=self._journal_source(session))
         if not verdict.accepted:
             log.info("refused rcpt=<%s> from peer=%s: %s", address, _peer(session), verdict.reply)
             return verdict.reply
@@ -201,6 +252,7 @@ class IntakeHandler:
             peer=_peer(session),
             received_at=datetime.now(UTC),
             priority=0 if getattr(envelope, "routed", False) else 1,
+            trusted=self._journal_source(session),
         )
         try:
             await self.committer.submit(item)
@@ -221,12 +273,28 @@ class IntakeHandler:
         )
         return self._replies(server, envelope, f"250 2.0.0 Ok: queued as {queue_id}")
 
+    def _journal_source(self, session: Session) -> bool:
+        """Whether this session's client may hand in journal mail: it is in
+        `ARSIP_JOURNAL_CLIENTS`, or it logged in with one of `ARSIP_JOURNAL_LOGINS`."""
+        return bool(session.authenticated) or self.policy.is_journal_source(_client(session))
+
     @staticmethod
     def _replies(server: SMTP, envelope: Envelope, reply: str) -> str:
         """LMTP owes one reply per accepted recipient; SMTP one for the transaction."""
         if isinstance(server, LMTP):
             return "\r\n".join(reply for _ in envelope.rcpt_tos)
         return reply
+
+
+def _client(session: Session) -> str:
+    """The client's IP address."""
+    peer = session.peer
+    return str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
+
+
+def _loopback(session: Session) -> bool:
+    ip = client_ip(_client(session))
+    return ip is not None and ip.is_loopback
 
 
 def _peer(session: Session) -> str:
@@ -258,6 +326,10 @@ async def start_servers(settings: Settings, handler: IntakeHandler) -> list[asyn
         "tls_context": context,
         "require_starttls": False,
         "timeout": settings.smtp_timeout,
+        # AUTH without TLS is allowed here only to reach `handle_AUTH`, which refuses it
+        # away from loopback; without journal logins it is refused altogether.
+        "auth_require_tls": not settings.journal_logins,
+        "authenticator": JournalLogins(dict(settings.journal_logins)),
         "connections": ClientConnections(settings.max_connections_per_client),
     }
     servers = []

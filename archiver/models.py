@@ -96,6 +96,9 @@ class SpoolEntry(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     # 0 for mail to a list (people wait for it), 1 for journal copies; workers take 0 first
     priority: Mapped[int] = mapped_column(SmallInteger, default=1)
+    # Whether the client was a trusted journal source (ARSIP_JOURNAL_CLIENTS); None for
+    # rows spooled before migration 0013, whose peer address decides instead
+    trusted: Mapped[bool | None] = mapped_column(Boolean)
 
     __table_args__ = (Index("ix_spool_priority_id", "priority", "id"),)
 

@@ -61,6 +61,8 @@ class Incoming:
     peer: str
     received_at: datetime
     priority: int = 1  # 0: a list's mail, taken before journal copies
+    # The client was a trusted journal source: only its copies record envelope and Bcc
+    trusted: bool = False
 
 
 class Spool:
@@ -122,6 +124,7 @@ def _row(item: Incoming) -> dict[str, object]:
         "attempts": 0,
         "next_attempt_at": item.received_at,
         "priority": item.priority,
+        "trusted": item.trusted,
     }
 
 

@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
 
-from archiver.archive import ENVELOPE_FROM, ENVELOPE_TO, derived_fields, header_roles
+from archiver.archive import (
+    ENVELOPE_FROM,
+    ENVELOPE_TO,
+    UNATTRIBUTED,
+    derived_fields,
+    header_roles,
+    legacy_dedupe_key,
+)
 from archiver.core import Core
 from archiver.ledger import (
     ChainReport,
@@ -30,7 +37,7 @@ from archiver.ledger import (
     verify_chain,
 )
 from archiver.models import Blob, Message, MessageAddress
-from archiver.parse import parse_message
+from archiver.parse import ParsedMessage, parse_message
 from archiver.retention.clock import IMPORTED
 from archiver.store import BlobCorruptError, BlobKeyError, BlobMissingError
 
@@ -175,9 +182,12 @@ def verify_rows(
     """Parse every message's blob again and compare the rows derived from it.
 
     What is compared: the columns archiving takes from the bytes (`derived_fields`: the
-    key copies merge by, Message-ID, subject, sender, date, list, the date retention counts
+    key copies merge by, Message-ID, subject, sender, date, the date retention counts
     from) and the header address rows with their roles (From, To, Cc, Bcc, Reply-To) and
-    names, which must match exactly: an added, removed or re-roled address is reported.
+    names, which must match what archiving records from those bytes exactly: an added,
+    removed or re-roled address is reported. Only the list engine files mail into a list,
+    and the copy it archives carries the List-Id it added: a message filed into a list
+    must say so in its bytes (mail outside any list may carry any List-Id header).
 
     Envelope rows are not in the bytes: they come from each copy's SMTP envelope (or an
     Exchange report's recipient list) and merged copies add theirs. What can be checked is
@@ -243,10 +253,15 @@ def _row_mismatches(
 
     differs("size", message.size, len(data))
     for name, derived in derived_fields(parsed, message.received_at, message.source).items():
-        differs(name, getattr(message, name), derived)
+        stored = getattr(message, name)
+        if name == "dedupe_key" and stored == legacy_dedupe_key(parsed):
+            continue  # archived before 0013, under the key of that time
+        differs(name, stored, derived)
+    if message.list_id is not None:  # filed only when its bytes name the list (`archive`)
+        differs("list_id", message.list_id, parsed.list_id)
     envelope = {(r, a) for r, a, _n in rows if r in (ENVELOPE_FROM, ENVELOPE_TO)}
     stored_roles = {(r, a): n for r, a, n in rows if r not in (ENVELOPE_FROM, ENVELOPE_TO)}
-    derived_roles = header_roles(parsed)
+    derived_roles = _recordable_roles(message, parsed, stored_roles)
     for role, address in sorted(stored_roles.keys() | derived_roles.keys()):
         name = f"address {role} {address}"
         if (role, address) not in derived_roles:
@@ -257,9 +272,27 @@ def _row_mismatches(
             differs(f"{name} name", stored_roles[role, address], derived_roles[role, address])
     if message.source == IMPORTED and (envelope or message.envelope_from):
         differs("envelope", sorted(f"{r} {a}" for r, a in envelope), "none (imported mail)")
-    elif message.envelope_from and (ENVELOPE_FROM, message.envelope_from) not in envelope:
+    elif (
+        envelope
+        and message.envelope_from
+        and (ENVELOPE_FROM, message.envelope_from) not in envelope
+    ):  # only trusted copies record envelope rows; the column keeps the first copy's word
         differs("envelope_from", message.envelope_from, "not among its envelope rows")
     return found
+
+
+def _recordable_roles(
+    message: Message, parsed: ParsedMessage, stored: dict[tuple[str, str], str]
+) -> dict[tuple[str, str], str]:
+    """The header rows archiving records for this message by `archive`'s rule: none while
+    no trusted or list copy has vouched for it (flagged unattributed), and no Bcc when
+    only the list engine's copy did (a list copy of a message with a list carries none)."""
+    if UNATTRIBUTED in message.flags:
+        return {}
+    roles = header_roles(parsed)
+    if message.list_id is not None and not any(role == "bcc" for role, _a in stored):
+        roles = {key: name for key, name in roles.items() if key[0] != "bcc"}
+    return roles
 
 
 def _shown(value: object) -> str:

@@ -193,13 +193,18 @@ class SpoolWorker:
         self, entry: SpoolEntry, verdict: Verdict | None = None
     ) -> tuple[RawMessage | None, dict[Extension, list[str]]]:
         """The copy to archive (None when every recipient belongs to an extension, which
-        then decides what is archived) and the recipients each extension claims."""
-        journal = False
+        then decides what is archived) and the recipients each extension claims.
+
+        The copy is trusted when its client was a trusted journal source, as the intake
+        recorded it (`_trusted`); mail to postmaster@ is marked as such.
+        """
+        trusted = self._trusted(entry)
+        journal = postmaster = False
         archive_for = False
         envelope_to: list[str] = []
         claimed: dict[Extension, list[str]] = {}
         for recipient in entry.recipients:
-            routing = self.policy.check(recipient)
+            routing = self.policy.check(recipient, journal_source=trusted)
             address = recipient.lower()
             owner = next((e for e in self.extensions if e.claims(address)), None)
             if routing.destination is Destination.ROUTED and owner is not None:
@@ -208,11 +213,21 @@ class SpoolWorker:
             archive_for = True
             if routing.destination is Destination.JOURNAL:
                 journal = True
+            elif routing.destination is Destination.POSTMASTER:
+                postmaster = True
             else:
                 envelope_to.append(routing.original or address)
         if not archive_for:
             return None, claimed
-        return self._message(entry, envelope_to, journal, verdict), claimed
+        message = self._message(entry, envelope_to, journal, verdict, trusted, postmaster)
+        return message, claimed
+
+    def _trusted(self, entry: SpoolEntry) -> bool:
+        """Whether the entry's client was a trusted journal source; for entries spooled
+        before the intake recorded it, its peer address is judged by today's setting."""
+        if entry.trusted is not None:
+            return entry.trusted
+        return self.policy.is_journal_source(entry.peer.rpartition(":")[0])
 
     @staticmethod
     def _message(
@@ -220,6 +235,8 @@ class SpoolWorker:
         recipients: list[str],
         journal: bool = False,
         verdict: Verdict | None = None,
+        trusted: bool = False,
+        postmaster: bool = False,
     ) -> RawMessage:
         return RawMessage(
             data=Spool.read(entry),
@@ -230,6 +247,8 @@ class SpoolWorker:
             queue_id=entry.queue_id,
             journal=journal,
             verdict=verdict,
+            journal_source=trusted,
+            postmaster=postmaster,
         )
 
     def _defer(self, entry_id: int, exc: Exception) -> None:

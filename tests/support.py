@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import smtplib
 import socket
@@ -308,6 +309,21 @@ class RunningService:
         self.stop()
         if self._core is not None:
             self._core.engine.dispose()
+
+
+def make_certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for `localhost` and its key, for STARTTLS; skips the test
+    when openssl is missing."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    request = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj"]
+    subprocess.run(
+        ["openssl", *request, "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
 
 
 def signed_verp(service: RunningService, member: str, list_address: str = LIST) -> str:

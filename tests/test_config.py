@@ -67,6 +67,7 @@ def test_lists_in_the_environment_are_comma_separated(tmp_path: Path) -> None:
         ("ARSIP_MAX_MESSAGE_SIZE", "-1"),
         ("ARSIP_JOURNAL_DOMAINS", "archive.example.com"),
         ("ARSIP_JOURNAL_ADDRESSES", "not-an-address"),
+        ("ARSIP_JOURNAL_CLIENTS", "10.0.0.300"),
         ("ARSIP_LOG_LEVEL", "loud"),
         ("ARSIP_TLS_CERT", "/nonexistent/cert.pem"),
     ],
@@ -92,6 +93,18 @@ def test_the_cli_stops_with_one_line_and_status_2_on_a_bad_setting(tmp_path: Pat
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("arsip: bad setting: ARSIP_SMTP_PORT: 'lots'")
+
+
+def test_journal_sources_are_loopback_unless_configured(tmp_path: Path) -> None:
+    assert [str(net) for net in load({}, tmp_path).journal_clients] == ["127.0.0.0/8", "::1/128"]
+    clients = load({"ARSIP_JOURNAL_CLIENTS": "192.0.2.25, 2001:db8::/32"}, tmp_path)
+    assert [str(net) for net in clients.journal_clients] == ["192.0.2.25/32", "2001:db8::/32"]
+
+
+def test_a_bad_journal_login_is_refused_without_repeating_what_was_pasted(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="ARSIP_JOURNAL_LOGINS") as refused:
+        load({"ARSIP_JOURNAL_LOGINS": "mta:the-secret-itself"}, tmp_path)
+    assert "the-secret-itself" not in str(refused.value)
 
 
 def test_an_unknown_setting_in_the_file_is_an_error(tmp_path: Path) -> None:

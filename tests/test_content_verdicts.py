@@ -89,7 +89,7 @@ def archived(core: Core) -> Iterator[tuple[Core, SearchBackend]]:
         core.archive.archive_batch(
             session,
             [
-                RawMessage(data, "", [], NOW, "smtp", verdict=verdict)
+                RawMessage(data, "", [], NOW, "smtp", verdict=verdict, journal_source=True)
                 for data, verdict in ARCHIVED.values()
             ],
         )
@@ -159,7 +159,11 @@ def test_the_query_language_reads_the_verdict_operators(text: str, expected: obj
 @pytest.mark.parametrize(
     ("text", "message", "position"),
     [
-        ("is:unread", "'is:' only understands 'spam', not 'unread'", 3),
+        (
+            "is:unread",
+            "'is:' only understands 'spam', 'duplicate-id' or 'postmaster', not 'unread'",
+            3,
+        ),
         ("lunch is:", "'is:' needs a value", 9),
         ("has:pdf", "'has:' only understands 'attachment' or 'virus', not 'pdf'", 4),
     ],

@@ -43,7 +43,7 @@ def test_every_corpus_message_is_accepted_and_archived(make_service) -> None:
     expected = set()
     for data in messages:
         parsed = parse_message(data, received)
-        expected.add(dedupe_key(parsed.message_id, parsed.body_digest))
+        expected.add(dedupe_key(parsed))
     with service.core().sessions() as session:
         archived = set(session.scalars(select(Message.dedupe_key)))
     assert figures["messages"] == len(expected)

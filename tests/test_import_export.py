@@ -167,3 +167,33 @@ def test_an_export_of_internationalised_senders_reads_back_with_python_mailbox(
     senders = sorted(message.get_from().split(" ")[0] for message in box)
     assert senders == ["MAILER-DAEMON", "info@xn--mller-kva.de", "plain@example.com"]
     box.close()
+
+
+def test_an_operator_files_an_imported_list_archive_into_its_list(
+    idle: RunningService, tmp_path: Path
+) -> None:
+    """A List-Id header in imported mail files nothing (anyone can write one); the operator
+    moving a list's old archive over names the list with --list, which files the messages
+    whose header names it (so each filed message's bytes still say which list it is in)."""
+    header = "List-Id: Dev <dev.lists.example.com>\r\n"
+    old_post = simple_message("old-post@example.com", extra_headers=header)
+    loose = simple_message("loose@example.com", extra_headers=header)
+    write_mbox(tmp_path / "dev.mbox", [old_post, simple_message("stray@example.com")])
+    write_mbox(tmp_path / "loose.mbox", [loose])
+
+    filed = idle.run_cli("import", "--list", "<Dev.Lists.Example.com>", str(tmp_path / "dev.mbox"))
+    assert filed.returncode == 0, filed.stderr
+    idle.run_cli("import", str(tmp_path / "loose.mbox"), check=True)
+
+    def list_of(message_id: str) -> str | None:
+        return json.loads(idle.run_cli("show", message_id, "--json").stdout)["list_id"]
+
+    assert list_of("old-post@example.com") == "dev.lists.example.com"
+    assert list_of("loose@example.com") is None
+    assert list_of("stray@example.com") is None
+    assert idle.run_cli("verify", "--deep").returncode == 0
+
+    refused = idle.run_cli("import", "--list", "dev lists", str(tmp_path / "dev.mbox"))
+    assert refused.returncode != 0
+    assert refused.stderr.strip().splitlines()[-1].startswith("Error: --list 'dev lists'")
+    assert "Traceback" not in refused.stderr

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 import smtplib
 import socket
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ from tests.support import (
     JOURNAL_DOMAIN,
     LIST_DOMAIN,
     RunningService,
+    make_certificate,
     postgres_database,
     simple_message,
 )
@@ -232,29 +231,7 @@ def test_pipelined_transactions_are_all_acknowledged(arsip: RunningService) -> N
 
 
 def test_starttls_is_offered_when_a_certificate_is_configured(make_service, tmp_path: Path) -> None:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make a test certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = make_certificate(tmp_path)
     arsip = make_service(ARSIP_TLS_CERT=str(cert), ARSIP_TLS_KEY=str(key))
     import ssl
 

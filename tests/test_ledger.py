@@ -226,7 +226,18 @@ def test_an_unwrapped_exchange_journal_report_is_accounted_for(core: Core) -> No
         + b"\r\n--b1--\r\n"
     )
     core.spool.commit_batch(
-        [Incoming("Q1", "journal@example.com", (JOURNAL,), report, "smtp", "127.0.0.1", NOW)]
+        [
+            Incoming(
+                "Q1",
+                "journal@example.com",
+                (JOURNAL,),
+                report,
+                "smtp",
+                "127.0.0.1",
+                NOW,
+                trusted=True,  # a journal source: only its reports are unwrapped
+            )
+        ]
     )
     assert core.worker().run_once() == 1
     with core.sessions() as session:

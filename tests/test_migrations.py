@@ -138,7 +138,7 @@ def test_upgrading_to_0016_dates_retention_by_arrival_and_drops_reply_to_from_se
         core.archive.archive_batch(
             session,
             [
-                RawMessage(old, "alice@example.com", [], received, "smtp"),
+                RawMessage(old, "alice@example.com", [], received, "smtp", journal_source=True),
                 RawMessage(simple_message("imported@example.com"), "", [], received, "import"),
             ],
         )

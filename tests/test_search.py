@@ -93,6 +93,17 @@ MESSAGES = [
 ]
 
 
+def sample_copies(messages: list[bytes], now: datetime) -> list[RawMessage]:
+    """The samples as they reach the archive: imported, except the list post, which is the
+    list engine's copy (only it files mail into a list; a List-Id header does not)."""
+    return [
+        RawMessage(data, "", [], now, "list", list_id="dev.lists.example.com")
+        if b"List-Id:" in data
+        else RawMessage(data, "", [], now, "import")
+        for data in messages
+    ]
+
+
 @pytest.fixture
 def indexed(core: Core):
     """The sample messages archived and indexed; yields (core, backend)."""
@@ -100,8 +111,12 @@ def indexed(core: Core):
     with core.sessions.begin() as session:
         core.archive.archive_batch(
             session,
-            [RawMessage(data, "", [], now, "import") for data in MESSAGES]
-            + [RawMessage(MESSAGES[2], CAROL, ["secret-bcc@example.com"], now, "smtp")],
+            [
+                *sample_copies(MESSAGES, now),
+                RawMessage(
+                    MESSAGES[2], CAROL, ["secret-bcc@example.com"], now, "smtp", journal_source=True
+                ),
+            ],
         )
     backend = core.search_backend()
     Indexer(core.sessions, backend, core.store).run_once()

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from archiver.archive import RawMessage
 from archiver.search.backend import Sort
 from archiver.search.indexer import Indexer
 from archiver.search.query import parse_query
@@ -22,7 +21,7 @@ from archiver.search.whoosh_index import FACET_FIELDS, WhooshBackend
 from archiver.search.whoosh_matching import SCORED_FIELDS, Matcher
 from archiver.search.whoosh_storage import MappedFile
 from archiver.service import Core
-from tests.test_search import ALICE, CAROL, MESSAGES, message
+from tests.test_search import ALICE, CAROL, MESSAGES, message, sample_copies
 
 Opener = Callable[..., WhooshBackend]
 QUERIES = [
@@ -50,9 +49,7 @@ def database_url() -> None:
 def archive(core: Core, messages: list[bytes]) -> None:
     now = datetime.now(UTC)
     with core.sessions.begin() as session:
-        core.archive.archive_batch(
-            session, [RawMessage(data, "", [], now, "import") for data in messages]
-        )
+        core.archive.archive_batch(session, sample_copies(messages, now))
 
 
 def answers(backend: WhooshBackend, viewer: Viewer | None = None) -> list[object]:

@@ -23,6 +23,7 @@ def incoming(n: int) -> Incoming:
         protocol="smtp",
         peer="127.0.0.1:1",
         received_at=datetime.now(UTC),
+        trusted=True,
     )
 
 

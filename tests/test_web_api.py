@@ -11,11 +11,10 @@ from flask.testing import FlaskClient
 
 import web.search
 from archiver.accounts import add_user, find_user, new_api_token
-from archiver.archive import RawMessage
 from archiver.core import Core
 from archiver.search.indexer import Indexer
 from lists.models import MailingList, Member
-from tests.test_search import ALICE, BOB, MESSAGES
+from tests.test_search import ALICE, BOB, MESSAGES, sample_copies
 from web import create_app
 
 
@@ -24,9 +23,7 @@ def app(core: Core) -> Iterator[Flask]:
     """The sample archive, indexed; alice and an admin have API tokens; alice owns dev@."""
     now = datetime.now(UTC)
     with core.sessions.begin() as session:
-        core.archive.archive_batch(
-            session, [RawMessage(data, "", [], now, "import") for data in MESSAGES]
-        )
+        core.archive.archive_batch(session, sample_copies(MESSAGES, now))
         dev = MailingList(name="dev", domain="lists.example.com", display_name="dev")
         session.add(dev)
         session.flush()

@@ -44,12 +44,19 @@ def app(core: Core) -> Flask:
         add_user(session, "ann@example.org", "user", PASSWORD)
         add_user(session, "zed@example.org", "user", PASSWORD)
         posts = [
-            list_post("d1@x", "dev", "Kick-off", "Tue, 06 Jan 2026 09:00:00 +0000"),
-            list_post("d2@x", "dev", "Re: Kick-off", "Wed, 07 Jan 2026 09:00:00 +0000"),
-            list_post("d3@x", "dev", "Release", "Tue, 03 Feb 2026 09:00:00 +0000"),
-            list_post("b1@x", "board", "Budget <secret>", "Tue, 03 Feb 2026 10:00:00 +0000"),
+            ("dev", list_post("d1@x", "dev", "Kick-off", "Tue, 06 Jan 2026 09:00:00 +0000")),
+            ("dev", list_post("d2@x", "dev", "Re: Kick-off", "Wed, 07 Jan 2026 09:00:00 +0000")),
+            ("dev", list_post("d3@x", "dev", "Release", "Tue, 03 Feb 2026 09:00:00 +0000")),
+            (
+                "board",
+                list_post("b1@x", "board", "Budget <secret>", "Tue, 03 Feb 2026 10:00:00 +0000"),
+            ),
         ]
-        core.archive.archive_batch(session, [RawMessage(p, "", [], now, "list") for p in posts])
+        copies = [
+            RawMessage(data, "", [], now, "list", list_id=f"{name}.{DOMAIN}")
+            for name, data in posts
+        ]
+        core.archive.archive_batch(session, copies)
     return create_app(core)
 
 

@@ -108,7 +108,16 @@ def app(core: Core) -> Flask:
         core.archive.archive_batch(
             session,
             [RawMessage(data, "", [], NOW, "import") for data in MESSAGES]
-            + [RawMessage(MESSAGES[0], "alice@example.com", ["erin@example.com"], NOW, "smtp")],
+            + [
+                RawMessage(
+                    MESSAGES[0],
+                    "alice@example.com",
+                    ["erin@example.com"],
+                    NOW,
+                    "smtp",
+                    journal_source=True,
+                )
+            ],
         )
         for email, role in [
             ("bob@example.com", "user"),

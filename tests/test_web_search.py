@@ -17,14 +17,13 @@ from sqlalchemy import select
 
 import web.search
 from archiver.accounts import add_user
-from archiver.archive import RawMessage
 from archiver.core import Core
 from archiver.models import Message
 from archiver.search import postgres_index
 from archiver.search.indexer import Indexer
 from lists.models import MailingList
 from tests.test_accounts import log_in
-from tests.test_search import ALICE, BOB, MESSAGES, message
+from tests.test_search import ALICE, BOB, MESSAGES, message, sample_copies
 from web import create_app
 
 PASSWORD = "correct horse battery staple"
@@ -45,9 +44,7 @@ def app(core: Core) -> Iterator[Flask]:
     an admin, alice (a user) and bob (a user)."""
     now = datetime.now(UTC)
     with core.sessions.begin() as session:
-        core.archive.archive_batch(
-            session, [RawMessage(data, "", [], now, "import") for data in MESSAGES + WEEKLY]
-        )
+        core.archive.archive_batch(session, sample_copies(MESSAGES + WEEKLY, now))
         session.add(MailingList(name="dev", domain="lists.example.com", display_name="dev"))
         add_user(session, "admin@example.com", "admin", PASSWORD)
         add_user(session, ALICE, "user", PASSWORD)

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from archiver.access import granting_addresses
 from archiver.models import Attachment, ContentCheck, Message, MessageAddress
 from archiver.parse import MessageText
+from archiver.search.query import MARKS
 from archiver.store import DirectoryBlobStore
 from archiver.texts import message_texts
 
@@ -50,6 +51,7 @@ class SearchDocument:
     has_attachment: bool = False
     is_spam: bool = False  # spamd's own verdict
     has_virus: bool = False  # clamd found a signature
+    marks: list[str] = field(default_factory=list)  # the flags `is:` finds (query.MARKS)
 
     @property
     def sender_domain(self) -> str:
@@ -147,4 +149,5 @@ def _document(
         has_attachment=bool(filenames),
         is_spam=flags[0],
         has_virus=flags[1],
+        marks=sorted(MARKS.intersection(message.flags or ())),
     )

@@ -80,6 +80,7 @@ from archiver.search.query import (
     DateRange,
     HasAttachment,
     HasVirus,
+    IsMarked,
     IsSpam,
     Node,
     Not,
@@ -144,6 +145,8 @@ search_documents = Table(
     # The content checks' verdict (migration 0010): spamd's, and whether clamd found a virus.
     Column("is_spam", Boolean, nullable=False, server_default=false()),
     Column("has_virus", Boolean, nullable=False, server_default=false()),
+    # The flags `is:` finds (migration 0013): `is:duplicate-id`, `is:postmaster`.
+    Column("marks", ARRAY(Text), nullable=False, server_default=text("'{}'::text[]")),
     postgresql_partition_by="RANGE (date)",
 )
 T = search_documents.c
@@ -155,6 +158,7 @@ for _name in (
     "to_tokens",
     "cc_tokens",
     "participants",
+    "marks",
 ):
     Index(f"ix_search_documents_{_name}", T[_name], postgresql_using="gin")
 for _name in ("message_id", "list_id", "date"):
@@ -566,6 +570,7 @@ _PLAIN = (
     "has_attachment",
     "is_spam",
     "has_virus",
+    "marks",
 )
 _UPDATED = ("document", "subject", "filenames", "exact", *_PLAIN)
 
@@ -598,6 +603,7 @@ def _row(document: SearchDocument) -> dict[str, object]:
         "has_attachment": document.has_attachment,
         "is_spam": document.is_spam,
         "has_virus": document.has_virus,
+        "marks": document.marks,
     }
 
 
@@ -638,6 +644,8 @@ def _condition(node: Node) -> ColumnElement[bool]:
             return T.is_spam  # as the partial index's predicate reads, so it is used
         case HasVirus():
             return T.has_virus
+        case IsMarked(mark=mark):
+            return T.marks.contains([mark])
         case DateRange(start=start, end=end):
             bounds = [T.date >= _day(start)] if start else []
             bounds += [T.date < _day(end)] if end else []

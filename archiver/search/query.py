@@ -30,6 +30,9 @@ FIELDS_SIZE = frozenset({"larger", "smaller"})
 _FIELDS = FIELDS_TEXT | FIELDS_ADDRESS | FIELDS_DATE | FIELDS_SIZE | {"has", "is"}
 _ATTACHMENT_VALUES = frozenset({"attachment", "attachments"})
 _VIRUS_VALUES = frozenset({"virus", "viruses"})
+# The message flags `is:` finds (`is:duplicate-id` is the flag `duplicate_id`), set by the
+# archive: a different message under an archived Message-ID, and mail to postmaster@.
+MARKS = frozenset({"duplicate_id", "postmaster"})
 # Upper-case only, as in Gmail: "or" and "not" in lower case are words people search for.
 _KEYWORDS = frozenset({"OR", "AND", "NOT"})
 _WORD_STOPS = frozenset('()"')
@@ -92,6 +95,13 @@ class IsSpam:
 
 
 @dataclass(frozen=True)
+class IsMarked:
+    """`is:duplicate-id`, `is:postmaster`: messages the archive flagged so (`MARKS`)."""
+
+    mark: str
+
+
+@dataclass(frozen=True)
 class DateRange:
     """Messages dated in the half-open range [start, end); None leaves that side open."""
 
@@ -135,6 +145,7 @@ Node = (
     | HasAttachment
     | HasVirus
     | IsSpam
+    | IsMarked
     | DateRange
     | SizeRange
     | Not
@@ -400,7 +411,13 @@ def _field_node(field: str, value: str, position: int, *, quoted: bool) -> Node:
     if field == "is":
         if value.lower() == "spam":
             return IsSpam()
-        raise QuerySyntaxError(f"'is:' only understands 'spam', not {value!r}", position)
+        mark = value.lower().replace("-", "_")
+        if mark in MARKS:
+            return IsMarked(mark)
+        raise QuerySyntaxError(
+            f"'is:' only understands 'spam', 'duplicate-id' or 'postmaster', not {value!r}",
+            position,
+        )
     if field in FIELDS_DATE:
         return _date_range(field, value, position)
     return _size_range(field, value, position)

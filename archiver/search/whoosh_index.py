@@ -82,6 +82,7 @@ def _schema() -> fields.Schema:
         has_attachment=fields.COLUMN(NumericColumn("B")),
         is_spam=fields.COLUMN(NumericColumn("B")),
         has_virus=fields.COLUMN(NumericColumn("B")),
+        marks=fields.KEYWORD(**keyword),
     )
     for name in ("subject", "body"):
         schema[name].format = CompactPositions()
@@ -329,5 +330,6 @@ def _fields(document: SearchDocument) -> dict[str, object]:
         "has_attachment": int(document.has_attachment),
         "is_spam": int(document.is_spam),
         "has_virus": int(document.has_virus),
+        "marks": ",".join(document.marks),
     }
     return {name: value for name, value in values.items() if value not in ("", (), None)}

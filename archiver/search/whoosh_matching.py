@@ -26,6 +26,7 @@ from archiver.search.query import (
     DateRange,
     HasAttachment,
     HasVirus,
+    IsMarked,
     IsSpam,
     Node,
     Not,
@@ -115,6 +116,8 @@ class Matcher:
                 return self._unscored(self.arrays.spam.full() & self.arrays.live)
             case HasVirus():
                 return self._unscored(self.arrays.virus.full() & self.arrays.live)
+            case IsMarked(mark=mark):
+                return self._unscored(self.arrays.docs_mask("marks", mark))
             case DateRange(start=start, end=end):
                 dates = self.arrays.date.full()
                 mask = self.arrays.live & (dates != NO_DATE)

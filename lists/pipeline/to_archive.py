@@ -1,5 +1,9 @@
 """Archive the post as members receive it, unless the list keeps no archive; the copy
-keeps the content checks' verdict, so the archive flags it like any checked message."""
+keeps the content checks' verdict, so the archive flags it like any checked message.
+
+This is the one place a message is filed into a list's archive: the copy names its list,
+whatever `List-Id:` headers the post carried. It is not a trusted copy (anyone may post),
+so it records the header addresses but no envelope (see `archiver.archive`)."""
 
 from __future__ import annotations
 
@@ -22,5 +26,6 @@ class ToArchive:
             source="list",
             queue_id=delivery.queue_id,
             verdict=delivery.verdict,
+            list_id=delivery.mlist.list_id,
         )
         delivery.archive.archive_batch(delivery.session, [raw])

@@ -1,7 +1,7 @@
 """List trust: a per-list switch back to header-From posting, outbox messages' Message-IDs
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-07 02:00:00
 
 `mailing_lists.trust_header_from` (off) keeps the old members-only check, which believed
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0014"
-down_revision: str | None = "0012"
+down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

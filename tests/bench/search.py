@@ -111,6 +111,7 @@ LISTS = (
     ("Sales team", "sales.lists.example.com"),
     ("Users of the archive", "users.lists.example.org"),
 )
+_LIST_ID_HEADER = re.compile(rb"^List-Id: [^<\r\n]*<([^>]+)>", re.MULTILINE)
 TIMEZONES = tuple(timezone(timedelta(hours=hours)) for hours in (0, 1, 2, -5, -8, 5.5, 9))
 START_DATE = datetime(2021, 7, 1, 7, 0, tzinfo=UTC)
 SPAN = timedelta(days=3 * 365)
@@ -340,6 +341,11 @@ def _wrap(words: list[str]) -> str:
     return "\n".join(lines)
 
 
+def list_mbox(mbox: Path, list_id: str) -> Path:
+    """Where the posts of one list are written beside the main mbox."""
+    return mbox.with_name(f"{mbox.stem}.{list_id}.mbox")
+
+
 class CorpusWriter:
     """Deterministic mail for the search benchmark: the same seed gives the same mbox."""
 
@@ -382,17 +388,25 @@ class CorpusWriter:
         """
         corpus = self.corpus
         end = self.count if upto is None else min(upto, self.count)
-        handle = open(mbox, "wb") if mbox is not None else None  # noqa: SIM115
+        # List posts go to a file of their own list's, imported with --list as an operator
+        # moving a list's old archive over would: a List-Id header alone files nothing.
+        handles = {}
+        if mbox is not None:
+            handles = {None: open(mbox, "wb")}  # noqa: SIM115
+            for _name, list_id in LISTS:
+                handles[list_id] = open(list_mbox(mbox, list_id), "wb")  # noqa: SIM115
         try:
             for number in range(len(corpus.messages), end):
                 data, sender, when, words = self._message(number, corpus)
                 unique = set(words)
                 corpus.document_frequency.update(unique)
                 corpus.last_seen.update(dict.fromkeys(unique, number))
-                if handle is not None:
+                if handles:
+                    found = _LIST_ID_HEADER.search(data)
+                    handle = handles[found.group(1).decode() if found else None]
                     handle.write(mbox_entry(data, sender, when.astimezone(UTC)))
         finally:
-            if handle is not None:
+            for handle in handles.values():
                 handle.close()
         return corpus
 
@@ -1027,7 +1041,11 @@ def run(args: argparse.Namespace, workdir: Path, cores: int) -> int:
         began = time.monotonic()
         before = len(writer.corpus.messages)
         corpus = writer.write(None if reuse else mbox, rung)
-        mbox_bytes = mbox.stat().st_size
+        mbox_bytes = sum(
+            path.stat().st_size
+            for path in [mbox, *(list_mbox(mbox, list_id) for _n, list_id in LISTS)]
+            if path.exists()
+        )
         mbox_total += mbox_bytes
         print(
             f"\n== {rung:,} messages: {rung - before:,} new; {len(corpus.senders)} senders over "
@@ -1080,6 +1098,12 @@ def measure_rung(
         print("import: ...", end=" ", flush=True)
         began = time.monotonic()
         report = import_paths(core, [mbox], progress=sys.stderr.isatty())
+        for _name, list_id in LISTS:
+            posts = import_paths(
+                core, [list_mbox(mbox, list_id)], progress=sys.stderr.isatty(), list_id=list_id
+            )
+            report.read += posts.read
+            report.added += posts.added
         import_s = time.monotonic() - began
         imported = report.read
         print(
