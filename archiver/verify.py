@@ -14,7 +14,6 @@ bytes, this one proves the rows follow from them.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -36,9 +35,10 @@ from archiver.ledger import (
     unrecorded_messages,
     verify_chain,
 )
-from archiver.models import Blob, Message, MessageAddress
+from archiver.models import Blob, Message
 from archiver.parse import ParsedMessage, parse_message
 from archiver.retention.clock import IMPORTED
+from archiver.search.documents import address_rows
 from archiver.store import BlobCorruptError, BlobKeyError, BlobMissingError
 
 DEEP_BATCH = 500  # messages whose rows are read in one query
@@ -223,16 +223,7 @@ def _messages_with_rows(
             )
             if not messages:
                 return
-            rows: dict[int, list[tuple[str, str, str]]] = defaultdict(list)
-            for pk, role, address, name in session.execute(
-                select(
-                    MessageAddress.message_pk,
-                    MessageAddress.role,
-                    MessageAddress.address,
-                    MessageAddress.name,
-                ).where(MessageAddress.message_pk.in_([m.id for m in messages]))
-            ):
-                rows[pk].append((role, address, name))
+            rows = address_rows(session, [m.id for m in messages])
             session.expunge_all()
         after = messages[-1].id
         for message in messages:

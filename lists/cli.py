@@ -439,10 +439,7 @@ def ban(ctx: click.Context, address: str, pattern: str) -> None:
     """Ban an address, or a `^regex`, from posting to and joining the list ADDRESS
     (`*` for ADDRESS bans from every list)."""
     if pattern.startswith("^"):
-        try:
-            check_pattern(pattern)
-        except PatternError as exc:
-            raise click.BadParameter(str(exc), param_hint="PATTERN") from None
+        _check(pattern)
     core = open_core(ctx, upgrade=True)
     with core.sessions.begin() as session:
         list_id = None if address == "*" else _find(session, address).id
@@ -450,6 +447,14 @@ def ban(ctx: click.Context, address: str, pattern: str) -> None:
         session.add(Ban(list_id=list_id, pattern=pattern))
         record(session, cli_actor(), "list.ban", address.lower(), {"pattern": pattern})
     click.echo(f"banned {pattern}")
+
+
+def _check(pattern: str) -> None:
+    """Refuse, as a usage error naming the reason, a pattern RE2 cannot run."""
+    try:
+        check_pattern(pattern)
+    except PatternError as exc:
+        raise click.BadParameter(str(exc), param_hint="PATTERN") from None
 
 
 @lists.command(name="header-rule")
@@ -467,10 +472,7 @@ def header_rule(
     if not HEADER_NAME.match(header):
         raise click.BadParameter("a header name such as X-Spam-Flag", param_hint="HEADER")
     if not remove:
-        try:
-            check_pattern(pattern)
-        except PatternError as exc:
-            raise click.BadParameter(str(exc), param_hint="PATTERN") from None
+        _check(pattern)
     core = open_core(ctx, upgrade=True)
     with core.sessions.begin() as session:
         mlist = _find(session, address)

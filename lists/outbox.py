@@ -28,16 +28,7 @@ def enqueue(
     unique = list(dict.fromkeys(address.lower() for address in recipients))
     if not unique:
         return 0
-    message = OutboxMessage(
-        list_id=list_id,
-        kind=kind,
-        sender=sender,
-        personalize=personalize,
-        data=data,
-        message_id=message_id_of(data),
-    )
-    session.add(message)
-    session.flush()
+    message = _stored(session, data, sender, kind, list_id, personalize)
     now = utcnow()
     session.execute(
         insert(OutboxRecipient),
@@ -68,16 +59,7 @@ def enqueue_selected(
     """Like `enqueue`, for recipients a query selects (distinct addresses): one
     INSERT ... SELECT, so a list of ten thousand costs the database one statement and
     Python nothing per member."""
-    message = OutboxMessage(
-        list_id=list_id,
-        kind=kind,
-        sender=sender,
-        personalize=personalize,
-        data=data,
-        message_id=message_id_of(data),
-    )
-    session.add(message)
-    session.flush()
+    message = _stored(session, data, sender, kind, list_id, personalize)
     rows = addresses.with_only_columns(
         literal(message.id),
         *addresses.selected_columns,
@@ -93,6 +75,23 @@ def enqueue_selected(
         )
     )
     return result.rowcount or 0
+
+
+def _stored(
+    session: Session, data: bytes, sender: str, kind: str, list_id: int | None, personalize: bool
+) -> OutboxMessage:
+    """The outbox row of a message to send, with its id assigned for its recipients."""
+    message = OutboxMessage(
+        list_id=list_id,
+        kind=kind,
+        sender=sender,
+        personalize=personalize,
+        data=data,
+        message_id=message_id_of(data),
+    )
+    session.add(message)
+    session.flush()
+    return message
 
 
 def message_id_of(data: bytes) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -29,7 +28,7 @@ from tests.support import (
     TinyDns,
     simple_message,
 )
-from tests.test_lists import parsed, post, send
+from tests.test_lists import parsed, post, send, wait_until_sent
 
 BACKTRACKER = "^(a+)+$"  # catastrophic for a backtracking engine on "aaa...a@..."
 
@@ -331,24 +330,12 @@ def test_a_report_about_a_post_the_list_sent_counts_without_a_signature(
 ) -> None:
     """Mail sent before VERP addresses were signed bounces to the unsigned address or the
     plain bounce address: a report about a post the outbox did send still counts."""
-    from sqlalchemy import func
-
-    from lists.models import OutboxRecipient
 
     data = post(ANN, LIST, "Hello")
     message_id = parsed(data)["Message-ID"].strip("<>")
     send(lists_service, ANN, LIST, data)
     sink.wait_for(BOB)
-    core = lists_service.core()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:  # marked sent just after the smarthost's 250
-        with core.sessions() as session:
-            pending = session.scalar(
-                select(func.count()).where(OutboxRecipient.status == "pending")
-            )
-        if not pending:
-            break
-        time.sleep(0.1)
+    wait_until_sent(lists_service.core())
     unsigned_verp = f"dev-bounces+bob=example.net@{LIST_DOMAIN}"
     with lists_service.smtp() as client:
         client.sendmail("", [unsigned_verp], bounce_report(BOB, message_id, unsigned_verp))

@@ -85,16 +85,7 @@ def load_documents(
     if not pks:
         return []
     messages = session.scalars(select(Message).where(Message.id.in_(pks))).all()
-    addresses: dict[int, list[tuple[str, str, str]]] = defaultdict(list)
-    for pk, role, address, name in session.execute(
-        select(
-            MessageAddress.message_pk,
-            MessageAddress.role,
-            MessageAddress.address,
-            MessageAddress.name,
-        ).where(MessageAddress.message_pk.in_(pks))
-    ):
-        addresses[pk].append((role, address, name))
+    addresses = address_rows(session, pks)
     filenames: dict[int, list[str | None]] = defaultdict(list)
     for pk, filename in session.execute(
         select(Attachment.message_pk, Attachment.filename)
@@ -151,3 +142,18 @@ def _document(
         has_virus=flags[1],
         marks=sorted(MARKS.intersection(message.flags or ())),
     )
+
+
+def address_rows(session: Session, pks: list[int]) -> dict[int, list[tuple[str, str, str]]]:
+    """Each message's (role, address, name) rows, for the messages `pks` names."""
+    rows: dict[int, list[tuple[str, str, str]]] = defaultdict(list)
+    for pk, role, address, name in session.execute(
+        select(
+            MessageAddress.message_pk,
+            MessageAddress.role,
+            MessageAddress.address,
+            MessageAddress.name,
+        ).where(MessageAddress.message_pk.in_(pks))
+    ):
+        rows[pk].append((role, address, name))
+    return rows
