@@ -460,6 +460,7 @@ def test_a_post_no_daemon_could_check_is_held_unless_the_list_accepts_it(
     service = checked_service(make_service, sink, nobody_listens, None)
     send(service, a_message("Unchecked"))
     sink.wait_for(OWNER)
+    sink.wait_for(ANN)  # the poster's notice may go out after the owner's
     (post,) = held(service)
     assert post["reason"].startswith("content check unavailable") and "spamd" in post["reason"]
     assert any("awaits approval" in s for s in subjects(sink, ANN))  # a real poster is told
