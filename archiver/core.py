@@ -9,9 +9,11 @@ checks) and the search backends are imported and built on first use, not at star
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
@@ -29,6 +31,11 @@ if TYPE_CHECKING:
     from archiver.search.backend import SearchBackend
     from archiver.spool import Spool
     from archiver.worker import SpoolWorker
+
+SEARCH_MODULES = {
+    "whoosh": "archiver.search.whoosh_index",
+    "postgres": "archiver.search.postgres_index",
+}
 
 
 @dataclass
@@ -99,17 +106,19 @@ class Core:
 
     def search_backend(self, repair: bool = False) -> SearchBackend:
         """The configured search index (whoosh: only one process may write it at a time).
-
-        Only the configured backend's modules are imported, so a PostgreSQL deployment
-        never loads whoosh and numpy. With `repair`, a whoosh index too damaged to open is
-        replaced by an empty one (for `arsip reindex`, which fills it from the archive)."""
+        With `repair`, a whoosh index too damaged to open is replaced by an empty one (for
+        `arsip reindex`, which fills it from the archive)."""
+        module = self.search_module()
         if self.settings.search_backend == "postgres":
-            from archiver.search.postgres_index import PostgresBackend
+            backend: SearchBackend = module.PostgresBackend(self.engine, self.replica_engine)
+        else:
+            backend = module.WhooshBackend(self.settings.index_dir, repair=repair)
+        return backend
 
-            return PostgresBackend(self.engine, self.replica_engine)
-        from archiver.search.whoosh_index import WhooshBackend
-
-        return WhooshBackend(self.settings.index_dir, repair=repair)
+    def search_module(self) -> ModuleType:
+        """The configured search backend's module. Only that one is imported, so a
+        PostgreSQL deployment never loads whoosh and numpy."""
+        return importlib.import_module(SEARCH_MODULES[self.settings.search_backend])
 
 
 def build_core(settings: Settings) -> Core:

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import logging
 import re
+import socket
 import ssl
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +21,7 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from archiver.config import Settings
+from archiver.listeners import listen
 from archiver.routing import Destination, RecipientPolicy, client_ip
 from archiver.spool import GroupCommitter, Incoming, SpoolFullError, new_queue_id
 
@@ -313,8 +315,27 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-async def start_servers(settings: Settings, handler: IntakeHandler) -> list[asyncio.AbstractServer]:
-    """Listen for SMTP and LMTP (a port of 0 in the settings turns that listener off)."""
+def bind_intake(settings: Settings) -> list[tuple[socket.socket, type[SMTP]]]:
+    """The SMTP and LMTP listening sockets, each with the protocol it speaks (a port of 0
+    in the settings turns that listener off)."""
+    bound: list[tuple[socket.socket, type[SMTP]]] = []
+    try:
+        for port, protocol in ((settings.smtp_port, IntakeSMTP), (settings.lmtp_port, IntakeLMTP)):
+            if port:
+                bound += [(sock, protocol) for sock in listen(settings.smtp_host, port)]
+    except OSError:
+        for sock, _protocol in bound:
+            sock.close()
+        raise
+    return bound
+
+
+async def start_servers(
+    settings: Settings,
+    handler: IntakeHandler,
+    listeners: list[tuple[socket.socket, type[SMTP]]],
+) -> list[asyncio.AbstractServer]:
+    """Serve SMTP and LMTP on the sockets `bind_intake` bound."""
     loop = asyncio.get_running_loop()
     context = tls_context(settings)
     common: dict[str, Any] = {
@@ -333,14 +354,12 @@ async def start_servers(settings: Settings, handler: IntakeHandler) -> list[asyn
         "connections": ClientConnections(settings.max_connections_per_client),
     }
     servers = []
-    for port, protocol in ((settings.smtp_port, IntakeSMTP), (settings.lmtp_port, IntakeLMTP)):
-        if not port:
-            continue
+    for sock, protocol in listeners:
 
         def factory(protocol: type[SMTP] = protocol) -> SMTP:
             return protocol(handler, loop=loop, **common)
 
-        server = await loop.create_server(factory, host=settings.smtp_host, port=port)
-        servers.append(server)
-        log.info("listening for %s on %s:%d", protocol.__name__, settings.smtp_host, port)
+        servers.append(await loop.create_server(factory, sock=sock))
+        host, port = sock.getsockname()[:2]
+        log.info("listening for %s on %s port %d", protocol.__name__, host, port)
     return servers

@@ -1,12 +1,13 @@
 """Building the core's parts from settings, and running them as one service.
 
 `arsip serve` runs the intake in one process, the spool worker, indexer and scheduler in
-a child process and the web UI in a few more, so that neither parsing mail nor rendering
+child processes and the web UI in a few more, so that neither parsing mail nor rendering
 pages competes with the intake for the interpreter lock, and pages use every core. The
-parent binds every listening socket itself and hands the web one to its children, so a
-busy port fails start-up at once. Each child watches its parent and exits when the parent
-dies, so a `kill -9` of the service leaves nothing behind that still writes; the parent
-stops the whole service when a child dies, for the supervisor (systemd) to restart it.
+parent binds every listening socket itself before any child starts, so a busy port fails
+start-up at once, and hands the web ones to its children. Each child watches its parent
+and exits when the parent dies, so a `kill -9` of the service leaves nothing behind that
+still writes; the parent stops the whole service when a child dies, for the supervisor
+(systemd) to restart it.
 
 `--role` picks a subset, for deployments of many processes on one PostgreSQL database
 and one shared data directory (README, "Running on several machines"): any number of
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import importlib.metadata
 import logging
 import multiprocessing
@@ -31,6 +33,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from aiosmtpd.smtp import SMTP
+
 from archiver import localsocket, migrate
 from archiver.config import Settings
 from archiver.core import Core, ExtensionFactory, build_core
@@ -38,7 +42,8 @@ from archiver.db import (
     durability_problems,
     is_postgres,
 )
-from archiver.intake import IntakeHandler, start_servers
+from archiver.intake import IntakeHandler, bind_intake, start_servers
+from archiver.listeners import listen
 from archiver.localsocket import LocalServer
 from archiver.locks import ProcessLock, ServeLock, process_label, process_lock
 from archiver.logs import configure_logging
@@ -200,12 +205,12 @@ def run_background_process(
 def run_web_process(
     settings: Settings,
     parent_pid: int,
-    listener: socket.socket,
+    listeners: Sequence[socket.socket],
     web_app_factory: Callable[[Core], Any],
     extensions: Sequence[ExtensionFactory] = (),
     local_listener: socket.socket | None = None,
 ) -> None:
-    """Entry point of a web child: serve pages from the shared listening socket with
+    """Entry point of a web child: serve pages from the shared listening sockets with
     waitress, and reading commands from the local socket (`archiver.localsocket`), until
     the parent goes away. The kernel spreads connections over the children that wait in
     `accept`, so no process in front has to balance them."""
@@ -216,7 +221,7 @@ def run_web_process(
     core = build_core(settings)
     core.extend(extensions)  # the pages ask the extensions (lists) but never start them
     server = create_server(
-        web_app_factory(core), sockets=[listener], threads=WEB_THREADS, ident="Arsip"
+        web_app_factory(core), sockets=list(listeners), threads=WEB_THREADS, ident="Arsip"
     )
     threading.Thread(target=server.run, name="arsip-web", daemon=True).start()
     local = LocalServer(core, local_listener) if local_listener is not None else None
@@ -274,6 +279,22 @@ def _lower_priority() -> None:
         os.nice(WORKER_NICENESS)
 
 
+# Children are forked from the service once it has imported what they run (Linux): the
+# code of Arsip and its libraries, some 60 MB a process, is then one copy in memory that
+# every process shares, instead of a copy each. Elsewhere each child starts afresh.
+START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
+
+
+def _forked_child(
+    inherited: Sequence[socket.socket], target: Callable[..., None], *args: Any
+) -> None:
+    """A child's first step: close the service's listening sockets that it does not serve,
+    so that only the processes meant to answer a port hold it open."""
+    for listener in inherited:
+        listener.close()
+    target(*args)
+
+
 class Service:
     """Everything `arsip serve` runs (or the `roles` it was given), started and stopped
     together."""
@@ -291,16 +312,19 @@ class Service:
         self.roles = roles
         core.extend(self.extension_factories)
         self._children: list[multiprocessing.process.BaseProcess] = []
-        self._context = multiprocessing.get_context("spawn")
+        self._context = multiprocessing.get_context(START_METHOD)
         self._wake = self._context.Event()  # set by the intake after each spool commit
         self._died: multiprocessing.process.BaseProcess | None = None
+        self._intake: list[tuple[socket.socket, type[SMTP]]] = []
+        self._web: list[socket.socket] = []
+        self._local: socket.socket | None = None
 
     def run(self) -> None:
-        """Migrate, take the locks the roles need, start every part, and block until
-        SIGINT or SIGTERM, or until a child dies (`ChildDiedError`).
+        """Migrate, take the locks the roles need, bind every port, start every part, and
+        block until SIGINT or SIGTERM, or until a child dies (`ChildDiedError`).
 
-        Every listener is bound before the worker starts, so a busy port fails start-up
-        at once (an `OSError` for the CLI to report) and leaves nothing running.
+        Every listener is bound before any child starts, so a busy port fails start-up at
+        once (an `OSError` for the CLI to report) and leaves nothing running.
         """
         settings = self.core.settings
         if settings.search_backend == "whoosh":
@@ -329,10 +353,14 @@ class Service:
             log.warning(
                 "no smarthost configured: outgoing mail is written to %s", settings.outgoing_dir
             )
+        self._bind()
         try:
+            self._start_children()
             asyncio.run(self._serve())
         finally:
             self._stop()
+            for listener in self._listeners():
+                listener.close()
 
     def _take_locks(self) -> list[ServeLock | ProcessLock]:
         """One service per SQLite database; one whoosh writer per deployment."""
@@ -357,64 +385,98 @@ class Service:
             held.append(writer)
         return held
 
-    def _start_background(self) -> None:
-        wake = self._wake if "intake" in self.roles else None
+    def _serves_web(self) -> bool:
+        return (
+            self.web_app_factory is not None
+            and bool(self.core.settings.web_port)
+            and "web" in self.roles
+        )
+
+    def _bind(self) -> None:
+        """Bind the intake's ports, the web UI's and the local command socket."""
+        settings = self.core.settings
+        try:
+            if "intake" in self.roles:
+                self._intake = bind_intake(settings)
+            if self._serves_web():
+                self._web = listen(settings.web_host, settings.web_port)
+                self._local = localsocket.bind(settings.data_dir)
+        except OSError:
+            for listener in self._listeners():
+                listener.close()
+            raise
+
+    def _listeners(self) -> list[socket.socket]:
+        local = [self._local] if self._local is not None else []
+        return [sock for sock, _protocol in self._intake] + self._web + local
+
+    def _start_children(self) -> None:
+        """Start the web and background children, forked before this process has a
+        thread (a fork copies only the thread that calls it, and a lock another thread
+        held would stay locked in the child for ever)."""
+        self._preload()
+        self.core.engine.dispose()  # no child inherits a pooled database connection
+        # The collector would write to every object it scans, and so copy into each child
+        # the pages the imports above left shared; objects made so far are kept for good.
+        gc.freeze()
+        if self._web:
+            self._start_web()
         for roles in background_children(self.roles):
-            child = self._context.Process(
-                target=run_background_process,
-                args=(
+            self._start_child(
+                "arsip-" + "+".join(sorted(roles)),
+                run_background_process,
+                (
                     self.core.settings,
                     os.getpid(),
                     roles,
                     self.extension_factories,
-                    wake,
+                    self._wake if "intake" in self.roles else None,
                     "intake" in self.roles,
                 ),
-                name="arsip-" + "+".join(sorted(roles)),
-                daemon=True,
             )
-            child.start()
-            self._children.append(child)
 
-    def _bind_web(self) -> socket.socket | None:
-        """The web UI's listening socket, bound here so a busy port fails start-up."""
-        settings = self.core.settings
-        if self.web_app_factory is None or not settings.web_port or "web" not in self.roles:
-            return None
-        family = socket.AF_INET6 if ":" in settings.web_host else socket.AF_INET
-        listener = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind((settings.web_host, settings.web_port))
-            listener.listen(1024)
-        except OSError:
-            listener.close()
-            raise
-        return listener
+    def _preload(self) -> None:
+        """Import what the children run, so that they share it (see `START_METHOD`)."""
+        if START_METHOD != "fork":
+            return
+        if self.roles & {"web", "indexer"}:
+            self.core.search_module()
+        if self._web:
+            import waitress  # noqa: F401  (what serves the pages)
 
-    def _start_web(self, listener: socket.socket) -> None:
+            assert self.web_app_factory is not None  # _serves_web checked
+            self.web_app_factory(self.core)  # an app built and dropped imports every page
+
+    def _start_child(
+        self,
+        name: str,
+        target: Callable[..., None],
+        args: tuple[Any, ...],
+        keep: Sequence[Any] = (),
+    ) -> None:
+        inherited = [sock for sock in self._listeners() if sock not in keep]
+        child = self._context.Process(
+            target=_forked_child, args=(inherited, target, *args), name=name, daemon=True
+        )
+        child.start()
+        self._children.append(child)
+
+    def _start_web(self) -> None:
         settings = self.core.settings
-        assert self.web_app_factory is not None  # _bind_web checked
-        local_listener = localsocket.bind(settings.data_dir)
         for number in range(1, settings.web_processes + 1):
-            process = self._context.Process(
-                target=run_web_process,
-                args=(
+            self._start_child(
+                f"arsip-web-{number}",
+                run_web_process,
+                (
                     settings,
                     os.getpid(),
-                    listener,
+                    self._web,
                     self.web_app_factory,
                     self.extension_factories,
-                    local_listener,
+                    self._local,
                 ),
-                name=f"arsip-web-{number}",
-                daemon=True,
+                keep=[*self._web, self._local],
             )
-            process.start()
-            self._children.append(process)
-        listener.close()  # the children hold it now
-        if local_listener is not None:
-            local_listener.close()  # likewise
         log.info(
             "web UI on http://%s:%d/ (%d processes)",
             settings.web_host,
@@ -427,16 +489,11 @@ class Service:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stopping.set)
-        servers = await self._start_intake() if "intake" in self.roles else []
-        try:
-            listener = self._bind_web()
-        except OSError:
-            for server in servers:
-                server.close()
-            raise
-        if listener is not None:
-            self._start_web(listener)
-        self._start_background()
+        # The children hold the web and local sockets now; the intake's are this process's.
+        for listener in self._web + ([self._local] if self._local is not None else []):
+            listener.close()
+        self._web, self._local = [], None
+        servers = await self._start_intake() if self._intake else []
         log.info("arsip is up (%s)", process_label(",".join(r for r in ROLES if r in self.roles)))
         watcher = asyncio.create_task(self._watch_children(stopping))
         await stopping.wait()
@@ -454,7 +511,7 @@ class Service:
         sys.setswitchinterval(SWITCH_INTERVAL)
         committer = GroupCommitter(self.core.spool, on_commit=self._wake.set)
         handler = IntakeHandler(self.core.settings, self.core.policy, committer)
-        return await start_servers(self.core.settings, handler)
+        return await start_servers(self.core.settings, handler, self._intake)
 
     async def _watch_children(self, stopping: asyncio.Event) -> None:
         """Stop the service when a child dies: a service without its worker or web UI

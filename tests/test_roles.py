@@ -112,16 +112,16 @@ def is_gone(pid: int) -> bool:
     return fields[0] == "Z"
 
 
-def spawned_children(pid: int) -> list[int]:
-    """The multiprocessing children of `pid` (background and web processes), leaving out
-    its resource tracker, which is a child too but no part of the service."""
+def service_children(pid: int) -> list[int]:
+    """The children of `pid` that are parts of the service (background and web processes,
+    which name themselves `arsip-...`)."""
     found = []
     for child in children_of(pid):
         try:
-            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            name = Path(f"/proc/{child}/comm").read_text()
         except OSError:
             continue
-        if b"spawn_main" in cmdline:
+        if name.startswith("arsip-"):
             found.append(child)
     return found
 
@@ -134,7 +134,7 @@ def background_child(service: RunningService, name: str) -> int:
     def named() -> list[int]:
         return [
             pid
-            for pid in spawned_children(service.process.pid)
+            for pid in service_children(service.process.pid)
             if Path(f"/proc/{pid}/comm").read_text().strip() == name
         ]
 
@@ -226,7 +226,7 @@ def test_a_second_service_on_one_sqlite_database_is_refused(
     assert drained_stats(first)["messages"] == 1
 
     # Killed outright, the first leaves no lock behind that stops the next start.
-    children = spawned_children(first_pid)
+    children = service_children(first_pid)
     first.stop(signal.SIGKILL)
     wait_for(lambda: all(is_gone(pid) for pid in children), "the first service's children")
     again = start_service(second_env, "again")
