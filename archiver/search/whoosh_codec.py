@@ -111,6 +111,24 @@ def unpack_block(data: bytes, count: int) -> tuple[np.ndarray, np.ndarray, np.nd
     return ids, weights, lengths, data[at + value_width * count :]
 
 
+def stored_block(ids: list[int], weights: list[float], values: list[bytes]) -> tuple[int, bytes]:
+    """A block as the writer stores it: (the zlib level its header records, 0 for a block
+    stored plain; its bytes)."""
+    payload = pack_block(ids, weights, values)
+    if len(payload) < _COMPRESS_FROM:
+        return 0, payload
+    return _COMPRESSION, zlib.compress(payload, _COMPRESSION)
+
+
+def read_block(
+    stored: bytes, compression: int, count: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bytes]:
+    """A stored block's arrays, as `unpack_block` gives them; `compression` is what the
+    block's header records (blocks of any size were compressed before small ones were
+    stored plain, and both stay readable)."""
+    return unpack_block(zlib.decompress(stored) if compression else stored, count)
+
+
 class _Block:
     """The statistics of one block, as `W3TermInfo.add_block` reads them from W3's
     postings writer."""
@@ -258,10 +276,7 @@ class PackedFieldWriter(W3FieldWriter):
             weights = all_weights[at : at + _BLOCK_LIMIT]
             stats = _Block(ids, weights, [field_lengths[docnum] for docnum in ids])
             terminfo.add_block(stats)
-            payload = pack_block(ids, weights, all_values[at : at + _BLOCK_LIMIT])
-            compression = _COMPRESSION if len(payload) >= _COMPRESS_FROM else 0
-            if compression:
-                payload = zlib.compress(payload, compression)
+            compression, payload = stored_block(ids, weights, all_values[at : at + _BLOCK_LIMIT])
             info = dumps(
                 (
                     len(ids),
@@ -354,8 +369,7 @@ class PackedLeafMatcher(W3LeafMatcher):
 
     def _read_data(self) -> None:
         raw = self._postfile.get(self._dataoffset, self._nextoffset - self._dataoffset)
-        data = zlib.decompress(raw) if self._compression else raw
-        self._data = unpack_block(data, self._blocklength)
+        self._data = read_block(raw, self._compression, self._blocklength)
 
     def _read_ids(self) -> None:
         if self._data is None:
