@@ -391,6 +391,11 @@ class PackedLeafMatcher(W3LeafMatcher):
         )
 
 
+# Whoosh pickles this class by module path and name into the table of contents of every
+# index written with it, and imports it by that path to open the index again. It stays
+# importable as `archiver.search.whoosh_codec.PackedCodec` for good (a re-export here if
+# the code moves): otherwise no deployed index opens, and the indexer logs an error every
+# few seconds until someone runs `arsip reindex`. tests/test_whoosh_fixture.py holds this.
 class PackedCodec(W3Codec):
     """W3 with packed posting blocks (term vectors, unused here, stay as W3 writes them)."""
 

@@ -68,6 +68,11 @@ def decode_many(data: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.n
     return counts, running - np.repeat(before, counts)
 
 
+# Whoosh pickles this class by module path and name into every index's table of contents
+# (it is the format of the subject and body fields) and imports it by that path to open
+# the index. It stays importable as `archiver.search.whoosh_format.CompactPositions` for
+# good (a re-export here if the code moves), or no deployed index opens again.
+# tests/test_whoosh_fixture.py holds this.
 class CompactPositions(Positions):
     """`Positions` with `encode_positions` values; frequency and weight as whoosh expects."""
 
