@@ -11,11 +11,10 @@ import json
 from datetime import datetime
 
 import click
-from sqlalchemy.exc import SQLAlchemyError
 from tqdm import tqdm
 
 from archiver import audit
-from archiver.clikit import database_reason, open_core
+from archiver.clikit import open_core
 
 BATCH = 1000
 
@@ -61,28 +60,25 @@ def list_entries(
     core = open_core(ctx, upgrade=False)
     shown = 0
     before: int | None = None
-    try:
-        with core.sessions() as session:
-            while limit == 0 or shown < limit:
-                want = BATCH if limit == 0 else min(BATCH, limit - shown)
-                batch = audit.entries(
-                    session,
-                    action=action,
-                    actor=actor,
-                    since=since,
-                    until=until,
-                    before=before,
-                    limit=want,
-                )
-                for entry in batch:
-                    click.echo(_line(entry, as_json))
-                shown += len(batch)
-                if len(batch) < want:
-                    break
-                before = batch[-1].seq
-                session.expunge_all()
-    except SQLAlchemyError as exc:
-        raise click.ClickException(f"cannot read the audit log: {database_reason(exc)}") from exc
+    with core.sessions() as session:
+        while limit == 0 or shown < limit:
+            want = BATCH if limit == 0 else min(BATCH, limit - shown)
+            batch = audit.entries(
+                session,
+                action=action,
+                actor=actor,
+                since=since,
+                until=until,
+                before=before,
+                limit=want,
+            )
+            for entry in batch:
+                click.echo(_line(entry, as_json))
+            shown += len(batch)
+            if len(batch) < want:
+                break
+            before = batch[-1].seq
+            session.expunge_all()
     if not shown and not as_json:
         click.echo("no audit entries match", err=True)
 
@@ -107,16 +103,13 @@ def verify_chain(ctx: click.Context) -> None:
     was rewritten.
     """
     core = open_core(ctx, upgrade=False)
-    try:
-        with core.sessions() as session:
-            audit.read_snapshot(session)
-            top = audit.head(session)
-            total = top.count if top is not None else 0
-            with tqdm(total=total, unit="entry", desc="verify", disable=None) as bar:
-                problems = audit.verify(session, on_entry=bar.update)
-            top = audit.head(session)
-    except SQLAlchemyError as exc:
-        raise click.ClickException(f"cannot read the audit log: {database_reason(exc)}") from exc
+    with core.sessions() as session:
+        audit.read_snapshot(session)
+        top = audit.head(session)
+        total = top.count if top is not None else 0
+        with tqdm(total=total, unit="entry", desc="verify", disable=None) as bar:
+            problems = audit.verify(session, on_entry=bar.update)
+        top = audit.head(session)
     if problems:
         for problem in problems:
             click.echo(f"entry {problem.seq}: {problem.problem}")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from archiver.clikit import CliError, open_core, settings_of
+from archiver.clikit import CliError, database_errors, open_core, settings_of
 from archiver.config import SettingsError, load_settings
 from archiver.logs import configure_logging
 
@@ -57,6 +57,10 @@ class ArsipGroup(click.Group):
             module, name = CORE_GROUPS[cmd_name]
             return getattr(import_module(module), name)
         return next((c for c in _plugin_commands() if c.name == cmd_name), None)
+
+    def invoke(self, ctx: click.Context) -> object:
+        with database_errors():
+            return super().invoke(ctx)
 
 
 def _plugin_commands() -> list[click.Command]:

@@ -1,13 +1,17 @@
 """What every `arsip` command shares: one-line errors, the settings, opening the archive.
 
 The command groups of the core and of plug-ins use these, so that each opens the
-archive the same way: commands that only read check the schema with one query and never
-migrate; commands that write bring it up to date first. The engine is disposed when the
-command ends.
+archive the same way: commands that only read ask the database for its schema revision
+and never migrate; commands that write bring it up to date first. The engine is disposed
+when the command ends, and a database that fails a command (a server down, a locked
+file) ends it in one line (`database_errors`), whichever command it was.
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,8 +41,6 @@ def open_core(ctx: click.Context, *, upgrade: bool) -> Core:
     database that is missing, behind or ahead: it never upgrades a schema under a running
     older service, nor creates an empty SQLite file where the operator expected theirs.
     """
-    from sqlalchemy.exc import SQLAlchemyError
-
     from archiver.core import build_core
     from archiver.schema import SchemaError, require_current
 
@@ -56,9 +58,23 @@ def open_core(ctx: click.Context, *, upgrade: bool) -> Core:
             require_current(core.engine)
     except SchemaError as exc:
         raise CliError(str(exc)) from exc
-    except SQLAlchemyError as exc:
-        raise CliError(f"cannot open the database: {database_reason(exc)}") from exc
     return core
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """End a command the database failed in one line, with exit status 1, not a traceback.
+
+    SQLAlchemy is not imported for this: a command that never loaded it (one a running
+    service answered) cannot have raised its errors.
+    """
+    try:
+        yield
+    except Exception as exc:
+        errors = sys.modules.get("sqlalchemy.exc")
+        if errors is None or not isinstance(exc, errors.SQLAlchemyError):
+            raise
+        raise CliError(f"cannot use the database: {_database_reason(exc)}") from exc
 
 
 def _require_sqlite_file(settings: Settings) -> None:
@@ -75,7 +91,7 @@ def _require_sqlite_file(settings: Settings) -> None:
         )
 
 
-def database_reason(exc: SQLAlchemyError) -> str:
+def _database_reason(exc: SQLAlchemyError) -> str:
     """The driver's one-line reason, without SQLAlchemy's pointer to its documentation."""
     reason = str(getattr(exc, "orig", None) or exc)
     return reason.splitlines()[0] if reason else type(exc).__name__

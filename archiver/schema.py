@@ -1,4 +1,4 @@
-"""Whether a database is at the schema this code needs, answered with one query.
+"""Whether a database is at the schema this code needs, asked of the database itself.
 
 Only `arsip serve`, `arsip db upgrade` and commands that write the archive change the
 schema (through Alembic, in `archiver.migrate`). A command that only reads must never
@@ -35,15 +35,17 @@ def head_revision() -> str:
 
 
 def database_revision(engine: Engine) -> str | None:
-    """The revision the database is at, or None when it holds no Arsip schema."""
-    from sqlalchemy import text
-    from sqlalchemy.exc import OperationalError, ProgrammingError
+    """The revision the database is at, or None when it holds no Arsip schema.
 
-    try:
-        with engine.connect() as connection:
-            return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    except (OperationalError, ProgrammingError):  # no such table: never migrated
-        return None
+    A database that cannot be reached raises (SQLAlchemy's error): a server that is down,
+    or a database that is locked, is not an empty archive to be told to set up.
+    """
+    from sqlalchemy import inspect, text
+
+    with engine.connect() as connection:
+        if not inspect(connection).has_table("alembic_version"):  # never migrated
+            return None
+        return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def require_current(engine: Engine) -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import pwd
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -14,12 +15,14 @@ import time
 from pathlib import Path
 
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 
 from archiver import audit, localsocket, migrate, schema
 from archiver.config import Settings
 from tests.support import (
     JOURNAL,
+    LIST,
     ROOT,
     RunningService,
     children_of,
@@ -46,21 +49,72 @@ def test_search_without_an_archive_says_where_it_looked_and_creates_nothing(
     assert not (tmp_path / "var" / "arsip.db").exists()
 
 
-def test_reading_commands_leave_an_older_schema_for_the_operator_to_upgrade(
-    tmp_path: Path,
+# Every command that only reads the archive (and `db compact`, which rewrites the database
+# but must not change its schema), with what it needs to get as far as opening it.
+READING_COMMANDS = [
+    ["search", "hello"],
+    ["show", "1@example.com"],
+    ["stats"],
+    ["verify"],
+    ["audit", "list"],
+    ["audit", "verify"],
+    ["users", "list"],
+    ["users", "tokens", "ann@example.org"],
+    ["lists", "list"],
+    ["lists", "show", LIST],
+    ["lists", "members", LIST],
+    ["lists", "held", LIST],
+    ["retention", "list"],
+    ["retention", "explain", "1@example.com"],
+    ["hold", "list"],
+    ["db", "compact"],
+]
+
+
+def test_reading_commands_leave_a_schema_one_behind_for_the_operator_to_upgrade(
+    tmp_path: Path, database_url: str
 ) -> None:
-    settings = _settings(tmp_path)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(settings.database_url)
-    migrate.upgrade(engine, "0009")
-    for command in (["search", "hello"], ["stats"], ["users", "list"], ["audit", "list"]):
+    settings = settings_from(
+        {"ARSIP_DATA_DIR": str(tmp_path / "var"), "ARSIP_DATABASE_URL": database_url}
+    )
+    engine = create_engine(database_url)
+    scripts = ScriptDirectory.from_config(migrate.alembic_config(engine))
+    behind = scripts.get_revision(schema.head_revision()).down_revision
+    migrate.upgrade(engine, behind)
+    exported = tmp_path / "out.mbox"
+    for command in [*READING_COMMANDS, ["export", "-o", str(exported)]]:
         result = run_arsip(settings, *command)
-        assert result.returncode == 1, result
-        assert "run `arsip db upgrade`" in result.stderr
-        assert migrate.current_revision(engine) == "0009"
+        assert result.returncode == 1, (command, result)
+        assert "run `arsip db upgrade`" in result.stderr, (command, result.stderr)
+        assert "Traceback" not in result.stderr
+        assert migrate.current_revision(engine) == behind, command
+    assert not exported.exists()
     assert run_arsip(settings, "db", "upgrade").returncode == 0
     assert migrate.current_revision(engine) == schema.head_revision()
     assert json.loads(run_arsip(settings, "stats", "--json").stdout)["messages"] == 0
+    engine.dispose()
+
+
+def test_a_database_that_cannot_be_reached_is_named_not_taken_for_a_missing_archive(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as closed:  # bound, never listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        url = f"postgresql://arsip@127.0.0.1:{port}/arsip"
+        settings = settings_from(
+            {"ARSIP_DATA_DIR": str(tmp_path / "var"), "ARSIP_DATABASE_URL": url}
+        )
+        for command in (
+            ["users", "list"],
+            ["lists", "list"],
+            ["users", "add", "ann@example.org"],
+            ["db", "upgrade"],
+        ):
+            result = run_arsip(settings, *command)
+            assert result.returncode == 1, (command, result)
+            assert "cannot use the database: connection failed" in result.stderr, result.stderr
+            assert "Traceback" not in result.stderr and "no archive" not in result.stderr
 
 
 def test_a_newer_schema_is_not_read_by_an_older_arsip(tmp_path: Path) -> None:
