@@ -191,14 +191,26 @@ def db_revision(ctx: click.Context, message: str) -> None:
 @cli.command("import")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--list", "list_id", metavar="LIST-ID", help="file the mail into this list's archive")
+@click.option(
+    "--index-ahead",
+    type=click.IntRange(min=0),
+    default=10_000,
+    show_default=True,
+    metavar="N",
+    help="wait while more than N messages wait for the search index (0: never wait)",
+)
 @click.pass_context
-def import_command(ctx: click.Context, paths: tuple[Path, ...], list_id: str | None) -> None:
+def import_command(
+    ctx: click.Context, paths: tuple[Path, ...], list_id: str | None, index_ahead: int
+) -> None:
     """Archive the mail in mbox files, maildirs or folders of message files.
 
     Importing the same mail again adds nothing. A List-Id header alone files nothing into
     a list (anyone can write one); with --list, the operator vouches for that list's
     header: messages whose List-Id names it are filed into its archive (give the List-Id,
-    as `arsip lists show` prints it).
+    as `arsip lists show` prints it). With a service running, the import keeps at most
+    --index-ahead messages ahead of its search index, so mail becomes searchable as it
+    comes in rather than long after.
     """
     from archiver.importer import import_paths, list_id_of
     from archiver.mailfiles import MailFileError
@@ -213,11 +225,15 @@ def import_command(ctx: click.Context, paths: tuple[Path, ...], list_id: str | N
             raise CliError(f"--list {list_id!r}: give a List-Id such as dev.lists.example.com")
     try:
         core = open_core(ctx, upgrade=True)
-        report = import_paths(core, paths, progress=sys.stderr.isatty(), list_id=wanted)
+        report = import_paths(
+            core, paths, progress=sys.stderr.isatty(), list_id=wanted, index_ahead=index_ahead
+        )
     except (MailFileError, OSError) as exc:
         raise CliError(str(exc)) from exc
+    waited = report.index_waits
     click.echo(
         f"read {report.read} messages: {report.added} new, {report.duplicates} already archived"
+        + (f"; waited {waited} times for the search index to catch up" if waited else "")
     )
 
 

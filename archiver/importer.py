@@ -10,8 +10,10 @@ in the intake ledger here, in the same transaction (duplicates are already accou
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,10 +23,17 @@ from tqdm import tqdm
 from archiver import ledger
 from archiver.archive import ArchiveResult, RawMessage
 from archiver.core import Core
+from archiver.locks import ServeLock
 from archiver.mailfiles import FoundMessage, iter_path, total_size
 from archiver.retention.clock import IMPORTED
+from archiver.search.indexer import queue_state
+
+log = logging.getLogger(__name__)
 
 BATCH_SIZE = 200
+PACE_POLL = 1.0  # seconds between looks at the index queue while waiting
+INDEXER_PROOF_SECONDS = 30.0  # a queue that does not shrink in this time has no indexer
+INDEXER_STALL_SECONDS = 600.0  # ... or one that stopped (a merge takes minutes at most)
 _LIST_ID = re.compile(r"[a-z0-9](?:[a-z0-9._+-]{0,251}[a-z0-9])?")  # a dot-atom, as List-Id has
 
 
@@ -35,6 +44,7 @@ class ImportReport:
     read: int = 0
     added: int = 0
     duplicates: int = 0
+    index_waits: int = 0  # times the import waited for the search index to catch up
 
 
 def list_id_of(text: str) -> str | None:
@@ -45,10 +55,15 @@ def list_id_of(text: str) -> str | None:
 
 
 def import_paths(
-    core: Core, paths: Iterable[Path], progress: bool = True, list_id: str | None = None
+    core: Core,
+    paths: Iterable[Path],
+    progress: bool = True,
+    list_id: str | None = None,
+    index_ahead: int = 0,
 ) -> ImportReport:
     """Archive every message under `paths`, filed into `list_id`'s archive if given;
-    returns counts of read, new and duplicate."""
+    returns counts of read, new and duplicate. The import waits while more than
+    `index_ahead` messages wait for the search index (0: never waits; see `IndexPace`)."""
     paths = list(paths)
     report = ImportReport()
     total = sum(total_size(path) for path in paths)
@@ -60,6 +75,7 @@ def import_paths(
         desc="import",
         dynamic_ncols=True,
     ) as bar:
+        pace = IndexPace(core, index_ahead, bar.set_description_str)
         for batch in _batches(message for path in paths for message in iter_path(path)):
             results = _archive(core, batch, list_id)
             report.read += len(batch)
@@ -67,7 +83,70 @@ def import_paths(
             report.duplicates += sum(not result.created for result in results)
             bar.update(sum(found.consumed for found in batch))
             bar.set_postfix(messages=report.read, new=report.added, refresh=False)
+            pace.wait()
+    report.index_waits = pace.waits
     return report
+
+
+class IndexPace:
+    """Keeps an import at most `ahead` messages ahead of the search index.
+
+    An import archives several times faster than the index takes the mail in; left
+    alone, a long one leaves a queue of tens of thousands of messages that cannot be
+    found yet, and the import and the indexer fight for the same cores all along. So
+    once the queue passes `ahead`, the import waits until the indexer has brought it down
+    to half, as a writer in Lucene waits for its flushes. Nothing waits when no indexer
+    takes the queue: on a SQLite archive no service has open, never; elsewhere, a queue
+    that does not shrink within `INDEXER_PROOF_SECONDS` of the first wait, or stops
+    shrinking for `INDEXER_STALL_SECONDS`, ends the pacing for the rest of the import.
+    """
+
+    def __init__(self, core: Core, ahead: int, show: Callable[[str], None]) -> None:
+        self.core = core
+        self.ahead = ahead if _may_have_indexer(core) else 0
+        self.show = show
+        self.indexer_seen = False
+        self.waits = 0
+
+    def wait(self) -> None:
+        """Return at once, or once the index queue is down to half of `ahead`."""
+        if self.ahead <= 0:
+            return
+        pending = self._pending()
+        if pending <= self.ahead:
+            return
+        self.waits += 1
+        patience = INDEXER_STALL_SECONDS if self.indexer_seen else INDEXER_PROOF_SECONDS
+        lowest, since = pending, time.monotonic()
+        while pending > self.ahead // 2:
+            self.show(f"import (waiting for the search index: {pending:,} queued)")
+            time.sleep(PACE_POLL)
+            pending = self._pending()
+            if pending < lowest:
+                lowest, since, self.indexer_seen = pending, time.monotonic(), True
+                patience = INDEXER_STALL_SECONDS
+            elif time.monotonic() - since > patience:
+                log.warning(
+                    "the search index queue (%d messages) is not going down: no indexer"
+                    " seems to run; importing on without waiting for it",
+                    pending,
+                )
+                self.ahead = 0
+                break
+        self.show("import")
+
+    def _pending(self) -> int:
+        with self.core.sessions() as session:
+            return queue_state(session)[0]
+
+
+def _may_have_indexer(core: Core) -> bool:
+    """False when surely no indexer runs: a SQLite archive no `arsip serve` has open.
+    (PostgreSQL deployments may index on other machines; the queue itself tells.)"""
+    database = core.engine.url.database
+    if core.engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return True
+    return ServeLock(Path(database)).in_use()
 
 
 def _archive(core: Core, batch: list[FoundMessage], list_id: str | None) -> list[ArchiveResult]:

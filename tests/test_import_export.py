@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -197,3 +199,54 @@ def test_an_operator_files_an_imported_list_archive_into_its_list(
     assert refused.returncode != 0
     assert refused.stderr.strip().splitlines()[-1].startswith("Error: --list 'dev lists'")
     assert "Traceback" not in refused.stderr
+
+
+def test_an_import_waits_for_the_search_index_so_the_queue_stays_short(
+    make_service, database_url: str, tmp_path: Path
+) -> None:
+    """With a service running, an import keeps at most --index-ahead messages ahead of the
+    search index (and says how often it waited); with no service, it never waits."""
+    source = tmp_path / "old.mbox"
+    write_mbox(
+        source, [simple_message(f"p{n}@example.com", subject=f"Pace {n}") for n in range(800)]
+    )
+    service = make_service(database_url)
+    highest = 0
+    importing = threading.Event()
+
+    def watch_queue() -> None:
+        nonlocal highest
+        while importing.is_set():
+            highest = max(highest, service.stats()["index_pending"])
+            time.sleep(0.05)
+
+    importing.set()
+    watcher = threading.Thread(target=watch_queue)
+    watcher.start()
+    try:
+        result = service.run_cli("import", "--index-ahead", "100", str(source))
+    finally:
+        importing.clear()
+        watcher.join()
+    assert result.returncode == 0, result.stderr
+    assert "read 800 messages: 800 new" in result.stdout
+    assert "times for the search index to catch up" in result.stdout
+    # The queue was let past 100 by one batch of 200 at most before the import waited.
+    assert highest <= 100 + 200, highest
+    deadline = time.monotonic() + 120
+    while service.stats()["index_pending"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    found = json.loads(service.run_cli("search", "--json", "Pace").stdout)
+    assert found["total"] == 800
+
+
+def test_an_import_with_no_service_running_never_waits_for_an_index(
+    make_service, tmp_path: Path
+) -> None:
+    source = tmp_path / "old.mbox"
+    write_mbox(source, [simple_message(f"q{n}@example.com") for n in range(500)])
+    idle = make_service(start=False)  # SQLite: nothing indexes until a service starts
+    result = idle.run_cli("import", "--index-ahead", "100", str(source))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "read 500 messages: 500 new, 0 already archived"
+    assert json.loads(idle.run_cli("stats", "--json").stdout)["index_pending"] == 500
