@@ -199,6 +199,20 @@ class TermPool:
         lists[1].append(weight)
         lists[2].append(value or emptybytes)
 
+    def add_words(
+        self, fieldname: str, docnum: int, postings: Iterable[tuple[bytes, float, bytes]]
+    ) -> None:
+        """One document's postings of one field, (word, weight, value) each."""
+        words = self._words
+        for btext, weight, value in postings:
+            lists = words.get((fieldname, btext))
+            if lists is None:
+                words[fieldname, btext] = ([docnum], [weight], [value])
+            else:
+                lists[0].append(docnum)
+                lists[1].append(weight)
+                lists[2].append(value)
+
     def iter_postings(self) -> PooledTerms:
         """Every word with its postings, in field and word order."""
         return PooledTerms(self._sorted())

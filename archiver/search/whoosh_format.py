@@ -10,17 +10,24 @@ operations (`decode_many`).
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 
 import numpy as np
-from whoosh.formats import Positions, tokens
+from whoosh.formats import Format, Frequency, Positions, tokens
+from whoosh.system import pack_uint
 
 from archiver.search.analysis import Words
 
 
 def encode_positions(positions: list[int]) -> bytes:
     """Varint gaps between ascending positions."""
+    if len(positions) == 1:  # most words of a message occur once
+        position = positions[0]
+        if position < 0x80:
+            return _ONE_BYTE[position]
+        if position < 0x4000:
+            return bytes((0x80 | (position & 0x7F), position >> 7))
     out = bytearray()
     previous = 0
     for position in positions:
@@ -31,6 +38,21 @@ def encode_positions(positions: list[int]) -> bytes:
             gap >>= 7
         out.append(gap)
     return bytes(out)
+
+
+_ONE_BYTE = [bytes((value,)) for value in range(0x80)]
+
+
+def positions_of(words: Words) -> dict[str, list[int]]:
+    """Each distinct word of `words` and its positions, in order of first occurrence."""
+    positions: dict[str, list[int]] = {}
+    for position, word in enumerate(words, words.first):
+        found = positions.get(word)
+        if found is None:
+            positions[word] = [position]
+        else:
+            found.append(position)
+    return positions
 
 
 def decode_positions(value: bytes) -> list[int]:
@@ -81,11 +103,10 @@ class CompactPositions(Positions):
     ) -> Iterator[tuple[str, int, float, bytes]]:
         """(word, frequency, weight, encoded positions) for each distinct word of `value`:
         text, or `Words` the indexer analysed already (see `analysis.analyzed`)."""
-        positions: defaultdict[str, list[int]] = defaultdict(list)
         if isinstance(value, Words):
-            for position, word in enumerate(value, value.first):
-                positions[word].append(position)
+            positions = positions_of(value)
         else:
+            positions = defaultdict(list)
             kwargs["positions"] = True
             for token in tokens(value, analyzer, kwargs):
                 positions[token.text].append(token.pos)
@@ -107,3 +128,19 @@ class CompactPositions(Positions):
     def decode_weight(self, valuestring: bytes) -> float:
         """The frequency scaled by the field's boost."""
         return self.decode_frequency(valuestring) * self.field_boost
+
+
+def word_postings(words: Words, form: Format) -> Iterator[tuple[bytes, float, bytes]]:
+    """(word in UTF-8, weight, value) of each distinct word of `words`: the postings
+    whoosh's `add_document` would make of them in a field of format `form`, without its
+    generators and token objects per word. Positions for `CompactPositions`; for
+    whoosh's `Frequency` (the fields without phrases), the count as it packs it."""
+    boost = form.field_boost
+    if isinstance(form, CompactPositions):
+        for word, found in positions_of(words).items():
+            yield word.encode(), len(found) * boost, encode_positions(found)
+    elif type(form) is Frequency:
+        for word, count in Counter(words).items():
+            yield word.encode(), count * boost, pack_uint(count)
+    else:
+        raise TypeError(f"no postings for analysed words in a {type(form).__name__} field")
