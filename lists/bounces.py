@@ -12,22 +12,24 @@ ways, the first that applies:
   copy of the post.
 
 A wrong address costs a subscriber their membership, a missed one only delays a bounce
-count, so the text rules prefer saying nothing to guessing.
+count, so the text rules prefer saying nothing to guessing. Charsets, header values and
+HTML are decoded by the archive's own parser (`archiver.parse`, `archiver.htmltext`), so a
+bounce reads as the archive would read it.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
-import html
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from email import message_from_bytes, policy
-from email.header import decode_header, make_header
 from email.message import Message
 from email.utils import getaddresses
+
+from archiver.htmltext import html_to_text
+from archiver.parse.headers import header_text
+from archiver.parse.mime import PARSER, decoded_text
 
 # Limits that keep hostile or enormous mail cheap to read.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -55,7 +57,7 @@ def parse_bounce(raw: bytes) -> list[Bounce]:
     engine feeds every message that reaches its bounce address through here unguarded.
     """
     try:
-        message = message_from_bytes(bytes(raw[:MAX_MESSAGE_BYTES]), policy=policy.compat32)
+        message = PARSER.parsebytes(bytes(raw[:MAX_MESSAGE_BYTES]))
         return _read(message, depth=0)
     except Exception:
         return []
@@ -137,7 +139,7 @@ def delivery_report(raw: bytes) -> DeliveryReport | None:
     part of a bounce that names a recipient without guessing.
     """
     try:
-        message = message_from_bytes(bytes(raw[:MAX_MESSAGE_BYTES]), policy=policy.compat32)
+        message = PARSER.parsebytes(bytes(raw[:MAX_MESSAGE_BYTES]))
         parts = _Parts()
         _collect(message, parts)
         if parts.feedback:
@@ -266,7 +268,7 @@ def _collect(part: Message, parts: _Parts) -> None:
         if isinstance(payload, list) and payload and isinstance(payload[0], Message):
             parts.originals.append(payload[0])
     elif ctype in ("text/rfc822-headers", "message/rfc822-headers", "text/rfc822-header"):
-        parts.originals.append(message_from_bytes(_payload_bytes(part), policy=policy.compat32))
+        parts.originals.append(PARSER.parsebytes(_payload_bytes(part)))
     elif ctype.startswith("multipart/") and isinstance(payload, list):
         report_type = str(part.get_param("report-type", "")).lower()
         if ctype == "multipart/report" and report_type == "feedback-report":
@@ -311,17 +313,9 @@ def _payload_bytes(part: Message) -> bytes:
 
 
 def _decoded(part: Message) -> str:
-    return _text_of(_payload_bytes(part), part.get_content_charset() or "utf-8")
-
-
-def _text_of(data: bytes, charset: str) -> str:
-    """`data` as text; a wrong charset label (common in bounces) falls back to UTF-8."""
-    for candidate, errors in ((charset, "strict"), ("utf-8", "strict"), (charset, "replace")):
-        try:
-            return data.decode(candidate, errors)
-        except (LookupError, ValueError):
-            continue
-    return data.decode("utf-8", "replace")
+    """A part's text, decoded as the archive decodes it (a wrong charset label, common in
+    bounces, falls back to UTF-8 and then Windows-1252)."""
+    return decoded_text(part, part.get_content_type(), _payload_bytes(part), set())
 
 
 def _report_text(part: Message) -> str:
@@ -350,49 +344,24 @@ def _report_text(part: Message) -> str:
 
 
 def _subject(message: Message) -> str:
-    value = str(message.get("Subject", ""))
-    with contextlib.suppress(Exception):
-        value = str(make_header(decode_header(value)))
-    # Raw 8-bit header bytes arrive as surrogate escapes.
-    return _text_of(value.encode("utf-8", "surrogateescape"), "utf-8")
+    return header_text(message.get("Subject"), set())
 
 
 # Every pattern below scans in linear time: bounce text is untrusted input.
-_TAG = re.compile(r"<[^<>]*>")
-_BREAK_TAG = re.compile(r"<\s*/?\s*(?:br|p|div|tr|li|h\d|table)\b[^<>]*>", re.IGNORECASE)
-# `<user@example.com>` in the markup is text that a browser would show, not a tag.
+# `<user@example.com>` in the markup is text that a reader should see, not a tag.
 _ADDRESS_TAG = re.compile(rf"<({_ADDR})>")
+_BREAK_TAG = re.compile(r"<\s*/?\s*(?:br|p|div|tr|li|h\d|table|pre)\b", re.IGNORECASE)
 
 
 def _html_to_text(markup: str) -> str:
-    markup = _without_blocks(markup)
+    """The words of an HTML part, as the archive reads them, with two habits of bounce
+    generators allowed for: addresses in angle brackets written unescaped, and plain text
+    labelled HTML, whose source lines are then its lines (as in a <pre>), for the rules
+    below read bounces line by line."""
     markup = _ADDRESS_TAG.sub(r"&lt;\1&gt;", markup)
-    if _BREAK_TAG.search(markup):
-        # Real HTML: its line breaks are tags, the newlines of the source mean nothing.
-        markup = " ".join(line.strip() for line in markup.splitlines())
-        markup = _BREAK_TAG.sub("\n", markup)
-    text = html.unescape(_TAG.sub("", markup)).replace("\xa0", " ")
-    return "\n".join(line.rstrip() for line in text.splitlines())
-
-
-_BLOCK_OPEN = re.compile(r"<(script|style)\b", re.IGNORECASE)
-_BLOCK_CLOSE = {
-    "script": re.compile(r"</script\s*>", re.IGNORECASE),
-    "style": re.compile(r"</style\s*>", re.IGNORECASE),
-}
-
-
-def _without_blocks(markup: str) -> str:
-    """`markup` without its script and style elements, whose text nobody reads."""
-    kept, position = [], 0
-    while opening := _BLOCK_OPEN.search(markup, position):
-        kept.append(markup[position : opening.start()])
-        closing = _BLOCK_CLOSE[opening.group(1).lower()].search(markup, opening.end())
-        if closing is None:
-            return "".join(kept)
-        position = closing.end()
-    kept.append(markup[position:])
-    return "".join(kept)
+    if not _BREAK_TAG.search(markup):
+        markup = f"<pre>{markup}</pre>"
+    return html_to_text(markup)
 
 
 # -- standard delivery status notifications ----------------------------------------------

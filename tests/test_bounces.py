@@ -442,6 +442,43 @@ For further assistance, please send mail to <postmaster@mx.example.net>.
     assert addresses(raw) == {"ann@example.org"}
 
 
+def test_a_subject_in_raw_utf8_is_read_as_the_archive_reads_it() -> None:
+    """A Japanese server's subject says "delivery error" in 8-bit UTF-8 (RFC 6532); read
+    as the archive reads headers, it is one of the two signs that make this a bounce."""
+    raw = mail(
+        """
+From: MAILER-DAEMON@mail.example.jp
+To: dev-bounces@lists.example.com
+Subject: 配送エラー
+Content-Type: text/plain; charset=iso-2022-jp
+
+<ann@example.jp>
+"""
+    )
+    assert addresses(raw) == {"ann@example.jp"}
+
+
+def test_plain_text_labelled_html_is_read_line_by_line() -> None:
+    raw = mail(
+        """
+From: MAILER-DAEMON@example.com
+To: dev-bounces@lists.example.com
+Content-Type: text/html; charset="utf-8"
+
+I wasn't able to deliver the following message.
+This is a permanent error; I've given up. Sorry it didn't work out.
+
+Subject: [dev] Minutes
+To: ann@example.com
+
+---Below this line is a copy of the message.
+
+From: bob@example.org
+"""
+    )
+    assert addresses(raw) == {"ann@example.com"}
+
+
 def test_an_ordinary_message_is_not_a_bounce() -> None:
     """Replies and posts that reach the bounce address name no failed subscriber."""
     raw = mail(

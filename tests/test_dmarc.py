@@ -275,10 +275,45 @@ def test_needs_mitigation(policy: str | None, mitigate: bool) -> None:
         ("mail.example.co", "example.co"),
         ("mail.co.example", "co.example"),
         ("com", "com"),
+        ("co.uk", "co.uk"),
+        ("mail.example.co.uk", "example.co.uk"),
+        ("Mail.Example.COM", "example.com"),
+        ("a.b.github.io", "b.github.io"),
+        ("c.github.io", "c.github.io"),
+        ("lists.school.k12.ca.us", "school.k12.ca.us"),
+        ("www.city.kawasaki.jp", "city.kawasaki.jp"),
     ],
 )
 def test_organizational_domain(domain: str, org: str) -> None:
     assert organizational_domain(domain) == org
+
+
+def test_pages_on_a_shared_hosting_suffix_are_separate_organisations() -> None:
+    assert organizational_domain("a.b.github.io") != organizational_domain("c.github.io")
+
+
+@pytest.mark.parametrize(
+    ("sender_domain", "parent"),
+    [
+        ("lists.school.k12.ca.us", "school.k12.ca.us"),
+        ("news.project.github.io", "project.github.io"),
+        ("mail.example.co.uk", "example.co.uk"),
+    ],
+)
+def test_subdomain_inherits_its_organisations_reject_under_any_public_suffix(
+    dns_server, sender_domain: str, parent: str
+) -> None:
+    server = dns_server({f"_dmarc.{parent}": ["v=DMARC1; p=reject"]})
+
+    assert server.lookup().policy(sender_domain) == "reject"
+    assert server.queries[f"_dmarc.{parent}"] == 1
+
+
+def test_a_neighbour_on_a_shared_suffix_does_not_lend_its_policy(dns_server) -> None:
+    server = dns_server({"_dmarc.alice.github.io": ["v=DMARC1; p=reject"]})
+
+    assert server.lookup().policy("bob.github.io") is None
+    assert server.queries["_dmarc.github.io"] == 0
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,9 @@ signature alone authorises.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import re
 from datetime import timedelta
 from urllib.parse import quote
@@ -131,6 +134,31 @@ def test_one_click_unsubscribe_works_without_cookies_or_csrf(core: Core, app: Fl
 
     repeated = provider.post(url, data={"List-Unsubscribe": "One-Click"})
     assert (repeated.status_code, repeated.text) == (done.status_code, done.text)
+
+
+def old_unsubscribe_signature(secret_key: str, list_address: str, address: str) -> str:
+    """The signature one-click links carried before tokens were signed with itsdangerous."""
+    message = f"unsubscribe\0{list_address.lower()}\0{address.lower()}".encode()
+    digest = hmac.new(secret_key.encode(), message, hashlib.sha256).digest()[:18]
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def test_one_click_links_mailed_before_the_upgrade_still_unsubscribe(
+    core: Core, app: Flask
+) -> None:
+    # What the earlier releases wrote into mail, for a key fixed here.
+    made_then = "W01wMSySZ-zPp0mg2tS1EB2t"
+    assert old_unsubscribe_signature("fixed test key", LIST, "bob@example.net") == made_then
+    assert unsubscribe_signature("fixed test key", LIST, "bob@example.net") != made_then
+
+    provider = app.test_client(use_cookies=False)
+    signature = old_unsubscribe_signature(core.settings.secret_key, LIST, "bob@example.net")
+    done = provider.post(
+        unsubscribe_url("bob@example.net", signature), data={"List-Unsubscribe": "One-Click"}
+    )
+    assert done.status_code == 200
+    assert "bob@example.net will get no more mail from dev@lists.example.com" in done.text
+    assert not is_member(core, "bob@example.net")
 
 
 def test_a_forged_unsubscribe_link_changes_nothing(core: Core, client: FlaskClient) -> None:

@@ -7,6 +7,7 @@ and a link that was changed, forged, is for another list or has expired opens no
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 from email import message_from_bytes
@@ -31,7 +32,7 @@ from lists.models import (
 from lists.tokens import member_token, read_member_token, sign, unsign
 from tests.test_accounts import csrf_field
 from web import create_app
-from web.account import make_token
+from web.account import make_token, read_token
 
 LIST = "dev@lists.example.com"
 BOB = "bob@example.net"
@@ -272,6 +273,30 @@ def test_the_welcome_mail_names_the_page_that_sends_the_link(core: Core, app: Fl
     assert page + b"\n" in welcome.replace(b"\r\n", b"\n")
     assert settings_links(core, "new@example.net") == []  # no long-lived signed link
     assert app.test_client().get(f"/lists/{LIST}/member").status_code == 200
+
+
+# Made by the hand-written signing code of earlier releases, with the key "fixed test key",
+# valid until 1_800_000_000 (2027-01-15): links of this kind are in mailboxes today.
+OLD_MEMBER_TOKEN = (
+    "WyJkZXZAbGlzdHMuZXhhbXBsZS5jb20iLCJib2JAZXhhbXBsZS5uZXQiLDE4MDAwMDAwMDBd"
+    ".iJvTZkrr3maPH8iFFt5cBNAuK8bYhsyr"
+)
+OLD_VERIFY_TOKEN = (
+    "WyI0MiIsImFubkBleGFtcGxlLm9yZyIsMTgwMDAwMDAwMF0.qzIJ5TjcrrU_QGdC0HiKAi8jFWDlQI60"
+)
+
+
+def test_links_mailed_before_the_upgrade_open_until_they_expire() -> None:
+    before = 1_799_999_000
+    assert read_member_token("fixed test key", OLD_MEMBER_TOKEN, now=before) == (LIST, BOB)
+    assert read_token("fixed test key", OLD_VERIFY_TOKEN, now=before) == (42, "ann@example.org")
+
+    assert read_member_token("fixed test key", OLD_MEMBER_TOKEN, now=1_800_000_000) is None
+    assert read_member_token("another key", OLD_MEMBER_TOKEN, now=before) is None
+    assert unsign("fixed test key", "verify-address", OLD_MEMBER_TOKEN, now=before) is None
+    later = base64.urlsafe_b64encode(f'["{LIST}","{BOB}",1900000000]'.encode()).rstrip(b"=")
+    changed = f"{later.decode()}.{OLD_MEMBER_TOKEN.split('.')[1]}"  # its expiry moved on
+    assert read_member_token("fixed test key", changed, now=1_850_000_000) is None
 
 
 def test_signed_tokens_carry_their_fields_for_one_purpose_only() -> None:

@@ -25,7 +25,8 @@ from archiver.archive import ENVELOPE_FROM, ENVELOPE_TO
 from archiver.audit import capped
 from archiver.contentcheck.verdict import CLAMD, SPAMD
 from archiver.models import ContentCheck, Message
-from archiver.parse import _PARSER, _payload_bytes, _walk, html_body
+from archiver.parse import html_body
+from archiver.parse.mime import PARSER, payload_bytes, walk
 from archiver.report import verdict
 from archiver.search.viewer import Viewer
 from archiver.store import BlobMissingError
@@ -114,9 +115,9 @@ def attachment_bytes(raw: bytes, sha256: str) -> bytes | None:
     parser did and matching the hash it recorded finds the same part again, whatever the
     MIME structure looks like.
     """
-    leaves, _ = _walk(_PARSER.parsebytes(raw), set())
+    leaves, _ = walk(PARSER.parsebytes(raw), set())
     for leaf in leaves:
-        data = _payload_bytes(leaf.part)
+        data = payload_bytes(leaf.part)
         if hashlib.sha256(data).hexdigest() == sha256:
             return data
     return None
