@@ -4,19 +4,24 @@ The core never imports them (DESIGN.md: `lists -> archiver`, never back). A plug
 `extensions()` hook (`archiver.plugins`) names factories of `Extension`s, `arsip serve`
 hands them to the service, and the service builds one in each of its processes: the
 intake only asks it which addresses it owns, a worker also gives it the mail for those
-addresses and runs its delivery, and the scheduler runs its periodic jobs.
+addresses (in two steps: network work before the worker's transaction, database work in
+it) and runs its delivery, and the scheduler runs its periodic jobs.
 Factories must be importable module-level callables: the worker is a spawned process.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Protocol
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.orm import Session
 
 from archiver.archive import RawMessage
+
+# What an extension does with a message inside the spool worker's transaction.
+Handling = Callable[[Session], None]
 
 
 class Extension(Protocol):
@@ -30,12 +35,16 @@ class Extension(Protocol):
         """Whether other addresses in `domain` are unknown users here (550 5.1.1)."""
         ...
 
-    def handle(self, session: Session, message: RawMessage, recipients: list[str]) -> None:
+    def prepare(self, message: RawMessage, recipients: list[str]) -> Handling:
         """Take one accepted message for `recipients` (all claimed by this extension).
 
-        Runs inside the spool worker's transaction: whatever it writes commits together
-        with the spool row's removal, so after a crash the message is handled again, and
-        the handler must be idempotent or at least harmless when repeated.
+        Called before the spool worker opens its transaction, for what needs the network
+        (DNS look-ups), each call within its own time limit: a slow resolver must not
+        hold the archive's locks. It writes nothing, and trouble on the network is an
+        answer ("unknown"), not an exception. The returned step runs inside the worker's
+        transaction and does database work only: whatever it writes commits together with
+        the spool row's removal, so after a crash the message is prepared and handled
+        again, and the step must be idempotent or at least harmless when repeated.
         """
         ...
 

@@ -1,27 +1,33 @@
 """The spool worker: archive accepted mail, in batches, resuming whatever a crash left.
 
-A batch is claimed, archived and removed from the spool in one transaction, so after a
-crash the rows are still there and the batch is simply done again (archiving is
-idempotent). A batch that fails is retried one message at a time, so one bad message
-waits with a back-off instead of holding up the rest.
+A batch goes in three steps. It is claimed (on PostgreSQL, where several workers share
+the spool, with advisory locks that no transaction holds). Then what needs the network is
+asked, outside any transaction: the content checks' verdicts, and the extensions' DNS
+look-ups (a list post's DMARC policy). Last, one transaction archives the batch, lets the
+extensions write, and removes the rows from the spool; a slow daemon or resolver holds
+no database lock meanwhile. After a crash the rows are still there and the batch is
+simply done again (archiving is idempotent). A batch that fails is retried one message
+at a time, so one bad message waits with a back-off instead of holding up the rest.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker, undefer
 
 from archiver.archive import Archive, RawMessage
 from archiver.contentcheck.checker import ContentChecker
 from archiver.contentcheck.verdict import Verdict
 from archiver.db import is_postgres
-from archiver.extensions import Extension
+from archiver.extensions import Extension, Handling
 from archiver.models import SpoolEntry
 from archiver.routing import Destination, RecipientPolicy
 from archiver.spool import Spool
@@ -36,6 +42,11 @@ BATCH_BYTES = 64 * 1024 * 1024
 IDLE_POLL = 0.2  # seconds between looks at an empty spool
 SMALL_BATCH_PAUSE = 0.1  # seconds to let a batch fill after a small one
 MAX_BACKOFF = timedelta(hours=1)
+# On PostgreSQL, spool row N is claimed under the advisory lock key CLAIM_KEYS + N: far
+# above the keys `transaction_lock` hashes names to, so the two never meet.
+CLAIM_KEYS = 1 << 62
+# Due rows looked at per place in a batch: room to pass over other workers' claims.
+CLAIM_WINDOW = 4
 
 
 class Waker(Protocol):
@@ -117,23 +128,28 @@ class SpoolWorker:
             )
 
     def _process(self, limit: int, only: int | None) -> int:
-        with self.sessions.begin() as session:
-            entries = self._claim(session, limit, only)
+        with self._claimed(limit, only) as entries:
             if not entries:
                 return 0
             verdicts = self._check(entries)
             archived: list[tuple[SpoolEntry, RawMessage]] = []
-            handed: list[tuple[SpoolEntry, Extension, list[str]]] = []
+            handed: list[tuple[SpoolEntry, list[str], Handling]] = []
             for entry in entries:
-                raw, claimed = self._route(entry, verdicts.get(entry.id))
+                verdict = verdicts.get(entry.id)
+                raw, claimed = self._route(entry, verdict)
                 if raw is not None:
                     archived.append((entry, raw))
-                handed += [(entry, extension, rcpts) for extension, rcpts in claimed.items()]
-            results = self.archive.archive_batch(session, [raw for _, raw in archived])
-            for entry, extension, recipients in handed:
-                message = self._message(entry, recipients, verdict=verdicts.get(entry.id))
-                extension.handle(session, message, recipients)
-            Spool.finish(session, [entry.id for entry in entries])
+                for extension, recipients in claimed.items():
+                    message = self._message(entry, recipients, verdict=verdict)
+                    handed.append((entry, recipients, extension.prepare(message, recipients)))
+            with self.sessions.begin() as session:
+                present = self._still_spooled(session, [entry.id for entry in entries])
+                archived = [(entry, raw) for entry, raw in archived if entry.id in present]
+                handed = [item for item in handed if item[0].id in present]
+                results = self.archive.archive_batch(session, [raw for _, raw in archived])
+                for _, _, handling in handed:
+                    handling(session)
+                Spool.finish(session, present)
         for (entry, _), result in zip(archived, results, strict=True):
             log.info(
                 "queue_id=%s archived as message %d%s%s",
@@ -142,41 +158,81 @@ class SpoolWorker:
                 "" if result.created else " (copy of a known message)",
                 _verdict_note(verdicts.get(entry.id)),
             )
-        for entry, _, recipients in handed:
+        for entry, recipients, _ in handed:
             log.info("queue_id=%s handed on for %s", entry.queue_id, ", ".join(recipients))
-        return len(entries)
+        return len(present)
 
-    @staticmethod
-    def _claim(session: Session, limit: int, only: int | None) -> list[SpoolEntry]:
-        """Lock and load the next due entries, at most `limit` and about `BATCH_BYTES`.
+    @contextlib.contextmanager
+    def _claimed(self, limit: int, only: int | None) -> Iterator[list[SpoolEntry]]:
+        """The next due entries (or entry `only`), at most `limit` and about
+        `BATCH_BYTES`, loaded with their bytes and this worker's until the block ends.
 
-        On PostgreSQL, `SKIP LOCKED` lets several workers take disjoint batches.
+        On PostgreSQL several workers share the spool: an entry is claimed with a
+        session-level advisory lock on a connection of this worker's, which holds it
+        without an open transaction while the network is asked, and drops it if the
+        worker dies. SQLite has one service per database (`ServeLock`) and so one worker,
+        which needs no claims.
         """
-        query = select(SpoolEntry.id, SpoolEntry.size).limit(limit)
-        query = query.order_by(SpoolEntry.priority, SpoolEntry.id)  # list mail first
+        engine: Engine = self.sessions.kw["bind"]
+        if not is_postgres(engine):
+            yield self._due(limit, only, claim=None)
+            return
+        with engine.connect() as connection:
+            claims = connection.execution_options(isolation_level="AUTOCOMMIT")
+
+            def claim(entry_id: int) -> bool:
+                taken = claims.scalar(select(func.pg_try_advisory_lock(CLAIM_KEYS + entry_id)))
+                return bool(taken)
+
+            try:
+                yield self._due(limit, only, claim)
+            finally:
+                with contextlib.suppress(DBAPIError):  # a lost connection lost its locks too
+                    claims.execute(select(func.pg_advisory_unlock_all()))
+
+    def _due(
+        self, limit: int, only: int | None, claim: Callable[[int], bool] | None
+    ) -> list[SpoolEntry]:
+        """Up to `limit` due entries in order (list mail first), about `BATCH_BYTES` at
+        most; with `claim`, those it grants among the first `CLAIM_WINDOW` * `limit`."""
+        window = limit * CLAIM_WINDOW if claim is not None else limit
+        query = select(SpoolEntry.id, SpoolEntry.size).limit(window)
+        query = query.order_by(SpoolEntry.priority, SpoolEntry.id)
         if only is not None:
             query = query.where(SpoolEntry.id == only)
         else:
             query = query.where(SpoolEntry.next_attempt_at <= datetime.now(UTC))
-        if is_postgres(session.get_bind()):
-            query = query.with_for_update(skip_locked=True)
         chosen: list[int] = []
         total = 0
-        for entry_id, size in session.execute(query):
-            if chosen and total + size > BATCH_BYTES:
-                break
-            chosen.append(entry_id)
-            total += size
-        if not chosen:
-            return []
-        return list(
-            session.scalars(
-                select(SpoolEntry)
-                .options(undefer(SpoolEntry.data))
-                .where(SpoolEntry.id.in_(chosen))
-                .order_by(SpoolEntry.priority, SpoolEntry.id)
+        with self.sessions() as session:
+            for entry_id, size in session.execute(query).all():
+                if len(chosen) == limit or (chosen and total + size > BATCH_BYTES):
+                    break
+                if claim is not None and not claim(entry_id):
+                    continue  # another worker's
+                chosen.append(entry_id)
+                total += size
+            if not chosen:
+                return []
+            # Read after claiming: a row another worker finished meanwhile is gone now.
+            return list(
+                session.scalars(
+                    select(SpoolEntry)
+                    .options(undefer(SpoolEntry.data))
+                    .where(SpoolEntry.id.in_(chosen))
+                    .order_by(SpoolEntry.priority, SpoolEntry.id)
+                )
             )
-        )
+
+    @staticmethod
+    def _still_spooled(session: Session, entry_ids: list[int]) -> set[int]:
+        """Which of the claimed entries are still to be done, locked until the end of the
+        transaction. Only a worker whose claims were lost with its connection finds one
+        gone: another worker took it meanwhile, and it is not done twice."""
+        query = select(SpoolEntry.id).where(SpoolEntry.id.in_(entry_ids))
+        if is_postgres(session.get_bind()):
+            query = query.with_for_update()
+        return set(session.scalars(query))
 
     def _check(self, entries: list[SpoolEntry]) -> dict[int, Verdict]:
         """The content checks' verdicts on the batch, by spool entry (none when off).

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import timedelta
+from functools import partial
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import delete, event, select
@@ -14,8 +15,10 @@ from sqlalchemy.orm import Session
 
 from archiver.archive import RawMessage
 from archiver.core import Core
+from archiver.extensions import Handling
 from lists import bouncing, digesting
 from lists.addresses import Kind, ListAddress
+from lists.arrival import Arrival, arrive
 from lists.bounces import (
     Bounce,
     decode_verp,
@@ -39,7 +42,9 @@ from lists.models import (
     utcnow,
 )
 from lists.outbox import enqueue
-from lists.posting import Poster, parse
+from lists.pipeline.dmarc import asks_policy
+from lists.posting import Poster
+from lists.rules.unverified_sender import asks_for_proof
 from lists.tokens import VERP_SIGNATURE_CHARS, verp_signature_matches
 
 log = logging.getLogger(__name__)
@@ -71,15 +76,41 @@ class ListEngine:
         """Whether a list lives in `domain` (other addresses there are unknown users)."""
         return self.directory.has_domain(domain)
 
-    def handle(self, session: Session, message: RawMessage, recipients: list[str]) -> None:
+    def prepare(self, message: RawMessage, recipients: list[str]) -> Handling:
+        """Parse the message once and, when it is a post, ask DNS what posting needs (the
+        From domain's DMARC policy, a DKIM key); outside any transaction, each lookup within
+        its time limit. The returned step does the rest in the worker's transaction."""
+        posts = [
+            where
+            for where in map(self.directory.parse, recipients)
+            if where is not None and where.kind is Kind.POST
+        ]
+        lists: list[MailingList] = []
+        if posts:
+            with self.core.sessions() as session:
+                lists = [m for where in posts if (m := self._list(session, where)) is not None]
+        arrival = arrive(
+            message,
+            self.dmarc,
+            policy=any(asks_policy(mlist) for mlist in lists),
+            proof=any(asks_for_proof(mlist) for mlist in lists),
+        )
+        return partial(self._handle, arrival=arrival, recipients=recipients)
+
+    def _handle(self, session: Session, arrival: Arrival, recipients: list[str]) -> None:
         """Mail to list addresses: posts, commands, confirmations, owners' mail, bounces."""
+        queue_id = arrival.raw.queue_id
+        changed = False  # a post's handlers changed the message: the next address re-parses
         for recipient in recipients:
             where = self.directory.parse(recipient)
             mlist = None if where is None else self._list(session, where)
             if where is None or mlist is None:
-                log.warning("queue_id=%s %s is no list address now", message.queue_id, recipient)
+                log.warning("queue_id=%s %s is no list address now", queue_id, recipient)
                 continue
-            self._dispatch(session, mlist, where, message)
+            if changed:
+                arrival = arrival.again()
+            self._dispatch(session, mlist, where, arrival)
+            changed = where.kind is Kind.POST
         # deliver what this commits at once rather than at the next poll (once per batch)
         if not session.info.get(WAKE_ON_COMMIT):
             session.info[WAKE_ON_COMMIT] = True
@@ -146,22 +177,15 @@ class ListEngine:
         return done.rowcount or 0
 
     def _dispatch(
-        self, session: Session, mlist: MailingList, where: ListAddress, message: RawMessage
+        self, session: Session, mlist: MailingList, where: ListAddress, arrival: Arrival
     ) -> None:
+        message = arrival.raw
         if where.kind is Kind.BOUNCES:
             self._bounce(session, mlist, where, message)
             return
-        parsed = parse(message.data)
+        parsed = arrival.message
         if where.kind is Kind.POST:
-            action = self.poster.receive(
-                session,
-                mlist,
-                message.data,
-                message.envelope_from,
-                message.received_at,
-                message.queue_id,
-                message.verdict,
-            )
+            action = self.poster.receive(session, mlist, arrival)
             if action is Action.ACCEPT and digesting.over_threshold(session, mlist):
                 digesting.send_digest(session, mlist)
         elif not message.envelope_from:

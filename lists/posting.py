@@ -3,12 +3,10 @@ and a moderator's later decision on a held post."""
 
 from __future__ import annotations
 
-import email
 import logging
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
-from email.policy import SMTP
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -16,11 +14,12 @@ from sqlalchemy.orm import Session
 from archiver.archive import Archive
 from archiver.contentcheck.verdict import Verdict
 from lists import notices, pipeline
-from lists.authorship import vouched_for
+from lists.arrival import Arrival, from_domain, parse
 from lists.dmarc import DmarcLookup
 from lists.membership import has_role, is_banned, members_with_role
 from lists.models import Action, HeldMessage, MailingList, Member, Role, utcnow
 from lists.outbox import send_notice
+from lists.pipeline.dmarc import asks_policy
 from lists.rules import Post, decide
 from lists.rules.content_check import ContentCheck
 from lists.rules.unverified_sender import needs_proof
@@ -31,28 +30,21 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Poster:
-    """What posting needs besides the post: the archive, DMARC lookups, the web's URL."""
+    """What posting needs besides the post: the archive, DMARC lookups (for posts a
+    moderator approves), the web's URL."""
 
     archive: Archive
     dmarc: DmarcLookup
     public_url: str
 
-    def receive(
-        self,
-        session: Session,
-        mlist: MailingList,
-        data: bytes,
-        envelope_from: str,
-        received_at: datetime,
-        queue_id: str = "",
-        verdict: Verdict | None = None,
-    ) -> Action:
+    def receive(self, session: Session, mlist: MailingList, arrival: Arrival) -> Action:
         """Run the rules on a post and act on their decision; returns the action.
 
-        `verdict` is what the content checks said of it (None when they are off).
+        `arrival` carries the post parsed once and what DNS said of it (gathered before
+        the transaction); its verdict is what the content checks said (None when off).
         """
-        message = parse(data)
-        sender = poster_address(message, envelope_from)
+        raw, message, sender = arrival.raw, arrival.message, arrival.sender
+        verdict = raw.verdict
         roles = frozenset(
             session.scalars(
                 select(Member.role).where(Member.list_id == mlist.id, Member.address == sender)
@@ -70,32 +62,40 @@ class Poster:
         post = Post(
             mlist=mlist,
             message=message,
-            size=len(data),
+            size=len(raw.data),
             sender=sender,
             roles=roles,
             moderated=moderated,
             banned=is_banned(session, mlist, sender),
             verdict=verdict,
-            vouched=not needs_proof(mlist, roles)
-            or vouched_for(data, sender, envelope_from, self.dmarc),
+            vouched=not needs_proof(mlist, roles) or arrival.vouched,
         )
         decision = decide(post)
         subject = str(message.get("Subject", ""))
         log.info(
             "queue_id=%s post to %s from %s: %s%s",
-            queue_id,
+            raw.queue_id,
             mlist.address,
             sender,
             decision.action,
             f" ({decision.rule}: {decision.reason})" if decision.rule else "",
         )
         if decision.action is Action.ACCEPT:
-            self.deliver(session, mlist, message, sender, received_at, queue_id, verdict)
+            self.deliver(
+                session,
+                mlist,
+                message,
+                sender,
+                raw.received_at,
+                arrival.from_policy,
+                raw.queue_id,
+                verdict,
+            )
         elif decision.action is Action.HOLD:
             hold(
                 session,
                 mlist,
-                data,
+                raw.data,
                 message,
                 sender,
                 decision.reason,
@@ -116,18 +116,20 @@ class Poster:
         message: EmailMessage,
         sender: str,
         received_at: datetime,
+        from_policy: str | None,
         queue_id: str = "",
         verdict: Verdict | None = None,
     ) -> None:
         """Send an accepted post through the pipeline (archive, digest, outbox); the
-        archived copy keeps the content checks' `verdict`."""
+        archived copy keeps the content checks' `verdict`. `from_policy` is the DMARC
+        policy of the From domain, looked up before the transaction."""
         delivery = pipeline.Delivery(
             mlist=mlist,
             message=message,
             sender=sender,
             session=session,
             archive=self.archive,
-            dmarc=self.dmarc,
+            from_policy=from_policy,
             public_url=self.public_url,
             received_at=received_at,
             queue_id=queue_id,
@@ -145,7 +147,12 @@ class Poster:
         session.delete(held)
         if action == "approve":
             verdict = Verdict.from_dict(held.verdict) if held.verdict else None
-            self.deliver(session, mlist, parse(data or b""), held.sender, utcnow(), verdict=verdict)
+            message = parse(data or b"")
+            # The caller's transaction is open: a moderator's decision is one post, and
+            # the From domain's policy is mostly in the lookup's cache since it arrived.
+            domain = from_domain(message) if asks_policy(mlist) else ""
+            policy = self.dmarc.policy(domain) if domain else None
+            self.deliver(session, mlist, message, held.sender, utcnow(), policy, verdict=verdict)
             return f"The post from {held.sender} was approved and sent to the list."
         if action == "reject":
             why = reason or "a moderator rejected it"
@@ -211,21 +218,3 @@ def virus_found(
             mlist.address_for("bounces"),
             mlist.id,
         )
-
-
-def parse(data: bytes) -> EmailMessage:
-    """A message as the rules and handlers work on it (never raises)."""
-    message = email.message_from_bytes(data, policy=SMTP)
-    assert isinstance(message, EmailMessage)
-    return message
-
-
-def poster_address(message: EmailMessage, envelope_from: str) -> str:
-    """Who posted: the From address, else the envelope sender (lower-cased)."""
-    try:
-        addresses = getattr(message["From"], "addresses", ()) if message["From"] else ()
-    except (IndexError, ValueError):
-        addresses = ()
-    if addresses and addresses[0].addr_spec:
-        return addresses[0].addr_spec.lower()
-    return envelope_from.lower()

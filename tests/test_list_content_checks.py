@@ -20,19 +20,28 @@ from flask import Flask
 from sqlalchemy import select
 
 from archiver.accounts import add_user
+from archiver.archive import RawMessage
 from archiver.audit import AuditEntry
 from archiver.contentcheck.daemons import DaemonAddress
 from archiver.contentcheck.verdict import Verdict
 from archiver.core import Core
 from archiver.models import ContentCheck, Message
 from lists import notices
+from lists.arrival import arrive
 from lists.dmarc import DmarcLookup
 from lists.models import Action, HeldMessage, MailingList, Member, OutboxMessage, OutboxRecipient
 from lists.posting import Poster
 from lists.rules import Post, decide
 from lists.rules.content_check import score_problem
 from tests.daemons import EICAR, GTUBE, infected_message
-from tests.support import LIST_DOMAIN, RunningService, SmarthostSink, free_ports, simple_message
+from tests.support import (
+    LIST_DOMAIN,
+    RunningService,
+    SmarthostSink,
+    free_ports,
+    quiet_dns,
+    simple_message,
+)
 from tests.test_accounts import PASSWORD
 from tests.test_list_rules import mailing_list
 from tests.test_web_manage import browser, post_form
@@ -221,11 +230,14 @@ def dev(core: Core) -> int:
 
 
 def receive(core: Core, list_id: int, data: bytes, verdict: Verdict | None) -> Action:
-    poster = Poster(core.archive, DmarcLookup(), "https://lists.test")
+    dns = quiet_dns().lookup()
+    poster = Poster(core.archive, dns, "https://lists.test")
+    raw = RawMessage(data, ANN, [LIST], datetime.now(UTC), "smtp", "Q1", verdict=verdict)
+    arrival = arrive(raw, dns, policy=True, proof=True)
     with core.sessions.begin() as session:
         mlist = session.get(MailingList, list_id)
         assert mlist is not None
-        return poster.receive(session, mlist, data, ANN, datetime.now(UTC), "Q1", verdict)
+        return poster.receive(session, mlist, arrival)
 
 
 def queued(core: Core) -> dict[str, list[tuple[str, bytes]]]:

@@ -29,7 +29,6 @@ def delivery(message: EmailMessage, **settings: object) -> Delivery:
         sender="ann@example.org",
         session=None,  # type: ignore[arg-type]  (these handlers touch no database)
         archive=None,  # type: ignore[arg-type]
-        dmarc=None,  # type: ignore[arg-type]
         public_url="https://lists.test",
         received_at=datetime.now(UTC),
     )

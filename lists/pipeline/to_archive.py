@@ -19,7 +19,7 @@ class ToArchive:
         if delivery.mlist.archive == ArchivePolicy.NONE:
             return
         raw = RawMessage(
-            data=delivery.message.as_bytes(),
+            data=delivery.data,
             envelope_from=delivery.sender,
             envelope_to=[delivery.mlist.address],
             received_at=delivery.received_at,

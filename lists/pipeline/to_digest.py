@@ -22,5 +22,5 @@ class ToDigest:
         )
         if wanted is None:
             return
-        data = delivery.message.as_bytes()
+        data = delivery.data
         delivery.session.add(DigestEntry(list_id=delivery.mlist.id, data=data, size=len(data)))

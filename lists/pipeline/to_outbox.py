@@ -23,7 +23,7 @@ class ToOutbox:
         )
         count = enqueue_selected(
             delivery.session,
-            delivery.message.as_bytes(),
+            delivery.data,
             mlist.address_for("bounces"),
             recipients,
             "post",

@@ -8,9 +8,14 @@ from lists.rules.base import Decision, Post
 
 def needs_proof(mlist: MailingList, roles: frozenset[str]) -> bool:
     """Whether a post whose From has `roles` in `mlist` must show it is the sender's: the
-    roles grant something (posting without a moderator), the list is not open to all,
-    and its owner has not chosen to believe the From header alone."""
-    return bool(roles) and mlist.posting != Posting.OPEN and not mlist.trust_header_from
+    roles grant something (posting without a moderator) and the list asks for proof."""
+    return bool(roles) and asks_for_proof(mlist)
+
+
+def asks_for_proof(mlist: MailingList) -> bool:
+    """Whether posts to `mlist` by its members must show they are theirs: the list is not
+    open to all, and its owner has not chosen to believe the From header alone."""
+    return mlist.posting != Posting.OPEN and not mlist.trust_header_from
 
 
 class UnverifiedSender:
