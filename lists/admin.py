@@ -31,6 +31,7 @@ from lists.models import (
     Action,
     ArchivePolicy,
     Ban,
+    Delivery,
     HeldMessage,
     MailingList,
     Member,
@@ -62,6 +63,7 @@ LABELS = {
 }
 PREFIX_MAX = 64
 ADDRESS_MAX = 320
+NAME_LENGTH = 255  # of a member's display name
 LIST_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,76}$")
 RESERVED_SUFFIXES = ("-request", "-join", "-leave", "-owner", "-bounces", "-confirm")
@@ -398,6 +400,40 @@ def remove_members(
         details = {"addresses": capped(given), "given": len(given), "removed": removed}
         record(session, actor, "list.member.remove", mlist.address, details)
     return removed
+
+
+@dataclass(frozen=True)
+class MemberSettings:
+    """A member's own choice of delivery (and display name, where the form has that
+    field): the same on every page where people change their own membership (the
+    account page, the signed settings page without an account)."""
+
+    delivery: str
+    display_name: str | None
+
+    @classmethod
+    def from_form(cls, form: Mapping[str, str]) -> MemberSettings:
+        """Refuse an unknown delivery mode, and a name too long or with characters a
+        name cannot have."""
+        delivery = form.get("delivery") or ""
+        if delivery not in set(Delivery):
+            raise AdminError("Unknown delivery mode.")
+        name = form.get("display_name")
+        if name is not None:
+            name = " ".join(name.split())  # no line breaks or tabs: names end up in headers
+            if len(name) > NAME_LENGTH or not name.isprintable():
+                raise AdminError("That name is too long or has characters a name cannot have.")
+        return cls(delivery=delivery, display_name=name)
+
+    def apply(self, member: Member) -> None:
+        """Set the choice on `member`. Delivery the member stopped themselves resumes
+        with "each post"; delivery the bounce processor stopped stays stopped until the
+        address works again."""
+        if self.display_name is not None:
+            member.display_name = self.display_name
+        member.delivery = self.delivery
+        if self.delivery == Delivery.REGULAR and member.disabled_reason == "user":
+            member.disabled_reason = None
 
 
 @dataclass(frozen=True)

@@ -34,13 +34,14 @@ from archiver.accounts import (
     verified_owner,
 )
 from archiver.throttle import Throttle
+from lists.admin import AdminError, MemberSettings
 from lists.models import MailingList, Member, Role
 from lists.outbox import send_notice
 from lists.tokens import sign, unsign
 from web.audit_hooks import audit_change
 from web.auth import current_user, login_required
 from web.deps import get_core
-from web.member_settings import DELIVERY_LABELS, BadSettings, apply_settings, delivery_label
+from web.member_settings import DELIVERY_LABELS, delivery_label
 
 bp = Blueprint("account", __name__, url_prefix="/account")
 
@@ -285,8 +286,8 @@ def delivery(member_id: int) -> ResponseReturnValue:
         ):
             abort(404)
         try:
-            apply_settings(member, request.form)
-        except BadSettings as error:
+            MemberSettings.from_form(request.form).apply(member)
+        except AdminError as error:
             abort(400, str(error))
         list_address = db.get(MailingList, member.list_id)
         where = list_address.address if list_address is not None else "the list"

@@ -31,12 +31,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from archiver.throttle import Throttle
-from lists.admin import find_list
+from lists.admin import AdminError, MemberSettings, find_list
 from lists.membership import SETTINGS_LINK_DAYS, BadAddress, one_address
 from lists.models import MailingList, Member, Role
 from lists.tokens import read_member_token
 from web.deps import get_core, get_membership
-from web.member_settings import DELIVERY_LABELS, BadSettings, apply_settings, delivery_label
+from web.member_settings import DELIVERY_LABELS, delivery_label
 
 bp = Blueprint("member_page", __name__, url_prefix="/lists")
 
@@ -222,8 +222,8 @@ def save(list_address: str, token: str) -> ResponseReturnValue:
     with get_core().sessions.begin() as session:
         mlist, member = _member(session, list_address, token)
         try:
-            apply_settings(member, request.form)
-        except BadSettings as error:  # nothing was changed
+            MemberSettings.from_form(request.form).apply(member)
+        except AdminError as error:  # nothing was changed
             return _settings(mlist, member, token, str(error), 400)
         notice = f"Saved: {mlist.address} now sends {member.address}: {delivery_label(member)}."
         target = url_for(".settings_page", list_address=mlist.address, token=token)
