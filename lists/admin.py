@@ -109,9 +109,6 @@ def _score(text: str, label: str) -> float:
         raise AdminError(f"The spam {label} score takes a number above 0, not {text!r}.") from None
 
 
-# -- finding lists and counting members ------------------------------------------------
-
-
 def find_list(session: Session, address: str) -> MailingList | None:
     """The list at `address` (any case), if there is one; no access check."""
     name, _, domain = address.lower().rpartition("@")
@@ -157,9 +154,6 @@ def describe(mlist: MailingList, members: int) -> dict[str, Any]:
     }
 
 
-# -- a list's settings -----------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class ListSettings:
     """The settings form of a list, checked: each field the new value, or None to keep
@@ -194,9 +188,9 @@ class ListSettings:
     def from_form(cls, form: Mapping[str, str], *, every_field: bool = True) -> ListSettings:
         """Check `form`; raises `AdminError` at the first value that cannot be saved.
 
-        Choices must be one of the values in `lists.models`; sizes whole numbers of at
-        least 0 (0: no limit); spam scores numbers above 0, the hold score no higher than
-        the discard score; the subject prefix at most PREFIX_MAX characters.
+        Choices must be one of CHOICES; sizes whole numbers of at least 0 (0: no limit);
+        spam scores numbers above 0, the hold score no higher than the discard score; the
+        subject prefix at most PREFIX_MAX characters.
         """
 
         def sent(key: str) -> str | None:
@@ -218,9 +212,10 @@ class ListSettings:
         for key, label in (("max_message_kb", "largest post"), ("max_recipients", "recipients")):
             value = sent(key)
             if value is not None:
-                if not value.strip().isdigit():
+                digits = value.strip()
+                if not (digits.isascii() and digits.isdigit()):
                     raise AdminError(f"The {label} limit must be a whole number (0: no limit).")
-                found[key] = int(value)
+                found[key] = int(digits)
         found.update(_content_checks(form, every_field))
         prefix = sent("subject_prefix")
         if prefix is not None:
@@ -327,9 +322,6 @@ def create_list(
     membership.add_members(session, mlist, owners, role=Role.OWNER, confirm=False)
     record(session, actor, "list.create", mlist.address, {**describe(mlist, 0), "owners": owners})
     return mlist
-
-
-# -- members ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -469,9 +461,6 @@ def moderate_member(
     return True
 
 
-# -- bans ------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class BanForm:
     """An address, or every address a `^regex` matches, banned from posting and joining;
@@ -588,9 +577,6 @@ def change_header_rule(session: Session, mlist: MailingList, rule: HeaderRule, a
     }
     record(session, actor, "list.header-rule", mlist.address, details)
     return True
-
-
-# -- held posts ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
