@@ -31,6 +31,8 @@ from web.deps import dmarc_lookup, get_core, get_membership
 
 bp = Blueprint("manage", __name__, url_prefix="/lists")
 
+Form = TypeVar("Form")  # a checked form of `lists.admin`
+
 
 def _roles_here(session: Session, mlist: MailingList) -> set[str]:
     """The roles the current user holds in `mlist`; administrators hold every role."""
@@ -139,9 +141,6 @@ def members(list_address: str) -> ResponseReturnValue:
     with get_core().sessions() as session:
         mlist, roles = _find(session, list_address, Role.OWNER)
         return _members_page(session, mlist, roles)
-
-
-Form = TypeVar("Form")
 
 
 def _members_form(
