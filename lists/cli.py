@@ -6,36 +6,20 @@ The composition root (`archiver.cli`) adds this group; the core never imports it
 from __future__ import annotations
 
 import json
-import re
 import sys
 from typing import Any
 
 import click
-from sqlalchemy import delete, func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from archiver.audit import capped, changes, cli_actor, record
+from archiver.audit import cli_actor
 from archiver.clikit import open_core
+from lists import admin
+from lists.admin import AdminError
 from lists.membership import Membership
-from lists.models import (
-    Action,
-    ArchivePolicy,
-    Ban,
-    HeldMessage,
-    MailingList,
-    Member,
-    Posting,
-    Role,
-    Subscription,
-    UncheckedPosts,
-)
-from lists.patterns import PatternError, check_pattern
+from lists.models import HeldMessage, MailingList, Member, Role
 from lists.posting import Poster
-from lists.rules.content_check import score_problem
-
-LIST_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,76}$")
-RESERVED_SUFFIXES = ("-request", "-join", "-leave", "-owner", "-bounces", "-confirm")
 
 
 class BadSetting(click.ClickException):
@@ -44,89 +28,41 @@ class BadSetting(click.ClickException):
     exit_code = 2
 
 
-def _score(option: str, text: str | None, current: float) -> float:
-    """A spam score given on the command line, or `current` when none was."""
-    if text is None:
-        return current
-    try:
-        return float(text)
-    except ValueError:
-        raise BadSetting(f"{option} takes a number, not {text!r}") from None
+class _AdminCommands(click.Group):
+    """The `lists` group: a command's options are read by the same schemas as the web
+    forms (`lists.admin`), and the `AdminError` they raise is the command's one-line
+    refusal with status 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AdminError as error:
+            raise BadSetting(str(error)) from None
 
 
-def _choice(values: type) -> click.Choice:
-    return click.Choice([str(v) for v in values], case_sensitive=False)
+def _choice(field: str) -> click.Choice:
+    """The choices of the settings form's `field`, as an option's type."""
+    return click.Choice(admin.CHOICES[field], case_sensitive=False)
 
 
 def _find(session: Session, address: str) -> MailingList:
-    name, _, domain = address.lower().partition("@")
-    mlist = session.scalar(
-        select(MailingList).where(MailingList.name == name, MailingList.domain == domain)
-    )
+    mlist = admin.find_list(session, address)
     if mlist is None:
         raise click.ClickException(f"no list {address}; `arsip lists list` shows them")
     return mlist
 
 
-def _describe(mlist: MailingList, members: int) -> dict[str, Any]:
-    return {
-        "address": mlist.address,
-        "list_id": mlist.list_id,
-        "display_name": mlist.display_name,
-        "description": mlist.description,
-        "subscription": mlist.subscription,
-        "posting": mlist.posting,
-        "archive": mlist.archive,
-        "nonmember_action": mlist.nonmember_action,
-        "personalize": mlist.personalize,
-        "subject_prefix": mlist.prefix,
-        "reply_to": mlist.reply_to_address or mlist.reply_to,
-        "dmarc": mlist.dmarc,
-        "emergency": mlist.emergency,
-        "max_message_kb": mlist.max_message_kb,
-        "max_recipients": mlist.max_recipients,
-        "spam_hold_score": mlist.spam_hold_score,
-        "spam_discard_score": mlist.spam_discard_score,
-        "unchecked_posts": mlist.unchecked_posts,
-        "trust_header_from": mlist.trust_header_from,
-        "header_rules": mlist.header_matches or [],
-        "members": members,
-    }
-
-
-def _added(result: Any, role: str, wanted: list[str]) -> dict[str, Any]:
-    """What an add-member records: the counts, and the addresses given (capped)."""
-    return {
-        "role": str(role),
-        "addresses": capped(wanted),
-        "added": result.added,
-        "invited": result.invited,
-        "already": result.already,
-        "invalid": len(result.invalid),
-    }
-
-
-def held_details(post: HeldMessage, reason: str) -> dict[str, Any]:
-    """What a moderation decision records: which post, whose, and why; not its contents."""
-    return {
-        "held_id": post.id,
-        "sender": post.sender,
-        "message_id": post.message_id,
-        "reason": reason,
-    }
-
-
-@click.group(name="lists")
+@click.group(name="lists", cls=_AdminCommands)
 def lists() -> None:
     """Mailing lists: create them, manage members, look at held posts."""
 
 
 @lists.command()
 @click.argument("address")
-@click.option("--subscription", type=_choice(Subscription), default="open", show_default=True)
-@click.option("--posting", type=_choice(Posting), default="members", show_default=True)
-@click.option("--archive", type=_choice(ArchivePolicy), default="public", show_default=True)
-@click.option("--nonmember", type=_choice(Action), default="hold", show_default=True)
+@click.option("--subscription", type=_choice("subscription"), default="open", show_default=True)
+@click.option("--posting", type=_choice("posting"), default="members", show_default=True)
+@click.option("--archive", type=_choice("archive"), default="public", show_default=True)
+@click.option("--nonmember", type=_choice("nonmember_action"), default="hold", show_default=True)
 @click.option("--owner", "owners", multiple=True, help="An owner's address (repeatable).")
 @click.option("--description", default="", help="One line about the list.")
 @click.option(
@@ -145,37 +81,25 @@ def create(
     bulk: bool,
 ) -> None:
     """Create the list NAME@DOMAIN."""
-    name, at, domain = address.lower().partition("@")
-    if not at or not LIST_NAME.match(name) or "." not in domain or name.endswith(RESERVED_SUFFIXES):
-        raise click.BadParameter(
-            "give NAME@DOMAIN, NAME of letters, digits, '.', '_' or '-'", param_hint="ADDRESS"
-        )
+    admin.list_address(address)  # refused before the archive is opened (and migrated)
+    settings = admin.ListSettings.from_form(
+        {
+            "subscription": subscription,
+            "posting": posting,
+            "archive": archive,
+            "nonmember_action": nonmember,
+            "description": description,
+            "delivery": "bulk" if bulk else "personalize",
+        },
+        every_field=False,
+    )
     core = open_core(ctx, upgrade=True)
+    membership = Membership(core.settings.public_url)
     with core.sessions.begin() as session:
-        exists = session.scalar(
-            select(MailingList.id).where(MailingList.name == name, MailingList.domain == domain)
-        )
-        if exists is not None:
-            raise click.ClickException(f"the list {address} exists already")
-        mlist = MailingList(
-            name=name,
-            domain=domain,
-            display_name=name,
-            description=description,
-            subscription=subscription,
-            posting=posting,
-            archive=archive,
-            nonmember_action=nonmember,
-            personalize=not bulk,
-        )
-        session.add(mlist)
-        session.flush()
-        Membership(core.settings.public_url).add_members(
-            session, mlist, owners, role=Role.OWNER, confirm=False
-        )
-        details = {**_describe(mlist, 0), "owners": list(owners)}
-        record(session, cli_actor(), "list.create", mlist.address, details)
-    click.echo(f"created {name}@{domain}")
+        created = admin.create_list(session, membership, address, settings, owners, cli_actor())
+    if created is None:
+        raise click.ClickException(f"the list {address} exists already")
+    click.echo(f"created {created.address}")
 
 
 @lists.command(name="add-member")
@@ -184,7 +108,12 @@ def create(
 @click.option(
     "--file", "from_file", type=click.File("r"), help="One address per line ('-': stdin)."
 )
-@click.option("--role", type=_choice(Role), default="member", show_default=True)
+@click.option(
+    "--role",
+    type=click.Choice([str(role) for role in Role], case_sensitive=False),
+    default="member",
+    show_default=True,
+)
 @click.option(
     "--no-confirm",
     is_flag=True,
@@ -203,13 +132,14 @@ def add_member(
     wanted = list(members) + (from_file.read().splitlines() if from_file else [])
     if not wanted:
         raise click.UsageError("give addresses, or --file")
+    form = admin.AddMembers.from_form(
+        {"role": role, "addresses": "\n".join(wanted), "confirm": "" if no_confirm else "1"}
+    )
     core = open_core(ctx, upgrade=True)
+    membership = Membership(core.settings.public_url)
     with core.sessions.begin() as session:
         mlist = _find(session, address)
-        result = Membership(core.settings.public_url).add_members(
-            session, mlist, wanted, role=role, confirm=not no_confirm
-        )
-        record(session, cli_actor(), "list.member.add", mlist.address, _added(result, role, wanted))
+        result = admin.add_members(session, membership, mlist, form, cli_actor())
     click.echo(
         f"{result.added} added, {result.invited} asked to confirm, "
         f"{result.already} already there, {len(result.invalid)} invalid"
@@ -226,12 +156,12 @@ def add_member(
 @click.pass_context
 def remove_member(ctx: click.Context, address: str, members: tuple[str, ...]) -> None:
     """Remove addresses from the list ADDRESS (in every role)."""
+    form = admin.RemoveMembers.from_form({"address": "\n".join(members)})
     core = open_core(ctx, upgrade=True)
+    membership = Membership(core.settings.public_url)
     with core.sessions.begin() as session:
         mlist = _find(session, address)
-        removed = Membership(core.settings.public_url).remove_members(session, mlist, members)
-        details = {"addresses": capped(members), "given": len(members), "removed": removed}
-        record(session, cli_actor(), "list.member.remove", mlist.address, details)
+        removed = admin.remove_members(session, membership, mlist, form, cli_actor())
     click.echo(f"{removed} removed")
 
 
@@ -275,10 +205,7 @@ def show(ctx: click.Context, address: str, as_json: bool) -> None:
     core = open_core(ctx, upgrade=False)
     with core.sessions() as session:
         mlist = _find(session, address)
-        count = session.scalar(
-            select(func.count()).where(Member.list_id == mlist.id, Member.role == Role.MEMBER)
-        )
-        described = _describe(mlist, count or 0)
+        described = admin.describe(mlist, admin.member_counts(session, mlist.id).get(mlist.id, 0))
     if as_json:
         click.echo(json.dumps(described))
     else:
@@ -293,15 +220,9 @@ def list_lists(ctx: click.Context, as_json: bool) -> None:
     """Every list, with its member count."""
     core = open_core(ctx, upgrade=False)
     with core.sessions() as session:
-        counts = dict(
-            session.execute(
-                select(Member.list_id, func.count())
-                .where(Member.role == Role.MEMBER)
-                .group_by(Member.list_id)
-            ).all()
-        )
+        counts = admin.member_counts(session)
         found = [
-            _describe(m, counts.get(m.id, 0))
+            admin.describe(m, counts.get(m.id, 0))
             for m in session.scalars(
                 select(MailingList).order_by(MailingList.domain, MailingList.name)
             )
@@ -344,36 +265,33 @@ def held(ctx: click.Context, address: str, as_json: bool) -> None:
 @lists.command()
 @click.argument("address")
 @click.argument("held_id", type=int)
-@click.argument("action", type=click.Choice(["approve", "reject", "discard"]))
+@click.argument("action", type=click.Choice(admin.MODERATION))
 @click.option("--reason", default="", help="Told to the sender of a rejected post.")
 @click.pass_context
 def moderate(ctx: click.Context, address: str, held_id: int, action: str, reason: str) -> None:
     """Approve, reject or discard the held post HELD_ID of the list ADDRESS."""
     from lists.engine import ListEngine
 
+    decision = admin.Decision.from_form({"action": action, "reason": reason})
     core = open_core(ctx, upgrade=True)
     engine = ListEngine(core)
+    poster = Poster(core.archive, engine.dmarc, core.settings.public_url)
     with core.sessions.begin() as session:
         mlist = _find(session, address)
-        post = session.get(HeldMessage, held_id)
-        if post is None or post.list_id != mlist.id:
-            raise click.ClickException(f"no held post {held_id} for {address}")
-        details = held_details(post, reason)
-        answer = Poster(core.archive, engine.dmarc, core.settings.public_url).moderate(
-            session, post, action, reason
-        )
-        record(session, cli_actor(), f"held.{action}", mlist.address, details)
+        answer = admin.decide(session, poster, mlist, held_id, decision, cli_actor())
+    if answer is None:
+        raise click.ClickException(f"no held post {held_id} for {address}")
     click.echo(answer)
 
 
 @lists.command(name="set")
 @click.argument("address")
-@click.option("--subscription", type=_choice(Subscription))
-@click.option("--posting", type=_choice(Posting))
-@click.option("--archive", type=_choice(ArchivePolicy))
-@click.option("--nonmember", type=_choice(Action))
+@click.option("--subscription", type=_choice("subscription"))
+@click.option("--posting", type=_choice("posting"))
+@click.option("--archive", type=_choice("archive"))
+@click.option("--nonmember", type=_choice("nonmember_action"))
 @click.option("--reply-to", help="none, list, or an address replies should go to.")
-@click.option("--dmarc", type=click.Choice(["auto", "always", "never"]))
+@click.option("--dmarc", type=_choice("dmarc"))
 @click.option("--emergency/--no-emergency", default=None, help="Hold every post.")
 @click.option("--prefix", help="Subject prefix (default [NAME]).")
 @click.option("--footer", help="Footer text (default: where to post and how to leave).")
@@ -385,7 +303,7 @@ def moderate(ctx: click.Context, address: str, held_id: int, action: str, reason
 @click.option("--spam-discard", help="Discard posts with at least this spam score (default 15).")
 @click.option(
     "--unchecked-posts",
-    type=_choice(UncheckedPosts),
+    type=_choice("unchecked_posts"),
     help="What to do with a post a configured spamd or clamd could not check.",
 )
 @click.option(
@@ -397,38 +315,40 @@ def moderate(ctx: click.Context, address: str, held_id: int, action: str, reason
 @click.pass_context
 def set_options(ctx: click.Context, address: str, **options: Any) -> None:
     """Change settings of the list ADDRESS (only those given)."""
+    settings = admin.ListSettings.from_form(_settings_form(options), every_field=False)
     core = open_core(ctx, upgrade=True)
     with core.sessions.begin() as session:
-        mlist = _find(session, address)
-        hold_text, discard_text = options.pop("spam_hold"), options.pop("spam_discard")
-        if hold_text is not None or discard_text is not None:
-            hold = _score("--spam-hold", hold_text, mlist.spam_hold_score)
-            discard = _score("--spam-discard", discard_text, mlist.spam_discard_score)
-            problem = score_problem(hold, discard)
-            if problem:
-                raise BadSetting(problem)
-            mlist.spam_hold_score, mlist.spam_discard_score = hold, discard
-        reply_to = options.pop("reply_to")
-        if reply_to is not None:
-            if reply_to in ("none", "list"):
-                mlist.reply_to, mlist.reply_to_address = reply_to, ""
-            elif "@" in reply_to:
-                mlist.reply_to, mlist.reply_to_address = "explicit", reply_to.lower()
-            else:
-                raise click.BadParameter("none, list or an address", param_hint="--reply-to")
-        bulk = options.pop("bulk")
-        if bulk is not None:
-            mlist.personalize = not bulk
-        renamed = {
-            "nonmember": "nonmember_action",
-            "prefix": "subject_prefix",
-            "max_size": "max_message_kb",
-        }
-        for option, value in options.items():
-            if value is not None:
-                setattr(mlist, renamed.get(option, option), value)
-        record(session, cli_actor(), "list.settings", mlist.address, {"changed": changes(mlist)})
+        admin.change_settings(session, _find(session, address), settings, cli_actor())
     click.echo(f"updated {address}")
+
+
+# `arsip lists set` options in the words of the owners' settings form, where they differ.
+FORM_FIELDS = {
+    "nonmember": "nonmember_action",
+    "prefix": "subject_prefix",
+    "max_size": "max_message_kb",
+    "spam_hold": "spam_hold_score",
+    "spam_discard": "spam_discard_score",
+}
+
+
+def _settings_form(options: dict[str, Any]) -> dict[str, str]:
+    """The options given to `arsip lists set`, as the settings form would send them."""
+    form: dict[str, str] = {}
+    for option, value in options.items():
+        if value is None:
+            continue
+        if option == "reply_to":
+            explicit = value not in ("none", "list")
+            form["reply_to"] = "explicit" if explicit else value
+            form["reply_to_address"] = value if explicit else ""
+        elif option == "bulk":
+            form["delivery"] = "bulk" if value else "personalize"
+        elif isinstance(value, bool):
+            form[option] = "1" if value else ""
+        else:
+            form[FORM_FIELDS.get(option, option)] = str(value)
+    return form
 
 
 @lists.command()
@@ -438,30 +358,19 @@ def set_options(ctx: click.Context, address: str, **options: Any) -> None:
 def ban(ctx: click.Context, address: str, pattern: str) -> None:
     """Ban an address, or a `^regex`, from posting to and joining the list ADDRESS
     (`*` for ADDRESS bans from every list)."""
-    if pattern.startswith("^"):
-        _check(pattern)
+    form = admin.BanForm.from_form({"pattern": pattern})
     core = open_core(ctx, upgrade=True)
     with core.sessions.begin() as session:
-        list_id = None if address == "*" else _find(session, address).id
-        pattern = pattern if pattern.startswith("^") else pattern.lower()
-        session.add(Ban(list_id=list_id, pattern=pattern))
-        record(session, cli_actor(), "list.ban", address.lower(), {"pattern": pattern})
-    click.echo(f"banned {pattern}")
-
-
-def _check(pattern: str) -> None:
-    """Refuse, as a usage error naming the reason, a pattern RE2 cannot run."""
-    try:
-        check_pattern(pattern)
-    except PatternError as exc:
-        raise click.BadParameter(str(exc), param_hint="PATTERN") from None
+        mlist = None if address == "*" else _find(session, address)
+        admin.ban(session, mlist, form, cli_actor())
+    click.echo(f"banned {form.pattern}")
 
 
 @lists.command(name="header-rule")
 @click.argument("address")
 @click.argument("header")
 @click.argument("pattern")
-@click.option("--action", type=_choice(Action), default=str(Action.HOLD), show_default=True)
+@click.option("--action", type=_choice("nonmember_action"), default="hold", show_default=True)
 @click.option("--remove", is_flag=True, help="Remove the rule for HEADER and PATTERN.")
 @click.pass_context
 def header_rule(
@@ -469,25 +378,13 @@ def header_rule(
 ) -> None:
     """Add a header rule to the list ADDRESS: a post whose HEADER matches PATTERN (RE2,
     without case) gets ACTION. Rules run last, after every other posting rule."""
-    if not HEADER_NAME.match(header):
-        raise click.BadParameter("a header name such as X-Spam-Flag", param_hint="HEADER")
-    if not remove:
-        _check(pattern)
+    form = {"header": header, "pattern": pattern, "action": action, "remove": "1" if remove else ""}
+    rule = admin.HeaderRule.from_form(form)
     core = open_core(ctx, upgrade=True)
     with core.sessions.begin() as session:
-        mlist = _find(session, address)
-        rules = [
-            rule
-            for rule in mlist.header_matches or []
-            if (rule.get("header", "").lower(), rule.get("pattern")) != (header.lower(), pattern)
-        ]
-        if remove and len(rules) == len(mlist.header_matches or []):
-            raise click.ClickException(f"{address} has no rule for {header} {pattern}")
-        if not remove:
-            rules.append({"header": header, "pattern": pattern, "action": str(action)})
-        mlist.header_matches = rules
-        details = {"header": header, "pattern": pattern, "action": str(action), "removed": remove}
-        record(session, cli_actor(), "list.header-rule", mlist.address, details)
+        changed = admin.change_header_rule(session, _find(session, address), rule, cli_actor())
+    if not changed:
+        raise click.ClickException(f"{address} has no rule for {header} {pattern}")
     click.echo(f"{'removed' if remove else 'added'} the rule {header} {pattern}")
 
 
@@ -499,13 +396,9 @@ def unban(ctx: click.Context, address: str, pattern: str) -> None:
     """Lift a ban from the list ADDRESS (`*`: a ban from every list)."""
     core = open_core(ctx, upgrade=True)
     with core.sessions.begin() as session:
-        list_id = None if address == "*" else _find(session, address).id
-        condition = Ban.list_id.is_(None) if list_id is None else Ban.list_id == list_id
-        removed = session.execute(
-            delete(Ban).where(condition, Ban.pattern.in_([pattern, pattern.lower()]))
-        ).rowcount
-        if removed:
-            record(session, cli_actor(), "list.unban", address.lower(), {"pattern": pattern})
+        mlist = None if address == "*" else _find(session, address)
+        bans = admin.bans_matching(session, mlist, pattern)
+        removed = admin.unban(session, bans, address.lower(), cli_actor())
     if not removed:
         raise click.ClickException(f"{pattern} was not banned there")
     click.echo(f"unbanned {pattern}")
@@ -518,19 +411,10 @@ def unban(ctx: click.Context, address: str, pattern: str) -> None:
 @click.pass_context
 def moderate_member(ctx: click.Context, address: str, member: str, off: bool) -> None:
     """Hold every post of MEMBER to the list ADDRESS for a moderator (or stop with --off)."""
+    form = admin.MemberModeration.from_form({"address": member, "on": "" if off else "1"})
     core = open_core(ctx, upgrade=True)
     with core.sessions.begin() as session:
-        mlist = _find(session, address)
-        row = session.scalar(
-            select(Member).where(
-                Member.list_id == mlist.id,
-                Member.address == member.lower(),
-                Member.role == Role.MEMBER,
-            )
-        )
-        if row is None:
-            raise click.ClickException(f"{member} is not a member of {address}")
-        row.moderated = not off
-        details = {"address": row.address, "moderated": not off}
-        record(session, cli_actor(), "list.moderate-member", mlist.address, details)
+        done = admin.moderate_member(session, _find(session, address), form, cli_actor())
+    if not done:
+        raise click.ClickException(f"{member} is not a member of {address}")
     click.echo(f"{member} is {'no longer ' if off else ''}moderated")

@@ -27,6 +27,7 @@ from archiver.contentcheck.verdict import Verdict
 from archiver.core import Core
 from archiver.models import ContentCheck, Message
 from lists import notices
+from lists.admin import AdminError, ListSettings
 from lists.arrival import arrive
 from lists.dmarc import DmarcLookup
 from lists.models import Action, HeldMessage, MailingList, Member, OutboxMessage, OutboxRecipient
@@ -47,7 +48,6 @@ from tests.test_list_rules import mailing_list
 from tests.test_web_manage import browser, post_form
 from tests.test_web_manage import settings_form as web_settings_form
 from web import create_app
-from web.manage import SettingsError, settings_changes
 
 LIST = f"dev@{LIST_DOMAIN}"
 OWNER = "owner@example.com"
@@ -191,16 +191,16 @@ def test_the_virus_notice_names_the_post_and_carries_none_of_it() -> None:
 
 
 def test_the_settings_form_checks_the_spam_scores() -> None:
-    changes = settings_changes(
+    changes = ListSettings.from_form(
         web_settings_form(
             spam_hold_score="6.5", spam_discard_score="2000", unchecked_posts="accept"
         )
-    )
+    ).changes()
     assert changes["spam_hold_score"] == 6.5
     assert changes["spam_discard_score"] == 2000.0
     assert changes["unchecked_posts"] == "accept"
     # a form from before these fields keeps the list's values
-    assert "spam_hold_score" not in settings_changes(web_settings_form())
+    assert "spam_hold_score" not in ListSettings.from_form(web_settings_form()).changes()
     for bad in (
         {"spam_hold_score": "20", "spam_discard_score": "15"},
         {"spam_hold_score": "0", "spam_discard_score": "15"},
@@ -208,8 +208,8 @@ def test_the_settings_form_checks_the_spam_scores() -> None:
         {"spam_hold_score": "5"},
         {"unchecked_posts": "maybe"},
     ):
-        with pytest.raises(SettingsError):
-            settings_changes(web_settings_form(**bad))
+        with pytest.raises(AdminError):
+            ListSettings.from_form(web_settings_form(**bad))
 
 
 # -- posting with verdicts, on SQLite and PostgreSQL -------------------------------------

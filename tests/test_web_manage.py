@@ -21,7 +21,7 @@ from lists.models import (
 )
 from lists.posting import hold, parse
 from tests.support import simple_message
-from tests.test_accounts import PASSWORD, csrf_field, log_in
+from tests.test_accounts import PASSWORD, arsip, csrf_field, log_in
 from web import create_app
 
 DOMAIN = "lists.example.com"
@@ -251,6 +251,37 @@ def test_settings_are_saved_and_bad_choices_refused(app: Flask, core: Core) -> N
     with core.sessions() as session:
         mlist = session.scalars(select(MailingList)).one()
         assert (mlist.reply_to, mlist.reply_to_address) == ("explicit", "chair@x.org")
+
+
+def test_the_command_line_refuses_the_settings_the_page_refuses(app: Flask, core: Core) -> None:
+    # Both check a list's settings with one schema now; `arsip lists set` used to save a
+    # prefix of any length and a reply-to address with a space in it.
+    long_prefix = "[" + "x" * 70 + "]"
+    owner = browser(app, OWNER)
+    page = f"/lists/{LIST}/settings"
+    refused = post_form(owner, page, page, **settings_form(subject_prefix=long_prefix))
+    assert refused.status_code == 400 and "at most 64 characters" in refused.text
+    for option, says in (("--prefix", "at most 64 characters"), ("--reply-to", "replies")):
+        value = long_prefix if option == "--prefix" else "chair @x.org"
+        refused = arsip(core, "lists", "set", LIST, option, value)
+        assert refused.returncode == 2, refused.stderr
+        assert says in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    with core.sessions() as session:
+        mlist = session.scalars(select(MailingList)).one()
+        assert (mlist.subject_prefix, mlist.reply_to_address) == ("", "")
+
+
+def test_banning_twice_leaves_one_ban_from_either_side(app: Flask, core: Core) -> None:
+    # `arsip lists ban` used to add a second row for a pattern banned already.
+    for _ in range(2):
+        banned = arsip(core, "lists", "ban", LIST, "Troll@Example.org")
+        assert banned.returncode == 0, banned.stderr
+    page = f"/lists/{LIST}/members"
+    post_form(browser(app, OWNER), page, f"{page}/ban", pattern="troll@example.org")
+    with core.sessions() as session:
+        assert list(session.scalars(select(Ban.pattern))) == ["troll@example.org"]
+    assert arsip(core, "lists", "unban", LIST, "troll@example.org").returncode == 0
+    assert arsip(core, "lists", "unban", LIST, "troll@example.org").returncode == 1
 
 
 def test_the_admin_page_shows_figures_lists_and_accounts_to_admins_only(app: Flask) -> None:

@@ -21,7 +21,6 @@ def create_app(core: Core) -> Flask:
     app.config["SESSION_COOKIE_HTTPONLY"] = True
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     app.config["SESSION_COOKIE_SECURE"] = core.settings.public_url.startswith("https://")
-    app.extensions["arsip_core"] = core
 
     from web import (
         account,
@@ -30,6 +29,7 @@ def create_app(core: Core) -> Flask:
         audit,
         auth,
         csrf,
+        deps,
         list_archives,
         lists,
         manage,
@@ -40,6 +40,7 @@ def create_app(core: Core) -> Flask:
         status,
     )
 
+    deps.init_app(app, core)
     csrf.init_app(app)
     auth.init_app(app)
     app.register_blueprint(auth.bp)

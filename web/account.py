@@ -15,9 +15,8 @@ import time
 from datetime import timedelta
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from typing import TYPE_CHECKING
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -35,15 +34,14 @@ from archiver.accounts import (
     verified_owner,
 )
 from archiver.throttle import Throttle
+from lists.admin import AdminError, MemberSettings
 from lists.models import MailingList, Member, Role
 from lists.outbox import send_notice
 from lists.tokens import sign, unsign
 from web.audit_hooks import audit_change
 from web.auth import current_user, login_required
-from web.member_settings import DELIVERY_LABELS, BadSettings, apply_settings, delivery_label
-
-if TYPE_CHECKING:
-    from archiver.core import Core
+from web.deps import get_core
+from web.member_settings import DELIVERY_LABELS, delivery_label
 
 bp = Blueprint("account", __name__, url_prefix="/account")
 
@@ -74,14 +72,10 @@ def read_token(secret_key: str, token: str, now: float | None = None) -> tuple[i
     return int(fields[0]), fields[1]
 
 
-def _core() -> Core:
-    return current_app.extensions["arsip_core"]
-
-
 def _throttle() -> Throttle:
     # Counted in the database, so one account gets the same few mails an hour however
     # many web processes serve it.
-    return Throttle(_core().sessions, "address-mail", MAILS_PER_HOUR, timedelta(hours=1))
+    return Throttle(get_core().sessions, "address-mail", MAILS_PER_HOUR, timedelta(hours=1))
 
 
 def _user() -> User:
@@ -91,7 +85,7 @@ def _user() -> User:
 
 
 def _confirmation_mail(address: str, link: str) -> EmailMessage:
-    hostname = _core().settings.hostname
+    hostname = get_core().settings.hostname
     mail = EmailMessage()
     mail["From"] = f"noreply@{hostname}"
     mail["To"] = address
@@ -126,7 +120,7 @@ def _my_memberships(db: Session, addresses: tuple[str, ...]) -> list[tuple[Membe
 
 def _page(error: str | None = None, status: int = 200, entered: str = "") -> ResponseReturnValue:
     user = _user()
-    with _core().sessions() as db:
+    with get_core().sessions() as db:
         addresses = list(
             db.scalars(
                 select(UserAddress)
@@ -181,7 +175,7 @@ def add() -> ResponseReturnValue:
     address = entered.lower()
     if len(address) > 320 or not ADDRESS.match(address):
         return _page(f"{entered!r} is not an email address.", 400, entered)
-    core = _core()
+    core = get_core()
     with core.sessions.begin() as db:
         owner = verified_owner(db, address)
         if owner is not None and owner != user.id:
@@ -207,7 +201,7 @@ def add() -> ResponseReturnValue:
 @login_required
 def verify_page(token: str) -> ResponseReturnValue:
     """Say which address the link would verify, with the button that does it."""
-    named = read_token(_core().settings.secret_key, token)
+    named = read_token(get_core().settings.secret_key, token)
     if named is None or named[0] != _user().id:
         return _unknown_link()
     return render_template("account_verify.html", title=f"Confirm that {named[1]} is yours")
@@ -218,12 +212,12 @@ def verify_page(token: str) -> ResponseReturnValue:
 def verify(token: str) -> ResponseReturnValue:
     """Mark the address verified, for the user the link names and nobody else."""
     user = _user()
-    named = read_token(_core().settings.secret_key, token)
+    named = read_token(get_core().settings.secret_key, token)
     if named is None or named[0] != user.id:
         return _unknown_link()
     address = named[1]
     try:
-        with _core().sessions.begin() as db:
+        with get_core().sessions.begin() as db:
             owner = db.get(User, user.id)
             if owner is None:
                 return _unknown_link()
@@ -262,7 +256,7 @@ def remove() -> ResponseReturnValue:
     user = _user()
     address = request.form.get("address", "").strip().lower()
     try:
-        with _core().sessions.begin() as db:
+        with get_core().sessions.begin() as db:
             removed = remove_address(db, user, address)
             if removed:
                 audit_change(db, "user.address.remove", user.email, {"address": address})
@@ -283,7 +277,7 @@ def remove() -> ResponseReturnValue:
 def delivery(member_id: int) -> ResponseReturnValue:
     """Change how one of the user's own memberships delivers posts."""
     user = _user()
-    with _core().sessions.begin() as db:
+    with get_core().sessions.begin() as db:
         member = db.get(Member, member_id)
         if (
             member is None
@@ -292,8 +286,8 @@ def delivery(member_id: int) -> ResponseReturnValue:
         ):
             abort(404)
         try:
-            apply_settings(member, request.form)
-        except BadSettings as error:
+            MemberSettings.from_form(request.form).apply(member)
+        except AdminError as error:
             abort(400, str(error))
         list_address = db.get(MailingList, member.list_id)
         where = list_address.address if list_address is not None else "the list"

@@ -6,26 +6,19 @@ Read-only: changes go through the list pages or `arsip`. Anyone but an administr
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from flask import Blueprint, abort, current_app, render_template
+from flask import Blueprint, abort, render_template
 from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select
 
 from archiver.accounts import Role as UserRole
 from archiver.accounts import User
 from archiver.report import stats
-from lists.models import HeldMessage, MailingList, Member, Role
+from lists.admin import member_counts
+from lists.models import HeldMessage, MailingList
 from web.auth import current_user, login_required
-
-if TYPE_CHECKING:
-    from archiver.core import Core
+from web.deps import get_core
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
-
-
-def _core() -> Core:
-    return current_app.extensions["arsip_core"]
 
 
 @bp.get("/")
@@ -35,15 +28,9 @@ def overview() -> ResponseReturnValue:
     user = current_user()
     if user is None or user.role != UserRole.ADMIN:
         abort(404)
-    with _core().sessions() as session:
+    with get_core().sessions() as session:
         figures = stats(session)
-        members = dict(
-            session.execute(
-                select(Member.list_id, func.count())
-                .where(Member.role == Role.MEMBER)
-                .group_by(Member.list_id)
-            ).all()
-        )
+        members = member_counts(session)
         held = dict(
             session.execute(
                 select(HeldMessage.list_id, func.count()).group_by(HeldMessage.list_id)

@@ -12,7 +12,7 @@ import email
 from email.policy import default
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Response, abort, current_app, g, jsonify, request
+from flask import Blueprint, Response, abort, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
@@ -25,21 +25,18 @@ from archiver.search.query import QuerySyntaxError
 from archiver.search.service import MAX_LIMIT, search
 from archiver.search.viewer import Viewer
 from archiver.texts import message_text
+from lists.admin import find_list
 from lists.membership import has_role
 from lists.models import MailingList, Member
 from web.audit_hooks import audit_read
+from web.deps import get_core, search_backend
 from web.messages import shown_ids
 from web.sanitize import sanitize_html
-from web.search import BACKEND_KEY
 
 if TYPE_CHECKING:
     from archiver.core import Core
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
-
-
-def _core() -> Core:
-    return current_app.extensions["arsip_core"]
 
 
 @bp.before_request
@@ -50,7 +47,7 @@ def _authenticate() -> ResponseReturnValue | None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     user = None
     if scheme.lower() == "bearer" and token.strip():
-        with _core().sessions.begin() as session:
+        with get_core().sessions.begin() as session:
             user = user_for_token(session, token.strip())
             if user is not None:
                 viewer = viewer_for(session, user)
@@ -82,9 +79,9 @@ def search_messages() -> ResponseReturnValue:
         sort = Sort(request.args.get("sort", "relevance"))
     except ValueError:
         return jsonify(error="limit and offset are numbers; sort is relevance or date"), 400
-    backend = current_app.extensions[BACKEND_KEY].get()
+    backend = search_backend()
     try:
-        with _core().sessions() as session:
+        with get_core().sessions() as session:
             page = search(
                 session,
                 backend,
@@ -93,7 +90,7 @@ def search_messages() -> ResponseReturnValue:
                 sort,
                 limit,
                 offset,
-                store=_core().store,
+                store=get_core().store,
                 exact_total=request.args.get("exact") == "1",
             )
     except QuerySyntaxError as exc:
@@ -107,7 +104,7 @@ def search_messages() -> ResponseReturnValue:
 def message(message_id: str) -> ResponseReturnValue:
     """A message's metadata (as `arsip show --json`), its text, and its HTML sanitised."""
     viewer = _viewer()
-    core = _core()
+    core = get_core()
     with core.sessions() as session:
         found = find_message(session, viewer, message_id)
         if found is None:
@@ -124,7 +121,7 @@ def message(message_id: str) -> ResponseReturnValue:
 def thread(thread_id: str) -> ResponseReturnValue:
     """The messages of a thread the token's user may see, oldest first."""
     viewer = _viewer()
-    with _core().sessions() as session:
+    with get_core().sessions() as session:
         found = thread_messages(session, viewer, thread_id)
         if not found:
             abort(404)
@@ -139,7 +136,7 @@ def thread(thread_id: str) -> ResponseReturnValue:
 def lists() -> ResponseReturnValue:
     """The lists whose archives the token's user may read."""
     viewer = _viewer()
-    with _core().sessions() as session:
+    with get_core().sessions() as session:
         found = [
             {
                 "address": m.address,
@@ -160,11 +157,8 @@ def lists() -> ResponseReturnValue:
 def members(list_address: str) -> ResponseReturnValue:
     """A list's members, for its owners and for administrators."""
     _, role, _, addresses = g.api_user
-    name, _, domain = list_address.lower().partition("@")
-    with _core().sessions() as session:
-        mlist = session.scalar(
-            select(MailingList).where(MailingList.name == name, MailingList.domain == domain)
-        )
+    with get_core().sessions() as session:
+        mlist = find_list(session, list_address)
         allowed = mlist is not None and (
             role == Role.ADMIN
             or any(has_role(session, mlist, address, "owner") for address in addresses)

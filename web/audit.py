@@ -15,28 +15,22 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from flask import Blueprint, abort, current_app, render_template, request, url_for
+from flask import Blueprint, abort, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from archiver import audit
 from archiver.accounts import Role
 from web.auth import current_user, login_required
+from web.deps import get_core
 from web.search import private_page_headers
-
-if TYPE_CHECKING:
-    from archiver.core import Core
 
 bp = Blueprint("audit", __name__)
 
 PAGE_SIZE = 100
 PROBLEMS_SHOWN = 50
 FILTERS = ("action", "actor", "since", "until")
-
-
-def _core() -> Core:
-    return current_app.extensions["arsip_core"]
 
 
 bp.after_request(private_page_headers)
@@ -74,7 +68,7 @@ def index() -> ResponseReturnValue:
     since, until = _day("since", errors), _day("until", errors)
     checking = request.args.get("verify") == "1"
     problems: list[audit.ChainProblem] = []
-    with _core().sessions() as session:
+    with get_core().sessions() as session:
         if checking:
             audit.read_snapshot(session)
             problems = audit.verify(session)

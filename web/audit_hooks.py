@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from flask import current_app, request
+from flask import request
 from sqlalchemy.orm import Session
 
 from archiver.audit import ANONYMOUS, record
 from archiver.search.viewer import Viewer
 from web.auth import current_user
+from web.deps import get_core
 
 if TYPE_CHECKING:
     from archiver.core import Core
@@ -52,7 +53,7 @@ def audit_read(
     """
     if not viewer.sees_all:
         return
-    core: Core = current_app.extensions["arsip_core"]
+    core: Core = get_core()
     full = {"via": "web", **(details or {}), "ip": client_ip()}
     with core.sessions.begin() as session:
         record(session, actor or web_actor(), action, target, full)

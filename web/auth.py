@@ -22,7 +22,7 @@ import math
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 from urllib.parse import urlencode, urlsplit
 
 from flask import (
@@ -42,9 +42,7 @@ from archiver.accounts import User, authenticate, end_sessions, session_is_curre
 from archiver.audit import ANONYMOUS, record
 from archiver.search.viewer import Viewer
 from archiver.throttle import Backoff
-
-if TYPE_CHECKING:
-    from archiver.core import Core
+from web.deps import get_core
 
 bp = Blueprint("auth", __name__)
 
@@ -69,7 +67,7 @@ View = TypeVar("View", bound=Callable[..., ResponseReturnValue])
 def init_app(app: Flask) -> None:
     """Give `app` its session lifetime and login throttles, and make `current_user()`
     available to templates."""
-    core: Core = app.extensions["arsip_core"]
+    core = get_core(app)
     # The cookie's own expiry; the login time in the session is what ends it for sure.
     app.config["PERMANENT_SESSION_LIFETIME"] = SESSION_LIFETIME
     app.extensions["arsip_login_throttles"] = (
@@ -77,10 +75,6 @@ def init_app(app: Flask) -> None:
         Backoff(core.sessions, "login", FREE_PER_CLIENT, CLIENT_WINDOW, max_delay=CLIENT_MAX_DELAY),
     )
     app.jinja_env.globals["current_user"] = current_user
-
-
-def _core() -> Core:
-    return current_app.extensions["arsip_core"]
 
 
 def _throttles() -> tuple[Backoff, Backoff]:
@@ -97,7 +91,7 @@ def current_user() -> User | None:
         user_id = session.get(SESSION_KEY)
         user = None
         if isinstance(user_id, int):
-            with _core().sessions() as db:
+            with get_core().sessions() as db:
                 user = db.get(User, user_id)
             since = session.get(SINCE_KEY)
             # No lower bound: web hosts' clocks may differ by a little.
@@ -119,7 +113,7 @@ def current_viewer() -> Viewer:
     """
     if "arsip_viewer" not in g:
         user = current_user()
-        with _core().sessions() as db:
+        with get_core().sessions() as db:
             g.arsip_viewer = viewer_for(db, user)
     return g.arsip_viewer
 
@@ -193,7 +187,7 @@ def login_post() -> ResponseReturnValue:
         return answer
     user_id: int | None = None
     generation = 0
-    with _core().sessions.begin() as db:
+    with get_core().sessions.begin() as db:
         user = authenticate(db, email, password)
         if user is not None:
             user_id, generation = user.id, user.session_generation
@@ -230,7 +224,7 @@ def logout() -> ResponseReturnValue:
     browser is worthless afterwards."""
     user = current_user()
     if user is not None:
-        with _core().sessions.begin() as db:
+        with get_core().sessions.begin() as db:
             account = db.get(User, user.id)
             if account is not None:
                 end_sessions(account)

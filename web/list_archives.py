@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
 from flask import (
     Blueprint,
     Response,
     abort,
-    current_app,
     flash,
     render_template,
     request,
@@ -30,12 +28,11 @@ from sqlalchemy.orm import Session
 from archiver.access import visible_messages
 from archiver.models import Message
 from archiver.texts import message_texts
-from lists.membership import BadAddress, Membership, one_address
-from lists.models import ArchivePolicy, MailingList, Member, Role
+from lists.admin import find_list, member_counts
+from lists.membership import BadAddress, one_address
+from lists.models import ArchivePolicy, MailingList
 from web.auth import current_viewer
-
-if TYPE_CHECKING:
-    from archiver.core import Core
+from web.deps import get_core, get_membership
 
 bp = Blueprint("list_archives", __name__, url_prefix="/lists")
 
@@ -53,10 +50,6 @@ class Month:
     threads: int
 
 
-def _core() -> Core:
-    return current_app.extensions["arsip_core"]
-
-
 def _readable(mlist: MailingList) -> bool:
     viewer = current_viewer()
     if mlist.archive == ArchivePolicy.NONE:
@@ -66,10 +59,7 @@ def _readable(mlist: MailingList) -> bool:
 
 def _find(session: Session, address: str) -> MailingList:
     """The list at `address`, if this request may read it; 404 otherwise."""
-    name, _, domain = address.lower().partition("@")
-    mlist = session.scalar(
-        select(MailingList).where(MailingList.name == name, MailingList.domain == domain)
-    )
+    mlist = find_list(session, address)
     if mlist is None or not _readable(mlist):
         abort(404)
     return mlist
@@ -90,14 +80,8 @@ def _months(session: Session, list_id: str) -> list[Month]:
 @bp.get("/")
 def directory() -> ResponseReturnValue:
     """The lists this visitor may read, with their member counts."""
-    with _core().sessions() as session:
-        members = dict(
-            session.execute(
-                select(Member.list_id, func.count())
-                .where(Member.role == Role.MEMBER)
-                .group_by(Member.list_id)
-            ).all()
-        )
+    with get_core().sessions() as session:
+        members = member_counts(session)
         shown = [
             (mlist, members.get(mlist.id, 0))
             for mlist in session.scalars(
@@ -112,7 +96,7 @@ def directory() -> ResponseReturnValue:
 @bp.get("/<list_address>/")
 def archive(list_address: str) -> ResponseReturnValue:
     """A list's page: what it is, how to join, and its archive by month."""
-    with _core().sessions() as session:
+    with get_core().sessions() as session:
         mlist = _find(session, list_address)
         months = _months(session, mlist.list_id)
         session.expunge_all()
@@ -132,7 +116,7 @@ def month_view(list_address: str, year: int, month: int) -> ResponseReturnValue:
         abort(404)
     start = datetime(year, month, 1, tzinfo=UTC)
     end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
-    with _core().sessions() as session:
+    with get_core().sessions() as session:
         mlist = _find(session, list_address)
         messages = list(
             session.execute(
@@ -166,7 +150,7 @@ def month_view(list_address: str, year: int, month: int) -> ResponseReturnValue:
 @bp.get("/<list_address>/feed.atom")
 def feed(list_address: str) -> ResponseReturnValue:
     """The list's latest posts as an Atom feed."""
-    with _core().sessions() as session:
+    with get_core().sessions() as session:
         mlist = _find(session, list_address)
         posts = list(
             session.execute(
@@ -184,9 +168,9 @@ def feed(list_address: str) -> ResponseReturnValue:
             )
         )
         session.expunge_all()
-    texts = message_texts(_core().store, [post.sha256 for post in posts], attachments=False)
+    texts = message_texts(get_core().store, [post.sha256 for post in posts], attachments=False)
     summaries = {sha256: text.body[:SUMMARY_CHARACTERS] for sha256, text in texts.items()}
-    base = _core().settings.public_url
+    base = get_core().settings.public_url
     return Response(atom(mlist, posts, summaries, base), mimetype="application/atom+xml")
 
 
@@ -205,7 +189,7 @@ def unsubscribe_request(list_address: str) -> ResponseReturnValue:
 def _request(list_address: str, action: str) -> ResponseReturnValue:
     """A request for exactly one address; anything else is a 400 saying why, and nothing
     is mailed."""
-    core = _core()
+    core = get_core()
     with core.sessions.begin() as session:
         mlist = _find(session, list_address)
         try:
@@ -213,7 +197,7 @@ def _request(list_address: str, action: str) -> ResponseReturnValue:
         except BadAddress as error:
             text = f"Nothing was sent: {error}."
             return render_template("message.html", title="Not one email address", text=text), 400
-        text = Membership(core.settings.public_url).request(session, mlist, address, action)
+        text = get_membership().request(session, mlist, address, action)
         target = url_for(".archive", list_address=mlist.address)
     flash(text)
     return "", 303, {"Location": target}

@@ -8,20 +8,14 @@ providers send it without cookies, and the link's signature is the authorisation
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from flask import Blueprint, current_app, render_template, request
+from flask import Blueprint, render_template, request
 from flask.typing import ResponseReturnValue
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from lists.membership import Membership
+from lists.admin import find_list
 from lists.models import MailingList
 from lists.tokens import signature_matches
 from web.csrf import csrf_exempt
-
-if TYPE_CHECKING:
-    from archiver.core import Core
+from web.deps import get_core, get_membership
 
 bp = Blueprint("lists", __name__, url_prefix="/lists")
 
@@ -38,14 +32,6 @@ def _title(address: str, action: str, list_address: str) -> str:
     if action in VERBS:
         return f"Confirm that {address} {VERBS[action]} {list_address}"
     return f"Confirm that {address} changes its delivery from {list_address} ({action})"
-
-
-def _core() -> Core:
-    return current_app.extensions["arsip_core"]
-
-
-def _membership() -> Membership:
-    return Membership(_core().settings.public_url)
 
 
 def _message(title: str, text: str, status: int = 200) -> ResponseReturnValue:
@@ -83,8 +69,8 @@ def _no_such_list() -> ResponseReturnValue:
 @bp.get("/confirm/<token>")
 def confirm_page(token: str) -> ResponseReturnValue:
     """Say what the confirmation would do, with the button that does it."""
-    with _core().sessions() as session:
-        pending = _membership().pending_for(session, token)
+    with get_core().sessions() as session:
+        pending = get_membership().pending_for(session, token)
         if pending is None or not _confirmable(pending.action):
             return _unknown_confirmation()
         mlist = session.get(MailingList, pending.list_id)
@@ -97,8 +83,8 @@ def confirm_page(token: str) -> ResponseReturnValue:
 @bp.post("/confirm/<token>")
 def confirm(token: str) -> ResponseReturnValue:
     """Act on the confirmation (once: the token is gone afterwards)."""
-    membership = _membership()
-    with _core().sessions.begin() as session:
+    membership = get_membership()
+    with get_core().sessions.begin() as session:
         pending = membership.pending_for(session, token)
         if pending is None or not _confirmable(pending.action):
             return _unknown_confirmation()
@@ -112,7 +98,7 @@ def unsubscribe_page(list_address: str) -> ResponseReturnValue:
     address = _signed_address(list_address)
     if address is None:
         return _bad_unsubscribe_link(400)
-    with _core().sessions() as session:
+    with get_core().sessions() as session:
         mlist = find_list(session, list_address)
     if mlist is None:
         return _no_such_list()
@@ -135,11 +121,11 @@ def unsubscribe(list_address: str) -> ResponseReturnValue:
     address = _signed_address(list_address)
     if address is None:
         return _bad_unsubscribe_link(403)
-    with _core().sessions.begin() as session:
+    with get_core().sessions.begin() as session:
         mlist = find_list(session, list_address)
         if mlist is None:
             return _no_such_list()
-        _membership().unsubscribe_now(session, mlist, address)
+        get_membership().unsubscribe_now(session, mlist, address)
     return _message("Unsubscribed", f"{address} will get no more mail from {mlist.address}.")
 
 
@@ -151,15 +137,7 @@ def _signed_address(list_address: str) -> str | None:
     # would refuse a str beyond ASCII).
     if not address or not signature or not signature.isascii():
         return None
-    secret_key = _core().settings.secret_key
+    secret_key = get_core().settings.secret_key
     if not signature_matches(secret_key, list_address, address, signature):
         return None
     return address
-
-
-def find_list(session: Session, list_address: str) -> MailingList | None:
-    """The list at `list_address` (any case), if there is one; no access check."""
-    name, _, domain = list_address.lower().rpartition("@")
-    return session.scalar(
-        select(MailingList).where(MailingList.name == name, MailingList.domain == domain)
-    )

@@ -16,12 +16,10 @@ list engine's membership code so the goodbye notice is the same as on every othe
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from flask import (
     Blueprint,
     Response,
-    current_app,
     flash,
     redirect,
     render_template,
@@ -33,14 +31,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from archiver.throttle import Throttle
-from lists.membership import SETTINGS_LINK_DAYS, BadAddress, Membership, one_address
+from lists.admin import AdminError, MemberSettings, find_list
+from lists.membership import SETTINGS_LINK_DAYS, BadAddress, one_address
 from lists.models import MailingList, Member, Role
 from lists.tokens import read_member_token
-from web.lists import find_list
-from web.member_settings import DELIVERY_LABELS, BadSettings, apply_settings, delivery_label
-
-if TYPE_CHECKING:
-    from archiver.core import Core
+from web.deps import get_core, get_membership
+from web.member_settings import DELIVERY_LABELS, delivery_label
 
 bp = Blueprint("member_page", __name__, url_prefix="/lists")
 
@@ -59,17 +55,9 @@ class LinkRefused(Exception):
         self.status = status
 
 
-def _core() -> Core:
-    return current_app.extensions["arsip_core"]
-
-
-def _membership() -> Membership:
-    return Membership(_core().settings.public_url)
-
-
 def _throttles() -> tuple[Throttle, Throttle]:
     """Counts in the database, so every web process shares them."""
-    sessions = _core().sessions
+    sessions = get_core().sessions
     return (
         Throttle(sessions, "member-link-address", LINKS_PER_ADDRESS, THROTTLE_WINDOW),
         Throttle(sessions, "member-link-client", REQUESTS_PER_CLIENT, THROTTLE_WINDOW),
@@ -140,11 +128,13 @@ def request_link(list_address: str) -> ResponseReturnValue:
         )
     # Counted whether or not the address is a member, so the limit tells nothing either.
     if per_address.allow(address):
-        core = _core()
+        core = get_core()
         with core.sessions.begin() as session:
             mlist = find_list(session, list_address)
             if mlist is not None:
-                _membership().mail_settings_link(session, mlist, address, core.settings.secret_key)
+                get_membership().mail_settings_link(
+                    session, mlist, address, core.settings.secret_key
+                )
     return _message(
         "Check your mail",
         f"If {address} is a member of {list_address.lower()}, a link to its settings is on "
@@ -163,12 +153,12 @@ def _bad_link(list_address: str) -> LinkRefused:
 
 
 def _membership_page(list_address: str) -> str:
-    return f"{_core().settings.public_url}/lists/{list_address.lower()}/member"
+    return f"{get_core().settings.public_url}/lists/{list_address.lower()}/member"
 
 
 def _member(session: Session, list_address: str, token: str) -> tuple[MailingList, Member]:
     """The list and the membership a settings link names; `LinkRefused` if there is none."""
-    named = read_member_token(_core().settings.secret_key, token)
+    named = read_member_token(get_core().settings.secret_key, token)
     if named is None or named[0] != list_address.lower():
         raise _bad_link(list_address)
     mlist = find_list(session, named[0])
@@ -220,7 +210,7 @@ def _settings(
 @bp.get("/<list_address>/member/<token>")
 def settings_page(list_address: str, token: str) -> ResponseReturnValue:
     """Show the member's settings with the buttons that change them (GET changes nothing)."""
-    with _core().sessions() as session:
+    with get_core().sessions() as session:
         mlist, member = _member(session, list_address, token)
         session.expunge_all()
     return _settings(mlist, member, token)
@@ -229,11 +219,11 @@ def settings_page(list_address: str, token: str) -> ResponseReturnValue:
 @bp.post("/<list_address>/member/<token>")
 def save(list_address: str, token: str) -> ResponseReturnValue:
     """Save the delivery and name the member chose."""
-    with _core().sessions.begin() as session:
+    with get_core().sessions.begin() as session:
         mlist, member = _member(session, list_address, token)
         try:
-            apply_settings(member, request.form)
-        except BadSettings as error:  # nothing was changed
+            MemberSettings.from_form(request.form).apply(member)
+        except AdminError as error:  # nothing was changed
             return _settings(mlist, member, token, str(error), 400)
         notice = f"Saved: {mlist.address} now sends {member.address}: {delivery_label(member)}."
         target = url_for(".settings_page", list_address=mlist.address, token=token)
@@ -244,10 +234,10 @@ def save(list_address: str, token: str) -> ResponseReturnValue:
 @bp.post("/<list_address>/member/<token>/leave")
 def leave(list_address: str, token: str) -> ResponseReturnValue:
     """Unsubscribe the member at once: the link, mailed to the address, is its consent."""
-    with _core().sessions.begin() as session:
+    with get_core().sessions.begin() as session:
         mlist, member = _member(session, list_address, token)
         address = member.address
-        _membership().unsubscribe_now(session, mlist, address)
+        get_membership().unsubscribe_now(session, mlist, address)
     return _message(
         "Unsubscribed",
         f"{address} has left {mlist.address} and will get no more mail from it. To join "

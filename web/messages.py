@@ -12,10 +12,9 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from flask import Blueprint, Response, abort, current_app, render_template, request
+from flask import Blueprint, Response, abort, render_template, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -34,10 +33,8 @@ from archiver.texts import message_texts, text_of_raw
 from lists.models import MailingList
 from web.audit_hooks import audit_read
 from web.auth import current_viewer
+from web.deps import get_core
 from web.sanitize import html_document, sanitize_html
-
-if TYPE_CHECKING:
-    from archiver.core import Core
 
 bp = Blueprint("messages", __name__)
 
@@ -67,10 +64,6 @@ _UNSAFE_FILENAME = re.compile(r'[\x00-\x1f\x7f"\\/;]')
 # Quoted lines ("> ..." and "> > ..."), as mail clients write them.
 _QUOTED = re.compile(r"^\s*>")
 _MAX_INDENT = 12
-
-
-def _core() -> Core:
-    return current_app.extensions["arsip_core"]
 
 
 def message_url(message_id: str, *rest: str) -> str:
@@ -103,7 +96,7 @@ def _visible_or_404(db: Session, viewer: Viewer, message_id: str) -> Message:
 
 def _raw(message: Message) -> bytes:
     try:
-        return _core().store.get(message.sha256)
+        return get_core().store.get(message.sha256)
     except BlobMissingError:
         abort(404, description="The raw source of this message is no longer stored.")
 
@@ -170,7 +163,7 @@ def _list_address(db: Session, list_id: str | None) -> str | None:
 def show(message_id: str) -> ResponseReturnValue:
     """One message: its headers, its text, its HTML in a sandbox, and its attachments."""
     viewer = current_viewer()
-    with _core().sessions() as db:
+    with get_core().sessions() as db:
         message = _visible_or_404(db, viewer, message_id)
         raw = _raw(message)
         audit_read(viewer, "message.view", message.message_id, {"sha256": message.sha256})
@@ -205,7 +198,7 @@ def show(message_id: str) -> ResponseReturnValue:
 def html(message_id: str) -> ResponseReturnValue:
     """The cleaned HTML body, for the sandboxed iframe of the message page."""
     viewer = current_viewer()
-    with _core().sessions() as db:
+    with get_core().sessions() as db:
         message = _visible_or_404(db, viewer, message_id)
         source = html_body(_raw(message))
     if source is None:
@@ -221,7 +214,7 @@ def html(message_id: str) -> ResponseReturnValue:
 def raw(message_id: str) -> ResponseReturnValue:
     """The message as it arrived, shown as plain text."""
     viewer = current_viewer()
-    with _core().sessions() as db:
+    with get_core().sessions() as db:
         message = _visible_or_404(db, viewer, message_id)
         data = _raw(message)
     audit_read(viewer, "message.raw", message.message_id, {"sha256": message.sha256})
@@ -234,7 +227,7 @@ def raw(message_id: str) -> ResponseReturnValue:
 def eml(message_id: str) -> ResponseReturnValue:
     """The message as it arrived, as a file a mail client opens."""
     viewer = current_viewer()
-    with _core().sessions() as db:
+    with get_core().sessions() as db:
         message = _visible_or_404(db, viewer, message_id)
         data = _raw(message)
     audit_read(viewer, "message.download", message.message_id, {"sha256": message.sha256})
@@ -248,7 +241,7 @@ def eml(message_id: str) -> ResponseReturnValue:
 def attachment(message_id: str, position: int) -> ResponseReturnValue:
     """One attachment, always as a download: a mail's HTML or SVG never runs on this site."""
     viewer = current_viewer()
-    with _core().sessions() as db:
+    with get_core().sessions() as db:
         message = _visible_or_404(db, viewer, message_id)
         found = next((a for a in message.attachments if a.position == position), None)
         if found is None:
@@ -332,12 +325,12 @@ def shown_ids(messages: list[Message]) -> dict[str, object]:
 def thread(thread_id: str) -> ResponseReturnValue:
     """A whole conversation as a tree of replies, quoted text folded away."""
     viewer = current_viewer()
-    with _core().sessions() as db:
+    with get_core().sessions() as db:
         messages = thread_messages(db, viewer, thread_id)
         if not messages:
             abort(404, description=NO_THREAD)
         audit_read(viewer, "thread.view", thread_id, shown_ids(messages))
-        texts = message_texts(_core().store, [m.sha256 for m in messages], attachments=False)
+        texts = message_texts(get_core().store, [m.sha256 for m in messages], attachments=False)
         entries = [
             {
                 "depth": depth,

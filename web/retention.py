@@ -51,14 +51,13 @@ from archiver.retention.rules import (
     sweep_state,
 )
 from archiver.retention.sweep import Sweeper, SweepReport, explain
-from archiver.search.backend import SearchBackend
 from web.auth import current_user, login_required
-from web.search import BACKEND_KEY, private_page_headers
+from web.deps import get_core, search_backend
+from web.search import private_page_headers
 
 if TYPE_CHECKING:
     from flask.sansio.blueprints import BlueprintSetupState
 
-    from archiver.core import Core
 
 bp = Blueprint("retention", __name__, url_prefix="/admin")
 
@@ -79,16 +78,6 @@ def _preview_lock(state: BlueprintSetupState) -> None:
 
 
 bp.after_request(private_page_headers)
-
-
-def _core() -> Core:
-    return current_app.extensions["arsip_core"]
-
-
-def _backend() -> SearchBackend:
-    """The app's one search backend, shared with the search page (opening an index per
-    request would reread its term tables every time)."""
-    return current_app.extensions[BACKEND_KEY].get()
 
 
 def _staff() -> User:
@@ -144,7 +133,7 @@ def _retention_page(
 def index() -> ResponseReturnValue:
     """The policies and the sweep's state; the preview and explanations only when asked."""
     user = _staff()
-    with _core().sessions() as session:
+    with get_core().sessions() as session:
         return _retention_page(session, user)
 
 
@@ -155,11 +144,11 @@ def add() -> ResponseReturnValue:
     user = _administrator()
     form = _form(POLICY_FIELDS)
     try:
-        with _core().sessions.begin() as session:
+        with get_core().sessions.begin() as session:
             policy = add_policy(session, user.email, form["name"], form["keep"], form["scope"])
             notice = f"Policy {policy.name}: keep {policy.scope or 'everything'} for {policy.keep}."
     except (RuleError, PeriodError) as exc:
-        with _core().sessions() as session:
+        with get_core().sessions() as session:
             return _retention_page(session, user, 400, error=str(exc), policy_form=form)
     return _back(".index", notice)
 
@@ -171,7 +160,7 @@ def remove() -> ResponseReturnValue:
     user = _administrator()
     name = request.form.get("name", "")
     try:
-        with _core().sessions.begin() as session:
+        with get_core().sessions.begin() as session:
             remove_policy(session, user.email, name)
     except RuleError as exc:
         # Another administrator may have removed it first; say so rather than fail.
@@ -185,7 +174,7 @@ def pause() -> ResponseReturnValue:
     """Pause (paused=1) or resume (paused=0) sweeps; one under way stops after its batch."""
     user = _administrator()
     paused = request.form.get("paused") == "1"
-    with _core().sessions.begin() as session:
+    with get_core().sessions.begin() as session:
         set_paused(session, user.email, paused)
     notice = "Sweeps are paused." if paused else "Sweeps run again."
     return _back(".index", notice)
@@ -198,15 +187,16 @@ def preview() -> ResponseReturnValue:
     user = _staff()
     lock: threading.Lock = current_app.extensions[PREVIEW_LOCK]
     if not lock.acquire(blocking=False):
-        with _core().sessions() as session:
+        with get_core().sessions() as session:
             busy = "A preview is running already; try again when it has finished."
             return _retention_page(session, user, 409, preview_error=busy)
     try:
-        core = _core()
-        report = Sweeper(core.sessions, core.store, _backend(), actor=user.email).run(dry_run=True)
+        core = get_core()
+        sweeper = Sweeper(core.sessions, core.store, search_backend(), actor=user.email)
+        report = sweeper.run(dry_run=True)
     finally:
         lock.release()
-    with _core().sessions() as session:
+    with get_core().sessions() as session:
         return _retention_page(session, user, report=report, rows=_preview_rows(session, report))
 
 
@@ -221,10 +211,10 @@ def why() -> ResponseReturnValue:
     """Which policies and holds apply to a Message-ID, and when each copy may go."""
     user = _staff()
     message_id = request.args.get("message_id", "").strip()
-    with _core().sessions() as session:
+    with get_core().sessions() as session:
         if not message_id:
             return _retention_page(session, user, 400, explain_error="Give a Message-ID.")
-        found = explain(session, _backend(), message_id)
+        found = explain(session, search_backend(), message_id)
         if not found:
             missing = f"No archived message has the Message-ID {message_id}."
             return _retention_page(session, user, 404, explain_error=missing, message_id=message_id)
@@ -234,7 +224,7 @@ def why() -> ResponseReturnValue:
 def _holds_page(status: int = 200, **context: Any) -> ResponseReturnValue:
     """The holds page; `context` adds an error and the form as typed, or a confirmation."""
     context.setdefault("hold_form", dict.fromkeys(HOLD_FIELDS, ""))
-    with _core().sessions() as session:
+    with get_core().sessions() as session:
         every = holds(session, include_released=True)
         page = render_template(
             "holds.html",
@@ -278,7 +268,7 @@ def place() -> ResponseReturnValue:
     form = _form(HOLD_FIELDS)
     try:
         since, until = day(form["since"], "start"), day(form["until"], "end")
-        with _core().sessions.begin() as session:
+        with get_core().sessions.begin() as session:
             placed = add_hold(
                 session,
                 user.email,
@@ -301,7 +291,7 @@ def confirm_release() -> ResponseReturnValue:
     """Ask before releasing: what the hold alone kept may go at the next sweep."""
     _staff()
     name = request.args.get("name", "")
-    with _core().sessions() as session:
+    with get_core().sessions() as session:
         hold = next((h for h in holds(session) if h.name == name), None)
     if hold is None:
         return _back(".hold_list", f"No active hold is named {name}.")
@@ -315,7 +305,7 @@ def release() -> ResponseReturnValue:
     user = _staff()
     name = request.form.get("name", "")
     try:
-        with _core().sessions.begin() as session:
+        with get_core().sessions.begin() as session:
             release_hold(session, user.email, name)
     except RuleError as exc:
         # Someone else may have released it first; say so rather than fail.

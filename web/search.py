@@ -8,14 +8,13 @@ pagination are plain links that carry the query along.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from flask import Blueprint, Response, current_app, render_template, request, url_for
+from flask import Blueprint, Response, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from markupsafe import Markup
 from sqlalchemy import select
@@ -30,9 +29,11 @@ from archiver.search.viewer import Viewer
 from web.audit_hooks import audit_read
 from web.auth import current_viewer, login_required
 
-if TYPE_CHECKING:
-    from flask.sansio.blueprints import BlueprintSetupState
+# BACKEND_KEY stays importable here for the tests that close the app's shared backend.
+from web.deps import BACKEND_KEY as BACKEND_KEY
+from web.deps import get_core, search_backend
 
+if TYPE_CHECKING:
     from archiver.core import Core
 
 bp = Blueprint("search", __name__)
@@ -43,7 +44,6 @@ MAX_PAGE = 10_000
 # The search service's largest page: an export walks the result set in steps this big.
 EXPORT_PAGE = 1000
 FACETS_SHOWN = 10
-BACKEND_KEY = "arsip_search_backend"
 
 # Facet name -> (heading, query field that narrows to one of its values).
 FACETS = {
@@ -53,52 +53,11 @@ FACETS = {
 }
 
 
-class SharedBackend:
-    """One search backend per app, opened on first use.
-
-    Opening a whoosh index reads its term tables, far too slow to repeat per request; the
-    backend refreshes its searcher as the indexer commits, and guards it with its own lock,
-    so every request thread can share it.
-    """
-
-    def __init__(self, core: Core) -> None:
-        self._core = core
-        self._lock = threading.Lock()
-        self._backend: SearchBackend | None = None
-
-    def get(self) -> SearchBackend:
-        """The backend, opened now if this is the first search since the app started."""
-        with self._lock:
-            if self._backend is None:
-                self._backend = self._core.search_backend()
-            return self._backend
-
-    def close(self) -> None:
-        """Release the index (for tests and shutdown; a later search opens it again)."""
-        with self._lock:
-            if self._backend is not None:
-                self._backend.close()
-                self._backend = None
-
-
-@bp.record_once
-def _share_backend(state: BlueprintSetupState) -> None:
-    state.app.extensions[BACKEND_KEY] = SharedBackend(state.app.extensions["arsip_core"])
-
-
 def private_page_headers(response: Response) -> Response:
     """No cache anywhere may keep a copy: for the pages of the audit log and of retention,
     which name who read what and which legal matters."""
     response.headers["Cache-Control"] = "private, no-store"
     return response
-
-
-def _core() -> Core:
-    return current_app.extensions["arsip_core"]
-
-
-def _backend() -> SearchBackend:
-    return current_app.extensions[BACKEND_KEY].get()
 
 
 @dataclass(frozen=True)
@@ -212,16 +171,16 @@ def index() -> ResponseReturnValue:
     if not q:
         return render_template("search.html", **context)
     try:
-        with _core().sessions() as session:
+        with get_core().sessions() as session:
             page = search(
                 session,
-                _backend(),
+                search_backend(),
                 q,
                 current_viewer(),
                 sort,
                 limit=PAGE_SIZE,
                 offset=(number - 1) * PAGE_SIZE,
-                store=_core().store,
+                store=get_core().store,
                 exact_total=exact,
             )
     except QuerySyntaxError as error:
@@ -259,7 +218,7 @@ def export() -> ResponseReturnValue:
         return render_template("search.html", **context), 400
     audit_read(current_viewer(), "export", q, {"sort": sort.value, "format": "mbox"})
     # The generator outlives the request, so it gets its parts now, not from the context.
-    messages = _export_entries(_core(), _backend(), query, current_viewer(), sort)
+    messages = _export_entries(get_core(), search_backend(), query, current_viewer(), sort)
     return Response(
         messages,
         content_type="application/mbox",

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, render_template
+from flask import Blueprint, jsonify, render_template
 from flask.typing import ResponseReturnValue
 
 from archiver.report import stats
+from web.deps import get_core
 
 bp = Blueprint("status", __name__)
 
 
 def _figures() -> dict[str, int | float | str | None]:
-    core = current_app.extensions["arsip_core"]
+    core = get_core()
     with core.sessions() as session:
         return stats(session)
 
