@@ -434,6 +434,10 @@ class Service:
                     "intake" in self.roles,
                 ),
             )
+        # The web children hold the web and local sockets now; the intake's stay here.
+        for listener in self._web + ([self._local] if self._local is not None else []):
+            listener.close()
+        self._web, self._local = [], None
 
     def _preload(self) -> None:
         """Import what the children run, so that they share it (see `START_METHOD`)."""
@@ -489,10 +493,6 @@ class Service:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stopping.set)
-        # The children hold the web and local sockets now; the intake's are this process's.
-        for listener in self._web + ([self._local] if self._local is not None else []):
-            listener.close()
-        self._web, self._local = [], None
         servers = await self._start_intake() if self._intake else []
         log.info("arsip is up (%s)", process_label(",".join(r for r in ROLES if r in self.roles)))
         watcher = asyncio.create_task(self._watch_children(stopping))
