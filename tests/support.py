@@ -61,16 +61,50 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+# Ports handed to servers the tests start come from below the kernel's ephemeral range
+# (32768 and up, see /proc/sys/net/ipv4/ip_local_port_range), so no client connection's
+# own port can take one between the test choosing it and the server binding it, and each
+# xdist worker draws from its own slice, so two workers never hand out the same port.
+PORT_BASE = 20000
+PORT_SLICE = 1500
+PORT_SLICES = 8
+_next_port = 0
+
+
+def _port_slice() -> int:
+    """The first port of this test process's slice, from its xdist worker name (gw0, gw1…)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    index = int(worker) if worker.isdigit() else 0
+    return PORT_BASE + (index % PORT_SLICES) * PORT_SLICE
+
+
+def _bindable(port: int) -> bool:
+    """Whether nothing holds `port` on 127.0.0.1 now (not even in TIME_WAIT)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_ports(count: int) -> list[int]:
-    """Distinct TCP ports on 127.0.0.1 that nobody listens on right now."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+    """Distinct TCP ports on 127.0.0.1 that nobody listens on and no other test will get.
+
+    Ports are taken in turn round this process's slice, so a port comes back only after
+    the rest of the slice has been handed out.
+    """
+    global _next_port
+    base = _port_slice()
+    ports: list[int] = []
+    for _ in range(PORT_SLICE):
+        port = base + _next_port
+        _next_port = (_next_port + 1) % PORT_SLICE
+        if _bindable(port):
+            ports.append(port)
+            if len(ports) == count:
+                return ports
+    raise RuntimeError(f"no {count} free ports left in {base}-{base + PORT_SLICE - 1}")
 
 
 @contextmanager
