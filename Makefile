@@ -6,10 +6,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test test-mta lint bench clean
 
-# Two test files at a time: most tests wait on real servers, not on the CPU. A file's
-# tests stay in one process, so module-wide fixtures (a browser, a crash run) start once.
+# Two tests at a time: most tests wait on real servers, not on the CPU. Each process takes
+# the tests in file order and, when it runs out, takes over the other's last ones, so
+# neither waits at the end for a long file the other started late; a file whose tests
+# are shared this way sets its module-wide fixtures (a browser, a crash run) up in both.
 # `make test PYTEST_PARALLEL=` runs them one at a time.
-PYTEST_PARALLEL ?= -n 2 --dist loadfile
+PYTEST_PARALLEL ?= -n 2 --dist worksteal
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -98,11 +98,16 @@ def lock_holder(session: Session, name: str) -> str | None:
 
 
 def holder_of(connection: Connection, number: int) -> str:
-    """The `application_name` of the session holding process lock `number` ("" if free)."""
+    """The `application_name` of the session holding process lock `number` ("" if free).
+
+    Advisory locks belong to a database, and `pg_locks` lists those of every database on
+    the server: another archive on the same server holds a lock of the same number.
+    """
     found = connection.scalar(
         text(
             "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
             " WHERE l.locktype = 'advisory' AND l.granted"
+            " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
             " AND l.classid = :space AND l.objid = :number AND l.objsubid = 2"
         ),
         {"space": NAMESPACE, "number": number},

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import email
-import json
 import os
 import re
 import subprocess
-import time
 from datetime import UTC, datetime
 from email.policy import default
 
@@ -83,10 +81,7 @@ def test_log_in_search_open_a_message_and_its_thread_and_hostile_mail_stays_iner
     with service.smtp() as client:
         for data in [*thread_of_two(), HOSTILE.encode()]:
             client.sendmail("sender@example.net", [JOURNAL], data)
-    deadline = time.monotonic() + 20
-    while json.loads(service.run_cli("search", "--json", "").stdout)["total"] < 3:
-        assert time.monotonic() < deadline, service.log()
-        time.sleep(0.2)
+    service.wait_until_found("", count=3)
 
     base = f"http://127.0.0.1:{service.settings.web_port}"
     page = loopback_browser.page()
@@ -179,10 +174,7 @@ def test_an_administrator_adds_a_retention_policy_and_previews_a_sweep(
     sent = datetime(2015, 2, 2, tzinfo=UTC)
     mbox.write_bytes(mbox_entry(old.encode(), "alice@example.com", sent))
     service.run_cli("import", str(mbox), check=True)
-    deadline = time.monotonic() + 20
-    while json.loads(service.run_cli("search", "--json", "").stdout)["total"] < 1:
-        assert time.monotonic() < deadline, service.log()
-        time.sleep(0.2)
+    service.wait_until_found("")
 
     base = f"http://127.0.0.1:{service.settings.web_port}"
     page = loopback_browser.page()

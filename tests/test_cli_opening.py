@@ -11,7 +11,6 @@ import socket
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,7 @@ from tests.support import (
     ROOT,
     RunningService,
     children_of,
+    eventually,
     run_arsip,
     settings_from,
     simple_message,
@@ -72,12 +72,12 @@ READING_COMMANDS = [
 
 
 def test_reading_commands_leave_a_schema_one_behind_for_the_operator_to_upgrade(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, empty_database_url: str
 ) -> None:
     settings = settings_from(
-        {"ARSIP_DATA_DIR": str(tmp_path / "var"), "ARSIP_DATABASE_URL": database_url}
+        {"ARSIP_DATA_DIR": str(tmp_path / "var"), "ARSIP_DATABASE_URL": empty_database_url}
     )
-    engine = create_engine(database_url)
+    engine = create_engine(empty_database_url)
     scripts = ScriptDirectory.from_config(migrate.alembic_config(engine))
     behind = scripts.get_revision(schema.head_revision()).down_revision
     migrate.upgrade(engine, behind)
@@ -176,12 +176,7 @@ def test_plug_in_commands_are_there_when_asked_for(tmp_path: Path) -> None:
 def _archived(service: RunningService, message_id: str) -> None:
     with service.smtp() as client:
         client.sendmail("alice@example.com", [JOURNAL], simple_message(message_id, "Zebra"))
-    eventually = time.monotonic() + 60
-    while time.monotonic() < eventually:
-        if json.loads(service.run_cli("search", "--json", "zebra").stdout or "{}").get("total"):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"not searchable: {service.log()}")
+    service.wait_until_found("zebra")
 
 
 def test_a_running_service_answers_the_command_line_on_an_owner_only_socket(
@@ -239,10 +234,11 @@ def test_every_web_process_stops_when_the_service_is_killed_after_answering_comm
     for _ in range(20):  # each wakes every web process; one of them takes it
         localsocket.ask(service.settings.data_dir, "stats", {}, schema.head_revision())
     service.stop(signal.SIGKILL)  # the children find out by themselves
-    deadline = time.monotonic() + 30
-    while any(Path(f"/proc/{pid}").exists() for pid in children):
-        assert time.monotonic() < deadline, "a child outlived the service"
-        time.sleep(0.2)
+    eventually(
+        lambda: not any(Path(f"/proc/{pid}").exists() for pid in children),
+        30,
+        "the children to end with the service",
+    )
 
 
 def test_search_as_an_account_sees_what_that_account_sees_on_the_web(make_service) -> None:
@@ -252,10 +248,7 @@ def test_search_as_an_account_sees_what_that_account_sees_on_the_web(make_servic
             mail = simple_message(f"m{n}@example.com", "Zebra", to=to)
             client.sendmail("alice@example.com", [JOURNAL], mail)
     _archived(service, "m0@example.com")
-    deadline = time.monotonic() + 60
-    while json.loads(service.run_cli("search", "--json", "zebra").stdout)["total"] < 3:
-        assert time.monotonic() < deadline, service.log()
-        time.sleep(0.2)
+    service.wait_until_found("zebra", count=3)
     assert service.run_cli("users", "add", "bob@example.com").returncode == 0
     added = service.run_cli("users", "add-address", "bob@example.com", "robert@example.org")
     assert added.returncode == 0
@@ -277,17 +270,18 @@ def test_a_long_page_of_results_comes_whole_through_the_socket(make_service) -> 
             client.sendmail(
                 "alice@example.com", [JOURNAL], simple_message(f"z{n}@example.com", subject)
             )
-    deadline = time.monotonic() + 120
-    while True:
-        answer = localsocket.ask(
-            service.settings.data_dir,
-            "search",
-            {"query": "zebra", "limit": 1000},
-            schema.head_revision(),
+
+    def search() -> dict:
+        question = {"query": "zebra", "limit": 1000}
+        return localsocket.ask(
+            service.settings.data_dir, "search", question, schema.head_revision()
         )
-        if answer["data"]["total"] == 150:
-            break
-        assert time.monotonic() < deadline, service.log()
-        time.sleep(0.5)
+
+    answer = eventually(
+        lambda: (found := search())["data"]["total"] == 150 and found,
+        120,
+        lambda: f"all 150 to be found: {service.log()}",
+        interval=0.5,
+    )
     assert len(answer["data"]["results"]) == 150  # far more than one 64 KB line
     assert len(json.dumps(answer)) > 100_000

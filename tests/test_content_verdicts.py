@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -306,9 +305,7 @@ def test_stats_count_the_verdicts_and_say_which_daemons_answer(archived) -> None
 
 def searched(service: RunningService, text: str) -> set[str]:
     """What `arsip search` finds, once the service's indexer has caught up."""
-    deadline = time.monotonic() + 60
-    while service.stats()["index_pending"] and time.monotonic() < deadline:
-        time.sleep(0.2)
+    service.wait_until_indexed()
     # "--": a query may start with "-", which click would take for an option
     result = service.run_cli("search", "--json", "--limit", "100", "--", text, check=True)
     return {hit["message_id"] for hit in json.loads(result.stdout)["results"]}

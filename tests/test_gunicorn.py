@@ -15,7 +15,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from tests.support import (
     ROOT,
     RunningService,
     SmarthostSink,
+    eventually,
     service_env,
     simple_message,
 )
@@ -95,18 +95,17 @@ def web(service: RunningService, tmp_path: Path) -> Iterator[str]:
 
 def _wait_for_pages(process: subprocess.Popen[bytes], base: str, log_path: Path) -> None:
     """Wait until gunicorn answers /healthz, or fail with its log."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"gunicorn exited: {log_path.read_text(errors='replace')}")
         try:
             with urllib.request.urlopen(f"{base}/healthz", timeout=5) as response:
-                if response.status == 200:
-                    return
+                return response.status == 200
         except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"gunicorn did not answer: {log_path.read_text(errors='replace')}")
+            return False
+
+    eventually(answers, what=lambda: f"gunicorn to answer: {log_path.read_text(errors='replace')}")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

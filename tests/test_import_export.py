@@ -233,11 +233,7 @@ def test_an_import_waits_for_the_search_index_so_the_queue_stays_short(
     assert "times for the search index to catch up" in result.stdout
     # The queue was let past 100 by one batch of 200 at most before the import waited.
     assert highest <= 100 + 200, highest
-    deadline = time.monotonic() + 120
-    while service.stats()["index_pending"] and time.monotonic() < deadline:
-        time.sleep(0.2)
-    found = json.loads(service.run_cli("search", "--json", "Pace").stdout)
-    assert found["total"] == 800
+    assert service.wait_until_found("Pace", 800, timeout=120)["total"] == 800
 
 
 def test_an_import_with_no_service_running_never_waits_for_an_index(

@@ -62,15 +62,6 @@ def rcpt(client: smtplib.SMTP, address: str) -> tuple[int, bytes]:
     return client.docmd(f"RCPT TO:<{address}>" if address else "RCPT TO:<>")
 
 
-def wait_until_indexed(service: RunningService, timeout: float = 60) -> None:
-    service.wait_until_archived()
-    deadline = time.monotonic() + timeout
-    while service.stats()["index_pending"]:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"index queue did not drain: {service.log()}")
-        time.sleep(0.1)
-
-
 def search(service: RunningService, *args: str) -> dict:
     result = service.run_cli("search", "--json", *args)
     assert result.returncode == 0, result.stderr
@@ -148,7 +139,7 @@ def test_a_different_message_under_a_known_message_id_is_kept_apart_and_flagged(
     with guarded.smtp() as client:
         client.sendmail("ceo@example.com", [f"cfo@{JOURNAL_DOMAIN}"], minutes)
         client.sendmail("mallory@example.com", [f"mallory@{JOURNAL_DOMAIN}"], reuse)
-    wait_until_indexed(guarded)
+    guarded.wait_until_indexed()
     assert guarded.stats()["messages"] == 2
     assert search(guarded, "--as", "mallory@example.com", "board")["total"] == 0
     assert show(guarded, "minutes@example.com")["envelope_recipients"] == ["cfo@example.com"]
@@ -186,7 +177,7 @@ def test_postmaster_is_accepted_from_anyone_and_shown_to_administrators_only(
             [f"postmaster@{JOURNAL_DOMAIN}"],
             simple_message("to-postmaster@example.com", to=f"postmaster@{ORIGINAL_DOMAIN}"),
         )
-    wait_until_indexed(guarded)
+    guarded.wait_until_indexed()
     assert [r["subject"] for r in search(guarded, "is:postmaster")["results"]] == [
         "Your server sends us spam"
     ]

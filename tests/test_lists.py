@@ -15,7 +15,6 @@ from email.policy import default
 import pytest
 from sqlalchemy import update
 
-from archiver.core import Core
 from tests.support import (
     ANN,
     BOB,
@@ -25,6 +24,7 @@ from tests.support import (
     STRANGER,
     RunningService,
     SmarthostSink,
+    eventually,
     signed_verp,
 )
 
@@ -67,33 +67,6 @@ def set_by_mail(service: RunningService, sink: SmarthostSink, member: str, comma
     return answer.get_body().get_content()
 
 
-def search_until_found(service: RunningService, query: str) -> dict:
-    deadline = time.monotonic() + 20
-    while True:
-        found = json.loads(service.run_cli("search", "--json", query).stdout)
-        if found["total"] or time.monotonic() > deadline:
-            return found
-        time.sleep(0.2)
-
-
-def wait_until_sent(core: Core, timeout: float = 20) -> None:
-    """Wait until the outbox has no pending recipient: a copy is marked sent just after
-    the smarthost's 250, which the sink may see first."""
-    from sqlalchemy import func, select
-
-    from lists.models import OutboxRecipient
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with core.sessions() as session:
-            pending = session.scalar(
-                select(func.count()).where(OutboxRecipient.status == "pending")
-            )
-        if not pending:
-            return
-        time.sleep(0.1)
-
-
 def test_member_post_reaches_every_member_with_list_headers(
     lists_service: RunningService, sink: SmarthostSink
 ) -> None:
@@ -113,7 +86,7 @@ def test_member_post_reaches_every_member_with_list_headers(
     senders = {s for s, _ in sink.messages_to(BOB)}
     assert senders == {signed_verp(lists_service, BOB)}  # VERP, signed for bob
     # and the post is in the archive, as the members got it
-    found = search_until_found(lists_service, "list:dev.lists.example.com")
+    found = lists_service.wait_until_found("list:dev.lists.example.com")
     assert found["results"][0]["subject"] == "[dev] Release plan"
 
 
@@ -202,14 +175,13 @@ def test_refused_members_count_as_bounces(
     lists_service.run_cli("lists", "add-member", LIST, gone, "--no-confirm", check=True)
     send(lists_service, ANN, LIST, post(ANN, LIST, "Anyone there?"))
     sink.wait_for(BOB)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    def score() -> float:
         members = json.loads(lists_service.run_cli("lists", "members", LIST, "--json").stdout)
-        score = next(m for m in members if m["address"] == gone)["bounce_score"]
-        if score >= 1:
-            break
-        time.sleep(0.2)
-    assert score == pytest.approx(1.0, abs=0.01)
+        return next(m for m in members if m["address"] == gone)["bounce_score"]
+
+    eventually(lambda: score() >= 1, what=lambda: f"the refusal to count: {score()}")
+    assert score() == pytest.approx(1.0, abs=0.01)
 
 
 def test_smtplib_sees_list_addresses_as_local(lists_service: RunningService) -> None:
@@ -237,7 +209,7 @@ def test_confirmation_mail_to_one_address_is_rate_limited(
     for _ in range(5):
         send(lists_service, victim, f"dev-join@{LIST_DOMAIN}", post(victim, "x", "join"))
     lists_service.wait_until_archived()
-    time.sleep(1.0)  # the outbox has delivered what it will
+    lists_service.wait_until_sent()
     assert len(sink.messages_to(victim)) == 3
 
 
@@ -275,14 +247,12 @@ def test_every_member_gets_the_post_after_a_smarthost_outage(make_service) -> No
     service.run_cli("lists", "add-member", LIST, ANN, BOB, "--no-confirm", check=True)
     send(service, ANN, LIST, post(ANN, LIST, "During the outage"))
     core = service.core()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+
+    def tried() -> int:
         with core.sessions() as session:
-            tried = session.query(OutboxRecipient).filter(OutboxRecipient.attempts > 0).count()
-        if tried >= 2:
-            break
-        time.sleep(0.2)
-    assert tried >= 2, service.log()
+            return session.query(OutboxRecipient).filter(OutboxRecipient.attempts > 0).count()
+
+    eventually(lambda: tried() >= 2, what=lambda: f"both copies to be tried: {service.log()}")
     with sink:
         with core.sessions.begin() as session:  # let the retry time come at once
             session.execute(update(OutboxRecipient).values(next_attempt_at=datetime.now(UTC)))
@@ -341,7 +311,7 @@ def test_list_archives_are_readable_by_everyone_or_only_members(
     send(service, OWNER, LIST, post(OWNER, LIST, "Open zebra news"))
     send(service, OWNER, secret, post(OWNER, secret, "Closed zebra news"))
     sink.wait_for(ANN, count=2)
-    search_until_found(service, "subject:closed")
+    service.wait_until_found("subject:closed")
 
     def subjects(who: str) -> list[str]:
         found = json.loads(service.run_cli("search", "--json", "--as", who, "zebra").stdout)
@@ -381,7 +351,7 @@ def test_a_closed_list_takes_no_subscriptions_by_mail(make_service, sink: Smarth
     )
     send(service, ANN, f"staff-join@{LIST_DOMAIN}", post(ANN, "x", "join"))
     service.wait_until_archived()
-    time.sleep(1.0)
+    service.wait_until_sent()
     assert sink.messages_to(ANN) == []
     assert ANN not in service.run_cli("lists", "members", staff).stdout
 
@@ -454,12 +424,12 @@ def test_a_member_whose_mail_keeps_bouncing_stops_getting_it(
             )
         with lists_service.smtp() as client:
             client.sendmail("", [verp], dsn(BOB))
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+
+        def recorded() -> int:
             with core.sessions() as session:
-                if session.scalar(select(func.count()).select_from(BounceRecord)) > day:
-                    break
-            time.sleep(0.05)
+                return session.scalar(select(func.count()).select_from(BounceRecord))
+
+        eventually(lambda seen=day: recorded() > seen, what=f"bounce {day + 1} to be recorded")
     notice = parsed(sink.wait_for(OWNER)[0])
     assert "stopped" in notice["Subject"] and BOB in notice["Subject"]
     members = json.loads(lists_service.run_cli("lists", "members", LIST, "--json").stdout)
@@ -467,7 +437,7 @@ def test_a_member_whose_mail_keeps_bouncing_stops_getting_it(
     assert bob["disabled"] == "bounce" and bob["bounce_score"] >= 5
     send(lists_service, ANN, LIST, post(ANN, LIST, "After the bounces"))
     sink.wait_for(ANN)
-    time.sleep(0.5)
+    lists_service.wait_until_sent()
     assert not any(
         parsed(d)["Subject"] == "[dev] After the bounces" for _, d in sink.messages_to(BOB)
     )
@@ -494,7 +464,7 @@ def test_finished_deliveries_are_forgotten_after_a_week(
     send(lists_service, ANN, LIST, post(ANN, LIST, "Old news"))
     sink.wait_for(BOB)
     core = lists_service.core()
-    wait_until_sent(core)
+    lists_service.wait_until_sent()
     long_ago = datetime.now(UTC) - timedelta(days=8)
     with core.sessions.begin() as session:
         session.execute(update(OutboxRecipient).values(done_at=long_ago))

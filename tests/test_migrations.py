@@ -58,7 +58,7 @@ def test_sqlite_runs_in_wal_mode(tmp_path) -> None:
 
 
 def test_an_existing_database_keeps_its_addresses_when_claims_may_be_shared(
-    database_url: str,
+    empty_database_url: str,
 ) -> None:
     from alembic import command
     from sqlalchemy import text
@@ -66,7 +66,7 @@ def test_an_existing_database_keeps_its_addresses_when_claims_may_be_shared(
 
     from archiver.db import make_engine
 
-    engine = make_engine(database_url)
+    engine = make_engine(empty_database_url)
     try:
         migrate.upgrade(engine, "0005")
         with engine.begin() as connection:
@@ -170,14 +170,14 @@ def test_upgrading_to_0016_dates_retention_by_arrival_and_drops_reply_to_from_se
         assert sorted(participants()) == ["alice@example.com", "bob@example.com"]
 
 
-def test_mail_in_the_outbox_before_0014_is_known_by_its_message_id(database_url: str) -> None:
+def test_mail_in_the_outbox_before_0014_is_known_by_its_message_id(empty_database_url: str) -> None:
     """Bounces of mail sent before VERP addresses were signed still count: the upgrade
     reads the Message-ID of every message already in the outbox."""
     from sqlalchemy import text
 
     from archiver.db import make_engine
 
-    engine = make_engine(database_url)
+    engine = make_engine(empty_database_url)
     try:
         migrate.upgrade(engine, "0012")
         insert = (

@@ -15,13 +15,11 @@ import re
 import signal
 import socket
 import subprocess
-import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from sqlalchemy import select
@@ -36,13 +34,13 @@ from tests.support import (
     ROOT,
     RunningService,
     children_of,
+    eventually,
     postgres_database,
     service_env,
     settings_from,
     simple_message,
 )
 
-T = TypeVar("T")
 DEADLINE = 60.0  # seconds: generous, since a loaded machine starts processes slowly
 LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ")  # LOG_FORMAT's start
 StartService = Callable[..., RunningService]
@@ -92,17 +90,6 @@ def serve_refused(env: dict[str, str], roles: str = "all") -> subprocess.Complet
     )
 
 
-def wait_for(probe: Callable[[], T | None], what: str, timeout: float = DEADLINE) -> T:
-    """Poll `probe` until it returns something truthy; fail naming `what` otherwise."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def is_gone(pid: int) -> bool:
     """Whether a process has exited (a zombie nobody reaped counts as gone)."""
     try:
@@ -138,7 +125,7 @@ def background_child(service: RunningService, name: str) -> int:
             if Path(f"/proc/{pid}/comm").read_text().strip() == name
         ]
 
-    children = wait_for(named, f"the {name} child")
+    children = eventually(named, what=f"the {name} child")
     assert len(children) == 1, f"expected one {name} child: {children}"
     return children[0]
 
@@ -228,7 +215,7 @@ def test_a_second_service_on_one_sqlite_database_is_refused(
     # Killed outright, the first leaves no lock behind that stops the next start.
     children = service_children(first_pid)
     first.stop(signal.SIGKILL)
-    wait_for(lambda: all(is_gone(pid) for pid in children), "the first service's children")
+    eventually(lambda: all(is_gone(pid) for pid in children), what="the first service's children")
     again = start_service(second_env, "again")
     send(again, 1, "after-restart")
     assert drained_stats(again)["messages"] == 2
@@ -293,9 +280,9 @@ def test_a_scheduler_takes_over_when_the_one_running_the_jobs_is_killed(
         for n in (1, 2)
     ]
     by_pid = {service.process.pid: service for service in candidates if service.process}
-    running = wait_for(holder, "a scheduler to take the lock")
+    running = eventually(holder, what="a scheduler to take the lock")
     assert running in {label("scheduler", pid) for pid in by_pid}, running
-    wait_for(lambda: first_day.date().isoformat() in sealed_days(), "the first day's seal")
+    eventually(lambda: first_day.date().isoformat() in sealed_days(), what="the first day's seal")
 
     printed = json.loads(candidates[0].run_cli("stats", "--json", check=True).stdout)
     assert printed["scheduler"] == running
@@ -310,8 +297,8 @@ def test_a_scheduler_takes_over_when_the_one_running_the_jobs_is_killed(
     dead.stop(signal.SIGKILL)
 
     new_holder = label("scheduler", survivor_pid)
-    wait_for(lambda: holder() == new_holder, f"{new_holder} to take over")
-    wait_for(lambda: second_day.date().isoformat() in sealed_days(), "the takeover's seal")
+    eventually(lambda: holder() == new_holder, what=f"{new_holder} to take over")
+    eventually(lambda: second_day.date().isoformat() in sealed_days(), what="the takeover's seal")
     printed = json.loads(survivor.run_cli("stats", "--json", check=True).stdout)
     assert printed["scheduler"] == new_holder
     survivor_log = survivor.log_path.read_text()
@@ -338,7 +325,7 @@ def test_the_indexer_is_not_left_the_idle_cpu_time_of_the_worker(
         out = service.run_cli("search", "msgid:indexed-2@example.com").stdout
         return out if "indexed-2@example.com" in out else None
 
-    wait_for(found, "the indexer to make the mail searchable")
+    eventually(found, what="the indexer to make the mail searchable")
 
 
 @pytest.mark.parametrize(
@@ -381,7 +368,7 @@ def test_two_workers_archive_each_message_exactly_once(
         shares = archived_by(workers)
         return shares if sum(map(len, shares)) >= len(accepted) else None
 
-    shares = wait_for(all_logged, "the workers' log lines")
+    shares = eventually(all_logged, what="the workers' log lines")
     archived = Counter(queue_id for share in shares for queue_id in share)
     assert set(archived) == set(accepted)
     assert max(archived.values()) == 1, archived.most_common(3)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from datetime import UTC, datetime
 
 import pytest
@@ -300,36 +299,19 @@ def test_mail_is_searchable_soon_after_250(make_service) -> None:
         client.sendmail(
             ALICE, [JOURNAL], message("fresh@example.com", "Zebra", "A zebra crossing.")
         )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        result = service.run_cli("search", "--json", "zebra")
-        if json.loads(result.stdout)["total"] == 1 and service.stats()["index_pending"] == 0:
-            break
-        time.sleep(0.2)
-    else:
-        raise AssertionError(f"not searchable: {service.log()}")
+    assert service.wait_until_found("zebra")["total"] == 1
 
 
 def test_an_index_of_an_earlier_format_is_rebuilt_when_the_service_starts(make_service) -> None:
     service: RunningService = make_service()
     with service.smtp() as client:
         client.sendmail(ALICE, [JOURNAL], message("old@example.com", "Okapi", "An okapi."))
-    _wait_until_found(service, "okapi")
+    service.wait_until_found("okapi")
     service.stop()
     # An upgrade brings a new index format: the index on disk is an earlier version's.
     current = next(service.settings.index_dir.glob("v*"))
     current.rename(current.with_name("v1"))
     service.start()
-    _wait_until_found(service, "okapi")
+    service.wait_until_found("okapi")
     assert not (service.settings.index_dir / "v1").exists()
     assert "rebuilding it from the archive" in service.log()
-
-
-def _wait_until_found(service: RunningService, text: str) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        result = service.run_cli("search", "--json", text)
-        if result.returncode == 0 and json.loads(result.stdout)["total"] == 1:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{text!r} not found: {service.log()}")

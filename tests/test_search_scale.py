@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +27,9 @@ from archiver.search.postgres_index import PostgresBackend
 from archiver.search.service import SearchPage, search
 from archiver.search.viewer import Viewer
 from tests.support import (
+    eventually,
     free_ports,
+    missing,
     postgres_database,
     run_arsip,
     service_env,
@@ -224,11 +225,11 @@ def replicated(tmp_path: Path) -> Iterator[tuple[Core, str]]:
     """A core whose searches go to the streaming replica `tests/with-postgres.sh` started,
     and the replica's URL for the database of this test."""
     if not REPLICA_URL:
-        pytest.skip("ARSIP_TEST_POSTGRES_REPLICA_URL is not set (tests/with-postgres.sh sets it)")
+        missing("ARSIP_TEST_POSTGRES_REPLICA_URL is not set (tests/with-postgres.sh sets it)")
     with postgres_database() as url:
         replica = make_url(REPLICA_URL).set(database=make_url(url).database)
         replica_url = replica.render_as_string(hide_password=False)
-        _wait_for(lambda: _can_connect(replica_url), "the database to reach the replica")
+        eventually(lambda: _can_connect(replica_url), 30, "the database to reach the replica")
         env = service_env(tmp_path / "var", url, ARSIP_DATABASE_REPLICA_URL=replica_url)
         core = build_core(settings_from(env))
         migrate.upgrade(core.engine)
@@ -245,7 +246,9 @@ def test_searches_are_served_by_the_replica_and_new_mail_reaches_it(
 ) -> None:
     core, replica_url = replicated
     archive_and_index(core, [YEAR_END])
-    _wait_for(lambda: found(core, "closing").total == 1, "the replica to have the first message")
+    eventually(
+        lambda: found(core, "closing").total == 1, 30, "the replica to have the first message"
+    )
     replica = create_engine(replica_url, isolation_level="AUTOCOMMIT")
     try:
         with replica.connect() as connection:
@@ -261,7 +264,7 @@ def test_searches_are_served_by_the_replica_and_new_mail_reaches_it(
         finally:
             with replica.connect() as connection:
                 connection.execute(text("SELECT pg_wal_replay_resume()"))
-        _wait_for(lambda: found(core, "question").total == 1, "new mail on the replica")
+        eventually(lambda: found(core, "question").total == 1, 30, "new mail on the replica")
     finally:
         replica.dispose()
 
@@ -304,14 +307,6 @@ def _can_connect(url: str) -> bool:
         return False
     finally:
         engine.dispose()
-
-
-def _wait_for(condition, what: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def test_a_word_in_most_messages_ranks_its_newest_matches_and_counts_them_all(
