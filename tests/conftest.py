@@ -65,14 +65,20 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
             yield url
 
 
+@pytest.fixture
+def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
+    """A SQLite database of the test's own, already at the head of the migrations."""
+    path = tmp_path / "arsip.db"
+    shutil.copyfile(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """Each database test runs on SQLite and on PostgreSQL, on a database of its own that
     is already at the head of the migrations."""
     if request.param == "sqlite":
-        path = tmp_path / "arsip.db"
-        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
-        yield f"sqlite:///{path}"
+        yield request.getfixturevalue("sqlite_url")
     else:
         with postgres_database(template=request.getfixturevalue("postgres_template")) as url:
             yield url

@@ -40,10 +40,10 @@ QUERIES = [
 
 
 @pytest.fixture
-def database_url() -> None:
+def database_url(sqlite_url: str) -> str:
     """SQLite only: on PostgreSQL the default search backend is PostgreSQL's own, and the
     shared arrays belong to the whoosh index, whatever holds the messages."""
-    return None
+    return sqlite_url
 
 
 def archive(core: Core, messages: list[bytes]) -> None:

@@ -14,7 +14,6 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -34,9 +33,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 @pytest.fixture
-def database_url(tmp_path: Path) -> str:
+def database_url(sqlite_url: str) -> str:
     """SQLite only: the fuzzer is about the parser and the store, not the database."""
-    return f"sqlite:///{tmp_path / 'arsip.db'}"
+    return sqlite_url
 
 
 # -- the message strategy -------------------------------------------------------------------
