@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
-from archiver import migrate
+from archiver import accounts, migrate
 from archiver.contentcheck.daemons import DaemonAddress
 from archiver.core import Core, build_core
 from tests.support import (
@@ -29,6 +30,12 @@ from tests.support import (
     service_env,
     settings_from,
 )
+
+# Passwords made and checked in the test process cost argon2's least, as Django's own
+# test settings advise: the suite hashes hundreds, at about 0.15 s of CPU each otherwise.
+# A hash carries its parameters, so the services the tests start check these as they are
+# (and raise them to the production cost at the first login, as they would an old hash).
+accounts._hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 
 
 @pytest.fixture(scope="session")
