@@ -6,12 +6,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test test-mta lint bench clean
 
-# Two tests at a time: most tests wait on real servers, not on the CPU. Each process takes
-# the tests in file order and, when it runs out, takes over the other's last ones, so
-# neither waits at the end for a long file the other started late; a file whose tests
-# are shared this way sets its module-wide fixtures (a browser, a crash run) up in both.
-# `make test PYTEST_PARALLEL=` runs them one at a time.
-PYTEST_PARALLEL ?= -n 2 --dist worksteal
+# Three tests at a time on any machine: most tests wait on real servers, so three keep
+# two cores busy. Each test goes to the next free process, in file order, so no process
+# is left at the end with a long file the others could have shared; the files whose
+# tests share one costly module fixture (a crash run, a two-machine load) mark
+# themselves as an xdist_group, and run in one process. `make test PYTEST_PARALLEL=`
+# runs the tests one at a time.
+PYTEST_PARALLEL ?= -n 3 --dist loadgroup
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ from tests.support import (
     postgres_database,
     service_env,
     settings_from,
+    shared_service,
 )
 
 # Passwords made and checked in the test process cost argon2's least, as Django's own
@@ -72,23 +74,32 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
             yield url
 
 
-@pytest.fixture
-def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
-    """A SQLite database of the test's own, already at the head of the migrations."""
-    path = tmp_path / "arsip.db"
-    shutil.copyfile(sqlite_template, path)
-    return f"sqlite:///{path}"
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Each database test runs on SQLite and on PostgreSQL, on a database of its own that
-    is already at the head of the migrations."""
-    if request.param == "sqlite":
-        yield request.getfixturevalue("sqlite_url")
+@contextmanager
+def migrated_database(request: pytest.FixtureRequest, kind: str, folder: Path) -> Iterator[str]:
+    """A database of `kind` ("sqlite" or "postgres") already at the head of the migrations,
+    copied from this process's template (the SQLite file goes in `folder`)."""
+    if kind == "sqlite":
+        path = folder / "arsip.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
     else:
         with postgres_database(template=request.getfixturevalue("postgres_template")) as url:
             yield url
+
+
+@pytest.fixture
+def sqlite_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A SQLite database of the test's own, already at the head of the migrations."""
+    with migrated_database(request, "sqlite", tmp_path) as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each database test runs on SQLite and on PostgreSQL, on a database of its own that
+    is already at the head of the migrations."""
+    with migrated_database(request, request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
@@ -138,6 +149,21 @@ def lists_service(make_service, sink: SmarthostSink, database_url: str) -> Runni
     )
     service.add_list(LIST, OWNER, (ANN, BOB))
     return service
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def shared_lists_service(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningService]:
+    """One service with the list dev@ (owner OWNER, members ANN and BOB) for the tests of
+    a module that only ask it things and change nothing, on SQLite and on PostgreSQL."""
+    folder = tmp_path_factory.mktemp("lists")
+    with (
+        migrated_database(request, request.param, folder) as url,
+        shared_service(folder, url) as service,
+    ):
+        service.add_list(LIST, OWNER, (ANN, BOB))
+        yield service
 
 
 @pytest.fixture(scope="module")

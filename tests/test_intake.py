@@ -24,6 +24,10 @@ from tests.support import (
     simple_message,
 )
 
+# The tests of this file share the service (a module fixture): `make test` keeps them in one
+# test process (`--dist loadgroup`), so it is set up once.
+pytestmark = pytest.mark.xdist_group("test_intake")
+
 
 @pytest.fixture(scope="module")
 def arsip(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:

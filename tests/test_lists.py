@@ -147,9 +147,9 @@ def test_a_strangers_post_is_held_until_a_moderator_approves_it_by_reply(
 
 
 def test_an_unknown_address_in_a_list_domain_is_refused_at_rcpt(
-    lists_service: RunningService,
+    shared_lists_service: RunningService,
 ) -> None:
-    with lists_service.smtp() as client:
+    with shared_lists_service.smtp() as client:
         client.ehlo()
         client.mail(ANN)
         assert client.rcpt(f"nobody@{LIST_DOMAIN}")[0] == 550
@@ -159,12 +159,12 @@ def test_an_unknown_address_in_a_list_domain_is_refused_at_rcpt(
         assert client.rcpt(LIST)[0] == 250
 
 
-def test_the_cli_reports_bad_input_in_one_line(lists_service: RunningService) -> None:
-    missing = lists_service.run_cli("lists", "show", f"nope@{LIST_DOMAIN}")
+def test_the_cli_reports_bad_input_in_one_line(shared_lists_service: RunningService) -> None:
+    missing = shared_lists_service.run_cli("lists", "show", f"nope@{LIST_DOMAIN}")
     assert missing.returncode == 1 and "no list" in missing.stderr
-    bad = lists_service.run_cli("lists", "create", "not an address")
+    bad = shared_lists_service.run_cli("lists", "create", "not an address")
     assert bad.returncode == 2
-    twice = lists_service.run_cli("lists", "create", LIST)
+    twice = shared_lists_service.run_cli("lists", "create", LIST)
     assert twice.returncode == 1 and "exists already" in twice.stderr
 
 
@@ -184,9 +184,9 @@ def test_refused_members_count_as_bounces(
     assert score() == pytest.approx(1.0, abs=0.01)
 
 
-def test_smtplib_sees_list_addresses_as_local(lists_service: RunningService) -> None:
+def test_smtplib_sees_list_addresses_as_local(shared_lists_service: RunningService) -> None:
     with pytest.raises(smtplib.SMTPRecipientsRefused):
-        send(lists_service, ANN, "someone@elsewhere.example", post(ANN, "x", "relay?"))
+        send(shared_lists_service, ANN, "someone@elsewhere.example", post(ANN, "x", "relay?"))
 
 
 def test_leaving_by_mail_needs_confirmation_too(

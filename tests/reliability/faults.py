@@ -200,6 +200,9 @@ def kill_hard(service: RunningService, orphans: list[int], grace: float = 10) ->
     watch their parent); a child that outlives `grace` is recorded and killed by PID."""
     assert service.process is not None
     pid = service.process.pid
+    # Stopped first, the service cannot start a child between the listing and the kill:
+    # one missed would go on holding the database's lock, and the restart be refused.
+    os.kill(pid, signal.SIGSTOP)
     children = children_of(pid)
     os.kill(pid, signal.SIGKILL)
     service.process.wait()
@@ -323,6 +326,9 @@ def crash_scenario(
                     kill_hard(service, orphans)
                     faults += 1
                     service.start()
+            except BaseException:
+                stop.set()  # no service to send to: the clients stop instead of retrying
+                raise
             finally:
                 for client in clients:
                     client.join(timeout=600)

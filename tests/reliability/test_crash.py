@@ -11,6 +11,10 @@ import pytest
 from tests.reliability.faults import CrashOutcome, crash_scenario
 from tests.reliability.report import table
 
+# The tests of this file share the crash run (a module fixture): `make test` keeps them in one
+# test process (`--dist loadgroup`), so it is set up once.
+pytestmark = pytest.mark.xdist_group("test_crash")
+
 
 @pytest.fixture(scope="module")
 def outcome(tmp_path_factory: pytest.TempPathFactory) -> CrashOutcome:

@@ -36,6 +36,11 @@ from tests.support import (
     simple_message,
 )
 
+# The tests of this file share the service and its smarthost (a module fixture):
+# `make test` keeps them in one test process (`--dist loadgroup`), so it is set up once.
+pytestmark = pytest.mark.xdist_group("test_hostile_peers")
+
+
 LIST = f"dev@{LIST_DOMAIN}"
 OWNER = "owner@example.com"
 ANN = "ann@example.org"

@@ -34,6 +34,11 @@ from tests.reliability.faults import (
 from tests.reliability.scale_out import Deployment, drained
 from tests.support import LIST_DOMAIN, SmarthostSink, postgres_database, simple_message
 
+# The tests of this file share the deployment and its load (a module fixture):
+# `make test` keeps them in one test process (`--dist loadgroup`), so it is set up once.
+pytestmark = pytest.mark.xdist_group("test_scale_out")
+
+
 SESSIONS = 16
 SEARCH_SAMPLE = 200
 ARCHIVED = "archived as message"
