@@ -91,6 +91,20 @@ def eventually(
         time.sleep(interval)
 
 
+def alive(pid: int) -> bool:
+    """Whether any thread of `pid` has yet to exit. A zombie is dead (its parent reaps it
+    when it gets round to it), but a main thread turns zombie before the process's other
+    threads have exited, and until the last has, the process's files stay open."""
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            thread_state = (task / "stat").read_text().rsplit(") ", 1)[1][0]
+        except (OSError, IndexError):
+            continue
+        if thread_state not in ("Z", "X"):
+            return True
+    return False
+
+
 # Ports handed to servers the tests start come from below the kernel's ephemeral range
 # (32768 and up, see /proc/sys/net/ipv4/ip_local_port_range), so no client connection's
 # own port can take one between the test choosing it and the server binding it, and each

@@ -33,6 +33,7 @@ from tests.support import (
     JOURNAL,
     ROOT,
     RunningService,
+    alive,
     children_of,
     eventually,
     postgres_database,
@@ -88,15 +89,6 @@ def serve_refused(env: dict[str, str], roles: str = "all") -> subprocess.Complet
         text=True,
         timeout=DEADLINE,
     )
-
-
-def is_gone(pid: int) -> bool:
-    """Whether a process has exited (a zombie nobody reaped counts as gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return True
-    return fields[0] == "Z"
 
 
 def service_children(pid: int) -> list[int]:
@@ -215,7 +207,7 @@ def test_a_second_service_on_one_sqlite_database_is_refused(
     # Killed outright, the first leaves no lock behind that stops the next start.
     children = service_children(first_pid)
     first.stop(signal.SIGKILL)
-    eventually(lambda: all(is_gone(pid) for pid in children), what="the first service's children")
+    eventually(lambda: all(not alive(pid) for pid in children), what="the first service's children")
     again = start_service(second_env, "again")
     send(again, 1, "after-restart")
     assert drained_stats(again)["messages"] == 2

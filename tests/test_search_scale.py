@@ -233,6 +233,7 @@ def replicated(tmp_path: Path) -> Iterator[tuple[Core, str]]:
         env = service_env(tmp_path / "var", url, ARSIP_DATABASE_REPLICA_URL=replica_url)
         core = build_core(settings_from(env))
         migrate.upgrade(core.engine)
+        eventually(lambda: _has_schema(replica_url), 30, "the replica to have the schema")
         try:
             yield core, replica_url
         finally:
@@ -296,6 +297,16 @@ def test_an_unreachable_replica_leaves_searches_to_the_primary_with_one_line(
             assert len(lines) == 1 and lines[0].exc_info is None
         finally:
             core.engine.dispose()
+
+
+def _has_schema(url: str) -> bool:
+    """Whether the replica at `url` has replayed the migrations (it lags on a busy machine)."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return bool(connection.scalar(text("SELECT to_regclass('search_documents')")))
+    finally:
+        engine.dispose()
 
 
 def _can_connect(url: str) -> bool:

@@ -46,7 +46,9 @@ from tests.support import (
     LIST_DOMAIN,
     RunningService,
     SmarthostSink,
+    alive,
     children_of,
+    eventually,
     service_env,
     simple_message,
 )
@@ -184,36 +186,62 @@ def send_load(port: int, total: int, seen: Attempts, stop: threading.Event) -> N
             client.close()
 
 
-def alive(pid: int) -> bool:
+def state(pid: int) -> str:
+    """The one-letter state of process `pid` (R, S, D, T, Z…; "" when it is gone)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie is dead too; its parent (init) reaps it when it gets round to it
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0]
     except (OSError, IndexError):
-        return False
+        return ""
+
+
+SIGKILL_BIT = 1 << (signal.SIGKILL - 1)
+PF_EXITING = 0x4  # linux/sched.h: the process has begun to exit
+
+
+def dying(pid: int) -> bool:
+    """Whether `pid` can run no more code of its own: a SIGKILL is pending for it (as the
+    kernel sends a child whose parent died) or it has begun to exit."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        flags = int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[6])
+    except (OSError, IndexError, ValueError):
+        return True  # gone
+    pending = 0
+    for line in status.splitlines():
+        if line.startswith(("SigPnd:", "ShdPnd:")):
+            pending |= int(line.split()[1], 16)
+    return bool(pending & SIGKILL_BIT or flags & PF_EXITING)
 
 
 def kill_hard(service: RunningService, orphans: list[int], grace: float = 10) -> None:
-    """SIGKILL the service's main process, wait for its children to notice and exit (they
-    watch their parent); a child that outlives `grace` is recorded and killed by PID."""
+    """SIGKILL the service's main process and wait until its children are gone; a child
+    still free to run after `grace` (the kernel did not kill it with its parent) is
+    recorded and killed by PID."""
     assert service.process is not None
     pid = service.process.pid
     # Stopped first, the service cannot start a child between the listing and the kill:
     # one missed would go on holding the database's lock, and the restart be refused.
     os.kill(pid, signal.SIGSTOP)
+    eventually(lambda: state(pid) == "T", 60, "the service to stop", interval=0.01)
     children = children_of(pid)
     os.kill(pid, signal.SIGKILL)
     service.process.wait()
     service.process = None
     deadline = time.monotonic() + grace
     for child in children:
-        while alive(child) and time.monotonic() < deadline:
+        while alive(child) and not dying(child) and time.monotonic() < deadline:
             time.sleep(0.02)
-        if alive(child):
+        if alive(child) and not dying(child):
             orphans.append(child)
             os.kill(child, signal.SIGKILL)
+    # A dying child runs no more code of its own, but holds the database's lock until it
+    # has exited, which on a busy machine takes a while at idle priority.
+    eventually(
+        lambda: not any(alive(child) for child in children),
+        120,
+        "the killed service's children to exit",
+        interval=0.02,
+    )
 
 
 def outbox_pending(service: RunningService) -> tuple[int, int]:
