@@ -1,19 +1,27 @@
-"""The Flask web UI: application factory and blueprints."""
+"""The Flask web UI: application factory and blueprints.
+
+Flask is imported when the app is built, not with this package: the command line loads
+the package to find the plug-in's hooks (`web.plugin`), and `arsip lists members` should
+not pay for Flask.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from flask import Flask, Response, render_template
-from flask.typing import ResponseReturnValue
-from werkzeug.exceptions import HTTPException
-
 if TYPE_CHECKING:
+    from flask import Flask, Response
+    from flask.typing import ResponseReturnValue
+    from werkzeug.exceptions import HTTPException
+
     from archiver.core import Core
 
 
 def create_app(core: Core) -> Flask:
     """Build the web app over the archiver's parts (tests pass their own `core`)."""
+    from flask import Flask
+    from werkzeug.exceptions import HTTPException
+
     app = Flask(__name__)
     app.config["SECRET_KEY"] = core.settings.secret_key
     # The session cookie holds the CSRF token: no scripts may read it, and other sites'
@@ -82,6 +90,8 @@ def security_headers(response: Response) -> Response:
 
 def _error_page(error: HTTPException) -> ResponseReturnValue:
     """Errors as a short page in the site's layout, never a traceback."""
+    from flask import render_template
+
     title = error.name or "Error"
     text = error.description or "Something went wrong."
     # Keep headers such as Allow (405) or Retry-After (503); the page is ours.
