@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -41,8 +41,10 @@ from lists.models import (
     UncheckedPosts,
 )
 from lists.patterns import MAX_PATTERN, PatternError, check_pattern
-from lists.posting import Poster
 from lists.rules.content_check import score_problem
+
+if TYPE_CHECKING:
+    from lists.posting import Poster  # the moderation step; it loads the whole pipeline
 
 MODERATION = ("approve", "reject", "discard")
 DELIVERY = ("personalize", "bulk")

@@ -19,7 +19,6 @@ from lists import admin
 from lists.admin import AdminError
 from lists.membership import Membership
 from lists.models import HeldMessage, MailingList, Member, Role
-from lists.posting import Poster
 
 
 class BadSetting(click.ClickException):
@@ -271,6 +270,7 @@ def held(ctx: click.Context, address: str, as_json: bool) -> None:
 def moderate(ctx: click.Context, address: str, held_id: int, action: str, reason: str) -> None:
     """Approve, reject or discard the held post HELD_ID of the list ADDRESS."""
     from lists.engine import ListEngine
+    from lists.posting import Poster
 
     decision = admin.Decision.from_form({"action": action, "reason": reason})
     core = open_core(ctx, upgrade=True)
