@@ -91,18 +91,26 @@ def eventually(
         time.sleep(interval)
 
 
+def _state(stat: Path) -> str:
+    """The one-letter state (R, S, D, T, Z…) in a /proc `stat` file; "" if it is gone."""
+    try:
+        return stat.read_text().rsplit(") ", 1)[1][0]
+    except (OSError, IndexError):
+        return ""
+
+
+def state(pid: int) -> str:
+    """The state of process `pid` (of its main thread); "" when it is gone."""
+    return _state(Path(f"/proc/{pid}/stat"))
+
+
 def alive(pid: int) -> bool:
     """Whether any thread of `pid` has yet to exit. A zombie is dead (its parent reaps it
     when it gets round to it), but a main thread turns zombie before the process's other
     threads have exited, and until the last has, the process's files stay open."""
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            thread_state = (task / "stat").read_text().rsplit(") ", 1)[1][0]
-        except (OSError, IndexError):
-            continue
-        if thread_state not in ("Z", "X"):
-            return True
-    return False
+    return any(
+        _state(task / "stat") not in ("", "Z", "X") for task in Path(f"/proc/{pid}/task").glob("*")
+    )
 
 
 # Ports handed to servers the tests start come from below the kernel's ephemeral range

@@ -62,12 +62,6 @@ def rcpt(client: smtplib.SMTP, address: str) -> tuple[int, bytes]:
     return client.docmd(f"RCPT TO:<{address}>" if address else "RCPT TO:<>")
 
 
-def search(service: RunningService, *args: str) -> dict:
-    result = service.run_cli("search", "--json", *args)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
 def show(service: RunningService, message_id: str) -> dict:
     result = service.run_cli("show", message_id, "--json")
     assert result.returncode == 0, result.stderr
@@ -141,9 +135,9 @@ def test_a_different_message_under_a_known_message_id_is_kept_apart_and_flagged(
         client.sendmail("mallory@example.com", [f"mallory@{JOURNAL_DOMAIN}"], reuse)
     guarded.wait_until_indexed()
     assert guarded.stats()["messages"] == 2
-    assert search(guarded, "--as", "mallory@example.com", "board")["total"] == 0
+    assert guarded.search("--as", "mallory@example.com", "board")["total"] == 0
     assert show(guarded, "minutes@example.com")["envelope_recipients"] == ["cfo@example.com"]
-    flagged = search(guarded, "is:duplicate-id")
+    flagged = guarded.search("is:duplicate-id")
     assert [found["subject"] for found in flagged["results"]] == ["Lunch?"]
 
 
@@ -178,10 +172,10 @@ def test_postmaster_is_accepted_from_anyone_and_shown_to_administrators_only(
             simple_message("to-postmaster@example.com", to=f"postmaster@{ORIGINAL_DOMAIN}"),
         )
     guarded.wait_until_indexed()
-    assert [r["subject"] for r in search(guarded, "is:postmaster")["results"]] == [
+    assert [r["subject"] for r in guarded.search("is:postmaster")["results"]] == [
         "Your server sends us spam"
     ]
-    assert search(guarded, "--as", "ceo@example.com", "spam")["total"] == 0
+    assert guarded.search("--as", "ceo@example.com", "spam")["total"] == 0
     journaled = show(guarded, "to-postmaster@example.com")
     assert journaled["envelope_recipients"] == [f"postmaster@{ORIGINAL_DOMAIN}"]
 

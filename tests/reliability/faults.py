@@ -51,6 +51,7 @@ from tests.support import (
     eventually,
     service_env,
     simple_message,
+    state,
 )
 
 LIST = f"crash@{LIST_DOMAIN}"
@@ -184,14 +185,6 @@ def send_load(port: int, total: int, seen: Attempts, stop: threading.Event) -> N
             client.quit()
         except (OSError, smtplib.SMTPException):
             client.close()
-
-
-def state(pid: int) -> str:
-    """The one-letter state of process `pid` (R, S, D, T, Z…; "" when it is gone)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0]
-    except (OSError, IndexError):
-        return ""
 
 
 SIGKILL_BIT = 1 << (signal.SIGKILL - 1)
