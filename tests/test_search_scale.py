@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
@@ -232,7 +233,8 @@ def replicated(tmp_path: Path) -> Iterator[tuple[Core, str]]:
         env = service_env(tmp_path / "var", url, ARSIP_DATABASE_REPLICA_URL=replica_url)
         core = build_core(settings_from(env))
         migrate.upgrade(core.engine)
-        eventually(lambda: _has_schema(replica_url), 30, "the replica to have the schema")
+        caught_up = _replayed(core.engine, replica_url)
+        eventually(caught_up, 30, "the replica to have replayed the migrations")
         try:
             yield core, replica_url
         finally:
@@ -269,6 +271,67 @@ def test_searches_are_served_by_the_replica_and_new_mail_reaches_it(
         replica.dispose()
 
 
+def test_a_search_the_replica_cancels_to_replay_the_primary_is_answered_by_the_primary(
+    replicated: tuple[Core, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # What a new month's partition or retention dropping an empty one does to a search on
+    # the replica, made certain: the primary locks a partition, then the whole table, and
+    # the replica, replaying the second lock behind a search waiting for the first, cancels
+    # the search as a deadlock.
+    core, replica_url = replicated
+    archive_and_index(core, [YEAR_END])
+    eventually(_replayed(core.engine, replica_url), 30, "the replica to have the message")
+    replica = create_engine(replica_url, isolation_level="AUTOCOMMIT")
+    with core.engine.connect() as primary:
+        partition = primary.scalar(text("SELECT tableoid::regclass::text FROM search_documents"))
+        primary.rollback()
+        lock = primary.begin()
+        primary.execute(text(f"LOCK TABLE ONLY {partition} IN ACCESS EXCLUSIVE MODE"))
+        _flush_wal(core.engine)
+        eventually(lambda: _locks(replica, partition, granted=True), 30, "the replayed lock")
+        answer: list[SearchPage] = []
+        with caplog.at_level(logging.INFO, logger="archiver.search.postgres_index"):
+            searching = threading.Thread(target=lambda: answer.append(found(core, "closing")))
+            searching.start()
+            try:
+                eventually(lambda: _locks(replica, partition, granted=False), 30, "the search")
+                primary.execute(text("LOCK TABLE ONLY search_documents IN ACCESS EXCLUSIVE MODE"))
+                _flush_wal(core.engine)
+                # Cancelled on the replica, the search waits for the table on the primary.
+                waiting = eventually(
+                    lambda: _locks(core.engine, "search_documents", granted=False),
+                    60,
+                    "the search to be asked of the primary",
+                )
+            finally:
+                lock.rollback()
+                searching.join(60)
+    replica.dispose()
+    assert waiting and [message_ids(page) for page in answer] == [["year-end@example.com"]]
+    assert any("search cancelled on the replica" in r.getMessage() for r in caplog.records)
+
+
+def _flush_wal(primary: Engine) -> None:
+    """Send what the primary has written to the replica: a commit flushes the WAL."""
+    with primary.connect() as connection:
+        connection.execute(text("SELECT txid_current()"))
+        connection.commit()
+
+
+def _locks(engine: Engine, table: str, granted: bool) -> int:
+    """How many locks on `table` the server at `engine` holds (or has asked for)."""
+    with engine.connect() as connection:
+        return int(
+            connection.scalar(
+                text(
+                    "SELECT count(*) FROM pg_locks"
+                    " WHERE relation = CAST(:table AS regclass) AND granted = :granted"
+                ),
+                {"table": table, "granted": granted},
+            )
+        )
+
+
 def test_an_unreachable_replica_leaves_searches_to_the_primary_with_one_line(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -298,17 +361,31 @@ def test_an_unreachable_replica_leaves_searches_to_the_primary_with_one_line(
             core.engine.dispose()
 
 
-def _has_schema(url: str) -> bool:
-    """Whether the replica at `url` has the database and its migrations (it lags behind
-    the primary on a busy machine)."""
-    engine = create_engine(url)
-    try:
-        with engine.connect() as connection:
-            return bool(connection.scalar(text("SELECT to_regclass('search_documents')")))
-    except OperationalError:  # the database itself is not there yet
-        return False
-    finally:
-        engine.dispose()
+def _replayed(primary: Engine, url: str) -> Callable[[], bool]:
+    """A check that the replica at `url` has replayed all the primary has written until now.
+
+    Waiting for the schema alone is not enough: a search that reads the tables while the
+    replica still replays the rest of the migrations' locks is cancelled as a deadlock.
+    """
+    with primary.connect() as connection:
+        written = connection.scalar(text("SELECT pg_current_wal_lsn()"))
+
+    def check() -> bool:
+        engine = create_engine(url)
+        try:
+            with engine.connect() as connection:
+                replayed = "pg_last_wal_replay_lsn()"
+                behind = connection.scalar(
+                    text(f"SELECT pg_wal_lsn_diff(CAST(:written AS pg_lsn), {replayed}) > 0"),
+                    {"written": written},
+                )
+                return behind is False
+        except OperationalError:  # the database itself is not there yet
+            return False
+        finally:
+            engine.dispose()
+
+    return check
 
 
 def test_a_word_in_most_messages_ranks_its_newest_matches_and_counts_them_all(

@@ -21,7 +21,8 @@ orders. Counting stops at `EXACT_TOTAL_LIMIT` matches: past it the total and the
 PostgreSQL's estimates unless the exact figures are asked for.
 
 Searches may run on a streaming replica (`ARSIP_DATABASE_REPLICA_URL`); writes, and the
-retention's `matching`, always go to the primary.
+retention's `matching`, always go to the primary, and so does a search the replica cancels
+while it replays the primary's changes.
 
 The table lives outside the ORM models because it exists only on PostgreSQL; its
 migrations (0002, 0003, 0010, 0012) create it there and nowhere else.
@@ -107,6 +108,9 @@ VIEWER_RANK_WINDOW = 1_000
 FIRST_MONTH = datetime(1990, 1, 1)  # older dates share the partition `search_documents_older`
 OLDER = date.min  # the month `_month` gives those dates
 REPLICA_RETRY = 30  # seconds searches stay on the primary after the replica failed
+# The SQLSTATEs of a query a hot standby cancels as it replays the primary's changes:
+# a snapshot or lock conflict, a deadlock with the replay, the database dropped.
+RECOVERY_CONFLICTS = frozenset({"40001", "40P01", "57P04"})
 _PARTITION_LOCK = 0x61727369  # advisory lock key: one process at a time adds partitions
 # A tsvector holds at most 1 MB; text past this adds little to finding a message.
 TEXT_LIMIT = 200_000
@@ -178,7 +182,8 @@ class PostgresBackend:
     """`SearchBackend` on PostgreSQL full text search.
 
     `read_engine` (a streaming replica) answers `search`; when it cannot be reached, the
-    primary answers and one line says so.
+    primary answers and one line says so, and when it cancels a search to replay the
+    primary's changes, the primary answers that search.
     """
 
     def __init__(self, engine: Engine, read_engine: Engine | None = None) -> None:
@@ -298,21 +303,44 @@ class PostgresBackend:
         if not viewer.sees_all:
             condition = and_(condition, _visibility(viewer))
         words = words_to_highlight(query) if sort is Sort.RELEVANCE else []
+        args = (condition, viewer, words, limit, offset, exact_total)
         with self._reader() as connection:
-            estimate = _planner_estimate(connection, condition)
-            # Twice what the page needs, as the estimates may be short: deep pages widen it.
-            window = RANK_WINDOW if viewer.sees_all else VIEWER_RANK_WINDOW
-            wanted = max(window, 2 * (offset + limit + RERANK))
-            since = _rank_window(estimate.months, wanted) if words else None
-            page = self._page(connection, condition, words, limit, offset, since)
-            hits = [
-                Hit(pk, float(value or 0.0), moment.replace(tzinfo=UTC))
-                for pk, value, moment in connection.execute(page)
-            ]
-            if exact_total:
-                total, facets = _facet_counts(connection, select(*_FACETS).where(condition))
-                return SearchResult(total=total, hits=hits, facets=facets)
-            return _counted(connection, condition, hits, estimate)
+            try:
+                return self._search_on(connection, *args)
+            except OperationalError as exc:
+                if connection.engine is self.engine or _sqlstate(exc) not in RECOVERY_CONFLICTS:
+                    raise
+                # The replica gave way to the primary's changes it replays (a new month's
+                # partition, an empty one dropped, a vacuum): the primary answers this one.
+                log.info("search cancelled on the replica (%s); asked the primary", _reason(exc))
+        with self.engine.connect() as connection:
+            return self._search_on(connection, *args)
+
+    def _search_on(
+        self,
+        connection: Connection,
+        condition: ColumnElement[bool],
+        viewer: Viewer,
+        words: list[str],
+        limit: int,
+        offset: int,
+        exact_total: bool,
+    ) -> SearchResult:
+        """`search` on one connection, to the replica or to the primary."""
+        estimate = _planner_estimate(connection, condition)
+        # Twice what the page needs, as the estimates may be short: deep pages widen it.
+        window = RANK_WINDOW if viewer.sees_all else VIEWER_RANK_WINDOW
+        wanted = max(window, 2 * (offset + limit + RERANK))
+        since = _rank_window(estimate.months, wanted) if words else None
+        page = self._page(connection, condition, words, limit, offset, since)
+        hits = [
+            Hit(pk, float(value or 0.0), moment.replace(tzinfo=UTC))
+            for pk, value, moment in connection.execute(page)
+        ]
+        if exact_total:
+            total, facets = _facet_counts(connection, select(*_FACETS).where(condition))
+            return SearchResult(total=total, hits=hits, facets=facets)
+        return _counted(connection, condition, hits, estimate)
 
     def _reader(self) -> Connection:
         """A connection to the replica, or to the primary when the replica is down."""
@@ -322,10 +350,9 @@ class PostgresBackend:
             except OperationalError as exc:
                 # One line per outage: the replica is tried again after REPLICA_RETRY.
                 self._replica_retry = monotonic() + REPLICA_RETRY
-                reason = str(exc.orig or exc).strip().splitlines()[0]
                 log.warning(
                     "search replica unreachable (%s); searching on the primary for %d s",
-                    reason,
+                    _reason(exc),
                     REPLICA_RETRY,
                 )
         return self.engine.connect()
@@ -442,6 +469,16 @@ def _drop_empty_partitions(connection: Connection) -> None:
         connection.exec_driver_sql(f"LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE")
         if not connection.scalar(text(f"SELECT EXISTS (SELECT FROM {name})")):
             connection.exec_driver_sql(f"DROP TABLE {name}")
+
+
+def _sqlstate(exc: OperationalError) -> str | None:
+    """The SQLSTATE PostgreSQL gave for the failure, if it gave one."""
+    return getattr(exc.orig, "sqlstate", None)
+
+
+def _reason(exc: OperationalError) -> str:
+    """The first line of the server's or the driver's message: the log has no SQL."""
+    return str(exc.orig or exc).strip().splitlines()[0]
 
 
 def _facet_counts(
