@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-mta lint bench clean
+.PHONY: run test test-mta lint bench clean translations
 
 # Three tests at a time on any machine: most tests wait on real servers, so three keep
 # two cores busy. Each test goes to the next free process, in file order, so no process
@@ -40,6 +40,19 @@ test: $(STAMP)
 test-mta: $(STAMP)
 	tests/reliability/ensure-postfix.sh
 	$(BIN)/python -m pytest tests/reliability/test_postfix.py $(PYTEST_ARGS)
+
+# The catalogues of the pages (web) and of list mail (lists): new strings extracted into
+# each package's messages.pot, merged into every language's messages.po (translate the
+# new entries there), and compiled. The compiled .mo files are committed, as Django does,
+# so that an install needs no build step; a test checks they match the .po files.
+translations: $(STAMP)
+	for package in web lists; do \
+	  $(BIN)/pybabel -q extract -F babel.cfg --no-location --sort-output --project=Arsip \
+	    -o $$package/translations/messages.pot $$package && \
+	  $(BIN)/pybabel -q update --init-missing -l id --no-fuzzy-matching --ignore-obsolete \
+	    -i $$package/translations/messages.pot -d $$package/translations && \
+	  $(BIN)/pybabel compile --statistics -d $$package/translations || exit 1; \
+	done
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -83,6 +83,8 @@ class User(Base):
     session_generation: Mapped[int] = mapped_column(Integer, default=0)
     # Set while the account is disabled: no logins, no tokens, its rows and history kept.
     disabled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The web UI's language as the person chose it (`LANGUAGES`); None: the browser's.
+    language: Mapped[str | None] = mapped_column(String(8), default=None)
 
     addresses: Mapped[list[UserAddress]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True

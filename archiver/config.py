@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from archiver.contentcheck.address import DaemonAddress
+from archiver.languages import LANGUAGES
 
 ENV_PREFIX = "ARSIP_"
 MIB = 1024 * 1024
@@ -102,6 +103,9 @@ class Settings:
     clamd: DaemonAddress | None = None
     # Seconds each daemon may take over one message before it counts as unavailable
     check_timeout: int = 10
+    # The language of pages for browsers that ask for none Arsip has, and of list mail
+    # where the list sets none: `en` (English) or `id` (Bahasa Indonesia)
+    default_language: str = "en"
 
     @property
     def public_url(self) -> str:
@@ -260,6 +264,13 @@ def _search_backend(value: Any) -> str:
     return backend
 
 
+def _language(value: Any) -> str:
+    code = _text(value).lower()
+    if code not in LANGUAGES:
+        raise ValueError(f"must be one of {', '.join(LANGUAGES)}")
+    return code
+
+
 PARSERS: dict[str, Callable[[Any], Any]] = {
     "data_dir": _path,
     "database_url": _text,
@@ -295,6 +306,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "spamd": _daemon,
     "clamd": _daemon,
     "check_timeout": _integer(1, 600),
+    "default_language": _language,
 }
 
 # Settings whose value a start-up error does not repeat: someone may paste a secret there

@@ -132,6 +132,8 @@ class MailingList(Base):
     digest_volume: Mapped[int] = mapped_column(Integer, default=1)
     digest_issue: Mapped[int] = mapped_column(Integer, default=1)
     digest_last_sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    # The language of the mail the list writes (`archiver.languages`); None: the default.
+    language: Mapped[str | None] = mapped_column(String(8), default=None)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
     members: Mapped[list[Member]] = relationship(

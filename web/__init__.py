@@ -38,6 +38,7 @@ def create_app(core: Core) -> Flask:
         auth,
         csrf,
         deps,
+        i18n,
         list_archives,
         lists,
         manage,
@@ -49,6 +50,7 @@ def create_app(core: Core) -> Flask:
     )
 
     deps.init_app(app, core)
+    i18n.init_app(app)
     csrf.init_app(app)
     auth.init_app(app)
     app.register_blueprint(auth.bp)

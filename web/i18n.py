@@ -1,0 +1,58 @@
+"""The web UI in the reader's language: English or Bahasa Indonesia.
+
+The language is, in order: the one the account chose on its page, the best of the
+browser's `Accept-Language` that Arsip has, `ARSIP_DEFAULT_LANGUAGE`. Flask-Babel does the
+rest: `_()`/`ngettext()` in templates and views, and dates and numbers in the reader's
+locale (`format_date`, `format_number`). Strings are marked in English, the source
+language; `web/translations/` holds the catalogues (`make translations` extracts,
+updates and compiles them).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from flask import Flask, g, request
+from flask_babel import Babel, format_date, format_datetime
+
+from archiver.languages import LANGUAGES
+from web.auth import current_user
+from web.deps import get_core
+
+TRANSLATIONS = Path(__file__).parent / "translations"
+
+
+def init_app(app: Flask) -> None:
+    """Translate the app's pages, and give templates the language and its formats."""
+    Babel(
+        app,
+        locale_selector=page_language,
+        default_translation_directories=str(TRANSLATIONS),
+    )
+    app.jinja_env.globals.update(
+        page_language=page_language, languages=LANGUAGES, format_moment=format_moment
+    )
+    app.jinja_env.policies["ext.i18n.trimmed"] = True  # {% trans %} blocks as one line
+
+
+def page_language() -> str:
+    """The language of this request's page (see the module's docstring); chosen once."""
+    if "arsip_language" not in g:
+        user = current_user()
+        chosen = user.language if user is not None else None
+        g.arsip_language = (
+            chosen
+            if chosen in LANGUAGES
+            else request.accept_languages.best_match(LANGUAGES)
+            or get_core().settings.default_language
+        )
+    return g.arsip_language
+
+
+def format_moment(moment: datetime, with_time: bool = True) -> str:
+    """A UTC date (and time) as the reader's language writes it: 7 Dec 2026 14:05, or
+    7 Des 2026 14:05 in Bahasa Indonesia."""
+    if with_time:
+        return format_datetime(moment, "d MMM y HH:mm", rebase=False)
+    return format_date(moment, "d MMM y", rebase=False)
