@@ -26,6 +26,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from archiver.audit import capped, changes, record
+from archiver.languages import LANGUAGES
 from lists.membership import AddResult, Membership
 from lists.models import (
     Action,
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from lists.posting import Poster  # the moderation step; it loads the whole pipeline
 
 MODERATION = ("approve", "reject", "discard")
+DEFAULT_LANGUAGE = "default"  # a list's language setting: ARSIP_DEFAULT_LANGUAGE
 DELIVERY = ("personalize", "bulk")
 # What each choice of a list's settings accepts, by the settings form's field name.
 CHOICES: dict[str, list[str]] = {
@@ -57,6 +59,7 @@ CHOICES: dict[str, list[str]] = {
     "dmarc": ["auto", "always", "never"],
     "reply_to": ["none", "list", "explicit"],
     "unchecked_posts": [str(choice) for choice in UncheckedPosts],
+    "language": [DEFAULT_LANGUAGE, *LANGUAGES],
 }
 LABELS = {
     "nonmember_action": "nonmember action",
@@ -152,6 +155,7 @@ def describe(mlist: MailingList, members: int) -> dict[str, Any]:
         "unchecked_posts": mlist.unchecked_posts,
         "trust_header_from": mlist.trust_header_from,
         "header_rules": mlist.header_matches or [],
+        "language": mlist.language or DEFAULT_LANGUAGE,
         "members": members,
     }
 
@@ -185,6 +189,7 @@ class ListSettings:
     trust_header_from: bool | None = None
     description: str | None = None
     footer: str | None = None
+    language: str | None = None  # "" for ARSIP_DEFAULT_LANGUAGE
 
     @classmethod
     def from_form(cls, form: Mapping[str, str], *, every_field: bool = True) -> ListSettings:
@@ -239,15 +244,22 @@ class ListSettings:
         footer = sent("footer")
         if footer is not None:
             found["footer"] = footer.replace("\r\n", "\n")
+        language = form.get("language")  # kept when a form lacks it (one from before it)
+        if language is not None:
+            chosen = _one_of(language.strip().lower() or DEFAULT_LANGUAGE, "language")
+            found["language"] = "" if chosen == DEFAULT_LANGUAGE else chosen
         return cls(**found)
 
     def changes(self) -> dict[str, object]:
-        """The list attributes this form sets, by name."""
-        return {
+        """The list attributes this form sets, by name (the default language as None)."""
+        changed = {
             field.name: getattr(self, field.name)
             for field in fields(self)
             if getattr(self, field.name) is not None
         }
+        if changed.get("language") == "":
+            changed["language"] = None
+        return changed
 
     def apply(self, mlist: MailingList) -> None:
         """Set the values on `mlist`, once the spam scores still make sense beside the

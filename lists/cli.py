@@ -299,6 +299,11 @@ def moderate(ctx: click.Context, address: str, held_id: int, action: str, reason
 @click.option("--max-size", type=click.IntRange(0), help="Largest post in KB (0: any).")
 @click.option("--max-recipients", type=click.IntRange(0), help="Most To/Cc recipients (0: any).")
 @click.option("--bulk/--personalize", default=None, help="How posts are delivered.")
+@click.option(
+    "--language",
+    type=_choice("language"),
+    help="The language of the mail the list writes (default: ARSIP_DEFAULT_LANGUAGE).",
+)
 @click.option("--spam-hold", help="Hold posts with at least this spam score (default 5).")
 @click.option("--spam-discard", help="Discard posts with at least this spam score (default 15).")
 @click.option(
