@@ -128,7 +128,7 @@ def build_core(settings: Settings) -> Core:
     return Core(
         settings=settings,
         engine=engine,
-        sessions=session_factory(engine),
+        sessions=session_factory(engine, settings.default_language),
         store=DirectoryBlobStore(settings.blob_dir, key=settings.blob_key()),
     )
 

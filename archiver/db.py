@@ -41,9 +41,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    """Sessions that keep loaded objects usable after commit (values are plain data here)."""
-    return sessionmaker(engine, expire_on_commit=False)
+def session_factory(engine: Engine, default_language: str = "en") -> sessionmaker[Session]:
+    """Sessions that keep loaded objects usable after commit (values are plain data here).
+
+    Each session's `info` carries `default_language` (`ARSIP_DEFAULT_LANGUAGE`): what the
+    service writes in for whom nobody chose a language (a list's mail), found from any
+    loaded row without passing the settings down every call.
+    """
+    return sessionmaker(engine, expire_on_commit=False, info={"default_language": default_language})
 
 
 def is_postgres(engine: Engine) -> bool:

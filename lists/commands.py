@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from archiver.throttle import allow_in
-from lists import notices
+from lists import notices, wording
 from lists.membership import BadAddress, Membership, delivery_for, has_role, one_address
 from lists.models import HeldMessage, MailingList, Pending, Role
 from lists.outbox import send_notice
@@ -55,7 +55,8 @@ class Commands:
             results.append(f"> {line}")
             answer = self._one(session, mlist, line.split(), sender)
             if answer is None:
-                results.append("Unknown command; write 'help' for the list of commands.")
+                _ = wording.words(mlist).gettext
+                results.append(_("Unknown command; write 'help' for the list of commands."))
                 break
             results.append(answer)
         if not results:
@@ -105,7 +106,9 @@ class Commands:
             return  # not a moderator: say nothing, a held post is none of their business
         action = first_word(message)
         if action not in ("approve", "reject", "discard"):
-            answer = "Reply with approve, reject or discard as the first word of the body."
+            answer = wording.words(mlist).gettext(
+                "Reply with approve, reject or discard as the first word of the body."
+            )
         else:
             answer = self.poster.moderate(session, held, action)
         self._reply(session, mlist, sender, [answer])
@@ -139,7 +142,7 @@ class Commands:
         if verb == "set" and len(words) >= 3:
             return self._set(session, mlist, sender, words[1].lower(), words[2].lower())
         if verb in ("end", "stop", "thanks"):
-            return "Done."
+            return wording.words(mlist).gettext("Done.")
         return None
 
     def _set(
@@ -147,10 +150,14 @@ class Commands:
     ) -> str:
         """A setting changes only once the member's own address confirms it: the From of
         a command is as easy to forge as anyone's."""
+        _ = wording.words(mlist).gettext
         if delivery_for(option, value) is None:
-            return "Usage: set digest plain|mime|off, or set nomail on|off."
+            return _("Usage: set digest plain|mime|off, or set nomail on|off.")
         if not has_role(session, mlist, sender, Role.MEMBER):
-            return f"{sender} is not a member of {mlist.address}."
+            return _("%(address)s is not a member of %(list)s.") % {
+                "address": sender,
+                "list": mlist.address,
+            }
         return self.membership.request(session, mlist, sender, f"set {option} {value}")
 
 

@@ -12,6 +12,7 @@ from archiver.locks import transaction_lock
 from lists.digests import DigestInfo, mime_digest, plain_digest
 from lists.models import Delivery, DigestEntry, MailingList, Member, Role, utcnow
 from lists.outbox import enqueue
+from lists.wording import language_of, words
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,9 @@ def send_digest(session: Session, mlist: MailingList) -> int:
         issue=mlist.digest_issue,
         date=utcnow(),
         description=mlist.description,
-        footer=f"To leave the list, write to {mlist.address_for('leave')}",
+        footer=words(mlist).gettext("To leave the list, write to %(leave)s")
+        % {"leave": mlist.address_for("leave")},
+        language=language_of(mlist),
     )
     posts = [entry.data for entry in entries]
     sent = 0

@@ -17,13 +17,15 @@ import contextlib
 import email
 import email.policy
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage, MIMEPart
 from email.utils import format_datetime, getaddresses, make_msgid
 
 from archiver.htmltext import html_to_text
+from archiver.languages import catalogue
+from lists.wording import TRANSLATIONS
 
 # RFC 1153 separators: the long one ends the preamble, the short one ends each message.
 PREAMBLE_SEPARATOR = "-" * 70
@@ -60,6 +62,7 @@ class DigestInfo:
     date: datetime  # aware UTC
     description: str = ""
     footer: str = ""  # plain text appended at the end (unsubscribe instructions etc.)
+    language: str = "en"  # of the masthead and the part descriptions; the subject is Mailman's
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,16 @@ class _Post:
     headers: tuple[tuple[str, str], ...]
     text: str
     message: EmailMessage | None
+
+
+def _words(info: DigestInfo) -> Callable[[str], str]:
+    """`gettext` in the digest's language."""
+    return catalogue(TRANSLATIONS, info.language).gettext
+
+
+def _plural(info: DigestInfo) -> Callable[[str, str, int], str]:
+    """`ngettext` in the digest's language."""
+    return catalogue(TRANSLATIONS, info.language).ngettext
 
 
 def digest_subject(info: DigestInfo) -> str:
@@ -103,7 +116,8 @@ def plain_digest(info: DigestInfo, messages: list[bytes]) -> EmailMessage:
     footer = _escape_separators(info.footer or "")
     if footer:
         parts.extend([footer, ""])
-    sign_off = f"End of {digest_subject(info)}"
+    _ = _words(info)
+    sign_off = _("End of %(digest)s") % {"digest": digest_subject(info)}
     parts.extend([sign_off, "*" * len(sign_off)])
 
     digest = _envelope(info)
@@ -123,8 +137,10 @@ def mime_digest(info: DigestInfo, messages: list[bytes]) -> EmailMessage:
 
     contents = MIMEPart(policy=_POLICY)
     _set_text(contents, _preamble(info, posts))
-    noun = "message" if count == 1 else "messages"
-    contents["Content-Description"] = f"Today's Topics ({count} {noun})"
+    ngettext = _plural(info)
+    contents["Content-Description"] = ngettext(
+        "Today's Topics (%(count)s message)", "Today's Topics (%(count)s messages)", count
+    ) % {"count": count}
 
     bundle = MIMEPart(policy=_POLICY)
     bundle["Content-Type"] = "multipart/digest"
@@ -140,7 +156,8 @@ def mime_digest(info: DigestInfo, messages: list[bytes]) -> EmailMessage:
     if footer.strip():
         closing = MIMEPart(policy=_POLICY)
         _set_text(closing, footer + "\n")
-        closing["Content-Description"] = "Digest Footer"
+        _ = _words(info)
+        closing["Content-Description"] = _("Digest Footer")
         digest.attach(closing)
     return digest
 
@@ -177,22 +194,23 @@ def _list_domain(info: DigestInfo) -> str:
 def _preamble(info: DigestInfo, posts: list[_Post]) -> str:
     """Masthead and table of contents, shared by the plain digest and the MIME digest."""
     name = _one_line(info.list_name)
+    _ = _words(info)
     lines = [digest_subject(info), ""]
     description = _escape_separators(info.description or "")
     if description:
         lines.extend([description, ""])
     lines.extend(
         [
-            f"Send {name} mailing list submissions to",
+            _("Send %(name)s mailing list submissions to") % {"name": name},
             f"\t{info.list_address}",
             "",
-            "To subscribe or unsubscribe, or for help, write to",
+            _("To subscribe or unsubscribe, or for help, write to"),
             f"\t{info.request_address}",
             "",
-            "When replying, please edit your Subject line so it is more specific than",
-            f'"Re: Contents of {name} digest..."',
+            _("When replying, please edit your Subject line so it is more specific than"),
+            _('"Re: Contents of %(name)s digest..."') % {"name": name},
             "",
-            "Today's Topics:",
+            _("Today's Topics:"),
             "",
         ]
     )

@@ -24,6 +24,7 @@ from lists import notices, patterns
 from lists.models import Ban, Delivery, MailingList, Member, Pending, Role, Subscription, utcnow
 from lists.outbox import send_notice
 from lists.tokens import member_token, new_token
+from lists.wording import service_words, words
 
 CONFIRM_DAYS = 3
 SETTINGS_LINK_DAYS = 7
@@ -116,31 +117,31 @@ class Membership:
         """Act on a confirmation token, if `confirmer` is the address it was sent to (or,
         for an owner's approval, an owner of the list)."""
         pending = self.pending_for(session, token)
-        if pending is None:
-            return "That confirmation is unknown or has expired."
-        mlist = session.get(MailingList, pending.list_id)
-        if mlist is None:
-            return "That confirmation is unknown or has expired."
+        mlist = None if pending is None else session.get(MailingList, pending.list_id)
+        if pending is None or mlist is None:
+            return service_words(session).gettext("That confirmation is unknown or has expired.")
+        _ = words(mlist).gettext
+        names = {"address": pending.address, "list": mlist.address}
         confirmer = confirmer.lower()
         if pending.action == "approve":
             if not has_role(session, mlist, confirmer, Role.OWNER):
-                return "Only an owner of the list can approve that request."
+                return _("Only an owner of the list can approve that request.")
         elif confirmer != pending.address:
-            return "A confirmation must come from the address it was sent to."
+            return _("A confirmation must come from the address it was sent to.")
         # used once: of two confirmations racing, only the one that deletes the row acts
         used = session.execute(delete(Pending).where(Pending.id == pending.id))
         if used.rowcount != 1:
-            return "That confirmation is unknown or has expired."
+            return _("That confirmation is unknown or has expired.")
         if pending.action == "unsubscribe":
             self._remove(session, mlist, pending.address)
-            return f"{pending.address} has left {mlist.address}."
+            return _("%(address)s has left %(list)s.") % names
         if pending.action.startswith("set "):
             return _apply_setting(session, mlist, pending.address, pending.action)
         if pending.action == "subscribe" and mlist.subscription == Subscription.MODERATE:
             self._ask_owners(session, mlist, pending.address)
-            return "Confirmed; an owner of the list will now look at the request."
+            return _("Confirmed; an owner of the list will now look at the request.")
         self._add(session, mlist, pending.address, pending.display_name)
-        return f"{pending.address} is now a member of {mlist.address}."
+        return _("%(address)s is now a member of %(list)s.") % names
 
     def pending_for(self, session: Session, token: str) -> Pending | None:
         """The unexpired request behind a token (for the web page that confirms it)."""
@@ -154,7 +155,7 @@ class Membership:
         address received it (owners' approvals still need an owner's reply)."""
         pending = self.pending_for(session, token)
         if pending is None or pending.action == "approve":
-            return "That confirmation is unknown or has expired."
+            return service_words(session).gettext("That confirmation is unknown or has expired.")
         return self.confirm(session, token, pending.address)
 
     def unsubscribe_now(self, session: Session, mlist: MailingList, address: str) -> bool:
@@ -202,13 +203,14 @@ class Membership:
     def reject_request(self, session: Session, token: str, owner: str) -> str:
         """An owner refuses a subscription waiting for approval."""
         pending = session.scalar(select(Pending).where(Pending.token == token))
-        if pending is None or pending.action != "approve":
-            return "That request is unknown or has expired."
-        mlist = session.get(MailingList, pending.list_id)
-        if mlist is None or not has_role(session, mlist, owner.lower(), Role.OWNER):
-            return "Only an owner of the list can refuse that request."
+        mlist = None if pending is None else session.get(MailingList, pending.list_id)
+        if pending is None or pending.action != "approve" or mlist is None:
+            return service_words(session).gettext("That request is unknown or has expired.")
+        _ = words(mlist).gettext
+        if not has_role(session, mlist, owner.lower(), Role.OWNER):
+            return _("Only an owner of the list can refuse that request.")
         session.delete(pending)
-        return f"The request of {pending.address} was refused."
+        return _("The request of %(address)s was refused.") % {"address": pending.address}
 
     def add_members(
         self,
@@ -398,9 +400,15 @@ def _apply_setting(session: Session, mlist: MailingList, address: str, action: s
         )
     )
     if member is None or delivery is None:
-        return f"{address} is not a member of {mlist.address}."
+        return words(mlist).gettext("%(address)s is not a member of %(list)s.") % {
+            "address": address,
+            "list": mlist.address,
+        }
     member.delivery = delivery
     if (option, value) == ("nomail", "off"):  # the member says the address works again
         member.disabled_reason = None
         member.bounce_score = 0.0
-    return f"Delivery for {address} is now: {member.delivery}."
+    return words(mlist).gettext("Delivery for %(address)s is now: %(delivery)s.") % {
+        "address": address,
+        "delivery": member.delivery,
+    }

@@ -9,6 +9,7 @@ from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
 
 from lists.models import MailingList, utcnow
+from lists.wording import language_of, words
 
 AUTO_HEADERS = {"Auto-Submitted": "auto-replied", "Precedence": "bulk"}
 MAX_LINE = 990  # RFC 5321 allows 998 octets a line; a little room for the line ending
@@ -47,19 +48,25 @@ def notice(
         message.set_content(body)
     if attachment is not None:
         message.add_attachment(attachment, maintype="message", subtype="rfc822")
+    # RFC 3282; after the content, which setting the content would clear
+    message["Content-Language"] = language_of(mlist)
     return message
 
 
-def requested(action: str, list_address: str) -> str:
+def requested(mlist: MailingList, action: str) -> str:
     """What a confirmation's `action` does, as the rest of "asked to ...".
 
     `subscribe`, `unsubscribe`, or a mailed setting kept as its words (`set nomail on`).
     """
+    _ = words(mlist).gettext
     if action == "subscribe":
-        return f"join the list {list_address}"
+        return _("join the list %(list)s") % {"list": mlist.address}
     if action == "unsubscribe":
-        return f"leave the list {list_address}"
-    return f"change the delivery from {list_address} ({action})"
+        return _("leave the list %(list)s") % {"list": mlist.address}
+    return _("change the delivery from %(list)s (%(action)s)") % {
+        "list": mlist.address,
+        "action": action,
+    }
 
 
 def confirm_request(
@@ -67,14 +74,16 @@ def confirm_request(
 ) -> EmailMessage:
     """Ask `address` to confirm a subscription, an unsubscription or a change of its
     settings that it (or someone using its address) asked for."""
+    _ = words(mlist).gettext
     confirm = mlist.address_for(f"confirm+{token}")
-    body = (
-        f"Someone, probably you, asked to {requested(action, mlist.address)}\n"
-        f"for the address {address}.\n\n"
-        f"To confirm, reply to this message (keep the subject), or open:\n\n    {url}\n\n"
+    body = _(
+        "Someone, probably you, asked to %(request)s\n"
+        "for the address %(address)s.\n\n"
+        "To confirm, reply to this message (keep the subject), or open:\n\n    %(url)s\n\n"
         "If you did not ask for this, ignore this message: nothing happens without your\n"
         "confirmation, and the request expires in a few days.\n"
-    )
+    ) % {"request": requested(mlist, action), "address": address, "url": url}
+    # The subject stays as it is in every language: a reply to it is the confirmation.
     return notice(mlist, address, f"confirm {token}", body, sender=confirm, reply_to=confirm)
 
 
@@ -84,54 +93,71 @@ def welcome(mlist: MailingList, address: str, settings_page: str) -> EmailMessag
     `settings_page` is where a link to the member's own settings can be asked for, not a
     signed link: a welcome mail is kept for years, a signed link should not work that long.
     """
-    body = (
-        f"Welcome to {mlist.address}! {mlist.description}\n\n"
-        f"To post, write to {mlist.address}.\n"
-        f"To leave, write to {mlist.address_for('leave')}.\n"
-        f"To change your settings (digest, no mail) or leave on the web, visit\n"
-        f"{settings_page}\n"
+    _ = words(mlist).gettext
+    body = _(
+        "Welcome to %(list)s! %(description)s\n\n"
+        "To post, write to %(list)s.\n"
+        "To leave, write to %(leave)s.\n"
+        "To change your settings (digest, no mail) or leave on the web, visit\n"
+        "%(page)s\n"
         "and ask for a link to your settings page.\n"
-        f"For help, write 'help' to {mlist.address_for('request')}.\n"
-    )
-    return notice(mlist, address, f"Welcome to {mlist.address}", body)
+        "For help, write 'help' to %(request)s.\n"
+    ) % {
+        "list": mlist.address,
+        "description": mlist.description,
+        "leave": mlist.address_for("leave"),
+        "page": settings_page,
+        "request": mlist.address_for("request"),
+    }
+    return notice(mlist, address, _("Welcome to %(list)s") % {"list": mlist.address}, body)
 
 
 def settings_link(mlist: MailingList, address: str, url: str, days: int) -> EmailMessage:
     """Send a member the signed link to their own settings page, asked for on the web."""
-    body = (
-        f"Someone, probably you, asked for a link to the settings of {address}\n"
-        f"on the list {mlist.address}. Open it to choose how the list delivers to you\n"
+    _ = words(mlist).gettext
+    body = _(
+        "Someone, probably you, asked for a link to the settings of %(address)s\n"
+        "on the list %(list)s. Open it to choose how the list delivers to you\n"
         "(each post, a digest, or no mail for now) or to leave the list:\n\n"
-        f"    {url}\n\n"
-        f"The link works for {days} days; anyone who has it can change these settings, so\n"
+        "    %(url)s\n\n"
+        "The link works for %(days)s days; anyone who has it can change these settings, so\n"
         "do not pass it on. If you did not ask for it, ignore this message: nothing\n"
         "changes unless a button on that page is pressed.\n"
-    )
-    return notice(mlist, address, f"Your settings on {mlist.address}", body, unwrapped=True)
+    ) % {"address": address, "list": mlist.address, "url": url, "days": days}
+    subject = _("Your settings on %(list)s") % {"list": mlist.address}
+    return notice(mlist, address, subject, body, unwrapped=True)
 
 
 def goodbye(mlist: MailingList, address: str) -> EmailMessage:
     """Confirm that an address has left."""
-    body = f"{address} is no longer a member of {mlist.address}.\n"
-    return notice(mlist, address, f"You have left {mlist.address}", body)
+    _ = words(mlist).gettext
+    names = {"address": address, "list": mlist.address}
+    body = _("%(address)s is no longer a member of %(list)s.\n") % names
+    return notice(mlist, address, _("You have left %(list)s") % names, body)
 
 
 def awaiting_approval(mlist: MailingList, address: str) -> EmailMessage:
     """Tell a confirmed subscriber that an owner must now approve them."""
-    body = f"Thank you. An owner of {mlist.address} will look at your request to join.\n"
-    return notice(mlist, address, f"Your request to join {mlist.address}", body)
+    _ = words(mlist).gettext
+    names = {"list": mlist.address}
+    body = _("Thank you. An owner of %(list)s will look at your request to join.\n") % names
+    return notice(mlist, address, _("Your request to join %(list)s") % names, body)
 
 
 def approval_request(mlist: MailingList, owner: str, address: str, token: str) -> EmailMessage:
     """Ask an owner to approve a confirmed subscription to a moderated list."""
+    _ = words(mlist).gettext
     confirm = mlist.address_for(f"confirm+{token}")
+    names = {"address": address, "list": mlist.address}
     body = (
-        f"{address} has confirmed a request to join {mlist.address}.\n\n"
-        "Reply 'approve' to this message to let them in, or 'reject' to refuse.\n"
+        _(
+            "%(address)s has confirmed a request to join %(list)s.\n\n"
+            "Reply 'approve' to this message to let them in, or 'reject' to refuse.\n"
+        )
+        % names
     )
-    return notice(
-        mlist, owner, f"Subscription request: {address}", body, sender=confirm, reply_to=confirm
-    )
+    subject = _("Subscription request: %(address)s") % names
+    return notice(mlist, owner, subject, body, sender=confirm, reply_to=confirm)
 
 
 def held_for_moderation(
@@ -144,18 +170,23 @@ def held_for_moderation(
     original: bytes,
 ) -> EmailMessage:
     """Tell a moderator a post is held, why, and how to act on it by reply."""
+    _ = words(mlist).gettext
     confirm = mlist.address_for(f"confirm+{token}")
+    names = {"list": mlist.address, "sender": sender, "subject": subject, "reason": reason}
     body = (
-        f"A post to {mlist.address} is held for moderation.\n\n"
-        f"    From:    {sender}\n    Subject: {subject}\n    Reason:  {reason}\n\n"
-        "Reply to this message with one word in the first line of the body:\n"
-        "'approve' to send it to the list, 'reject' to refuse it (the sender is told),\n"
-        "or 'discard' to drop it silently. The post is attached.\n"
+        _(
+            "A post to %(list)s is held for moderation.\n\n"
+            "    From:    %(sender)s\n    Subject: %(subject)s\n    Reason:  %(reason)s\n\n"
+            "Reply to this message with one word in the first line of the body:\n"
+            "'approve' to send it to the list, 'reject' to refuse it (the sender is told),\n"
+            "or 'discard' to drop it silently. The post is attached.\n"
+        )
+        % names
     )
     return notice(
         mlist,
         moderator,
-        f"{mlist.address} post from {sender} requires approval",
+        _("%(list)s post from %(sender)s requires approval") % names,
         body,
         sender=confirm,
         reply_to=confirm,
@@ -173,20 +204,31 @@ def virus_discarded(
 ) -> EmailMessage:
     """Tell an owner a post carrying a virus was dropped; the post is not attached, nor
     quoted beyond its subject, so the notice itself carries nothing harmful."""
+    _ = words(mlist).gettext
+    names = {
+        "list": mlist.address,
+        "sender": sender or _("(no sender)"),
+        "subject": subject,
+        "message_id": message_id,
+        "virus": signature,
+    }
     body = (
-        f"A post to {mlist.address} was discarded: the virus scanner found\n"
-        f"{signature} in it.\n\n"
-        f"    From:       {sender or '(no sender)'}\n"
-        f"    Subject:    {subject}\n"
-        f"    Message-ID: {message_id}\n"
-        f"    Virus:      {signature}\n\n"
-        "No member received it, and the sender was not told (the From of such mail is\n"
-        "usually forged). The post is not attached to this notice.\n"
+        _(
+            "A post to %(list)s was discarded: the virus scanner found\n"
+            "%(virus)s in it.\n\n"
+            "    From:       %(sender)s\n"
+            "    Subject:    %(subject)s\n"
+            "    Message-ID: %(message_id)s\n"
+            "    Virus:      %(virus)s\n\n"
+            "No member received it, and the sender was not told (the From of such mail is\n"
+            "usually forged). The post is not attached to this notice.\n"
+        )
+        % names
     )
     return notice(
         mlist,
         owner,
-        f"{mlist.address}: a post from {sender or '(no sender)'} carried a virus",
+        _("%(list)s: a post from %(sender)s carried a virus") % names,
         body,
         sender=mlist.address_for("owner"),
     )
@@ -194,23 +236,33 @@ def virus_discarded(
 
 def post_held(mlist: MailingList, sender: str, subject: str, reason: str) -> EmailMessage:
     """Tell the poster their message waits for a moderator."""
+    _ = words(mlist).gettext
+    names = {"list": mlist.address, "subject": subject, "reason": reason}
     body = (
-        f"Your message to {mlist.address} with the subject\n\n    {subject}\n\n"
-        f"is being held until a moderator can review it. Reason: {reason}\n"
+        _(
+            "Your message to %(list)s with the subject\n\n    %(subject)s\n\n"
+            "is being held until a moderator can review it. Reason: %(reason)s\n"
+        )
+        % names
     )
-    return notice(mlist, sender, f"Your message to {mlist.address} awaits approval", body)
+    return notice(mlist, sender, _("Your message to %(list)s awaits approval") % names, body)
 
 
 def post_rejected(mlist: MailingList, sender: str, subject: str, reason: str) -> EmailMessage:
     """Tell the poster their message was refused, and why."""
+    _ = words(mlist).gettext
+    names = {"list": mlist.address, "subject": subject, "reason": reason}
     body = (
-        f"Your message to {mlist.address} with the subject\n\n    {subject}\n\n"
-        f"was rejected. Reason: {reason}\n"
+        _(
+            "Your message to %(list)s with the subject\n\n    %(subject)s\n\n"
+            "was rejected. Reason: %(reason)s\n"
+        )
+        % names
     )
     return notice(
         mlist,
         sender,
-        f"Your message to {mlist.address} was rejected",
+        _("Your message to %(list)s was rejected") % names,
         body,
         sender=mlist.address_for("owner"),
     )
@@ -218,14 +270,18 @@ def post_rejected(mlist: MailingList, sender: str, subject: str, reason: str) ->
 
 def command_results(mlist: MailingList, to: str, lines: list[str]) -> EmailMessage:
     """The results of the commands in a message to -request."""
-    body = "The results of your commands:\n\n" + "\n".join(lines) + "\n"
-    return notice(mlist, to, f"The results of your commands to {mlist.address}", body)
+    _ = words(mlist).gettext
+    body = _("The results of your commands:") + "\n\n" + "\n".join(lines) + "\n"
+    subject = _("The results of your commands to %(list)s") % {"list": mlist.address}
+    return notice(mlist, to, subject, body)
 
 
 def help_text(mlist: MailingList) -> str:
-    """What -request understands."""
-    return (
-        f"Commands for {mlist.address} (write them to {mlist.address_for('request')},\n"
+    """What -request understands (the commands themselves are English in every language:
+    they are what the list reads)."""
+    _ = words(mlist).gettext
+    return _(
+        "Commands for %(list)s (write them to %(request)s,\n"
         "in the subject or one per line in the body):\n\n"
         "    subscribe            join the list (you will be asked to confirm)\n"
         "    unsubscribe          leave the list (you will be asked to confirm)\n"
@@ -235,14 +291,25 @@ def help_text(mlist: MailingList) -> str:
         "    set digest off       get each post again\n"
         "    set nomail on|off    stop or resume mail without leaving\n"
         "    help                 this text\n"
-    )
+    ) % {"list": mlist.address, "request": mlist.address_for("request")}
 
 
 def delivery_disabled(mlist: MailingList, address: str, score: float) -> EmailMessage:
     """Tell a member (and, copied separately, the owners) that mail to them stopped."""
+    _ = words(mlist).gettext
+    names = {
+        "list": mlist.address,
+        "address": address,
+        "score": f"{score:.1f}",
+        "request": mlist.address_for("request"),
+    }
     body = (
-        f"Mail from {mlist.address} to {address} has bounced repeatedly (score {score:.1f}),\n"
-        "so the list has stopped sending to it. To resume, write 'set nomail off' to\n"
-        f"{mlist.address_for('request')} once the problem is fixed.\n"
+        _(
+            "Mail from %(list)s to %(address)s has bounced repeatedly (score %(score)s),\n"
+            "so the list has stopped sending to it. To resume, write 'set nomail off' to\n"
+            "%(request)s once the problem is fixed.\n"
+        )
+        % names
     )
-    return notice(mlist, address, f"Delivery to {address} from {mlist.address} stopped", body)
+    subject = _("Delivery to %(address)s from %(list)s stopped") % names
+    return notice(mlist, address, subject, body)
