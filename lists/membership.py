@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from urllib.parse import quote
 
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
@@ -169,7 +168,7 @@ class Membership:
 
     def settings_page(self, mlist: MailingList) -> str:
         """The web page where a member asks for a link to their own settings."""
-        return f"{self.public_url}/lists/{quote(mlist.address, safe='@')}/member"
+        return mlist.page(self.public_url, "member")
 
     def mail_settings_link(
         self,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import (
     JSON,
@@ -150,6 +151,10 @@ class MailingList(Base):
     def address_for(self, suffix: str) -> str:
         """One of the list's other addresses: `address_for("request")` is NAME-request@."""
         return f"{self.name}-{suffix}@{self.domain}"
+
+    def page(self, public_url: str, name: str) -> str:
+        """One of the list's pages on the web UI, for a link in mail: `page(url, "held")`."""
+        return f"{public_url}/lists/{quote(self.address, safe='@')}/{name}"
 
     @property
     def list_id(self) -> str:

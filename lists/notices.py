@@ -168,8 +168,10 @@ def held_for_moderation(
     reason: str,
     token: str,
     original: bytes,
+    queue: str = "",
 ) -> EmailMessage:
-    """Tell a moderator a post is held, why, and how to act on it by reply."""
+    """Tell a moderator a post is held, why, and how to act on it: by reply, or on the
+    list's held-posts page (`queue`), which shows the post before the decision."""
     _ = words(mlist).gettext
     confirm = mlist.address_for(f"confirm+{token}")
     names = {"list": mlist.address, "sender": sender, "subject": subject, "reason": reason}
@@ -183,6 +185,8 @@ def held_for_moderation(
         )
         % names
     )
+    if queue:
+        body += "\n" + _("Or read it and decide on the web:\n\n    %(url)s\n") % {"url": queue}
     return notice(
         mlist,
         moderator,
@@ -191,6 +195,7 @@ def held_for_moderation(
         sender=confirm,
         reply_to=confirm,
         attachment=original,
+        unwrapped=True,
     )
 
 

@@ -101,6 +101,7 @@ class Poster:
                 decision.reason,
                 decision.tell_sender,
                 verdict,
+                queue=mlist.page(self.public_url, "held"),
             )
         elif decision.rule == ContentCheck.name and verdict is not None and verdict.virus:
             virus_found(session, mlist, message, sender, verdict.virus)
@@ -171,9 +172,11 @@ def hold(
     reason: str,
     tell_sender: bool = True,
     verdict: Verdict | None = None,
+    queue: str = "",
 ) -> HeldMessage:
-    """Keep a post for the moderators, tell them (and, unless `tell_sender` is false,
-    the poster) why."""
+    """Keep a post for the moderators, tell them (with a link to the `queue` page, where
+    they can read it before deciding) and, unless `tell_sender` is false, the poster
+    why."""
     subject = str(message.get("Subject", ""))
     held = HeldMessage(
         token=new_token(),
@@ -194,7 +197,7 @@ def hold(
         send_notice(
             session,
             notices.held_for_moderation(
-                mlist, moderator, sender, subject, reason, held.token, data
+                mlist, moderator, sender, subject, reason, held.token, data, queue
             ),
             mlist.address_for("bounces"),
             mlist.id,

@@ -75,7 +75,9 @@ def test_every_list_mail_fills_every_placeholder(language: str) -> None:
         notices.goodbye(mlist, "ann@example.org"),
         notices.awaiting_approval(mlist, "ann@example.org"),
         notices.approval_request(mlist, OWNER, "ann@example.org", "abc"),
-        notices.held_for_moderation(mlist, OWNER, "s@example.net", "Hi", "why", "abc", b"x"),
+        notices.held_for_moderation(
+            mlist, OWNER, "s@example.net", "Hi", "why", "abc", b"x", "https://x/held"
+        ),
         notices.virus_discarded(mlist, OWNER, "", "Hi", "<m@x>", "Eicar-Test-Signature"),
         notices.post_held(mlist, "s@example.net", "Hi", "why"),
         notices.post_rejected(mlist, "s@example.net", "Hi", "why"),

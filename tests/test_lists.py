@@ -133,6 +133,8 @@ def test_a_strangers_post_is_held_until_a_moderator_approves_it_by_reply(
     notice = parsed(notice_data)
     assert "requires approval" in notice["Subject"]
     assert "not a member" in notice.get_body().get_content()
+    # the moderators can read it on the web before they decide
+    assert f"https://lists.test/lists/{LIST}/held" in notice.get_body().get_content()
     held = json.loads(lists_service.run_cli("lists", "held", LIST, "--json").stdout)
     assert [h["sender"] for h in held] == [STRANGER]
     assert not sink.messages_to(ANN)
