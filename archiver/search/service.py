@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from archiver.models import Message
 from archiver.search.analysis import TEXT_ANALYZER, stem_of
 from archiver.search.backend import SearchBackend, Sort
+from archiver.search.own_text import own_text
 from archiver.search.query import parse_query, words_to_highlight
 from archiver.search.snippets import snippet
 from archiver.search.viewer import Viewer
@@ -78,6 +79,17 @@ def fold(word: str) -> str:
     return next((stem_of(token.text) for token in TEXT_ANALYZER(word)), "")
 
 
+def _snippet(body: str, highlight: list[str]) -> str:
+    """A snippet of what the message itself says (`own_text`); where the words searched
+    for are only in what it quotes, a snippet of the quote, which shows why it matched."""
+    shown = snippet(own_text(body), highlight, fold)
+    if highlight and "<mark>" not in shown:
+        quoted = snippet(body, highlight, fold)
+        if "<mark>" in quoted:
+            return quoted
+    return shown
+
+
 def search(
     session: Session,
     backend: SearchBackend,
@@ -114,7 +126,7 @@ def search(
             sender_name=m.from_name,
             date=m.date,
             list_id=m.list_id,
-            snippet=snippet(bodies[m.sha256].body, highlight, fold),
+            snippet=_snippet(bodies[m.sha256].body, highlight),
         )
         for pk in pks
         if (m := rows.get(pk)) is not None
