@@ -50,6 +50,8 @@ def create_app(core: Core) -> Flask:
 
     deps.init_app(app, core)
     csrf.init_app(app)
+    # replaced by Flask-Babel's gettext
+    app.jinja_env.globals.setdefault("_", untranslated)
     auth.init_app(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(status.bp)
@@ -67,6 +69,12 @@ def create_app(core: Core) -> Flask:
     app.register_error_handler(HTTPException, _error_page)
     app.after_request(security_headers)
     return app
+
+
+def untranslated(text: str, **values: object) -> str:
+    """A template's text as written, `%(name)s` filled in: the stand-in for Flask-Babel's
+    gettext until the web UI is translated (replaced by Flask-Babel's gettext)."""
+    return text % values if values else text
 
 
 # The pages need no scripts, no plug-ins and no frames of other sites; inline styles and
