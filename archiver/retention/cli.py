@@ -18,7 +18,7 @@ from archiver import audit
 from archiver.clikit import CliError, open_core
 from archiver.core import Core
 from archiver.retention.coverage import Note, hold_coverage, messages, policy_coverage
-from archiver.retention.doomed import PAGE_SIZE, DoomedMessage, DoomedPage, doomed_page
+from archiver.retention.doomed import PAGE_SIZE, DoomedPage, doomed_page
 from archiver.retention.models import LegalHold, RetentionPolicy
 from archiver.retention.periods import PeriodError
 from archiver.retention.rules import (
@@ -201,7 +201,7 @@ def retention_apply(
     if as_json:
         document = report.as_json()
         if listed is not None:
-            document["messages"] = [_doomed_json(item) for item in listed.messages]
+            document["messages"] = [item.as_json() for item in listed.messages]
         click.echo(json.dumps(document, indent=2))
         return
     if listed is not None:
@@ -230,16 +230,6 @@ def _print_listing(page: DoomedPage) -> None:
     if page.total:
         more = f"; --page {page.number + 1} for more" if page.number < page.last_page else ""
         click.echo(f"messages {page.first}-{page.last} of {page.total}{more}")
-
-
-def _doomed_json(item: DoomedMessage) -> dict[str, object]:
-    return {
-        "message_id": item.message_id,
-        "date": item.date.isoformat(),
-        "from": item.sender,
-        "subject": item.subject,
-        "list": item.list_id,
-    }
 
 
 def _export_doomed(core: Core, doomed: list[int], output: Path) -> None:

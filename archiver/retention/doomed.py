@@ -8,7 +8,7 @@ them (date, sender, subject, list), so what is listed is exactly what would be d
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from sqlalchemy import select
@@ -28,6 +28,9 @@ class DoomedMessage:
     sender: str
     subject: str
     list_id: str | None
+
+    def as_json(self) -> dict[str, object]:
+        return {**asdict(self), "date": self.date.isoformat()}
 
 
 @dataclass(frozen=True)
@@ -58,23 +61,11 @@ def doomed_page(
     page); a message deleted since the dry run is left out."""
     number = min(max(1, number), _page_count(len(doomed), size))
     pks = list(doomed[(number - 1) * size : number * size])
-    rows = {
-        row.id: row
-        for row in session.execute(
-            select(
-                Message.id,
-                Message.message_id,
-                Message.date,
-                Message.from_address,
-                Message.subject,
-                Message.list_id,
-            ).where(Message.id.in_(pks))
-        )
-    }
+    found = {m.id: m for m in session.scalars(select(Message).where(Message.id.in_(pks)))}
     listed = [
-        DoomedMessage(row.message_id, row.date, row.from_address, row.subject, row.list_id)
-        for row in (rows.get(pk) for pk in pks)
-        if row is not None
+        DoomedMessage(m.message_id, m.date, m.from_address, m.subject, m.list_id)
+        for m in (found.get(pk) for pk in pks)
+        if m is not None
     ]
     return DoomedPage(listed, number, (number - 1) * size + 1, len(doomed), size)
 
