@@ -225,9 +225,9 @@ def preview() -> ResponseReturnValue:
     report = _dry_run(user)
     if report is None:
         return _busy(user)
-    number = request.form.get("page", "1")
+    number = request.form.get("page", 1, type=int)  # anything but a number: page 1
     with get_core().sessions() as session:
-        page = doomed_page(session, report.doomed, int(number) if number.isdigit() else 1)
+        page = doomed_page(session, report.doomed, number)
         details = {"page": page.number, "messages": page.total}
         audit_read(current_viewer(), "retention.preview", "dry run", details)
         rows = _preview_rows(session, report)
