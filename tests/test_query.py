@@ -81,6 +81,10 @@ def test_words_and_phrases_keep_what_was_typed(text, expected):
         ("filename:report.pdf", Word("report.pdf", "filename")),
         ('filename:"annual report.pdf"', Phrase("annual report.pdf", "filename")),
         ("list:Dev.Example.ORG", Word("dev.example.org", "list")),
+        # The posting address and the header's form name the same List-Id (RFC 2919).
+        ("list:Dev@Lists.Example.com", Word("dev.lists.example.com", "list")),
+        ("list:<dev.lists.example.com>", Word("dev.lists.example.com", "list")),
+        ('list:"<team.dev@example.org>"', Word("team.dev.example.org", "list")),
         ("msgid:<ABC.123@Mail.Example.com>", Word("abc.123@mail.example.com", "msgid")),
         ("msgid:abc@x", Word("abc@x", "msgid")),
         ('msgid:"<abc@x>"', Word("abc@x", "msgid")),

@@ -145,6 +145,8 @@ def ids(core: Core, backend, text: str, viewer: Viewer | None = None, **options)
         ("to:secret-bcc@example.com", ["lunch@example.com"]),
         ("subject:lunch", ["lunch@example.com"]),
         ("list:dev.lists.example.com", ["list@example.com"]),
+        ("list:dev@lists.example.com", ["list@example.com"]),
+        ("list:<dev.lists.example.com>", ["list@example.com"]),
         ("filename:budget", ["sheet@example.org"]),
         ("msgid:<q2@example.com>", ["q2@example.com"]),
         ("has:attachment", ["sheet@example.org"]),

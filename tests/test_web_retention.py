@@ -352,3 +352,110 @@ def test_custodians_may_be_pasted_with_commas_semicolons_or_lines() -> None:
         "c@x.org",
         "d@x.org",
     ]
+
+
+def notices(client: FlaskClient, answer) -> str:
+    """The page a form's redirect leads to, with what it flashed."""
+    assert answer.status_code == 302, answer.get_data(as_text=True)
+    return unescape(client.get(answer.location).get_data(as_text=True))
+
+
+def test_saving_a_policy_says_what_it_covers_and_warns_of_a_scope_that_matches_nothing(
+    app: Flask, core: Core
+) -> None:
+    admin = browser(app, ADMIN)
+    page = notices(admin, add_policy(admin, "carol", "10y", scope=f"from:{CUSTODIAN}"))
+    assert "It covers 1 message now." in page and "Warning" not in page
+    page = notices(admin, add_policy(admin, "typo", "1y", scope="from:carol@example.org"))
+    assert "It covers 0 messages now." in page
+    assert "Warning: Its scope matches no message now: check it for a typo" in page
+    assert policy_names(core) == ["carol", "typo"]  # saved all the same
+    page = notices(admin, add_policy(admin, "default", "2y"))
+    assert "It covers 4 messages now." in page
+    assert (
+        "Warning: 1 of its 4 messages are kept longer by policy carol (10y): "
+        "the longest retention wins." in page
+    )
+
+
+def test_the_preview_lists_the_messages_it_would_delete_with_links(app: Flask, core: Core) -> None:
+    admin = browser(app, ADMIN)
+    add_policy(admin, "everything", "1y")
+    place_hold(admin, name="carol", reason="Case 12", custodians=CUSTODIAN)
+
+    page = post_form(admin, "/admin/retention", "/admin/retention/preview").get_data(as_text=True)
+
+    listing = page.split('id="would-delete"')[1].split("</table>")[0]
+    assert "Messages 1 to 2 of 2, oldest first." in page
+    assert listing.index("report old-1@x") < listing.index("report old-3@x")
+    assert '<a href="/messages/old-1@x">report old-1@x</a>' in listing
+    assert "<td>alice@example.com</td>" in listing
+    assert "old-2@x" not in listing and "new-1@x" not in listing  # held, and too new
+    assert "Next page" not in page and "Download them all as mbox" in page
+    assert [target for _actor, target in audited(core, "retention.preview")] == ["dry run"]
+
+
+def test_the_preview_pages_through_many_messages(app: Flask, core: Core) -> None:
+    archive(core, *(mail(f"bulk-{n:02}@x", years_ago(5) + timedelta(hours=n)) for n in range(55)))
+    admin = browser(app, ADMIN)
+    add_policy(admin, "everything", "1y")
+    first = post_form(admin, "/admin/retention", "/admin/retention/preview").get_data(as_text=True)
+    assert "Messages 1 to 50 of 58, oldest first." in first
+    assert "Next page" in first and "Previous page" not in first
+    assert "bulk-00@x" in first and "bulk-49@x" in first and "bulk-50@x" not in first
+    token = csrf_field(first)
+    second = admin.post("/admin/retention/preview", data={"csrf_token": token, "page": "2"})
+    page = second.get_data(as_text=True)
+    assert "Messages 51 to 58 of 58, oldest first." in page
+    assert "bulk-54@x" in page and "old-1@x" in page and "bulk-49@x" not in page
+    assert "Previous page" in page and "Next page" not in page
+
+
+def test_the_messages_a_sweep_would_delete_download_as_mbox(app: Flask, core: Core) -> None:
+    auditor = browser(app, AUDITOR)
+    add_policy(browser(app, ADMIN), "everything", "1y")
+    place_hold(auditor, name="carol", reason="Case 12", custodians=CUSTODIAN)
+    refused = auditor.post("/admin/retention/preview.mbox")
+    assert refused.status_code == 400  # no CSRF token
+
+    answer = post_form(auditor, "/admin/retention", "/admin/retention/preview.mbox")
+
+    assert answer.status_code == 200
+    assert answer.headers["Content-Type"] == "application/mbox"
+    assert "attachment" in answer.headers["Content-Disposition"]
+    data = answer.get_data()
+    assert data.startswith(b"From ")
+    assert data.count(b"\nMessage-ID: ") + data.startswith(b"Message-ID: ") == 2
+    assert b"Message-ID: <old-1@x>" in data and b"Message-ID: <old-3@x>" in data
+    assert b"old-2@x" not in data and b"new-1@x" not in data
+    assert message_count(core) == 4
+    assert audited(core, "export") == [(AUDITOR, "retention dry run")]
+    user = browser(app, USER)
+    token = csrf_field(user.get("/account").get_data(as_text=True))
+    assert user.post("/admin/retention/preview.mbox", data={"csrf_token": token}).status_code == 404
+
+
+def test_the_holds_page_counts_what_each_hold_covers(app: Flask, core: Core) -> None:
+    auditor = browser(app, AUDITOR)
+    page = notices(
+        auditor, place_hold(auditor, name="carol", reason="Case 12", custodians=CUSTODIAN)
+    )
+    assert "Hold carol placed." in page and "It covers 1 message now." in page
+    page = notices(auditor, place_hold(auditor, name="reports", reason="Case 13", query="numbers"))
+    assert "It covers 4 messages now." in page
+    page = notices(
+        auditor, place_hold(auditor, name="later", reason="Case 14", custodians="eve@example.com")
+    )
+    assert "Warning: It covers no message now: check its query and custodians for a typo." in page
+    assert "Hold later placed." in page
+
+    page = auditor.get("/admin/holds").get_data(as_text=True)
+    counts = {
+        name: row.split('<td class="covered">')[1].split("</td>")[0]
+        for name, row in (
+            (row.split("<td>")[1].split("</td>")[0], row)
+            for row in page.split("<tr>")
+            if '<td class="covered">' in row
+        )
+    }
+    assert counts == {"carol": "1", "later": "0", "reports": "4"}

@@ -14,7 +14,15 @@ the logged-in account's email). Who may do what:
 The preview is a dry run of the real sweep. It changes nothing, but it evaluates every
 policy's and hold's query and walks every old message, which takes a while on a large
 archive, so it runs only when asked (a POST, which no prefetcher or crawler sends) and one
-at a time per web process.
+at a time per web process. Its pages of the messages a sweep would delete, and their mbox
+download, are posts too, each carrying the form's CSRF token, and each runs the dry run
+again: what is listed or downloaded is what a sweep would delete at that moment. Reading
+them is audited (`retention.preview`, `export`), as searches and exports are.
+
+Saving a policy or placing a hold says how many messages it covers now, counted by the
+rules the sweep applies (`archiver.retention.coverage`), and warns when that is none or
+when a longer policy keeps the policy's messages anyway; the holds page shows each
+active hold's count.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import (
     Blueprint,
+    Response,
     abort,
     current_app,
     flash,
@@ -38,6 +47,9 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy.orm import Session
 
 from archiver.accounts import Role, User
+from archiver.export import mbox_entries
+from archiver.retention.coverage import Note, hold_coverage, policy_coverage
+from archiver.retention.doomed import doomed_page
 from archiver.retention.periods import PeriodError
 from archiver.retention.rules import (
     RuleError,
@@ -51,7 +63,8 @@ from archiver.retention.rules import (
     sweep_state,
 )
 from archiver.retention.sweep import Sweeper, SweepReport, explain
-from web.auth import current_user, login_required
+from web.audit_hooks import audit_read
+from web.auth import current_user, current_viewer, login_required
 from web.deps import get_core, search_backend
 from web.search import private_page_headers
 
@@ -96,9 +109,11 @@ def _administrator() -> User:
     return user
 
 
-def _back(endpoint: str, notice: str) -> ResponseReturnValue:
+def _back(endpoint: str, notice: str, notes: list[Note] | None = None) -> ResponseReturnValue:
     # Flashed, never put in the URL, so no link can make the page say something we did not.
     flash(notice)
+    for note in notes or []:
+        flash(f"Warning: {note.text}" if note.warning else note.text)
     return redirect(url_for(endpoint))
 
 
@@ -150,7 +165,9 @@ def add() -> ResponseReturnValue:
     except (RuleError, PeriodError) as exc:
         with get_core().sessions() as session:
             return _retention_page(session, user, 400, error=str(exc), policy_form=form)
-    return _back(".index", notice)
+    with get_core().sessions() as session:
+        covered = policy_coverage(session, search_backend(), policy.name)
+    return _back(".index", notice, covered.notes(scoped=policy.scope is not None))
 
 
 @bp.post("/retention/policies/remove")
@@ -180,24 +197,58 @@ def pause() -> ResponseReturnValue:
     return _back(".index", notice)
 
 
-@bp.post("/retention/preview")
-@login_required
-def preview() -> ResponseReturnValue:
-    """Count what a sweep would delete now, per policy, and what holds keep; delete nothing."""
-    user = _staff()
+def _dry_run(user: User) -> SweepReport | None:
+    """A dry run that notes what it would delete; None while another one runs."""
     lock: threading.Lock = current_app.extensions[PREVIEW_LOCK]
     if not lock.acquire(blocking=False):
-        with get_core().sessions() as session:
-            busy = "A preview is running already; try again when it has finished."
-            return _retention_page(session, user, 409, preview_error=busy)
+        return None
     try:
         core = get_core()
         sweeper = Sweeper(core.sessions, core.store, search_backend(), actor=user.email)
-        report = sweeper.run(dry_run=True)
+        return sweeper.run(dry_run=True, collect=True)
     finally:
         lock.release()
+
+
+def _busy(user: User) -> ResponseReturnValue:
     with get_core().sessions() as session:
-        return _retention_page(session, user, report=report, rows=_preview_rows(session, report))
+        busy = "A preview is running already; try again when it has finished."
+        return _retention_page(session, user, 409, preview_error=busy)
+
+
+@bp.post("/retention/preview")
+@login_required
+def preview() -> ResponseReturnValue:
+    """Count what a sweep would delete now, per policy, and what holds keep, and list a
+    page (`page`, from 1) of the messages it would delete; delete nothing."""
+    user = _staff()
+    report = _dry_run(user)
+    if report is None:
+        return _busy(user)
+    number = request.form.get("page", 1, type=int)  # anything but a number: page 1
+    with get_core().sessions() as session:
+        page = doomed_page(session, report.doomed, number)
+        details = {"page": page.number, "messages": page.total}
+        audit_read(current_viewer(), "retention.preview", "dry run", details)
+        rows = _preview_rows(session, report)
+        return _retention_page(session, user, report=report, rows=rows, doomed=page)
+
+
+@bp.post("/retention/preview.mbox")
+@login_required
+def preview_export() -> ResponseReturnValue:
+    """Every message a sweep would delete now, as received, in one mboxrd download."""
+    user = _staff()
+    report = _dry_run(user)
+    if report is None:
+        return _busy(user)
+    audit_read(current_viewer(), "export", "retention dry run", {"messages": report.deleted})
+    # The generator outlives the request, so it gets the core now, not from the context.
+    return Response(
+        mbox_entries(get_core(), report.doomed),
+        content_type="application/mbox",
+        headers={"Content-Disposition": 'attachment; filename="arsip-would-delete.mbox"'},
+    )
 
 
 def _preview_rows(session: Session, report: SweepReport) -> list[tuple[str, int]]:
@@ -226,10 +277,15 @@ def _holds_page(status: int = 200, **context: Any) -> ResponseReturnValue:
     context.setdefault("hold_form", dict.fromkeys(HOLD_FIELDS, ""))
     with get_core().sessions() as session:
         every = holds(session, include_released=True)
+        active = [hold for hold in every if hold.released_at is None]
         page = render_template(
             "holds.html",
             title="Legal holds",
-            active=[hold for hold in every if hold.released_at is None],
+            active=active,
+            covered={
+                hold.name: hold_coverage(session, search_backend(), hold).messages
+                for hold in active
+            },
             released=[hold for hold in every if hold.released_at is not None],
             **context,
         )
@@ -282,7 +338,9 @@ def place() -> ResponseReturnValue:
             name = placed.name
     except (RuleError, FormError) as exc:
         return _holds_page(400, error=str(exc), hold_form=form)
-    return _back(".hold_list", f"Hold {name} placed.")
+    with get_core().sessions() as session:
+        covered = hold_coverage(session, search_backend(), placed)
+    return _back(".hold_list", f"Hold {name} placed.", covered.notes())
 
 
 @bp.get("/holds/release")

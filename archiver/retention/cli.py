@@ -10,12 +10,15 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 
 import click
 
 from archiver import audit
 from archiver.clikit import CliError, open_core
 from archiver.core import Core
+from archiver.retention.coverage import Note, hold_coverage, messages, policy_coverage
+from archiver.retention.doomed import PAGE_SIZE, DoomedPage, doomed_page
 from archiver.retention.models import LegalHold, RetentionPolicy
 from archiver.retention.periods import PeriodError
 from archiver.retention.rules import (
@@ -50,6 +53,15 @@ def _backend(core: Core) -> Iterator[SearchBackend]:
         yield backend
     finally:
         backend.close()
+
+
+def _say(notes: list[Note]) -> None:
+    """What a saved rule covers on stdout; warnings, which want a second look, on stderr."""
+    for note in notes:
+        if note.warning:
+            click.echo(f"warning: {note.text}", err=True)
+        else:
+            click.echo(note.text)
 
 
 def _day(text: str | None, option: str) -> datetime | None:
@@ -92,6 +104,9 @@ def retention_add(ctx: click.Context, name: str, keep: str, scope: str | None) -
     with _rules_errors(), core.sessions.begin() as session:
         policy = add_policy(session, audit.cli_actor(), name, keep, scope)
         click.echo(f"policy {policy.name}: keep {policy.scope or 'everything'} for {policy.keep}")
+        name, scoped = policy.name, policy.scope is not None
+    with _backend(core) as backend, core.sessions() as session:
+        _say(policy_coverage(session, backend, name).notes(scoped))
 
 
 @retention.command("list")
@@ -140,17 +155,98 @@ def retention_remove(ctx: click.Context, name: str) -> None:
 @retention.command("apply")
 @click.option("--dry-run", is_flag=True, help="Count what each policy would delete only.")
 @click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
+@click.option(
+    "--list",
+    "listing",
+    is_flag=True,
+    help=f"With --dry-run: list the messages it would delete, oldest first, {PAGE_SIZE} a page.",
+)
+@click.option("--page", type=click.IntRange(min=1), default=1, help="With --list: which page.")
+@click.option(
+    "--export",
+    "export_format",
+    type=click.Choice(["mbox"]),
+    default=None,
+    help="With --dry-run: write the messages it would delete to -o FILE.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="The file --export writes.",
+)
 @click.pass_context
-def retention_apply(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
+def retention_apply(
+    ctx: click.Context,
+    dry_run: bool,
+    as_json: bool,
+    listing: bool,
+    page: int,
+    export_format: str | None,
+    output: Path | None,
+) -> None:
     """Run a sweep now (the service runs one every night)."""
+    if (listing or export_format) and not dry_run:
+        raise click.UsageError("--list and --export show what a dry run would delete: add it")
+    if (export_format is None) != (output is None):
+        raise click.UsageError("--export mbox and -o FILE go together")
     core = open_core(ctx, upgrade=True)
     with _backend(core) as backend:
         sweeper = Sweeper(core.sessions, core.store, backend, actor=audit.cli_actor())
-        report = sweeper.run(dry_run=dry_run)
+        report = sweeper.run(dry_run=dry_run, collect=listing or output is not None)
+    listed = _doomed_listing(core, report.doomed, page) if listing else None
+    if output is not None:
+        _export_doomed(core, report.doomed, output)
     if as_json:
-        click.echo(json.dumps(report.as_json(), indent=2))
+        document = report.as_json()
+        if listed is not None:
+            document["messages"] = [item.as_json() for item in listed.messages]
+        click.echo(json.dumps(document, indent=2))
         return
+    if listed is not None:
+        _print_listing(listed)
     _print_report(report)
+
+
+def _doomed_listing(core: Core, doomed: list[int], number: int) -> DoomedPage:
+    """Page `number` of what the dry run would delete; reading it is audited, as a search
+    is."""
+    from archiver.readops import audit_reading
+
+    with core.sessions() as session:
+        page = doomed_page(session, doomed, number)
+    details = {"page": page.number, "messages": page.total}
+    audit_reading(core, audit.cli_actor(), "retention.preview", "dry run", details)
+    return page
+
+
+def _print_listing(page: DoomedPage) -> None:
+    for item in page.messages:
+        click.echo(
+            f"{item.date:%Y-%m-%d %H:%M}\t{item.sender}\t{item.subject or '(no subject)'}"
+            f"\t{item.list_id or ''}\t<{item.message_id}>"
+        )
+    if page.total:
+        more = f"; --page {page.number + 1} for more" if page.number < page.last_page else ""
+        click.echo(f"messages {page.first}-{page.last} of {page.total}{more}")
+
+
+def _export_doomed(core: Core, doomed: list[int], output: Path) -> None:
+    """Write what the dry run would delete to `output` as mbox; audited as an export."""
+    from tqdm import tqdm
+
+    from archiver.export import export_messages
+    from archiver.readops import audit_reading
+
+    details = {"retention": "dry run", "messages": len(doomed)}
+    audit_reading(core, audit.cli_actor(), "export", str(output), details)
+    try:
+        with tqdm(total=len(doomed), unit="msg", desc="export", disable=None) as bar:
+            count = export_messages(core, doomed, output, on_message=lambda _n: bar.update())
+    except OSError as exc:
+        raise CliError(f"{output}: {exc.strerror or exc}") from exc
+    click.echo(f"wrote the {count} messages it would delete to {output}", err=True)
 
 
 def _print_report(report: SweepReport) -> None:
@@ -270,6 +366,8 @@ def hold_add(
             until=_day(until, "--until"),
         )
         click.echo(f"hold {placed.name} placed")
+    with _backend(core) as backend, core.sessions() as session:
+        _say(hold_coverage(session, backend, placed).notes())
 
 
 @hold.command("list")
@@ -279,18 +377,28 @@ def hold_add(
 def hold_list(ctx: click.Context, as_json: bool, everything: bool) -> None:
     """The active holds (and released ones with --all)."""
     core = open_core(ctx, upgrade=False)
-    with core.sessions() as session:
+    with _backend(core) as backend, core.sessions() as session:
         found = holds(session, include_released=everything)
+        covered = {
+            item.name: hold_coverage(session, backend, item).messages
+            for item in found
+            if item.released_at is None
+        }
     if as_json:
-        click.echo(json.dumps([describe_hold(item) for item in found], indent=2))
+        click.echo(
+            json.dumps(
+                [{**describe_hold(item), "messages": covered.get(item.name)} for item in found],
+                indent=2,
+            )
+        )
         return
     if not found:
         click.echo("no holds")
     for item in found:
-        click.echo(_hold_line(item))
+        click.echo(_hold_line(item, covered.get(item.name)))
 
 
-def _hold_line(item: LegalHold) -> str:
+def _hold_line(item: LegalHold, covered: int | None) -> str:
     covers = [f"query {item.query!r}"] if item.query else []
     if item.custodians:
         covers.append("custodians " + ", ".join(item.custodians))
@@ -298,7 +406,10 @@ def _hold_line(item: LegalHold) -> str:
         since = f"{item.since:%Y-%m-%d}" if item.since else "…"
         until = f"{item.until:%Y-%m-%d}" if item.until else "…"
         covers.append(f"dated {since} to {until}")
-    state = f"released {item.released_at:%Y-%m-%d}" if item.released_at else "active"
+    if item.released_at:
+        state = f"released {item.released_at:%Y-%m-%d}"
+    else:
+        state = f"active, covers {messages(covered or 0)}"
     return f"{item.name}\t{state}\t{item.reason}\t{'; '.join(covers)}"
 
 

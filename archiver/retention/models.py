@@ -13,7 +13,7 @@ from archiver.models import Base, BigId, UtcDateTime, utcnow
 class RetentionPolicy(Base):
     """Keep the messages a scope matches for a period (`7y`, `90d`) after their date.
 
-    `scope` is a search query (`list:dev@example.org`, `from:example.com`, any words);
+    `scope` is a search query (`list:dev@lists.example.com`, `from:example.com`, any words);
     None means every message. A message matched by several policies is kept for the
     longest of them; a message no policy matches is kept forever.
     """

@@ -95,8 +95,8 @@ class Rules:
         known_up_to = session.scalar(select(func.max(Message.id))) or 0
         pending = frozenset(session.scalars(select(IndexQueueEntry.message_pk)))
         return cls(
-            policies=tuple(_policy_rule(policy, backend, now) for policy in policies(session)),
-            holds=tuple(_hold_rule(hold, backend) for hold in holds(session)),
+            policies=tuple(policy_rule(policy, backend, now) for policy in policies(session)),
+            holds=tuple(hold_rule(hold, backend) for hold in holds(session)),
             known_up_to=known_up_to,
             pending=pending,
         )
@@ -140,12 +140,14 @@ def _evaluate(backend: SearchBackend, text: str | None) -> frozenset[int] | None
     return None if node is None else frozenset(backend.matching(node))
 
 
-def _policy_rule(policy: RetentionPolicy, backend: SearchBackend, now: datetime) -> PolicyRule:
+def policy_rule(policy: RetentionPolicy, backend: SearchBackend, now: datetime) -> PolicyRule:
+    """A policy with its scope evaluated and its cutoff as of `now`."""
     keep = Period.parse(policy.keep)
     return PolicyRule(policy.name, keep, keep.cutoff(now), _evaluate(backend, policy.scope))
 
 
-def _hold_rule(hold: LegalHold, backend: SearchBackend) -> HoldRule:
+def hold_rule(hold: LegalHold, backend: SearchBackend) -> HoldRule:
+    """A hold with its query evaluated, as sweeps and coverage counts apply it."""
     return HoldRule(
         name=hold.name,
         matches=_evaluate(backend, hold.query),
@@ -169,6 +171,8 @@ class SweepReport:
     per_hold: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     paused: bool = False
+    # The ids a dry run would delete, oldest first by retention date (only when asked).
+    doomed: list[int] = field(default_factory=list)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -215,8 +219,10 @@ class Sweeper:
         dry_run: bool = False,
         now: datetime | None = None,
         stop: threading.Event | None = None,
+        collect: bool = False,
     ) -> SweepReport:
-        """One sweep; a dry run counts what would go and changes nothing.
+        """One sweep; a dry run counts what would go and changes nothing, and with
+        `collect` notes which messages in `report.doomed`, to list or export them.
 
         One sweep at a time per process; two processes sweeping at once stay correct
         (each batch deletes only rows still there) but waste work.
@@ -241,7 +247,7 @@ class Sweeper:
                 if not dry_run and self._paused():
                     report.paused = True
                     break
-                self._decide(rules, batch, report, dry_run)
+                self._decide(rules, batch, report, dry_run, collect)
             if not dry_run:
                 report.blobs_removed += self._remove_noted_blobs()
                 with self.sessions.begin() as session:
@@ -281,7 +287,12 @@ class Sweeper:
             ]
 
     def _decide(
-        self, rules: Rules, batch: list[_Candidate], report: SweepReport, dry_run: bool
+        self,
+        rules: Rules,
+        batch: list[_Candidate],
+        report: SweepReport,
+        dry_run: bool,
+        collect: bool = False,
     ) -> None:
         pks = [candidate.pk for candidate in batch]
         with self.sessions() as session:
@@ -290,7 +301,7 @@ class Sweeper:
                     select(IndexQueueEntry.message_pk).where(IndexQueueEntry.message_pk.in_(pks))
                 )
             )
-            addresses = _custodian_addresses(session, pks, rules.custodians)
+            addresses = custodian_addresses(session, pks, rules.custodians)
         doomed: list[tuple[_Candidate, list[str]]] = []
         for candidate in batch:
             if candidate.pk in pending:
@@ -309,6 +320,8 @@ class Sweeper:
                     report.per_policy[name] = report.per_policy.get(name, 0) + 1
         if dry_run or not doomed:
             report.deleted += len(doomed)
+            if dry_run and collect:
+                report.doomed.extend(candidate.pk for candidate, _ in doomed)
             return
         report.deleted += self._delete(doomed)
 
@@ -386,7 +399,7 @@ def custodian_query(pks: Sequence[int], custodians: frozenset[str]) -> Select[tu
     )
 
 
-def _custodian_addresses(
+def custodian_addresses(
     session: Session, pks: Sequence[int], custodians: frozenset[str]
 ) -> dict[int, frozenset[str]]:
     """For each message of `pks`, which custodians it concerns (any role, envelope too)."""
@@ -452,7 +465,7 @@ def explain(
     if not rows:
         return []
     rules = Rules.load(session, backend, now or utcnow())
-    addresses = _custodian_addresses(session, [row.id for row in rows], rules.custodians)
+    addresses = custodian_addresses(session, [row.id for row in rows], rules.custodians)
     explanations = []
     for row in rows:
         start = row.retention_date

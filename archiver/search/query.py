@@ -390,7 +390,7 @@ def _field_node(field: str, value: str, position: int, *, quoted: bool) -> Node:
     elif field == "msgid":
         value = _strip_angles(value).lower()
     elif field == "list":
-        value = value.lower()
+        value = list_id(value)
     if not value:
         raise QuerySyntaxError(f"'{field}:' needs a value", position)
     if field in FIELDS_ADDRESS:
@@ -425,6 +425,21 @@ def _field_node(field: str, value: str, position: int, *, quoted: bool) -> Node:
 
 def _strip_angles(value: str) -> str:
     return value.removeprefix("<").removesuffix(">")
+
+
+def list_id(value: str) -> str:
+    """The List-Id a `list:` value names: `dev.lists.example.com` as it is, and the posting
+    address `dev@lists.example.com` or the header's `<dev.lists.example.com>` as that too.
+
+    The archive files list mail under its RFC 2919 List-Id, which the list engine makes
+    from the posting address by writing `.` for its `@` (`name@domain` is `name.domain`).
+    People type the address they post to, so the rule is applied here, once, and every
+    reader of `list:` (search page, API, `arsip search`, policies, holds, both backends)
+    gets the same List-Id. The last `@` is the one that separates the domain.
+    """
+    value = _strip_angles(value.strip()).lower()
+    local, _at, domain = value.rpartition("@")
+    return f"{local}.{domain}" if local and domain else value
 
 
 def _date_range(field: str, value: str, position: int) -> DateRange:
