@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from archiver.models import Message
-from archiver.search.analysis import TEXT_ANALYZER, stem_of
+from archiver.search.analysis import TEXT_ANALYZER
 from archiver.search.backend import SearchBackend, Sort
 from archiver.search.query import parse_query, words_to_highlight
 from archiver.search.snippets import snippet
@@ -73,9 +73,9 @@ class SearchPage:
 
 
 @lru_cache(maxsize=200_000)
-def fold(word: str) -> str:
-    """A word as search matches it: lower-case, accents removed, stemmed."""
-    return next((stem_of(token.text) for token in TEXT_ANALYZER(word)), "")
+def folded(word: str) -> str:
+    """A word as the index holds it: lower-case, accents removed ("" for none)."""
+    return next((token.text for token in TEXT_ANALYZER(word)), "")
 
 
 def search(
@@ -114,7 +114,7 @@ def search(
             sender_name=m.from_name,
             date=m.date,
             list_id=m.list_id,
-            snippet=snippet(bodies[m.sha256].body, highlight, fold),
+            snippet=snippet(bodies[m.sha256].body, highlight, folded),
         )
         for pk in pks
         if (m := rows.get(pk)) is not None
