@@ -78,8 +78,10 @@ def stem_of(word: str) -> str:
 @dataclass(frozen=True)
 class QueryStems:
     """What a query word matches: a word matches it when the word's English stem is one
-    of `english`, or its Indonesian root (`root_of`) is `root`.
+    of `english`, or its Indonesian root (`root_of`) is one of `roots`.
 
+    `roots` holds the query word's root and the word itself, as people type roots whose
+    root Snowball would cut further (`periksa` -> iksa, while `pemeriksaan` -> periksa).
     `english` holds the query word's English stem and, when the word has an Indonesian
     root other than itself, that root's English stem: `melaporkan` (root lapor) matches
     `laporan` by root and `lapor` itself; `keuangan` (root uang) matches `uang`. So
@@ -89,11 +91,11 @@ class QueryStems:
     """
 
     english: frozenset[str]
-    root: str
+    roots: frozenset[str]
 
     def match(self, word: str) -> bool:
         """Whether a folded text word is a form of the query word."""
-        return stem_of(word) in self.english or root_of(word) == self.root
+        return stem_of(word) in self.english or root_of(word) in self.roots
 
 
 @lru_cache(maxsize=STEMS_CACHED)
@@ -103,4 +105,4 @@ def query_stems(word: str) -> QueryStems:
     english = {stem_of(word)}
     if root != word:
         english.add(stem_of(root))
-    return QueryStems(frozenset(english), root)
+    return QueryStems(frozenset(english), frozenset({word, root}))

@@ -78,7 +78,7 @@ from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
 from archiver.models import Message
-from archiver.search.analysis import analyzed
+from archiver.search.analysis import analyzed, query_stems
 from archiver.search.backend import Hit, SearchResult, Sort
 from archiver.search.documents import SearchDocument, address_tokens
 from archiver.search.indonesian import changed_roots, root_of
@@ -711,10 +711,11 @@ def _tsquery(text: str, phrase: bool) -> ColumnElement[object]:
         query = builder(CONFIG, piece)
         words = analyzed(piece)
         if len(words) == 1 and words[0].isalpha():
-            root = root_of(words[0])
-            query = query.op("||")(cast(literal(f"'{root_lexeme(root)}'"), TSQUERY))
-            if root != words[0]:
-                query = query.op("||")(func.plainto_tsquery(CONFIG, root))
+            stems = query_stems(words[0])
+            for root in sorted(stems.roots):
+                query = query.op("||")(cast(literal(f"'{root_lexeme(root)}'"), TSQUERY))
+            if len(stems.roots) > 1:  # the root's English forms (`lapor` for `laporan`)
+                query = query.op("||")(func.plainto_tsquery(CONFIG, root_of(words[0])))
         parts.append(query)
     if not parts:
         return builder(CONFIG, folded)

@@ -91,7 +91,7 @@ def snippet(text: str, words: list[str], fold: Callable[[str], str]) -> str:
     """
     wanted = [query_stems(folded) for word in words if word and (folded := fold(word))]
     english = frozenset(stem for stems in wanted for stem in stems.english)
-    roots = frozenset(stems.root for stems in wanted)
+    roots = frozenset(root for stems in wanted for root in stems.roots)
 
     def matches(found: str) -> bool:
         folded = fold(found)

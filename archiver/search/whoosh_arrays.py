@@ -423,7 +423,8 @@ class IndexArrays:
         for (reader, _), segment in zip(self.leaves, self.segments, strict=True):
             for stem in stems.english:
                 found_forms.update(segment.forms(reader, fieldname, stem))
-            found_forms.update(segment.indonesian_forms(fieldname, stems.root))
+            for root in stems.roots:
+                found_forms.update(segment.indonesian_forms(fieldname, root))
         forms = sorted(found_forms)
         if word not in forms:
             forms.append(word)
