@@ -198,6 +198,10 @@ def test_a_running_service_answers_the_command_line_on_an_owner_only_socket(
     assert missing.returncode == 1 and "no archived message" in missing.stderr
     bad = service.run_cli("search", "from:")
     assert bad.returncode == 2 and bad.stderr.startswith("arsip: bad query:")
+    unknown = service.run_cli("search", "zebra sender:bob")
+    assert unknown.returncode == 2 and unknown.stdout == ""
+    assert unknown.stderr.startswith("arsip: bad query: 'sender:' is not a search field")
+    assert unknown.stderr.count("\n") == 1 and "at position 7" in unknown.stderr
     # The audit trail names the connecting user as the kernel reports it.
     with service.core().sessions() as session:
         views = [e for e in audit.entries(session) if e.action == "message.view"]

@@ -204,18 +204,58 @@ def test_or_binds_tighter_than_juxtaposition_as_in_gmail(text, expected):
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("foo:bar", Word("foo:bar")),
         ("http://example.com/a?b=c", Word("http://example.com/a?b=c")),
+        ("https://example.com/report:2026", Word("https://example.com/report:2026")),
         ("mailto:alice@example.com", Word("mailto:alice@example.com")),
+        ("cid:image001.png@01DA", Word("cid:image001.png@01DA")),
         ("10:30", Word("10:30")),
+        ("10:30:15", Word("10:30:15")),
+        ("fe80::1", Word("fe80::1")),
+        ("2001:db8::ff00:42:8329", Word("2001:db8::ff00:42:8329")),
+        ("dead:beef::1", Word("dead:beef::1")),
+        ("aa:bb:cc:dd:ee:ff", Word("aa:bb:cc:dd:ee:ff")),
+        ("std::vector", Word("std::vector")),
+        ("C:\\Users", Word("C:\\Users")),
         (":", Word(":")),
         (":from", Word(":from")),
-        ("subjects:budget", Word("subjects:budget")),
-        ('note:"two words"', And((Word("note:"), Phrase("two words")))),
+        ("Re:", Word("Re:")),
+        ("Re:Budget", Word("Re:Budget")),
+        ("Fwd:Budget", Word("Fwd:Budget")),
+        ("Note: budget", And((Word("Note:"), Word("budget")))),
+        ('"re: budget"', Phrase("re: budget")),
+        ('"foo:bar"', Phrase("foo:bar")),
+        ("x1:y", Word("x1:y")),
     ],
 )
-def test_unknown_field_prefixes_are_searched_as_plain_words(text, expected):
+def test_words_with_a_colon_that_makes_no_field_are_searched_as_words(text, expected):
     assert parse_query(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "position", "hint"),
+    [
+        ("foo:bar", 0, "'foo:' is not a search field; to search for the text, put \"foo:bar\""),
+        ("budget subjects:plan", 7, "'subjects:' is not a search field (did you mean 'subject:'?)"),
+        ("dari:budi", 0, "'dari:' is not a search field"),
+        ('note:"two words"', 0, "'note:' is not a search field; to search for the text, put it"),
+        ("-X-Mailer:mutt", 1, "'X-Mailer:' is not a search field"),
+        ("(a OR Sender:bob)", 6, "'Sender:' is not a search field"),
+    ],
+)
+def test_an_unknown_field_is_an_error_naming_the_fields(text, position, hint):
+    error = error_for(text)
+    assert error.position == position
+    assert error.message.startswith(hint)
+    assert error.message.endswith(
+        "the fields are from:, to:, cc:, subject:, list:, filename:, msgid:, has:, is:, "
+        "before:, after:, date:, larger:, smaller:"
+    )
+
+
+def test_rules_saved_before_unknown_fields_were_errors_keep_their_meaning():
+    assert parse_query("foo:bar budget", unknown_fields=True) == And(
+        (Word("foo:bar"), Word("budget"))
+    )
 
 
 @pytest.mark.parametrize(
@@ -399,7 +439,7 @@ def test_nodes_are_frozen_and_hashable_so_backends_can_cache_translations():
         ("subject:budget from:alice filename:report", []),
         ("(a OR b) c a", ["a", "b", "c"]),
         ("Budget budget", ["Budget", "budget"]),
-        ("foo:bar has:attachment after:2025-01-01 larger:1M", ["foo:bar"]),
+        ("10:30 has:attachment after:2025-01-01 larger:1M", ["10:30"]),
     ],
 )
 def test_only_words_that_can_appear_in_a_hit_are_highlighted(text, words):

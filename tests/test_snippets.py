@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from archiver.search.service import fold
+from archiver.search.service import folded as fold
 from archiver.search.snippets import WIDTH, snippet
 
 

@@ -75,6 +75,10 @@ def test_search_returns_what_the_cli_prints_within_the_users_rights(
     assert everything.get_json()["total"] == 1
     bad = client.get("/api/v1/search?q=from:", headers=token(core, ALICE))
     assert bad.status_code == 400 and "position" in bad.get_json()
+    unknown = client.get("/api/v1/search?q=forecast+sender:bob", headers=token(core, ALICE))
+    assert unknown.status_code == 400
+    assert unknown.get_json()["position"] == 9
+    assert unknown.get_json()["error"].startswith("'sender:' is not a search field")
 
 
 def test_a_message_is_404_unless_the_user_may_see_it(client: FlaskClient, core: Core) -> None:

@@ -161,6 +161,15 @@ def test_a_malformed_query_gets_a_hint_with_its_position(client: FlaskClient) ->
     assert "&#39;date:&#39; needs a value" in page(client, "/?q=date:", status=400)
 
 
+def test_an_unknown_field_is_named_with_the_fields_there_are(client: FlaskClient) -> None:
+    text = page(client, "/?q=forecast+sender:bob", status=400)
+    assert "&#39;sender:&#39; is not a search field" in text
+    assert "the fields are from:, to:, cc:, subject:" in text and "at position 10" in text
+    # times and links are still words
+    assert total(page(client, "/?q=forecast+10:30")) == 0
+    assert total(page(client, "/?q=forecast+https://example.com/x")) == 0
+
+
 def test_pages_keep_the_query_and_the_sort(client: FlaskClient) -> None:
     as_user(client, "admin@example.com")
     first = page(client, "/?q=weekly&sort=date")

@@ -136,7 +136,8 @@ class Verdict:
 
 
 def _evaluate(backend: SearchBackend, text: str | None) -> frozenset[int] | None:
-    node = parse_query(text) if text else None
+    # A rule saved before `foo:bar` was an error keeps the meaning it was saved with.
+    node = parse_query(text, unknown_fields=True) if text else None
     return None if node is None else frozenset(backend.matching(node))
 
 

@@ -1,19 +1,23 @@
 """How text becomes search terms, shared by both backends and by result snippets.
 
 Words are indexed as written (lower case, without accents); queries match every form
-with the same stem. It lives apart from the whoosh backend so that PostgreSQL searches
-and snippets use the same rules without loading the whoosh index code or numpy.
+with the same stem, in English or in Indonesian (`QueryStems` has the rule). It lives
+apart from the whoosh backend so that PostgreSQL searches and snippets use the same rules
+without loading the whoosh index code or numpy.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 
 from whoosh.analysis import CharsetFilter, LowercaseFilter, RegexTokenizer, StopFilter
 from whoosh.analysis.tokenizers import default_pattern
 from whoosh.lang.snowball.english import EnglishStemmer
 from whoosh.support.charset import accent_map
+
+from archiver.search.indonesian import root_of
 
 # Words as written, lower case without accents; search stems them (see `IndexArrays.forms`).
 TEXT_ANALYZER = (
@@ -69,3 +73,36 @@ def stem_of(word: str) -> str:
     """The English (Snowball, as PostgreSQL's `english`) stem of a folded word; cached,
     as a lexicon repeats across segments."""
     return _ENGLISH.stem(word)
+
+
+@dataclass(frozen=True)
+class QueryStems:
+    """What a query word matches: a word matches it when the word's English stem is one
+    of `english`, or its Indonesian root (`root_of`) is one of `roots`.
+
+    `roots` holds the query word's root and the word itself, as people type roots whose
+    root Snowball would cut further (`periksa` -> iksa, while `pemeriksaan` -> periksa).
+    `english` holds the query word's English stem and, when the word has an Indonesian
+    root other than itself, that root's English stem: `melaporkan` (root lapor) matches
+    `laporan` by root and `lapor` itself; `keuangan` (root uang) matches `uang`. So
+    `uang` finds `keuangan` (same root), `report` still finds `reports` (same English
+    stem), and an English word the Indonesian stemmer would cut keeps its form
+    (`indonesian.ENGLISH_WORDS`): `race` does not find `terrace`.
+    """
+
+    english: frozenset[str]
+    roots: frozenset[str]
+
+    def match(self, word: str) -> bool:
+        """Whether a folded text word is a form of the query word."""
+        return stem_of(word) in self.english or root_of(word) in self.roots
+
+
+@lru_cache(maxsize=STEMS_CACHED)
+def query_stems(word: str) -> QueryStems:
+    """The stems a folded query word matches (see `QueryStems`)."""
+    root = root_of(word)
+    english = {stem_of(word)}
+    if root != word:
+        english.add(stem_of(root))
+    return QueryStems(frozenset(english), frozenset({word, root}))

@@ -7,6 +7,10 @@ an unindexed vector of subject and body words as written, so that exact forms ra
 Text is folded (lower case, accents removed) in Python before PostgreSQL stems it with the
 `arsip_english` configuration (`english` without a stop word list, as whoosh keeps every
 word), so the `unaccent` extension is not needed and both backends match the same words.
+Indonesian roots come from Python too (`indonesian.root_of`, which keeps English words
+whole): each word whose root differs from it adds the lexeme `'id <root>'` at its own
+positions (`arsip_search_vector`, migration 0018), and a query word matches its English
+stem, its root's lexeme or its root's English stem (`analysis.QueryStems`).
 
 The table is partitioned by the month of the message date (migration 0012): retention
 deletes and vacuum work on the months concerned, a month's search reads one partition, a
@@ -56,6 +60,7 @@ from sqlalchemy import (
     Text,
     and_,
     bindparam,
+    cast,
     false,
     func,
     literal,
@@ -67,14 +72,16 @@ from sqlalchemy import (
     true,
     tuple_,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, TSVECTOR, insert
+from sqlalchemy.dialects.postgresql import ARRAY, TSQUERY, TSVECTOR, insert
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
 from archiver.models import Message
+from archiver.search.analysis import analyzed, query_stems
 from archiver.search.backend import Hit, SearchResult, Sort
 from archiver.search.documents import SearchDocument, address_tokens
+from archiver.search.indonesian import changed_roots, root_of
 from archiver.search.query import (
     Address,
     And,
@@ -96,6 +103,7 @@ from archiver.search.viewer import Viewer
 log = logging.getLogger(__name__)
 
 CONFIG = "arsip_english"  # migration 0012: english stems, no stop words
+VECTOR = "arsip_search_vector"  # migration 0018: CONFIG's vector plus Indonesian roots
 EXACT_CONFIG = "simple"  # words as written, for the exact-form bonus
 EXACT_BONUS = 0.5  # weight of an exact-form match next to the stemmed rank
 _NON_WORD = re.compile(r"[^\w]+")
@@ -203,14 +211,12 @@ class PostgresBackend:
         self._add_partitions(months)
         statement = insert(search_documents).values(
             message_pk=_param("message_pk"),
-            document=func.setweight(func.to_tsvector(CONFIG, _param("subject_text")), _WEIGHT_A)
-            .op("||")(func.setweight(func.to_tsvector(CONFIG, _param("people_text")), _WEIGHT_B))
-            .op("||")(func.to_tsvector(CONFIG, _param("body_text")))
-            .op("||")(
-                func.setweight(func.to_tsvector(CONFIG, _param("attachment_text")), _WEIGHT_D)
-            ),
-            subject=func.to_tsvector(CONFIG, _param("subject_text")),
-            filenames=func.to_tsvector(CONFIG, _param("filename_text")),
+            document=func.setweight(_vector("subject"), _WEIGHT_A)
+            .op("||")(func.setweight(_vector("people"), _WEIGHT_B))
+            .op("||")(_vector("body"))
+            .op("||")(func.setweight(_vector("attachment"), _WEIGHT_D)),
+            subject=_vector("subject"),
+            filenames=_vector("filename"),
             exact=func.strip(
                 func.to_tsvector(EXACT_CONFIG, _param("subject_text")).op("||")(
                     func.to_tsvector(EXACT_CONFIG, _param("body_text"))
@@ -378,20 +384,21 @@ class PostgresBackend:
                 .offset(offset)
             )
         typed = fold(" ".join(words))
+        wanted = _tsquery(" ".join(words), phrase=False)
         if since is not None:
             condition = and_(condition, T.date >= since)
         if self._has_rum(connection):
             candidates = (
                 select(T.message_pk, T.date, T.document, T.exact)
                 .where(condition)
-                .order_by(T.document.op("<=>")(func.plainto_tsquery(CONFIG, typed)))
+                .order_by(T.document.op("<=>")(wanted))
                 .limit(offset + limit + RERANK)
                 .subquery()
             )
             source = candidates.c
         else:
             source = T
-        score = func.ts_rank_cd(source.document, func.plainto_tsquery(CONFIG, typed)) + (
+        score = func.ts_rank_cd(source.document, wanted) + (
             func.coalesce(
                 func.ts_rank(source.exact, func.plainto_tsquery(EXACT_CONFIG, typed)), 0.0
             )
@@ -616,17 +623,47 @@ def _param(name: str) -> ColumnElement[object]:
     return bindparam(name)
 
 
+def _vector(part: str) -> ColumnElement[object]:
+    """The vector of one part of a document (its `_row` parameters `<part>_text`,
+    `<part>_words` and `<part>_roots`): English stems, and Indonesian roots."""
+    return func.arsip_search_vector(
+        _param(f"{part}_text"),
+        bindparam(f"{part}_words", type_=ARRAY(Text)),
+        bindparam(f"{part}_roots", type_=ARRAY(Text)),
+    )
+
+
+def root_lexeme(root: str) -> str:
+    """The lexeme an Indonesian root is kept as: with a space, which no word of PostgreSQL's
+    parser has, so that it never meets an English stem (`uang` the stem of a word written
+    `uang` is another lexeme than `id uang`, the root of `keuangan`)."""
+    return f"id {root}"
+
+
+def _text_parts(part: str, text: str) -> dict[str, object]:
+    """`_row`'s parameters for one part: the folded text, and each of its words whose
+    Indonesian root differs from it, with the root's lexeme."""
+    pairs = changed_roots(sorted(set(analyzed(text))))
+    return {
+        f"{part}_text": text,
+        f"{part}_words": [word for _root, word in pairs],
+        f"{part}_roots": [root_lexeme(root) for root, _word in pairs],
+    }
+
+
 def _row(document: SearchDocument) -> dict[str, object]:
     moment = (document.date or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
     return {
         "message_pk": document.message_pk,
-        "subject_text": fold(document.subject),
-        "people_text": fold(" ".join([*document.names, *address_tokens(document.addresses)])),
-        "body_text": fold(document.body),
-        "attachment_text": fold(document.attachment_text),
+        **_text_parts("subject", fold(document.subject)),
+        **_text_parts(
+            "people", fold(" ".join([*document.names, *address_tokens(document.addresses)]))
+        ),
+        **_text_parts("body", fold(document.body)),
+        **_text_parts("attachment", fold(document.attachment_text)),
         # Split names at punctuation as whoosh does ("budget-2026.csv" -> budget 2026 csv);
         # PostgreSQL's parser would keep it whole as a file name.
-        "filename_text": _NON_WORD.sub(" ", fold(" ".join(document.filenames))),
+        **_text_parts("filename", _NON_WORD.sub(" ", fold(" ".join(document.filenames)))),
         "from_tokens": address_tokens(document.from_addresses),
         "to_tokens": address_tokens(document.to_addresses),
         "cc_tokens": address_tokens(document.cc_addresses),
@@ -654,8 +691,38 @@ def _visibility(viewer: Viewer) -> ColumnElement[bool]:
 
 
 def _text(column: ColumnElement[object], text: str, phrase: bool) -> ColumnElement[bool]:
+    return column.bool_op("@@")(_tsquery(text, phrase))
+
+
+def _tsquery(text: str, phrase: bool) -> ColumnElement[object]:
+    """The words of `text`, all of them (next to each other when a phrase), each in every
+    form `analysis.QueryStems` matches.
+
+    The text is read a space-separated piece at a time by PostgreSQL's own parser, as the
+    documents were (`budget.csv` stays one word); a piece that is one word of letters also
+    matches its Indonesian forms.
+    """
     builder = func.phraseto_tsquery if phrase else func.plainto_tsquery
-    return column.bool_op("@@")(builder(CONFIG, fold(text)))
+    folded = fold(text)
+    parts: list[ColumnElement[object]] = []
+    for piece in folded.split():
+        if not any(char.isalnum() for char in piece):
+            continue  # no word for the parser: it would only say so in a notice
+        query = builder(CONFIG, piece)
+        words = analyzed(piece)
+        if len(words) == 1 and words[0].isalpha():
+            stems = query_stems(words[0])
+            for root in sorted(stems.roots):
+                query = query.op("||")(cast(literal(f"'{root_lexeme(root)}'"), TSQUERY))
+            if len(stems.roots) > 1:  # the root's English forms (`lapor` for `laporan`)
+                query = query.op("||")(func.plainto_tsquery(CONFIG, root_of(words[0])))
+        parts.append(query)
+    if not parts:
+        return builder(CONFIG, folded)
+    joined = parts[0]
+    for query in parts[1:]:
+        joined = func.tsquery_phrase(joined, query) if phrase else joined.op("&&")(query)
+    return joined
 
 
 def _condition(node: Node) -> ColumnElement[bool]:

@@ -2,9 +2,11 @@
 
 The parser promises backends (whoosh, PostgreSQL) a tree they can translate without
 second-guessing the user's text, and promises people that every mistake comes back as a
-`QuerySyntaxError` with a position the UI can point at. It is strict about operators and
-field values, and lenient about everything else: an unknown `foo:` prefix or a pasted URL
-is just a word, because refusing a search over a colon helps nobody.
+`QuerySyntaxError` with a position the UI can point at. It is strict about operators,
+fields and field values: `foo:bar` with a field-like `foo` that is not a field is an
+error naming the fields, since searching it as a word would quietly find something else
+(`sender:bob` would find mail with the words "sender" and "bob"). Words whose colon makes
+no field (`10:30`, URLs, `fe80::1`, `Re:`) are words, as is anything in quotes.
 
 The search box is where untrusted text meets the index, so parsing is linear in the input:
 a single left-to-right scan without regular expressions, recursion only per parenthesis
@@ -13,6 +15,7 @@ level, and caps on length, terms and nesting so a hostile query cannot tie up a 
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -28,6 +31,17 @@ FIELDS_ADDRESS = frozenset({"from", "to", "cc"})
 FIELDS_DATE = frozenset({"after", "before", "date"})
 FIELDS_SIZE = frozenset({"larger", "smaller"})
 _FIELDS = FIELDS_TEXT | FIELDS_ADDRESS | FIELDS_DATE | FIELDS_SIZE | {"has", "is"}
+# In the order the README lists them, for the error that names them.
+FIELD_NAMES = (
+    "from", "to", "cc", "subject", "list", "filename", "msgid", "has", "is",
+    "before", "after", "date", "larger", "smaller",
+)  # fmt: skip
+# Words, not fields: URI schemes written without "//" (pasted with addresses and
+# identifiers), and the reply and forward marks of subject lines ("Re:Budget").
+_NOT_FIELDS = frozenset(
+    {"mailto", "tel", "sip", "xmpp", "urn", "cid", "mid", "news", "data"}
+    | {"re", "fw", "fwd", "aw", "wg", "sv", "vs", "tr", "rv", "antw", "ref"}
+)
 _ATTACHMENT_VALUES = frozenset({"attachment", "attachments"})
 _VIRUS_VALUES = frozenset({"virus", "viruses"})
 # The message flags `is:` finds (`is:duplicate-id` is the flag `duplicate_id`), set by the
@@ -154,17 +168,19 @@ Node = (
 )
 
 
-def parse_query(text: str) -> Node | None:
+def parse_query(text: str, *, unknown_fields: bool = False) -> Node | None:
     """None for an empty/whitespace query (meaning: everything the viewer may see).
 
     Raises QuerySyntaxError for anything the grammar cannot read, so callers can show the
     user where the problem is instead of silently searching for something else.
+    `unknown_fields` reads `foo:bar` as a word, as queries were read when retention rules
+    saved before that was an error were checked (see `retention.sweep`).
     """
     if len(text) > MAX_QUERY_LENGTH:
         raise QuerySyntaxError(
             f"the query is longer than {MAX_QUERY_LENGTH} characters", MAX_QUERY_LENGTH
         )
-    return _Parser(text).parse()
+    return _Parser(text, unknown_fields).parse()
 
 
 def words_to_highlight(node: Node | None) -> list[str]:
@@ -216,8 +232,8 @@ class _Parser:
     Tokens are pulled one at a time, so the leftmost problem in the text is the one reported.
     """
 
-    def __init__(self, text: str) -> None:
-        self._tokens = _tokenize(text)
+    def __init__(self, text: str, unknown_fields: bool = False) -> None:
+        self._tokens = _tokenize(text, unknown_fields)
         self._current = next(self._tokens)
 
     def parse(self) -> Node | None:
@@ -307,7 +323,7 @@ def _join(kind: type[And] | type[Or], nodes: list[Node]) -> Node:
     return flat[0] if len(flat) == 1 else kind(tuple(flat))
 
 
-def _tokenize(text: str) -> Iterator[_Token]:
+def _tokenize(text: str, unknown_fields: bool = False) -> Iterator[_Token]:
     """The tokens of `text` left to right, ending with an "end" token; one pass, no regex."""
     length = len(text)
     terms = 0
@@ -344,7 +360,7 @@ def _tokenize(text: str) -> Iterator[_Token]:
                 yield _Token(word, index)
                 index = end
                 continue
-            node, end = _word_or_field(text, index, end)
+            node, end = _word_or_field(text, index, end, unknown_fields)
             token = _Token("term", index, node)
         terms += 1
         if terms > MAX_TERMS:
@@ -362,16 +378,22 @@ def _quoted(text: str, start: int) -> tuple[str, int]:
     return text[start + 1 : close], close + 1
 
 
-def _word_or_field(text: str, start: int, end: int) -> tuple[Node, int]:
+def _word_or_field(
+    text: str, start: int, end: int, unknown_fields: bool = False
+) -> tuple[Node, int]:
     """The node for the word text[start:end], and where scanning resumes.
 
     A known `field:` prefix makes a field term, whose value may be a quoted string right
-    after the colon; any other word, colons and all, stays a plain word.
+    after the colon; an unknown one is an error (`_unknown_field`); any other word, colons
+    and all, stays a plain word.
     """
     word = text[start:end]
     name, colon, value = word.partition(":")
     field = name.lower()
     if not colon or field not in _FIELDS:
+        quoted = end < len(text) and text[end] == '"'
+        if colon and not unknown_fields and _looks_like_field(name, value, quoted):
+            raise _unknown_field(name, value, start)
         return Word(word), end
     value_position = start + len(name) + 1
     if value:
@@ -380,6 +402,37 @@ def _word_or_field(text: str, start: int, end: int) -> tuple[Node, int]:
         content, after = _quoted(text, end)
         return _field_node(field, " ".join(content.split()), end, quoted=True), after
     raise QuerySyntaxError(f"'{name}:' needs a value", value_position)
+
+
+def _looks_like_field(name: str, value: str, quoted: bool) -> bool:
+    """Whether `name:value` was meant as a field: a name of two or more letters (hyphens
+    allowed: `x-mailer:`) and a value of one more word or a quote, as `from:bob` has.
+
+    Not: numbers and times (`10:30`, `1:2`), a drive letter (`C:\\`), URLs (`https://`,
+    `mailto:`), IPv6 and MAC addresses and C++ names (a second colon), and a bare `Re:` or
+    `Note:` pasted from a subject line (nothing after the colon).
+    """
+    return (
+        len(name) >= 2
+        and name.replace("-", "").isalpha()
+        and name.lower() not in _NOT_FIELDS
+        and (bool(value) or quoted)
+        and ":" not in value
+        and not value.startswith("/")
+    )
+
+
+def _unknown_field(name: str, value: str, position: int) -> QuerySyntaxError:
+    """The error for `name:` that is no field: the nearest field, how to search for the
+    text itself, and which fields there are."""
+    near = difflib.get_close_matches(name.lower(), FIELD_NAMES, n=1, cutoff=0.7)
+    hint = f" (did you mean '{near[0]}:'?)" if near else ""
+    text = f'"{name}:{value}"' if value else "it"
+    return QuerySyntaxError(
+        f"'{name}:' is not a search field{hint}; to search for the text, put {text} in "
+        "quotes; the fields are " + ", ".join(f"{field}:" for field in FIELD_NAMES),
+        position,
+    )
 
 
 def _field_node(field: str, value: str, position: int, *, quoted: bool) -> Node:

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from archiver.models import Message
-from archiver.search.analysis import TEXT_ANALYZER, stem_of
+from archiver.search.analysis import TEXT_ANALYZER
 from archiver.search.backend import SearchBackend, Sort
 from archiver.search.own_text import own_text
 from archiver.search.query import parse_query, words_to_highlight
@@ -74,17 +74,17 @@ class SearchPage:
 
 
 @lru_cache(maxsize=200_000)
-def fold(word: str) -> str:
-    """A word as search matches it: lower-case, accents removed, stemmed."""
-    return next((stem_of(token.text) for token in TEXT_ANALYZER(word)), "")
+def folded(word: str) -> str:
+    """A word as the index holds it: lower-case, accents removed ("" for none)."""
+    return next((token.text for token in TEXT_ANALYZER(word)), "")
 
 
 def _snippet(body: str, highlight: list[str]) -> str:
     """A snippet of what the message itself says (`own_text`); where the words searched
     for are only in what it quotes, a snippet of the quote, which shows why it matched."""
-    shown = snippet(own_text(body), highlight, fold)
+    shown = snippet(own_text(body), highlight, folded)
     if highlight and "<mark>" not in shown:
-        quoted = snippet(body, highlight, fold)
+        quoted = snippet(body, highlight, folded)
         if "<mark>" in quoted:
             return quoted
     return shown

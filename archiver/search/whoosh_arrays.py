@@ -36,7 +36,8 @@ from whoosh.searching import Searcher
 from whoosh.util.numeric import byte_to_length
 
 from archiver.search import whoosh_derived
-from archiver.search.analysis import stem_of
+from archiver.search.analysis import query_stems, stem_of
+from archiver.search.indonesian import changed_roots
 from archiver.search.whoosh_codec import PackedLeafMatcher, stored_column
 from archiver.search.whoosh_derived import Derived, SortedStrings
 from archiver.search.whoosh_format import decode_many
@@ -92,6 +93,12 @@ class SegmentArrays:
         self.attachment = derived["attachment"]
         self.spam = derived["spam"]
         self.virus = derived["virus"]
+        # field -> "root word" for each word whose Indonesian root is not the word itself
+        self.roots: dict[str, SortedStrings] = {
+            name[len("roots.") :]: strings
+            for name, strings in derived.items()
+            if name.startswith("roots.") and isinstance(strings, SortedStrings)
+        }
         # field -> one byte per document, whoosh's encoded length (`_LENGTHS` decodes it)
         self.length_codes = {
             name[len("length.") :]: array
@@ -154,8 +161,8 @@ class SegmentArrays:
         return self._length_sums[fieldname]
 
     def forms(self, reader: SegmentReader, fieldname: str, stem: str) -> list[str]:
-        """The words of this segment's `fieldname` whose stem is `stem` (`reader`: the
-        searcher's current reader of this segment; whoosh closes old ones on refresh).
+        """The words of this segment's `fieldname` whose English stem is `stem` (`reader`:
+        the searcher's current reader of this segment; whoosh closes old ones on refresh).
 
         The index holds words as written (folded); stemming happens when searching, so
         that a search finds every form of a word and can still rank its exact form first.
@@ -175,10 +182,30 @@ class SegmentArrays:
                 word = term.decode("utf-8")
                 if stem_of(word) == stem:
                     found.append(word)
+        self._remember(key, found)
+        return found
+
+    def indonesian_forms(self, fieldname: str, root: str) -> list[str]:
+        """The words of this segment's `fieldname` that the Indonesian stemmer cuts to
+        `root` (`keuangan` for uang). A root is rarely the start of its words (ke-uang-an),
+        so no prefix scan finds them: the segment's "root word" pairs, derived once with
+        the other arrays, are searched instead."""
+        key = (fieldname, f" {root}")  # no stem starts with a space: apart from `forms`
+        found = self._forms.get(key)
+        if found is not None:
+            self._forms.move_to_end(key)
+            return found
+        pairs = self.roots.get(fieldname)
+        found = (
+            [] if pairs is None else [p.split(" ", 1)[1] for p in pairs.starting_with(f"{root} ")]
+        )
+        self._remember(key, found)
+        return found
+
+    def _remember(self, key: tuple[str, str], found: list[str]) -> None:
         self._forms[key] = found
         if len(self._forms) > self.FORMS_CACHED:
             self._forms.popitem(last=False)
-        return found
 
 
 def _derive(
@@ -197,11 +224,21 @@ def _derive(
     }
     for name in text_fields:
         derived[f"length.{name}"] = _column(reader, _lenfield(name), "B", 0).astype(np.uint8)
+        derived[f"roots.{name}"] = _roots(reader, name)
     for name in facet_fields:
         values, codes = _term_codes(reader, name, doc_count)
         derived[f"facet.{name}.values"] = SortedStrings.from_list(values)
         derived[f"facet.{name}.codes"] = codes
     return derived
+
+
+def _roots(reader: SegmentReader, fieldname: str) -> SortedStrings:
+    """ "root word" for each word of the field whose Indonesian root differs from it,
+    sorted, so that `SegmentArrays.indonesian_forms` finds a root's words by bisection."""
+    words: list[str] = []
+    if fieldname in reader.indexed_field_names():
+        words = [term.decode("utf-8") for term in reader.lexicon(fieldname)]
+    return SortedStrings.from_list(sorted(f"{root} {word}" for root, word in changed_roots(words)))
 
 
 def _years(dates: np.ndarray) -> np.ndarray:
@@ -378,16 +415,17 @@ class IndexArrays:
     def word_postings(
         self, fieldname: str, word: str, with_values: bool = False
     ) -> tuple[Postings, np.ndarray]:
-        """The postings of every form of `word` (all words with its stem) together,
-        documents in no particular order, and the documents holding `word` as written."""
-        stem = stem_of(word)
-        forms = sorted(
-            {
-                form
-                for (reader, _), segment in zip(self.leaves, self.segments, strict=True)
-                for form in segment.forms(reader, fieldname, stem)
-            }
-        )
+        """The postings of every form of `word` (the words `query_stems` says match it)
+        together, documents in no particular order, and the documents holding `word` as
+        written."""
+        stems = query_stems(word)
+        found_forms: set[str] = set()
+        for (reader, _), segment in zip(self.leaves, self.segments, strict=True):
+            for stem in stems.english:
+                found_forms.update(segment.forms(reader, fieldname, stem))
+            for root in stems.roots:
+                found_forms.update(segment.indonesian_forms(fieldname, root))
+        forms = sorted(found_forms)
         if word not in forms:
             forms.append(word)
         found = [self.postings(fieldname, form, with_values) for form in forms]

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 FOLDER = "arrays"
-LAYOUT = 2  # part of every file's name: bump when what is stored changes
+LAYOUT = 3  # part of every file's name: bump when what is stored changes
 
 
 class SortedStrings:
@@ -59,6 +59,17 @@ class SortedStrings:
         """Where `value` is, or -1 (a binary search: the strings are sorted by bytes)."""
         at = bisect_left(_Keys(self), value.encode("utf-8"))
         return at if at < len(self) and self[at] == value else -1
+
+    def starting_with(self, prefix: str) -> list[str]:
+        """The strings that start with `prefix`, in order (a binary search, then the run)."""
+        encoded = prefix.encode("utf-8")
+        keys = _Keys(self)
+        found: list[str] = []
+        for at in range(bisect_left(keys, encoded), len(self)):
+            if not keys[at].startswith(encoded):
+                break
+            found.append(self[at])
+        return found
 
 
 class _Keys:

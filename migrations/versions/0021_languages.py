@@ -1,7 +1,7 @@
 """The language an account reads the web UI in, and the language a list writes its mail in
 
 Revision ID: 0021
-Revises: 0017
+Revises: 0018
 Create Date: 2026-12-07 11:00:00
 
 Both are language codes Arsip has a catalogue for (`en`, `id`). An account without one
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0021"
-down_revision: str | None = "0017"
+down_revision: str | None = "0018"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -81,8 +81,9 @@ from archiver.core import Core, build_core  # noqa: E402
 from archiver.importer import import_paths  # noqa: E402
 from archiver.mailfiles import mbox_entry  # noqa: E402
 from archiver.models import Message  # noqa: E402
+from archiver.search.analysis import stem_of  # noqa: E402
 from archiver.search.indexer import Indexer  # noqa: E402
-from archiver.search.service import fold, search  # noqa: E402
+from archiver.search.service import folded, search  # noqa: E402
 from archiver.search.viewer import Viewer  # noqa: E402
 
 web = cli_bench.web_bench()
@@ -568,12 +569,13 @@ class QueryMaker:
         self.with_attachment = [m for m in corpus.messages if m.has_attachment and m.phrase[0]]
         stem_frequency: Counter[str] = Counter()
         for word, docs in corpus.document_frequency.items():
-            stem_frequency[fold(word)] += docs
+            stem_frequency[stem_of(folded(word))] += docs
         by_rarity = sorted(
-            corpus.document_frequency, key=lambda word: (stem_frequency[fold(word)], word)
+            corpus.document_frequency,
+            key=lambda word: (stem_frequency[stem_of(folded(word))], word),
         )
         self.rare = by_rarity[:RARE_WORDS]
-        self.rare_docs = [stem_frequency[fold(word)] for word in self.rare]
+        self.rare_docs = [stem_frequency[stem_of(folded(word))] for word in self.rare]
         self.common = list(vocabulary.words[:COMMON_RANKS])
 
     def _message(self) -> Generated:
