@@ -68,7 +68,7 @@ def format_size(size: int) -> str:
     """A size in bytes as people read it, in decimal units as Jinja's `filesizeformat`
     writes them but with the reader's decimal sign: 1.5 MB, or 1,5 MB in Bahasa Indonesia."""
     if size < 1000:
-        return ngettext("%(num)s byte", "%(num)s bytes", size, num=format_number(size))
+        return ngettext("%(count)s byte", "%(count)s bytes", size, count=format_number(size))
     units = ["kB", "MB", "GB", "TB"]
     value = size / 1000
     while value >= 1000 and len(units) > 1:

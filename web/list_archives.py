@@ -226,7 +226,7 @@ def activity_chart(months: list[Month]) -> str:
 
 
 def _messages(count: int) -> str:
-    return ngettext("%(num)s message", "%(num)s messages", count, num=format_number(count))
+    return ngettext("%(count)s message", "%(count)s messages", count, count=format_number(count))
 
 
 def atom(mlist: MailingList, posts: list[Row], summaries: dict[str, str], base: str) -> str:

@@ -161,8 +161,8 @@ def _count(page: SearchPage) -> str:
     """ "1,234 messages", or "about 52,000 messages" when the backend estimated."""
     total = format_number(page.total)
     if page.total_exact:
-        return ngettext("%(num)s message", "%(num)s messages", page.total, num=total)
-    return ngettext("about %(num)s message", "about %(num)s messages", page.total, num=total)
+        return ngettext("%(count)s message", "%(count)s messages", page.total, count=total)
+    return ngettext("about %(count)s message", "about %(count)s messages", page.total, count=total)
 
 
 @bp.get("/")
