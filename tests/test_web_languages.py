@@ -6,32 +6,17 @@ match."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from dataclasses import replace
-from datetime import UTC, datetime
 from html.parser import HTMLParser
 from io import BytesIO
-from pathlib import Path
 
 import pytest
 from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
 from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.mofile import read_mo, write_mo
 from babel.messages.pofile import read_po
-from flask import Flask
-from flask.testing import FlaskClient
 from jinja2 import Environment, nodes
-from sqlalchemy import select
 
-import web.search
-from archiver.accounts import User, add_user
-from archiver.core import Core, build_core
-from archiver.search.indexer import Indexer
-from lists.models import MailingList, Member, Role
 from tests.support import ROOT
-from tests.test_accounts import csrf_field, log_in
-from tests.test_search import message, sample_copies
-from web import create_app
 
 # Templates another change is rewriting; their strings are marked once it has landed.
 NOT_YET_MARKED = {"retention.html", "holds.html"}
@@ -71,10 +56,7 @@ def test_every_marked_string_has_an_indonesian_translation(package: str) -> None
     missing = sorted(marked_strings(package) - set(entries))
     assert not missing, f"run `make translations` and translate: {missing}"
     untranslated = [
-        entry.id
-        for entry in po
-        if entry.id
-        and (entry.fuzzy or not all(entry.string if isinstance(entry.id, tuple) else [entry.string]))
+        entry.id for entry in po if entry.id and (entry.fuzzy or not all(_forms(entry.string)))
     ]
     assert not untranslated, f"translate these in {package}'s messages.po: {untranslated}"
     problems = [(entry.id, errors) for entry, errors in po.check()]
@@ -89,9 +71,19 @@ def test_the_committed_catalogue_is_the_compiled_translation(package: str) -> No
     committed = (ROOT / package / "translations/id/LC_MESSAGES/messages.mo").open("rb")
 
     def messages(mo) -> dict[object, object]:
-        return {entry.id: entry.string for entry in read_mo(mo) if entry.id}
+        return {_key(entry.id): _key(entry.string) for entry in read_mo(mo) if entry.id}
 
     assert messages(committed) == messages(compiled), "run `make translations` and commit it"
+
+
+def _forms(string: str | tuple[str, ...]) -> tuple[str, ...]:
+    """A translation's forms: one, or one per plural form."""
+    return string if isinstance(string, tuple) else (string,)
+
+
+def _key(value: object) -> object:
+    """A catalogue entry's id or string, hashable (plural entries come as lists)."""
+    return tuple(value) if isinstance(value, list) else value
 
 
 # A stand-in for every Jinja tag and expression whose words are not the template's own.
