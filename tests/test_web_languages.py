@@ -5,7 +5,11 @@ match."""
 
 from __future__ import annotations
 
+import html
 import re
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 from io import BytesIO
 
@@ -14,9 +18,19 @@ from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
 from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.mofile import read_mo, write_mo
 from babel.messages.pofile import read_po
+from flask import Flask
+from flask.testing import FlaskClient
 from jinja2 import Environment, nodes
+from sqlalchemy import select
 
+import web.search
+from archiver.accounts import User, add_user
+from archiver.core import Core, build_core
+from archiver.search.indexer import Indexer
 from tests.support import ROOT
+from tests.test_accounts import csrf_field, log_in
+from tests.test_search import ALICE, BOB, message, sample_copies
+from web import create_app
 
 # Templates another change is rewriting; their strings are marked once it has landed.
 NOT_YET_MARKED = {"retention.html", "holds.html"}
@@ -31,10 +45,6 @@ PACKAGES = ("web", "lists")
 TEMPLATES = ROOT / "web" / "templates"
 
 PASSWORD = "correct horse battery staple"
-ALICE = "alice@example.com"
-BOB = "bob@example.com"
-OWNER = "owner@example.com"
-LIST = "dev@lists.example.com"
 
 
 def catalogue(package: str):
@@ -191,3 +201,165 @@ def test_the_template_check_finds_unmarked_text() -> None:
         reader = UnmarkedText()
         reader.feed(page_skeleton(source))
         assert reader.found == [], source
+
+
+# A December and a May message to alice (Indonesian writes those months Des and Mei), and a
+# long one so that the archive's byte counts need a thousands separator.
+DECEMBER = message(
+    "december@example.com",
+    "Year-end figures",
+    "The figures for the year.",
+    sender=BOB,
+    to=ALICE,
+    date="Mon, 07 Dec 2026 14:05:00 +0000",
+)
+MAY = message(
+    "may@example.com",
+    "Spring figures",
+    "The figures for spring. " + "More figures. " * 200,
+    sender=BOB,
+    to=ALICE,
+    date="Thu, 07 May 2026 09:30:00 +0000",
+)
+INDONESIAN = {"Accept-Language": "id-ID,id;q=0.9,en;q=0.5"}
+ENGLISH = {"Accept-Language": "en-GB,en;q=0.9"}
+
+
+def web_app(core: Core) -> Flask:
+    """The web UI over `core`, with the two messages archived and indexed and alice's
+    account."""
+    with core.sessions.begin() as session:
+        core.archive.archive_batch(session, sample_copies([DECEMBER, MAY], datetime.now(UTC)))
+        add_user(session, ALICE, "user", PASSWORD)
+    backend = core.search_backend()
+    Indexer(core.sessions, backend, core.store).run_once()
+    backend.close()
+    return create_app(core)
+
+
+@pytest.fixture
+def app(core: Core) -> Iterator[Flask]:
+    built = web_app(core)
+    yield built
+    built.extensions[web.search.BACKEND_KEY].close()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def page(client: FlaskClient, path: str, headers: dict[str, str] | None = None) -> str:
+    """The page's text, its markup's entities read as a browser reads them."""
+    return html.unescape(client.get(path, headers=headers or {}).get_data(as_text=True))
+
+
+def language_of(text: str) -> str:
+    found = re.search(r'<html lang="([^"]+)">', text)
+    assert found, "the page has no <html lang>"
+    return found.group(1)
+
+
+def logged_in(client: FlaskClient, headers: dict[str, str]) -> FlaskClient:
+    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = headers["Accept-Language"]
+    assert log_in(client, ALICE, PASSWORD).status_code == 302
+    return client
+
+
+def test_a_browser_asking_for_indonesian_gets_indonesian_pages(client: FlaskClient) -> None:
+    home = page(client, "/", INDONESIAN)
+    assert language_of(home) == "id"
+    assert "Cara mencari" in home and "Cari di arsip" in home and "How to search" not in home
+    # The explanations are translated, the query language is not.
+    assert "kecualikan pesan yang memuat suatu kata" in home
+    assert "from:alice@example.com" in home and "has:attachment" in home
+    login = page(client, "/login", INDONESIAN)
+    assert language_of(login) == "id"
+    assert "<h1>Masuk</h1>" in login and "Kata sandi" in login
+    missing = client.get("/no-such-page", headers=INDONESIAN)
+    assert missing.status_code == 404
+    assert "Tidak Ditemukan" in missing.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("asked", [None, "en-US,en;q=0.9", "fr-FR,fr;q=0.9"])
+def test_english_is_for_browsers_asking_for_english_or_for_nothing_arsip_has(
+    client: FlaskClient, asked: str | None
+) -> None:
+    home = page(client, "/", {"Accept-Language": asked} if asked else {})
+    assert language_of(home) == "en"
+    assert "How to search" in home and "Cara mencari" not in home
+    assert "Not Found" in page(client, "/no-such-page", {"Accept-Language": asked or ""})
+
+
+def test_the_service_default_language_is_for_browsers_asking_for_neither(core: Core) -> None:
+    indonesian_core = build_core(replace(core.settings, default_language="id"))
+    app = web_app(indonesian_core)
+    try:
+        client = app.test_client()
+        for asked in ({}, {"Accept-Language": "fr-FR,fr;q=0.9"}):
+            home = page(client, "/", asked)
+            assert language_of(home) == "id" and "Cara mencari" in home
+        assert language_of(page(client, "/", ENGLISH)) == "en"
+    finally:
+        app.extensions[web.search.BACKEND_KEY].close()
+        indonesian_core.engine.dispose()
+
+
+def test_an_accounts_chosen_language_wins_over_the_browsers(
+    client: FlaskClient, core: Core
+) -> None:
+    alice = logged_in(client, ENGLISH)
+    account = page(alice, "/account")
+    assert '<option value="" selected>Browser\'s language</option>' in account
+    token = csrf_field(account)
+    chosen = alice.post("/account/language", data={"csrf_token": token, "language": "id"})
+    assert chosen.status_code == 302
+    with core.sessions() as session:
+        assert session.scalars(select(User.language).where(User.email == ALICE)).one() == "id"
+    # The browser still asks for English; the account's choice wins, on every page.
+    account = page(alice, "/account")
+    assert language_of(account) == "id"
+    assert "Halaman kini ditampilkan dalam Bahasa Indonesia." in account
+    assert '<option value="id" lang="id" selected>Bahasa Indonesia</option>' in account
+    assert "Cara mencari" in page(alice, "/")
+    back = alice.post("/account/language", data={"csrf_token": token, "language": ""})
+    assert back.status_code == 302
+    account = page(alice, "/account")
+    assert language_of(account) == "en"
+    assert "The pages now follow your browser's language." in account
+    with core.sessions() as session:
+        assert session.scalars(select(User.language).where(User.email == ALICE)).one() is None
+    refused = alice.post("/account/language", data={"csrf_token": token, "language": "fr"})
+    assert refused.status_code == 400
+
+
+def test_dates_on_a_message_page_are_written_in_the_readers_language(
+    client: FlaskClient,
+) -> None:
+    alice = logged_in(client, INDONESIAN)
+    december = page(alice, "/messages/december@example.com")
+    assert "7 Des 2026 14:05 UTC" in december and "Tanggal" in december
+    assert 'datetime="2026-12-07T14:05:00' in december  # for machines, as it was
+    assert "7 Mei 2026 09:30 UTC" in page(alice, "/messages/may@example.com")
+    alice.environ_base["HTTP_ACCEPT_LANGUAGE"] = ENGLISH["Accept-Language"]
+    december = page(alice, "/messages/december@example.com")
+    assert "7 Dec 2026 14:05 UTC" in december and "Date" in december
+    assert "7 May 2026 09:30 UTC" in page(alice, "/messages/may@example.com")
+
+
+def test_counts_are_singular_or_plural_and_numbers_grouped_as_each_language_does(
+    client: FlaskClient,
+) -> None:
+    alice = logged_in(client, ENGLISH)
+    assert "<strong>1 message</strong>" in page(alice, "/?q=year-end")
+    assert "<strong>2 messages</strong>" in page(alice, "/?q=figures")
+    alice.environ_base["HTTP_ACCEPT_LANGUAGE"] = INDONESIAN["Accept-Language"]
+    assert "<strong>1 pesan</strong>" in page(alice, "/?q=year-end")
+    assert "<strong>2 pesan</strong>" in page(alice, "/?q=figures")
+    # Over a thousand original bytes: 3,142 in English is 3.142 in Bahasa Indonesia.
+    original = r"<td>{}</td><td class=\"n\">(\d+)([.,])(\d{{3}})</td>"
+    english = re.search(original.format("Original bytes"), page(client, "/status", ENGLISH))
+    indonesian = re.search(original.format("Byte asli"), page(client, "/status", INDONESIAN))
+    assert english and indonesian
+    assert english.group(2) == "," and indonesian.group(2) == "."
+    assert english.group(1, 3) == indonesian.group(1, 3)
