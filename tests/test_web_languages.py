@@ -27,8 +27,10 @@ import web.search
 from archiver.accounts import User, add_user
 from archiver.core import Core, build_core
 from archiver.search.indexer import Indexer
-from tests.support import ROOT
+from tests.browser import LoopbackOnly, screenshot
+from tests.support import JOURNAL, ROOT
 from tests.test_accounts import csrf_field, log_in
+from tests.test_browser import subprocess_input, thread_of_two
 from tests.test_search import ALICE, BOB, message, sample_copies
 from web import create_app
 
@@ -363,3 +365,41 @@ def test_counts_are_singular_or_plural_and_numbers_grouped_as_each_language_does
     assert english and indonesian
     assert english.group(2) == "," and indonesian.group(2) == "."
     assert english.group(1, 3) == indonesian.group(1, 3)
+
+
+def test_an_indonesian_browser_logs_in_searches_and_reads_in_indonesian(
+    make_service, browser
+) -> None:
+    service = make_service()
+    added = subprocess_input(service, ["users", "add", "alice@example.com"], PASSWORD)
+    assert added.returncode == 0, added.stderr
+    with service.smtp() as client:
+        for data in thread_of_two():
+            client.sendmail("sender@example.net", [JOURNAL], data)
+    service.wait_until_found("", count=2)
+
+    context = LoopbackOnly(browser, locale="id-ID")  # Accept-Language: id-ID
+    try:
+        base = f"http://127.0.0.1:{service.settings.web_port}"
+        page = context.page()
+        page.goto(f"{base}/login")
+        assert page.get_attribute("html", "lang") == "id"
+        assert page.inner_text("main h1") == "Masuk"
+        page.fill("input[name=email]", "alice@example.com")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("main button[type=submit]")
+        assert page.inner_text("header button[type=submit]") == "Cari"
+        page.fill("header input[name=q]", '"quarterly forecast"')
+        page.click("header button[type=submit]")
+        results = page.inner_text("main")
+        assert "2 pesan" in results and "Urutkan menurut:" in results
+        screenshot(page, "search-indonesian")
+        page.click("ol.results >> text=Re: Quarterly forecast")
+        message = page.inner_text("main")
+        assert "Agreed." in message and "Tanggal" in message and "Utas" in message
+        assert "2 Feb 2026 11:00 UTC" in message
+        assert page.inner_text("header .account button") == "Keluar"
+        screenshot(page, "message-indonesian")
+        assert context.blocked == []
+    finally:
+        context.close()
