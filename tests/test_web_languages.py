@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from html.parser import HTMLParser
@@ -227,28 +228,28 @@ INDONESIAN = {"Accept-Language": "id-ID,id;q=0.9,en;q=0.5"}
 ENGLISH = {"Accept-Language": "en-GB,en;q=0.9"}
 
 
-def web_app(core: Core) -> Flask:
+@contextmanager
+def serving(core: Core) -> Iterator[Flask]:
     """The web UI over `core`, with the two messages archived and indexed and alice's
-    account."""
+    account; its search backend is closed afterwards."""
     with core.sessions.begin() as session:
         core.archive.archive_batch(session, sample_copies([DECEMBER, MAY], datetime.now(UTC)))
         add_user(session, ALICE, "user", PASSWORD)
     backend = core.search_backend()
     Indexer(core.sessions, backend, core.store).run_once()
     backend.close()
-    return create_app(core)
+    app = create_app(core)
+    try:
+        yield app
+    finally:
+        app.extensions[web.search.BACKEND_KEY].close()
 
 
 @pytest.fixture
-def app(core: Core) -> Iterator[Flask]:
-    built = web_app(core)
-    yield built
-    built.extensions[web.search.BACKEND_KEY].close()
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
+def client(core: Core) -> Iterator[FlaskClient]:
+    """A browser on the web UI of `serving`."""
+    with serving(core) as app:
+        yield app.test_client()
 
 
 def page(client: FlaskClient, path: str, headers: dict[str, str] | None = None) -> str:
@@ -295,15 +296,14 @@ def test_english_is_for_browsers_asking_for_english_or_for_nothing_arsip_has(
 
 def test_the_service_default_language_is_for_browsers_asking_for_neither(core: Core) -> None:
     indonesian_core = build_core(replace(core.settings, default_language="id"))
-    app = web_app(indonesian_core)
     try:
-        client = app.test_client()
-        for asked in ({}, {"Accept-Language": "fr-FR,fr;q=0.9"}):
-            home = page(client, "/", asked)
-            assert language_of(home) == "id" and "Cara mencari" in home
-        assert language_of(page(client, "/", ENGLISH)) == "en"
+        with serving(indonesian_core) as app:
+            client = app.test_client()
+            for asked in ({}, {"Accept-Language": "fr-FR,fr;q=0.9"}):
+                home = page(client, "/", asked)
+                assert language_of(home) == "id" and "Cara mencari" in home
+            assert language_of(page(client, "/", ENGLISH)) == "en"
     finally:
-        app.extensions[web.search.BACKEND_KEY].close()
         indonesian_core.engine.dispose()
 
 
