@@ -45,9 +45,11 @@ test-mta: $(STAMP)
 # each package's messages.pot, merged into every language's messages.po (translate the
 # new entries there), and compiled. The compiled .mo files are committed, as Django does,
 # so that an install needs no build step; a test checks they match the .po files.
+# lazy_gettext marks the module-level strings; "Translators:" comments reach the .po.
+EXTRACT_ARGS := --no-location --sort-output -k lazy_gettext --add-comments=Translators:
 translations: $(STAMP)
 	for package in web lists; do \
-	  $(BIN)/pybabel -q extract -F babel.cfg --no-location --sort-output --project=Arsip \
+	  $(BIN)/pybabel -q extract -F babel.cfg $(EXTRACT_ARGS) --project=Arsip \
 	    -o $$package/translations/messages.pot $$package && \
 	  $(BIN)/pybabel -q update --init-missing -l id --no-fuzzy-matching --ignore-obsolete \
 	    -i $$package/translations/messages.pot -d $$package/translations && \

@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from playwright.sync_api import Browser, BrowserContext, Page, Route, sync_playwright
@@ -52,8 +53,9 @@ def chromium() -> Iterator[Browser]:
 class LoopbackOnly:
     """A browser context that aborts, and remembers, every request off loopback."""
 
-    def __init__(self, browser: Browser) -> None:
-        self.context: BrowserContext = browser.new_context()
+    def __init__(self, browser: Browser, **options: Any) -> None:
+        """`options` are Playwright's for the context, such as the browser's `locale`."""
+        self.context: BrowserContext = browser.new_context(**options)
         self.blocked: list[str] = []
         self.context.route("**/*", self._route)
 

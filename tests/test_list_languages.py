@@ -1,5 +1,5 @@
 """The mail a list writes, in its language: the list's own setting, else the service's
-`ARSIP_DEFAULT_LANGUAGE`; and the catalogues behind every translated string are whole."""
+`ARSIP_DEFAULT_LANGUAGE` (test_web_languages checks that the catalogues are whole)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from babel.messages.extract import extract_from_dir
-from babel.messages.frontend import parse_mapping_cfg
-from babel.messages.mofile import read_mo
-from babel.messages.pofile import read_po
 
 from lists import notices
 from lists.digests import DigestInfo, plain_digest
@@ -22,46 +18,6 @@ from tests.test_lists import parsed, post, send
 ROOT = Path(__file__).parent.parent
 PACKAGES = ("lists", "web")
 DAY = datetime(2026, 12, 7, tzinfo=UTC)
-
-
-@pytest.mark.parametrize("package", PACKAGES)
-def test_every_marked_string_has_its_indonesian_translation(package: str) -> None:
-    with open(ROOT / "babel.cfg") as config:
-        method_map, options_map = parse_mapping_cfg(config)
-    marked = {
-        message if isinstance(message, str) else message[0]
-        for _, _, message, *_ in extract_from_dir(ROOT / package, method_map, options_map)
-    }
-    po = ROOT / package / "translations/id/LC_MESSAGES/messages.po"
-    with open(po, "rb") as file:
-        catalogue = read_po(file)
-    untranslated = sorted(
-        text
-        for text in marked
-        if catalogue.get(text) is None or not _translated(catalogue.get(text).string)
-    )
-    assert untranslated == [], f"{package}: run `make translations` and translate these"
-    # The committed .mo is the .po compiled: a changed translation was compiled.
-    with open(po.with_suffix(".mo"), "rb") as file:
-        compiled = read_mo(file)
-    assert _pairs(compiled) == _pairs(catalogue, translated_only=True)
-
-
-def _pairs(messages, translated_only: bool = False) -> dict:
-    """Each message's id and translation, hashable (plurals are sequences)."""
-    return {
-        _key(m.id): _key(m.string)
-        for m in messages
-        if m.id and (_translated(m.string) or not translated_only)
-    }
-
-
-def _key(value: str | list[str] | tuple[str, ...]) -> str | tuple[str, ...]:
-    return value if isinstance(value, str) else tuple(value)
-
-
-def _translated(string: str | tuple[str, ...]) -> bool:
-    return all(string) if isinstance(string, tuple) else bool(string)
 
 
 @pytest.mark.parametrize("language", ["en", "id"])

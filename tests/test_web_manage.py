@@ -3,6 +3,8 @@ bans and settings, administrators see the whole service; everyone else finds not
 
 from __future__ import annotations
 
+import html
+
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -251,6 +253,24 @@ def test_settings_are_saved_and_bad_choices_refused(app: Flask, core: Core) -> N
     with core.sessions() as session:
         mlist = session.scalars(select(MailingList)).one()
         assert (mlist.reply_to, mlist.reply_to_address) == ("explicit", "chair@x.org")
+
+
+def test_an_owner_chooses_the_lists_language_by_its_name(app: Flask, core: Core) -> None:
+    owner = browser(app, OWNER)
+    page = f"/lists/{LIST}/settings"
+    form = html.unescape(owner.get(page).get_data(as_text=True))
+    assert "Language of the list's mail" in form
+    assert '<option value="default" selected>the service\'s default (English)</option>' in form
+    assert '<option value="id">Bahasa Indonesia</option>' in form
+    assert post_form(owner, page, page, **settings_form(language="id")).status_code == 302
+    with core.sessions() as session:
+        assert session.scalars(select(MailingList.language)).one() == "id"
+    assert '<option value="id" selected>' in owner.get(page).get_data(as_text=True)
+    assert post_form(owner, page, page, **settings_form(language="default")).status_code == 302
+    with core.sessions() as session:
+        assert session.scalars(select(MailingList.language)).one() is None
+    refused = post_form(owner, page, page, **settings_form(language="fr"))
+    assert refused.status_code == 400
 
 
 def test_the_command_line_refuses_the_settings_the_page_refuses(app: Flask, core: Core) -> None:

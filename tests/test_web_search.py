@@ -106,7 +106,7 @@ def test_an_admin_sees_highlighted_results_and_facets(client: FlaskClient) -> No
         "/messages/q2@example.com",
         "/messages/list@example.com",
     }
-    assert "2026-01-15 10:00" in text and "dev.lists.example.com" in text
+    assert "15 Jan 2026 10:00" in text and "dev.lists.example.com" in text
     assert "/?q=forecast+list:dev.lists.example.com" in links(text)
     assert "/?q=forecast+from:example.org" in links(text)
     assert "/?q=forecast+date:2026" in links(text)

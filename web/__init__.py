@@ -11,8 +11,6 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from flask import Flask, Response
-    from flask.typing import ResponseReturnValue
-    from werkzeug.exceptions import HTTPException
 
     from archiver.core import Core
 
@@ -38,6 +36,7 @@ def create_app(core: Core) -> Flask:
         auth,
         csrf,
         deps,
+        errors,
         i18n,
         list_archives,
         lists,
@@ -66,7 +65,7 @@ def create_app(core: Core) -> Flask:
     app.register_blueprint(retention.bp)
     app.register_blueprint(audit.bp)
     app.register_blueprint(account.bp)
-    app.register_error_handler(HTTPException, _error_page)
+    app.register_error_handler(HTTPException, errors.error_page)
     app.after_request(security_headers)
     return app
 
@@ -88,14 +87,3 @@ def security_headers(response: Response) -> Response:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     return response
-
-
-def _error_page(error: HTTPException) -> ResponseReturnValue:
-    """Errors as a short page in the site's layout, never a traceback."""
-    from flask import render_template
-
-    title = error.name or "Error"
-    text = error.description or "Something went wrong."
-    # Keep headers such as Allow (405) or Retry-After (503); the page is ours.
-    headers = [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]
-    return render_template("message.html", title=title, text=text), error.code or 500, headers

@@ -1,5 +1,5 @@
-"""A user's own account page: proving addresses by mail, removing them, and choosing how
-lists deliver.
+"""A user's own account page: proving addresses by mail, removing them, choosing how
+lists deliver, and the language of the pages.
 
 An address counts for what a user sees only once it is verified, so adding one sends a
 link to it. The link is a signed, expiring token rather than a stored row: it names the
@@ -18,6 +18,7 @@ from email.utils import formatdate, make_msgid
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
+from flask_babel import force_locale, gettext, lazy_gettext
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -33,6 +34,7 @@ from archiver.accounts import (
     verified_addresses,
     verified_owner,
 )
+from archiver.languages import LANGUAGES
 from archiver.throttle import Throttle
 from lists.admin import AdminError, MemberSettings
 from lists.models import MailingList, Member, Role
@@ -41,6 +43,7 @@ from lists.tokens import sign, unsign
 from web.audit_hooks import audit_change
 from web.auth import current_user, login_required
 from web.deps import get_core
+from web.i18n import language_for
 from web.member_settings import DELIVERY_LABELS, delivery_label
 
 bp = Blueprint("account", __name__, url_prefix="/account")
@@ -50,8 +53,8 @@ MAILS_PER_HOUR = 3
 VERIFY_ADDRESS = "verify-address"
 ADDRESS = re.compile(r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$")
 
-TAKEN = "That address belongs to another account."
-LATER = "Too many confirmation mails: try again later."
+TAKEN = lazy_gettext("That address belongs to another account.")
+LATER = lazy_gettext("Too many confirmation mails: try again later.")
 
 
 def make_token(secret_key: str, user_id: int, address: str, expires: int) -> str:
@@ -132,11 +135,12 @@ def _page(error: str | None = None, status: int = 200, entered: str = "") -> Res
         return (
             render_template(
                 "account.html",
-                title="Your account",
+                title=gettext("Your account"),
                 addresses=addresses,
                 login_address=user.email,
                 memberships=memberships,
                 deliveries=DELIVERY_LABELS,
+                chosen_language=user.language,
                 error=error,
                 entered=entered,
             ),
@@ -148,8 +152,8 @@ def _unknown_link() -> ResponseReturnValue:
     return (
         render_template(
             "message.html",
-            title="Unknown or expired link",
-            text=(
+            title=gettext("Unknown or expired link"),
+            text=gettext(
                 "This link is unknown or has expired, or it is for another account. Nothing "
                 "was changed. Log in to the account that asked, add the address again, and "
                 "use the link in the new message."
@@ -174,17 +178,17 @@ def add() -> ResponseReturnValue:
     entered = request.form.get("address", "").strip()
     address = entered.lower()
     if len(address) > 320 or not ADDRESS.match(address):
-        return _page(f"{entered!r} is not an email address.", 400, entered)
+        return _page(gettext("%(entered)r is not an email address.", entered=entered), 400, entered)
     core = get_core()
     with core.sessions.begin() as db:
         owner = verified_owner(db, address)
         if owner is not None and owner != user.id:
-            return _page(TAKEN, 400, entered)
+            return _page(str(TAKEN), 400, entered)
         if owner == user.id:
-            flash(f"{address} is verified already.")
+            flash(gettext("%(address)s is verified already.", address=address))
             return redirect(url_for(".account"))
         if not _throttle().allow(str(user.id)):
-            return _page(LATER, 429, entered)
+            return _page(str(LATER), 429, entered)
         add_address(db, db.get(User, user.id) or user, address)
         audit_change(db, "user.address.add", user.email, {"address": address, "verified": False})
         settings = core.settings
@@ -192,7 +196,9 @@ def add() -> ResponseReturnValue:
         token = make_token(settings.secret_key, user.id, address, expires)
         link = f"{settings.public_url}/account/verify/{token}"
         send_notice(db, _confirmation_mail(address, link), "", None)
-    notice = f"We sent a link to {address}. Open it to confirm the address is yours."
+    notice = gettext(
+        "We sent a link to %(address)s. Open it to confirm the address is yours.", address=address
+    )
     flash(notice)
     return redirect(url_for(".account"))
 
@@ -204,7 +210,8 @@ def verify_page(token: str) -> ResponseReturnValue:
     named = read_token(get_core().settings.secret_key, token)
     if named is None or named[0] != _user().id:
         return _unknown_link()
-    return render_template("account_verify.html", title=f"Confirm that {named[1]} is yours")
+    title = gettext("Confirm that %(address)s is yours", address=named[1])
+    return render_template("account_verify.html", title=title)
 
 
 @bp.post("/verify/<token>")
@@ -229,20 +236,24 @@ def verify(token: str) -> ResponseReturnValue:
     except (AccountExists, IntegrityError):
         # Verified by another account first, perhaps at this very moment (the database's
         # unique index decides a race).
-        return render_template("message.html", title="Not verified", text=TAKEN), 409
-    text = f"{address} is verified: you now see its mail and can manage its list settings."
-    return render_template("message.html", title="Address verified", text=text)
+        return render_template("message.html", title=gettext("Not verified"), text=TAKEN), 409
+    text = gettext(
+        "%(address)s is verified: you now see its mail and can manage its list settings.",
+        address=address,
+    )
+    return render_template("message.html", title=gettext("Address verified"), text=text)
 
 
 def _removed_meanwhile(address: str) -> ResponseReturnValue:
     return (
         render_template(
             "message.html",
-            title="Address not on your account",
-            text=(
-                f"{address} is no longer on your account (it was removed after this link "
+            title=gettext("Address not on your account"),
+            text=gettext(
+                "%(address)s is no longer on your account (it was removed after this link "
                 "was sent), so nothing was changed. To add it again, add it on your account "
-                "page and use the link in the new message."
+                "page and use the link in the new message.",
+                address=address,
             ),
         ),
         404,
@@ -261,12 +272,16 @@ def remove() -> ResponseReturnValue:
             if removed:
                 audit_change(db, "user.address.remove", user.email, {"address": address})
     except LoginAddress:
-        return _page(f"{address} is the address you log in with; it cannot be removed.", 400)
+        text = gettext(
+            "%(address)s is the address you log in with; it cannot be removed.", address=address
+        )
+        return _page(text, 400)
     if not removed:
-        return _page(f"{address} is not one of your addresses.", 404)
-    notice = (
-        f"{address} was removed from your account: you no longer see its mail here or "
-        "manage its lists from this page. Its list memberships are unchanged."
+        return _page(gettext("%(address)s is not one of your addresses.", address=address), 404)
+    notice = gettext(
+        "%(address)s was removed from your account: you no longer see its mail here or "
+        "manage its lists from this page. Its list memberships are unchanged.",
+        address=address,
     )
     flash(notice)
     return redirect(url_for(".account"))
@@ -290,7 +305,34 @@ def delivery(member_id: int) -> ResponseReturnValue:
         except AdminError as error:
             abort(400, str(error))
         list_address = db.get(MailingList, member.list_id)
-        where = list_address.address if list_address is not None else "the list"
-        notice = f"{where} now sends {member.address}: {delivery_label(member)}."
+        where = list_address.address if list_address is not None else gettext("the list")
+        notice = gettext(
+            "%(list)s now sends %(address)s: %(delivery)s.",
+            list=where,
+            address=member.address,
+            delivery=delivery_label(member),
+        )
+    flash(notice)
+    return redirect(url_for(".account"))
+
+
+@bp.post("/language")
+@login_required
+def language() -> ResponseReturnValue:
+    """Choose the pages' language for the account (empty: follow the browser's)."""
+    chosen = request.form.get("language", "").strip().lower() or None
+    if chosen is not None and chosen not in LANGUAGES:
+        abort(400, gettext("Choose one of the languages offered."))
+    user = _user()
+    with get_core().sessions.begin() as db:
+        account = db.get(User, user.id)
+        if account is not None:
+            account.language = chosen
+    # Said in the language chosen, which the next page is in too.
+    with force_locale(language_for(chosen)):
+        if chosen is None:
+            notice = gettext("The pages now follow your browser's language.")
+        else:
+            notice = gettext("The pages are now in %(language)s.", language=LANGUAGES[chosen])
     flash(notice)
     return redirect(url_for(".account"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, render_template
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext, lazy_gettext
 from sqlalchemy import func, select
 
 from archiver.accounts import Role as UserRole
@@ -17,8 +18,15 @@ from lists.admin import member_counts
 from lists.models import HeldMessage, MailingList
 from web.auth import current_user, login_required
 from web.deps import get_core
+from web.status import FIGURE_LABELS
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+ACCOUNT_ROLES = {
+    UserRole.ADMIN: lazy_gettext("administrator"),
+    UserRole.AUDITOR: lazy_gettext("auditor"),
+    UserRole.USER: lazy_gettext("user"),
+}
 
 
 @bp.get("/")
@@ -44,5 +52,11 @@ def overview() -> ResponseReturnValue:
         ]
         users = list(session.scalars(select(User).order_by(User.email)))
         return render_template(
-            "admin.html", title="Administration", figures=figures, lists=lists, users=users
+            "admin.html",
+            title=gettext("Administration"),
+            # Each figure in words, with the name `arsip stats` and /healthz give it.
+            figures=[(name, FIGURE_LABELS.get(name, name), v) for name, v in figures.items()],
+            account_roles=ACCOUNT_ROLES,
+            lists=lists,
+            users=users,
         )

@@ -19,6 +19,7 @@ from typing import Any
 
 from flask import Blueprint, abort, render_template, request, url_for
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext
 
 from archiver import audit
 from archiver.accounts import Role
@@ -43,7 +44,7 @@ def _day(name: str, errors: list[str]) -> datetime | None:
     try:
         return audit.parse_when(value)
     except ValueError:
-        errors.append(f"{value!r} is not a date like 2026-01-31.")
+        errors.append(gettext("%(value)r is not a date like 2026-01-31.", value=value))
         return None
 
 
@@ -85,7 +86,7 @@ def index() -> ResponseReturnValue:
     shown = rows[:PAGE_SIZE]
     kept = {name: value for name, value in filters.items() if value}
     context: dict[str, Any] = {
-        "title": "Audit trail",
+        "title": gettext("Audit trail"),
         "filters": filters,
         "errors": errors,
         "entries": [(entry, _details(entry)) for entry in shown],

@@ -37,6 +37,7 @@ from flask import (
     session,
 )
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext, lazy_gettext
 
 from archiver.accounts import User, authenticate, end_sessions, session_is_current, viewer_for
 from archiver.audit import ANONYMOUS, record
@@ -51,8 +52,8 @@ GENERATION_KEY = "generation"
 SINCE_KEY = "since"
 # A login lasts a working day at most, counted from the login, however busy the session.
 SESSION_LIFETIME = timedelta(hours=12)
-WRONG = "Wrong email or password."
-LATER = "Too many failed logins from here: try again later."
+WRONG = lazy_gettext("Wrong email or password.")
+LATER = lazy_gettext("Too many failed logins from here: try again later.")
 # One client on one account: a few typos are free, then each failure doubles the wait.
 FREE_PER_ACCOUNT = 5
 ACCOUNT_WINDOW = timedelta(hours=24)
@@ -151,7 +152,7 @@ def _form(error: str | None = None, status: int = 200) -> ResponseReturnValue:
     return (
         render_template(
             "login.html",
-            title="Log in",
+            title=gettext("Log in"),
             error=error,
             email=request.form.get("email", ""),
             next=safe_next(request.values.get("next")),
@@ -199,7 +200,7 @@ def login_post() -> ResponseReturnValue:
     if user_id is None:
         per_account.hit(pair)
         per_client.hit(client)
-        return _form(WRONG, 401)
+        return _form(str(WRONG), 401)
     per_account.forget(pair)
     start_session(user_id, generation)
     return redirect(safe_next(request.values.get("next")))

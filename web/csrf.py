@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from flask import Flask, current_app, render_template, request, session
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext
 
 FIELD = "csrf_token"
 HEADER = "X-CSRF-Token"
@@ -59,8 +60,8 @@ def _check() -> ResponseReturnValue | None:
     return (
         render_template(
             "message.html",
-            title="This form has expired",
-            text=(
+            title=gettext("This form has expired"),
+            text=gettext(
                 "The form could not be checked, perhaps because it was open for a long "
                 "time or cookies are blocked. Go back, reload the page and try again."
             ),

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from flask import Flask, g, request
-from flask_babel import Babel, format_date, format_datetime
+from flask_babel import Babel, format_date, format_datetime, format_decimal, format_number, ngettext
 
 from archiver.languages import LANGUAGES
 from web.auth import current_user
@@ -31,7 +31,10 @@ def init_app(app: Flask) -> None:
         default_translation_directories=str(TRANSLATIONS),
     )
     app.jinja_env.globals.update(
-        page_language=page_language, languages=LANGUAGES, format_moment=format_moment
+        page_language=page_language,
+        languages=LANGUAGES,
+        format_moment=format_moment,
+        format_size=format_size,
     )
     app.jinja_env.policies["ext.i18n.trimmed"] = True  # {% trans %} blocks as one line
 
@@ -40,14 +43,17 @@ def page_language() -> str:
     """The language of this request's page (see the module's docstring); chosen once."""
     if "arsip_language" not in g:
         user = current_user()
-        chosen = user.language if user is not None else None
-        g.arsip_language = (
-            chosen
-            if chosen in LANGUAGES
-            else request.accept_languages.best_match(LANGUAGES)
-            or get_core().settings.default_language
-        )
+        g.arsip_language = language_for(user.language if user is not None else None)
     return g.arsip_language
+
+
+def language_for(chosen: str | None) -> str:
+    """The pages' language for an account that chose `chosen` (None: the browser's) and
+    this request's browser: the one rule behind `page_language`, also for the notice
+    that confirms a new choice in the language it chose."""
+    if chosen in LANGUAGES:
+        return chosen
+    return request.accept_languages.best_match(LANGUAGES) or get_core().settings.default_language
 
 
 def format_moment(moment: datetime, with_time: bool = True) -> str:
@@ -56,3 +62,16 @@ def format_moment(moment: datetime, with_time: bool = True) -> str:
     if with_time:
         return format_datetime(moment, "d MMM y HH:mm", rebase=False)
     return format_date(moment, "d MMM y", rebase=False)
+
+
+def format_size(size: int) -> str:
+    """A size in bytes as people read it, in decimal units as Jinja's `filesizeformat`
+    writes them but with the reader's decimal sign: 1.5 MB, or 1,5 MB in Bahasa Indonesia."""
+    if size < 1000:
+        return ngettext("%(count)s byte", "%(count)s bytes", size, count=format_number(size))
+    units = ["kB", "MB", "GB", "TB"]
+    value = size / 1000
+    while value >= 1000 and len(units) > 1:
+        value /= 1000
+        units.pop(0)
+    return f"{format_decimal(value, '0.0')} {units[0]}"

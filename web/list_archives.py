@@ -22,6 +22,7 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
+from flask_babel import format_number, gettext, ngettext
 from sqlalchemy import Row, Text, cast, func, select
 from sqlalchemy.orm import Session
 
@@ -90,7 +91,7 @@ def directory() -> ResponseReturnValue:
             if _readable(mlist)
         ]
         session.expunge_all()
-    return render_template("list_directory.html", title="Mailing lists", lists=shown)
+    return render_template("list_directory.html", title=gettext("Mailing lists"), lists=shown)
 
 
 @bp.get("/<list_address>/")
@@ -195,8 +196,9 @@ def _request(list_address: str, action: str) -> ResponseReturnValue:
         try:
             address = one_address(request.form.get("email", ""))
         except BadAddress as error:
-            text = f"Nothing was sent: {error}."
-            return render_template("message.html", title="Not one email address", text=text), 400
+            text = gettext("Nothing was sent: %(problem)s.", problem=error)
+            title = gettext("Not one email address")
+            return render_template("message.html", title=title, text=text), 400
         text = get_membership().request(session, mlist, address, action)
         target = url_for(".archive", list_address=mlist.address)
     flash(text)
@@ -213,13 +215,18 @@ def activity_chart(months: list[Month]) -> str:
     bars = "".join(
         f'<rect x="{i * 12}" y="{height - round(m.messages / tallest * height)}" '
         f'width="{bar}" height="{round(m.messages / tallest * height)}" fill="#4a6fa5">'
-        f"<title>{escape(m.key)}: {m.messages} messages</title></rect>"
+        f"<title>{escape(m.key)}: {escape(_messages(m.messages))}</title></rect>"
         for i, m in enumerate(shown)
     )
+    label = escape(gettext("Messages per month"), {'"': "&quot;"})
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'role="img" aria-label="messages per month">{bars}</svg>'
+        f'role="img" aria-label="{label}">{bars}</svg>'
     )
+
+
+def _messages(count: int) -> str:
+    return ngettext("%(count)s message", "%(count)s messages", count, count=format_number(count))
 
 
 def atom(mlist: MailingList, posts: list[Row], summaries: dict[str, str], base: str) -> str:

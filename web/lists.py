@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template, request
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext
 
 from lists.admin import find_list
 from lists.models import MailingList
@@ -19,19 +20,27 @@ from web.deps import get_core, get_membership
 
 bp = Blueprint("lists", __name__, url_prefix="/lists")
 
-VERBS = {"subscribe": "joins", "unsubscribe": "leaves"}
+MEMBERSHIP_ACTIONS = ("subscribe", "unsubscribe")
 
 
 def _confirmable(action: str) -> bool:
     """Requests the link confirms: joining, leaving and mailed settings (an owner's
     approval needs the owner's reply)."""
-    return action in VERBS or action.startswith("set ")
+    return action in MEMBERSHIP_ACTIONS or action.startswith("set ")
 
 
 def _title(address: str, action: str, list_address: str) -> str:
-    if action in VERBS:
-        return f"Confirm that {address} {VERBS[action]} {list_address}"
-    return f"Confirm that {address} changes its delivery from {list_address} ({action})"
+    # Whole sentences, so that each language can order the words its own way.
+    named = {"address": address, "list": list_address}
+    if action == "subscribe":
+        return gettext("Confirm that %(address)s joins %(list)s", **named)
+    if action == "unsubscribe":
+        return gettext("Confirm that %(address)s leaves %(list)s", **named)
+    return gettext(
+        "Confirm that %(address)s changes its delivery from %(list)s (%(action)s)",
+        action=action,
+        **named,
+    )
 
 
 def _message(title: str, text: str, status: int = 200) -> ResponseReturnValue:
@@ -40,28 +49,32 @@ def _message(title: str, text: str, status: int = 200) -> ResponseReturnValue:
 
 def _unknown_confirmation() -> ResponseReturnValue:
     return _message(
-        "Unknown or expired link",
-        "This confirmation link is unknown, has already been used, or has expired. "
-        "Nothing was changed. If you still want to join or leave the list, ask again and "
-        "use the link in the new confirmation message.",
+        gettext("Unknown or expired link"),
+        gettext(
+            "This confirmation link is unknown, has already been used, or has expired. "
+            "Nothing was changed. If you still want to join or leave the list, ask again and "
+            "use the link in the new confirmation message."
+        ),
         404,
     )
 
 
 def _bad_unsubscribe_link(status: int) -> ResponseReturnValue:
     return _message(
-        "This unsubscribe link is not valid",
-        "The link is incomplete or was changed on the way, so nothing was changed. Open the "
-        "whole link from a recent message of the list, or write to the list's leave address "
-        "(for the list dev@example.org that is dev-leave@example.org).",
+        gettext("This unsubscribe link is not valid"),
+        gettext(
+            "The link is incomplete or was changed on the way, so nothing was changed. Open "
+            "the whole link from a recent message of the list, or write to the list's leave "
+            "address (for the list dev@example.org that is dev-leave@example.org)."
+        ),
         status,
     )
 
 
 def _no_such_list() -> ResponseReturnValue:
     return _message(
-        "No such list",
-        "There is no mailing list at this address (any more), so it sends no mail.",
+        gettext("No such list"),
+        gettext("There is no mailing list at this address (any more), so it sends no mail."),
         404,
     )
 
@@ -89,7 +102,7 @@ def confirm(token: str) -> ResponseReturnValue:
         if pending is None or not _confirmable(pending.action):
             return _unknown_confirmation()
         outcome = membership.confirm_link(session, token)
-    return _message("Confirmed", outcome)
+    return _message(gettext("Confirmed"), outcome)
 
 
 @bp.get("/<path:list_address>/unsubscribe")
@@ -104,7 +117,7 @@ def unsubscribe_page(list_address: str) -> ResponseReturnValue:
         return _no_such_list()
     return render_template(
         "unsubscribe.html",
-        title=f"Unsubscribe from {mlist.address}",
+        title=gettext("Unsubscribe from %(list)s", list=mlist.address),
         address=address,
         list_address=mlist.address,
     )
@@ -126,7 +139,10 @@ def unsubscribe(list_address: str) -> ResponseReturnValue:
         if mlist is None:
             return _no_such_list()
         get_membership().unsubscribe_now(session, mlist, address)
-    return _message("Unsubscribed", f"{address} will get no more mail from {mlist.address}.")
+    text = gettext(
+        "%(address)s will get no more mail from %(list)s.", address=address, list=mlist.address
+    )
+    return _message(gettext("Unsubscribed"), text)
 
 
 def _signed_address(list_address: str) -> str | None:

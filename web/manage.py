@@ -16,11 +16,13 @@ from typing import TypeVar
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext, lazy_gettext
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from archiver.accounts import Role as UserRole
 from archiver.accounts import verified_addresses
+from archiver.languages import LANGUAGES
 from lists import admin
 from lists.admin import AdminError, find_list
 from lists.models import Ban, HeldMessage, MailingList, Member, Role
@@ -28,10 +30,59 @@ from lists.posting import Poster
 from web.audit_hooks import web_actor
 from web.auth import current_user, login_required
 from web.deps import dmarc_lookup, get_core, get_membership
+from web.member_settings import DELIVERY_LABELS
 
 bp = Blueprint("manage", __name__, url_prefix="/lists")
 
 Form = TypeVar("Form")  # a checked form of `lists.admin`
+
+# The settings form's choices in the reader's words, by field and value (`admin.CHOICES`;
+# the list's language is named per request, with the service's default language).
+CHOICE_LABELS = {
+    "subscription": {
+        "open": lazy_gettext("anyone who confirms by mail"),
+        "moderate": lazy_gettext("anyone who confirms, once an owner approves"),
+        "closed": lazy_gettext("nobody (owners add members)"),
+    },
+    "posting": {
+        "members": lazy_gettext("members"),
+        "moderated": lazy_gettext("members, every post held for moderators"),
+        "open": lazy_gettext("anyone"),
+        "announce": lazy_gettext("owners and moderators only (announcements)"),
+    },
+    "archive": {
+        "public": lazy_gettext("public"),
+        "private": lazy_gettext("members only"),
+        "none": lazy_gettext("not archived"),
+    },
+    "nonmember_action": {
+        "accept": lazy_gettext("accept"),
+        "hold": lazy_gettext("hold for moderators"),
+        "reject": lazy_gettext("reject, telling the sender"),
+        "discard": lazy_gettext("discard"),
+    },
+    "dmarc": {
+        "auto": lazy_gettext("when the sender's domain asks for it"),
+        "always": lazy_gettext("always"),
+        "never": lazy_gettext("never"),
+    },
+    "reply_to": {
+        "none": lazy_gettext("where the sender says"),
+        "list": lazy_gettext("the list"),
+        "explicit": lazy_gettext("an explicit address"),
+    },
+    "unchecked_posts": {
+        "hold": lazy_gettext("hold for moderators"),
+        "accept": lazy_gettext("accept"),
+    },
+}
+MEMBER_ROLES = {
+    Role.OWNER: lazy_gettext("owner"),
+    Role.MODERATOR: lazy_gettext("moderator"),
+    Role.MEMBER: lazy_gettext("member"),
+}
+# Why a member's delivery is paused (`Member.disabled_reason`).
+DISABLED_REASONS = {"bounce": lazy_gettext("bounces"), "user": lazy_gettext("by the member")}
 
 
 def _roles_here(session: Session, mlist: MailingList) -> set[str]:
@@ -87,7 +138,7 @@ def held(list_address: str) -> ResponseReturnValue:
         )
         return render_template(
             "manage_held.html",
-            title=f"Held posts · {mlist.address}",
+            title=gettext("Held posts · %(list)s", list=mlist.address),
             mlist=mlist,
             roles=roles,
             posts=posts,
@@ -109,7 +160,7 @@ def moderate(list_address: str, held_id: int) -> ResponseReturnValue:
         answer = admin.decide(session, poster, mlist, held_id, decision, web_actor())
         address = mlist.address
     # None: another moderator may have decided first; say so rather than fail.
-    return _back(".held", address, answer or "That post is no longer held.")
+    return _back(".held", address, answer or gettext("That post is no longer held."))
 
 
 def _members_page(
@@ -123,12 +174,14 @@ def _members_page(
     bans = list(session.scalars(select(Ban).where(Ban.list_id == mlist.id).order_by(Ban.pattern)))
     page = render_template(
         "manage_members.html",
-        title=f"Members · {mlist.address}",
+        title=gettext("Members · %(list)s", list=mlist.address),
         mlist=mlist,
         roles=roles,
         members=members,
         bans=bans,
-        member_roles=[str(role) for role in Role],
+        member_roles=MEMBER_ROLES,
+        deliveries=DELIVERY_LABELS,
+        disabled_reasons=DISABLED_REASONS,
         error=error,
     )
     return page, status
@@ -170,12 +223,15 @@ def add(list_address: str) -> ResponseReturnValue:
 
     def act(session: Session, mlist: MailingList, form: admin.AddMembers) -> str:
         result = admin.add_members(session, get_membership(), mlist, form, web_actor())
-        added = result.added
-        notice = (
-            f"Added {added}, asked {result.invited} to confirm, {result.already} already there."
+        notice = gettext(
+            "Added %(added)s, asked %(invited)s to confirm, %(already)s already there.",
+            added=result.added,
+            invited=result.invited,
+            already=result.already,
         )
         if result.invalid:
-            notice += " Not addresses: " + ", ".join(result.invalid)
+            invalid = ", ".join(result.invalid)
+            notice += " " + gettext("Not addresses: %(invalid)s", invalid=invalid)
         return notice
 
     return _members_form(list_address, admin.AddMembers.from_form, act)
@@ -189,7 +245,9 @@ def remove(list_address: str) -> ResponseReturnValue:
     def act(session: Session, mlist: MailingList, form: admin.RemoveMembers) -> str:
         removed = admin.remove_members(session, get_membership(), mlist, form, web_actor())
         named = ", ".join(form.addresses)
-        return f"Removed {named}." if removed else f"{named} was not in the list."
+        if removed:
+            return gettext("Removed %(addresses)s.", addresses=named)
+        return gettext("%(addresses)s was not in the list.", addresses=named)
 
     return _members_form(list_address, admin.RemoveMembers.from_form, act)
 
@@ -201,10 +259,10 @@ def moderate_member(list_address: str) -> ResponseReturnValue:
 
     def act(session: Session, mlist: MailingList, form: admin.MemberModeration) -> str:
         if not admin.moderate_member(session, mlist, form, web_actor()):
-            return f"{form.address} is not a member."
+            return gettext("%(address)s is not a member.", address=form.address)
         if form.moderated:
-            return f"{form.address} is moderated."
-        return f"{form.address} is no longer moderated."
+            return gettext("%(address)s is moderated.", address=form.address)
+        return gettext("%(address)s is no longer moderated.", address=form.address)
 
     return _members_form(list_address, admin.MemberModeration.from_form, act)
 
@@ -216,7 +274,7 @@ def ban(list_address: str) -> ResponseReturnValue:
 
     def act(session: Session, mlist: MailingList, form: admin.BanForm) -> str:
         admin.ban(session, mlist, form, web_actor())
-        return f"Banned {form.pattern}."
+        return gettext("Banned %(pattern)s.", pattern=form.pattern)
 
     return _members_form(list_address, admin.BanForm.from_form, act)
 
@@ -230,8 +288,8 @@ def unban(list_address: str) -> ResponseReturnValue:
         bans = form.bans(session, mlist)
         patterns = ", ".join(row.pattern for row in bans)
         if not admin.unban(session, bans, mlist.address, web_actor()):
-            return "That ban is gone already."
-        return f"Unbanned {patterns}."
+            return gettext("That ban is gone already.")
+        return gettext("Unbanned %(patterns)s.", patterns=patterns)
 
     return _members_form(list_address, admin.LiftBan.from_form, act)
 
@@ -242,14 +300,24 @@ def _settings_page(
     settings = get_core().settings
     page = render_template(
         "manage_settings.html",
-        title=f"Settings · {mlist.address}",
+        title=gettext("Settings · %(list)s", list=mlist.address),
         mlist=mlist,
         roles=roles,
         choices=admin.CHOICES,
+        choice_labels={**CHOICE_LABELS, "language": _language_labels()},
+        current_language=mlist.language or admin.DEFAULT_LANGUAGE,
         checks_on=bool(settings.spamd or settings.clamd),
         error=error,
     )
     return page, status
+
+
+def _language_labels() -> dict[str, str]:
+    """The list's language choices: each language by its own name, and the default named
+    with the language it stands for on this service."""
+    default = LANGUAGES[get_core().settings.default_language]
+    chosen = gettext("the service's default (%(language)s)", language=default)
+    return {admin.DEFAULT_LANGUAGE: chosen, **LANGUAGES}
 
 
 @bp.get("/<list_address>/settings")
@@ -274,4 +342,4 @@ def save_settings(list_address: str) -> ResponseReturnValue:
         except AdminError as error:
             return _settings_page(mlist, roles, str(error), 400)
         address = mlist.address
-    return _back(".settings", address, "Saved.")
+    return _back(".settings", address, gettext("Saved."))

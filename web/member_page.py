@@ -27,6 +27,7 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext, ngettext
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -87,7 +88,7 @@ def _request_page(
     return (
         render_template(
             "member_request.html",
-            title=f"Your subscription to {list_address.lower()}",
+            title=gettext("Your subscription to %(list)s", list=list_address.lower()),
             list_address=list_address.lower(),
             days=SETTINGS_LINK_DAYS,
             error=error,
@@ -102,7 +103,8 @@ def request_form(list_address: str) -> ResponseReturnValue:
     """The form that mails a member a link to their settings (the same for every list, so
     it does not tell which lists exist)."""
     if "@" not in list_address:
-        return _message("No such list", "A list's address has the form name@domain.", 404)
+        text = gettext("A list's address has the form name@domain.")
+        return _message(gettext("No such list"), text, 404)
     return _request_page(list_address)
 
 
@@ -122,8 +124,8 @@ def request_link(list_address: str) -> ResponseReturnValue:
     per_address, per_client = _throttles()
     if not per_client.allow(request.remote_addr or "unknown"):
         return _message(
-            "Too many requests",
-            "This network asked for many settings links within the hour: try again later.",
+            gettext("Too many requests"),
+            gettext("This network asked for many settings links within the hour: try again later."),
             429,
         )
     # Counted whether or not the address is a member, so the limit tells nothing either.
@@ -136,18 +138,29 @@ def request_link(list_address: str) -> ResponseReturnValue:
                     session, mlist, address, core.settings.secret_key
                 )
     return _message(
-        "Check your mail",
-        f"If {address} is a member of {list_address.lower()}, a link to its settings is on "
-        f"its way there. The link works for {SETTINGS_LINK_DAYS} days. If nothing arrives, "
-        "check the spelling of the address and your spam folder, or ask again later.",
+        gettext("Check your mail"),
+        ngettext(
+            "If %(address)s is a member of %(list)s, a link to its settings is on its way "
+            "there. The link works for %(num)s day. If nothing arrives, check the spelling "
+            "of the address and your spam folder, or ask again later.",
+            "If %(address)s is a member of %(list)s, a link to its settings is on its way "
+            "there. The link works for %(num)s days. If nothing arrives, check the spelling "
+            "of the address and your spam folder, or ask again later.",
+            SETTINGS_LINK_DAYS,
+            address=address,
+            list=list_address.lower(),
+        ),
     )
 
 
 def _bad_link(list_address: str) -> LinkRefused:
     return LinkRefused(
-        "Unknown or expired link",
-        "This settings link is incomplete, was changed on the way, or has expired, so "
-        f"nothing was changed. Ask for a new link on {_membership_page(list_address)}.",
+        gettext("Unknown or expired link"),
+        gettext(
+            "This settings link is incomplete, was changed on the way, or has expired, so "
+            "nothing was changed. Ask for a new link on %(page)s.",
+            page=_membership_page(list_address),
+        ),
         404,
     )
 
@@ -164,9 +177,11 @@ def _member(session: Session, list_address: str, token: str) -> tuple[MailingLis
     mlist = find_list(session, named[0])
     if mlist is None:
         raise LinkRefused(
-            "No such list",
-            "There is no mailing list at this address (any more), so it sends no mail and "
-            "has no settings to change.",
+            gettext("No such list"),
+            gettext(
+                "There is no mailing list at this address (any more), so it sends no mail and "
+                "has no settings to change."
+            ),
             404,
         )
     member = session.scalar(
@@ -176,10 +191,14 @@ def _member(session: Session, list_address: str, token: str) -> tuple[MailingLis
     )
     if member is None:
         raise LinkRefused(
-            "Not a member",
-            f"{named[1]} is not a member of {mlist.address} (any more), so there are no "
-            "settings to change and the list sends it no mail. To join again, use the "
-            "subscribe form on the list's page.",
+            gettext("Not a member"),
+            gettext(
+                "%(address)s is not a member of %(list)s (any more), so there are no "
+                "settings to change and the list sends it no mail. To join again, use the "
+                "subscribe form on the list's page.",
+                address=named[1],
+                list=mlist.address,
+            ),
             404,
         )
     return mlist, member
@@ -195,7 +214,7 @@ def _settings(
     return (
         render_template(
             "member_settings.html",
-            title=f"Your settings on {mlist.address}",
+            title=gettext("Your settings on %(list)s", list=mlist.address),
             mlist=mlist,
             member=member,
             token=token,
@@ -225,7 +244,12 @@ def save(list_address: str, token: str) -> ResponseReturnValue:
             MemberSettings.from_form(request.form).apply(member)
         except AdminError as error:  # nothing was changed
             return _settings(mlist, member, token, str(error), 400)
-        notice = f"Saved: {mlist.address} now sends {member.address}: {delivery_label(member)}."
+        notice = gettext(
+            "Saved: %(list)s now sends %(address)s: %(delivery)s.",
+            list=mlist.address,
+            address=member.address,
+            delivery=delivery_label(member),
+        )
         target = url_for(".settings_page", list_address=mlist.address, token=token)
     flash(notice)
     return redirect(target, 303)
@@ -239,7 +263,11 @@ def leave(list_address: str, token: str) -> ResponseReturnValue:
         address = member.address
         get_membership().unsubscribe_now(session, mlist, address)
     return _message(
-        "Unsubscribed",
-        f"{address} has left {mlist.address} and will get no more mail from it. To join "
-        "again, use the subscribe form on the list's page.",
+        gettext("Unsubscribed"),
+        gettext(
+            "%(address)s has left %(list)s and will get no more mail from it. To join "
+            "again, use the subscribe form on the list's page.",
+            address=address,
+            list=mlist.address,
+        ),
     )

@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from flask import Blueprint, Response, abort, render_template, request
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext, lazy_gettext
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -52,11 +53,14 @@ HTML_POLICY_WITH_IMAGES = HTML_POLICY.replace("img-src data: cid:", "img-src dat
 # Raw source and downloads are never rendered as pages.
 DOWNLOAD_POLICY = "default-src 'none'; base-uri 'none'; frame-ancestors 'none'; sandbox"
 
-NOT_FOUND = (
+NOT_FOUND = lazy_gettext(
     "No message with this Message-ID is archived, or it is not yours to see. "
     "If it was sent to you, log in first."
 )
-NO_THREAD = "No thread with this id is archived, or none of its messages are yours to see."
+NO_THREAD = lazy_gettext(
+    "No thread with this id is archived, or none of its messages are yours to see."
+)
+NO_SUBJECT = lazy_gettext("(no subject)")
 # The content checks' daemons as the message page names them.
 CHECKERS = {SPAMD: "SpamAssassin (spamd)", CLAMD: "ClamAV (clamd)"}
 
@@ -90,7 +94,7 @@ def _security_headers(response: Response) -> Response:
 def _visible_or_404(db: Session, viewer: Viewer, message_id: str) -> Message:
     message = find_message(db, viewer, message_id)
     if message is None:
-        abort(404, description=NOT_FOUND)
+        abort(404, description=str(NOT_FOUND))
     return message
 
 
@@ -98,7 +102,7 @@ def _raw(message: Message) -> bytes:
     try:
         return get_core().store.get(message.sha256)
     except BlobMissingError:
-        abort(404, description="The raw source of this message is no longer stored.")
+        abort(404, description=gettext("The raw source of this message is no longer stored."))
 
 
 def attachment_bytes(raw: bytes, sha256: str) -> bytes | None:
@@ -175,7 +179,7 @@ def show(message_id: str) -> ResponseReturnValue:
         )
         return render_template(
             "message_view.html",
-            title=message.subject or "(no subject)",
+            title=message.subject or NO_SUBJECT,
             message=message,
             body=body,
             sender=_role(message, "from"),
@@ -202,7 +206,7 @@ def html(message_id: str) -> ResponseReturnValue:
         message = _visible_or_404(db, viewer, message_id)
         source = html_body(_raw(message))
     if source is None:
-        abort(404, description="This message has no HTML body.")
+        abort(404, description=gettext("This message has no HTML body."))
     images = request.args.get("images") == "1"
     page = html_document(sanitize_html(source, remote_images=images).html)
     response = Response(page, content_type="text/html; charset=utf-8")
@@ -245,11 +249,11 @@ def attachment(message_id: str, position: int) -> ResponseReturnValue:
         message = _visible_or_404(db, viewer, message_id)
         found = next((a for a in message.attachments if a.position == position), None)
         if found is None:
-            abort(404, description="This message has no such attachment.")
+            abort(404, description=gettext("This message has no such attachment."))
         filename, sha256 = found.filename, found.sha256
         data = attachment_bytes(_raw(message), sha256)
     if data is None:
-        abort(404, description="This attachment could not be found in the stored message.")
+        abort(404, description=gettext("This attachment could not be found in the stored message."))
     found_in = {"position": position, "sha256": sha256, "message_sha256": message.sha256}
     audit_read(viewer, "attachment.download", message.message_id, found_in)
     response = Response(data, content_type="application/octet-stream")
@@ -328,7 +332,7 @@ def thread(thread_id: str) -> ResponseReturnValue:
     with get_core().sessions() as db:
         messages = thread_messages(db, viewer, thread_id)
         if not messages:
-            abort(404, description=NO_THREAD)
+            abort(404, description=str(NO_THREAD))
         audit_read(viewer, "thread.view", thread_id, shown_ids(messages))
         texts = message_texts(get_core().store, [m.sha256 for m in messages], attachments=False)
         entries = [
@@ -346,7 +350,7 @@ def thread(thread_id: str) -> ResponseReturnValue:
         first = messages[0]
         return render_template(
             "thread.html",
-            title=first.subject or "(no subject)",
+            title=first.subject or NO_SUBJECT,
             entries=entries,
             thread_id=thread_id,
         )

@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from flask import Blueprint, Response, render_template, request, url_for
 from flask.typing import ResponseReturnValue
+from flask_babel import format_number, gettext, lazy_gettext, ngettext
 from markupsafe import Markup
 from sqlalchemy import select
 
@@ -32,6 +33,7 @@ from web.auth import current_viewer, login_required
 # BACKEND_KEY stays importable here for the tests that close the app's shared backend.
 from web.deps import BACKEND_KEY as BACKEND_KEY
 from web.deps import get_core, search_backend
+from web.i18n import format_moment
 
 if TYPE_CHECKING:
     from archiver.core import Core
@@ -47,10 +49,11 @@ FACETS_SHOWN = 10
 
 # Facet name -> (heading, query field that narrows to one of its values).
 FACETS = {
-    "list": ("Lists", "list"),
-    "sender_domain": ("Sender domains", "from"),
-    "year": ("Years", "date"),
+    "list": (lazy_gettext("Lists"), "list"),
+    "sender_domain": (lazy_gettext("Sender domains"), "from"),
+    "year": (lazy_gettext("Years"), "date"),
 }
+SORT_LABELS = {Sort.RELEVANCE: lazy_gettext("relevance"), Sort.DATE: lazy_gettext("date")}
 
 
 def private_page_headers(response: Response) -> Response:
@@ -146,7 +149,7 @@ def _result(found: FoundMessage) -> Result:
     return Result(
         found=found,
         href="/messages/" + quote(found.message_id, safe="@"),
-        when=_utc(found.date).strftime("%Y-%m-%d %H:%M"),
+        when=format_moment(_utc(found.date)),
         when_iso=_utc(found.date).strftime("%Y-%m-%dT%H:%MZ"),
         # The snippet builder escapes the message text itself and adds only <mark> tags,
         # so this HTML is safe to put on the page as it is.
@@ -156,8 +159,10 @@ def _result(found: FoundMessage) -> Result:
 
 def _count(page: SearchPage) -> str:
     """ "1,234 messages", or "about 52,000 messages" when the backend estimated."""
-    about = "" if page.total_exact else "about "
-    return f"{about}{page.total:,} message" + ("" if page.total == 1 else "s")
+    total = format_number(page.total)
+    if page.total_exact:
+        return ngettext("%(count)s message", "%(count)s messages", page.total, count=total)
+    return ngettext("about %(count)s message", "about %(count)s messages", page.total, count=total)
 
 
 @bp.get("/")
@@ -167,7 +172,7 @@ def index() -> ResponseReturnValue:
     sort = _sort()
     number = _page_number()
     exact = request.args.get("exact") == "1"
-    context: dict[str, object] = {"title": "Search", "q": q, "sort": sort.value}
+    context: dict[str, object] = {"title": gettext("Search"), "q": q, "sort": sort.value}
     if not q:
         return render_template("search.html", **context)
     try:
@@ -184,18 +189,18 @@ def index() -> ResponseReturnValue:
                 exact_total=exact,
             )
     except QuerySyntaxError as error:
-        context.update(title=f"{q} · Search", error=error)
+        context.update(title=gettext("%(query)s · Search", query=q), error=error)
         return render_template("search.html", **context), 400
     audit_read(current_viewer(), "search", q, {"page": number, "results": page.total})
     last_page = max(1, -(-page.total // PAGE_SIZE))
     context.update(
-        title=f"{q} · Search",
+        title=gettext("%(query)s · Search", query=q),
         total=_count(page),
         exact_counts=page.total_exact,
         count_exactly=None if page.total_exact else _search_url(q, sort, number, exact=True),
         results=[_result(found) for found in page.results],
         facets=_facet_links(q, sort, page),
-        sorts=[(s.value, _search_url(q, s), s is sort) for s in Sort],
+        sorts=[(SORT_LABELS[s], _search_url(q, s), s is sort) for s in Sort],
         previous=_search_url(q, sort, number - 1) if number > 1 else None,
         next=_search_url(q, sort, number + 1) if number < last_page else None,
         page_number=number,
@@ -214,7 +219,7 @@ def export() -> ResponseReturnValue:
     try:
         query = parse_query(q)
     except QuerySyntaxError as error:
-        context = {"title": "Search", "q": q, "sort": sort.value, "error": error}
+        context = {"title": gettext("Search"), "q": q, "sort": sort.value, "error": error}
         return render_template("search.html", **context), 400
     audit_read(current_viewer(), "export", q, {"sort": sort.value, "format": "mbox"})
     # The generator outlives the request, so it gets its parts now, not from the context.
