@@ -346,7 +346,7 @@ def test_a_notice_shows_once_after_a_change_and_never_comes_from_a_link(app: Fla
     page = f"/lists/{LIST}/settings"
     saved = post_form(owner, page, page, **settings_form())
     assert saved.status_code == 302 and "notice" not in saved.location
-    assert '<p role="status"><strong>Saved.</strong></p>' in owner.get(saved.location).text
+    assert '<p class="notice" role="status">Saved.</p>' in owner.get(saved.location).text
     assert "Saved." not in owner.get(page).text
     # A crafted link cannot put words in the status box ("Your account is locked, call").
     for spoofed in (page, f"/lists/{LIST}/members", f"/lists/{LIST}/held", f"/lists/{LIST}/"):

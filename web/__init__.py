@@ -32,6 +32,7 @@ def create_app(core: Core) -> Flask:
         account,
         admin,
         api,
+        assets,
         audit,
         auth,
         csrf,
@@ -50,6 +51,7 @@ def create_app(core: Core) -> Flask:
 
     deps.init_app(app, core)
     i18n.init_app(app)
+    assets.init_app(app)
     csrf.init_app(app)
     auth.init_app(app)
     app.register_blueprint(auth.bp)
@@ -70,11 +72,12 @@ def create_app(core: Core) -> Flask:
     return app
 
 
-# The pages need no scripts, no plug-ins and no frames of other sites; inline styles and
-# our own images are all they use. Nobody may frame them (clickjacking), and a snippet of
-# hostile mail that slipped past escaping still could not run or send anything.
+# Pages load our own stylesheet and script (`web/static/`) and nothing else: no inline
+# style or script, no plug-ins, no frames of other sites. Nobody may frame them
+# (clickjacking), and a snippet of hostile mail that slipped past escaping still could
+# not run, restyle the page or send anything.
 PAGE_POLICY = (
-    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+    "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
     "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
 

@@ -40,8 +40,8 @@ from web.sanitize import html_document, sanitize_html
 bp = Blueprint("messages", __name__)
 
 PAGE_POLICY = (
-    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; frame-src 'self'; "
-    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
+    "frame-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
 # The cleaned HTML body: no script, no network, framed only by our own page, and sandboxed
 # even when someone opens its address directly.

@@ -66,7 +66,3 @@ document.addEventListener("keydown", (event) => {
   const action = actions[event.key];
   if (action && action()) event.preventDefault();
 });
-
-document.getElementById("keys-close")?.addEventListener("click", () => {
-  document.getElementById("keys")?.close();
-});
