@@ -139,6 +139,11 @@ def normalise_email(email: str) -> str:
     return cleaned
 
 
+def has_accounts(session: Session) -> bool:
+    """Whether anyone has an account yet (a new archive has none, and nobody can log in)."""
+    return session.scalar(select(User.id).limit(1)) is not None
+
+
 def find_user(session: Session, email: str) -> User | None:
     """The account whose primary email is `email`, if any."""
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,8 +21,15 @@ from typing import TYPE_CHECKING
 
 import click
 
-from archiver.clikit import CliError, database_errors, open_core, settings_of
-from archiver.config import SettingsError, load_settings
+from archiver.clikit import (
+    CliError,
+    database_errors,
+    first_admin_command,
+    open_core,
+    settings_of,
+    settings_source_of,
+)
+from archiver.config import SettingsError, load_settings, settings_source
 from archiver.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -31,11 +39,17 @@ if TYPE_CHECKING:
     from archiver.core import Core
     from archiver.verify import VerifyReport
 
+log = logging.getLogger(__name__)
+
+WAIT_SECONDS = 30.0  # how long `arsip show --wait` waits by default
+WAIT_POLL = 0.5  # seconds between its looks
+
 # The core's own command groups that live in their own modules, imported when asked for.
 CORE_GROUPS = {
     "audit": ("archiver.audit_cli", "audit_group"),
     "retention": ("archiver.retention.cli", "retention"),
     "hold": ("archiver.retention.cli", "hold"),
+    "init": ("archiver.init_cli", "init"),
 }
 
 
@@ -79,13 +93,18 @@ def _plugin_commands() -> list[click.Command]:
 @click.pass_context
 def cli(ctx: click.Context, config: Path | None) -> None:
     """Arsip: mail archive and mailing lists."""
+    state = ctx.ensure_object(dict)
+    state["config"] = config
+    state["source"] = settings_source(config_file=config)
+    if ctx.invoked_subcommand == "init":
+        return  # init writes the settings file; a missing or broken one is no obstacle
     try:
         settings = load_settings(config_file=config)
     except SettingsError as exc:
         click.echo(f"arsip: bad setting: {exc}", err=True)
         ctx.exit(2)
     configure_logging(settings)
-    ctx.ensure_object(dict)["settings"] = settings
+    state["settings"] = settings
 
 
 @cli.command()
@@ -108,8 +127,10 @@ def serve(ctx: click.Context, roles: str) -> None:
 
     try:
         chosen = parse_roles(roles)
+        core = build_core(settings_of(ctx))
+        _announce(ctx, core)
         Service(
-            build_core(settings_of(ctx)),
+            core,
             web_app_factory=plugins.web_app_factory(),
             extensions=plugins.extensions(),
             roles=chosen,
@@ -118,6 +139,23 @@ def serve(ctx: click.Context, roles: str) -> None:
         raise CliError(str(exc)) from exc
     except OSError as exc:
         raise CliError(f"cannot start: {exc}") from exc
+
+
+def _announce(ctx: click.Context, core: Core) -> None:
+    """Say which archive `arsip serve` runs, and, while nobody can log in, how to make
+    the first administrator."""
+    from sqlalchemy import inspect
+
+    from archiver.accounts import has_accounts
+
+    settings = core.settings
+    log.info(
+        "data directory %s; settings: %s", settings.data_dir.resolve(), settings_source_of(ctx)
+    )
+    with core.sessions() as session:
+        empty = not inspect(session.connection()).has_table("users") or not has_accounts(session)
+    if empty:
+        log.warning("no account yet; make the first administrator with: %s", first_admin_command(ctx))
 
 
 @cli.group()
@@ -138,7 +176,7 @@ def db_upgrade(ctx: click.Context) -> None:
     probe = build_core(settings_of(ctx))
     before = database_revision(probe.engine)
     probe.engine.dispose()
-    after = database_revision(open_core(ctx, upgrade=True).engine)
+    after = database_revision(open_core(ctx, upgrade=True, create=True).engine)
     click.echo(f"database at revision {after}")
     if before is not None and before < TEXT_DROPPED <= (after or ""):
         click.echo(
@@ -443,24 +481,35 @@ def _check_export(ctx: click.Context, path: Path, as_json: bool) -> None:
 
 
 def _read(ctx: click.Context, op: str, params: dict[str, object]) -> dict:
-    """Run a reading command: by the running service when one answers on its local
-    socket (fast: it has everything loaded), else here; exit as the command failed."""
+    """Run a reading command and return its data; exit as the command failed."""
+    answer = _ask(ctx, op, params)
+    if "error" in answer:
+        _fail(ctx, answer)
+    return answer["data"]
+
+
+def _ask(ctx: click.Context, op: str, params: dict[str, object]) -> dict:
+    """A reading command's answer (`{"data"}` or `{"error", "status", "missing"}`): by
+    the running service when one answers on its local socket (fast: it has everything
+    loaded), else from here."""
     from archiver import localsocket, readops
     from archiver.schema import head_revision
 
     settings = settings_of(ctx)
     try:
-        answer = localsocket.ask(settings.data_dir, op, params, head_revision())
+        return localsocket.ask(settings.data_dir, op, params, head_revision())
     except localsocket.NoService:
-        core = open_core(ctx, upgrade=False)
+        state = ctx.find_root().ensure_object(dict)
+        core = state.get("reader") or state.setdefault("reader", open_core(ctx, upgrade=False))
         try:
-            return readops.OPERATIONS[op](core, params, _actor())
+            return {"data": readops.OPERATIONS[op](core, params, _actor())}
         except readops.ReadError as exc:
-            answer = {"error": str(exc), "status": exc.status}
-    if "error" in answer:
-        click.echo(f"arsip: {answer['error']}", err=True)
-        ctx.exit(answer["status"])
-    return answer["data"]
+            return exc.as_answer()
+
+
+def _fail(ctx: click.Context, answer: dict) -> None:
+    click.echo(f"arsip: {answer['error']}", err=True)
+    ctx.exit(answer["status"])
 
 
 @cli.command()
@@ -479,15 +528,45 @@ def stats(ctx: click.Context, as_json: bool) -> None:
 @cli.command()
 @click.argument("message_id")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    is_flag=False,
+    flag_value=WAIT_SECONDS,
+    default=None,
+    metavar="[SECONDS]",
+    help=f"Wait for the message to be archived, up to SECONDS (default {WAIT_SECONDS:.0f}).",
+)
 @click.pass_context
-def show(ctx: click.Context, message_id: str, as_json: bool) -> None:
-    """Show one archived message's metadata, by Message-ID."""
-    data = _read(ctx, "show", {"message_id": message_id})
+def show(ctx: click.Context, message_id: str, as_json: bool, wait: float | None) -> None:
+    """Show one archived message's metadata, by Message-ID.
+
+    Mail the service has just accepted is archived a moment later: --wait asks again
+    until it is, instead of failing at once.
+    """
+    data = _wait_for_message(ctx, message_id, wait or 0.0)
     if as_json:
         click.echo(json.dumps(data, ensure_ascii=False))
     else:
         for name, value in data.items():
             click.echo(f"{name:20} {value}")
+
+
+def _wait_for_message(ctx: click.Context, message_id: str, seconds: float) -> dict:
+    """`arsip show`'s data, asking again every half second for up to `seconds` while the
+    message is not archived."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        answer = _ask(ctx, "show", {"message_id": message_id})
+        if "error" not in answer:
+            return answer["data"]
+        if not answer.get("missing") or time.monotonic() >= deadline:
+            if seconds and answer.get("missing"):
+                answer = {**answer, "error": f"{answer['error']} after {seconds:g} s"}
+            _fail(ctx, answer)
+        time.sleep(WAIT_POLL)
 
 
 # A query may start with a negated term (`arsip search -draft`): not an option.
