@@ -695,6 +695,9 @@ def store_repack(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"damaged {sha256} (left loose; see `arsip verify`)")
 
 
+ROLES = ["admin", "auditor", "user"]  # archiver.accounts.Role, without importing it
+
+
 @cli.group()
 def users() -> None:
     """Accounts for the web UI and the API."""
@@ -729,7 +732,7 @@ def _account(session: Session, email: str) -> User:
 @click.argument("email", callback=_email)
 @click.option(
     "--role",
-    type=click.Choice(["admin", "auditor", "user"]),
+    type=click.Choice(ROLES),
     default="user",
     show_default=True,
     help="Admins and auditors see all mail; users the mail of their own addresses.",
@@ -764,6 +767,73 @@ def users_password(ctx: click.Context, email: str) -> None:
         set_password(_account(session, email), password)
         _record(session, "user.password", email)
     click.echo(f"password set for {email}")
+
+
+@users.command("delete")
+@click.argument("email", callback=_email)
+@click.option("--yes", is_flag=True, help="Delete without asking.")
+@click.pass_context
+def users_delete(ctx: click.Context, email: str, yes: bool) -> None:
+    """Delete an account, with its addresses, API tokens and web sessions.
+
+    The audit log keeps what the account did. The last administrator cannot be deleted.
+    """
+    from archiver.accounts import AccountError, delete_user
+
+    core = open_core(ctx, upgrade=True)
+    with core.sessions() as session:
+        _account(session, email)
+    if not yes:
+        click.confirm(f"Delete the account {email}?", abort=True)
+    try:
+        with core.sessions.begin() as session:
+            delete_user(session, _account(session, email), _actor())
+    except AccountError as exc:
+        raise CliError(str(exc)) from exc
+    click.echo(f"deleted the account {email}")
+
+
+@users.command("role")
+@click.argument("email", callback=_email)
+@click.argument("role", type=click.Choice(ROLES))
+@click.pass_context
+def users_role(ctx: click.Context, email: str, role: str) -> None:
+    """Give an account another role (admin, auditor or user); the last administrator
+    stays one."""
+    from archiver.accounts import AccountError, change_role
+
+    try:
+        with open_core(ctx, upgrade=True).sessions.begin() as session:
+            changed = change_role(session, _account(session, email), role, _actor())
+    except AccountError as exc:
+        raise CliError(str(exc)) from exc
+    click.echo(f"{email} {'is now' if changed else 'was already'} {role}")
+
+
+@users.command("reset-link")
+@click.argument("email", callback=_email)
+@click.pass_context
+def users_reset_link(ctx: click.Context, email: str) -> None:
+    """Print a link with which the account's owner sets a new password.
+
+    The link works once, for 24 hours, and no longer once the password has changed.
+    Links start with ARSIP_BASE_URL, as links in list mail do.
+    """
+    from archiver.password_reset import LIFETIME_SECONDS, reset_link
+
+    core = open_core(ctx, upgrade=True)
+    settings = core.settings
+    with core.sessions.begin() as session:
+        user = _account(session, email)
+        if user.disabled_at is not None:
+            raise CliError(f"{email} is disabled; `arsip users enable {email}` first")
+        link = reset_link(settings.public_url, settings.secret_key, user)
+        _record(session, "user.reset-link", email, {"hours": LIFETIME_SECONDS // 3600})
+    click.echo(link)
+    click.echo(
+        f"it works once, for {LIFETIME_SECONDS // 3600} hours: give it to {email} only",
+        err=True,
+    )
 
 
 @users.command("list")
