@@ -155,7 +155,9 @@ def _announce(ctx: click.Context, core: Core) -> None:
     with core.sessions() as session:
         empty = not inspect(session.connection()).has_table("users") or not has_accounts(session)
     if empty:
-        log.warning("no account yet; make the first administrator with: %s", first_admin_command(ctx))
+        log.warning(
+            "no account yet; make the first administrator with: %s", first_admin_command(ctx)
+        )
 
 
 @cli.group()

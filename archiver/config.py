@@ -343,7 +343,9 @@ def config_path(environ: Mapping[str, str] | None = None, config_file: Path | No
     return config_file or Path(env.get("ARSIP_CONFIG", "arsip.toml"))
 
 
-def settings_source(environ: Mapping[str, str] | None = None, config_file: Path | None = None) -> str:
+def settings_source(
+    environ: Mapping[str, str] | None = None, config_file: Path | None = None
+) -> str:
     """Where the settings came from, in words for an operator: the file read (and the
     `ARSIP_*` variables over it), or "environment only" when there is no file."""
     path = config_path(environ, config_file)

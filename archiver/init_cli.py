@@ -30,9 +30,7 @@ DEFAULT_BASE_URL = "http://127.0.0.1:8080"
     type=click.Path(path_type=Path, file_okay=False),
     help="Where the archive keeps its files (default: ./var).",
 )
-@click.option(
-    "--database-url", help="An SQLAlchemy URL (default: SQLite in the data directory)."
-)
+@click.option("--database-url", help="An SQLAlchemy URL (default: SQLite in the data directory).")
 @click.option("--hostname", help="The name the SMTP server greets with (default: this host's).")
 @click.option("--base-url", help=f"Where people reach the web UI (default: {DEFAULT_BASE_URL}).")
 @click.option("--admin", "admin_email", metavar="EMAIL", help="Make EMAIL the first administrator.")
