@@ -23,14 +23,17 @@ import click
 
 from archiver.clikit import (
     CliError,
+    check_output,
     database_errors,
     first_admin_command,
     open_core,
+    output_errors,
     settings_of,
     settings_source_of,
 )
 from archiver.config import SettingsError, load_settings, settings_source
 from archiver.logs import configure_logging
+from archiver.plural import plural
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -43,6 +46,7 @@ log = logging.getLogger(__name__)
 
 WAIT_SECONDS = 30.0  # how long `arsip show --wait` waits by default
 WAIT_POLL = 0.5  # seconds between its looks
+LISTED = 20  # how many skipped files `arsip import` names one by one
 
 # The core's own command groups that live in their own modules, imported when asked for.
 CORE_GROUPS = {
@@ -239,9 +243,19 @@ def db_revision(ctx: click.Context, message: str) -> None:
     metavar="N",
     help="wait while more than N messages wait for the search index (0: never wait)",
 )
+@click.option(
+    "--accept-unparseable",
+    is_flag=True,
+    help="Archive files that do not start with mail headers too (flagged unparseable) "
+    "instead of skipping them.",
+)
 @click.pass_context
 def import_command(
-    ctx: click.Context, paths: tuple[Path, ...], list_id: str | None, index_ahead: int
+    ctx: click.Context,
+    paths: tuple[Path, ...],
+    list_id: str | None,
+    index_ahead: int,
+    accept_unparseable: bool,
 ) -> None:
     """Archive the mail in mbox files, maildirs or folders of message files.
 
@@ -250,7 +264,8 @@ def import_command(
     header: messages whose List-Id names it are filed into its archive (give the List-Id,
     as `arsip lists show` prints it). With a service running, the import keeps at most
     --index-ahead messages ahead of its search index, so mail becomes searchable as it
-    comes in rather than long after.
+    comes in rather than long after. Files that do not start with mail headers (a stray
+    JSON, HTML or binary file) are skipped and named, unless --accept-unparseable.
     """
     from archiver.importer import import_paths, list_id_of
     from archiver.mailfiles import MailFileError
@@ -266,14 +281,25 @@ def import_command(
     try:
         core = open_core(ctx, upgrade=True)
         report = import_paths(
-            core, paths, progress=sys.stderr.isatty(), list_id=wanted, index_ahead=index_ahead
+            core,
+            paths,
+            progress=sys.stderr.isatty(),
+            list_id=wanted,
+            index_ahead=index_ahead,
+            accept_unparseable=accept_unparseable,
         )
     except (MailFileError, OSError) as exc:
         raise CliError(str(exc)) from exc
-    waited = report.index_waits
+    for origin in report.not_mail[:LISTED]:
+        click.echo(f"skipped {origin}: not mail (no header block at its start)", err=True)
+    if len(report.not_mail) > LISTED:
+        click.echo(f"... and {plural(len(report.not_mail) - LISTED, 'more file')}", err=True)
+    waited, skipped = report.index_waits, len(report.not_mail)
     click.echo(
-        f"read {report.read} messages: {report.added} new, {report.duplicates} already archived"
-        + (f"; waited {waited} times for the search index to catch up" if waited else "")
+        f"read {plural(report.read, 'message')}: {report.added} new, "
+        f"{report.duplicates} already archived"
+        + (f"; {plural(skipped, 'file')} skipped (not mail)" if skipped else "")
+        + (f"; waited {plural(waited, 'time')} for the search index to catch up" if waited else "")
     )
 
 
@@ -318,14 +344,18 @@ def export(ctx: click.Context, output: Path, since: str | None, until: str | Non
     from archiver.export import count_messages, export_mbox
     from archiver.readops import audit_reading
 
-    core = open_core(ctx, upgrade=False)
     start, end = _date(since), _date(until)
+    check_output(output)
+    core = open_core(ctx, upgrade=False)
     total = count_messages(core, start, end)
     details = {"since": since, "until": until, "messages": total}
     audit_reading(core, _actor(), "export", str(output), details)
-    with tqdm(total=total, unit="msg", desc="export", disable=None) as bar:
+    with (
+        output_errors(output),
+        tqdm(total=total, unit="msg", desc="export", disable=None) as bar,
+    ):
         count = export_mbox(core, output, start, end, on_message=lambda _n: bar.update())
-    click.echo(f"wrote {count} messages to {output}")
+    click.echo(f"wrote {plural(count, 'message')} to {output}")
 
 
 @cli.command()
@@ -366,6 +396,8 @@ def verify(
     if exported is not None:
         _check_export(ctx, exported, as_json)
         return
+    if export_to is not None:
+        check_output(export_to)
     from tqdm import tqdm
 
     from archiver.ledger import export_chain
@@ -394,11 +426,12 @@ def verify(
         with tqdm(total=count_messages(core), unit="msg", desc="rows", disable=None) as bar:
             verify_rows(core, on_message=bar.update, report=report)
     if export_to is not None:
-        try:
-            with core.sessions() as session, export_to.open("w", encoding="utf-8") as out:
-                written = export_chain(session, out)
-        except OSError as exc:
-            raise CliError(f"{export_to}: {exc.strerror or exc}") from exc
+        with (
+            output_errors(export_to),
+            core.sessions() as session,
+            export_to.open("w", encoding="utf-8") as out,
+        ):
+            written = export_chain(session, out)
     if as_json:
         data = report.as_json()
         if export_to is not None:
@@ -407,7 +440,7 @@ def verify(
     else:
         _print_verify(report)
         if export_to is not None:
-            click.echo(f"wrote {written.seals} sealed days to {export_to}")
+            click.echo(f"wrote {plural(written.seals, 'sealed day')} to {export_to}")
     if not report.ok:
         ctx.exit(1)
 
@@ -434,19 +467,23 @@ def _print_verify(report: VerifyReport) -> None:
         click.echo(f"warning {issue.day}: {issue.text}")
     locked = f", {len(report.locked)} locked" if report.locked else ""
     click.echo(
-        f"checked {report.checked} blobs: {len(report.missing)} missing, "
+        f"checked {plural(report.checked, 'blob')}: {len(report.missing)} missing, "
         f"{len(report.corrupt)} corrupt{locked}"
     )
-    click.echo(f"checked {report.messages} messages: {len(report.unrecorded)} not in the ledger")
+    click.echo(
+        f"checked {plural(report.messages, 'message')}: {len(report.unrecorded)} not in the ledger"
+    )
     if report.deep:
         click.echo(
-            f"parsed {report.reparsed} messages again: "
-            f"{len(report.mismatches)} fields differ from their bytes"
+            f"parsed {plural(report.reparsed, 'message')} again: "
+            f"{plural(len(report.mismatches), 'field')} differ from their bytes"
         )
     click.echo(
-        f"checked {chain.seals} sealed days ({chain.entries} entries, {report.sealed_now} "
-        f"sealed now): {len(chain.problems)} broken, {len(chain.warnings)} warnings; "
-        f"{chain.unsealed} entries not sealed yet; head {chain.head}"
+        f"checked {plural(chain.seals, 'sealed day')} "
+        f"({plural(chain.entries, 'entry', 'entries')}, "
+        f"{report.sealed_now} sealed now): {len(chain.problems)} broken, "
+        f"{plural(len(chain.warnings), 'warning')}; "
+        f"{plural(chain.unsealed, 'entry', 'entries')} not sealed yet; head {chain.head}"
     )
 
 
@@ -475,7 +512,8 @@ def _check_export(ctx: click.Context, path: Path, as_json: bool) -> None:
         for issue in report.problems:
             click.echo(f"broken seal {issue.day}: {issue.text}")
         click.echo(
-            f"{path}: {report.seals} sealed days, {report.entries} entries: "
+            f"{path}: {plural(report.seals, 'sealed day')}, "
+            f"{plural(report.entries, 'entry', 'entries')}: "
             f"{len(report.problems)} broken; head {report.head}"
         )
     if not report.ok:
@@ -609,7 +647,7 @@ def search_command(
         click.echo(json.dumps(page, ensure_ascii=False))
         return
     about = "" if page.get("total_exact", True) else "about "
-    click.echo(f"{about}{page['total']} messages")
+    click.echo(f"{about}{plural(page['total'], 'message')}")
     for found in page["results"]:
         sender, day = found["from"], found["date"][:10]
         click.echo(f"{day}  {sender:30.30}  {found['subject']}  <{found['message_id']}>")
@@ -635,7 +673,7 @@ def reindex(ctx: click.Context) -> None:
         backend.close()
     except IndexBusyError as exc:
         raise CliError(f"{exc}; try again in a moment") from exc
-    click.echo(f"indexed {count} messages")
+    click.echo(f"indexed {plural(count, 'message')}")
 
 
 @cli.command("journal-login")

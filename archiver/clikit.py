@@ -97,6 +97,29 @@ def _no_archive(ctx: click.Context, settings: Settings) -> str:
     )
 
 
+def check_output(path: Path) -> None:
+    """Refuse, in one line and before any work, an output file that cannot be written
+    where it is asked for: its folder is missing, is not a folder, or is not writable."""
+    import os
+
+    folder = path.parent
+    if not folder.exists():
+        raise CliError(f"cannot write {path}: the folder {folder} does not exist")
+    if not folder.is_dir():
+        raise CliError(f"cannot write {path}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CliError(f"cannot write {path}: the folder {folder} is not writable")
+
+
+@contextmanager
+def output_errors(path: Path) -> Iterator[None]:
+    """A file that fails while a command writes it (a full disk) ends in one line."""
+    try:
+        yield
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
 @contextmanager
 def database_errors() -> Iterator[None]:
     """End a command the database failed in one line, with exit status 1, not a traceback.

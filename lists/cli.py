@@ -231,7 +231,7 @@ def list_lists(ctx: click.Context, as_json: bool) -> None:
         click.echo(json.dumps(found))
     else:
         for m in found:
-            click.echo(f"{m['address']}\t{m['members']} members\t{m['posting']}")
+            click.echo(f"{m['address']}\t{plural(m['members'], 'member')}\t{m['posting']}")
 
 
 @lists.command()

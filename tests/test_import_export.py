@@ -79,7 +79,7 @@ def test_export_can_be_limited_by_date(idle: RunningService, tmp_path: Path) -> 
     result = idle.run_cli(
         "export", "-o", str(out), "--since", "2026-01-01", "--until", "2026-02-01"
     )
-    assert "wrote 1 messages" in result.stdout
+    assert "wrote 1 message" in result.stdout
     assert b"early@example.com" in out.read_bytes() and b"late@example.com" not in out.read_bytes()
     bad = idle.run_cli("export", "-o", str(out), "--since", "last tuesday")
     assert bad.returncode == 2 and "is not a date" in bad.stderr and "Traceback" not in bad.stderr
