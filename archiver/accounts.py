@@ -186,7 +186,7 @@ def add_user(session: Session, email: str, role: str, password: str | None = Non
     return user
 
 
-def _keep_an_administrator(session: Session, user: User) -> None:
+def require_another_administrator(session: Session, user: User) -> None:
     """Raise `LastAdministrator` if `user` is the only administrator whose account is
     enabled: without one, nobody could run the archive from the web."""
     if user.role != Role.ADMIN:
@@ -207,7 +207,7 @@ def delete_user(session: Session, user: User, actor: str) -> None:
     the account did. `LastAdministrator` when no other enabled administrator would be
     left to run the archive.
     """
-    _keep_an_administrator(session, user)
+    require_another_administrator(session, user)
     tokens = session.execute(delete(ApiToken).where(ApiToken.user_id == user.id)).rowcount
     details = {"role": user.role, "addresses": len(user.addresses), "tokens": tokens}
     session.delete(user)
@@ -221,7 +221,7 @@ def change_role(session: Session, user: User, role: str, actor: str) -> bool:
     new = Role(role)
     if new == user.role:
         return False
-    _keep_an_administrator(session, user)
+    require_another_administrator(session, user)
     details = {"before": str(user.role), "after": str(new)}
     user.role = new
     record(session, actor, "user.role", user.email, details)

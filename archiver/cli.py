@@ -818,11 +818,14 @@ def users_delete(ctx: click.Context, email: str, yes: bool) -> None:
 
     The audit log keeps what the account did. The last administrator cannot be deleted.
     """
-    from archiver.accounts import AccountError, delete_user
+    from archiver.accounts import AccountError, delete_user, require_another_administrator
 
     core = open_core(ctx, upgrade=True)
-    with core.sessions() as session:
-        _account(session, email)
+    try:
+        with core.sessions() as session:  # refused before asking, when it would be
+            require_another_administrator(session, _account(session, email))
+    except AccountError as exc:
+        raise CliError(str(exc)) from exc
     if not yes:
         click.confirm(f"Delete the account {email}?", abort=True)
     try:
