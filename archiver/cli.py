@@ -246,8 +246,8 @@ def db_revision(ctx: click.Context, message: str) -> None:
 @click.option(
     "--accept-unparseable",
     is_flag=True,
-    help="Archive files that do not start with mail headers too (flagged unparseable) "
-    "instead of skipping them.",
+    help="Archive files that do not start with mail headers too, flagged as the parser "
+    "finds them (no Message-ID, no date, unparseable), instead of skipping them.",
 )
 @click.pass_context
 def import_command(

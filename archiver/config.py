@@ -16,7 +16,8 @@ import os
 import re
 import secrets
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -449,13 +450,15 @@ def _persistent_secret(data_dir: Path) -> str:
     return key
 
 
-def write_settings_file(path: Path, values: Mapping[str, str]) -> Settings:
-    """Write `values` (setting name -> text) to the settings file `path`, and return the
+@contextmanager
+def new_settings_file(path: Path, values: Mapping[str, str]) -> Iterator[Settings]:
+    """Write `values` (setting name -> text) as the settings file `path`, and yield the
     settings it gives with the environment's `ARSIP_*` over it.
 
-    The file is checked before it takes `path`'s place: a value Arsip cannot use raises
-    `SettingsError` and leaves `path` as it was. JSON's string escapes are TOML's, so a
-    value needs no other quoting.
+    The file is written beside `path` and takes its place only when the block ends
+    without an error: a value Arsip cannot use (`SettingsError`), or a database the caller
+    cannot set up with these settings, leaves `path` as it was. JSON's string escapes
+    are TOML's, so a value needs no other quoting.
     """
     lines = ["# Arsip settings; ARSIP_* environment variables override them.\n"]
     for name, value in values.items():
@@ -467,8 +470,7 @@ def write_settings_file(path: Path, values: Mapping[str, str]) -> Settings:
     draft = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
     try:
         draft.write_text("".join(lines), encoding="utf-8")
-        settings = load_settings(config_file=draft)
+        yield load_settings(config_file=draft)
         draft.replace(path)
     finally:
         draft.unlink(missing_ok=True)
-    return settings

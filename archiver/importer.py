@@ -69,8 +69,8 @@ def import_paths(
 
     A file of its own that does not start as mail does (`looks_like_mail`: a JSON, HTML
     or binary file among the messages) is skipped and named in the report, unless
-    `accept_unparseable`: then it is archived raw and flagged unparseable, as it was
-    before."""
+    `accept_unparseable`: then it is archived raw and flagged as the parser finds it
+    (no Message-ID, no date, unparseable), as it was before."""
     paths = list(paths)
     report = ImportReport()
     total = sum(total_size(path) for path in paths)

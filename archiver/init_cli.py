@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import click
 
 from archiver.clikit import CliError, first_admin_command, open_core
-from archiver.config import SettingsError, config_path, write_settings_file
+from archiver.config import SettingsError, config_path, new_settings_file
 from archiver.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -62,16 +62,16 @@ def init(
         raise CliError(f"{path} exists already: edit it, or give --force to write it anew")
     values = _ask(yes, data_dir, database_url, hostname, base_url)
     try:
-        settings = write_settings_file(path, values)
+        with new_settings_file(path, values) as settings:  # placed once the archive is
+            configure_logging(settings)
+            state["settings"] = settings
+            state["source"] = f"{path.resolve()} (and ARSIP_* variables)"
+            core = open_core(ctx, upgrade=True, create=True)
     except SettingsError as exc:
         click.echo(f"arsip: bad setting: {exc}", err=True)
         ctx.exit(2)
     except OSError as exc:
         raise CliError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    configure_logging(settings)
-    state["settings"] = settings
-    state["source"] = f"{path.resolve()} (and ARSIP_* variables)"
-    core = open_core(ctx, upgrade=True, create=True)
     url = core.engine.url.render_as_string(hide_password=True)
     click.echo(f"wrote {path.resolve()}")
     click.echo(f"archive at {url}, data directory {settings.data_dir.resolve()}")

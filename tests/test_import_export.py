@@ -12,15 +12,7 @@ from pathlib import Path
 import pytest
 
 from archiver.mailfiles import mbox_entry, read_mbox
-from tests.support import CORPUS, RunningService, simple_message
-
-
-def write_mbox(path: Path, messages: list[bytes]) -> None:
-    from datetime import UTC, datetime
-
-    with open(path, "wb") as handle:
-        for message in messages:
-            handle.write(mbox_entry(message, "alice@example.com", datetime(2026, 1, 1, tzinfo=UTC)))
+from tests.support import CORPUS, RunningService, simple_message, write_mbox
 
 
 def test_mbox_round_trip_keeps_bytes_exactly() -> None:
