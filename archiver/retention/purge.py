@@ -10,7 +10,7 @@ batches, one transaction each, so a large archive costs no more memory than a ba
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import ColumnElement, select
@@ -40,12 +40,8 @@ class PurgeReport:
     per_hold: dict[str, int] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "deleted": self.deleted,
-            "kept_by_holds": self.kept_by_holds,
-            "waiting_for_index": self.waiting_for_index,
-            "per_hold": self.per_hold,
-        }
+        """The report as the audit entry of a list's deletion records it."""
+        return asdict(self)
 
 
 def purge_messages(
