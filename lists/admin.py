@@ -22,11 +22,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from archiver.audit import capped, changes, record
-from archiver.models import Message
+from archiver.models import Message, MessageAddress
 from lists.membership import AddResult, Membership
 from lists.models import (
     Action,
@@ -635,6 +635,7 @@ class ListContents:
     held: int
     pending: int
     archived: int
+    journaled: int  # of the archived: also journal copies, which a purge leaves
 
     @classmethod
     def of(cls, session: Session, mlist: MailingList) -> ListContents:
@@ -648,7 +649,19 @@ class ListContents:
             held=count(HeldMessage, HeldMessage.list_id == mlist.id),
             pending=count(Pending, Pending.list_id == mlist.id),
             archived=count(Message, Message.list_id == mlist.list_id),
+            journaled=count(Message, _journaled(mlist.list_id)),
         )
+
+
+def _journaled(list_id: str) -> ColumnElement[bool]:
+    """The list's archived messages that came in as journal copies too (they have
+    envelope recipients): the company's record of its mail, not only the list's."""
+    from archiver.archive import ENVELOPE_TO  # the archive's parts, only when counting
+
+    journal_copy = select(MessageAddress.message_pk).where(
+        MessageAddress.message_pk == Message.id, MessageAddress.role == ENVELOPE_TO
+    )
+    return (Message.list_id == list_id) & journal_copy.exists()
 
 
 @dataclass(frozen=True)
@@ -667,7 +680,9 @@ def delete_list(core: Core, address: str, actor: str, *, purge: bool) -> ListDel
     Its archived mail stays, still found by search, unless `purge`: then every archived
     message of the list that no legal hold covers is deleted first (each audited as
     `message.delete`, as a retention sweep's), and the list after that, so an
-    interrupted purge leaves a list to delete again. The deletion is recorded as
+    interrupted purge leaves a list to delete again. A message that also came in as a
+    journal copy is stored once for both, and stays: the purge deletes the list's
+    archive, not the company's record of its mail. The deletion is recorded as
     `list.delete` with what went and what holds kept.
     """
     from archiver.retention.purge import purge_messages
@@ -682,9 +697,8 @@ def delete_list(core: Core, address: str, actor: str, *, purge: bool) -> ListDel
         backend = core.search_backend()
         try:
             why = {"list": address, "reason": "list deleted with its archive"}
-            report = purge_messages(
-                core.sessions, core.store, backend, Message.list_id == list_id, actor, why
-            )
+            posts = (Message.list_id == list_id) & ~_journaled(list_id)
+            report = purge_messages(core.sessions, core.store, backend, posts, actor, why)
         finally:
             backend.close()
     with core.sessions.begin() as session:
@@ -698,6 +712,7 @@ def delete_list(core: Core, address: str, actor: str, *, purge: bool) -> ListDel
             "held": contents.held,
             "pending": contents.pending,
             "archived_kept": contents.archived,
+            "journaled": contents.journaled,
             "purge": report.as_json() if report is not None else None,
         }
         record(session, actor, "list.delete", address, details)

@@ -460,6 +460,8 @@ def delete(ctx: click.Context, address: str, purge: bool, yes: bool) -> None:
     if report.kept_by_holds:
         held = ", ".join(f"{name} ({n})" for name, n in sorted(report.per_hold.items()))
         click.echo(f"kept {plural(report.kept_by_holds, 'message')} under legal hold: {held}")
+    if gone.journaled:
+        click.echo(f"kept {plural(gone.journaled, 'message')} the journal also brought in")
     if report.waiting_for_index:
         click.echo(
             f"kept {plural(report.waiting_for_index, 'message')} the search index has not "

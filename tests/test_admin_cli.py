@@ -104,6 +104,23 @@ def test_a_deleted_list_leaves_its_archive_unless_purged_and_a_purge_spares_held
         post(PURGED, "p2@example.com"),
         post(PURGED, "p3@example.com", sender="dave@example.com"),
     )
+    journaled = post(PURGED, "p4@example.com")  # a post the journal also brought in
+    with core.sessions.begin() as session:
+        core.archive.archive_batch(
+            session,
+            [
+                RawMessage(journaled, "", [], NOW, "import", list_id=PURGED.replace("@", ".")),
+                RawMessage(
+                    journaled,
+                    "alice@example.com",
+                    ["bob@example.com"],
+                    NOW,
+                    "smtp",
+                    journal=True,
+                    journal_source=True,
+                ),
+            ],
+        )
     hold = arsip(core, "hold", "add", "--name", "lawsuit", "--reason", "Dave v. Co",
                  "--custodian", "dave@example.com")  # fmt: skip
     assert hold.returncode == 0, hold.stderr
@@ -127,7 +144,8 @@ def test_a_deleted_list_leaves_its_archive_unless_purged_and_a_purge_spares_held
     assert purged.returncode == 0, purged.stderr
     assert "purged 2 archived messages" in purged.stdout
     assert "kept 1 message under legal hold: lawsuit (1)" in purged.stdout
-    assert archived_ids(core, PURGED) == {"p3@example.com"}
+    assert "kept 1 message the journal also brought in" in purged.stdout
+    assert archived_ids(core, PURGED) == {"p3@example.com", "p4@example.com"}
     assert rows_of(core, purged_id) == {"Member": 0, "Pending": 0, "HeldMessage": 0}
     with core.sessions() as session:
         assert session.scalars(select(MailingList.name)).all() == []
