@@ -85,8 +85,10 @@ def init(
     if not email:
         click.echo(f"make the first administrator with: {first_admin_command(ctx)}")
         return
-    _add_admin(core, email, _password(password_stdin, yes))
-    click.echo(f"added admin {email}")
+    password = _password(password_stdin, yes)
+    _add_admin(core, email, password)
+    later = f" (no password yet: `arsip users reset-link {email}` makes a link to set one)"
+    click.echo(f"added admin {email}" + ("" if password else later))
 
 
 def _ask(
