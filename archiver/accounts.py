@@ -37,6 +37,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
+from archiver.audit import record
 from archiver.models import Base, BigId, UtcDateTime, utcnow
 from archiver.search.viewer import Viewer
 
@@ -67,6 +68,10 @@ class AccountExists(AccountError):
 
 class LoginAddress(AccountError):
     """The account's own login address, which cannot be removed from it."""
+
+
+class LastAdministrator(AccountError):
+    """The change would leave the archive without an administrator who can log in."""
 
 
 class User(Base):
@@ -141,6 +146,11 @@ def normalise_email(email: str) -> str:
     return cleaned
 
 
+def has_accounts(session: Session) -> bool:
+    """Whether anyone has an account yet (a new archive has none, and nobody can log in)."""
+    return session.scalar(select(User.id).limit(1)) is not None
+
+
 def find_user(session: Session, email: str) -> User | None:
     """The account whose primary email is `email`, if any."""
     try:
@@ -167,13 +177,57 @@ def add_user(session: Session, email: str, role: str, password: str | None = Non
     session.execute(
         delete(UserAddress).where(UserAddress.address == email, UserAddress.verified.is_(False))
     )
-    user = User(email=email, role=role, session_generation=0)
+    # A random first generation: on SQLite the id of a deleted account can be given to the
+    # next one, and a browser still holding the old account's session must not fit it.
+    user = User(email=email, role=role, session_generation=secrets.randbelow(2**30))
     user.addresses.append(UserAddress(address=email, verified=True))
     if password is not None:
         set_password(user, password)
     session.add(user)
     session.flush()
     return user
+
+
+def require_another_administrator(session: Session, user: User) -> None:
+    """Raise `LastAdministrator` if `user` is the only administrator whose account is
+    enabled: without one, nobody could run the archive from the web."""
+    if user.role != Role.ADMIN:
+        return
+    others = select(User.id).where(
+        User.role == Role.ADMIN, User.id != user.id, User.disabled_at.is_(None)
+    )
+    if session.scalar(others.limit(1)) is None:
+        raise LastAdministrator(
+            f"{user.email} is the last administrator; make another account admin first"
+        )
+
+
+def delete_user(session: Session, user: User, actor: str) -> None:
+    """Delete `user`'s account with its addresses and API tokens, and record who did.
+
+    Its web sessions end with it (a session needs its account); the audit log keeps what
+    the account did. `LastAdministrator` when no other enabled administrator would be
+    left to run the archive.
+    """
+    require_another_administrator(session, user)
+    tokens = session.execute(delete(ApiToken).where(ApiToken.user_id == user.id)).rowcount
+    details = {"role": user.role, "addresses": len(user.addresses), "tokens": tokens}
+    session.delete(user)
+    session.flush()
+    record(session, actor, "user.delete", user.email, details)
+
+
+def change_role(session: Session, user: User, role: str, actor: str) -> bool:
+    """Give `user` the role `role` (`ValueError` for no role) and record it; whether it
+    changed. `LastAdministrator` for demoting the only enabled administrator."""
+    new = Role(role)
+    if new == user.role:
+        return False
+    require_another_administrator(session, user)
+    details = {"before": str(user.role), "after": str(new)}
+    user.role = new
+    record(session, actor, "user.role", user.email, details)
+    return True
 
 
 def set_password(user: User, password: str) -> None:

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from archiver import audit
 from archiver.clikit import open_core
+from archiver.plural import plural
 
 BATCH = 1000
 
@@ -113,7 +114,7 @@ def verify_chain(ctx: click.Context) -> None:
     if problems:
         for problem in problems:
             click.echo(f"entry {problem.seq}: {problem.problem}")
-        click.echo(f"audit log broken: {len(problems)} problems found")
+        click.echo(f"audit log broken: {plural(len(problems), 'problem')} found")
         ctx.exit(1)
     assert top is not None  # verify reports a missing head
-    click.echo(f"audit log intact: {top.count} entries, head {top.hash}")
+    click.echo(f"audit log intact: {plural(top.count, 'entry', 'entries')}, head {top.hash}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,9 +21,19 @@ from typing import TYPE_CHECKING
 
 import click
 
-from archiver.clikit import CliError, database_errors, open_core, settings_of
-from archiver.config import SettingsError, load_settings
+from archiver.clikit import (
+    CliError,
+    check_output,
+    database_errors,
+    first_admin_command,
+    open_core,
+    output_errors,
+    settings_of,
+    settings_source_of,
+)
+from archiver.config import SettingsError, load_settings, settings_source
 from archiver.logs import configure_logging
+from archiver.plural import plural
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -31,11 +42,18 @@ if TYPE_CHECKING:
     from archiver.core import Core
     from archiver.verify import VerifyReport
 
+log = logging.getLogger(__name__)
+
+WAIT_SECONDS = 30.0  # how long `arsip show --wait` waits by default
+WAIT_POLL = 0.5  # seconds between its looks
+LISTED = 20  # how many skipped files `arsip import` names one by one
+
 # The core's own command groups that live in their own modules, imported when asked for.
 CORE_GROUPS = {
     "audit": ("archiver.audit_cli", "audit_group"),
     "retention": ("archiver.retention.cli", "retention"),
     "hold": ("archiver.retention.cli", "hold"),
+    "init": ("archiver.init_cli", "init"),
 }
 
 
@@ -79,13 +97,18 @@ def _plugin_commands() -> list[click.Command]:
 @click.pass_context
 def cli(ctx: click.Context, config: Path | None) -> None:
     """Arsip: mail archive and mailing lists."""
+    state = ctx.ensure_object(dict)
+    state["config"] = config
+    state["source"] = settings_source(config_file=config)
+    if ctx.invoked_subcommand == "init":
+        return  # init writes the settings file; a missing or broken one is no obstacle
     try:
         settings = load_settings(config_file=config)
     except SettingsError as exc:
         click.echo(f"arsip: bad setting: {exc}", err=True)
         ctx.exit(2)
     configure_logging(settings)
-    ctx.ensure_object(dict)["settings"] = settings
+    state["settings"] = settings
 
 
 @cli.command()
@@ -108,8 +131,10 @@ def serve(ctx: click.Context, roles: str) -> None:
 
     try:
         chosen = parse_roles(roles)
+        core = build_core(settings_of(ctx))
+        _announce(ctx, core)
         Service(
-            build_core(settings_of(ctx)),
+            core,
             web_app_factory=plugins.web_app_factory(),
             extensions=plugins.extensions(),
             roles=chosen,
@@ -118,6 +143,25 @@ def serve(ctx: click.Context, roles: str) -> None:
         raise CliError(str(exc)) from exc
     except OSError as exc:
         raise CliError(f"cannot start: {exc}") from exc
+
+
+def _announce(ctx: click.Context, core: Core) -> None:
+    """Say which archive `arsip serve` runs, and, while nobody can log in, how to make
+    the first administrator."""
+    from sqlalchemy import inspect
+
+    from archiver.accounts import has_accounts
+
+    settings = core.settings
+    log.info(
+        "data directory %s; settings: %s", settings.data_dir.resolve(), settings_source_of(ctx)
+    )
+    with core.sessions() as session:
+        empty = not inspect(session.connection()).has_table("users") or not has_accounts(session)
+    if empty:
+        log.warning(
+            "no account yet; make the first administrator with: %s", first_admin_command(ctx)
+        )
 
 
 @cli.group()
@@ -138,7 +182,7 @@ def db_upgrade(ctx: click.Context) -> None:
     probe = build_core(settings_of(ctx))
     before = database_revision(probe.engine)
     probe.engine.dispose()
-    after = database_revision(open_core(ctx, upgrade=True).engine)
+    after = database_revision(open_core(ctx, upgrade=True, create=True).engine)
     click.echo(f"database at revision {after}")
     if before is not None and before < TEXT_DROPPED <= (after or ""):
         click.echo(
@@ -199,9 +243,19 @@ def db_revision(ctx: click.Context, message: str) -> None:
     metavar="N",
     help="wait while more than N messages wait for the search index (0: never wait)",
 )
+@click.option(
+    "--accept-unparseable",
+    is_flag=True,
+    help="Archive files that do not start with mail headers too, flagged as the parser "
+    "finds them (no Message-ID, no date, unparseable), instead of skipping them.",
+)
 @click.pass_context
 def import_command(
-    ctx: click.Context, paths: tuple[Path, ...], list_id: str | None, index_ahead: int
+    ctx: click.Context,
+    paths: tuple[Path, ...],
+    list_id: str | None,
+    index_ahead: int,
+    accept_unparseable: bool,
 ) -> None:
     """Archive the mail in mbox files, maildirs or folders of message files.
 
@@ -210,7 +264,8 @@ def import_command(
     header: messages whose List-Id names it are filed into its archive (give the List-Id,
     as `arsip lists show` prints it). With a service running, the import keeps at most
     --index-ahead messages ahead of its search index, so mail becomes searchable as it
-    comes in rather than long after.
+    comes in rather than long after. Files that do not start with mail headers (a stray
+    JSON, HTML or binary file) are skipped and named, unless --accept-unparseable.
     """
     from archiver.importer import import_paths, list_id_of
     from archiver.mailfiles import MailFileError
@@ -226,14 +281,25 @@ def import_command(
     try:
         core = open_core(ctx, upgrade=True)
         report = import_paths(
-            core, paths, progress=sys.stderr.isatty(), list_id=wanted, index_ahead=index_ahead
+            core,
+            paths,
+            progress=sys.stderr.isatty(),
+            list_id=wanted,
+            index_ahead=index_ahead,
+            accept_unparseable=accept_unparseable,
         )
     except (MailFileError, OSError) as exc:
         raise CliError(str(exc)) from exc
-    waited = report.index_waits
+    for origin in report.not_mail[:LISTED]:
+        click.echo(f"skipped {origin}: not mail (no header block at its start)", err=True)
+    if len(report.not_mail) > LISTED:
+        click.echo(f"... and {plural(len(report.not_mail) - LISTED, 'more file')}", err=True)
+    waited, skipped = report.index_waits, len(report.not_mail)
     click.echo(
-        f"read {report.read} messages: {report.added} new, {report.duplicates} already archived"
-        + (f"; waited {waited} times for the search index to catch up" if waited else "")
+        f"read {plural(report.read, 'message')}: {report.added} new, "
+        f"{report.duplicates} already archived"
+        + (f"; {plural(skipped, 'file')} skipped (not mail)" if skipped else "")
+        + (f"; waited {plural(waited, 'time')} for the search index to catch up" if waited else "")
     )
 
 
@@ -278,14 +344,18 @@ def export(ctx: click.Context, output: Path, since: str | None, until: str | Non
     from archiver.export import count_messages, export_mbox
     from archiver.readops import audit_reading
 
-    core = open_core(ctx, upgrade=False)
     start, end = _date(since), _date(until)
+    check_output(output)
+    core = open_core(ctx, upgrade=False)
     total = count_messages(core, start, end)
     details = {"since": since, "until": until, "messages": total}
     audit_reading(core, _actor(), "export", str(output), details)
-    with tqdm(total=total, unit="msg", desc="export", disable=None) as bar:
+    with (
+        output_errors(output),
+        tqdm(total=total, unit="msg", desc="export", disable=None) as bar,
+    ):
         count = export_mbox(core, output, start, end, on_message=lambda _n: bar.update())
-    click.echo(f"wrote {count} messages to {output}")
+    click.echo(f"wrote {plural(count, 'message')} to {output}")
 
 
 @cli.command()
@@ -326,6 +396,8 @@ def verify(
     if exported is not None:
         _check_export(ctx, exported, as_json)
         return
+    if export_to is not None:
+        check_output(export_to)
     from tqdm import tqdm
 
     from archiver.ledger import export_chain
@@ -354,11 +426,12 @@ def verify(
         with tqdm(total=count_messages(core), unit="msg", desc="rows", disable=None) as bar:
             verify_rows(core, on_message=bar.update, report=report)
     if export_to is not None:
-        try:
-            with core.sessions() as session, export_to.open("w", encoding="utf-8") as out:
-                written = export_chain(session, out)
-        except OSError as exc:
-            raise CliError(f"{export_to}: {exc.strerror or exc}") from exc
+        with (
+            output_errors(export_to),
+            core.sessions() as session,
+            export_to.open("w", encoding="utf-8") as out,
+        ):
+            written = export_chain(session, out)
     if as_json:
         data = report.as_json()
         if export_to is not None:
@@ -367,7 +440,7 @@ def verify(
     else:
         _print_verify(report)
         if export_to is not None:
-            click.echo(f"wrote {written.seals} sealed days to {export_to}")
+            click.echo(f"wrote {plural(written.seals, 'sealed day')} to {export_to}")
     if not report.ok:
         ctx.exit(1)
 
@@ -394,19 +467,23 @@ def _print_verify(report: VerifyReport) -> None:
         click.echo(f"warning {issue.day}: {issue.text}")
     locked = f", {len(report.locked)} locked" if report.locked else ""
     click.echo(
-        f"checked {report.checked} blobs: {len(report.missing)} missing, "
+        f"checked {plural(report.checked, 'blob')}: {len(report.missing)} missing, "
         f"{len(report.corrupt)} corrupt{locked}"
     )
-    click.echo(f"checked {report.messages} messages: {len(report.unrecorded)} not in the ledger")
+    click.echo(
+        f"checked {plural(report.messages, 'message')}: {len(report.unrecorded)} not in the ledger"
+    )
     if report.deep:
         click.echo(
-            f"parsed {report.reparsed} messages again: "
-            f"{len(report.mismatches)} fields differ from their bytes"
+            f"parsed {plural(report.reparsed, 'message')} again: "
+            f"{plural(len(report.mismatches), 'field')} differ from their bytes"
         )
     click.echo(
-        f"checked {chain.seals} sealed days ({chain.entries} entries, {report.sealed_now} "
-        f"sealed now): {len(chain.problems)} broken, {len(chain.warnings)} warnings; "
-        f"{chain.unsealed} entries not sealed yet; head {chain.head}"
+        f"checked {plural(chain.seals, 'sealed day')} "
+        f"({plural(chain.entries, 'entry', 'entries')}, "
+        f"{report.sealed_now} sealed now): {len(chain.problems)} broken, "
+        f"{plural(len(chain.warnings), 'warning')}; "
+        f"{plural(chain.unsealed, 'entry', 'entries')} not sealed yet; head {chain.head}"
     )
 
 
@@ -435,7 +512,8 @@ def _check_export(ctx: click.Context, path: Path, as_json: bool) -> None:
         for issue in report.problems:
             click.echo(f"broken seal {issue.day}: {issue.text}")
         click.echo(
-            f"{path}: {report.seals} sealed days, {report.entries} entries: "
+            f"{path}: {plural(report.seals, 'sealed day')}, "
+            f"{plural(report.entries, 'entry', 'entries')}: "
             f"{len(report.problems)} broken; head {report.head}"
         )
     if not report.ok:
@@ -443,24 +521,35 @@ def _check_export(ctx: click.Context, path: Path, as_json: bool) -> None:
 
 
 def _read(ctx: click.Context, op: str, params: dict[str, object]) -> dict:
-    """Run a reading command: by the running service when one answers on its local
-    socket (fast: it has everything loaded), else here; exit as the command failed."""
+    """Run a reading command and return its data; exit as the command failed."""
+    answer = _ask(ctx, op, params)
+    if "error" in answer:
+        _fail(ctx, answer)
+    return answer["data"]
+
+
+def _ask(ctx: click.Context, op: str, params: dict[str, object]) -> dict:
+    """A reading command's answer (`{"data"}` or `{"error", "status", "missing"}`): by
+    the running service when one answers on its local socket (fast: it has everything
+    loaded), else from here."""
     from archiver import localsocket, readops
     from archiver.schema import head_revision
 
     settings = settings_of(ctx)
     try:
-        answer = localsocket.ask(settings.data_dir, op, params, head_revision())
+        return localsocket.ask(settings.data_dir, op, params, head_revision())
     except localsocket.NoService:
-        core = open_core(ctx, upgrade=False)
+        state = ctx.find_root().ensure_object(dict)
+        core = state.get("reader") or state.setdefault("reader", open_core(ctx, upgrade=False))
         try:
-            return readops.OPERATIONS[op](core, params, _actor())
+            return {"data": readops.OPERATIONS[op](core, params, _actor())}
         except readops.ReadError as exc:
-            answer = {"error": str(exc), "status": exc.status}
-    if "error" in answer:
-        click.echo(f"arsip: {answer['error']}", err=True)
-        ctx.exit(answer["status"])
-    return answer["data"]
+            return exc.as_answer()
+
+
+def _fail(ctx: click.Context, answer: dict) -> None:
+    click.echo(f"arsip: {answer['error']}", err=True)
+    ctx.exit(answer["status"])
 
 
 @cli.command()
@@ -479,15 +568,45 @@ def stats(ctx: click.Context, as_json: bool) -> None:
 @cli.command()
 @click.argument("message_id")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    is_flag=False,
+    flag_value=WAIT_SECONDS,
+    default=None,
+    metavar="[SECONDS]",
+    help=f"Wait for the message to be archived, up to SECONDS (default {WAIT_SECONDS:.0f}).",
+)
 @click.pass_context
-def show(ctx: click.Context, message_id: str, as_json: bool) -> None:
-    """Show one archived message's metadata, by Message-ID."""
-    data = _read(ctx, "show", {"message_id": message_id})
+def show(ctx: click.Context, message_id: str, as_json: bool, wait: float | None) -> None:
+    """Show one archived message's metadata, by Message-ID.
+
+    Mail the service has just accepted is archived a moment later: --wait asks again
+    until it is, instead of failing at once.
+    """
+    data = _wait_for_message(ctx, message_id, wait or 0.0)
     if as_json:
         click.echo(json.dumps(data, ensure_ascii=False))
     else:
         for name, value in data.items():
             click.echo(f"{name:20} {value}")
+
+
+def _wait_for_message(ctx: click.Context, message_id: str, seconds: float) -> dict:
+    """`arsip show`'s data, asking again every half second for up to `seconds` while the
+    message is not archived."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        answer = _ask(ctx, "show", {"message_id": message_id})
+        if "error" not in answer:
+            return answer["data"]
+        if not answer.get("missing") or time.monotonic() >= deadline:
+            if seconds and answer.get("missing"):
+                answer = {**answer, "error": f"{answer['error']} after {seconds:g} s"}
+            _fail(ctx, answer)
+        time.sleep(WAIT_POLL)
 
 
 # A query may start with a negated term (`arsip search -draft`): not an option.
@@ -528,7 +647,7 @@ def search_command(
         click.echo(json.dumps(page, ensure_ascii=False))
         return
     about = "" if page.get("total_exact", True) else "about "
-    click.echo(f"{about}{page['total']} messages")
+    click.echo(f"{about}{plural(page['total'], 'message')}")
     for found in page["results"]:
         sender, day = found["from"], found["date"][:10]
         click.echo(f"{day}  {sender:30.30}  {found['subject']}  <{found['message_id']}>")
@@ -554,7 +673,7 @@ def reindex(ctx: click.Context) -> None:
         backend.close()
     except IndexBusyError as exc:
         raise CliError(f"{exc}; try again in a moment") from exc
-    click.echo(f"indexed {count} messages")
+    click.echo(f"indexed {plural(count, 'message')}")
 
 
 @cli.command("journal-login")
@@ -616,6 +735,9 @@ def store_repack(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"damaged {sha256} (left loose; see `arsip verify`)")
 
 
+ROLES = ["admin", "auditor", "user"]  # archiver.accounts.Role, without importing it
+
+
 @cli.group()
 def users() -> None:
     """Accounts for the web UI and the API."""
@@ -650,7 +772,7 @@ def _account(session: Session, email: str) -> User:
 @click.argument("email", callback=_email)
 @click.option(
     "--role",
-    type=click.Choice(["admin", "auditor", "user"]),
+    type=click.Choice(ROLES),
     default="user",
     show_default=True,
     help="Admins and auditors see all mail; users the mail of their own addresses.",
@@ -685,6 +807,76 @@ def users_password(ctx: click.Context, email: str) -> None:
         set_password(_account(session, email), password)
         _record(session, "user.password", email)
     click.echo(f"password set for {email}")
+
+
+@users.command("delete")
+@click.argument("email", callback=_email)
+@click.option("--yes", is_flag=True, help="Delete without asking.")
+@click.pass_context
+def users_delete(ctx: click.Context, email: str, yes: bool) -> None:
+    """Delete an account, with its addresses, API tokens and web sessions.
+
+    The audit log keeps what the account did. The last administrator cannot be deleted.
+    """
+    from archiver.accounts import AccountError, delete_user, require_another_administrator
+
+    core = open_core(ctx, upgrade=True)
+    try:
+        with core.sessions() as session:  # refused before asking, when it would be
+            require_another_administrator(session, _account(session, email))
+    except AccountError as exc:
+        raise CliError(str(exc)) from exc
+    if not yes:
+        click.confirm(f"Delete the account {email}?", abort=True)
+    try:
+        with core.sessions.begin() as session:
+            delete_user(session, _account(session, email), _actor())
+    except AccountError as exc:
+        raise CliError(str(exc)) from exc
+    click.echo(f"deleted the account {email}")
+
+
+@users.command("role")
+@click.argument("email", callback=_email)
+@click.argument("role", type=click.Choice(ROLES))
+@click.pass_context
+def users_role(ctx: click.Context, email: str, role: str) -> None:
+    """Give an account another role (admin, auditor or user); the last administrator
+    stays one."""
+    from archiver.accounts import AccountError, change_role
+
+    try:
+        with open_core(ctx, upgrade=True).sessions.begin() as session:
+            changed = change_role(session, _account(session, email), role, _actor())
+    except AccountError as exc:
+        raise CliError(str(exc)) from exc
+    click.echo(f"{email} {'is now' if changed else 'was already'} {role}")
+
+
+@users.command("reset-link")
+@click.argument("email", callback=_email)
+@click.pass_context
+def users_reset_link(ctx: click.Context, email: str) -> None:
+    """Print a link with which the account's owner sets a new password.
+
+    The link works once, for 24 hours, and no longer once the password has changed.
+    Links start with ARSIP_BASE_URL, as links in list mail do.
+    """
+    from archiver.password_reset import LIFETIME_SECONDS, reset_link
+
+    core = open_core(ctx, upgrade=True)
+    settings = core.settings
+    with core.sessions.begin() as session:
+        user = _account(session, email)
+        if user.disabled_at is not None:
+            raise CliError(f"{email} is disabled; `arsip users enable {email}` first")
+        link = reset_link(settings.public_url, settings.secret_key, user)
+        _record(session, "user.reset-link", email, {"hours": LIFETIME_SECONDS // 3600})
+    click.echo(link)
+    click.echo(
+        f"it works once, for {LIFETIME_SECONDS // 3600} hours: give it to {email} only",
+        err=True,
+    )
 
 
 @users.command("list")

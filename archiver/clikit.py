@@ -33,32 +33,91 @@ def settings_of(ctx: click.Context) -> Settings:
     return ctx.find_root().ensure_object(dict)["settings"]
 
 
-def open_core(ctx: click.Context, *, upgrade: bool) -> Core:
+def settings_source_of(ctx: click.Context) -> str:
+    """Where the `arsip` group read its settings: a file's path, or "environment only"."""
+    return ctx.find_root().ensure_object(dict)["source"]
+
+
+def first_admin_command(ctx: click.Context) -> str:
+    """The command that makes the first administrator of this archive, with the same
+    `--config` as the command running."""
+    import shlex
+
+    config = ctx.find_root().ensure_object(dict).get("config")
+    where = f"--config {shlex.quote(str(config))} " if config is not None else ""
+    return f"arsip {where}users add EMAIL --role admin --password-stdin"
+
+
+def open_core(ctx: click.Context, *, upgrade: bool, create: bool = False) -> Core:
     """The archive named by the settings, ready for a command.
 
-    With `upgrade` (commands that set up or change the archive) the schema is brought up
-    to date first. Without it (commands that read) the command refuses, in one line, a
-    database that is missing, behind or ahead: it never upgrades a schema under a running
-    older service, nor creates an empty SQLite file where the operator expected theirs.
+    With `upgrade` (commands that change the archive) an older schema is brought up to
+    date first. Without it (commands that read) the command refuses, in one line, a
+    database that is behind or ahead: it never upgrades a schema under a running older
+    service. Only `create` (`arsip init`, `arsip db upgrade`) makes an archive where there
+    is none: any other command refuses a missing SQLite file or an empty database, and
+    says where it looked, so an operator in the wrong directory never takes a new empty
+    archive for the loss of theirs.
     """
     from archiver.core import build_core
-    from archiver.schema import SchemaError, require_current
+    from archiver.schema import NoArchive, SchemaError, database_revision, require_current
 
     settings = settings_of(ctx)
-    if not upgrade:
-        _require_sqlite_file(settings)
+    if not create and not _sqlite_file_exists(settings):
+        raise CliError(_no_archive(ctx, settings))
     core = build_core(settings)
     ctx.call_on_close(core.engine.dispose)
     try:
         if upgrade:
+            if not create and database_revision(core.engine) is None:
+                raise NoArchive("empty database")
             from archiver import migrate
 
             migrate.upgrade(core.engine)
         else:
             require_current(core.engine)
+    except NoArchive as exc:
+        raise CliError(_no_archive(ctx, settings)) from exc
     except SchemaError as exc:
         raise CliError(str(exc)) from exc
     return core
+
+
+def _no_archive(ctx: click.Context, settings: Settings) -> str:
+    """Where a command looked for the archive and found none, and how to point it
+    elsewhere: the database (its password hidden), the data directory, the settings."""
+    from sqlalchemy.engine import make_url
+
+    where = make_url(settings.database_url).render_as_string(hide_password=True)
+    return (
+        f"no archive at {where} (data directory {settings.data_dir.resolve()}; settings: "
+        f"{settings_source_of(ctx)})\n"
+        "start the service (`arsip serve`) or run `arsip init` to make one there, or point "
+        "--config, ARSIP_CONFIG, ARSIP_DATA_DIR or ARSIP_DATABASE_URL at the service's archive"
+    )
+
+
+def check_output(path: Path) -> None:
+    """Refuse, in one line and before any work, an output file that cannot be written
+    where it is asked for: its folder is missing, is not a folder, or is not writable."""
+    import os
+
+    folder = path.parent
+    if not folder.exists():
+        raise CliError(f"cannot write {path}: the folder {folder} does not exist")
+    if not folder.is_dir():
+        raise CliError(f"cannot write {path}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CliError(f"cannot write {path}: the folder {folder} is not writable")
+
+
+@contextmanager
+def output_errors(path: Path) -> Iterator[None]:
+    """A file that fails while a command writes it (a full disk) ends in one line."""
+    try:
+        yield
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 @contextmanager
@@ -77,18 +136,15 @@ def database_errors() -> Iterator[None]:
         raise CliError(f"cannot use the database: {_database_reason(exc)}") from exc
 
 
-def _require_sqlite_file(settings: Settings) -> None:
-    """Refuse to read an SQLite archive that does not exist rather than create it."""
+def _sqlite_file_exists(settings: Settings) -> bool:
+    """False for an SQLite archive whose file is missing (opening it would create it);
+    True for every other database, which is asked for its schema instead."""
     from sqlalchemy.engine import make_url
 
     url = make_url(settings.database_url)
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
-        return
-    if not Path(url.database).exists():
-        raise CliError(
-            f"no archive at {url.database}: start the service (`arsip serve`) first, or "
-            "point ARSIP_DATA_DIR / ARSIP_DATABASE_URL at the service's archive"
-        )
+        return True
+    return Path(url.database).exists()
 
 
 def _database_reason(exc: SQLAlchemyError) -> str:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import json
 import os
 import re
 import secrets
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -346,6 +348,25 @@ def read_blob_key(path: Path) -> bytes:
     return key
 
 
+def config_path(environ: Mapping[str, str] | None = None, config_file: Path | None = None) -> Path:
+    """The settings file Arsip reads, whether or not it exists: `--config`, else
+    `ARSIP_CONFIG`, else `arsip.toml` in the working directory (and where `arsip init`
+    writes one)."""
+    env = os.environ if environ is None else environ
+    return config_file or Path(env.get("ARSIP_CONFIG", "arsip.toml"))
+
+
+def settings_source(
+    environ: Mapping[str, str] | None = None, config_file: Path | None = None
+) -> str:
+    """Where the settings came from, in words for an operator: the file read (and the
+    `ARSIP_*` variables over it), or "environment only" when there is no file."""
+    path = config_path(environ, config_file)
+    if not path.exists():
+        return "environment only"
+    return f"{path.resolve()} (and ARSIP_* variables)"
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None, config_file: Path | None = None
 ) -> Settings:
@@ -356,7 +377,7 @@ def load_settings(
     """
     env = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
-    path = config_file or Path(env.get("ARSIP_CONFIG", "arsip.toml"))
+    path = config_path(env, config_file)
     if path.exists():
         try:
             raw.update(tomllib.loads(path.read_text(encoding="utf-8")))
@@ -439,3 +460,29 @@ def _persistent_secret(data_dir: Path) -> str:
         handle.flush()
         os.fsync(handle.fileno())
     return key
+
+
+@contextmanager
+def new_settings_file(path: Path, values: Mapping[str, str]) -> Iterator[Settings]:
+    """Write `values` (setting name -> text) as the settings file `path`, and yield the
+    settings it gives with the environment's `ARSIP_*` over it.
+
+    The file is written beside `path` and takes its place only when the block ends
+    without an error: a value Arsip cannot use (`SettingsError`), or a database the caller
+    cannot set up with these settings, leaves `path` as it was. JSON's string escapes
+    are TOML's, so a value needs no other quoting.
+    """
+    lines = ["# Arsip settings; ARSIP_* environment variables override them.\n"]
+    for name, value in values.items():
+        if name not in PARSERS:
+            raise SettingsError(f"unknown setting {name!r}")
+        lines.append(f"{name} = {json.dumps(value, ensure_ascii=False)}\n")
+    path = path.resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    draft = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    try:
+        draft.write_text("".join(lines), encoding="utf-8")
+        yield load_settings(config_file=draft)
+        draft.replace(path)
+    finally:
+        draft.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from archiver import ledger
 from archiver.archive import ArchiveResult, RawMessage
 from archiver.core import Core
 from archiver.locks import ServeLock
-from archiver.mailfiles import FoundMessage, iter_path, total_size
+from archiver.mailfiles import FoundMessage, iter_path, looks_like_mail, total_size
 from archiver.retention.clock import IMPORTED
 from archiver.search.indexer import queue_state
 
@@ -45,6 +45,7 @@ class ImportReport:
     added: int = 0
     duplicates: int = 0
     index_waits: int = 0  # times the import waited for the search index to catch up
+    not_mail: list[str] = field(default_factory=list)  # files skipped: they hold no mail
 
 
 def list_id_of(text: str) -> str | None:
@@ -60,10 +61,16 @@ def import_paths(
     progress: bool = True,
     list_id: str | None = None,
     index_ahead: int = 0,
+    accept_unparseable: bool = False,
 ) -> ImportReport:
     """Archive every message under `paths`, filed into `list_id`'s archive if given;
     returns counts of read, new and duplicate. The import waits while more than
-    `index_ahead` messages wait for the search index (0: never waits; see `IndexPace`)."""
+    `index_ahead` messages wait for the search index (0: never waits; see `IndexPace`).
+
+    A file of its own that does not start as mail does (`looks_like_mail`: a JSON, HTML
+    or binary file among the messages) is skipped and named in the report, unless
+    `accept_unparseable`: then it is archived raw and flagged as the parser finds it
+    (no Message-ID, no date, unparseable), as it was before."""
     paths = list(paths)
     report = ImportReport()
     total = sum(total_size(path) for path in paths)
@@ -76,7 +83,16 @@ def import_paths(
         dynamic_ncols=True,
     ) as bar:
         pace = IndexPace(core, index_ahead, bar.set_description_str)
-        for batch in _batches(message for path in paths for message in iter_path(path)):
+
+        def mail(found: FoundMessage) -> bool:
+            if accept_unparseable or found.boxed or looks_like_mail(found.data):
+                return True
+            report.not_mail.append(found.origin)
+            bar.update(found.consumed)
+            return False
+
+        found = (message for path in paths for message in iter_path(path))
+        for batch in _batches(message for message in found if mail(message)):
             results = _archive(core, batch, list_id)
             report.read += len(batch)
             report.added += sum(result.created for result in results)

@@ -157,7 +157,7 @@ class LocalServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         try:
             return {"data": operation(self.core, dict(request.get("params") or {}), f"cli:{user}")}
         except ReadError as exc:
-            return {"error": str(exc), "status": exc.status}
+            return exc.as_answer()
         except Exception:
             log.exception("local command %s failed", request.get("op"))
             return {"error": "the service could not answer; see its log", "status": 1}

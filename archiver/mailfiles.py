@@ -20,6 +20,21 @@ MMDF_SEPARATOR = b"\x01\x01\x01\x01"
 _NO_SENDER = "MAILER-DAEMON"
 _ESCAPED_FROM = re.compile(rb"^>+From ")
 _NEEDS_ESCAPE = re.compile(rb"^>*From ", re.MULTILINE)
+HEADER_SCAN = 256 * 1024  # how much of a file `looks_like_mail` reads for its header block
+_FIELD = re.compile(rb"^([!-9;-~]+)[ \t]*:")  # a field name: printable ASCII but ':'
+_MAIL_FIELDS = {
+    b"from",
+    b"to",
+    b"cc",
+    b"date",
+    b"subject",
+    b"message-id",
+    b"received",
+    b"return-path",
+    b"mime-version",
+    b"sender",
+    b"delivered-to",
+}
 
 
 class MailFileError(ValueError):
@@ -33,6 +48,9 @@ class FoundMessage:
     data: bytes
     consumed: int
     origin: str
+    # Found in an mbox or MMDF file, whose format says it holds mail (a file of its own
+    # has only its contents to say so: `looks_like_mail`)
+    boxed: bool = False
 
 
 def is_mbox(path: Path) -> bool:
@@ -55,7 +73,7 @@ def read_mbox(handle: BinaryIO, origin: str) -> Iterator[FoundMessage]:
     for line in handle:
         if line.startswith(FROM_LINE) and previous_blank:
             if started:
-                yield FoundMessage(_mbox_message(lines), consumed, origin)
+                yield FoundMessage(_mbox_message(lines), consumed, origin, boxed=True)
             lines = []
             consumed = len(line)
             started = True
@@ -66,7 +84,7 @@ def read_mbox(handle: BinaryIO, origin: str) -> Iterator[FoundMessage]:
         if started:
             lines.append(line[1:] if _ESCAPED_FROM.match(line) else line)
     if started:
-        yield FoundMessage(_mbox_message(lines), consumed, origin)
+        yield FoundMessage(_mbox_message(lines), consumed, origin, boxed=True)
 
 
 def _mbox_message(lines: list[bytes]) -> bytes:
@@ -128,7 +146,7 @@ def read_mmdf(data: bytes, origin: str) -> Iterator[FoundMessage]:
     for chunk in data.split(MMDF_SEPARATOR):
         message = chunk.removeprefix(b"\r\n").removeprefix(b"\n")
         if message.strip():
-            yield FoundMessage(message, len(chunk) + len(MMDF_SEPARATOR), origin)
+            yield FoundMessage(message, len(chunk) + len(MMDF_SEPARATOR), origin, boxed=True)
 
 
 def _iter_file(path: Path) -> Iterator[FoundMessage]:
@@ -141,6 +159,30 @@ def _iter_file(path: Path) -> Iterator[FoundMessage]:
         yield from read_mmdf(data, str(path))
     else:
         yield FoundMessage(data, len(data), str(path))
+
+
+def looks_like_mail(data: bytes) -> bool:
+    """Whether `data` starts as a message does (after any blank lines): with an RFC 5322
+    header field (`Name: value`), in a block of fields (and their indented continuations)
+    that names at least one field mail carries (From, Date, Received, Content-Type, ...).
+
+    `arsip import` takes only files that pass: a JSON, HTML or binary file that strayed
+    into a folder of mail has no such start. Mail broken further on (a malformed header
+    line, a bad MIME part or charset) passes, and is archived flagged as ever.
+    """
+    lines = data[:HEADER_SCAN].lstrip(b"\r\n").splitlines()  # as `is_mbox`, blank lines first
+    if not lines or not _FIELD.match(lines[0]):
+        return False
+    for line in lines:
+        field = _FIELD.match(line)
+        if field is None:
+            if line[:1] in (b" ", b"\t"):
+                continue
+            break  # the end of the header block, or a broken line that ends it
+        name = field.group(1).lower()
+        if name in _MAIL_FIELDS or name.startswith(b"content-"):
+            return True
+    return False
 
 
 def total_size(path: Path) -> int:

@@ -16,11 +16,17 @@ if TYPE_CHECKING:
 
 
 class ReadError(Exception):
-    """A request the operator can fix; `status` is the command's exit status."""
+    """A request the operator can fix; `status` is the command's exit status, `missing`
+    says the message asked for is not archived (yet: `arsip show --wait` asks again)."""
 
-    def __init__(self, message: str, status: int = 1) -> None:
+    def __init__(self, message: str, status: int = 1, missing: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.missing = missing
+
+    def as_answer(self) -> dict[str, Any]:
+        """The error as the local socket carries it, and `arsip` reads it."""
+        return {"error": str(self), "status": self.status, "missing": self.missing}
 
 
 def audit_reading(
@@ -78,7 +84,9 @@ def show(core: Core, params: dict[str, Any], actor: str) -> dict[str, Any]:
     with core.sessions() as session:
         message = find_message(session, message_id)
         if message is None:
-            raise ReadError(f"no archived message has Message-ID <{message_id.strip('<>')}>")
+            raise ReadError(
+                f"no archived message has Message-ID <{message_id.strip('<>')}>", missing=True
+            )
         data = describe(message, session.get(ContentCheck, message.id))
     audit_reading(
         core, actor, "message.view", message.message_id, {"sha256": message.sha256, "via": "cli"}

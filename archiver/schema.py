@@ -27,6 +27,10 @@ class SchemaError(RuntimeError):
     """The database is empty, behind or ahead of this code; the message says what to run."""
 
 
+class NoArchive(SchemaError):
+    """The database holds no Arsip schema: nothing was ever set up there."""
+
+
 @cache
 def head_revision() -> str:
     """The newest revision this code ships: migration files are named `NNNN_what.py` with
@@ -53,7 +57,7 @@ def require_current(engine: Engine) -> None:
     found, wanted = database_revision(engine), head_revision()
     where = engine.url.render_as_string(hide_password=True)
     if found is None:
-        raise SchemaError(
+        raise NoArchive(
             f"no archive in {where}: start the service (`arsip serve`) or run "
             "`arsip db upgrade` first, or point ARSIP_DATA_DIR / ARSIP_DATABASE_URL at the "
             "service's archive"

@@ -22,11 +22,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from archiver.audit import capped, changes, record
 from archiver.languages import LANGUAGES
+from archiver.models import Message, MessageAddress
 from lists.membership import AddResult, Membership
 from lists.models import (
     Action,
@@ -36,6 +37,7 @@ from lists.models import (
     HeldMessage,
     MailingList,
     Member,
+    Pending,
     Posting,
     Role,
     Subscription,
@@ -45,6 +47,8 @@ from lists.patterns import MAX_PATTERN, PatternError, check_pattern
 from lists.rules.content_check import score_problem
 
 if TYPE_CHECKING:
+    from archiver.core import Core
+    from archiver.retention.purge import PurgeReport
     from lists.posting import Poster  # the moderation step; it loads the whole pipeline
 
 MODERATION = ("approve", "reject", "discard")
@@ -632,3 +636,96 @@ def decide(
     answer = poster.moderate(session, post, decision.action, decision.reason)
     record(session, actor, f"held.{decision.action}", mlist.address, details)
     return answer
+
+
+@dataclass(frozen=True)
+class ListContents:
+    """What deleting a list takes with it (members in every role, held posts, pending
+    confirmations) and how many archived messages it has (which only a purge deletes)."""
+
+    members: int
+    held: int
+    pending: int
+    archived: int
+    journaled: int  # of the archived: also journal copies, which a purge leaves
+
+    @classmethod
+    def of(cls, session: Session, mlist: MailingList) -> ListContents:
+        """Count them."""
+
+        def count(model: Any, condition: Any) -> int:
+            return session.scalar(select(func.count()).select_from(model).where(condition)) or 0
+
+        return cls(
+            members=count(Member, Member.list_id == mlist.id),
+            held=count(HeldMessage, HeldMessage.list_id == mlist.id),
+            pending=count(Pending, Pending.list_id == mlist.id),
+            archived=count(Message, Message.list_id == mlist.list_id),
+            journaled=count(Message, _journaled(mlist.list_id)),
+        )
+
+
+def _journaled(list_id: str) -> ColumnElement[bool]:
+    """The list's archived messages that came in as journal copies too (they have
+    envelope recipients): the company's record of its mail, not only the list's."""
+    from archiver.archive import ENVELOPE_TO  # the archive's parts, only when counting
+
+    journal_copy = select(MessageAddress.message_pk).where(
+        MessageAddress.message_pk == Message.id, MessageAddress.role == ENVELOPE_TO
+    )
+    return (Message.list_id == list_id) & journal_copy.exists()
+
+
+@dataclass(frozen=True)
+class ListDeletion:
+    """What `delete_list` did: the list's contents as they were, and with a purge, what
+    became of its archived messages."""
+
+    contents: ListContents
+    purge: PurgeReport | None
+
+
+def delete_list(core: Core, address: str, actor: str, *, purge: bool) -> ListDeletion | None:
+    """Delete the list at `address` with its members, settings, bans, held posts, pending
+    confirmations and undelivered mail; None if there is no such list.
+
+    Its archived mail stays, still found by search, unless `purge`: then every archived
+    message of the list that no legal hold covers is deleted first (each audited as
+    `message.delete`, as a retention sweep's), and the list after that, so an
+    interrupted purge leaves a list to delete again. A message that also came in as a
+    journal copy is stored once for both, and stays: the purge deletes the list's
+    archive, not the company's record of its mail. The deletion is recorded as
+    `list.delete` with what went and what holds kept.
+    """
+    from archiver.retention.purge import purge_messages
+
+    with core.sessions() as session:
+        mlist = find_list(session, address)
+        if mlist is None:
+            return None
+        address, list_id = mlist.address, mlist.list_id
+    report = None
+    if purge:
+        backend = core.search_backend()
+        try:
+            why = {"list": address, "reason": "list deleted with its archive"}
+            posts = (Message.list_id == list_id) & ~_journaled(list_id)
+            report = purge_messages(core.sessions, core.store, backend, posts, actor, why)
+        finally:
+            backend.close()
+    with core.sessions.begin() as session:
+        mlist = find_list(session, address)
+        if mlist is None:  # deleted meanwhile, by someone else
+            return None
+        contents = ListContents.of(session, mlist)
+        session.delete(mlist)  # its rows go with it (ON DELETE CASCADE)
+        details = {
+            "members": contents.members,
+            "held": contents.held,
+            "pending": contents.pending,
+            "archived_kept": contents.archived,
+            "journaled": contents.journaled,
+            "purge": report.as_json() if report is not None else None,
+        }
+        record(session, actor, "list.delete", address, details)
+    return ListDeletion(contents, report)

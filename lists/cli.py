@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from archiver.audit import cli_actor
 from archiver.clikit import open_core
+from archiver.plural import plural
 from lists import admin
 from lists.admin import AdminError
 from lists.membership import Membership
@@ -230,7 +231,7 @@ def list_lists(ctx: click.Context, as_json: bool) -> None:
         click.echo(json.dumps(found))
     else:
         for m in found:
-            click.echo(f"{m['address']}\t{m['members']} members\t{m['posting']}")
+            click.echo(f"{m['address']}\t{plural(m['members'], 'member')}\t{m['posting']}")
 
 
 @lists.command()
@@ -423,3 +424,51 @@ def moderate_member(ctx: click.Context, address: str, member: str, off: bool) ->
     if not done:
         raise click.ClickException(f"{member} is not a member of {address}")
     click.echo(f"{member} is {'no longer ' if off else ''}moderated")
+
+
+@lists.command()
+@click.argument("address")
+@click.option(
+    "--purge",
+    is_flag=True,
+    help="Also delete the list's archived messages (except those under a legal hold).",
+)
+@click.option("--yes", is_flag=True, help="Delete without asking.")
+@click.pass_context
+def delete(ctx: click.Context, address: str, purge: bool, yes: bool) -> None:
+    """Delete the list ADDRESS: its members, settings, held posts and pending
+    confirmations. Its archived mail stays, unless --purge."""
+    core = open_core(ctx, upgrade=True)
+    with core.sessions() as session:
+        contents = admin.ListContents.of(session, _find(session, address))
+    if not yes:
+        archived = plural(contents.archived, "archived message")
+        click.confirm(
+            f"Delete the list {address} with {plural(contents.members, 'member')} and "
+            f"{plural(contents.held, 'held post')}"
+            + (f", and purge its {archived}?" if purge else f"? (its {archived} stay)"),
+            abort=True,
+        )
+    done = admin.delete_list(core, address, cli_actor(), purge=purge)
+    if done is None:
+        raise click.ClickException(f"no list {address}; `arsip lists list` shows them")
+    gone = done.contents
+    click.echo(
+        f"deleted the list {address}: {plural(gone.members, 'member')}, "
+        f"{plural(gone.held, 'held post')}, {plural(gone.pending, 'pending confirmation')}"
+    )
+    report = done.purge
+    if report is None:
+        click.echo(f"its {plural(gone.archived, 'archived message')} stay in the archive")
+        return
+    click.echo(f"purged {plural(report.deleted, 'archived message')}")
+    if report.kept_by_holds:
+        held = ", ".join(f"{name} ({n})" for name, n in sorted(report.per_hold.items()))
+        click.echo(f"kept {plural(report.kept_by_holds, 'message')} under legal hold: {held}")
+    if gone.journaled:
+        click.echo(f"kept {plural(gone.journaled, 'message')} the journal also brought in")
+    if report.waiting_for_index:
+        click.echo(
+            f"kept {plural(report.waiting_for_index, 'message')} the search index has not "
+            "taken in yet (a hold's query could cover them)"
+        )

@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
@@ -519,6 +520,15 @@ def signed_verp(service: RunningService, member: str, list_address: str = LIST) 
     signature = verp_signature(service.settings.secret_key, list_address, member)
     name, _, domain = list_address.partition("@")
     return verp_address(name, domain, member, signature)
+
+
+def write_mbox(path: Path, messages: list[bytes]) -> None:
+    """An mbox file of `messages`, as another mail system would have exported it."""
+    from archiver.mailfiles import mbox_entry
+
+    with open(path, "wb") as handle:
+        for message in messages:
+            handle.write(mbox_entry(message, "alice@example.com", datetime(2026, 1, 1, tzinfo=UTC)))
 
 
 def simple_message(

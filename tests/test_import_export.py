@@ -12,15 +12,7 @@ from pathlib import Path
 import pytest
 
 from archiver.mailfiles import mbox_entry, read_mbox
-from tests.support import CORPUS, RunningService, simple_message
-
-
-def write_mbox(path: Path, messages: list[bytes]) -> None:
-    from datetime import UTC, datetime
-
-    with open(path, "wb") as handle:
-        for message in messages:
-            handle.write(mbox_entry(message, "alice@example.com", datetime(2026, 1, 1, tzinfo=UTC)))
+from tests.support import CORPUS, RunningService, simple_message, write_mbox
 
 
 def test_mbox_round_trip_keeps_bytes_exactly() -> None:
@@ -79,14 +71,16 @@ def test_export_can_be_limited_by_date(idle: RunningService, tmp_path: Path) -> 
     result = idle.run_cli(
         "export", "-o", str(out), "--since", "2026-01-01", "--until", "2026-02-01"
     )
-    assert "wrote 1 messages" in result.stdout
+    assert "wrote 1 message" in result.stdout
     assert b"early@example.com" in out.read_bytes() and b"late@example.com" not in out.read_bytes()
     bad = idle.run_cli("export", "-o", str(out), "--since", "last tuesday")
     assert bad.returncode == 2 and "is not a date" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_maildirs_and_folders_of_messages_are_imported(make_service, tmp_path: Path) -> None:
-    idle = make_service(start=False)
+def test_maildirs_and_folders_of_messages_are_imported(
+    make_service, sqlite_url: str, tmp_path: Path
+) -> None:
+    idle = make_service(sqlite_url, start=False)
     folder = tmp_path / "maildir"
     shutil.copytree(CORPUS / "notmuch" / "default", folder)
     files = [
@@ -237,11 +231,11 @@ def test_an_import_waits_for_the_search_index_so_the_queue_stays_short(
 
 
 def test_an_import_with_no_service_running_never_waits_for_an_index(
-    make_service, tmp_path: Path
+    make_service, sqlite_url: str, tmp_path: Path
 ) -> None:
     source = tmp_path / "old.mbox"
     write_mbox(source, [simple_message(f"q{n}@example.com") for n in range(500)])
-    idle = make_service(start=False)  # SQLite: nothing indexes until a service starts
+    idle = make_service(sqlite_url, start=False)  # SQLite: nothing indexes until served
     result = idle.run_cli("import", "--index-ahead", "100", str(source))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "read 500 messages: 500 new, 0 already archived"

@@ -181,7 +181,7 @@ def test_arsip_verify_seals_finished_days_and_names_a_tampered_one(core: Core) -
         ledger.record(session, [(at(MONDAY), sha("one")), (at(MONDAY, 10), sha("two"))])
     first = arsip(core, "verify")
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "checked 1 sealed days (2 entries, 1 sealed now): 0 broken" in first.stdout
+    assert "checked 1 sealed day (2 entries, 1 sealed now): 0 broken" in first.stdout
 
     with core.sessions.begin() as session:
         session.execute(delete(LedgerEntry).where(LedgerEntry.sha256 == sha("two")))

@@ -484,8 +484,10 @@ def test_a_post_no_daemon_could_check_is_held_unless_the_list_accepts_it(
     assert subjects(sink, BOB) == ["[dev] Unchecked but accepted"]
 
 
-def test_the_cli_sets_and_shows_the_spam_settings_and_refuses_bad_ones(make_service) -> None:
-    service = make_service(start=False)  # settings need no running service
+def test_the_cli_sets_and_shows_the_spam_settings_and_refuses_bad_ones(
+    make_service, sqlite_url: str
+) -> None:
+    service = make_service(sqlite_url, start=False)  # settings need no running service
     service.run_cli("lists", "create", LIST, "--owner", OWNER, check=True)
     run = service.run_cli
     shown = json.loads(run("lists", "show", LIST, "--json").stdout)

@@ -390,7 +390,7 @@ def test_the_command_line_manages_policies_and_holds(core: Core) -> None:
     assert json.loads(arsip("hold", "list", "--json").stdout)[0]["query"] == "msgid:cli-held@x"
 
     dry = arsip("retention", "apply", "--dry-run")
-    assert "policy all: would delete 1 messages" in dry.stdout
+    assert "policy all: would delete 1 message" in dry.stdout
     assert archived(core) == {"cli-old@x", "cli-held@x"}
     explained = arsip("retention", "explain", "cli-held@x")
     assert "hold h covers it" in explained.stdout

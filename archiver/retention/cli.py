@@ -17,6 +17,7 @@ import click
 from archiver import audit
 from archiver.clikit import CliError, open_core
 from archiver.core import Core
+from archiver.plural import plural
 from archiver.retention.coverage import Note, hold_coverage, messages, policy_coverage
 from archiver.retention.doomed import PAGE_SIZE, DoomedPage, doomed_page
 from archiver.retention.models import LegalHold, RetentionPolicy
@@ -255,11 +256,11 @@ def _print_report(report: SweepReport) -> None:
         return
     verb = "would delete" if report.dry_run else "deleted"
     for name, count in sorted(report.per_policy.items()):
-        click.echo(f"policy {name}: {verb} {count} messages")
+        click.echo(f"policy {name}: {verb} {plural(count, 'message')}")
     for name, count in sorted(report.per_hold.items()):
-        click.echo(f"hold {name}: keeps {count} messages past their time")
+        click.echo(f"hold {name}: keeps {plural(count, 'message')} past their time")
     click.echo(
-        f"{verb} {report.deleted} messages in total; {report.kept_by_holds} kept by holds"
+        f"{verb} {plural(report.deleted, 'message')} in total; {report.kept_by_holds} kept by holds"
         + (f"; {report.waiting_for_index} wait for the indexer" if report.waiting_for_index else "")
     )
     if report.paused:

@@ -328,52 +328,78 @@ class Sweeper:
 
     def _delete(self, doomed: Sequence[tuple[_Candidate, list[str]]]) -> int:
         """Delete one batch in one transaction; returns how many messages went."""
-        pks = [candidate.pk for candidate, _ in doomed]
-        hashes = sorted({candidate.sha256 for candidate, _ in doomed})
-        now = utcnow()
-        with self.sessions.begin() as session:
-            gone = session.execute(delete(Message).where(Message.id.in_(pks)))
-            shared = set(
-                session.scalars(select(Message.sha256).where(Message.sha256.in_(hashes)).distinct())
-            )
-            orphans = [sha for sha in hashes if sha not in shared]
-            if orphans:
-                session.execute(delete(Blob).where(Blob.sha256.in_(orphans)))
-                session.execute(
-                    insert(BlobRemoval), [{"sha256": sha, "queued_at": now} for sha in orphans]
-                )
-            session.execute(
-                insert(IndexQueueEntry),
-                [{"message_pk": pk, "action": "delete", "enqueued_at": now} for pk in pks],
-            )
-            audit.record_many(
-                session,
-                self.actor,
-                "message.delete",
-                [
-                    (
-                        candidate.message_id,
-                        {"pk": candidate.pk, "sha256": candidate.sha256, "policies": matching},
-                    )
-                    for candidate, matching in doomed
-                ],
-            )
-        self._remove_noted_blobs(orphans)
-        return gone.rowcount if gone.rowcount is not None and gone.rowcount >= 0 else len(pks)
+        return delete_messages(
+            self.sessions,
+            self.store,
+            self.actor,
+            [
+                (candidate.pk, candidate.sha256, candidate.message_id, {"policies": matching})
+                for candidate, matching in doomed
+            ],
+        )
 
-    def _remove_noted_blobs(self, only: Sequence[str] | None = None) -> int:
-        """Unlink blob files whose removal was committed, then forget the notes."""
-        with self.sessions() as session:
-            query = select(BlobRemoval.sha256)
-            if only is not None:
-                query = query.where(BlobRemoval.sha256.in_(only))
-            noted = list(session.scalars(query))
-        if not noted:
-            return 0
-        self.store.delete_many(noted)
-        with self.sessions.begin() as session:
-            session.execute(delete(BlobRemoval).where(BlobRemoval.sha256.in_(noted)))
-        return len(noted)
+    def _remove_noted_blobs(self) -> int:
+        return remove_noted_blobs(self.sessions, self.store)
+
+
+def delete_messages(
+    sessions: sessionmaker[Session],
+    store: DirectoryBlobStore,
+    actor: str,
+    doomed: Sequence[tuple[int, str, str, dict[str, object]]],
+) -> int:
+    """Delete messages, given as (id, sha256, Message-ID, audit details), in one
+    transaction: their rows, blob rows no kept message shares, a removal note per blob
+    file, the index queue entries that take them out of search, and one audit entry
+    `message.delete` each (its Message-ID, id and sha256 beside `details`). Blob files
+    are unlinked after the commit. Returns how many messages went. Whether they may go
+    (no hold covers them) is the caller's to decide."""
+    pks = [pk for pk, _, _, _ in doomed]
+    hashes = sorted({sha256 for _, sha256, _, _ in doomed})
+    now = utcnow()
+    with sessions.begin() as session:
+        gone = session.execute(delete(Message).where(Message.id.in_(pks)))
+        shared = set(
+            session.scalars(select(Message.sha256).where(Message.sha256.in_(hashes)).distinct())
+        )
+        orphans = [sha for sha in hashes if sha not in shared]
+        if orphans:
+            session.execute(delete(Blob).where(Blob.sha256.in_(orphans)))
+            session.execute(
+                insert(BlobRemoval), [{"sha256": sha, "queued_at": now} for sha in orphans]
+            )
+        session.execute(
+            insert(IndexQueueEntry),
+            [{"message_pk": pk, "action": "delete", "enqueued_at": now} for pk in pks],
+        )
+        audit.record_many(
+            session,
+            actor,
+            "message.delete",
+            [
+                (message_id, {"pk": pk, "sha256": sha256, **details})
+                for pk, sha256, message_id, details in doomed
+            ],
+        )
+    remove_noted_blobs(sessions, store, orphans)
+    return gone.rowcount if gone.rowcount is not None and gone.rowcount >= 0 else len(pks)
+
+
+def remove_noted_blobs(
+    sessions: sessionmaker[Session], store: DirectoryBlobStore, only: Sequence[str] | None = None
+) -> int:
+    """Unlink blob files whose removal was committed, then forget the notes."""
+    with sessions() as session:
+        query = select(BlobRemoval.sha256)
+        if only is not None:
+            query = query.where(BlobRemoval.sha256.in_(only))
+        noted = list(session.scalars(query))
+    if not noted:
+        return 0
+    store.delete_many(noted)
+    with sessions.begin() as session:
+        session.execute(delete(BlobRemoval).where(BlobRemoval.sha256.in_(noted)))
+    return len(noted)
 
 
 def candidate_query(
