@@ -11,6 +11,15 @@ from email.message import Message
 from http.cookies import SimpleCookie
 from urllib.parse import urlencode
 
+# The site's own scripts: modules from /static/, named with their version (web/assets.py).
+OUR_SCRIPT = re.compile(r'<script type="module" src="/static/[\w.-]+\.js\?v=[0-9a-f]+"></script>')
+
+
+def foreign_scripts(page: str) -> list[str]:
+    """The script tags of `page` other than the site's own modules: there must be none,
+    whatever the mail, the form or the query put on the page."""
+    return re.findall(r"<script\b[^>]*>", OUR_SCRIPT.sub("", page), flags=re.I)
+
 
 @dataclass
 class Answer:
