@@ -65,7 +65,8 @@ def new() -> ResponseReturnValue:
 def create() -> ResponseReturnValue:
     """Create the list, or show the form again with why not (and nothing created)."""
     form = {key: request.form.get(key, "") for key in ("address", "owners", "description")}
-    form.update({name: request.form.get(name, "") for name in NEW_LIST_CHOICES})
+    # A choice the form leaves out is the default, as an option left out of the command.
+    form.update({name: request.form.get(name, DEFAULTS[name]) for name in NEW_LIST_CHOICES})
     try:
         address = "@".join(admin.list_address(form["address"]))
         owners = _owners(form["owners"])
