@@ -339,11 +339,18 @@ def language() -> ResponseReturnValue:
 def revoke(token_id: int) -> ResponseReturnValue:
     """Revoke one of the user's own API tokens: it stops working at once."""
     user = _user()
+    revoke_token_of(user.id, user.email, token_id)
+    return redirect(url_for(".account") + "#tokens")
+
+
+def revoke_token_of(user_id: int, email: str, token_id: int) -> None:
+    """Revoke the API token `token_id` of the account `user_id` (404 when it is not one
+    of theirs), audited under the account's `email`, and say so on the next page; for
+    the account's own page and the administrators' alike."""
     with get_core().sessions.begin() as db:
         row = db.get(ApiToken, token_id)
-        if row is None or row.user_id != user.id:
+        if row is None or row.user_id != user_id:
             abort(404)
         revoke_token(db, token_id)
-        audit_change(db, "user.token.revoke", user.email, {"id": token_id})
+        audit_change(db, "user.token.revoke", email, {"id": token_id})
     flash(gettext("Token %(id)s is revoked: it no longer works.", id=token_id))
-    return redirect(url_for(".account") + "#tokens")

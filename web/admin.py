@@ -15,14 +15,15 @@ from sqlalchemy import func, select
 from archiver.accounts import User
 from lists.admin import member_counts
 from lists.models import HeldMessage, MailingList
-from web import admin_accounts, admin_lists
+from web.admin_accounts import bp as accounts_bp
+from web.admin_lists import bp as lists_bp
 from web.auth import admin_only
 from web.dashboard import figures
 from web.deps import get_core
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
-bp.register_blueprint(admin_lists.bp)
-bp.register_blueprint(admin_accounts.bp)
+bp.register_blueprint(lists_bp)  # /admin/lists/...
+bp.register_blueprint(accounts_bp)  # /admin/accounts/...
 
 
 @bp.get("/")

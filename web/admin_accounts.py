@@ -28,12 +28,12 @@ from archiver.accounts import (
     change_role,
     delete_user,
     require_another_administrator,
-    revoke_token,
     set_disabled,
     tokens_of,
     verified_addresses,
 )
 from archiver.password_reset import LIFETIME_SECONDS, reset_link
+from web.account import revoke_token_of
 from web.audit_hooks import audit_change, web_actor
 from web.auth import admin_only, current_user
 from web.deps import get_core
@@ -249,14 +249,9 @@ def make_reset_link(user_id: int) -> ResponseReturnValue:
 @admin_only
 def revoke(user_id: int, token_id: int) -> ResponseReturnValue:
     """Revoke one of the account's API tokens: it stops working at once."""
-    with get_core().sessions.begin() as session:
-        user = _account(session, user_id)
-        row = session.get(ApiToken, token_id)
-        if row is None or row.user_id != user.id:
-            abort(404)
-        revoke_token(session, token_id)
-        audit_change(session, "user.token.revoke", user.email, {"id": token_id})
-    flash(gettext("Token %(id)s is revoked: it no longer works.", id=token_id))
+    with get_core().sessions() as session:
+        email = _account(session, user_id).email
+    revoke_token_of(user_id, email, token_id)
     return redirect(url_for(".detail", user_id=user_id) + "#tokens")
 
 

@@ -39,11 +39,12 @@ from lists import admin
 from lists.admin import AdminError, find_list
 from lists.models import Ban, HeldMessage, MailingList, Member, Role
 from lists.posting import Poster
-from web import messages
 from web.audit_hooks import web_actor
 from web.auth import current_user, login_required
 from web.deps import dmarc_lookup, get_core, get_membership
 from web.member_settings import DELIVERY_LABELS
+from web.messages import PAGE_POLICY as FRAMING_PAGE_POLICY
+from web.messages import attachment_bytes, download, html_frame
 
 bp = Blueprint("manage", __name__, url_prefix="/lists")
 
@@ -183,7 +184,7 @@ def held(list_address: str) -> ResponseReturnValue:
         )
     response = make_response(page)
     # The page frames each post's cleaned HTML, as the message page frames a message's.
-    response.headers["Content-Security-Policy"] = messages.PAGE_POLICY
+    response.headers["Content-Security-Policy"] = FRAMING_PAGE_POLICY
     return response
 
 
@@ -205,7 +206,7 @@ def held_html(list_address: str, held_id: int) -> ResponseReturnValue:
         source = html_body(_held_post(session, list_address, held_id).data)
     if source is None:
         abort(404)
-    return messages.html_frame(source)
+    return html_frame(source)
 
 
 @bp.get("/<list_address>/held/<int:held_id>/attachments/<int:position>")
@@ -217,10 +218,10 @@ def held_attachment(list_address: str, held_id: int, position: int) -> ResponseR
         if not 0 <= position < len(described.attachments):
             abort(404)
         found = described.attachments[position]
-        data = messages.attachment_bytes(described.post.data, found.sha256)
+        data = attachment_bytes(described.post.data, found.sha256)
     if data is None:
         abort(404)
-    return messages.download(data, found.filename)
+    return download(data, found.filename)
 
 
 @bp.post("/<list_address>/held/<int:held_id>")
