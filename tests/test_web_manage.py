@@ -309,7 +309,7 @@ def test_the_admin_page_shows_figures_lists_and_accounts_to_admins_only(app: Fla
     assert "Waiting to be archived" in page and "Waiting to be indexed" in page
     assert "spool_pending" not in page  # figures in words, not the names `arsip stats` prints
     assert LIST in page and f"/lists/{LIST}/held" in page and f"/lists/{LIST}/members" in page
-    assert "6 accounts" in page and "/admin/accounts" in page
+    assert "5 accounts" in page and "/admin/accounts" in page
     assert STRANGER in browser(app, ADMIN).get("/admin/accounts").get_data(as_text=True)
     assert browser(app, OWNER).get("/admin/").status_code == 404
     assert browser(app, OWNER).get("/admin/accounts").status_code == 404
