@@ -37,7 +37,7 @@ def add_jobs(scheduler: BackgroundScheduler, core: Core, stop: threading.Event) 
     a sweep stops after its current batch when `stop` is set."""
     scheduler.add_job(
         sweep_now,
-        CronTrigger.from_crontab(core.settings.retention_schedule, timezone="UTC"),
+        sweep_trigger(core.settings.retention_schedule),
         args=(core, stop),
         id="retention-sweep",
         coalesce=True,
@@ -57,6 +57,12 @@ def add_jobs(scheduler: BackgroundScheduler, core: Core, stop: threading.Event) 
         coalesce=True,
         max_instances=1,
     )
+
+
+def sweep_trigger(schedule: str) -> CronTrigger:
+    """When retention sweeps run: `ARSIP_RETENTION_SCHEDULE`, a crontab line in UTC (the
+    scheduler runs it; the administrators' page tells the next run from it)."""
+    return CronTrigger.from_crontab(schedule, timezone="UTC")
 
 
 def sweep_now(core: Core, stop: threading.Event | None = None) -> None:

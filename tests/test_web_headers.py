@@ -68,6 +68,8 @@ def test_every_page_and_error_page_has_a_policy_and_cannot_be_framed(make_servic
         "year": 2026,
         "month": 2,
         "position": 1,
+        "held_id": 1,
+        "user_id": 1,
         "token": "not-a-token",
         "filename": "missing.css",
     }

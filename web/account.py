@@ -14,7 +14,6 @@ import re
 import time
 from datetime import timedelta
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
@@ -25,12 +24,15 @@ from sqlalchemy.orm import Session
 
 from archiver.accounts import (
     AccountExists,
+    ApiToken,
     LoginAddress,
     User,
     UserAddress,
     add_address,
     claim,
     remove_address,
+    revoke_token,
+    tokens_of,
     verified_addresses,
     verified_owner,
 )
@@ -38,15 +40,17 @@ from archiver.languages import LANGUAGES
 from archiver.throttle import Throttle
 from lists.admin import AdminError, MemberSettings
 from lists.models import MailingList, Member, Role
-from lists.outbox import send_notice
 from lists.tokens import sign, unsign
 from web.audit_hooks import audit_change
 from web.auth import current_user, login_required
 from web.deps import get_core
 from web.i18n import language_for
 from web.member_settings import DELIVERY_LABELS, delivery_label
+from web.notice_mail import notice_mail, queue_notice
+from web.password_reset import bp as password_reset_bp
 
 bp = Blueprint("account", __name__, url_prefix="/account")
+bp.register_blueprint(password_reset_bp)  # /account/forgot-password, /account/reset-password
 
 TOKEN_LIFETIME = 3 * 24 * 60 * 60
 MAILS_PER_HOUR = 3
@@ -88,14 +92,6 @@ def _user() -> User:
 
 
 def _confirmation_mail(address: str, link: str) -> EmailMessage:
-    hostname = get_core().settings.hostname
-    mail = EmailMessage()
-    mail["From"] = f"noreply@{hostname}"
-    mail["To"] = address
-    mail["Subject"] = "Confirm your address for Arsip"
-    mail["Date"] = formatdate(localtime=False)
-    mail["Message-ID"] = make_msgid(domain=hostname)
-    mail["Auto-Submitted"] = "auto-generated"
     body = (
         f"Someone, probably you, asked to add {address} to an Arsip account.\n\n"
         f"To confirm, open this link while logged in to that account and press the button:\n\n"
@@ -103,10 +99,7 @@ def _confirmation_mail(address: str, link: str) -> EmailMessage:
         "The link works for three days. If you did not ask for this, ignore this message:\n"
         "nothing changes without the button.\n"
     )
-    # Unencoded, so the link stays whole on one line for every reader (well below the
-    # 998-character line limit: the address is at most 320 characters).
-    mail.set_content(body, cte="7bit" if body.isascii() else "8bit")
-    return mail
+    return notice_mail(address, "Confirm your address for Arsip", body)
 
 
 def _my_memberships(db: Session, addresses: tuple[str, ...]) -> list[tuple[Member, str]]:
@@ -132,6 +125,7 @@ def _page(error: str | None = None, status: int = 200, entered: str = "") -> Res
             )
         )
         memberships = _my_memberships(db, verified_addresses(db, user))
+        tokens = tokens_of(db, user)
         return (
             render_template(
                 "account.html",
@@ -139,6 +133,8 @@ def _page(error: str | None = None, status: int = 200, entered: str = "") -> Res
                 addresses=addresses,
                 login_address=user.email,
                 memberships=memberships,
+                tokens=tokens,
+                token_actions={t.id: url_for(".revoke", token_id=t.id) for t in tokens},
                 deliveries=DELIVERY_LABELS,
                 chosen_language=user.language,
                 error=error,
@@ -195,7 +191,7 @@ def add() -> ResponseReturnValue:
         expires = int(time.time()) + TOKEN_LIFETIME
         token = make_token(settings.secret_key, user.id, address, expires)
         link = f"{settings.public_url}/account/verify/{token}"
-        send_notice(db, _confirmation_mail(address, link), "", None)
+        queue_notice(db, _confirmation_mail(address, link))
     notice = gettext(
         "We sent a link to %(address)s. Open it to confirm the address is yours.", address=address
     )
@@ -336,3 +332,25 @@ def language() -> ResponseReturnValue:
             notice = gettext("The pages are now in %(language)s.", language=LANGUAGES[chosen])
     flash(notice)
     return redirect(url_for(".account"))
+
+
+@bp.post("/tokens/<int:token_id>/revoke")
+@login_required
+def revoke(token_id: int) -> ResponseReturnValue:
+    """Revoke one of the user's own API tokens: it stops working at once."""
+    user = _user()
+    revoke_token_of(user.id, user.email, token_id)
+    return redirect(url_for(".account") + "#tokens")
+
+
+def revoke_token_of(user_id: int, email: str, token_id: int) -> None:
+    """Revoke the API token `token_id` of the account `user_id` (404 when it is not one
+    of theirs), audited under the account's `email`, and say so on the next page; for
+    the account's own page and the administrators' alike."""
+    with get_core().sessions.begin() as db:
+        row = db.get(ApiToken, token_id)
+        if row is None or row.user_id != user_id:
+            abort(404)
+        revoke_token(db, token_id)
+        audit_change(db, "user.token.revoke", email, {"id": token_id})
+    flash(gettext("Token %(id)s is revoked: it no longer works.", id=token_id))

@@ -1,43 +1,37 @@
-"""The administrators' overview: how the service is doing, its lists and its accounts.
+"""The administrators' dashboard: how the service is doing, and every list at a glance.
 
-Read-only: changes go through the list pages or `arsip`. Anyone but an administrator gets
-404, so the page does not announce itself.
+The pages that change things hang below it: lists made and deleted (`admin_lists`) and
+accounts (`admin_accounts`), each a blueprint of its own registered inside this one.
+Anyone but an administrator gets 404, so the pages do not announce themselves.
 """
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, render_template
+from flask import Blueprint, render_template
 from flask.typing import ResponseReturnValue
-from flask_babel import gettext, lazy_gettext
+from flask_babel import gettext
 from sqlalchemy import func, select
 
-from archiver.accounts import Role as UserRole
 from archiver.accounts import User
-from archiver.report import stats
 from lists.admin import member_counts
 from lists.models import HeldMessage, MailingList
-from web.auth import current_user, login_required
+from web.admin_accounts import bp as accounts_bp
+from web.admin_lists import bp as lists_bp
+from web.auth import admin_only
+from web.dashboard import figures
 from web.deps import get_core
-from web.status import FIGURE_LABELS
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
-
-ACCOUNT_ROLES = {
-    UserRole.ADMIN: lazy_gettext("administrator"),
-    UserRole.AUDITOR: lazy_gettext("auditor"),
-    UserRole.USER: lazy_gettext("user"),
-}
+bp.register_blueprint(lists_bp)  # /admin/lists/...
+bp.register_blueprint(accounts_bp)  # /admin/accounts/...
 
 
 @bp.get("/")
-@login_required
+@admin_only
 def overview() -> ResponseReturnValue:
-    """Service figures, every list with its members and held posts, and the accounts."""
-    user = current_user()
-    if user is None or user.role != UserRole.ADMIN:
-        abort(404)
-    with get_core().sessions() as session:
-        figures = stats(session)
+    """Service figures, and every list with its members and held posts."""
+    core = get_core()
+    with core.sessions() as session:
         members = member_counts(session)
         held = dict(
             session.execute(
@@ -50,13 +44,14 @@ def overview() -> ResponseReturnValue:
                 select(MailingList).order_by(MailingList.domain, MailingList.name)
             )
         ]
-        users = list(session.scalars(select(User).order_by(User.email)))
+        accounts, disabled = session.execute(
+            select(func.count(), func.count(User.disabled_at))
+        ).one()
         return render_template(
             "admin.html",
             title=gettext("Administration"),
-            # Each figure in words, with the name `arsip stats` and /healthz give it.
-            figures=[(name, FIGURE_LABELS.get(name, name), v) for name, v in figures.items()],
-            account_roles=ACCOUNT_ROLES,
+            figures=figures(core, session),
             lists=lists,
-            users=users,
+            accounts=accounts,
+            disabled=disabled,
         )

@@ -28,6 +28,7 @@ from urllib.parse import urlencode, urlsplit
 from flask import (
     Blueprint,
     Flask,
+    abort,
     current_app,
     g,
     make_response,
@@ -39,7 +40,7 @@ from flask import (
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext, lazy_gettext
 
-from archiver.accounts import User, authenticate, end_sessions, session_is_current, viewer_for
+from archiver.accounts import Role, User, authenticate, end_sessions, session_is_current, viewer_for
 from archiver.audit import ANONYMOUS, record
 from archiver.search.viewer import Viewer
 from archiver.throttle import Backoff
@@ -130,6 +131,20 @@ def login_required(view: View) -> View:
         return view(*args, **kwargs)
 
     return wrapped  # type: ignore[return-value]
+
+
+def admin_only(view: View) -> View:
+    """`login_required`, and 404 for anyone but an administrator: the administrators'
+    pages do not announce themselves."""
+
+    @functools.wraps(view)
+    def wrapped(*args: object, **kwargs: object) -> ResponseReturnValue:
+        user = current_user()
+        if user is not None and user.role != Role.ADMIN:
+            abort(404)
+        return view(*args, **kwargs)
+
+    return login_required(wrapped)  # type: ignore[return-value]
 
 
 def safe_next(target: str | None) -> str:

@@ -34,6 +34,7 @@ from lists.membership import BadAddress, one_address
 from lists.models import ArchivePolicy, MailingList
 from web.auth import current_viewer
 from web.deps import get_core, get_membership
+from web.manage import held_count, roles_here
 
 bp = Blueprint("list_archives", __name__, url_prefix="/lists")
 
@@ -100,6 +101,9 @@ def archive(list_address: str) -> ResponseReturnValue:
     with get_core().sessions() as session:
         mlist = _find(session, list_address)
         months = _months(session, mlist.list_id)
+        # Its owners and moderators (and administrators) find their pages from here.
+        runs = roles_here(session, mlist)
+        held = held_count(session, mlist) if runs else 0
         session.expunge_all()
     return render_template(
         "list_archive.html",
@@ -107,6 +111,8 @@ def archive(list_address: str) -> ResponseReturnValue:
         mlist=mlist,
         months=months,
         chart=activity_chart(months[:CHART_MONTHS]),
+        runs=runs,
+        held=held,
     )
 
 

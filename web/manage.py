@@ -12,17 +12,29 @@ never 403, so the pages do not tell which private lists there are.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TypeVar
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext, lazy_gettext
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, undefer
 
 from archiver.accounts import Role as UserRole
 from archiver.accounts import verified_addresses
 from archiver.languages import LANGUAGES
+from archiver.parse import html_body, parse_message
+from archiver.parse.mime import Attachment
 from lists import admin
 from lists.admin import AdminError, find_list
 from lists.models import Ban, HeldMessage, MailingList, Member, Role
@@ -31,6 +43,8 @@ from web.audit_hooks import web_actor
 from web.auth import current_user, login_required
 from web.deps import dmarc_lookup, get_core, get_membership
 from web.member_settings import DELIVERY_LABELS
+from web.messages import PAGE_POLICY as FRAMING_PAGE_POLICY
+from web.messages import attachment_bytes, download, html_frame
 
 bp = Blueprint("manage", __name__, url_prefix="/lists")
 
@@ -85,8 +99,9 @@ MEMBER_ROLES = {
 DISABLED_REASONS = {"bounce": lazy_gettext("bounces"), "user": lazy_gettext("by the member")}
 
 
-def _roles_here(session: Session, mlist: MailingList) -> set[str]:
-    """The roles the current user holds in `mlist`; administrators hold every role."""
+def roles_here(session: Session, mlist: MailingList) -> set[str]:
+    """The roles the current user holds in `mlist` (owner, moderator); administrators
+    hold both. The list's own page asks it too, to show its runners their pages."""
     user = current_user()
     if user is None:
         return set()
@@ -106,12 +121,18 @@ def _roles_here(session: Session, mlist: MailingList) -> set[str]:
     )
 
 
+def held_count(session: Session, mlist: MailingList) -> int:
+    """How many posts of `mlist` wait for a moderator."""
+    query = select(func.count()).select_from(HeldMessage).where(HeldMessage.list_id == mlist.id)
+    return session.scalar(query) or 0
+
+
 def _find(session: Session, address: str, *roles: str) -> tuple[MailingList, set[str]]:
     """The list at `address` if the current user holds one of `roles` in it; 404 otherwise."""
     mlist = find_list(session, address)
     if mlist is None:
         abort(404)
-    held_roles = _roles_here(session, mlist)
+    held_roles = roles_here(session, mlist)
     if not held_roles & set(roles):
         abort(404)
     return mlist, held_roles
@@ -123,26 +144,84 @@ def _back(endpoint: str, address: str, notice: str) -> ResponseReturnValue:
     return redirect(url_for(endpoint, list_address=address))
 
 
+@dataclass(frozen=True)
+class HeldPost:
+    """A held post as its moderators see it: the row, its text, whether it has an HTML
+    body (shown in a sandboxed frame), and its attachments, in the archive's order."""
+
+    post: HeldMessage
+    body: str
+    has_html: bool
+    attachments: list[Attachment]
+
+
+def _described(post: HeldMessage) -> HeldPost:
+    # Read as the archive reads mail, so moderators see the text and the attachments the
+    # archive would keep if they approve it.
+    parsed = parse_message(post.data, post.held_at)
+    return HeldPost(post, parsed.body_text, html_body(post.data) is not None, parsed.attachments)
+
+
 @bp.get("/<list_address>/held")
 @login_required
 def held(list_address: str) -> ResponseReturnValue:
-    """The list's held posts, oldest first, each with the moderator's three choices."""
+    """The list's held posts, oldest first, each with its text and attachments and the
+    moderator's three choices."""
     with get_core().sessions() as session:
         mlist, roles = _find(session, list_address, Role.OWNER, Role.MODERATOR)
-        posts = list(
-            session.scalars(
-                select(HeldMessage)
-                .where(HeldMessage.list_id == mlist.id)
-                .order_by(HeldMessage.held_at, HeldMessage.id)
-            )
+        posts = session.scalars(
+            select(HeldMessage)
+            .where(HeldMessage.list_id == mlist.id)
+            .order_by(HeldMessage.held_at, HeldMessage.id)
+            .options(undefer(HeldMessage.data))
         )
-        return render_template(
+        page = render_template(
             "manage_held.html",
             title=gettext("Held posts · %(list)s", list=mlist.address),
             mlist=mlist,
             roles=roles,
-            posts=posts,
+            posts=[_described(post) for post in posts],
         )
+    response = make_response(page)
+    # The page frames each post's cleaned HTML, as the message page frames a message's.
+    response.headers["Content-Security-Policy"] = FRAMING_PAGE_POLICY
+    return response
+
+
+def _held_post(session: Session, list_address: str, held_id: int) -> HeldMessage:
+    """The held post `held_id` of the list, for its owners and moderators; 404 otherwise."""
+    mlist, _ = _find(session, list_address, Role.OWNER, Role.MODERATOR)
+    post = session.get(HeldMessage, held_id)
+    if post is None or post.list_id != mlist.id:
+        abort(404)
+    return post
+
+
+@bp.get("/<list_address>/held/<int:held_id>/html")
+@login_required
+def held_html(list_address: str, held_id: int) -> ResponseReturnValue:
+    """A held post's HTML body, cleaned as the message page's, for its sandboxed frame
+    (remote images never: they would tell the sender the post was looked at)."""
+    with get_core().sessions() as session:
+        source = html_body(_held_post(session, list_address, held_id).data)
+    if source is None:
+        abort(404)
+    return html_frame(source)
+
+
+@bp.get("/<list_address>/held/<int:held_id>/attachments/<int:position>")
+@login_required
+def held_attachment(list_address: str, held_id: int, position: int) -> ResponseReturnValue:
+    """One attachment of a held post, always as a download, as an archived one is."""
+    with get_core().sessions() as session:
+        described = _described(_held_post(session, list_address, held_id))
+        if not 0 <= position < len(described.attachments):
+            abort(404)
+        found = described.attachments[position]
+        data = attachment_bytes(described.post.data, found.sha256)
+    if data is None:
+        abort(404)
+    return download(data, found.filename)
 
 
 @bp.post("/<list_address>/held/<int:held_id>")

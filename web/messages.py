@@ -207,11 +207,7 @@ def html(message_id: str) -> ResponseReturnValue:
         source = html_body(_raw(message))
     if source is None:
         abort(404, description=gettext("This message has no HTML body."))
-    images = request.args.get("images") == "1"
-    page = html_document(sanitize_html(source, remote_images=images).html)
-    response = Response(page, content_type="text/html; charset=utf-8")
-    response.headers["Content-Security-Policy"] = HTML_POLICY_WITH_IMAGES if images else HTML_POLICY
-    return response
+    return html_frame(source, images=request.args.get("images") == "1")
 
 
 @bp.get("/messages/<path:message_id>/raw")
@@ -256,9 +252,26 @@ def attachment(message_id: str, position: int) -> ResponseReturnValue:
         abort(404, description=gettext("This attachment could not be found in the stored message."))
     found_in = {"position": position, "sha256": sha256, "message_sha256": message.sha256}
     audit_read(viewer, "attachment.download", message.message_id, found_in)
+    return download(data, filename)
+
+
+def download(data: bytes, filename: str | None) -> Response:
+    """An attachment of a mail as a download that no browser renders or sniffs: for
+    archived messages and for posts held for moderators alike."""
     response = Response(data, content_type="application/octet-stream")
     response.headers["Content-Disposition"] = content_disposition(filename)
     response.headers["Content-Security-Policy"] = DOWNLOAD_POLICY
+    response.headers["Cache-Control"] = "private, no-cache"
+    return response
+
+
+def html_frame(source: str, images: bool = False) -> Response:
+    """A mail's HTML body, cleaned, as the document of the sandboxed frame that shows it
+    (remote images only when the reader asks for them)."""
+    page = html_document(sanitize_html(source, remote_images=images).html)
+    response = Response(page, content_type="text/html; charset=utf-8")
+    response.headers["Content-Security-Policy"] = HTML_POLICY_WITH_IMAGES if images else HTML_POLICY
+    response.headers["Cache-Control"] = "private, no-cache"
     return response
 
 

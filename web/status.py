@@ -11,23 +11,15 @@ from web.deps import get_core
 
 bp = Blueprint("status", __name__)
 
-# The figures of `archiver.report.stats` in the reader's words, in the order pages show
-# them; the status page shows the first five, the administrators' page all.
+# The figures of `archiver.report.stats` the status page shows, in the reader's words
+# and in this order (the administrators' dashboard says more, in `web.dashboard`).
 FIGURE_LABELS = {
     "messages": lazy_gettext("Archived messages"),
     "spool_pending": lazy_gettext("Waiting to be archived"),
     "index_pending": lazy_gettext("Waiting to be indexed"),
     "blobs_bytes_stored": lazy_gettext("Stored (compressed) bytes"),
     "blobs_bytes_raw": lazy_gettext("Original bytes"),
-    "blobs": lazy_gettext("Stored blobs"),
-    "index_oldest_age_s": lazy_gettext("Oldest wait to be indexed, seconds"),
-    "scheduler": lazy_gettext("Process running the scheduled jobs"),
-    "checked": lazy_gettext("Messages checked for spam and viruses"),
-    "spam": lazy_gettext("Spam"),
-    "virus": lazy_gettext("With a virus"),
-    "unchecked": lazy_gettext("Left unchecked"),
 }
-STATUS_FIGURES = 5
 
 
 def _figures() -> dict[str, int | float | str | None]:
@@ -40,7 +32,7 @@ def _figures() -> dict[str, int | float | str | None]:
 def index() -> ResponseReturnValue:
     """Say the service is up, with the archive's size and backlogs."""
     figures = _figures()
-    shown = list(FIGURE_LABELS.items())[:STATUS_FIGURES]
+    shown = FIGURE_LABELS.items()
     return render_template("status.html", figures=[(label, figures[k]) for k, label in shown])
 
 
