@@ -85,7 +85,8 @@ def links(text: str) -> list[str]:
 
 
 def message_links(text: str) -> set[str]:
-    return {href for href in links(text) if href.startswith("/messages/")}
+    """The messages a page links to (without the way back to the results they carry)."""
+    return {href.split("?")[0] for href in links(text) if href.startswith("/messages/")}
 
 
 def test_an_empty_search_explains_the_query_language(client: FlaskClient) -> None:
