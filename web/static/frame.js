@@ -15,7 +15,9 @@ window.addEventListener("message", (event) => {
   const frame = frames.find((candidate) => candidate.contentWindow === event.source);
   const height = Number(event.data?.arsipFrameHeight);
   if (!frame || !Number.isFinite(height)) return;
-  frame.style.height = `${Math.min(MAX, Math.max(MIN, Math.ceil(height)))}px`;
+  // The stylesheet sizes borders in (border-box): add the frame's own to the mail's height.
+  const borders = frame.offsetHeight - frame.clientHeight;
+  frame.style.height = `${Math.min(MAX, Math.max(MIN, Math.ceil(height))) + borders}px`;
   frame.classList.add("fitted");
 });
 
