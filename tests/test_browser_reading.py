@@ -237,6 +237,9 @@ def test_no_page_scrolls_sideways_on_a_phone(browser, service: RunningService) -
 
 
 AXE = Path(__file__).parent / ".axe" / "node_modules" / "axe-core" / "axe.min.js"
+# Each violation's rule, impact and where it was found.
+AXE_RUN = """async () => (await axe.run(document, {iframes: false})).violations.map(
+  (v) => ({id: v.id, impact: v.impact, nodes: v.nodes.map((n) => n.target.join(" "))}))"""
 # The impacts that fail the check; "moderate" and "minor" findings are left to judgement.
 BLOCKING = {"serious", "critical"}
 
@@ -263,10 +266,7 @@ def test_no_page_has_a_serious_accessibility_fault(
             page.goto(base(service) + path)
             page.add_script_tag(path=str(AXE))
             # The mail inside a message's frame is the sender's, not the page's.
-            violations = page.evaluate(
-                "async () => (await axe.run(document, {iframes: false})).violations"
-                ".map(v => ({id: v.id, impact: v.impact, nodes: v.nodes.map(n => n.target.join(' '))}))"
-            )
+            violations = page.evaluate(AXE_RUN)
             serious = [
                 f"{v['id']} ({v['impact']}): {', '.join(v['nodes'][:3])}"
                 for v in violations
