@@ -203,9 +203,13 @@ def _people(messages: list[Row]) -> list[str]:
 
 
 def _month_href(mlist: MailingList, when: datetime | None) -> str | None:
-    if when is None:
-        return None
-    return url_for(".month_view", list_address=mlist.address, year=when.year, month=when.month)
+    return month_url(mlist.address, when) if when is not None else None
+
+
+def month_url(list_address: str, when: datetime) -> str:
+    """The page of a list's month, as `/lists/LIST/YYYY-MM`."""
+    home = url_for("list_archives.archive", list_address=list_address)
+    return f"{home}{when.year:04d}-{when.month:02d}"
 
 
 @bp.get("/<list_address>/feed.atom")

@@ -14,7 +14,6 @@ from datetime import datetime
 from typing import Protocol, TypeVar
 from urllib.parse import quote
 
-from flask import url_for
 from flask_babel import format_date, gettext
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -23,7 +22,7 @@ from archiver.access import visible_messages
 from archiver.models import Message
 from archiver.search.viewer import Viewer
 from lists.models import MailingList
-from web.list_archives import readable
+from web.list_archives import month_url, readable
 from web.navigation import with_return
 
 
@@ -124,9 +123,7 @@ def month_link(db: Session, list_id: str | None, when: datetime) -> Link | None:
     mlist = list_of(db, list_id)
     if mlist is None or not readable(mlist):
         return None
-    href = url_for(
-        "list_archives.month_view", list_address=mlist.address, year=when.year, month=when.month
-    )
+    href = month_url(mlist.address, when)
     label = gettext(
         "%(list)s, %(month)s",
         list=mlist.display_name or mlist.name,
