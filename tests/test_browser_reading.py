@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
+from playwright.sync_api import Page
 
 from tests import reading_mail
 from tests.browser import LoopbackOnly, screenshot
@@ -39,20 +41,30 @@ def base(service: RunningService) -> str:
     return f"http://127.0.0.1:{service.settings.web_port}"
 
 
-def open_as_user(browser, service: RunningService, width: int, scheme: str, locale: str):
-    context = LoopbackOnly(
-        browser,
-        viewport={"width": width, "height": 900},
-        color_scheme=scheme,
-        locale=locale,
-    )
-    page = context.page()
+def log_in(page: Page, service: RunningService) -> None:
     page.goto(f"{base(service)}/login")
     page.fill("input[name=email]", USER)
     page.fill("input[name=password]", PASSWORD)
     page.click("main button[type=submit]")
     page.wait_for_url(re.compile(r"/(\?.*)?$"))
-    return context, page
+
+
+@contextmanager
+def reader(
+    browser, service: RunningService, width: int, scheme: str = "light", locale: str = "en-GB"
+) -> Iterator[Page]:
+    """A logged-in reader's page with this look; afterwards, nothing may have left
+    loopback (the mail's trackers included)."""
+    context = LoopbackOnly(
+        browser, viewport={"width": width, "height": 900}, color_scheme=scheme, locale=locale
+    )
+    try:
+        page = context.page()
+        log_in(page, service)
+        yield page
+        assert context.blocked == []
+    finally:
+        context.close()
 
 
 @pytest.mark.parametrize(("width", "scheme", "locale"), LOOKS)
@@ -60,52 +72,64 @@ def test_search_a_conversation_walk_its_thread_and_come_back_to_the_results(
     browser, service: RunningService, width: int, scheme: str, locale: str
 ) -> None:
     name = f"reading-{width}-{scheme}-{locale[:2]}"
-    context, page = open_as_user(browser, service, width, scheme, locale)
-    page.fill("header input[name=q]", "forecast -subject:files")
-    page.press("header input[name=q]", "Enter")
-    page.wait_for_url(re.compile(r"q=forecast"))
-    conversation = page.locator("ol.results > li.conversation")
-    assert conversation.count() == 1
-    assert re.search(r"\b3\b", conversation.locator(".badge").inner_text())
-    # The total counts messages; the page says how they fold into conversations.
-    assert re.search(r"(this page|halaman ini).*\b\d+\b", page.inner_text(".toolbar .count"))
-    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-    screenshot(page, f"{name}-results")
+    with reader(browser, service, width, scheme, locale) as page:
+        page.fill("header input[name=q]", "forecast -subject:files")
+        page.press("header input[name=q]", "Enter")
+        page.wait_for_url(re.compile(r"q=forecast"))
+        conversation = page.locator("ol.results > li.conversation")
+        assert conversation.count() == 1
+        assert re.search(r"\b3\b", conversation.locator(".badge").inner_text())
+        # The total counts messages; the page says how they fold into conversations.
+        assert re.search(r"(this page|halaman ini).*\b\d+\b", page.inner_text(".toolbar .count"))
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        screenshot(page, f"{name}-results")
 
-    results_url = page.url
-    conversation.locator(".subject a").click()
-    page.wait_for_url(re.compile(r"/messages/"))
-    first = page.url
-    steps = page.inner_text(".message-nav")
-    assert re.search(r"\b\d of 3\b|\b\d dari 3\b", steps), steps
-    screenshot(page, f"{name}-message")
+        results_url = page.url
+        conversation.locator(".subject a").click()
+        page.wait_for_url(re.compile(r"/messages/"))
+        first = page.url
+        steps = page.inner_text(".message-nav")
+        assert re.search(r"\b\d of 3\b|\b\d dari 3\b", steps), steps
+        screenshot(page, f"{name}-message")
 
-    page.keyboard.press("j")  # the next message of the thread
-    page.wait_for_url(lambda url: url != first and "/messages/" in url)
-    assert page.locator("a[rel=up]").count() == 1
-    page.keyboard.press("k")
-    page.wait_for_url(first)
-    page.keyboard.press("j")
-    page.wait_for_url(lambda url: url != first and "/messages/" in url)
-    page.keyboard.press("u")  # back to the very page of results
-    page.wait_for_url(lambda url: unquote(url) == unquote(results_url))
-    assert page.locator("ol.results > li.conversation").count() == 1
+        page.keyboard.press("j")  # the next message of the thread
+        page.wait_for_url(lambda url: url != first and "/messages/" in url)
+        assert page.locator("a[rel=up]").count() == 1
+        page.keyboard.press("k")
+        page.wait_for_url(first)
+        page.keyboard.press("j")
+        page.wait_for_url(lambda url: url != first and "/messages/" in url)
+        page.keyboard.press("u")  # back to the very page of results
+        page.wait_for_url(lambda url: unquote(url) == unquote(results_url))
+        assert page.locator("ol.results > li.conversation").count() == 1
 
-    page.keyboard.press("?")
-    dialog = page.locator("dialog#keys")
-    dialog.wait_for(state="visible")
-    assert "j" in dialog.inner_text()
-    screenshot(page, f"{name}-shortcuts")
-    page.keyboard.press("Escape")
-    assert context.blocked == []
-    context.close()
+        page.keyboard.press("?")
+        dialog = page.locator("dialog#keys")
+        dialog.wait_for(state="visible")
+        assert "j" in dialog.inner_text()
+        screenshot(page, f"{name}-shortcuts")
+        page.keyboard.press("Escape")
 
 
-@pytest.mark.parametrize(("width", "scheme", "locale"), LOOKS[:2])
+@pytest.fixture(params=[look.values for look in LOOKS[:2]], ids=[look.id for look in LOOKS[:2]])
+def looking(request: pytest.FixtureRequest, browser, service: RunningService) -> Iterator[Page]:
+    """A reader's page at a desktop's width in light and English, then at a phone's in
+    dark and Indonesian."""
+    with reader(browser, service, *request.param) as page:
+        yield page
+
+
+def look(page: Page) -> str:
+    """The width and theme of `page`, for its screenshots' names."""
+    width = page.viewport_size["width"] if page.viewport_size else 0
+    dark = page.evaluate("matchMedia('(prefers-color-scheme: dark)').matches")
+    return f"{width}-{'dark' if dark else 'light'}"
+
+
 def test_attachments_show_a_picture_a_pdf_page_and_the_first_lines_of_a_log(
-    browser, service: RunningService, width: int, scheme: str, locale: str
+    looking: Page, service: RunningService
 ) -> None:
-    context, page = open_as_user(browser, service, width, scheme, locale)
+    page = looking
     page.goto(f"{base(service)}/messages/{FILES}")
     cards = page.locator("ul.attachments > li")
     assert cards.count() == 3
@@ -120,16 +144,11 @@ def test_attachments_show_a_picture_a_pdf_page_and_the_first_lines_of_a_log(
     for card in range(3):
         assert cards.nth(card).locator("a[download]").count() == 1
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-    screenshot(page, f"attachments-{width}-{scheme}")
-    assert context.blocked == []
-    context.close()
+    screenshot(page, f"attachments-{look(page)}")
 
 
-@pytest.mark.parametrize(("width", "scheme", "locale"), LOOKS[:2])
-def test_the_html_frame_grows_to_a_long_mail(
-    browser, service: RunningService, width: int, scheme: str, locale: str
-) -> None:
-    context, page = open_as_user(browser, service, width, scheme, locale)
+def test_the_html_frame_grows_to_a_long_mail(looking: Page, service: RunningService) -> None:
+    page = looking
     page.goto(f"{base(service)}/messages/{NEWSLETTER}")
     frame = page.locator("iframe.html-frame")
     eventually(lambda: frame.evaluate("f => f.clientHeight") > 2 * FIXED_FRAME,
@@ -138,22 +157,16 @@ def test_the_html_frame_grows_to_a_long_mail(
     assert inside is not None and "Paragraph 119" in inside.inner_text("body")
     # Fitted: the mail's last line is in the frame, with no scroll bar of its own.
     assert inside.evaluate("document.documentElement.scrollHeight <= window.innerHeight + 1")
-    screenshot(page, f"html-frame-{width}-{scheme}")
-    assert context.blocked == []
-    context.close()
+    screenshot(page, f"html-frame-{look(page)}")
 
 
 def test_without_scripts_the_frame_keeps_its_height_and_scrolls(
     browser, service: RunningService
 ) -> None:
-    context = LoopbackOnly(
-        browser, java_script_enabled=False, viewport={"width": 1280, "height": 900}
-    )
+    desktop = {"width": 1280, "height": 900}
+    context = LoopbackOnly(browser, java_script_enabled=False, viewport=desktop)
     page = context.page()
-    page.goto(f"{base(service)}/login")
-    page.fill("input[name=email]", USER)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("main button[type=submit]")
+    log_in(page, service)
     page.goto(f"{base(service)}/messages/{NEWSLETTER}")
     assert page.locator("iframe.html-frame").bounding_box()["height"] == FIXED_FRAME
     context.close()
@@ -162,20 +175,19 @@ def test_without_scripts_the_frame_keeps_its_height_and_scrolls(
 def test_the_thread_page_marks_the_message_and_leads_up_to_the_results(
     browser, service: RunningService
 ) -> None:
-    context, page = open_as_user(browser, service, 1280, "light", "en-GB")
-    page.goto(f"{base(service)}/?q=forecast")
-    page.locator("ol.results > li.conversation .thread-link a").click()
-    page.wait_for_url(re.compile(r"/threads/"))
-    current = page.locator("ol.thread > li.current")
-    assert current.count() == 1
-    assert page.locator("a[rel=up]").get_attribute("href").startswith("/?q=forecast")
-    page.keyboard.press("j")
-    assert page.locator("ol.thread > li.current").count() == 1
-    page.keyboard.press("o")
-    page.wait_for_url(re.compile(r"/messages/"))
-    page.keyboard.press("u")
-    page.wait_for_url(re.compile(r"/\?q=forecast"))
-    context.close()
+    with reader(browser, service, 1280, "light", "en-GB") as page:
+        page.goto(f"{base(service)}/?q=forecast")
+        page.locator("ol.results > li.conversation .thread-link a").click()
+        page.wait_for_url(re.compile(r"/threads/"))
+        current = page.locator("ol.thread > li.current")
+        assert current.count() == 1
+        assert page.locator("a[rel=up]").get_attribute("href").startswith("/?q=forecast")
+        page.keyboard.press("j")
+        assert page.locator("ol.thread > li.current").count() == 1
+        page.keyboard.press("o")
+        page.wait_for_url(re.compile(r"/messages/"))
+        page.keyboard.press("u")
+        page.wait_for_url(re.compile(r"/\?q=forecast"))
 
 
 def test_a_month_of_a_list_groups_its_threads_and_leads_to_the_months_around_it(
@@ -224,16 +236,15 @@ def owned_pages(service: RunningService) -> list[str]:
 
 
 def test_no_page_scrolls_sideways_on_a_phone(browser, service: RunningService) -> None:
-    context, page = open_as_user(browser, service, 390, "light", "en-GB")
-    wide = []
-    for path in owned_pages(service):
-        page.goto(base(service) + path)
-        if not page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"):
-            wide.append(path)
-            screenshot(page, "too-wide-" + re.sub(r"\W+", "-", path).strip("-"))
-    assert wide == []
-    screenshot(page, "thread-390")
-    context.close()
+    with reader(browser, service, 390, "light", "en-GB") as page:
+        wide = []
+        for path in owned_pages(service):
+            page.goto(base(service) + path)
+            if not page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"):
+                wide.append(path)
+                screenshot(page, "too-wide-" + re.sub(r"\W+", "-", path).strip("-"))
+        assert wide == []
+        screenshot(page, "thread-390")
 
 
 AXE = Path(__file__).parent / ".axe" / "node_modules" / "axe-core" / "axe.min.js"
@@ -257,11 +268,7 @@ def test_no_page_has_a_serious_accessibility_fault(
     found: dict[str, list[str]] = {}
     for who, paths in (("visitor", ["/", "/login", "/lists/"]), ("user", owned_pages(service))):
         if who == "user":
-            page.goto(f"{base(service)}/login")
-            page.fill("input[name=email]", USER)
-            page.fill("input[name=password]", PASSWORD)
-            page.click("main button[type=submit]")
-            page.wait_for_url(re.compile(r"/(\?.*)?$"))
+            log_in(page, service)
         for path in paths:
             page.goto(base(service) + path)
             page.add_script_tag(path=str(AXE))

@@ -20,14 +20,14 @@ from archiver.accounts import add_user
 from archiver.archive import RawMessage
 from archiver.core import Core
 from archiver.models import Message
-from archiver.search.indexer import Indexer
 from lists.models import MailingList
 from tests.reading_mail import pdf, png
 from tests.support import simple_message
-from tests.test_accounts import PASSWORD, log_in
+from tests.test_accounts import PASSWORD
 from tests.test_web_list_archives import DOMAIN, list_post
-from web import create_app, search
-from web.deps import BACKEND_KEY
+from tests.test_web_search import as_user, indexed_app
+from tests.test_web_search import page as page_of
+from web import search
 from web.navigation import conversations, search_return
 
 BOB = "bob@example.com"
@@ -98,25 +98,12 @@ def app(core: Core) -> Iterator[Flask]:
         )
         for email in (BOB, "carol@example.com"):
             add_user(session, email, "user", PASSWORD)
-    backend = core.search_backend()
-    Indexer(core.sessions, backend, core.store).run_once()
-    backend.close()
-    app = create_app(core)
-    yield app
-    app.extensions[BACKEND_KEY].close()
+    yield from indexed_app(core)
 
 
-def client_of(app: Flask, email: str | None = "bob@example.com") -> FlaskClient:
-    client = app.test_client()
-    if email:
-        assert log_in(client, email, PASSWORD).status_code == 302
-    return client
-
-
-def get(client: FlaskClient, url: str, status: int = 200) -> str:
-    answer = client.get(url)
-    assert answer.status_code == status, answer.get_data(as_text=True)
-    return answer.get_data(as_text=True)
+def client_of(app: Flask, email: str | None = BOB) -> FlaskClient:
+    """A browser, logged in as `email` unless None."""
+    return as_user(app.test_client(), email) if email else app.test_client()
 
 
 def rel(page: str, name: str) -> list[str]:
@@ -133,7 +120,7 @@ def thread_of(core: Core, message_id: str) -> str:
 def test_a_thread_that_matches_three_times_is_one_conversation_and_the_total_counts_messages(
     app: Flask,
 ) -> None:
-    page = get(client_of(app), "/?q=forecast+-has:attachment")
+    page = page_of(client_of(app), "/?q=forecast+-has:attachment")
     assert "<strong>4 messages</strong>" in page
     assert "this page: 4 messages in 2 conversations" in page
     (conversation,) = re.findall(r'<li class="conversation">(.*?)</ol>', page, re.S)
@@ -149,8 +136,8 @@ def test_a_conversation_split_by_a_page_break_shows_on_both_pages(
 ) -> None:
     monkeypatch.setattr(search, "PAGE_SIZE", 2)
     client = client_of(app)
-    first = get(client, "/?q=forecast+-has:attachment&sort=date")
-    second = get(client, "/?q=forecast+-has:attachment&sort=date&page=2")
+    first = page_of(client, "/?q=forecast+-has:attachment&sort=date")
+    second = page_of(client, "/?q=forecast+-has:attachment&sort=date&page=2")
     for page in (first, second):
         assert "<strong>4 messages</strong>" in page  # the total never changes
     assert "this page: 2 messages in 1 conversation" in first
@@ -160,12 +147,12 @@ def test_a_conversation_split_by_a_page_break_shows_on_both_pages(
 
 def test_a_message_from_the_results_leads_to_its_neighbours_and_back(app: Flask) -> None:
     back = "/?q=forecast&page=1"
-    page = get(client_of(app), "/messages/t2@example.com?from=%2F%3Fq%3Dforecast%26page%3D1")
+    page = page_of(client_of(app), "/messages/t2@example.com?from=%2F%3Fq%3Dforecast%26page%3D1")
     assert rel(page, "up") == [back]
     assert rel(page, "prev") == ["/messages/t1@example.com?from=" + "%2F%3Fq%3Dforecast%26page%3D1"]
     assert rel(page, "next") == ["/messages/t3@example.com?from=" + "%2F%3Fq%3Dforecast%26page%3D1"]
     assert "2 of 3 in this thread" in page
-    last = get(client_of(app), "/messages/t3@example.com")
+    last = page_of(client_of(app), "/messages/t3@example.com")
     assert rel(last, "next") == [] and len(rel(last, "prev")) == 1
 
 
@@ -187,7 +174,7 @@ def test_a_return_address_that_is_not_our_search_page_is_ignored(
     assert search_return(hostile) is None
     from urllib.parse import quote
 
-    page = get(client_of(app), f"/messages/t2@example.com?from={quote(hostile, safe='')}")
+    page = page_of(client_of(app), f"/messages/t2@example.com?from={quote(hostile, safe='')}")
     thread = f"/threads/{thread_of(core, 't2@example.com')}?message=t2%40example.com"
     assert rel(page, "up") == [thread]  # the thread, as if no search had led here
     assert "evil.example" not in page and "javascript:" not in page
@@ -197,24 +184,24 @@ def test_the_thread_page_marks_the_message_and_leads_up_to_the_month(
     app: Flask, core: Core
 ) -> None:
     thread = thread_of(core, "d2@x")
-    page = get(client_of(app, None), f"/threads/{thread}?message=d2%40x")
+    page = page_of(client_of(app, None), f"/threads/{thread}?message=d2%40x")
     current = re.findall(r'<li class="entry current"[^>]*>.*?href="([^"]+)"', page, re.S)
     assert current == ["/messages/d2@x"]
     assert rel(page, "up") == [f"/lists/{LIST}/2026-01"]
     # Someone who only got the mail, not a reader of a list, has no month to go up to.
-    journal = get(client_of(app), f"/threads/{thread_of(core, 't1@example.com')}")
+    journal = page_of(client_of(app), f"/threads/{thread_of(core, 't1@example.com')}")
     assert rel(journal, "up") == []
 
 
 def test_a_month_shows_threads_and_leads_only_to_months_with_mail(app: Flask) -> None:
     client = client_of(app, None)
-    january = get(client, f"/lists/{LIST}/2026-01")
+    january = page_of(client, f"/lists/{LIST}/2026-01")
     assert january.count('<li class="conversation">') == 1 and ">2 messages</span>" in january
     assert rel(january, "next")[0] == f"/lists/{LIST}/2026-03"  # February had none
     assert rel(january, "prev") == [] and rel(january, "up") == [f"/lists/{LIST}/"]
-    march = get(client, f"/lists/{LIST}/2026-03")
+    march = page_of(client, f"/lists/{LIST}/2026-03")
     assert rel(march, "prev")[0] == f"/lists/{LIST}/2026-01" and rel(march, "next") == []
-    get(client, f"/lists/{LIST}/2026-13", 404)
+    page_of(client, f"/lists/{LIST}/2026-13", 404)
 
 
 def preview_url(position: int) -> str:
@@ -223,7 +210,7 @@ def preview_url(position: int) -> str:
 
 def test_previews_show_what_the_bytes_are_never_what_the_mail_claims(app: Flask) -> None:
     client = client_of(app)
-    page = get(client, "/messages/files@example.com")
+    page = page_of(client, "/messages/files@example.com")
     shown = set(re.findall(r'<img class="preview (\w+)" src="([^"]+)"', page))
     # The broken PDF gets its card's picture too: only rendering it shows it is broken.
     assert shown == {("image", preview_url(0)), ("pdf", preview_url(2)), ("pdf", preview_url(3))}

@@ -50,6 +50,11 @@ def app(core: Core) -> Iterator[Flask]:
         add_user(session, "admin@example.com", "admin", PASSWORD)
         add_user(session, ALICE, "user", PASSWORD)
         add_user(session, BOB, "user", PASSWORD)
+    yield from indexed_app(core)
+
+
+def indexed_app(core: Core) -> Iterator[Flask]:
+    """The web UI over `core`'s archive, indexed first; its index is closed afterwards."""
     backend = core.search_backend()
     Indexer(core.sessions, backend, core.store).run_once()
     backend.close()
