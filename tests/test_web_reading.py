@@ -19,7 +19,7 @@ from sqlalchemy import select
 from archiver.accounts import add_user
 from archiver.archive import RawMessage
 from archiver.core import Core
-from archiver.models import Message
+from archiver.models import ContentCheck, Message
 from lists.models import MailingList
 from tests.reading_mail import pdf, png
 from tests.support import simple_message
@@ -242,6 +242,19 @@ def test_previews_are_as_private_as_the_message(app: Flask) -> None:
     for client in (client_of(app, "carol@example.com"), client_of(app, None)):
         for position in (0, 3):
             assert client.get(preview_url(position)).status_code == 404
+
+
+def test_a_message_with_a_virus_shows_no_previews(app: Flask, core: Core) -> None:
+    with core.sessions.begin() as session:
+        pk = session.scalars(select(Message.id).where(Message.message_id == "files@example.com"))
+        session.add(ContentCheck(message_pk=pk.one(), checked_at=NOW, virus="Eicar-Signature"))
+    client = client_of(app)
+    page = page_of(client, "/messages/files@example.com")
+    assert "<img" not in page and 'class="preview' not in page
+    assert page.count("No preview") == 6 and page.count(" download>") == 6
+    for position in (0, 3):
+        assert page_of(client, preview_url(position), 404) == "No preview"
+    assert client.get("/messages/files@example.com/attachments/0").data == png()
 
 
 def test_conversations_keep_the_order_of_their_first_items() -> None:

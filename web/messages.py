@@ -3,8 +3,10 @@
 Every fetch goes through `archiver.access`, so the database only ever returns what the
 viewer may see, and a message that is not theirs looks exactly like one that does not
 exist (404). Whatever comes out of a message is treated as hostile: the HTML body is cleaned
-and shown in a sandboxed iframe under its own strict policy, attachments are always
-downloads, and the raw source is plain text that no browser may sniff into HTML.
+and shown in a sandboxed iframe under its own strict policy (`web.html_frame`), attachments
+are downloads whose previews are only pictures of the type their bytes prove
+(`web.previews`, `web.pdf_preview`), and the raw source is plain text that no browser may
+sniff into HTML.
 """
 
 from __future__ import annotations
@@ -160,7 +162,7 @@ def show(message_id: str) -> ResponseReturnValue:
         place = neighbours(db, viewer, message)
         mlist = list_of(db, message.list_id)
         thread = thread_href(message.thread_id, back, message.message_id)
-        month = month_link(db, message.list_id, message.date)
+        month = month_link(mlist, message.date)
         return render_template(
             "message_view.html",
             title=message.subject or NO_SUBJECT,
@@ -174,7 +176,7 @@ def show(message_id: str) -> ResponseReturnValue:
             envelope_to=_own(sorted(_role(message, ENVELOPE_TO), key=str), viewer),
             envelope_from=envelope_from if viewer.sees_all else [],
             list_address=mlist.address if mlist is not None else None,
-            attachments=_cards(message, raw),
+            attachments=_cards(message, raw, _infected(db, message)),
             has_html=html is not None,
             frame_sandbox=FRAME_SANDBOX,
             remote_images=held_back,
@@ -201,11 +203,18 @@ class Card:
     preview: Preview | None
 
 
-def _cards(message: Message, raw: bytes) -> list[Card]:
+def _infected(db: Session, message: Message) -> bool:
+    """Whether ClamAV found a virus in the message: its attachments get no previews, so
+    nothing of it is decoded or rendered until someone downloads it on purpose."""
+    check = db.get(ContentCheck, message.id)
+    return check is not None and bool(check.virus)
+
+
+def _cards(message: Message, raw: bytes, infected: bool) -> list[Card]:
     """The attachments with their previews (one walk over the message finds them all)."""
     attachments = sorted(message.attachments, key=lambda a: a.position)
-    if not attachments:
-        return []
+    if not attachments or infected:
+        return [Card(a, None) for a in attachments]
     parts = parts_by_hash(raw)
     return [Card(a, preview(a, parts.get(a.sha256))) for a in attachments]
 
@@ -254,27 +263,29 @@ def eml(message_id: str) -> ResponseReturnValue:
     return response
 
 
-def _attachment(message_id: str, position: int, action: str) -> tuple[Attachment, Part]:
-    """An attachment of a message the viewer may see, and its bytes; 404 otherwise. The
-    read is audited as `action` (for the viewers whose reads are)."""
+def _attachment(message_id: str, position: int, action: str) -> tuple[Attachment, Part, bool]:
+    """An attachment of a message the viewer may see, its bytes, and whether the message
+    carries a virus; 404 otherwise. The read is audited as `action` (for the viewers whose
+    reads are)."""
     viewer = current_viewer()
     with get_core().sessions() as db:
         message = _visible_or_404(db, viewer, message_id)
         found = next((a for a in message.attachments if a.position == position), None)
         if found is None:
             abort(404, description=gettext("This message has no such attachment."))
+        infected = _infected(db, message)
         part = parts_by_hash(_raw(message)).get(found.sha256)
     if part is None:
         abort(404, description=gettext("This attachment could not be found in the stored message."))
     found_in = {"position": position, "sha256": found.sha256, "message_sha256": message.sha256}
     audit_read(viewer, action, message.message_id, found_in)
-    return found, part
+    return found, part, infected
 
 
 @bp.get("/messages/<path:message_id>/attachments/<int:position>")
 def attachment(message_id: str, position: int) -> ResponseReturnValue:
     """One attachment, always as a download: a mail's HTML or SVG never runs on this site."""
-    found, part = _attachment(message_id, position, "attachment.download")
+    found, part, _ = _attachment(message_id, position, "attachment.download")
     response = Response(part.data, content_type="application/octet-stream")
     response.headers["Content-Disposition"] = content_disposition(found.filename)
     response.headers["Content-Security-Policy"] = DOWNLOAD_POLICY
@@ -285,20 +296,30 @@ def attachment(message_id: str, position: int) -> ResponseReturnValue:
 def attachment_preview(message_id: str, position: int) -> ResponseReturnValue:
     """An attachment's picture for its card: an image as the type its bytes prove (never
     what the mail claims, never SVG), or a PDF's first page rendered as a PNG. Anything
-    else, or a PDF that does not render, is a plain "no preview"."""
-    _, part = _attachment(message_id, position, "attachment.preview")
-    kind = image_type(part.data)
-    data = part.data if kind else (first_page_png(part.data) if is_pdf(part.data) else None)
-    if data is None:
+    else, a PDF that does not render, or anything of a message with a virus in it, is a
+    plain "no preview"."""
+    _, part, infected = _attachment(message_id, position, "attachment.preview")
+    picture = None if infected else _picture(part.data)
+    if picture is None:
         response = Response(gettext("No preview"), status=404, content_type="text/plain")
     else:
-        response = Response(data, content_type=kind or "image/png")
+        response = Response(picture[0], content_type=picture[1])
         response.headers["Content-Disposition"] = "inline"
         # The same bytes every time (the message is stored once, unchanged): the reader's
         # own browser may keep them a while rather than render a PDF again.
         response.headers["Cache-Control"] = f"private, max-age={PREVIEW_SECONDS}"
     response.headers["Content-Security-Policy"] = DOWNLOAD_POLICY
     return response
+
+
+def _picture(data: bytes) -> tuple[bytes, str] | None:
+    """The preview of an attachment's bytes and its type: an image as it is, a PDF's first
+    page as a PNG; None for anything else."""
+    if kind := image_type(data):
+        return data, kind
+    if is_pdf(data) and (png := first_page_png(data)) is not None:
+        return png, "image/png"
+    return None
 
 
 @dataclass(frozen=True)
@@ -360,7 +381,7 @@ def thread(thread_id: str) -> ResponseReturnValue:
             for depth, message in thread_tree(messages)
         ]
         first = current or messages[0]
-        month = month_link(db, first.list_id, first.date)
+        month = month_link(list_of(db, first.list_id), first.date)
         return render_template(
             "thread.html",
             title=messages[0].subject or NO_SUBJECT,

@@ -117,10 +117,9 @@ class Link:
     label: str
 
 
-def month_link(db: Session, list_id: str | None, when: datetime) -> Link | None:
+def month_link(mlist: MailingList | None, when: datetime) -> Link | None:
     """The list's month of `when`, if the list is ours and this viewer may read it (a
     private list's member gets the link; someone who only got the post as mail does not)."""
-    mlist = list_of(db, list_id)
     if mlist is None or not readable(mlist):
         return None
     href = month_url(mlist.address, when)
