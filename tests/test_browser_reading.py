@@ -235,16 +235,17 @@ def owned_pages(service: RunningService) -> list[str]:
     ]
 
 
-def test_no_page_scrolls_sideways_on_a_phone(browser, service: RunningService) -> None:
-    with reader(browser, service, 390, "light", "en-GB") as page:
+@pytest.mark.parametrize("width", [390, 360])
+def test_no_page_scrolls_sideways_on_a_phone(browser, service: RunningService, width: int) -> None:
+    with reader(browser, service, width, "dark", "id-ID") as page:
         wide = []
         for path in owned_pages(service):
             page.goto(base(service) + path)
             if not page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"):
                 wide.append(path)
-                screenshot(page, "too-wide-" + re.sub(r"\W+", "-", path).strip("-"))
+                screenshot(page, f"too-wide-{width}-" + re.sub(r"\W+", "-", path).strip("-"))
         assert wide == []
-        screenshot(page, "thread-390")
+        screenshot(page, f"thread-{width}")
 
 
 AXE = Path(__file__).parent / ".axe" / "node_modules" / "axe-core" / "axe.min.js"
