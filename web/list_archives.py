@@ -34,7 +34,7 @@ from lists.membership import BadAddress, one_address
 from lists.models import ArchivePolicy, MailingList
 from web.auth import current_viewer
 from web.deps import get_core, get_membership
-from web.navigation import conversations
+from web.navigation import conversations, distinct
 
 bp = Blueprint("list_archives", __name__, url_prefix="/lists")
 
@@ -142,7 +142,7 @@ def month_view(list_address: str, year: int, month: int) -> ResponseReturnValue:
                 .order_by(Message.date.desc(), Message.id.desc())
             )
         )
-        # The nearest months with mail, each found by one look along the date index.
+        # The nearest months with mail on either side (no link to an empty month).
         before = session.scalar(
             select(func.max(Message.date)).where(
                 Message.list_id == mlist.list_id, Message.date < start, visible_messages(viewer)
@@ -196,10 +196,7 @@ MONTH_PEOPLE = 4
 
 def _people(messages: list[Row]) -> list[str]:
     """The names of a thread's writers, oldest first, each once (a few at most)."""
-    names: dict[str, None] = {}
-    for m in reversed(messages):
-        names.setdefault(m.from_name or m.from_address, None)
-    return list(names)[:MONTH_PEOPLE]
+    return distinct(m.from_name or m.from_address for m in reversed(messages))[:MONTH_PEOPLE]
 
 
 def _month_href(mlist: MailingList, when: datetime | None) -> str | None:

@@ -77,3 +77,8 @@ def conversations(items: Iterable[T], thread_of: Callable[[T], str]) -> list[Con
         key = thread_of(item) or f"#{id(item)}"  # a message without a thread stands alone
         found.setdefault(key, Conversation(key)).items.append(item)
     return list(found.values())
+
+
+def distinct(values: Iterable[str]) -> list[str]:
+    """`values` in their order, each once: the writers of a conversation, say."""
+    return list(dict.fromkeys(values))

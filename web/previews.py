@@ -72,7 +72,12 @@ class Part:
 
 def parts_by_hash(raw: bytes) -> dict[str, Part]:
     """Every MIME leaf of `raw` by the sha256 of its content, as the parser recorded the
-    attachments: one walk finds the bytes of all of a message's attachments."""
+    attachments.
+
+    Attachments are not stored apart from the message; walking the parts the way the
+    parser did and matching the hash it recorded finds the same part again, whatever the
+    MIME structure looks like, and one walk finds all of a message's attachments.
+    """
     leaves, _ = walk(PARSER.parsebytes(raw), set())
     found: dict[str, Part] = {}
     for leaf in leaves:

@@ -34,7 +34,7 @@ from web.auth import current_viewer, login_required
 from web.deps import BACKEND_KEY as BACKEND_KEY
 from web.deps import get_core, search_backend
 from web.i18n import format_moment
-from web.navigation import Conversation, conversations, with_return
+from web.navigation import Conversation, conversations, distinct, with_return
 
 if TYPE_CHECKING:
     from archiver.core import Core
@@ -168,9 +168,9 @@ def _messages(count: int) -> str:
 
 def _count(page: SearchPage) -> str:
     """ "1,234 messages", or "about 52,000 messages" when the backend estimated."""
-    total = format_number(page.total)
     if page.total_exact:
-        return ngettext("%(count)s message", "%(count)s messages", page.total, count=total)
+        return _messages(page.total)
+    total = format_number(page.total)
     return ngettext("about %(count)s message", "about %(count)s messages", page.total, count=total)
 
 
@@ -188,10 +188,7 @@ def _on_this_page(results: list[Result], grouped: list[Conversation[Result]]) ->
 
 def _senders(conversation: Conversation[Result]) -> list[str]:
     """Who wrote the conversation's matching messages, each once, as Gmail lists them."""
-    names: dict[str, None] = {}
-    for result in conversation.items:
-        names.setdefault(result.found.sender_name or result.found.sender, None)
-    return list(names)
+    return distinct(r.found.sender_name or r.found.sender for r in conversation.items)
 
 
 @bp.get("/")
