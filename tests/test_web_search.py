@@ -50,6 +50,11 @@ def app(core: Core) -> Iterator[Flask]:
         add_user(session, "admin@example.com", "admin", PASSWORD)
         add_user(session, ALICE, "user", PASSWORD)
         add_user(session, BOB, "user", PASSWORD)
+    yield from indexed_app(core)
+
+
+def indexed_app(core: Core) -> Iterator[Flask]:
+    """The web UI over `core`'s archive, indexed first; its index is closed afterwards."""
     backend = core.search_backend()
     Indexer(core.sessions, backend, core.store).run_once()
     backend.close()
@@ -85,7 +90,8 @@ def links(text: str) -> list[str]:
 
 
 def message_links(text: str) -> set[str]:
-    return {href for href in links(text) if href.startswith("/messages/")}
+    """The messages a page links to (without the way back to the results they carry)."""
+    return {href.split("?")[0] for href in links(text) if href.startswith("/messages/")}
 
 
 def test_an_empty_search_explains_the_query_language(client: FlaskClient) -> None:

@@ -22,7 +22,7 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
-from flask_babel import format_number, gettext, ngettext
+from flask_babel import format_date, format_number, gettext, ngettext
 from sqlalchemy import Row, Text, cast, func, select
 from sqlalchemy.orm import Session
 
@@ -35,6 +35,7 @@ from lists.models import ArchivePolicy, MailingList
 from web.auth import current_viewer
 from web.deps import get_core, get_membership
 from web.manage import held_count, roles_here
+from web.navigation import conversations, distinct
 
 bp = Blueprint("list_archives", __name__, url_prefix="/lists")
 
@@ -52,7 +53,8 @@ class Month:
     threads: int
 
 
-def _readable(mlist: MailingList) -> bool:
+def readable(mlist: MailingList) -> bool:
+    """Whether this request's viewer may read the list's archive."""
     viewer = current_viewer()
     if mlist.archive == ArchivePolicy.NONE:
         return False
@@ -62,7 +64,7 @@ def _readable(mlist: MailingList) -> bool:
 def _find(session: Session, address: str) -> MailingList:
     """The list at `address`, if this request may read it; 404 otherwise."""
     mlist = find_list(session, address)
-    if mlist is None or not _readable(mlist):
+    if mlist is None or not readable(mlist):
         abort(404)
     return mlist
 
@@ -89,7 +91,7 @@ def directory() -> ResponseReturnValue:
             for mlist in session.scalars(
                 select(MailingList).order_by(MailingList.domain, MailingList.name)
             )
-            if _readable(mlist)
+            if readable(mlist)
         ]
         session.expunge_all()
     return render_template("list_directory.html", title=gettext("Mailing lists"), lists=shown)
@@ -118,11 +120,13 @@ def archive(list_address: str) -> ResponseReturnValue:
 
 @bp.get("/<list_address>/<int:year>-<int:month>")
 def month_view(list_address: str, year: int, month: int) -> ResponseReturnValue:
-    """A month of a list: its messages, newest thread first."""
-    if not 1 <= month <= 12:
+    """A month of a list: its threads, the most recently active first, each with its
+    messages of the month; and the months before and after that have mail."""
+    if not 1 <= month <= 12 or not 1 <= year <= 9998:
         abort(404)
     start = datetime(year, month, 1, tzinfo=UTC)
     end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
+    viewer = current_viewer()
     with get_core().sessions() as session:
         mlist = _find(session, list_address)
         messages = list(
@@ -139,19 +143,76 @@ def month_view(list_address: str, year: int, month: int) -> ResponseReturnValue:
                     Message.list_id == mlist.list_id,
                     Message.date >= start,
                     Message.date < end,
-                    visible_messages(current_viewer()),
+                    visible_messages(viewer),
                 )
-                .order_by(Message.date.desc())
+                .order_by(Message.date.desc(), Message.id.desc())
+            )
+        )
+        # The nearest months with mail on either side (no link to an empty month).
+        before = session.scalar(
+            select(func.max(Message.date)).where(
+                Message.list_id == mlist.list_id, Message.date < start, visible_messages(viewer)
+            )
+        )
+        after = session.scalar(
+            select(func.min(Message.date)).where(
+                Message.list_id == mlist.list_id, Message.date >= end, visible_messages(viewer)
             )
         )
         session.expunge_all()
+    threads = [
+        MonthThread(
+            conversation.thread_id,
+            min(conversation.items, key=lambda m: m.date),
+            conversation.first,
+            conversation.count,
+            _people(conversation.items),
+        )
+        for conversation in conversations(messages, lambda m: m.thread_id)
+    ]
     return render_template(
         "list_month.html",
         title=f"{mlist.address} · {year}-{month:02d}",
         mlist=mlist,
         key=f"{year}-{month:02d}",
-        messages=messages,
+        month_name=format_date(start, "MMMM yyyy"),
+        threads=threads,
+        messages=len(messages),
+        previous=_month_href(mlist, before),
+        next=_month_href(mlist, after),
+        previous_name=format_date(before, "MMMM yyyy") if before else None,
+        next_name=format_date(after, "MMMM yyyy") if after else None,
     )
+
+
+@dataclass(frozen=True)
+class MonthThread:
+    """A thread as a month of a list shows it: its first message of the month (whose
+    subject names it), its latest, how many it had that month, and who wrote them."""
+
+    thread_id: str
+    first: Row
+    latest: Row
+    count: int
+    people: list[str]
+
+
+MONTH_PEOPLE = 4
+
+
+def _people(messages: list[Row]) -> list[str]:
+    """The names of a thread's writers, oldest first, each once (a few at most)."""
+    return distinct(m.from_name or m.from_address for m in reversed(messages))[:MONTH_PEOPLE]
+
+
+def _month_href(mlist: MailingList, when: datetime | None) -> str | None:
+    return month_url(mlist.address, when) if when is not None else None
+
+
+def month_url(list_address: str, when: datetime) -> str:
+    """The page of a list's month, as `/lists/LIST/YYYY-MM`."""
+    home = url_for("list_archives.archive", list_address=list_address)
+    return f"{home}{when.year:04d}-{when.month:02d}"
 
 
 @bp.get("/<list_address>/feed.atom")

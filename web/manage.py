@@ -42,9 +42,10 @@ from lists.posting import Poster
 from web.audit_hooks import web_actor
 from web.auth import current_user, login_required
 from web.deps import dmarc_lookup, get_core, get_membership
+from web.downloads import download
+from web.html_frame import FRAMING_PAGE_POLICY, html_frame
 from web.member_settings import DELIVERY_LABELS
-from web.messages import PAGE_POLICY as FRAMING_PAGE_POLICY
-from web.messages import attachment_bytes, download, html_frame
+from web.previews import parts_by_hash
 
 bp = Blueprint("manage", __name__, url_prefix="/lists")
 
@@ -218,10 +219,10 @@ def held_attachment(list_address: str, held_id: int, position: int) -> ResponseR
         if not 0 <= position < len(described.attachments):
             abort(404)
         found = described.attachments[position]
-        data = attachment_bytes(described.post.data, found.sha256)
-    if data is None:
+        part = parts_by_hash(described.post.data).get(found.sha256)
+    if part is None:
         abort(404)
-    return download(data, found.filename)
+    return download(part.data, found.filename)
 
 
 @bp.post("/<list_address>/held/<int:held_id>")

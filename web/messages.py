@@ -3,13 +3,14 @@
 Every fetch goes through `archiver.access`, so the database only ever returns what the
 viewer may see, and a message that is not theirs looks exactly like one that does not
 exist (404). Whatever comes out of a message is treated as hostile: the HTML body is cleaned
-and shown in a sandboxed iframe under its own strict policy, attachments are always
-downloads, and the raw source is plain text that no browser may sniff into HTML.
+and shown in a sandboxed iframe under its own strict policy (`web.html_frame`), attachments
+are downloads whose previews are only pictures of the type their bytes prove
+(`web.previews`, `web.pdf_preview`), and the raw source is plain text that no browser may
+sniff into HTML.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -17,41 +18,38 @@ from urllib.parse import quote
 from flask import Blueprint, Response, abort, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext, lazy_gettext
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from archiver.access import find_message, thread_messages
 from archiver.archive import ENVELOPE_FROM, ENVELOPE_TO
 from archiver.audit import capped
 from archiver.contentcheck.verdict import CLAMD, SPAMD
-from archiver.models import ContentCheck, Message
+from archiver.models import Attachment, ContentCheck, Message
 from archiver.parse import html_body
-from archiver.parse.mime import PARSER, payload_bytes, walk
 from archiver.report import verdict
 from archiver.search.viewer import Viewer
 from archiver.store import BlobMissingError
 from archiver.texts import message_texts, text_of_raw
-from lists.models import MailingList
 from web.audit_hooks import audit_read
 from web.auth import current_viewer
 from web.deps import get_core
-from web.sanitize import html_document, sanitize_html
+from web.downloads import DOWNLOAD_POLICY, download
+from web.html_frame import FRAME_SANDBOX, FRAMING_PAGE_POLICY, html_frame
+from web.navigation import requested_return, with_return
+from web.pdf_preview import first_page_png
+from web.previews import Part, Preview, image_type, is_pdf, parts_by_hash, preview
+from web.sanitize import sanitize_html
+from web.thread_nav import (
+    list_of,
+    month_link,
+    neighbours,
+    thread_href,
+    thread_tree,
+    up_link,
+)
 
 bp = Blueprint("messages", __name__)
 
-PAGE_POLICY = (
-    "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
-    "frame-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
-)
-# The cleaned HTML body: no script, no network, framed only by our own page, and sandboxed
-# even when someone opens its address directly.
-HTML_POLICY = (
-    "default-src 'none'; style-src 'unsafe-inline'; img-src data: cid:; "
-    "base-uri 'none'; form-action 'none'; frame-ancestors 'self'; sandbox"
-)
-HTML_POLICY_WITH_IMAGES = HTML_POLICY.replace("img-src data: cid:", "img-src data: https: http:")
-# Raw source and downloads are never rendered as pages.
-DOWNLOAD_POLICY = "default-src 'none'; base-uri 'none'; frame-ancestors 'none'; sandbox"
 
 NOT_FOUND = lazy_gettext(
     "No message with this Message-ID is archived, or it is not yours to see. "
@@ -64,7 +62,8 @@ NO_SUBJECT = lazy_gettext("(no subject)")
 # The content checks' daemons as the message page names them.
 CHECKERS = {SPAMD: "SpamAssassin (spamd)", CLAMD: "ClamAV (clamd)"}
 
-_UNSAFE_FILENAME = re.compile(r'[\x00-\x1f\x7f"\\/;]')
+# How long a reader's browser may keep an attachment's preview.
+PREVIEW_SECONDS = 3600
 # Quoted lines ("> ..." and "> > ..."), as mail clients write them.
 _QUOTED = re.compile(r"^\s*>")
 _MAX_INDENT = 12
@@ -86,7 +85,7 @@ def message_link(message_id: str, *rest: str) -> str:
 def _security_headers(response: Response) -> Response:
     """Mail is hostile and private: the message page may frame its own HTML body (the app
     adds the headers every page gets), and no shared proxy may keep a copy."""
-    response.headers.setdefault("Content-Security-Policy", PAGE_POLICY)
+    response.headers.setdefault("Content-Security-Policy", FRAMING_PAGE_POLICY)
     response.headers.setdefault("Cache-Control", "private, no-cache")
     return response
 
@@ -103,31 +102,6 @@ def _raw(message: Message) -> bytes:
         return get_core().store.get(message.sha256)
     except BlobMissingError:
         abort(404, description=gettext("The raw source of this message is no longer stored."))
-
-
-def attachment_bytes(raw: bytes, sha256: str) -> bytes | None:
-    """The bytes of the MIME part whose content hashes to `sha256`.
-
-    Attachments are not stored apart from the message; walking the parts the way the
-    parser did and matching the hash it recorded finds the same part again, whatever the
-    MIME structure looks like.
-    """
-    leaves, _ = walk(PARSER.parsebytes(raw), set())
-    for leaf in leaves:
-        data = payload_bytes(leaf.part)
-        if hashlib.sha256(data).hexdigest() == sha256:
-            return data
-    return None
-
-
-def content_disposition(filename: str | None, fallback: str = "attachment") -> str:
-    """`attachment` with a filename every browser reads, non-ASCII names too (RFC 6266)."""
-    name = _UNSAFE_FILENAME.sub("_", (filename or "").strip()) or fallback
-    ascii_name = name.encode("ascii", "replace").decode("ascii").replace("?", "_")
-    value = f'attachment; filename="{ascii_name}"'
-    if ascii_name != name:
-        value += f"; filename*=UTF-8''{quote(name, safe='')}"
-    return value
 
 
 @dataclass(frozen=True)
@@ -152,21 +126,13 @@ def _own(addresses: list[Address], viewer: Viewer) -> list[Address]:
     return [a for a in addresses if a.address in viewer.addresses]
 
 
-def _list_address(db: Session, list_id: str | None) -> str | None:
-    """The posting address of the list a List-Id (`name.domain`) names, if it is ours."""
-    if not list_id or "." not in list_id:
-        return None
-    name, domain = list_id.split(".", 1)
-    found = db.scalar(
-        select(MailingList).where(MailingList.name == name, MailingList.domain == domain)
-    )
-    return found.address if found is not None else None
-
-
 @bp.get("/messages/<path:message_id>")
 def show(message_id: str) -> ResponseReturnValue:
-    """One message: its headers, its text, its HTML in a sandbox, and its attachments."""
+    """One message: its headers, its text, its HTML in a sandbox, its attachments with
+    previews, and the way on: previous and next in the thread, and up to where the reader
+    came from."""
     viewer = current_viewer()
+    back = requested_return()
     with get_core().sessions() as db:
         message = _visible_or_404(db, viewer, message_id)
         raw = _raw(message)
@@ -177,6 +143,10 @@ def show(message_id: str) -> ResponseReturnValue:
         envelope_from = _role(message, ENVELOPE_FROM) or (
             [Address("", message.envelope_from)] if message.envelope_from else []
         )
+        place = neighbours(db, viewer, message)
+        mlist = list_of(db, message.list_id)
+        thread = thread_href(message.thread_id, back, message.message_id)
+        month = month_link(mlist, message.date)
         return render_template(
             "message_view.html",
             title=message.subject or NO_SUBJECT,
@@ -189,18 +159,54 @@ def show(message_id: str) -> ResponseReturnValue:
             bcc=_own(_role(message, "bcc"), viewer),
             envelope_to=_own(sorted(_role(message, ENVELOPE_TO), key=str), viewer),
             envelope_from=envelope_from if viewer.sees_all else [],
-            list_address=_list_address(db, message.list_id),
-            attachments=list(message.attachments),
+            list_address=mlist.address if mlist is not None else None,
+            attachments=_cards(message, raw, _infected(db, message)),
             has_html=html is not None,
+            frame_sandbox=FRAME_SANDBOX,
             remote_images=held_back,
             verdict=verdict(db.get(ContentCheck, message.id)),
             checkers=CHECKERS,
+            place=place,
+            previous=_neighbour(place.previous, back),
+            next=_neighbour(place.next, back),
+            thread=thread,
+            up=up_link(back, thread, month, place.size),
+            month=month,
         )
+
+
+def _neighbour(message_id: str | None, back: str | None) -> str | None:
+    return with_return(message_url(message_id), back) if message_id else None
+
+
+@dataclass(frozen=True)
+class Card:
+    """An attachment as its card shows it."""
+
+    attachment: Attachment
+    preview: Preview | None
+
+
+def _infected(db: Session, message: Message) -> bool:
+    """Whether ClamAV found a virus in the message: its attachments get no previews, so
+    nothing of it is decoded or rendered until someone downloads it on purpose."""
+    check = db.get(ContentCheck, message.id)
+    return check is not None and bool(check.virus)
+
+
+def _cards(message: Message, raw: bytes, infected: bool) -> list[Card]:
+    """The attachments with their previews (one walk over the message finds them all)."""
+    attachments = sorted(message.attachments, key=lambda a: a.position)
+    if not attachments or infected:
+        return [Card(a, None) for a in attachments]
+    parts = parts_by_hash(raw)
+    return [Card(a, preview(a, parts.get(a.sha256))) for a in attachments]
 
 
 @bp.get("/messages/<path:message_id>/html")
 def html(message_id: str) -> ResponseReturnValue:
-    """The cleaned HTML body, for the sandboxed iframe of the message page."""
+    """The cleaned HTML body, for the sandboxed iframe of the message page (see
+    `web.html_frame` for the one script it carries and why that is safe)."""
     viewer = current_viewer()
     with get_core().sessions() as db:
         message = _visible_or_404(db, viewer, message_id)
@@ -237,42 +243,60 @@ def eml(message_id: str) -> ResponseReturnValue:
     return response
 
 
-@bp.get("/messages/<path:message_id>/attachments/<int:position>")
-def attachment(message_id: str, position: int) -> ResponseReturnValue:
-    """One attachment, always as a download: a mail's HTML or SVG never runs on this site."""
+def _attachment(message_id: str, position: int, action: str) -> tuple[Attachment, Part, bool]:
+    """An attachment of a message the viewer may see, its bytes, and whether the message
+    carries a virus; 404 otherwise. The read is audited as `action` (for the viewers whose
+    reads are)."""
     viewer = current_viewer()
     with get_core().sessions() as db:
         message = _visible_or_404(db, viewer, message_id)
         found = next((a for a in message.attachments if a.position == position), None)
         if found is None:
             abort(404, description=gettext("This message has no such attachment."))
-        filename, sha256 = found.filename, found.sha256
-        data = attachment_bytes(_raw(message), sha256)
-    if data is None:
+        infected = _infected(db, message)
+        part = parts_by_hash(_raw(message)).get(found.sha256)
+    if part is None:
         abort(404, description=gettext("This attachment could not be found in the stored message."))
-    found_in = {"position": position, "sha256": sha256, "message_sha256": message.sha256}
-    audit_read(viewer, "attachment.download", message.message_id, found_in)
-    return download(data, filename)
+    found_in = {"position": position, "sha256": found.sha256, "message_sha256": message.sha256}
+    audit_read(viewer, action, message.message_id, found_in)
+    return found, part, infected
 
 
-def download(data: bytes, filename: str | None) -> Response:
-    """An attachment of a mail as a download that no browser renders or sniffs: for
-    archived messages and for posts held for moderators alike."""
-    response = Response(data, content_type="application/octet-stream")
-    response.headers["Content-Disposition"] = content_disposition(filename)
+@bp.get("/messages/<path:message_id>/attachments/<int:position>")
+def attachment(message_id: str, position: int) -> ResponseReturnValue:
+    """One attachment, always as a download: a mail's HTML or SVG never runs on this site."""
+    found, part, _ = _attachment(message_id, position, "attachment.download")
+    return download(part.data, found.filename)
+
+
+@bp.get("/messages/<path:message_id>/attachments/<int:position>/preview")
+def attachment_preview(message_id: str, position: int) -> ResponseReturnValue:
+    """An attachment's picture for its card: an image as the type its bytes prove (never
+    what the mail claims, never SVG), or a PDF's first page rendered as a PNG. Anything
+    else, a PDF that does not render, or anything of a message with a virus in it, is a
+    plain "no preview"."""
+    _, part, infected = _attachment(message_id, position, "attachment.preview")
+    picture = None if infected else _picture(part.data)
+    if picture is None:
+        response = Response(gettext("No preview"), status=404, content_type="text/plain")
+    else:
+        response = Response(picture[0], content_type=picture[1])
+        response.headers["Content-Disposition"] = "inline"
+        # The same bytes every time (the message is stored once, unchanged): the reader's
+        # own browser may keep them a while rather than render a PDF again.
+        response.headers["Cache-Control"] = f"private, max-age={PREVIEW_SECONDS}"
     response.headers["Content-Security-Policy"] = DOWNLOAD_POLICY
-    response.headers["Cache-Control"] = "private, no-cache"
     return response
 
 
-def html_frame(source: str, images: bool = False) -> Response:
-    """A mail's HTML body, cleaned, as the document of the sandboxed frame that shows it
-    (remote images only when the reader asks for them)."""
-    page = html_document(sanitize_html(source, remote_images=images).html)
-    response = Response(page, content_type="text/html; charset=utf-8")
-    response.headers["Content-Security-Policy"] = HTML_POLICY_WITH_IMAGES if images else HTML_POLICY
-    response.headers["Cache-Control"] = "private, no-cache"
-    return response
+def _picture(data: bytes) -> tuple[bytes, str] | None:
+    """The preview of an attachment's bytes and its type: an image as it is, a PDF's first
+    page as a PNG; None for anything else."""
+    if kind := image_type(data):
+        return data, kind
+    if is_pdf(data) and (png := first_page_png(data)) is not None:
+        return png, "image/png"
+    return None
 
 
 @dataclass(frozen=True)
@@ -300,39 +324,6 @@ def fold_quotes(body: str) -> list[Segment]:
     return segments
 
 
-def thread_tree(messages: list[Message]) -> list[tuple[int, Message]]:
-    """The messages in reading order with their depth below the message they answer.
-
-    A message whose parent is not among `messages` (not archived, or not the viewer's to
-    see) starts at the top level; siblings keep the order they were given in (by date).
-    """
-    by_id = {m.message_id: m for m in messages}
-    children: dict[int, list[Message]] = {}
-    roots: list[Message] = []
-    for message in messages:
-        parent = by_id.get(message.in_reply_to or "")
-        if parent is None or parent is message:
-            roots.append(message)
-        else:
-            children.setdefault(parent.id, []).append(message)
-    ordered: list[tuple[int, Message]] = []
-    placed: set[int] = set()
-    pending = [(0, root) for root in reversed(roots)]
-    while True:
-        while pending:
-            depth, message = pending.pop()
-            if message.id in placed:
-                continue
-            placed.add(message.id)
-            ordered.append((depth, message))
-            pending.extend((depth + 1, c) for c in reversed(children.get(message.id, [])))
-        # Replies that form a loop among themselves reach no root: show them at the top.
-        rest = [m for m in messages if m.id not in placed]
-        if not rest:
-            return ordered
-        pending.append((0, rest[0]))
-
-
 def shown_ids(messages: list[Message]) -> dict[str, object]:
     """What a thread view records: how many messages it showed and their Message-IDs."""
     return {"messages": len(messages), "message_ids": capped([m.message_id for m in messages])}
@@ -340,19 +331,25 @@ def shown_ids(messages: list[Message]) -> dict[str, object]:
 
 @bp.get("/threads/<thread_id>")
 def thread(thread_id: str) -> ResponseReturnValue:
-    """A whole conversation as a tree of replies, quoted text folded away."""
+    """A whole conversation as a tree of replies, quoted text folded away; the message the
+    reader came from (`?message=`) marked, and up to the results or the list's month."""
     viewer = current_viewer()
+    back = requested_return()
     with get_core().sessions() as db:
         messages = thread_messages(db, viewer, thread_id)
         if not messages:
             abort(404, description=str(NO_THREAD))
         audit_read(viewer, "thread.view", thread_id, shown_ids(messages))
         texts = message_texts(get_core().store, [m.sha256 for m in messages], attachments=False)
+        wanted = request.args.get("message", "")
+        current = next((m for m in messages if m.message_id == wanted), None)
         entries = [
             {
                 "depth": depth,
                 "indent": min(depth, _MAX_INDENT),
                 "message": message,
+                "href": with_return(message_url(message.message_id), back),
+                "current": message is current,
                 "sender": (
                     _role(message, "from") or [Address(message.from_name, message.from_address)]
                 )[0],
@@ -360,10 +357,14 @@ def thread(thread_id: str) -> ResponseReturnValue:
             }
             for depth, message in thread_tree(messages)
         ]
-        first = messages[0]
+        first = current or messages[0]
+        month = month_link(list_of(db, first.list_id), first.date)
         return render_template(
             "thread.html",
-            title=first.subject or NO_SUBJECT,
+            title=messages[0].subject or NO_SUBJECT,
             entries=entries,
             thread_id=thread_id,
+            up=up_link(back, None, month, len(messages)),
+            month=month,
+            back=back,
         )

@@ -34,6 +34,7 @@ from web.auth import current_viewer, login_required
 from web.deps import BACKEND_KEY as BACKEND_KEY
 from web.deps import get_core, search_backend
 from web.i18n import format_moment
+from web.navigation import Conversation, conversations, distinct, with_return
 
 if TYPE_CHECKING:
     from archiver.core import Core
@@ -77,7 +78,8 @@ class Result:
     """A search result with what the template needs already worked out."""
 
     found: FoundMessage
-    href: str
+    href: str  # the message, with the way back to this page of results
+    thread_href: str
     when: str
     when_iso: str
     snippet: Markup
@@ -145,10 +147,13 @@ def _utc(when: datetime) -> datetime:
     return when.astimezone(UTC) if when.tzinfo is not None else when
 
 
-def _result(found: FoundMessage) -> Result:
+def _result(found: FoundMessage, back: str) -> Result:
     return Result(
         found=found,
-        href="/messages/" + quote(found.message_id, safe="@"),
+        href=with_return("/messages/" + quote(found.message_id, safe="@"), back),
+        thread_href=with_return(
+            "/threads/" + quote(found.thread_id, safe=""), back, message=found.message_id
+        ),
         when=format_moment(_utc(found.date)),
         when_iso=_utc(found.date).strftime("%Y-%m-%dT%H:%MZ"),
         # The snippet builder escapes the message text itself and adds only <mark> tags,
@@ -157,12 +162,33 @@ def _result(found: FoundMessage) -> Result:
     )
 
 
+def _messages(count: int) -> str:
+    return ngettext("%(count)s message", "%(count)s messages", count, count=format_number(count))
+
+
 def _count(page: SearchPage) -> str:
     """ "1,234 messages", or "about 52,000 messages" when the backend estimated."""
-    total = format_number(page.total)
     if page.total_exact:
-        return ngettext("%(count)s message", "%(count)s messages", page.total, count=total)
+        return _messages(page.total)
+    total = format_number(page.total)
     return ngettext("about %(count)s message", "about %(count)s messages", page.total, count=total)
+
+
+def _on_this_page(results: list[Result], grouped: list[Conversation[Result]]) -> str:
+    """ "this page: 20 messages in 14 conversations": the total counts messages, and a
+    conversation entry stands for the page's messages of one thread."""
+    return ngettext(
+        "this page: %(messages)s in %(conversations)s conversation",
+        "this page: %(messages)s in %(conversations)s conversations",
+        len(grouped),
+        messages=_messages(len(results)),
+        conversations=format_number(len(grouped)),
+    )
+
+
+def _senders(conversation: Conversation[Result]) -> list[str]:
+    """Who wrote the conversation's matching messages, each once, as Gmail lists them."""
+    return distinct(r.found.sender_name or r.found.sender for r in conversation.items)
 
 
 @bp.get("/")
@@ -193,12 +219,17 @@ def index() -> ResponseReturnValue:
         return render_template("search.html", **context), 400
     audit_read(current_viewer(), "search", q, {"page": number, "results": page.total})
     last_page = max(1, -(-page.total // PAGE_SIZE))
+    here = _search_url(q, sort, number, exact)
+    results = [_result(found, here) for found in page.results]
+    grouped = conversations(results, lambda result: result.found.thread_id)
     context.update(
         title=gettext("%(query)s · Search", query=q),
         total=_count(page),
         exact_counts=page.total_exact,
         count_exactly=None if page.total_exact else _search_url(q, sort, number, exact=True),
-        results=[_result(found) for found in page.results],
+        results=results,
+        conversations=[(conversation, _senders(conversation)) for conversation in grouped],
+        on_this_page=_on_this_page(results, grouped) if results else "",
         facets=_facet_links(q, sort, page),
         sorts=[(SORT_LABELS[s], _search_url(q, s), s is sort) for s in Sort],
         previous=_search_url(q, sort, number - 1) if number > 1 else None,

@@ -39,6 +39,8 @@ class FoundMessage:
     date: datetime
     list_id: str | None
     snippet: str
+    # The conversation it belongs to: the web UI folds a page's hits of one thread together.
+    thread_id: str = ""
 
     def as_json(self) -> dict[str, Any]:
         """The CLI's and the API's shape of a result."""
@@ -127,6 +129,7 @@ def search(
             date=m.date,
             list_id=m.list_id,
             snippet=_snippet(bodies[m.sha256].body, highlight),
+            thread_id=m.thread_id,
         )
         for pk in pks
         if (m := rows.get(pk)) is not None
