@@ -12,6 +12,8 @@ never 403, so the pages do not tell which private lists there are.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TypeVar
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
@@ -26,10 +28,11 @@ from archiver.languages import LANGUAGES
 from lists import admin
 from lists.admin import AdminError, find_list
 from lists.models import Ban, HeldMessage, MailingList, Member, Role
-from lists.posting import Poster
+from lists.posting import Poster, held_reason
 from web.audit_hooks import web_actor
 from web.auth import current_user, login_required
 from web.deps import dmarc_lookup, get_core, get_membership
+from web.i18n import say
 from web.member_settings import DELIVERY_LABELS
 
 bp = Blueprint("manage", __name__, url_prefix="/lists")
@@ -117,6 +120,22 @@ def _find(session: Session, address: str, *roles: str) -> tuple[MailingList, set
     return mlist, held_roles
 
 
+@dataclass(frozen=True)
+class HeldPost:
+    """A held post as its page lists it, with the reason in the reader's language."""
+
+    id: int
+    sender: str
+    subject: str
+    reason: str
+    held_at: datetime
+
+    @classmethod
+    def of(cls, post: HeldMessage) -> HeldPost:
+        """The row `post`, its reason said in this page's language."""
+        return cls(post.id, post.sender, post.subject, say(held_reason(post)), post.held_at)
+
+
 def _back(endpoint: str, address: str, notice: str) -> ResponseReturnValue:
     # Flashed, never put in the URL, so no link can make the page say something we did not.
     flash(notice)
@@ -129,13 +148,14 @@ def held(list_address: str) -> ResponseReturnValue:
     """The list's held posts, oldest first, each with the moderator's three choices."""
     with get_core().sessions() as session:
         mlist, roles = _find(session, list_address, Role.OWNER, Role.MODERATOR)
-        posts = list(
-            session.scalars(
+        posts = [
+            HeldPost.of(post)
+            for post in session.scalars(
                 select(HeldMessage)
                 .where(HeldMessage.list_id == mlist.id)
                 .order_by(HeldMessage.held_at, HeldMessage.id)
             )
-        )
+        ]
         return render_template(
             "manage_held.html",
             title=gettext("Held posts · %(list)s", list=mlist.address),
@@ -152,7 +172,7 @@ def moderate(list_address: str, held_id: int) -> ResponseReturnValue:
     try:
         decision = admin.Decision.from_form(request.form)
     except AdminError as error:
-        abort(400, str(error))
+        abort(400, say(error.text))
     core = get_core()
     with core.sessions.begin() as session:
         mlist, _ = _find(session, list_address, Role.OWNER, Role.MODERATOR)
@@ -160,7 +180,8 @@ def moderate(list_address: str, held_id: int) -> ResponseReturnValue:
         answer = admin.decide(session, poster, mlist, held_id, decision, web_actor())
         address = mlist.address
     # None: another moderator may have decided first; say so rather than fail.
-    return _back(".held", address, answer or gettext("That post is no longer held."))
+    notice = say(answer) if answer is not None else gettext("That post is no longer held.")
+    return _back(".held", address, notice)
 
 
 def _members_page(
@@ -209,7 +230,7 @@ def _members_form(
         try:
             form = read(request.form)
         except AdminError as error:
-            return _members_page(session, mlist, roles, str(error), 400)
+            return _members_page(session, mlist, roles, say(error.text), 400)
         notice = act(session, mlist, form)
         address = mlist.address
     return _back(".members", address, notice)
@@ -340,6 +361,6 @@ def save_settings(list_address: str) -> ResponseReturnValue:
                 session, mlist, admin.ListSettings.from_form(request.form), web_actor()
             )
         except AdminError as error:
-            return _settings_page(mlist, roles, str(error), 400)
+            return _settings_page(mlist, roles, say(error.text), 400)
         address = mlist.address
     return _back(".settings", address, gettext("Saved."))
