@@ -73,7 +73,9 @@ class QuerySyntaxError(TextError):
         """The problem and where it is, counted from one for people (the UI underlines
         `position` itself)."""
         return CORE.lazy_gettext(
-            "%(problem)s at position %(position)s", problem=self.text, position=self.position + 1
+            "%(problem)s at position %(position)s",
+            problem=self.text,
+            position=str(self.position + 1),
         )
 
     def __str__(self) -> str:
