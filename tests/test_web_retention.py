@@ -4,6 +4,7 @@ without deleting it, and every change lands in the audit trail under the person'
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from html import unescape
@@ -208,7 +209,7 @@ def test_the_preview_counts_per_policy_and_deletes_nothing(app: Flask, core: Cor
     assert "<tr><td>custodian</td><td>0</td></tr>" in page
     assert "<tr><td>forever-ish</td><td>0</td></tr>" in page
     assert "<tr><td>carol</td><td>1</td></tr>" in page
-    assert "1 past their time are kept by holds" in page
+    assert "1 past its time is kept by holds" in page
     assert message_count(core) == before == 4
     assert audited(core, "message.delete") == []
     with core.sessions() as session:
@@ -222,7 +223,7 @@ def test_the_preview_counts_mail_waiting_for_the_indexer(app: Flask, core: Core)
         late = RawMessage(mail("late@x", years_ago(5)), "", [], datetime.now(UTC), "import")
         core.archive.archive_batch(session, [late])
     page = post_form(admin, "/admin/retention", "/admin/retention/preview").get_data(as_text=True)
-    assert "1 wait for the indexer" in page
+    assert "1 waits for the indexer" in page
     assert "A sweep now would delete 3 messages</strong>" in page
 
 
@@ -343,7 +344,8 @@ def test_every_page_carries_the_content_security_policy(app: Flask) -> None:
         answer = admin.get(page)
         assert "default-src 'none'" in answer.headers["Content-Security-Policy"]
         assert answer.headers["Cache-Control"] == "private, no-store"
-        assert "<script" not in answer.get_data(as_text=True)
+        # Scripts come from our own static files only, never inline.
+        assert not re.findall(r"<script(?![^>]*\bsrc=)", answer.get_data(as_text=True))
 
 
 def test_custodians_may_be_pasted_with_commas_semicolons_or_lines() -> None:
