@@ -6,6 +6,7 @@ mail stays in the list's language."""
 from __future__ import annotations
 
 import html
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -16,10 +17,12 @@ from sqlalchemy import select
 import web.search
 from archiver.accounts import add_user
 from archiver.core import Core
+from archiver.languages import CORE, Text
 from lists.membership import Membership
 from lists.models import HeldMessage, MailingList, Member, OutboxMessage, Pending
 from lists.posting import hold, parse
 from lists.rules import Post, decide
+from lists.wording import LISTS
 from tests.support import simple_message
 from tests.test_accounts import PASSWORD, arsip, csrf_field, log_in
 from web import create_app
@@ -75,6 +78,23 @@ def send_form(client: FlaskClient, page: str, target: str, **form: str):
     """Open `page` and send one of its forms to `target`, as a browser does."""
     token = csrf_field(client.get(page).get_data(as_text=True))
     return client.post(target, data={"csrf_token": token, **form})
+
+
+def test_a_text_keeps_its_values_apart_until_it_is_said_in_a_language() -> None:
+    covers = CORE.lazy_ngettext(
+        "It covers %(count)s message now.", "It covers %(count)s messages now.", 1234
+    )
+    assert str(covers) == "It covers 1,234 messages now."
+    assert covers.say("id") == "Saat ini mencakup 1.234 pesan."
+    # A held post's reason goes through a JSON column and comes back whole, nested too.
+    refused = LISTS.lazy_gettext(
+        "%(value)s is not a choice for %(label)s.",
+        value="'x'",
+        label=LISTS.lazy_gettext("posting"),
+    )
+    stored = Text.from_json(LISTS, json.loads(json.dumps(refused.as_json())))
+    assert stored == refused
+    assert stored.say("id") == "'x' bukan pilihan untuk pengiriman."
 
 
 def test_a_query_syntax_error_is_explained_in_indonesian(app: Flask, core: Core) -> None:
