@@ -43,14 +43,18 @@ test-mta: $(STAMP)
 	tests/reliability/ensure-postfix.sh
 	$(BIN)/python -m pytest tests/reliability/test_postfix.py $(PYTEST_ARGS)
 
-# The catalogues of the pages (web) and of list mail (lists): new strings extracted into
+# The catalogues of the pages (web), of list mail and the list engine's answers (lists) and
+# of the core's errors and notes (archiver): new strings extracted into
 # each package's messages.pot, merged into every language's messages.po (translate the
 # new entries there), and compiled. The compiled .mo files are committed, as Django does,
 # so that an install needs no build step; a test checks they match the .po files.
-# lazy_gettext marks the module-level strings; "Translators:" comments reach the .po.
-EXTRACT_ARGS := --no-location --sort-output -k lazy_gettext --add-comments=Translators:
+# lazy_gettext marks the module-level strings of the web, and with lazy_ngettext the texts
+# the core and the list engine say later in the reader's language (archiver/languages.py);
+# "Translators:" comments reach the .po.
+EXTRACT_ARGS := --no-location --sort-output -k lazy_gettext -k lazy_ngettext:1,2 \
+  --add-comments=Translators:
 translations: $(STAMP)
-	for package in web lists; do \
+	for package in archiver lists web; do \
 	  $(BIN)/pybabel -q extract -F babel.cfg $(EXTRACT_ARGS) --project=Arsip \
 	    -o $$package/translations/messages.pot $$package && \
 	  $(BIN)/pybabel -q update --init-missing -l id --no-fuzzy-matching --ignore-obsolete \

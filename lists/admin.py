@@ -26,7 +26,7 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from archiver.audit import capped, changes, record
-from archiver.languages import LANGUAGES
+from archiver.languages import LANGUAGES, Text, TextError
 from archiver.models import Message, MessageAddress
 from lists.membership import AddResult, Membership
 from lists.models import (
@@ -45,6 +45,7 @@ from lists.models import (
 )
 from lists.patterns import MAX_PATTERN, PatternError, check_pattern
 from lists.rules.content_check import score_problem
+from lists.wording import LISTS
 
 if TYPE_CHECKING:
     from archiver.core import Core
@@ -65,10 +66,16 @@ CHOICES: dict[str, list[str]] = {
     "unchecked_posts": [str(choice) for choice in UncheckedPosts],
     "language": [DEFAULT_LANGUAGE, *LANGUAGES],
 }
+# Each choice as its refusal names it.
 LABELS = {
-    "nonmember_action": "nonmember action",
-    "dmarc": "DMARC",
-    "unchecked_posts": "posts nobody could check",
+    "subscription": LISTS.lazy_gettext("subscription"),
+    "posting": LISTS.lazy_gettext("posting"),
+    "archive": LISTS.lazy_gettext("archive"),
+    "nonmember_action": LISTS.lazy_gettext("nonmember action"),
+    "dmarc": LISTS.lazy_gettext("DMARC"),
+    "reply_to": LISTS.lazy_gettext("reply-to"),
+    "unchecked_posts": LISTS.lazy_gettext("posts nobody could check"),
+    "language": LISTS.lazy_gettext("language"),
 }
 PREFIX_MAX = 64
 ADDRESS_MAX = 320
@@ -78,28 +85,26 @@ HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,76}$")
 RESERVED_SUFFIXES = ("-request", "-join", "-leave", "-owner", "-bounces", "-confirm")
 
 
-class AdminError(ValueError):
+class AdminError(TextError):
     """A form or command that cannot be carried out as sent; the text says why in one
-    sentence, and nothing was changed."""
-
-
-def _sentence(reason: str) -> str:
-    """A lower-case reason from elsewhere (`score_problem`, `check_pattern`) as a sentence."""
-    return f"{reason[:1].upper()}{reason[1:]}."
+    sentence (in the reader's language on a page), and nothing was changed."""
 
 
 def _one_of(value: str, field: str) -> str:
     """`value`, if it is one of the choices of the settings form's `field`."""
     if value not in CHOICES[field]:
-        label = LABELS.get(field, field.replace("_", "-"))
-        raise AdminError(f"{value!r} is not a choice for {label}.")
+        raise AdminError(
+            LISTS.lazy_gettext(
+                "%(value)s is not a choice for %(label)s.", value=repr(value), label=LABELS[field]
+            )
+        )
     return value
 
 
 def _check_scores(hold: float, discard: float) -> None:
     problem = score_problem(hold, discard)
-    if problem:
-        raise AdminError(_sentence(problem))
+    if problem is not None:
+        raise AdminError(problem)
 
 
 def _runnable(pattern: str) -> str:
@@ -107,15 +112,24 @@ def _runnable(pattern: str) -> str:
     try:
         check_pattern(pattern)
     except PatternError as error:
-        raise AdminError(_sentence(str(error))) from None
+        raise AdminError(error.text) from None
     return pattern
 
 
-def _score(text: str, label: str) -> float:
+def _score(text: str, which: str) -> float:
+    """The spam score typed into the field for `which` ("hold" or "discard")."""
     try:
         return float(text.strip())
     except ValueError:
-        raise AdminError(f"The spam {label} score takes a number above 0, not {text!r}.") from None
+        if which == "hold":
+            refusal = LISTS.lazy_gettext(
+                "The spam hold score takes a number above 0, not %(text)s.", text=repr(text)
+            )
+        else:
+            refusal = LISTS.lazy_gettext(
+                "The spam discard score takes a number above 0, not %(text)s.", text=repr(text)
+            )
+        raise AdminError(refusal) from None
 
 
 def find_list(session: Session, address: str) -> MailingList | None:
@@ -218,25 +232,43 @@ class ListSettings:
             if found["reply_to"] != "explicit":
                 address = ""
             elif "@" not in address or len(address) > ADDRESS_MAX or " " in address:
-                raise AdminError("Give the address replies should go to.")
+                raise AdminError(LISTS.lazy_gettext("Give the address replies should go to."))
             found["reply_to_address"] = address
-        for key, label in (("max_message_kb", "largest post"), ("max_recipients", "recipients")):
+        for key, refusal in (
+            (
+                "max_message_kb",
+                LISTS.lazy_gettext("The largest post limit must be a whole number (0: no limit)."),
+            ),
+            (
+                "max_recipients",
+                LISTS.lazy_gettext("The recipients limit must be a whole number (0: no limit)."),
+            ),
+        ):
             value = sent(key)
             if value is not None:
                 digits = value.strip()
                 if not (digits.isascii() and digits.isdigit()):
-                    raise AdminError(f"The {label} limit must be a whole number (0: no limit).")
+                    raise AdminError(refusal)
                 found[key] = int(digits)
         found.update(_content_checks(form, every_field))
         prefix = sent("subject_prefix")
         if prefix is not None:
             if len(prefix.strip()) > PREFIX_MAX:
-                raise AdminError(f"The subject prefix may have at most {PREFIX_MAX} characters.")
+                raise AdminError(
+                    LISTS.lazy_gettext(
+                        "The subject prefix may have at most %(limit)s characters.",
+                        limit=PREFIX_MAX,
+                    )
+                )
             found["subject_prefix"] = prefix.strip()
         delivery = sent("delivery")
         if delivery is not None:
             if delivery not in DELIVERY:
-                raise AdminError(f"{delivery!r} is not a way to deliver posts.")
+                raise AdminError(
+                    LISTS.lazy_gettext(
+                        "%(delivery)s is not a way to deliver posts.", delivery=repr(delivery)
+                    )
+                )
             found["personalize"] = delivery == "personalize"
         for key in ("emergency", "trust_header_from"):
             value = sent(key)
@@ -315,7 +347,9 @@ def list_address(address: str) -> tuple[str, str]:
     (a list's own addresses, such as NAME-request@, are taken by the list)."""
     name, at, domain = address.strip().lower().partition("@")
     if not at or not LIST_NAME.match(name) or "." not in domain or name.endswith(RESERVED_SUFFIXES):
-        raise AdminError("Give NAME@DOMAIN, NAME of letters, digits, '.', '_' or '-'.")
+        raise AdminError(
+            LISTS.lazy_gettext("Give NAME@DOMAIN, NAME of letters, digits, '.', '_' or '-'.")
+        )
     return name, domain
 
 
@@ -356,7 +390,7 @@ class AddMembers:
         """Check the role; the addresses are checked one by one as they are added."""
         role = form.get("role") or Role.MEMBER
         if role not in {str(r) for r in Role}:
-            raise AdminError(f"There is no role {role!r}.")
+            raise AdminError(LISTS.lazy_gettext("There is no role %(role)s.", role=repr(role)))
         lines = (form.get("addresses") or "").splitlines()
         addresses = tuple(line.strip() for line in lines if line.strip())
         return cls(role=str(role), addresses=addresses, confirm=bool(form.get("confirm")))
@@ -395,7 +429,7 @@ class RemoveMembers:
         lines = (form.get("address") or "").splitlines()
         addresses = tuple(line.strip().lower() for line in lines if line.strip())
         if not addresses:
-            raise AdminError("Give the address to remove.")
+            raise AdminError(LISTS.lazy_gettext("Give the address to remove."))
         return cls(addresses=addresses)
 
 
@@ -427,12 +461,16 @@ class MemberSettings:
         name cannot have."""
         delivery = form.get("delivery") or ""
         if delivery not in set(Delivery):
-            raise AdminError("Unknown delivery mode.")
+            raise AdminError(LISTS.lazy_gettext("Unknown delivery mode."))
         name = form.get("display_name")
         if name is not None:
             name = " ".join(name.split())  # no line breaks or tabs: names end up in headers
             if len(name) > NAME_LENGTH or not name.isprintable():
-                raise AdminError("That name is too long or has characters a name cannot have.")
+                raise AdminError(
+                    LISTS.lazy_gettext(
+                        "That name is too long or has characters a name cannot have."
+                    )
+                )
         return cls(delivery=delivery, display_name=name)
 
     def apply(self, member: Member) -> None:
@@ -458,7 +496,7 @@ class MemberModeration:
         """`address` the member's, `on` "1" to hold their posts (anything else: stop)."""
         address = (form.get("address") or "").strip().lower()
         if not address:
-            raise AdminError("Give the member's address.")
+            raise AdminError(LISTS.lazy_gettext("Give the member's address."))
         return cls(address=address, moderated=form.get("on") == "1")
 
 
@@ -491,9 +529,9 @@ class BanForm:
         """Refuse an empty or overlong pattern, and a regex RE2 cannot run (with why)."""
         pattern = (form.get("pattern") or "").strip()
         if not pattern:
-            raise AdminError("Give an address or a ^regex to ban.")
+            raise AdminError(LISTS.lazy_gettext("Give an address or a ^regex to ban."))
         if len(pattern) > MAX_PATTERN:
-            raise AdminError("That pattern is too long.")
+            raise AdminError(LISTS.lazy_gettext("That pattern is too long."))
         if not pattern.startswith("^"):
             return cls(pattern=pattern.lower())
         return cls(pattern=_runnable(pattern))
@@ -565,10 +603,18 @@ class HeaderRule:
         """Refuse what is not a header name, an action, or (to add) a pattern RE2 runs."""
         header = (form.get("header") or "").strip()
         if not HEADER_NAME.match(header):
-            raise AdminError(f"{header!r} is not a header name such as X-Spam-Flag.")
+            raise AdminError(
+                LISTS.lazy_gettext(
+                    "%(header)s is not a header name such as X-Spam-Flag.", header=repr(header)
+                )
+            )
         action = form.get("action") or str(Action.HOLD)
         if action not in CHOICES["nonmember_action"]:
-            raise AdminError(f"{action!r} is not what a header rule can do.")
+            raise AdminError(
+                LISTS.lazy_gettext(
+                    "%(action)s is not what a header rule can do.", action=repr(action)
+                )
+            )
         remove = bool(form.get("remove"))
         pattern = form.get("pattern") or ""
         return cls(header, pattern if remove else _runnable(pattern), action, remove)
@@ -609,7 +655,7 @@ class Decision:
         """`action` approve, reject or discard; `reason` optional."""
         action = form.get("action") or ""
         if action not in MODERATION:
-            raise AdminError("Choose approve, reject or discard.")
+            raise AdminError(LISTS.lazy_gettext("Choose approve, reject or discard."))
         return cls(action=action, reason=(form.get("reason") or "").strip())
 
 
@@ -620,7 +666,7 @@ def decide(
     held_id: int,
     decision: Decision,
     actor: str,
-) -> str | None:
+) -> Text | None:
     """Carry out `decision` on the held post `held_id` of `mlist`, and record it (which
     post, whose, and why; never its contents); the answer to show, or None when the post
     is not held there (any more: another moderator may have decided first)."""

@@ -282,7 +282,7 @@ def moderate(ctx: click.Context, address: str, held_id: int, action: str, reason
         answer = admin.decide(session, poster, mlist, held_id, decision, cli_actor())
     if answer is None:
         raise click.ClickException(f"no held post {held_id} for {address}")
-    click.echo(answer)
+    click.echo(str(answer))
 
 
 @lists.command(name="set")

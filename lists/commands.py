@@ -19,12 +19,21 @@ from email.message import EmailMessage
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from archiver.languages import Text
 from archiver.throttle import allow_in
-from lists import notices, wording
-from lists.membership import BadAddress, Membership, delivery_for, has_role, one_address
+from lists import notices
+from lists.membership import (
+    BadAddress,
+    Membership,
+    delivery_for,
+    has_role,
+    not_a_member,
+    one_address,
+)
 from lists.models import HeldMessage, MailingList, Pending, Role
 from lists.outbox import send_notice
 from lists.posting import Poster
+from lists.wording import LISTS, said
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +55,7 @@ class Commands:
         self, session: Session, mlist: MailingList, message: EmailMessage, sender: str
     ) -> None:
         """Commands to NAME-request@: from the subject, then the body's first lines."""
-        results: list[str] = []
+        results: list[Text | str] = []
         subject, body = command_lines(message)
         answer = self._one(session, mlist, subject.split(), sender) if subject else None
         if answer is not None:  # a subject that is no command is just a subject
@@ -55,8 +64,9 @@ class Commands:
             results.append(f"> {line}")
             answer = self._one(session, mlist, line.split(), sender)
             if answer is None:
-                _ = wording.words(mlist).gettext
-                results.append(_("Unknown command; write 'help' for the list of commands."))
+                results.append(
+                    LISTS.lazy_gettext("Unknown command; write 'help' for the list of commands.")
+                )
                 break
             results.append(answer)
         if not results:
@@ -106,7 +116,7 @@ class Commands:
             return  # not a moderator: say nothing, a held post is none of their business
         action = first_word(message)
         if action not in ("approve", "reject", "discard"):
-            answer = wording.words(mlist).gettext(
+            answer = LISTS.lazy_gettext(
                 "Reply with approve, reject or discard as the first word of the body."
             )
         else:
@@ -114,7 +124,7 @@ class Commands:
         self._reply(session, mlist, sender, [answer])
 
     @staticmethod
-    def _reply(session: Session, mlist: MailingList, sender: str, lines: list[str]) -> None:
+    def _reply(session: Session, mlist: MailingList, sender: str, lines: list[Text | str]) -> None:
         """Answer a command mail, at most `REPLIES_PER_HOUR` times an hour per address.
 
         The sender of a command is only what its From says: someone forging a victim's
@@ -125,11 +135,12 @@ class Commands:
         if not allow_in(session, "command-reply", sender, REPLIES_PER_HOUR, timedelta(hours=1)):
             log.warning("too many replies to %s from %s: not answering", sender, mlist.address)
             return
-        send_notice(session, notices.command_results(mlist, sender, lines), "", mlist.id)
+        answers = [said(mlist, line) for line in lines]  # in the list's language
+        send_notice(session, notices.command_results(mlist, sender, answers), "", mlist.id)
 
     def _one(
         self, session: Session, mlist: MailingList, words: list[str], sender: str
-    ) -> str | None:
+    ) -> Text | str | None:
         verb = words[0].lower() if words else ""
         if verb in ("subscribe", "join"):
             return self.membership.request(session, mlist, sender, "subscribe")
@@ -142,22 +153,18 @@ class Commands:
         if verb == "set" and len(words) >= 3:
             return self._set(session, mlist, sender, words[1].lower(), words[2].lower())
         if verb in ("end", "stop", "thanks"):
-            return wording.words(mlist).gettext("Done.")
+            return LISTS.lazy_gettext("Done.")
         return None
 
     def _set(
         self, session: Session, mlist: MailingList, sender: str, option: str, value: str
-    ) -> str:
+    ) -> Text:
         """A setting changes only once the member's own address confirms it: the From of
         a command is as easy to forge as anyone's."""
-        _ = wording.words(mlist).gettext
         if delivery_for(option, value) is None:
-            return _("Usage: set digest plain|mime|off, or set nomail on|off.")
+            return LISTS.lazy_gettext("Usage: set digest plain|mime|off, or set nomail on|off.")
         if not has_role(session, mlist, sender, Role.MEMBER):
-            return _("%(address)s is not a member of %(list)s.") % {
-                "address": sender,
-                "list": mlist.address,
-            }
+            return not_a_member(mlist, sender)
         return self.membership.request(session, mlist, sender, f"set {option} {value}")
 
 

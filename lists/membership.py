@@ -18,12 +18,13 @@ from datetime import timedelta
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
+from archiver.languages import Text, TextError
 from archiver.locks import transaction_lock
 from lists import notices, patterns
 from lists.models import Ban, Delivery, MailingList, Member, Pending, Role, Subscription, utcnow
 from lists.outbox import send_notice
 from lists.tokens import member_token, new_token
-from lists.wording import service_words, words
+from lists.wording import LISTS
 
 CONFIRM_DAYS = 3
 SETTINGS_LINK_DAYS = 7
@@ -36,10 +37,11 @@ _ATEXT = rf"[A-Za-z0-9!#$%&'*+/=?^_`{{|}}~\-{_WIDE}]"
 _LABEL = rf"[A-Za-z0-9{_WIDE}](?:[A-Za-z0-9{_WIDE}-]{{0,61}}[A-Za-z0-9{_WIDE}])?"
 ADDRESS = re.compile(rf"^{_ATEXT}+(?:\.{_ATEXT}+)*@{_LABEL}(?:\.{_LABEL})+$")
 MAX_ADDRESS = 254  # RFC 5321's path limit, less the angle brackets
+UNKNOWN_CONFIRMATION = LISTS.lazy_gettext("That confirmation is unknown or has expired.")
 
 
-class BadAddress(ValueError):
-    """Text that is not exactly one plain email address; the message says why."""
+class BadAddress(TextError):
+    """Text that is not exactly one plain email address; the text says why."""
 
 
 def one_address(text: str) -> str:
@@ -52,15 +54,20 @@ def one_address(text: str) -> str:
     """
     address = text.strip()
     if not address:
-        raise BadAddress("no address was given")
+        raise BadAddress(LISTS.lazy_gettext("no address was given"))
     if not address.isprintable():  # line breaks (CR, LF, U+2028...), controls, odd spaces
-        raise BadAddress("an address is one line, without control characters")
+        raise BadAddress(LISTS.lazy_gettext("an address is one line, without control characters"))
     if address.count("@") != 1 or any(char in address for char in ",; "):
-        raise BadAddress("give exactly one address, such as ann@example.org")
+        raise BadAddress(LISTS.lazy_gettext("give exactly one address, such as ann@example.org"))
     if len(address) > MAX_ADDRESS or len(address.partition("@")[0]) > 64:
-        raise BadAddress("that address is longer than an address may be")
+        raise BadAddress(LISTS.lazy_gettext("that address is longer than an address may be"))
     if not ADDRESS.match(address):
-        raise BadAddress(f"{address!r} is not a plain email address (such as ann@example.org)")
+        raise BadAddress(
+            LISTS.lazy_gettext(
+                "%(address)s is not a plain email address (such as ann@example.org)",
+                address=repr(address),
+            )
+        )
     return address.lower()
 
 
@@ -80,7 +87,7 @@ class Membership:
     def __init__(self, public_url: str) -> None:
         self.public_url = public_url
 
-    def request(self, session: Session, mlist: MailingList, address: str, action: str) -> str:
+    def request(self, session: Session, mlist: MailingList, address: str, action: str) -> Text:
         """Someone asked (by mail or on the web) to subscribe or unsubscribe `address`, or
         (by mail) to change its delivery (`action` is then `set OPTION VALUE`).
 
@@ -90,7 +97,9 @@ class Membership:
         sends nothing) unless `address` is exactly one plain address.
         """
         address = one_address(address)
-        sent = "A confirmation has been sent to the address, if it may receive one."
+        sent = LISTS.lazy_gettext(
+            "A confirmation has been sent to the address, if it may receive one."
+        )
         if action == "subscribe" and (
             mlist.subscription == Subscription.CLOSED or is_banned(session, mlist, address)
         ):
@@ -112,14 +121,15 @@ class Membership:
         )
         return sent
 
-    def confirm(self, session: Session, token: str, confirmer: str) -> str:
+    def confirm(self, session: Session, token: str, confirmer: str) -> Text:
         """Act on a confirmation token, if `confirmer` is the address it was sent to (or,
-        for an owner's approval, an owner of the list)."""
+        for an owner's approval, an owner of the list); the outcome, to be said in the
+        language of whoever reads it (a reply mail, a page)."""
         pending = self.pending_for(session, token)
         mlist = None if pending is None else session.get(MailingList, pending.list_id)
         if pending is None or mlist is None:
-            return service_words(session).gettext("That confirmation is unknown or has expired.")
-        _ = words(mlist).gettext
+            return UNKNOWN_CONFIRMATION
+        _ = LISTS.lazy_gettext
         names = {"address": pending.address, "list": mlist.address}
         confirmer = confirmer.lower()
         if pending.action == "approve":
@@ -130,17 +140,17 @@ class Membership:
         # used once: of two confirmations racing, only the one that deletes the row acts
         used = session.execute(delete(Pending).where(Pending.id == pending.id))
         if used.rowcount != 1:
-            return _("That confirmation is unknown or has expired.")
+            return UNKNOWN_CONFIRMATION
         if pending.action == "unsubscribe":
             self._remove(session, mlist, pending.address)
-            return _("%(address)s has left %(list)s.") % names
+            return _("%(address)s has left %(list)s.", **names)
         if pending.action.startswith("set "):
             return _apply_setting(session, mlist, pending.address, pending.action)
         if pending.action == "subscribe" and mlist.subscription == Subscription.MODERATE:
             self._ask_owners(session, mlist, pending.address)
             return _("Confirmed; an owner of the list will now look at the request.")
         self._add(session, mlist, pending.address, pending.display_name)
-        return _("%(address)s is now a member of %(list)s.") % names
+        return _("%(address)s is now a member of %(list)s.", **names)
 
     def pending_for(self, session: Session, token: str) -> Pending | None:
         """The unexpired request behind a token (for the web page that confirms it)."""
@@ -149,12 +159,12 @@ class Membership:
             return None
         return pending
 
-    def confirm_link(self, session: Session, token: str) -> str:
+    def confirm_link(self, session: Session, token: str) -> Text:
         """A confirmation through the link in the mail: having the token shows that the
         address received it (owners' approvals still need an owner's reply)."""
         pending = self.pending_for(session, token)
         if pending is None or pending.action == "approve":
-            return service_words(session).gettext("That confirmation is unknown or has expired.")
+            return UNKNOWN_CONFIRMATION
         return self.confirm(session, token, pending.address)
 
     def unsubscribe_now(self, session: Session, mlist: MailingList, address: str) -> bool:
@@ -199,17 +209,18 @@ class Membership:
         )
         return True
 
-    def reject_request(self, session: Session, token: str, owner: str) -> str:
+    def reject_request(self, session: Session, token: str, owner: str) -> Text:
         """An owner refuses a subscription waiting for approval."""
         pending = session.scalar(select(Pending).where(Pending.token == token))
         mlist = None if pending is None else session.get(MailingList, pending.list_id)
         if pending is None or pending.action != "approve" or mlist is None:
-            return service_words(session).gettext("That request is unknown or has expired.")
-        _ = words(mlist).gettext
+            return LISTS.lazy_gettext("That request is unknown or has expired.")
         if not has_role(session, mlist, owner.lower(), Role.OWNER):
-            return _("Only an owner of the list can refuse that request.")
+            return LISTS.lazy_gettext("Only an owner of the list can refuse that request.")
         session.delete(pending)
-        return _("The request of %(address)s was refused.") % {"address": pending.address}
+        return LISTS.lazy_gettext(
+            "The request of %(address)s was refused.", address=pending.address
+        )
 
     def add_members(
         self,
@@ -389,7 +400,7 @@ def delivery_for(option: str, value: str) -> Delivery | None:
     return _DELIVERIES.get((option, value))
 
 
-def _apply_setting(session: Session, mlist: MailingList, address: str, action: str) -> str:
+def _apply_setting(session: Session, mlist: MailingList, address: str, action: str) -> Text:
     """Carry out a confirmed `set OPTION VALUE` for `address`."""
     _, option, value = action.split(" ", 2)
     delivery = delivery_for(option, value)
@@ -399,15 +410,20 @@ def _apply_setting(session: Session, mlist: MailingList, address: str, action: s
         )
     )
     if member is None or delivery is None:
-        return words(mlist).gettext("%(address)s is not a member of %(list)s.") % {
-            "address": address,
-            "list": mlist.address,
-        }
+        return not_a_member(mlist, address)
     member.delivery = delivery
     if (option, value) == ("nomail", "off"):  # the member says the address works again
         member.disabled_reason = None
         member.bounce_score = 0.0
-    return words(mlist).gettext("Delivery for %(address)s is now: %(delivery)s.") % {
-        "address": address,
-        "delivery": member.delivery,
-    }
+    return LISTS.lazy_gettext(
+        "Delivery for %(address)s is now: %(delivery)s.",
+        address=address,
+        delivery=str(member.delivery),
+    )
+
+
+def not_a_member(mlist: MailingList, address: str) -> Text:
+    """The answer to a member's request from an address that is no member."""
+    return LISTS.lazy_gettext(
+        "%(address)s is not a member of %(list)s.", address=address, list=mlist.address
+    )

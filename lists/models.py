@@ -219,7 +219,10 @@ class HeldMessage(Base):
     sender: Mapped[str] = mapped_column(String(320))
     subject: Mapped[str] = mapped_column(Text, default="")
     message_id: Mapped[str] = mapped_column(Text, default="")
-    reason: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)  # in English, for the command line
+    # The reason as `archiver.languages.Text.as_json` made it, to say it in the reader's
+    # language; None for posts held before reasons were kept so (their English shows).
+    reason_text: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     held_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     # What the content checks said (`Verdict.as_dict`), for the archived copy if approved

@@ -8,8 +8,9 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
 
+from archiver.languages import Text
 from lists.models import MailingList, utcnow
-from lists.wording import language_of, words
+from lists.wording import language_of, said, words
 
 AUTO_HEADERS = {"Auto-Submitted": "auto-replied", "Precedence": "bulk"}
 MAX_LINE = 990  # RFC 5321 allows 998 octets a line; a little room for the line ending
@@ -165,7 +166,7 @@ def held_for_moderation(
     moderator: str,
     sender: str,
     subject: str,
-    reason: str,
+    reason: Text,
     token: str,
     original: bytes,
     queue: str = "",
@@ -174,7 +175,8 @@ def held_for_moderation(
     list's held-posts page (`queue`), which shows the post before the decision."""
     _ = words(mlist).gettext
     confirm = mlist.address_for(f"confirm+{token}")
-    names = {"list": mlist.address, "sender": sender, "subject": subject, "reason": reason}
+    reason_said = said(mlist, reason)
+    names = {"list": mlist.address, "sender": sender, "subject": subject, "reason": reason_said}
     body = (
         _(
             "A post to %(list)s is held for moderation.\n\n"
@@ -239,10 +241,10 @@ def virus_discarded(
     )
 
 
-def post_held(mlist: MailingList, sender: str, subject: str, reason: str) -> EmailMessage:
+def post_held(mlist: MailingList, sender: str, subject: str, reason: Text) -> EmailMessage:
     """Tell the poster their message waits for a moderator."""
     _ = words(mlist).gettext
-    names = {"list": mlist.address, "subject": subject, "reason": reason}
+    names = {"list": mlist.address, "subject": subject, "reason": said(mlist, reason)}
     body = (
         _(
             "Your message to %(list)s with the subject\n\n    %(subject)s\n\n"
@@ -253,10 +255,13 @@ def post_held(mlist: MailingList, sender: str, subject: str, reason: str) -> Ema
     return notice(mlist, sender, _("Your message to %(list)s awaits approval") % names, body)
 
 
-def post_rejected(mlist: MailingList, sender: str, subject: str, reason: str) -> EmailMessage:
-    """Tell the poster their message was refused, and why."""
+def post_rejected(
+    mlist: MailingList, sender: str, subject: str, reason: Text | str
+) -> EmailMessage:
+    """Tell the poster their message was refused, and why (a rule's reason, or what the
+    moderator typed)."""
     _ = words(mlist).gettext
-    names = {"list": mlist.address, "subject": subject, "reason": reason}
+    names = {"list": mlist.address, "subject": subject, "reason": said(mlist, reason)}
     body = (
         _(
             "Your message to %(list)s with the subject\n\n    %(subject)s\n\n"

@@ -16,6 +16,9 @@ import logging
 
 import re2
 
+from archiver.languages import TextError
+from lists.wording import LISTS
+
 log = logging.getLogger(__name__)
 
 MAX_PATTERN = 512  # characters; the ban table's column is this wide
@@ -24,8 +27,8 @@ MAX_PATTERN = 512  # characters; the ban table's column is this wide
 MAX_MEMORY = 1 << 20
 
 
-class PatternError(ValueError):
-    """A pattern that cannot be saved, with the reason in one line."""
+class PatternError(TextError):
+    """A pattern that cannot be saved, with the reason in one sentence."""
 
 
 def _options() -> re2.Options:
@@ -45,7 +48,11 @@ def _compiled(pattern: str) -> re2._Regexp:
 def check_pattern(pattern: str) -> None:
     """Raise `PatternError` with the reason when `pattern` cannot be saved."""
     if len(pattern) > MAX_PATTERN:
-        raise PatternError(f"the pattern is longer than {MAX_PATTERN} characters")
+        raise PatternError(
+            LISTS.lazy_gettext(
+                "The pattern is longer than %(limit)s characters.", limit=MAX_PATTERN
+            )
+        )
     try:
         _compiled(pattern)
     except re2.error as error:
@@ -53,8 +60,11 @@ def check_pattern(pattern: str) -> None:
         if isinstance(reason, bytes):
             reason = reason.decode("utf-8", "replace")
         raise PatternError(
-            f"not a pattern this service runs ({reason}); back-references and look-around "
-            "are not supported"
+            LISTS.lazy_gettext(
+                "Not a pattern this service runs (%(reason)s); back-references and "
+                "look-around are not supported.",
+                reason=reason,
+            )
         ) from None
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from archiver.archive import Archive
 from archiver.contentcheck.verdict import Verdict
+from archiver.languages import Text
 from lists import notices, pipeline
 from lists.arrival import Arrival, from_domain, parse
 from lists.dmarc import DmarcLookup
@@ -24,6 +25,7 @@ from lists.rules import Post, decide
 from lists.rules.content_check import ContentCheck
 from lists.rules.unverified_sender import needs_proof
 from lists.tokens import new_token
+from lists.wording import LISTS
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +141,12 @@ class Poster:
         pipeline.run(delivery)
         log.info("queue_id=%s to %s: %s", queue_id, mlist.address, "; ".join(delivery.notes))
 
-    def moderate(self, session: Session, held: HeldMessage, action: str, reason: str = "") -> str:
-        """A moderator's decision on a held post: approve, reject or discard."""
+    def moderate(self, session: Session, held: HeldMessage, action: str, reason: str = "") -> Text:
+        """A moderator's decision on a held post: approve, reject or discard; the answer,
+        to be said in the moderator's language (a page's, or the list's in a reply)."""
         mlist = session.get(MailingList, held.list_id)
         if mlist is None:
-            return "That list no longer exists."
+            return LISTS.lazy_gettext("That list no longer exists.")
         data = session.scalar(select(HeldMessage.data).where(HeldMessage.id == held.id))
         session.delete(held)
         if action == "approve":
@@ -154,13 +157,15 @@ class Poster:
             domain = from_domain(message) if asks_policy(mlist) else ""
             policy = self.dmarc.policy(domain) if domain else None
             self.deliver(session, mlist, message, held.sender, utcnow(), policy, verdict=verdict)
-            return f"The post from {held.sender} was approved and sent to the list."
+            return LISTS.lazy_gettext(
+                "The post from %(sender)s was approved and sent to the list.", sender=held.sender
+            )
         if action == "reject":
-            why = reason or "a moderator rejected it"
+            why = reason or LISTS.lazy_gettext("a moderator rejected it")
             reply = notices.post_rejected(mlist, held.sender, held.subject, why)
             send_notice(session, reply, "", mlist.id)
-            return f"The post from {held.sender} was rejected."
-        return f"The post from {held.sender} was discarded."
+            return LISTS.lazy_gettext("The post from %(sender)s was rejected.", sender=held.sender)
+        return LISTS.lazy_gettext("The post from %(sender)s was discarded.", sender=held.sender)
 
 
 def hold(
@@ -169,7 +174,7 @@ def hold(
     data: bytes,
     message: EmailMessage,
     sender: str,
-    reason: str,
+    reason: Text,
     tell_sender: bool = True,
     verdict: Verdict | None = None,
     queue: str = "",
@@ -184,7 +189,8 @@ def hold(
         sender=sender,
         subject=subject[:1000],
         message_id=str(message.get("Message-ID", ""))[:1000],
-        reason=reason,
+        reason=str(reason),
+        reason_text=reason.as_json(),
         data=data,
         verdict=verdict.as_dict() if verdict else None,
     )
@@ -221,3 +227,11 @@ def virus_found(
             mlist.address_for("bounces"),
             mlist.id,
         )
+
+
+def held_reason(held: HeldMessage) -> Text | str:
+    """Why `held` waits, to be said in the reader's language; the English text of a post
+    held before reasons were kept as texts."""
+    if held.reason_text:
+        return Text.from_json(LISTS, held.reason_text)
+    return held.reason

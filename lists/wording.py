@@ -4,6 +4,10 @@ A list's own `language` setting, else the service's `ARSIP_DEFAULT_LANGUAGE` (wh
 core's sessions carry in their `info`), else English. The catalogue is
 `lists/translations/` (see `make translations`); strings are marked in English with
 `_()` and named placeholders, so a translation may reorder them.
+
+What the list engine answers people (a confirmation's outcome, a moderator's decision, a
+refused setting, why a post is held) is a `Text` of `LISTS`, said where it is shown: in
+mail in the list's language (`said`), on a page in the page's.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import object_session
 
-from archiver.languages import LANGUAGES, catalogue
+from archiver.languages import LANGUAGES, Catalogue, Text, catalogue
 
 if TYPE_CHECKING:
     from babel.support import NullTranslations
@@ -22,6 +26,7 @@ if TYPE_CHECKING:
     from lists.models import MailingList
 
 TRANSLATIONS = Path(__file__).parent / "translations"
+LISTS = Catalogue(TRANSLATIONS)
 
 
 def language_of(mlist: MailingList) -> str:
@@ -42,6 +47,6 @@ def words(mlist: MailingList) -> NullTranslations:
     return catalogue(TRANSLATIONS, language_of(mlist))
 
 
-def service_words(session: Session) -> NullTranslations:
-    """The catalogue for answers that belong to no list yet (an unknown token)."""
-    return catalogue(TRANSLATIONS, default_language(session))
+def said(mlist: MailingList, text: Text | str) -> str:
+    """`text` in the language of `mlist`'s mail (a plain string, typed by a person, as it is)."""
+    return text.say(language_of(mlist)) if isinstance(text, Text) else text

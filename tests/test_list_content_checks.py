@@ -144,19 +144,19 @@ def test_content_check_decisions(story: str, the_post: Post, action: Action) -> 
 
 def test_the_hold_reason_shows_score_and_rules_and_spares_the_sender() -> None:
     decision = decide(a_post(GTUBE_VERDICT, spam_discard_score=2000.0))
-    assert "score 1000.0 (GTUBE, NO_RECEIVED)" in decision.reason
-    assert "5 or more" in decision.reason
+    assert "score 1000.0 (GTUBE, NO_RECEIVED)" in str(decision.reason)
+    assert "5 or more" in str(decision.reason)
     assert not decision.tell_sender  # spam's From is mostly forged: no backscatter
 
 
 def test_the_virus_reason_names_the_signature() -> None:
-    assert SIGNATURE in decide(a_post(VIRUS)).reason
+    assert SIGNATURE in str(decide(a_post(VIRUS)).reason)
 
 
 def test_an_unchecked_post_is_held_naming_the_daemon() -> None:
     decision = decide(a_post(Verdict(unchecked=("spamd", "clamd"))))
-    assert decision.reason.startswith("content check unavailable")
-    assert "spamd and clamd" in decision.reason
+    assert str(decision.reason).startswith("content check unavailable")
+    assert "spamd and clamd" in str(decision.reason)
     assert decision.tell_sender
 
 
@@ -177,7 +177,7 @@ def test_spam_scores_are_positive_and_hold_comes_first(
     hold: float, discard: float, problem: str
 ) -> None:
     found = score_problem(hold, discard)
-    assert (problem in found) if problem else found == ""
+    assert (problem in str(found)) if problem else found is None
 
 
 def test_the_virus_notice_names_the_post_and_carries_none_of_it() -> None:
@@ -286,7 +286,7 @@ def test_held_spam_is_shown_to_moderators_and_approval_still_delivers_it(
     poster = Poster(core.archive, DmarcLookup(), "https://lists.test")
     with core.sessions.begin() as session:
         answer = poster.moderate(session, session.scalars(select(HeldMessage)).one(), "approve")
-    assert "approved" in answer
+    assert "approved" in str(answer)
     out = queued(core)
     assert any(kind == "post" for kind, _ in out[BOB])
     with core.sessions() as session:  # the archived copy is flagged as the check said

@@ -8,6 +8,7 @@ from datetime import date
 
 import pytest
 
+from archiver.languages import CORE
 from archiver.search.query import (
     MAX_NESTING,
     Address,
@@ -343,7 +344,7 @@ def test_the_message_counts_positions_from_one_for_people():
 
 
 def test_the_error_survives_pickling_between_processes():
-    copy = pickle.loads(pickle.dumps(QuerySyntaxError("boom", 3)))
+    copy = pickle.loads(pickle.dumps(QuerySyntaxError(CORE.lazy_gettext("boom"), 3)))
 
     assert (copy.message, copy.position, str(copy)) == ("boom", 3, "boom at position 4")
 

@@ -84,7 +84,7 @@ def test_a_shorter_policy_is_told_which_longer_policy_keeps_its_messages(filled:
     assert longest.stderr == ""
     moot = with_backend(filled, lambda session, backend: policy_coverage(session, backend, "dev"))
     assert moot.moot == moot.messages == 2
-    assert any("It decides nothing now" in note.text for note in moot.notes(scoped=True))
+    assert any("It decides nothing now" in str(note.text) for note in moot.notes(scoped=True))
 
 
 def test_a_hold_says_how_many_messages_it_covers_and_warns_when_none(filled: Core) -> None:

@@ -26,6 +26,7 @@ from archiver.core import Core
 from archiver.models import Message, utcnow
 from lists.models import HeldMessage, MailingList, Member, OutboxMessage, OutboxRecipient
 from lists.posting import hold, parse
+from lists.wording import LISTS
 from tests.test_accounts import PASSWORD, arsip, csrf_field, log_in
 from tests.test_admin_cli import archived_ids, audit_entries, file_into_list, post
 from web import create_app
@@ -368,7 +369,8 @@ def test_a_moderator_sees_a_held_posts_text_and_attachments_before_deciding(
         mlist = session.scalars(select(MailingList)).one()
         mlist.dmarc = "never"  # approving asks no DNS server in the tests
         data = HELD.encode()
-        held = hold(session, mlist, data, parse(data), "stranger@example.net", "Not a member.")
+        reason = LISTS.lazy_gettext("Not a member.")
+        held = hold(session, mlist, data, parse(data), "stranger@example.net", reason)
         held_id = held.id
     owner = browser(app, USER)
     page = owner.get(f"/lists/{address}/held")

@@ -22,6 +22,7 @@ from lists.models import (
     Pending,
 )
 from lists.posting import hold, parse
+from lists.wording import LISTS
 from tests.support import simple_message
 from tests.test_accounts import PASSWORD, arsip, csrf_field, log_in
 from web import create_app
@@ -34,6 +35,8 @@ MEMBER = "mem@example.org"
 STRANGER = "zed@example.org"
 ADMIN = "root@example.org"
 OUTSIDER = "outsider@example.net"
+# Why the nonmember rule holds a post (`lists/rules/nonmember.py`).
+NOT_A_MEMBER = LISTS.lazy_gettext("the sender is not a member of the list")
 
 
 @pytest.fixture
@@ -49,7 +52,7 @@ def app(core: Core) -> Flask:
         session.add(Member(list_id=mlist.id, address=MODERATOR, role="moderator"))
         session.add(Member(list_id=mlist.id, address=MEMBER))
         data = simple_message("held1@x", subject="Buy now", sender=OUTSIDER, to=LIST)
-        hold(session, mlist, data, parse(data), OUTSIDER, "The sender is not a member.")
+        hold(session, mlist, data, parse(data), OUTSIDER, NOT_A_MEMBER)
         for email in (OWNER, MODERATOR, MEMBER, STRANGER):
             add_user(session, email, "user", PASSWORD)
         add_user(session, ADMIN, "admin", PASSWORD)

@@ -44,7 +44,7 @@ from lists.tokens import sign, unsign
 from web.audit_hooks import audit_change
 from web.auth import current_user, login_required
 from web.deps import get_core
-from web.i18n import language_for
+from web.i18n import language_for, say
 from web.member_settings import DELIVERY_LABELS, delivery_label
 from web.notice_mail import notice_mail, queue_notice
 from web.password_reset import bp as password_reset_bp
@@ -299,7 +299,7 @@ def delivery(member_id: int) -> ResponseReturnValue:
         try:
             MemberSettings.from_form(request.form).apply(member)
         except AdminError as error:
-            abort(400, str(error))
+            abort(400, say(error.text))
         list_address = db.get(MailingList, member.list_id)
         where = list_address.address if list_address is not None else gettext("the list")
         notice = gettext(

@@ -6,6 +6,10 @@ rest: `_()`/`ngettext()` in templates and views, and dates and numbers in the re
 locale (`format_date`, `format_number`). Strings are marked in English, the source
 language; `web/translations/` holds the catalogues (`make translations` extracts,
 updates and compiles them).
+
+The core and the list engine hand the web `Text`s (errors, notes, answers, held posts'
+reasons), each translated by its own package's catalogue; `say` puts one in the page's
+language, so a view passes the template a string and the template needs to know nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from pathlib import Path
 from flask import Flask, g, request
 from flask_babel import Babel, format_date, format_datetime, format_decimal, format_number, ngettext
 
-from archiver.languages import LANGUAGES
+from archiver.languages import LANGUAGES, Text
 from web.auth import current_user
 from web.deps import get_core
 
@@ -35,6 +39,7 @@ def init_app(app: Flask) -> None:
         languages=LANGUAGES,
         format_moment=format_moment,
         format_size=format_size,
+        say=say,
     )
     app.jinja_env.policies["ext.i18n.trimmed"] = True  # {% trans %} blocks as one line
 
@@ -54,6 +59,12 @@ def language_for(chosen: str | None) -> str:
     if chosen in LANGUAGES:
         return chosen
     return request.accept_languages.best_match(LANGUAGES) or get_core().settings.default_language
+
+
+def say(text: Text | str) -> str:
+    """A text of the core or the list engine in this page's language; a plain string (a
+    name, a reason a person typed) as it is."""
+    return text.say(page_language()) if isinstance(text, Text) else text
 
 
 def format_moment(moment: datetime, with_time: bool = True) -> str:

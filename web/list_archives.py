@@ -34,6 +34,7 @@ from lists.membership import BadAddress, one_address
 from lists.models import ArchivePolicy, MailingList
 from web.auth import current_viewer
 from web.deps import get_core, get_membership
+from web.i18n import say
 from web.manage import held_count, roles_here
 from web.navigation import conversations, distinct
 
@@ -263,10 +264,10 @@ def _request(list_address: str, action: str) -> ResponseReturnValue:
         try:
             address = one_address(request.form.get("email", ""))
         except BadAddress as error:
-            text = gettext("Nothing was sent: %(problem)s.", problem=error)
+            text = gettext("Nothing was sent: %(problem)s.", problem=say(error.text))
             title = gettext("Not one email address")
             return render_template("message.html", title=title, text=text), 400
-        text = get_membership().request(session, mlist, address, action)
+        text = say(get_membership().request(session, mlist, address, action))
         target = url_for(".archive", list_address=mlist.address)
     flash(text)
     return "", 303, {"Location": target}

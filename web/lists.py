@@ -17,6 +17,7 @@ from lists.models import MailingList
 from lists.tokens import signature_matches
 from web.csrf import csrf_exempt
 from web.deps import get_core, get_membership
+from web.i18n import say
 
 bp = Blueprint("lists", __name__, url_prefix="/lists")
 
@@ -102,7 +103,7 @@ def confirm(token: str) -> ResponseReturnValue:
         if pending is None or not _confirmable(pending.action):
             return _unknown_confirmation()
         outcome = membership.confirm_link(session, token)
-    return _message(gettext("Confirmed"), outcome)
+    return _message(gettext("Confirmed"), say(outcome))
 
 
 @bp.get("/<path:list_address>/unsubscribe")

@@ -38,12 +38,13 @@ from archiver.parse.mime import Attachment
 from lists import admin
 from lists.admin import AdminError, find_list
 from lists.models import Ban, HeldMessage, MailingList, Member, Role
-from lists.posting import Poster
+from lists.posting import Poster, held_reason
 from web.audit_hooks import web_actor
 from web.auth import current_user, login_required
 from web.deps import dmarc_lookup, get_core, get_membership
 from web.downloads import download
 from web.html_frame import FRAMING_PAGE_POLICY, html_frame
+from web.i18n import say
 from web.member_settings import DELIVERY_LABELS
 from web.previews import parts_by_hash
 
@@ -154,13 +155,15 @@ class HeldPost:
     body: str
     has_html: bool
     attachments: list[Attachment]
+    reason: str  # why it was held, in the reader's language
 
 
 def _described(post: HeldMessage) -> HeldPost:
     # Read as the archive reads mail, so moderators see the text and the attachments the
     # archive would keep if they approve it.
     parsed = parse_message(post.data, post.held_at)
-    return HeldPost(post, parsed.body_text, html_body(post.data) is not None, parsed.attachments)
+    has_html = html_body(post.data) is not None
+    return HeldPost(post, parsed.body_text, has_html, parsed.attachments, say(held_reason(post)))
 
 
 @bp.get("/<list_address>/held")
@@ -232,7 +235,7 @@ def moderate(list_address: str, held_id: int) -> ResponseReturnValue:
     try:
         decision = admin.Decision.from_form(request.form)
     except AdminError as error:
-        abort(400, str(error))
+        abort(400, say(error.text))
     core = get_core()
     with core.sessions.begin() as session:
         mlist, _ = _find(session, list_address, Role.OWNER, Role.MODERATOR)
@@ -240,7 +243,8 @@ def moderate(list_address: str, held_id: int) -> ResponseReturnValue:
         answer = admin.decide(session, poster, mlist, held_id, decision, web_actor())
         address = mlist.address
     # None: another moderator may have decided first; say so rather than fail.
-    return _back(".held", address, answer or gettext("That post is no longer held."))
+    notice = say(answer) if answer is not None else gettext("That post is no longer held.")
+    return _back(".held", address, notice)
 
 
 def _members_page(
@@ -289,7 +293,7 @@ def _members_form(
         try:
             form = read(request.form)
         except AdminError as error:
-            return _members_page(session, mlist, roles, str(error), 400)
+            return _members_page(session, mlist, roles, say(error.text), 400)
         notice = act(session, mlist, form)
         address = mlist.address
     return _back(".members", address, notice)
@@ -420,6 +424,6 @@ def save_settings(list_address: str) -> ResponseReturnValue:
                 session, mlist, admin.ListSettings.from_form(request.form), web_actor()
             )
         except AdminError as error:
-            return _settings_page(mlist, roles, str(error), 400)
+            return _settings_page(mlist, roles, say(error.text), 400)
         address = mlist.address
     return _back(".settings", address, gettext("Saved."))

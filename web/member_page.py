@@ -37,6 +37,7 @@ from lists.membership import SETTINGS_LINK_DAYS, BadAddress, one_address
 from lists.models import MailingList, Member, Role
 from lists.tokens import read_member_token
 from web.deps import get_core, get_membership
+from web.i18n import say
 from web.member_settings import DELIVERY_LABELS, delivery_label
 
 bp = Blueprint("member_page", __name__, url_prefix="/lists")
@@ -119,7 +120,7 @@ def request_link(list_address: str) -> ResponseReturnValue:
     try:
         address = one_address(entered)
     except BadAddress as error:
-        why = str(error)
+        why = say(error.text)
         return _request_page(list_address, f"{why[:1].upper()}{why[1:]}.", entered, 400)
     per_address, per_client = _throttles()
     if not per_client.allow(request.remote_addr or "unknown"):

@@ -44,6 +44,7 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext
 from sqlalchemy.orm import Session
 
 from archiver.accounts import Role, User
@@ -66,6 +67,7 @@ from archiver.retention.sweep import Sweeper, SweepReport, explain
 from web.audit_hooks import audit_read
 from web.auth import current_user, current_viewer, login_required
 from web.deps import get_core, search_backend
+from web.i18n import say
 from web.search import private_page_headers
 
 if TYPE_CHECKING:
@@ -105,7 +107,7 @@ def _administrator() -> User:
     """The logged-in administrator; 403 for auditors, who may read but not decide."""
     user = _staff()
     if user.role != Role.ADMIN:
-        abort(403, "Only administrators change retention policies and pause sweeps.")
+        abort(403, gettext("Only administrators change retention policies and pause sweeps."))
     return user
 
 
@@ -113,12 +115,15 @@ def _back(endpoint: str, notice: str, notes: list[Note] | None = None) -> Respon
     # Flashed, never put in the URL, so no link can make the page say something we did not.
     flash(notice)
     for note in notes or []:
-        flash(f"Warning: {note.text}" if note.warning else note.text)
+        said = say(note.text)
+        flash(gettext("Warning: %(note)s", note=said) if note.warning else said)
     return redirect(url_for(endpoint))
 
 
-def _sentence(text: str) -> str:
-    """A rules error as a notice: capitalised and full-stopped, names left as typed."""
+def _sentence(error: RuleError) -> str:
+    """A rules error as a notice in the page's language: capitalised and full-stopped,
+    names left as typed."""
+    text = say(error.text)
     return text[:1].upper() + text[1:] + "."
 
 
@@ -134,7 +139,7 @@ def _retention_page(
     context.setdefault("policy_form", dict.fromkeys(POLICY_FIELDS, ""))
     page = render_template(
         "retention.html",
-        title="Retention",
+        title=gettext("Retention"),
         policies=found,
         state=sweep_state(session),
         can_change=user.role == Role.ADMIN,
@@ -161,13 +166,22 @@ def add() -> ResponseReturnValue:
     try:
         with get_core().sessions.begin() as session:
             policy = add_policy(session, user.email, form["name"], form["keep"], form["scope"])
-            notice = f"Policy {policy.name}: keep {policy.scope or 'everything'} for {policy.keep}."
+            notice = _saved(policy.name, policy.scope, policy.keep)
     except (RuleError, PeriodError) as exc:
         with get_core().sessions() as session:
-            return _retention_page(session, user, 400, error=str(exc), policy_form=form)
+            return _retention_page(session, user, 400, error=say(exc.text), policy_form=form)
     with get_core().sessions() as session:
         covered = policy_coverage(session, search_backend(), policy.name)
     return _back(".index", notice, covered.notes(scoped=policy.scope is not None))
+
+
+def _saved(name: str, scope: str | None, keep: str) -> str:
+    """The notice that a policy was saved, and what it keeps."""
+    if scope:
+        return gettext(
+            "Policy %(name)s: keep %(scope)s for %(keep)s.", name=name, scope=scope, keep=keep
+        )
+    return gettext("Policy %(name)s: keep everything for %(keep)s.", name=name, keep=keep)
 
 
 @bp.post("/retention/policies/remove")
@@ -181,8 +195,8 @@ def remove() -> ResponseReturnValue:
             remove_policy(session, user.email, name)
     except RuleError as exc:
         # Another administrator may have removed it first; say so rather than fail.
-        return _back(".index", _sentence(str(exc)))
-    return _back(".index", f"Policy {name} removed.")
+        return _back(".index", _sentence(exc))
+    return _back(".index", gettext("Policy %(name)s removed.", name=name))
 
 
 @bp.post("/retention/pause")
@@ -193,7 +207,7 @@ def pause() -> ResponseReturnValue:
     paused = request.form.get("paused") == "1"
     with get_core().sessions.begin() as session:
         set_paused(session, user.email, paused)
-    notice = "Sweeps are paused." if paused else "Sweeps run again."
+    notice = gettext("Sweeps are paused.") if paused else gettext("Sweeps run again.")
     return _back(".index", notice)
 
 
@@ -212,7 +226,7 @@ def _dry_run(user: User) -> SweepReport | None:
 
 def _busy(user: User) -> ResponseReturnValue:
     with get_core().sessions() as session:
-        busy = "A preview is running already; try again when it has finished."
+        busy = gettext("A preview is running already; try again when it has finished.")
         return _retention_page(session, user, 409, preview_error=busy)
 
 
@@ -264,10 +278,13 @@ def why() -> ResponseReturnValue:
     message_id = request.args.get("message_id", "").strip()
     with get_core().sessions() as session:
         if not message_id:
-            return _retention_page(session, user, 400, explain_error="Give a Message-ID.")
+            wanted = gettext("Give a Message-ID.")
+            return _retention_page(session, user, 400, explain_error=wanted)
         found = explain(session, search_backend(), message_id)
         if not found:
-            missing = f"No archived message has the Message-ID {message_id}."
+            missing = gettext(
+                "No archived message has the Message-ID %(message_id)s.", message_id=message_id
+            )
             return _retention_page(session, user, 404, explain_error=missing, message_id=message_id)
         return _retention_page(session, user, explanations=found, message_id=message_id)
 
@@ -280,7 +297,7 @@ def _holds_page(status: int = 200, **context: Any) -> ResponseReturnValue:
         active = [hold for hold in every if hold.released_at is None]
         page = render_template(
             "holds.html",
-            title="Legal holds",
+            title=gettext("Legal holds"),
             active=active,
             covered={
                 hold.name: hold_coverage(session, search_backend(), hold).messages
@@ -297,15 +314,16 @@ def custodian_list(text: str) -> list[str]:
     return [address for address in _CUSTODIAN_SEPARATORS.split(text) if address]
 
 
-def day(text: str, label: str) -> datetime | None:
-    """A `YYYY-MM-DD` from a date input as midnight UTC, None when empty; `FormError` else."""
+def day(text: str, refusal: str) -> datetime | None:
+    """A `YYYY-MM-DD` from a date input as midnight UTC, None when empty; `FormError` with
+    `refusal` (a sentence with `%(date)s` for the text) else."""
     text = text.strip()
     if not text:
         return None
     try:
         return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
     except ValueError as exc:
-        raise FormError(f"The {label} date {text!r} is not a date like 2026-01-31.") from exc
+        raise FormError(refusal % {"date": repr(text)}) from exc
 
 
 @bp.get("/holds")
@@ -323,7 +341,10 @@ def place() -> ResponseReturnValue:
     user = _staff()
     form = _form(HOLD_FIELDS)
     try:
-        since, until = day(form["since"], "start"), day(form["until"], "end")
+        since = day(
+            form["since"], gettext("The start date %(date)s is not a date like 2026-01-31.")
+        )
+        until = day(form["until"], gettext("The end date %(date)s is not a date like 2026-01-31."))
         with get_core().sessions.begin() as session:
             placed = add_hold(
                 session,
@@ -336,11 +357,13 @@ def place() -> ResponseReturnValue:
                 until=until,
             )
             name = placed.name
-    except (RuleError, FormError) as exc:
+    except RuleError as exc:
+        return _holds_page(400, error=say(exc.text), hold_form=form)
+    except FormError as exc:
         return _holds_page(400, error=str(exc), hold_form=form)
     with get_core().sessions() as session:
         covered = hold_coverage(session, search_backend(), placed)
-    return _back(".hold_list", f"Hold {name} placed.", covered.notes())
+    return _back(".hold_list", gettext("Hold %(name)s placed.", name=name), covered.notes())
 
 
 @bp.get("/holds/release")
@@ -352,7 +375,7 @@ def confirm_release() -> ResponseReturnValue:
     with get_core().sessions() as session:
         hold = next((h for h in holds(session) if h.name == name), None)
     if hold is None:
-        return _back(".hold_list", f"No active hold is named {name}.")
+        return _back(".hold_list", gettext("No active hold is named %(name)s.", name=name))
     return _holds_page(releasing=hold)
 
 
@@ -367,5 +390,5 @@ def release() -> ResponseReturnValue:
             release_hold(session, user.email, name)
     except RuleError as exc:
         # Someone else may have released it first; say so rather than fail.
-        return _back(".hold_list", _sentence(str(exc)))
-    return _back(".hold_list", f"Hold {name} released.")
+        return _back(".hold_list", _sentence(exc))
+    return _back(".hold_list", gettext("Hold %(name)s released.", name=name))

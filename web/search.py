@@ -33,7 +33,7 @@ from web.auth import current_viewer, login_required
 # BACKEND_KEY stays importable here for the tests that close the app's shared backend.
 from web.deps import BACKEND_KEY as BACKEND_KEY
 from web.deps import get_core, search_backend
-from web.i18n import format_moment
+from web.i18n import format_moment, say
 from web.navigation import Conversation, conversations, distinct, with_return
 
 if TYPE_CHECKING:
@@ -55,6 +55,19 @@ FACETS = {
     "year": (lazy_gettext("Years"), "date"),
 }
 SORT_LABELS = {Sort.RELEVANCE: lazy_gettext("relevance"), Sort.DATE: lazy_gettext("date")}
+
+
+@dataclass(frozen=True)
+class QueryProblem:
+    """A query the search page cannot read, as it shows it: the problem in the page's
+    language, and the 0-based position it underlines."""
+
+    message: str
+    position: int
+
+    @classmethod
+    def of(cls, error: QuerySyntaxError) -> QueryProblem:
+        return cls(say(error.text), error.position)
 
 
 def private_page_headers(response: Response) -> Response:
@@ -215,7 +228,7 @@ def index() -> ResponseReturnValue:
                 exact_total=exact,
             )
     except QuerySyntaxError as error:
-        context.update(title=gettext("%(query)s · Search", query=q), error=error)
+        context.update(title=gettext("%(query)s · Search", query=q), error=QueryProblem.of(error))
         return render_template("search.html", **context), 400
     audit_read(current_viewer(), "search", q, {"page": number, "results": page.total})
     last_page = max(1, -(-page.total // PAGE_SIZE))
@@ -250,7 +263,8 @@ def export() -> ResponseReturnValue:
     try:
         query = parse_query(q)
     except QuerySyntaxError as error:
-        context = {"title": gettext("Search"), "q": q, "sort": sort.value, "error": error}
+        problem = QueryProblem.of(error)
+        context = {"title": gettext("Search"), "q": q, "sort": sort.value, "error": problem}
         return render_template("search.html", **context), 400
     audit_read(current_viewer(), "export", q, {"sort": sort.value, "format": "mbox"})
     # The generator outlives the request, so it gets its parts now, not from the context.

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from archiver.languages import CORE, Text
+
 IMPORTED = "import"  # the `source` of mail read by `arsip import`
 
 
@@ -22,8 +24,9 @@ def counts_from(date: datetime, received_at: datetime, source: str) -> datetime:
     return max(date, received_at)
 
 
-def counted_by(source: str) -> str:
-    """In words, which rule `counts_from` applied (for `arsip retention explain`)."""
+def counted_by(source: str) -> Text:
+    """In words, which rule `counts_from` applied (for `arsip retention explain` and the
+    retention page)."""
     if source == IMPORTED:
-        return "its Date: header (imported mail has no arrival time)"
-    return "the later of its Date: header and its arrival"
+        return CORE.lazy_gettext("its Date: header (imported mail has no arrival time)")
+    return CORE.lazy_gettext("the later of its Date: header and its arrival")

@@ -23,6 +23,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from archiver.languages import CORE, Text
 from archiver.models import IndexQueueEntry, Message, MessageAddress, utcnow
 from archiver.retention.models import LegalHold
 from archiver.retention.rules import policies
@@ -42,12 +43,12 @@ CHUNK = 5_000
 class Note:
     """One sentence for whoever saved a rule; a warning says it may not do what they meant."""
 
-    text: str
+    text: Text
     warning: bool = False
 
 
 def messages(count: int) -> str:
-    """`1 message`, `2,345 messages`."""
+    """`1 message`, `2,345 messages`, for the command line."""
     return f"{count:,} message" + ("" if count == 1 else "s")
 
 
@@ -76,32 +77,54 @@ class PolicyCoverage:
     def notes(self, scoped: bool) -> list[Note]:
         """What the command line and the web page say once the policy is saved; `scoped`
         is whether it has a scope (without one, an empty archive is no mistake)."""
-        notes = [Note(f"It covers {messages(self.messages)} now.")]
+        notes = [_covers(self.messages)]
         if scoped and not self.messages:
             notes.append(
                 Note(
-                    "Its scope matches no message now: check it for a typo (a list is "
-                    "list: with its address or List-Id). The policy is saved all the same.",
+                    CORE.lazy_gettext(
+                        "Its scope matches no message now: check it for a typo (a list is "
+                        "list: with its address or List-Id). The policy is saved all the same."
+                    ),
                     warning=True,
                 )
             )
         for other in self.kept_longer:
             notes.append(
                 Note(
-                    f"{other.messages:,} of its {messages(self.messages)} are kept longer "
-                    f"by policy {other.policy} ({other.keep}): the longest retention wins.",
+                    CORE.lazy_ngettext(
+                        "%(shared)s of its %(count)s message is kept longer by policy "
+                        "%(policy)s (%(keep)s): the longest retention wins.",
+                        "%(shared)s of its %(count)s messages are kept longer by policy "
+                        "%(policy)s (%(keep)s): the longest retention wins.",
+                        self.messages,
+                        shared=other.messages,
+                        policy=other.policy,
+                        keep=other.keep,
+                    ),
                     warning=True,
                 )
             )
         if self.messages and self.moot == self.messages:
             notes.append(
-                Note("It decides nothing now: longer policies keep all its messages.", True)
+                Note(
+                    CORE.lazy_gettext(
+                        "It decides nothing now: longer policies keep all its messages."
+                    ),
+                    warning=True,
+                )
             )
         for other in self.overrules:
             notes.append(
                 Note(
-                    f"It keeps {messages(other.messages)} of policy {other.policy} "
-                    f"({other.keep}) longer than that policy would."
+                    CORE.lazy_ngettext(
+                        "It keeps %(count)s message of policy %(policy)s (%(keep)s) longer "
+                        "than that policy would.",
+                        "It keeps %(count)s messages of policy %(policy)s (%(keep)s) longer "
+                        "than that policy would.",
+                        other.messages,
+                        policy=other.policy,
+                        keep=other.keep,
+                    )
                 )
             )
         notes.extend(_waiting_note(self.waiting_for_index))
@@ -117,12 +140,14 @@ class HoldCoverage:
 
     def notes(self) -> list[Note]:
         """What the command line and the web page say once the hold is placed."""
-        notes = [Note(f"It covers {messages(self.messages)} now.")]
+        notes = [_covers(self.messages)]
         if not self.messages:
             notes.append(
                 Note(
-                    "It covers no message now: check its query and custodians for a typo. "
-                    "It is placed all the same, and covers matching mail that arrives later.",
+                    CORE.lazy_gettext(
+                        "It covers no message now: check its query and custodians for a typo. "
+                        "It is placed all the same, and covers matching mail that arrives later."
+                    ),
                     warning=True,
                 )
             )
@@ -130,10 +155,23 @@ class HoldCoverage:
         return notes
 
 
+def _covers(count: int) -> Note:
+    return Note(
+        CORE.lazy_ngettext(
+            "It covers %(count)s message now.", "It covers %(count)s messages now.", count
+        )
+    )
+
+
 def _waiting_note(count: int) -> list[Note]:
     if not count:
         return []
-    return [Note(f"{messages(count)} wait for the indexer and are not counted yet.")]
+    waiting = CORE.lazy_ngettext(
+        "%(count)s message waits for the indexer and is not counted yet.",
+        "%(count)s messages wait for the indexer and are not counted yet.",
+        count,
+    )
+    return [Note(waiting)]
 
 
 def policy_coverage(

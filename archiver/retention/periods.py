@@ -10,12 +10,14 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from archiver.languages import CORE, TextError
+
 _PERIOD = re.compile(r"^\s*(\d{1,5})\s*(d|day|days|y|year|years)\s*$", re.IGNORECASE)
 MAX_DAYS = 200 * 366
 
 
-class PeriodError(ValueError):
-    """A period that cannot be read; the message says what is expected."""
+class PeriodError(TextError):
+    """A period that cannot be read; the text says what is expected."""
 
 
 @dataclass(frozen=True)
@@ -30,10 +32,19 @@ class Period:
         """`90d`, `7y`, `10 years`; raises `PeriodError` otherwise."""
         found = _PERIOD.match(text or "")
         if found is None:
-            raise PeriodError(f"{text!r} is not a period: write days or years, like 90d or 7y")
+            raise PeriodError(
+                CORE.lazy_gettext(
+                    "%(period)s is not a period: write days or years, like 90d or 7y",
+                    period=repr(text),
+                )
+            )
         amount, unit = int(found.group(1)), found.group(2)[0].lower()
         if amount < 1 or (amount if unit == "d" else amount * 366) > MAX_DAYS:
-            raise PeriodError(f"{text!r}: a period is between 1 day and 200 years")
+            raise PeriodError(
+                CORE.lazy_gettext(
+                    "%(period)s: a period is between 1 day and 200 years", period=repr(text)
+                )
+            )
         return cls(amount, unit)
 
     def __str__(self) -> str:

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from archiver import audit
 from archiver.accounts import normalise_email
+from archiver.languages import CORE, Text, TextError
 from archiver.models import utcnow
 from archiver.retention.models import LegalHold, RetentionPolicy, SweepState
 from archiver.retention.periods import Period
@@ -22,18 +23,20 @@ from archiver.search.query import QuerySyntaxError, parse_query
 NAME_LIMIT = 100
 
 
-class RuleError(ValueError):
-    """A policy or hold that cannot be saved as asked; the message says why."""
+class RuleError(TextError):
+    """A policy or hold that cannot be saved as asked; the text says why."""
 
 
 def _name(name: str) -> str:
     name = (name or "").strip()
     if not name or len(name) > NAME_LIMIT:
-        raise RuleError(f"a name is 1 to {NAME_LIMIT} characters")
+        raise RuleError(CORE.lazy_gettext("a name is 1 to %(limit)s characters", limit=NAME_LIMIT))
     return name
 
 
-def _query(text: str | None, what: str) -> str | None:
+def _query(text: str | None, what: Text) -> str | None:
+    """`text` if it is a query that finds something (None if it is empty); `what` names it
+    in the error (a policy's scope, a hold's query)."""
     text = (text or "").strip()
     if not text:
         return None
@@ -41,7 +44,10 @@ def _query(text: str | None, what: str) -> str | None:
         if parse_query(text) is None:
             return None
     except QuerySyntaxError as exc:
-        raise RuleError(f"{what} {text!r}: {exc}") from exc
+        problem = CORE.lazy_gettext(
+            "%(what)s %(query)s: %(problem)s", what=what, query=repr(text), problem=exc.described
+        )
+        raise RuleError(problem) from exc
     return text
 
 
@@ -57,9 +63,14 @@ def add_policy(
     name = _name(name)
     period = Period.parse(keep)
     if session.scalar(select(RetentionPolicy).where(RetentionPolicy.name == name)):
-        raise RuleError(f"a policy named {name!r} exists already")
+        raise RuleError(
+            CORE.lazy_gettext("a policy named %(name)s exists already", name=repr(name))
+        )
     policy = RetentionPolicy(
-        name=name, scope=_query(scope, "scope"), keep=str(period), created_by=actor
+        name=name,
+        scope=_query(scope, CORE.lazy_gettext("scope")),
+        keep=str(period),
+        created_by=actor,
     )
     session.add(policy)
     audit.record(session, actor, "policy.add", name, {"scope": policy.scope, "keep": policy.keep})
@@ -70,7 +81,7 @@ def remove_policy(session: Session, actor: str, name: str) -> None:
     """Delete a policy; what only it matched is kept forever from now on."""
     policy = session.scalar(select(RetentionPolicy).where(RetentionPolicy.name == name))
     if policy is None:
-        raise RuleError(f"no policy is named {name!r}")
+        raise RuleError(CORE.lazy_gettext("no policy is named %(name)s", name=repr(name)))
     audit.record(
         session, actor, "policy.remove", name, {"scope": policy.scope, "keep": policy.keep}
     )
@@ -103,18 +114,27 @@ def add_hold(
     name = _name(name)
     reason = (reason or "").strip()
     if not reason:
-        raise RuleError("a hold needs a reason (a matter, a case number)")
+        raise RuleError(CORE.lazy_gettext("a hold needs a reason (a matter, a case number)"))
     people = sorted({normalise_email(address) for address in custodians if address.strip()})
     for address in people:
         if "@" not in address:
-            raise RuleError(f"custodian {address!r} is not an email address")
-    text = _query(query, "query")
+            raise RuleError(
+                CORE.lazy_gettext(
+                    "custodian %(address)s is not an email address", address=repr(address)
+                )
+            )
+    text = _query(query, CORE.lazy_gettext("query"))
     if text is None and not people:
-        raise RuleError("a hold needs a query, a custodian or both")
+        raise RuleError(CORE.lazy_gettext("a hold needs a query, a custodian or both"))
     if since is not None and until is not None and until < since:
-        raise RuleError("the hold's end date is before its start date")
+        raise RuleError(CORE.lazy_gettext("the hold's end date is before its start date"))
     if session.scalar(select(LegalHold).where(LegalHold.name == name)):
-        raise RuleError(f"a hold named {name!r} exists already (released holds keep their names)")
+        raise RuleError(
+            CORE.lazy_gettext(
+                "a hold named %(name)s exists already (released holds keep their names)",
+                name=repr(name),
+            )
+        )
     hold = LegalHold(
         name=name,
         reason=reason,
@@ -133,9 +153,12 @@ def release_hold(session: Session, actor: str, name: str) -> LegalHold:
     """End a hold; what it alone kept may go at the next sweep."""
     hold = session.scalar(select(LegalHold).where(LegalHold.name == name))
     if hold is None:
-        raise RuleError(f"no hold is named {name!r}")
+        raise RuleError(CORE.lazy_gettext("no hold is named %(name)s", name=repr(name)))
     if hold.released_at is not None:
-        raise RuleError(f"hold {name!r} was released on {hold.released_at:%Y-%m-%d}")
+        day = hold.released_at.date().isoformat()
+        raise RuleError(
+            CORE.lazy_gettext("hold %(name)s was released on %(day)s", name=repr(name), day=day)
+        )
     hold.released_at = utcnow()
     hold.released_by = actor
     audit.record(session, actor, "hold.release", name, describe_hold(hold))

@@ -33,6 +33,7 @@ from sqlalchemy import Select, delete, func, insert, select, tuple_
 from sqlalchemy.orm import Session, sessionmaker
 
 from archiver import audit
+from archiver.languages import Text
 from archiver.models import Blob, IndexQueueEntry, Message, MessageAddress, utcnow
 from archiver.retention.clock import counted_by
 from archiver.retention.models import BlobRemoval, LegalHold, RetentionPolicy
@@ -450,7 +451,7 @@ class Explanation:
     date: datetime
     received_at: datetime
     counts_from: datetime
-    counted_by: str
+    counted_by: Text
     policies: list[tuple[str, str, datetime]]  # name, period, end of that period
     holds: list[str]
     deletable_from: datetime | None  # None: kept forever (no policy), or held
@@ -462,7 +463,7 @@ class Explanation:
             "date": self.date.isoformat(),
             "received_at": self.received_at.isoformat(),
             "counts_from": self.counts_from.isoformat(),
-            "counted_by": self.counted_by,
+            "counted_by": str(self.counted_by),
             "policies": [
                 {"name": name, "keep": keep, "until": end.isoformat()}
                 for name, keep, end in self.policies

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from archiver.languages import CORE, Text, TextError
+
 MAX_QUERY_LENGTH = 1000
 MAX_TERMS = 100
 MAX_NESTING = 32
@@ -53,17 +55,31 @@ _WORD_STOPS = frozenset('()"')
 _SIZE_UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3}
 
 
-class QuerySyntaxError(ValueError):
-    """A query the parser cannot read; `position` is the 0-based character offset of the problem."""
+class QuerySyntaxError(TextError):
+    """A query the parser cannot read; `position` is the 0-based character offset of the
+    problem, `text` says what it is (in the reader's language where it is shown)."""
 
-    def __init__(self, message: str, position: int) -> None:
-        super().__init__(message, position)
-        self.message = message
+    def __init__(self, text: Text, position: int) -> None:
+        super().__init__(text, position)
         self.position = position
 
+    @property
+    def message(self) -> str:
+        """The problem in English, without the position."""
+        return str(self.text)
+
+    @property
+    def described(self) -> Text:
+        """The problem and where it is, counted from one for people (the UI underlines
+        `position` itself)."""
+        return CORE.lazy_gettext(
+            "%(problem)s at position %(position)s",
+            problem=self.text,
+            position=str(self.position + 1),
+        )
+
     def __str__(self) -> str:
-        # People count from one; the UI underlines `position` itself.
-        return f"{self.message} at position {self.position + 1}"
+        return str(self.described)
 
 
 @dataclass(frozen=True)
@@ -178,7 +194,10 @@ def parse_query(text: str, *, unknown_fields: bool = False) -> Node | None:
     """
     if len(text) > MAX_QUERY_LENGTH:
         raise QuerySyntaxError(
-            f"the query is longer than {MAX_QUERY_LENGTH} characters", MAX_QUERY_LENGTH
+            CORE.lazy_gettext(
+                "the query is longer than %(limit)s characters", limit=MAX_QUERY_LENGTH
+            ),
+            MAX_QUERY_LENGTH,
         )
     return _Parser(text, unknown_fields).parse()
 
@@ -241,7 +260,7 @@ class _Parser:
         nodes = self._sequence(depth=0)
         token = self._peek()
         if token.kind == ")":
-            raise QuerySyntaxError("')' has no matching '('", token.position)
+            raise QuerySyntaxError(CORE.lazy_gettext("')' has no matching '('"), token.position)
         return _join(And, nodes) if nodes else None
 
     def _peek(self) -> _Token:
@@ -256,7 +275,10 @@ class _Parser:
     def _expect_term_after(self, operator: _Token) -> None:
         following = self._peek()
         if following.kind in ("end", ")", "OR", "AND"):
-            raise QuerySyntaxError(f"'{operator.kind}' needs a term after it", operator.position)
+            raise QuerySyntaxError(
+                CORE.lazy_gettext("'%(operator)s' needs a term after it", operator=operator.kind),
+                operator.position,
+            )
 
     def _sequence(self, depth: int) -> list[Node]:
         nodes: list[Node] = []
@@ -266,7 +288,7 @@ class _Parser:
                 return nodes
             if token.kind == "AND":
                 if not nodes:
-                    raise QuerySyntaxError("'AND' needs a term before it", token.position)
+                    raise _needs_term_before(token)
                 self._expect_term_after(self._take())
                 continue
             nodes.append(self._alternatives(depth))
@@ -294,17 +316,22 @@ class _Parser:
         if token.kind == "(":
             if depth >= MAX_NESTING:
                 raise QuerySyntaxError(
-                    f"parentheses nest deeper than {MAX_NESTING} levels", token.position
+                    CORE.lazy_gettext(
+                        "parentheses nest deeper than %(limit)s levels", limit=MAX_NESTING
+                    ),
+                    token.position,
                 )
             nodes = self._sequence(depth + 1)
             if self._take().kind != ")":
-                raise QuerySyntaxError("'(' is never closed", token.position)
+                raise QuerySyntaxError(CORE.lazy_gettext("'(' is never closed"), token.position)
             if not nodes:
-                raise QuerySyntaxError("'()' holds no search terms", token.position)
+                raise QuerySyntaxError(
+                    CORE.lazy_gettext("'()' holds no search terms"), token.position
+                )
             return _join(And, nodes)
         if token.kind in ("OR", "AND"):
-            raise QuerySyntaxError(f"'{token.kind}' needs a term before it", token.position)
-        raise QuerySyntaxError("a search term is missing here", token.position)
+            raise _needs_term_before(token)
+        raise QuerySyntaxError(CORE.lazy_gettext("a search term is missing here"), token.position)
 
 
 def _negate(node: Node) -> Node:
@@ -341,7 +368,7 @@ def _tokenize(text: str, unknown_fields: bool = False) -> Iterator[_Token]:
             following = text[index + 1 : index + 2]
             # "a - b" is more likely a typo than a search for "b" alone: say so.
             if not following or following.isspace() or following == ")":
-                raise QuerySyntaxError("'-' needs a term right after it", index)
+                raise QuerySyntaxError(CORE.lazy_gettext("'-' needs a term right after it"), index)
             yield _Token("-", index)
             index += 1
             continue
@@ -349,7 +376,7 @@ def _tokenize(text: str, unknown_fields: bool = False) -> Iterator[_Token]:
             content, end = _quoted(text, index)
             phrase = " ".join(content.split())
             if not phrase:
-                raise QuerySyntaxError("the quotes hold no words", index)
+                raise QuerySyntaxError(CORE.lazy_gettext("the quotes hold no words"), index)
             token = _Token("term", index, Phrase(phrase))
         else:
             end = index
@@ -364,7 +391,9 @@ def _tokenize(text: str, unknown_fields: bool = False) -> Iterator[_Token]:
             token = _Token("term", index, node)
         terms += 1
         if terms > MAX_TERMS:
-            raise QuerySyntaxError(f"the query has more than {MAX_TERMS} terms", index)
+            raise QuerySyntaxError(
+                CORE.lazy_gettext("the query has more than %(limit)s terms", limit=MAX_TERMS), index
+            )
         yield token
         index = end
     yield _Token("end", length)
@@ -374,7 +403,7 @@ def _quoted(text: str, start: int) -> tuple[str, int]:
     """The text between the quote at `start` and the next quote, and the offset after it."""
     close = text.find('"', start + 1)
     if close < 0:
-        raise QuerySyntaxError("this quote is never closed", start)
+        raise QuerySyntaxError(CORE.lazy_gettext("this quote is never closed"), start)
     return text[start + 1 : close], close + 1
 
 
@@ -401,7 +430,7 @@ def _word_or_field(
     if end < len(text) and text[end] == '"':
         content, after = _quoted(text, end)
         return _field_node(field, " ".join(content.split()), end, quoted=True), after
-    raise QuerySyntaxError(f"'{name}:' needs a value", value_position)
+    raise _needs_value(name, value_position)
 
 
 def _looks_like_field(name: str, value: str, quoted: bool) -> bool:
@@ -426,11 +455,44 @@ def _unknown_field(name: str, value: str, position: int) -> QuerySyntaxError:
     """The error for `name:` that is no field: the nearest field, how to search for the
     text itself, and which fields there are."""
     near = difflib.get_close_matches(name.lower(), FIELD_NAMES, n=1, cutoff=0.7)
-    hint = f" (did you mean '{near[0]}:'?)" if near else ""
-    text = f'"{name}:{value}"' if value else "it"
+    hint = CORE.lazy_gettext(" (did you mean '%(field)s:'?)", field=near[0]) if near else ""
+    fields = ", ".join(f"{field}:" for field in FIELD_NAMES)
+    if value:
+        quoted = f'"{name}:{value}"'
+        text = CORE.lazy_gettext(
+            "'%(name)s:' is not a search field%(hint)s; to search for the text, put "
+            "%(quoted)s in quotes; the fields are %(fields)s",
+            name=name,
+            hint=hint,
+            quoted=quoted,
+            fields=fields,
+        )
+    else:
+        text = CORE.lazy_gettext(
+            "'%(name)s:' is not a search field%(hint)s; to search for the text, put it in "
+            "quotes; the fields are %(fields)s",
+            name=name,
+            hint=hint,
+            fields=fields,
+        )
+    return QuerySyntaxError(text, position)
+
+
+def _needs_value(field: str, position: int) -> QuerySyntaxError:
+    return QuerySyntaxError(CORE.lazy_gettext("'%(field)s:' needs a value", field=field), position)
+
+
+def _needs_term_before(token: _Token) -> QuerySyntaxError:
+    """For `OR` or `AND` with nothing before it."""
     return QuerySyntaxError(
-        f"'{name}:' is not a search field{hint}; to search for the text, put {text} in "
-        "quotes; the fields are " + ", ".join(f"{field}:" for field in FIELD_NAMES),
+        CORE.lazy_gettext("'%(operator)s' needs a term before it", operator=token.kind),
+        token.position,
+    )
+
+
+def _not_a_date(value: str, position: int) -> QuerySyntaxError:
+    return QuerySyntaxError(
+        CORE.lazy_gettext("%(value)s is not a date (write YYYY-MM-DD)", value=repr(value)),
         position,
     )
 
@@ -445,7 +507,7 @@ def _field_node(field: str, value: str, position: int, *, quoted: bool) -> Node:
     elif field == "list":
         value = list_id(value)
     if not value:
-        raise QuerySyntaxError(f"'{field}:' needs a value", position)
+        raise _needs_value(field, position)
     if field in FIELDS_ADDRESS:
         return Address(field, value)
     if field in ("list", "msgid"):
@@ -459,7 +521,11 @@ def _field_node(field: str, value: str, position: int, *, quoted: bool) -> Node:
         if value.lower() in _VIRUS_VALUES:
             return HasVirus()
         raise QuerySyntaxError(
-            f"'has:' only understands 'attachment' or 'virus', not {value!r}", position
+            CORE.lazy_gettext(
+                "'has:' only understands 'attachment' or 'virus', not %(value)s",
+                value=repr(value),
+            ),
+            position,
         )
     if field == "is":
         if value.lower() == "spam":
@@ -468,7 +534,10 @@ def _field_node(field: str, value: str, position: int, *, quoted: bool) -> Node:
         if mark in MARKS:
             return IsMarked(mark)
         raise QuerySyntaxError(
-            f"'is:' only understands 'spam', 'duplicate-id' or 'postmaster', not {value!r}",
+            CORE.lazy_gettext(
+                "'is:' only understands 'spam', 'duplicate-id' or 'postmaster', not %(value)s",
+                value=repr(value),
+            ),
             position,
         )
     if field in FIELDS_DATE:
@@ -506,12 +575,12 @@ def _date_range(field: str, value: str, position: int) -> DateRange:
         and all(len(part) <= 2 for part in parts[1:])
     )
     if not well_formed or (field != "date" and len(parts) != 3):
-        raise QuerySyntaxError(f"{value!r} is not a date (write YYYY-MM-DD)", position)
+        raise _not_a_date(value, position)
     numbers = [int(part) for part in parts]
     try:
         first = date(numbers[0], *numbers[1:], *[1] * (3 - len(numbers)))
     except ValueError:
-        raise QuerySyntaxError(f"{value!r} is not a date (write YYYY-MM-DD)", position) from None
+        raise _not_a_date(value, position) from None
     if field == "after":
         return DateRange(first, None)
     if field == "before":
@@ -538,10 +607,16 @@ def _size_range(field: str, value: str, position: int) -> SizeRange:
     multiplier = _SIZE_UNITS.get(spelled[-1:], 1)
     number = spelled[:-1] if spelled[-1:] in _SIZE_UNITS else spelled
     if not (number.isascii() and number.isdigit()):
-        raise QuerySyntaxError(f"{value!r} is not a size (write e.g. 500k or 2M)", position)
+        raise QuerySyntaxError(
+            CORE.lazy_gettext("%(value)s is not a size (write e.g. 500k or 2M)", value=repr(value)),
+            position,
+        )
     size = int(number) * multiplier
     if size > MAX_SIZE:
-        raise QuerySyntaxError(f"{value!r} is larger than any message can be", position)
+        raise QuerySyntaxError(
+            CORE.lazy_gettext("%(value)s is larger than any message can be", value=repr(value)),
+            position,
+        )
     if field == "larger":
         return SizeRange(size, None)
     return SizeRange(None, size)

@@ -36,7 +36,7 @@ RULES: tuple[Rule, ...] = (
     ImplicitDestination(),
     HeaderMatch(),
 )
-ACCEPTED = Decision(Action.ACCEPT, "", "")
+ACCEPTED = Decision(Action.ACCEPT, None, "")
 
 
 def decide(post: Post, rules: tuple[Rule, ...] = RULES) -> Decision:

@@ -6,6 +6,7 @@ import re
 
 from lists.models import Action
 from lists.rules.base import Decision, Post
+from lists.wording import LISTS
 
 COMMAND = re.compile(r"^\s*(subscribe|unsubscribe|remove|signoff|help|join|leave)\b", re.I)
 MAX_LINES = 5  # a real post with a command word in it is longer than this
@@ -28,7 +29,7 @@ class Administrivia:
         if (COMMAND.match(subject) and len(lines) <= MAX_LINES) or (
             lines and len(lines) <= 2 and COMMAND.match(lines[0])
         ):
-            reason = (
+            reason = LISTS.lazy_gettext(
                 "the message looks like a request to join or leave; write to the -request address"
             )
             return Decision(Action.HOLD, reason, self.name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from lists.models import Action
 from lists.rules.base import Decision, Post
+from lists.wording import LISTS
 
 
 class Banned:
@@ -12,5 +13,7 @@ class Banned:
 
     def check(self, post: Post) -> Decision | None:
         if post.banned:
-            return Decision(Action.REJECT, "you are banned from this list", self.name)
+            return Decision(
+                Action.REJECT, LISTS.lazy_gettext("you are banned from this list"), self.name
+            )
         return None

@@ -7,6 +7,7 @@ from email.message import EmailMessage
 from typing import Protocol
 
 from archiver.contentcheck.verdict import Verdict
+from archiver.languages import Text
 from lists.models import Action, MailingList
 
 
@@ -30,10 +31,11 @@ class Post:
 
 @dataclass(frozen=True)
 class Decision:
-    """What to do with a post, and why (shown to moderators and rejected posters)."""
+    """What to do with a post, and why (shown to moderators and rejected posters, each in
+    their language; None when the post is accepted)."""
 
     action: Action
-    reason: str
+    reason: Text | None
     rule: str
     tell_sender: bool = True  # whether a held post's sender is told it waits
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 
+from archiver.contentcheck.verdict import Verdict
+from archiver.languages import Text
 from lists.models import Action, UncheckedPosts
 from lists.rules.base import Decision, Post
-
-UNAVAILABLE = "content check unavailable"
+from lists.wording import LISTS
 
 
 class ContentCheck:
@@ -26,35 +27,70 @@ class ContentCheck:
             return None  # checks are off: nothing changes
         mlist = post.mlist
         if verdict.virus:
-            return Decision(Action.DISCARD, f"a virus was found: {verdict.virus}", self.name)
+            reason = LISTS.lazy_gettext("a virus was found: %(virus)s", virus=verdict.virus)
+            return Decision(Action.DISCARD, reason, self.name)
         score = verdict.spam_score
         if score is not None and score >= mlist.spam_discard_score:
-            reason = (
-                f"spam, {verdict.describe_spam()}; "
-                f"this list discards posts scoring {mlist.spam_discard_score:g} or more"
+            reason = LISTS.lazy_gettext(
+                "spam, score %(score)s%(rules)s; this list discards posts scoring %(limit)s "
+                "or more",
+                **_spam(verdict),
+                limit=mlist.spam_discard_score,
             )
             return Decision(Action.DISCARD, reason, self.name)
         if score is not None and score >= mlist.spam_hold_score:
-            reason = (
-                f"likely spam, {verdict.describe_spam()}; "
-                f"this list holds posts scoring {mlist.spam_hold_score:g} or more"
+            reason = LISTS.lazy_gettext(
+                "likely spam, score %(score)s%(rules)s; this list holds posts scoring "
+                "%(limit)s or more",
+                **_spam(verdict),
+                limit=mlist.spam_hold_score,
             )
             # The From of spam is mostly forged: telling it would be backscatter.
             return Decision(Action.HOLD, reason, self.name, tell_sender=False)
         if verdict.unchecked and mlist.unchecked_posts != UncheckedPosts.ACCEPT:
-            daemons = " and ".join(verdict.unchecked)
-            reason = f"{UNAVAILABLE}: {daemons} could not check the post"
-            if "clamd" in verdict.unchecked:
-                reason += " (it was not scanned for viruses: approve with care)"
-            return Decision(Action.HOLD, reason, self.name)
+            return Decision(Action.HOLD, _unchecked(verdict.unchecked), self.name)
         return None
 
 
-def score_problem(hold: float, discard: float) -> str:
-    """Why a list cannot hold at `hold` and discard at `discard` ("" if it can)."""
-    for label, score in (("hold", hold), ("discard", discard)):
-        if not math.isfinite(score) or score <= 0:
-            return f"the spam {label} score must be a number above 0, not {score:g}"
+def _spam(verdict: Verdict) -> dict[str, str]:
+    """The score as spamd gives it (one decimal) and the rules it hit, for a reason."""
+    rules = f" ({', '.join(verdict.spam_rules)})" if verdict.spam_rules else ""
+    return {"score": f"{verdict.spam_score:.1f}", "rules": rules}
+
+
+def _unchecked(daemons: tuple[str, ...]) -> Text:
+    """Why a post no daemon could check waits: which could not, and whether it was
+    scanned for viruses."""
+    named: Text | str = daemons[0]
+    if len(daemons) > 1:
+        named = LISTS.lazy_gettext("%(first)s and %(second)s", first=daemons[0], second=daemons[1])
+    if "clamd" in daemons:
+        return LISTS.lazy_gettext(
+            "content check unavailable: %(daemons)s could not check the post (it was not "
+            "scanned for viruses: approve with care)",
+            daemons=named,
+        )
+    return LISTS.lazy_gettext(
+        "content check unavailable: %(daemons)s could not check the post", daemons=named
+    )
+
+
+def score_problem(hold: float, discard: float) -> Text | None:
+    """Why a list cannot hold at `hold` and discard at `discard` (None if it can), as a
+    sentence for whoever typed them."""
+    if not math.isfinite(hold) or hold <= 0:
+        return LISTS.lazy_gettext(
+            "The spam hold score must be a number above 0, not %(score)s.", score=hold
+        )
+    if not math.isfinite(discard) or discard <= 0:
+        return LISTS.lazy_gettext(
+            "The spam discard score must be a number above 0, not %(score)s.",
+            score=discard,
+        )
     if hold > discard:
-        return f"the spam hold score ({hold:g}) must not be above the discard score ({discard:g})"
-    return ""
+        return LISTS.lazy_gettext(
+            "The spam hold score (%(hold)s) must not be above the discard score (%(discard)s).",
+            hold=hold,
+            discard=discard,
+        )
+    return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from lists.models import Action
 from lists.rules.base import Decision, Post
+from lists.wording import LISTS
 
 
 class Emergency:
@@ -12,5 +13,7 @@ class Emergency:
 
     def check(self, post: Post) -> Decision | None:
         if post.mlist.emergency:
-            return Decision(Action.HOLD, "the list is in emergency moderation", self.name)
+            return Decision(
+                Action.HOLD, LISTS.lazy_gettext("the list is in emergency moderation"), self.name
+            )
         return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 from lists import patterns
 from lists.models import Action
 from lists.rules.base import Decision, Post
+from lists.wording import LISTS
 
 
 class HeaderMatch:
@@ -24,6 +25,10 @@ class HeaderMatch:
                 continue  # a broken rule must not stop the list
             for value in post.message.get_all(rule.get("header", ""), []):
                 if patterns.search(pattern, str(value)):
-                    reason = f"the {rule['header']} header matches {rule['pattern']!r}"
+                    reason = LISTS.lazy_gettext(
+                        "the %(header)s header matches %(pattern)s",
+                        header=str(rule["header"]),
+                        pattern=repr(pattern),
+                    )
                     return Decision(action, reason, self.name)
         return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from lists.models import Action
 from lists.rules.base import Decision, Post
+from lists.wording import LISTS
 
 
 class ImplicitDestination:
@@ -20,5 +21,7 @@ class ImplicitDestination:
             for address in getattr(header, "addresses", ())
         }
         if post.mlist.address not in named:
-            return Decision(Action.HOLD, "the list is not named in To or Cc", self.name)
+            return Decision(
+                Action.HOLD, LISTS.lazy_gettext("the list is not named in To or Cc"), self.name
+            )
         return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from lists.models import Action
 from lists.rules.base import Decision, Post
+from lists.wording import LISTS
 
 
 class Loop:
@@ -14,5 +15,9 @@ class Loop:
         list_id = str(post.message.get("List-Id", "")).lower()
         loops = [str(value).lower() for value in post.message.get_all("X-Loop", [])]
         if f"<{post.mlist.list_id}>" in list_id or post.mlist.address in loops:
-            return Decision(Action.DISCARD, "the message has been through this list", self.name)
+            return Decision(
+                Action.DISCARD,
+                LISTS.lazy_gettext("the message has been through this list"),
+                self.name,
+            )
         return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from lists.models import Action
 from lists.rules.base import Decision, Post
+from lists.wording import LISTS
 
 
 class MaxRecipients:
@@ -18,5 +19,9 @@ class MaxRecipients:
             for header in post.message.get_all(name, [])
         )
         if limit and count >= limit:
-            return Decision(Action.HOLD, f"the message has {count} recipients", self.name)
+            return Decision(
+                Action.HOLD,
+                LISTS.lazy_gettext("the message has %(count)s recipients", count=count),
+                self.name,
+            )
         return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from lists.models import Action
 from lists.rules.base import Decision, Post
+from lists.wording import LISTS
 
 
 class MaxSize:
@@ -13,6 +14,8 @@ class MaxSize:
     def check(self, post: Post) -> Decision | None:
         limit = post.mlist.max_message_kb * 1024
         if limit and post.size > limit:
-            reason = f"the message is larger than {post.mlist.max_message_kb} KB"
+            reason = LISTS.lazy_gettext(
+                "the message is larger than %(limit)s KB", limit=post.mlist.max_message_kb
+            )
             return Decision(Action.HOLD, reason, self.name)
         return None

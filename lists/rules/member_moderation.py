@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from lists.models import Action, Posting, Role
 from lists.rules.base import Decision, Post
+from lists.wording import LISTS
 
 STAFF = frozenset({Role.OWNER, Role.MODERATOR})
 
@@ -17,10 +18,12 @@ class MemberModeration:
         if post.roles & STAFF:
             return None
         if post.mlist.posting == Posting.ANNOUNCE:
-            reason = "only owners and moderators post to this announce list"
+            reason = LISTS.lazy_gettext("only owners and moderators post to this announce list")
             return Decision(Action.HOLD, reason, self.name)
         if Role.MEMBER not in post.roles:
             return None  # the nonmember rule decides
         if post.moderated or post.mlist.posting == Posting.MODERATED:
-            return Decision(Action.HOLD, "posts from this member are moderated", self.name)
+            return Decision(
+                Action.HOLD, LISTS.lazy_gettext("posts from this member are moderated"), self.name
+            )
         return None

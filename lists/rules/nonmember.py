@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from lists.models import Action, Posting
 from lists.rules.base import Decision, Post
+from lists.wording import LISTS
 
 
 class Nonmember:
@@ -16,4 +17,6 @@ class Nonmember:
         action = Action(post.mlist.nonmember_action)
         if action is Action.ACCEPT:
             return None
-        return Decision(action, "the sender is not a member of the list", self.name)
+        return Decision(
+            action, LISTS.lazy_gettext("the sender is not a member of the list"), self.name
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from lists.models import Action, MailingList, Posting
 from lists.rules.base import Decision, Post
+from lists.wording import LISTS
 
 
 def needs_proof(mlist: MailingList, roles: frozenset[str]) -> bool:
@@ -28,9 +29,10 @@ class UnverifiedSender:
     def check(self, post: Post) -> Decision | None:
         if post.vouched or not needs_proof(post.mlist, post.roles):
             return None
-        reason = (
-            f"the post says it is from {post.sender}, but its envelope sender is another "
-            "address and no DKIM signature of that domain holds"
+        reason = LISTS.lazy_gettext(
+            "the post says it is from %(sender)s, but its envelope sender is another "
+            "address and no DKIM signature of that domain holds",
+            sender=post.sender,
         )
         # The From may be forged: telling it would mail the member about someone else's post.
         return Decision(Action.HOLD, reason, self.name, tell_sender=False)
