@@ -15,6 +15,7 @@ from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
 from tests.support import JOURNAL, LIST_DOMAIN, RunningService, run_arsip
 
 USER = "bob@example.com"
+ADMIN = "admin@example.com"  # an administrator, and an owner of LIST
 PASSWORD = "correct horse battery staple"
 LIST = f"dev@{LIST_DOMAIN}"
 THREAD = ["forecast1@example.com", "forecast2@example.com", "forecast3@example.com"]
@@ -120,11 +121,13 @@ def messages() -> tuple[list[EmailMessage], list[EmailMessage]]:
 
 
 def fill(service: RunningService) -> None:
-    """Give `service` a user, a public list and the mail above, and wait until it is found."""
-    added = run_arsip(service.settings, "users", "add", USER, "--password-stdin",
-                      stdin=PASSWORD + "\n")  # fmt: skip
-    assert added.returncode == 0, added.stderr
-    service.add_list(LIST, "owner@example.com", ("alice@example.com", "carol@example.com"))
+    """Give `service` a user, an administrator, a public list and the mail above, and wait
+    until it is found."""
+    for email, role in ((USER, "user"), (ADMIN, "admin")):
+        added = run_arsip(service.settings, "users", "add", email, "--role", role,
+                          "--password-stdin", stdin=PASSWORD + "\n")  # fmt: skip
+        assert added.returncode == 0, added.stderr
+    service.add_list(LIST, ADMIN, ("alice@example.com", "carol@example.com"))
     journal, posts = messages()
     with service.smtp() as client:
         for message in journal:

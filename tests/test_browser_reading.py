@@ -16,7 +16,16 @@ from playwright.sync_api import Page
 
 from tests import reading_mail
 from tests.browser import LoopbackOnly, screenshot
-from tests.reading_mail import FILES, LIST, LOG_LINES, NEWSLETTER, PASSWORD, THREAD, USER
+from tests.reading_mail import (
+    ADMIN,
+    FILES,
+    LIST,
+    LOG_LINES,
+    NEWSLETTER,
+    PASSWORD,
+    THREAD,
+    USER,
+)
 from tests.support import RunningService, eventually, missing, shared_service
 
 # Each width, theme and language twice, each pair of them once.
@@ -41,9 +50,9 @@ def base(service: RunningService) -> str:
     return f"http://127.0.0.1:{service.settings.web_port}"
 
 
-def log_in(page: Page, service: RunningService) -> None:
+def log_in(page: Page, service: RunningService, email: str = USER) -> None:
     page.goto(f"{base(service)}/login")
-    page.fill("input[name=email]", USER)
+    page.fill("input[name=email]", email)
     page.fill("input[name=password]", PASSWORD)
     page.click("main button[type=submit]")
     page.wait_for_url(re.compile(r"/(\?.*)?$"))
@@ -235,17 +244,44 @@ def owned_pages(service: RunningService) -> list[str]:
     ]
 
 
+# The pages of administrators, auditors and list owners.
+ADMIN_PAGES = [
+    "/account",
+    "/admin/",
+    "/admin/accounts",
+    "/admin/lists/new",
+    "/admin/retention",
+    "/admin/holds",
+    "/audit",
+    f"/lists/{LIST}/held",
+    f"/lists/{LIST}/members",
+    f"/lists/{LIST}/settings",
+]
+
+
 @pytest.mark.parametrize("width", [390, 360])
 def test_no_page_scrolls_sideways_on_a_phone(browser, service: RunningService, width: int) -> None:
+    wide = []
     with reader(browser, service, width, "dark", "id-ID") as page:
-        wide = []
-        for path in owned_pages(service):
-            page.goto(base(service) + path)
-            if not page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"):
-                wide.append(path)
-                screenshot(page, f"too-wide-{width}-" + re.sub(r"\W+", "-", path).strip("-"))
-        assert wide == []
+        wide += _too_wide(page, service, owned_pages(service), width)
         screenshot(page, f"thread-{width}")
+    context = LoopbackOnly(browser, viewport={"width": width, "height": 900}, locale="id-ID")
+    page = context.page()
+    log_in(page, service, ADMIN)
+    wide += _too_wide(page, service, ADMIN_PAGES, width)
+    context.close()
+    assert wide == []
+
+
+def _too_wide(page: Page, service: RunningService, paths: list[str], width: int) -> list[str]:
+    """The pages among `paths` wider than the window (a screenshot of each)."""
+    wide = []
+    for path in paths:
+        page.goto(base(service) + path)
+        if not page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"):
+            wide.append(path)
+            screenshot(page, f"too-wide-{width}-" + re.sub(r"\W+", "-", path).strip("-"))
+    return wide
 
 
 AXE = Path(__file__).parent / ".axe" / "node_modules" / "axe-core" / "axe.min.js"
@@ -267,9 +303,13 @@ def test_no_page_has_a_serious_accessibility_fault(
                            viewport={"width": 1280, "height": 900})  # fmt: skip
     page = context.page()
     found: dict[str, list[str]] = {}
-    for who, paths in (("visitor", ["/", "/login", "/lists/"]), ("user", owned_pages(service))):
-        if who == "user":
-            log_in(page, service)
+    for who, paths in (
+        ("visitor", ["/", "/login", "/lists/"]),
+        (USER, owned_pages(service)),
+        (ADMIN, ADMIN_PAGES),
+    ):
+        if who != "visitor":
+            log_in(page, service, who)
         for path in paths:
             page.goto(base(service) + path)
             page.add_script_tag(path=str(AXE))

@@ -168,9 +168,11 @@ def archive(service: RunningService) -> Archive:
 
 
 def found_ids(page: bytes) -> set[str]:
-    """The Message-IDs a search results page links to."""
+    """The Message-IDs a search results page links to (each link carries the way back to
+    the results after its `?`)."""
     return {
-        urllib.parse.unquote(m.decode()) for m in re.findall(rb'href="/messages/([^"/]+)"', page)
+        urllib.parse.unquote(m.decode())
+        for m in re.findall(rb'href="/messages/([^"/?]+)[^"]*"', page)
     }
 
 

@@ -92,14 +92,18 @@ def _user() -> User:
 
 
 def _confirmation_mail(address: str, link: str) -> EmailMessage:
-    body = (
-        f"Someone, probably you, asked to add {address} to an Arsip account.\n\n"
-        f"To confirm, open this link while logged in to that account and press the button:\n\n"
-        f"    {link}\n\n"
+    """The mail that asks `address` to confirm it, in the language of the page that asked
+    (the account's)."""
+    body = gettext(
+        "Someone, probably you, asked to add %(address)s to an Arsip account.\n\n"
+        "To confirm, open this link while logged in to that account and press the button:\n\n"
+        "    %(link)s\n\n"
         "The link works for three days. If you did not ask for this, ignore this message:\n"
-        "nothing changes without the button.\n"
+        "nothing changes without the button.\n",
+        address=address,
+        link=link,
     )
-    return notice_mail(address, "Confirm your address for Arsip", body)
+    return notice_mail(address, gettext("Confirm your address for Arsip"), body)
 
 
 def _my_memberships(db: Session, addresses: tuple[str, ...]) -> list[tuple[Member, str]]:
