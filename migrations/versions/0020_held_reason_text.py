@@ -1,7 +1,7 @@
 """Why a post is held, kept so that each moderator reads it in their own language
 
-Revision ID: 0023
-Revises: 0021
+Revision ID: 0020
+Revises: 0019
 Create Date: 2026-12-09 10:00:00
 
 `reason` keeps the reason in English, as `arsip lists held` prints it; `reason_text` holds
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0023"
-down_revision: str | None = "0021"
+revision: str = "0020"
+down_revision: str | None = "0019"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
