@@ -110,6 +110,12 @@ class Text:
         return cls(catalogue, str(data["message"]), values, data.get("plural"), data.get("count"))
 
 
+def say(text: Text | str, language: str) -> str:
+    """`text` in `language`; a plain string (a name, a reason a person typed) as it is.
+    List mail says it in the list's language, a page in the page's."""
+    return text.say(language) if isinstance(text, Text) else text
+
+
 def _said(value: object, language: str) -> object:
     """A value as it goes into a sentence in `language`."""
     if isinstance(value, Text):

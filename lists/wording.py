@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import object_session
 
-from archiver.languages import LANGUAGES, Catalogue, Text, catalogue
+from archiver.languages import LANGUAGES, Catalogue, Text, catalogue, say
 
 if TYPE_CHECKING:
     from babel.support import NullTranslations
@@ -49,4 +49,4 @@ def words(mlist: MailingList) -> NullTranslations:
 
 def said(mlist: MailingList, text: Text | str) -> str:
     """`text` in the language of `mlist`'s mail (a plain string, typed by a person, as it is)."""
-    return text.say(language_of(mlist)) if isinstance(text, Text) else text
+    return say(text, language_of(mlist))

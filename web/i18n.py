@@ -20,6 +20,7 @@ from pathlib import Path
 from flask import Flask, g, request
 from flask_babel import Babel, format_date, format_datetime, format_decimal, format_number, ngettext
 
+from archiver import languages
 from archiver.languages import LANGUAGES, Text
 from web.auth import current_user
 from web.deps import get_core
@@ -64,7 +65,7 @@ def language_for(chosen: str | None) -> str:
 def say(text: Text | str) -> str:
     """A text of the core or the list engine in this page's language; a plain string (a
     name, a reason a person typed) as it is."""
-    return text.say(page_language()) if isinstance(text, Text) else text
+    return languages.say(text, page_language())
 
 
 def format_moment(moment: datetime, with_time: bool = True) -> str:
