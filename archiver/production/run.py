@@ -52,7 +52,7 @@ from archiver.production.models import (
 from archiver.production.numbers import control_number, reserve, series_prefix
 from archiver.production.plan import Collected, Dedupe, Planned, fingerprint, plan
 from archiver.search.viewer import Viewer
-from archiver.store import BlobCorruptError, BlobMissingError
+from archiver.store import BlobCorruptError, BlobKeyError, BlobMissingError
 from archiver.texts import text_of_raw
 
 CHUNK = 100  # messages read from the database at a time
@@ -101,11 +101,6 @@ class Summary:
     output: Path
     resumed: bool  # an earlier, interrupted run of it had written part of it
 
-    @property
-    def documents(self) -> int:
-        """Numbered documents: the messages and their attachments."""
-        return self.messages + self.attachments
-
 
 @dataclass(frozen=True)
 class _Run:
@@ -137,7 +132,7 @@ def produce(
     ProductionError for what the operator can fix (a bad prefix or folder, nothing to
     produce, a message whose stored bytes are gone).
     """
-    folder = request.output.absolute()
+    folder = request.output.resolve()
     with core.sessions() as session:
         planned = plan(session, collected, request.dedupe, request.viewer)
     if not planned:
@@ -377,9 +372,10 @@ def _messages(core: Core, pks: list[int]) -> dict[int, Message]:
 def _raw(core: Core, message: Message) -> bytes:
     try:
         return core.store.get(message.sha256)
-    except (BlobMissingError, BlobCorruptError) as exc:
+    except (BlobMissingError, BlobCorruptError, BlobKeyError) as exc:
         raise ProductionError(
-            f"the stored bytes of <{message.message_id}> cannot be read ({exc}): run `arsip verify`"
+            f"the stored bytes of <{message.message_id}> cannot be read: {exc} "
+            "(`arsip verify` checks the whole store)"
         ) from exc
 
 
