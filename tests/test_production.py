@@ -23,6 +23,8 @@ from archiver.core import Core
 from archiver.models import Message
 from archiver.production.errors import ProductionError
 from archiver.production.family import FIELDS
+from archiver.production.journal import Journal
+from archiver.production.loadfile import dat_value
 from archiver.production.plan import Collected, Dedupe
 from archiver.production.run import Format, Request, produce
 from tests.reading_mail import pdf
@@ -336,6 +338,20 @@ def test_the_mbox_format_puts_the_messages_in_one_mbox(
     assert len(found) == 2
     assert sha256sum_check(out).returncode == 0
     assert box in (out / "manifest.sha256").read_text()
+
+
+def test_dat_values_keep_to_one_line_and_clear_of_the_delimiters() -> None:
+    assert dat_value("first\r\nsecond\nthird\x14fourth") == "þfirst®second®third fourthþ"
+
+
+def test_a_journal_line_cut_short_is_dropped_and_written_again(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.append([{"BegBates": "A1"}], [("TEXT/A1.txt", "0" * 64)])
+    with open(journal.path, "ab") as handle:
+        handle.write(b'{"rows": [{"BegBates": "A2"}], "fi')  # the run stopped mid-line
+    assert journal.resume().done == 1
+    journal.append([{"BegBates": "A2"}], [])
+    assert [row["BegBates"] for row in journal.rows()] == ["A1", "A2"]
 
 
 def test_subject_export_finds_the_address_in_any_role(core: Core, tmp_path: Path) -> None:
