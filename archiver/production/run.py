@@ -256,29 +256,35 @@ def _write(
                     f"a message was deleted while the production ran (id {doc.pk}): "
                     "run the command again to produce what is archived now"
                 )
-            raw = _raw(core, message)
-            produced = family(
-                message,
-                raw,
-                text_of_raw(raw),
-                parts_by_hash(raw) if message.attachments else {},
-                doc,
-                run.prefix,
-                firsts[index],
-                mbox,
-            )
-            for path, data in produced.files:
-                write_file(stage / path, data)
-            mbox_end = 0
-            if mbox:
-                sender = message.envelope_from or message.from_address
-                with open(stage / mbox, "ab") as handle:
-                    handle.write(mbox_entry(raw, sender, message.date))
-                    mbox_end = handle.tell()
-            hashes = [(path, hashlib.sha256(data).hexdigest()) for path, data in produced.files]
-            journal.append(produced.rows, hashes, mbox_end)
+            _write_message(core, run, message, doc, firsts[index], stage, journal, mbox)
             if progress is not None:
                 progress(index + 1, len(planned))
+
+
+def _write_message(
+    core: Core,
+    run: _Run,
+    message: Message,
+    doc: Planned,
+    first: int,
+    stage: Path,
+    journal: Journal,
+    mbox: str | None,
+) -> None:
+    """Write one message's family (numbered from `first`), then record it as done."""
+    raw = _raw(core, message)
+    parts = parts_by_hash(raw) if message.attachments else {}
+    produced = family(message, raw, text_of_raw(raw), parts, doc, run.prefix, first, mbox)
+    for path, data in produced.files:
+        write_file(stage / path, data)
+    mbox_end = 0
+    if mbox:
+        sender = message.envelope_from or message.from_address
+        with open(stage / mbox, "ab") as handle:
+            handle.write(mbox_entry(raw, sender, message.date))
+            mbox_end = handle.tell()
+    hashes = [(path, hashlib.sha256(data).hexdigest()) for path, data in produced.files]
+    journal.append(produced.rows, hashes, mbox_end)
 
 
 def _seal(core: Core, run: _Run, planned: list[Planned], stage: Path) -> None:
