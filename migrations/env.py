@@ -10,6 +10,7 @@ from archiver import ledger as ledger_models  # noqa: F401  (tamper evidence)
 from archiver import plugins
 from archiver.migrate import include_name
 from archiver.models import Base, UtcDateTime
+from archiver.production import models as production_models  # noqa: F401
 from archiver.retention import models as retention_models  # noqa: F401
 
 plugins.load_models()  # the plug-ins' tables (the list engine's)

@@ -12,6 +12,7 @@ from archiver import ledger as ledger_models  # noqa: F401  (tamper evidence)
 from archiver import migrate
 from archiver.core import Core
 from archiver.models import Base
+from archiver.production import models as production_models  # noqa: F401
 from archiver.retention import models as retention_models  # noqa: F401
 from archiver.search import postgres_index
 from lists import models as list_models  # noqa: F401  (the list engine's tables)

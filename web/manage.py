@@ -35,6 +35,7 @@ from archiver.accounts import verified_addresses
 from archiver.languages import LANGUAGES
 from archiver.parse import html_body, parse_message
 from archiver.parse.mime import Attachment
+from archiver.parse.parts import parts_by_hash
 from lists import admin
 from lists.admin import AdminError, find_list
 from lists.models import Ban, HeldMessage, MailingList, Member, Role
@@ -46,7 +47,6 @@ from web.downloads import download
 from web.html_frame import FRAMING_PAGE_POLICY, html_frame
 from web.i18n import say
 from web.member_settings import DELIVERY_LABELS
-from web.previews import parts_by_hash
 
 bp = Blueprint("manage", __name__, url_prefix="/lists")
 

@@ -26,6 +26,7 @@ from archiver.audit import capped
 from archiver.contentcheck.verdict import CLAMD, SPAMD
 from archiver.models import Attachment, ContentCheck, Message
 from archiver.parse import html_body
+from archiver.parse.parts import Part, parts_by_hash
 from archiver.report import verdict
 from archiver.search.viewer import Viewer
 from archiver.store import BlobMissingError
@@ -37,7 +38,7 @@ from web.downloads import DOWNLOAD_POLICY, download
 from web.html_frame import FRAME_SANDBOX, FRAMING_PAGE_POLICY, html_frame
 from web.navigation import requested_return, with_return
 from web.pdf_preview import first_page_png
-from web.previews import Part, Preview, image_type, is_pdf, parts_by_hash, preview
+from web.previews import Preview, image_type, is_pdf, preview
 from web.sanitize import sanitize_html
 from web.thread_nav import (
     list_of,

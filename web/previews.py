@@ -9,14 +9,12 @@ script). Text is shown escaped, as text, on the message page itself.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from email.message import Message as MimePart
 from enum import StrEnum
 from pathlib import PurePosixPath
 
 from archiver.models import Attachment
-from archiver.parse.mime import PARSER, payload_bytes, walk
+from archiver.parse.parts import Part
 
 # Pictures bigger than this are offered as downloads only (a preview is a thumbnail).
 MAX_IMAGE_BYTES = 15 * 1024 * 1024
@@ -60,37 +58,6 @@ class Preview:
     kind: Kind
     text: str = ""
     more: bool = False  # the text goes on past what is shown
-
-
-@dataclass(frozen=True)
-class Part:
-    """An attachment's bytes, found in the raw message, and the charset its part names."""
-
-    data: bytes
-    charset: str | None
-
-
-def parts_by_hash(raw: bytes) -> dict[str, Part]:
-    """Every MIME leaf of `raw` by the sha256 of its content, as the parser recorded the
-    attachments.
-
-    Attachments are not stored apart from the message; walking the parts the way the
-    parser did and matching the hash it recorded finds the same part again, whatever the
-    MIME structure looks like, and one walk finds all of a message's attachments.
-    """
-    leaves, _ = walk(PARSER.parsebytes(raw), set())
-    found: dict[str, Part] = {}
-    for leaf in leaves:
-        data = payload_bytes(leaf.part)
-        found.setdefault(hashlib.sha256(data).hexdigest(), Part(data, _charset(leaf.part)))
-    return found
-
-
-def _charset(part: MimePart) -> str | None:
-    try:
-        return part.get_content_charset()
-    except (LookupError, ValueError):
-        return None
 
 
 def image_type(data: bytes) -> str | None:

@@ -1,0 +1,85 @@
+"""A production's progress, written as it goes: one JSON line per message done, with its
+load-file rows and the hashes of the files written for it.
+
+A line is appended only after the message's files are in place, so after an interruption
+every message the journal names is done and the run carries on with the next. The load
+files and the manifest are made from the journal at the end, so the rows of a long
+production never have to fit in memory. A line cut short by the interruption is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+NAME = "journal.jsonl"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far an earlier run got: messages done, and the length of the mbox it wrote."""
+
+    done: int
+    mbox_end: int
+
+
+class Journal:
+    """The journal of one production, in its staging folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / NAME
+
+    def resume(self) -> Progress:
+        """How far the runs so far got; a line left half-written is cut off, so that new
+        lines follow the last whole one."""
+        done = mbox_end = good = 0
+        if self.path.exists():
+            with open(self.path, "rb") as handle:
+                for line in handle:
+                    entry = _entry(line)
+                    if entry is None:
+                        break
+                    done, mbox_end, good = done + 1, entry["mbox_end"], good + len(line)
+            with open(self.path, "r+b") as handle:
+                handle.truncate(good)
+        return Progress(done, mbox_end)
+
+    def append(
+        self, rows: list[dict[str, str]], files: list[tuple[str, str]], mbox_end: int = 0
+    ) -> None:
+        """Record one message done: its rows, its files as (path, sha256), and where the
+        production's mbox ends after it."""
+        line = json.dumps({"rows": rows, "files": files, "mbox_end": mbox_end})
+        with open(self.path, "ab") as handle:
+            handle.write(line.encode("utf-8") + b"\n")
+
+    def rows(self) -> Iterator[dict[str, str]]:
+        """Every load-file row, in production order."""
+        for entry in self._entries():
+            yield from entry["rows"]
+
+    def files(self) -> Iterator[tuple[str, str]]:
+        """Every file written, as (path, sha256)."""
+        for entry in self._entries():
+            yield from ((path, sha256) for path, sha256 in entry["files"])
+
+    def _entries(self) -> Iterator[dict[str, Any]]:
+        with open(self.path, "rb") as handle:
+            for line in handle:
+                entry = _entry(line)
+                if entry is None:
+                    return
+                yield entry
+
+
+def _entry(line: bytes) -> dict[str, Any] | None:
+    """A whole journal line's entry; None for a line cut short."""
+    if not line.endswith(b"\n"):
+        return None
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
