@@ -54,6 +54,7 @@ CORE_GROUPS = {
     "retention": ("archiver.retention.cli", "retention"),
     "hold": ("archiver.retention.cli", "hold"),
     "init": ("archiver.init_cli", "init"),
+    "subject": ("archiver.erasure.cli", "subject"),
 }
 
 
