@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from archiver import audit
@@ -96,9 +96,12 @@ def requests(session: Session, only_open: bool = False) -> list[ErasureRequest]:
 
 
 def concerning(address: str) -> ColumnElement[bool]:
-    """The messages `address` appears in, in any role, the envelope included."""
-    return Message.id.in_(
-        select(MessageAddress.message_pk).where(MessageAddress.address == address)
+    """The messages `address` appears in, in any role the archive recorded (the envelope
+    included), and those whose From: names it: a copy no trusted source vouched for
+    records no roles (`archiver.archive`), yet it is about its sender all the same."""
+    return or_(
+        Message.id.in_(select(MessageAddress.message_pk).where(MessageAddress.address == address)),
+        Message.from_address == address,
     )
 
 
