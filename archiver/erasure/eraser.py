@@ -113,20 +113,14 @@ def covered(address: str, requested_at: datetime) -> ColumnElement[bool]:
 OnVerdict = Callable[[Verdict], None]
 
 
+@dataclass(frozen=True)
 class Eraser:
     """Runs erasure requests over one archive; `actor` is who the audit log says acted."""
 
-    def __init__(
-        self,
-        sessions: sessionmaker[Session],
-        store: DirectoryBlobStore,
-        backend: SearchBackend,
-        actor: str = audit.SYSTEM,
-    ) -> None:
-        self.sessions = sessions
-        self.store = store
-        self.backend = backend
-        self.actor = actor
+    sessions: sessionmaker[Session]
+    store: DirectoryBlobStore
+    backend: SearchBackend
+    actor: str = audit.SYSTEM
 
     def request(
         self,
