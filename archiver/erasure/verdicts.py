@@ -48,11 +48,6 @@ class Verdict:
             return Kind.HELD
         return Kind.RETAINED if self.retained else Kind.ERASE
 
-    @property
-    def kept_until(self) -> datetime | None:
-        """When its retention ends (a hold may keep it longer), None if none keeps it."""
-        return self.retained[0][1] if self.retained else None
-
     def reason(self) -> str:
         """Why it stays, in a few words (empty when it goes)."""
         if self.waiting:
