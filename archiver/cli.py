@@ -54,7 +54,7 @@ CORE_GROUPS = {
     "retention": ("archiver.retention.cli", "retention"),
     "hold": ("archiver.retention.cli", "hold"),
     "init": ("archiver.init_cli", "init"),
-    "subject": ("archiver.production.subject_cli", "subject"),
+    "subject": ("archiver.subject_cli", "subject"),
 }
 
 

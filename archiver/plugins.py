@@ -11,7 +11,9 @@ plug-in names a module in the `arsip.plugins` entry-point group of its distribut
 - `readable_lists(session, addresses) -> tuple[str, ...]`: the List-Ids whose archives
   the owner of `addresses` may read;
 - `load_models() -> None`: import the plug-in's models, so their tables are in
-  `archiver.models.Base.metadata` for Alembic.
+  `archiver.models.Base.metadata` for Alembic;
+- `forget_messages(session, deleted) -> None`: drop the plug-in's own copies of
+  messages the archive is deleting (`archiver.deleted`), in the deleting transaction.
 
 Plug-ins are loaded on first use: a command that needs none of them (`arsip search`)
 never imports them.
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from archiver.core import Core, ExtensionFactory
+    from archiver.deleted import DeletedMessages
 
 GROUP = "arsip.plugins"
 
@@ -74,3 +77,12 @@ def load_models() -> None:
     """Import every plug-in's models into the shared metadata (for Alembic)."""
     for hook in _hooks("load_models"):
         hook()
+
+
+def forget_messages(session: Session, deleted: DeletedMessages) -> None:
+    """Let every plug-in drop its copies of the messages being deleted (a post waiting
+    for a digest), in `session`'s transaction, so they go with the message or not at all."""
+    if not deleted:
+        return
+    for hook in _hooks("forget_messages"):
+        hook(session, deleted)

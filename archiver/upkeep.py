@@ -1,7 +1,8 @@
 """The archive's scheduled upkeep, run by the deployment's one scheduler (`scheduling`).
 
 - the retention sweep, on `ARSIP_RETENTION_SCHEDULE` (a crontab line in UTC; nightly by
-  default), deleting what policies let go and no hold covers;
+  default), deleting what policies let go and no hold covers, then the open erasure
+  requests (`archiver.erasure`), erasing what a hold or a period no longer keeps;
 - sealing each finished day of the intake ledger into the tamper-evident chain, a few
   minutes after midnight UTC (after the ledger's grace period);
 - moving loose blobs into pack files every `REPACK_MINUTES` once there are enough of them
@@ -21,6 +22,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from archiver import audit, ledger
+from archiver.erasure.eraser import Eraser
 from archiver.retention.sweep import Sweeper
 from archiver.store import REPACK_MIN_LOOSE, StoreBusyError
 
@@ -66,16 +68,31 @@ def sweep_trigger(schedule: str) -> CronTrigger:
 
 
 def sweep_now(core: Core, stop: threading.Event | None = None) -> None:
-    """One retention sweep as the service runs it (audited as `system`)."""
+    """One retention sweep as the service runs it (audited as `system`), then the open
+    erasure requests: what a released hold or an ended period kept goes now."""
     try:
         backend = core.search_backend()
         try:
-            Sweeper(core.sessions, core.store, backend, actor=audit.SYSTEM).run(stop=stop)
+            report = Sweeper(core.sessions, core.store, backend, actor=audit.SYSTEM).run(stop=stop)
+            if not report.paused and not (stop is not None and stop.is_set()):
+                erase_open(Eraser(core.sessions, core.store, backend, actor=audit.SYSTEM))
         finally:
             backend.close()
     except Exception:
         # The next night tries again; nothing half-done is left (each batch is atomic).
         log.exception("retention sweep failed")
+
+
+def erase_open(eraser: Eraser) -> None:
+    """Run the open erasure requests again, saying in the log what each pass erased."""
+    for report in eraser.run_open():
+        log.info(
+            "erasure request %s: %d erased, %d still kept%s",
+            report.request,
+            report.erased,
+            report.kept,
+            "; done" if report.done else "",
+        )
 
 
 def seal_now(core: Core) -> None:

@@ -8,6 +8,7 @@ import logging
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, undefer
 
+from archiver.deleted import DeletedMessages
 from archiver.locks import transaction_lock
 from lists.digests import DigestInfo, mime_digest, plain_digest
 from lists.models import Delivery, DigestEntry, MailingList, Member, Role, utcnow
@@ -91,3 +92,13 @@ def send_digest(session: Session, mlist: MailingList) -> int:
     mlist.digest_last_sent_at = utcnow()
     log.info("digest %s issue %d sent to %d", mlist.address, info.issue, sent)
     return sent
+
+
+def forget_posts(session: Session, deleted: DeletedMessages) -> int:
+    """Take the posts that are copies of `deleted` messages out of every list's next
+    digest (an erased or expired post is not mailed out again); returns how many."""
+    waiting = session.execute(select(DigestEntry.id, DigestEntry.data)).all()
+    doomed = [entry_id for entry_id, data in waiting if data in deleted]
+    if doomed:
+        session.execute(delete(DigestEntry).where(DigestEntry.id.in_(doomed)))
+    return len(doomed)

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from archiver.core import ExtensionFactory
+    from archiver.deleted import DeletedMessages
 
 
 def cli_commands() -> list[click.Command]:
@@ -37,3 +38,10 @@ def readable_lists(session: Session, addresses: Iterable[str]) -> tuple[str, ...
 def load_models() -> None:
     """The list engine's tables."""
     import lists.models  # noqa: F401
+
+
+def forget_messages(session: Session, deleted: DeletedMessages) -> None:
+    """Posts waiting for a digest go with the archived messages they are copies of."""
+    from lists.digesting import forget_posts
+
+    forget_posts(session, deleted)

@@ -11,6 +11,7 @@ from archiver import audit as audit_models  # noqa: F401  (the audit trail)
 from archiver import ledger as ledger_models  # noqa: F401  (tamper evidence)
 from archiver import migrate
 from archiver.core import Core
+from archiver.erasure import models as erasure_models  # noqa: F401  (erasure requests)
 from archiver.models import Base
 from archiver.production import models as production_models  # noqa: F401
 from archiver.retention import models as retention_models  # noqa: F401

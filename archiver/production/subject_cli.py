@@ -1,6 +1,6 @@
-"""`arsip subject ...`: data-subject requests (GDPR access requests).
+"""`arsip subject export`: a data-subject access request (GDPR Art. 15) as a production.
 
-The composition root (`archiver.cli`) adds this group. An export is a production
+`archiver.subject_cli` puts it in the `subject` group. An export is a production
 (`archiver.production.run`) of every message the address appears in; its control numbers
 run on across the exports of that address (series `subject:ADDRESS`).
 """
@@ -20,12 +20,7 @@ from archiver.production.run import Format, Request
 from archiver.production.subjects import checked_address, subject_messages, subject_series
 
 
-@click.group(name="subject")
-def subject() -> None:
-    """Data-subject requests: every message about one address."""
-
-
-@subject.command(name="export")
+@click.command(name="export")
 @click.argument("address")
 @production_options()
 @click.pass_context

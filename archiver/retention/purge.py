@@ -59,7 +59,7 @@ def purge_messages(
         rules = [hold_rule(hold, backend) for hold in holds(session)]
     custodians = frozenset(address for rule in rules for address in rule.custodians)
     by_query = any(rule.matches is not None for rule in rules)
-    for batch in _batches(sessions, which):
+    for batch in message_batches(sessions, which):
         pks = [row.id for row in batch]
         with sessions() as session:
             addresses = custodian_addresses(session, pks, custodians)
@@ -89,12 +89,22 @@ def _covering(rules: list[HoldRule], row: Any, addresses: frozenset[str]) -> lis
     return [rule.name for rule in rules if rule.covers(row.id, row.retention_date, addresses)]
 
 
-def _batches(sessions: sessionmaker[Session], which: ColumnElement[bool]) -> Iterator[list[Any]]:
-    """The matching messages' id, sha256, Message-ID and retention date, by id."""
+def message_batches(
+    sessions: sessionmaker[Session], which: ColumnElement[bool]
+) -> Iterator[list[Any]]:
+    """The messages matching `which`, by id, a batch at a time: their id, sha256,
+    Message-ID, `Date:` and retention date (a deletion's audit entry and the holds need
+    them; a data subject's erasure also shows the date)."""
     after = 0
     while True:
         query = (
-            select(Message.id, Message.sha256, Message.message_id, Message.retention_date)
+            select(
+                Message.id,
+                Message.sha256,
+                Message.message_id,
+                Message.date,
+                Message.retention_date,
+            )
             .where(which, Message.id > after)
             .order_by(Message.id)
             .limit(BATCH_SIZE)

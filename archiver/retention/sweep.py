@@ -32,7 +32,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import Select, delete, func, insert, select, tuple_
 from sqlalchemy.orm import Session, sessionmaker
 
-from archiver import audit
+from archiver import audit, plugins
+from archiver.deleted import DeletedMessages
 from archiver.languages import Text
 from archiver.models import Blob, IndexQueueEntry, Message, MessageAddress, utcnow
 from archiver.retention.clock import counted_by
@@ -348,17 +349,20 @@ def delete_messages(
     store: DirectoryBlobStore,
     actor: str,
     doomed: Sequence[tuple[int, str, str, dict[str, object]]],
+    action: str = "message.delete",
 ) -> int:
     """Delete messages, given as (id, sha256, Message-ID, audit details), in one
     transaction: their rows, blob rows no kept message shares, a removal note per blob
-    file, the index queue entries that take them out of search, and one audit entry
-    `message.delete` each (its Message-ID, id and sha256 beside `details`). Blob files
-    are unlinked after the commit. Returns how many messages went. Whether they may go
-    (no hold covers them) is the caller's to decide."""
+    file, the index queue entries that take them out of search, the copies plug-ins keep
+    (a post waiting for a list's digest), and one audit entry `action` each (its
+    Message-ID, id and sha256 beside `details`). Blob files are unlinked after the
+    commit. Returns how many messages went. Whether they may go (no hold covers them) is
+    the caller's to decide."""
     pks = [pk for pk, _, _, _ in doomed]
     hashes = sorted({sha256 for _, sha256, _, _ in doomed})
     now = utcnow()
     with sessions.begin() as session:
+        plugins.forget_messages(session, DeletedMessages.of(session, pks))
         gone = session.execute(delete(Message).where(Message.id.in_(pks)))
         shared = set(
             session.scalars(select(Message.sha256).where(Message.sha256.in_(hashes)).distinct())
@@ -376,7 +380,7 @@ def delete_messages(
         audit.record_many(
             session,
             actor,
-            "message.delete",
+            action,
             [
                 (message_id, {"pk": pk, "sha256": sha256, **details})
                 for pk, sha256, message_id, details in doomed
