@@ -8,7 +8,9 @@ edited it places one more hold and keeps the old one (releasing it could let mai
 the case once covered). `close_case` releases every active hold of the case through
 `release_hold` (each audited as `hold.release`) and then closes it.
 
-A hold measures dates by the retention date (the later of `Date:` and arrival, for mail
+A hold counts a custodian in any role, Reply-To included, where the scope counts the
+roles that make mail someone's own: the hold keeps a little more than reviewers see,
+never less. A hold measures dates by the retention date (the later of `Date:` and arrival, for mail
 the intake received) where the case's scope reads the message's `Date:`: for journal
 mail the two are minutes apart; a message delivered after the case's last day falls
 outside the hold but not the scope.
