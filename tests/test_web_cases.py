@@ -19,8 +19,9 @@ from archiver.audit import AuditEntry
 from archiver.cases.models import Case
 from archiver.core import Core
 from archiver.retention.models import LegalHold
-from tests.test_accounts import PASSWORD, csrf_field, log_in
+from tests.test_accounts import PASSWORD
 from tests.test_cases import CUSTODIAN, archive, mail
+from tests.test_web_retention import browser, post_form
 from tests.web_client import foreign_scripts
 from web import create_app
 from web.search import BACKEND_KEY
@@ -64,18 +65,6 @@ def app(core: Core) -> Iterator[Flask]:
     built = create_app(core)
     yield built
     built.extensions[BACKEND_KEY].close()
-
-
-def browser(app: Flask, email: str) -> FlaskClient:
-    client = app.test_client()
-    assert log_in(client, email, PASSWORD).status_code == 302
-    return client
-
-
-def post_form(client: FlaskClient, page: str, target: str, **form: str):
-    """Open `page` and send one of its forms to `target`, as a browser does."""
-    token = csrf_field(client.get(page).get_data(as_text=True))
-    return client.post(target, data={"csrf_token": token, **form})
 
 
 def open_case(admin: FlaskClient, **form: str):

@@ -49,10 +49,10 @@ def audit_read(
     actor: str | None = None,
 ) -> None:
     """Record that an all-seeing `viewer` read something, or that anyone read something
-inside a case; nothing for anyone else.
+    inside a case; nothing for anyone else.
 
-    `actor` defaults to the logged-in account; the API passes its token's account (and
-    `via: api` in `details`).
+        `actor` defaults to the logged-in account; the API passes its token's account (and
+        `via: api` in `details`).
     """
     if not viewer.sees_all and current_case() is None:
         return

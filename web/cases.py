@@ -44,13 +44,25 @@ from archiver.cases.registry import (
 from archiver.cases.scope import case_viewer
 from archiver.retention.coverage import hold_coverage
 from archiver.retention.rules import RuleError
-from web import messages, search
 from web.auth import current_user, current_viewer, login_required
 from web.case_context import case_path, current_case, enter_case
 from web.deps import get_core, search_backend
 from web.html_frame import FRAMING_PAGE_POLICY
 from web.i18n import say
+from web.messages import (
+    attachment,
+    attachment_preview,
+    eml,
+    html,
+    raw,
+    reading_headers,
+    thread,
+)
+from web.messages import (
+    show as show_message,
+)
 from web.retention import FormError, custodian_list, day
+from web.search import export, private_page_headers, results_page
 
 bp = Blueprint("cases", __name__, url_prefix="/cases")
 
@@ -99,9 +111,9 @@ def _enter() -> ResponseReturnValue | None:
 @bp.after_request
 def _private(response: Response) -> Response:
     """Message pages frame their HTML body, as outside a case; nothing is cached."""
-    response = messages.reading_headers(response)
+    response = reading_headers(response)
     response.headers.setdefault("Content-Security-Policy", FRAMING_PAGE_POLICY)
-    return search.private_page_headers(response)
+    return private_page_headers(response)
 
 
 def _case() -> Case:
@@ -226,7 +238,7 @@ def _case_page(**context: Any) -> ResponseReturnValue:
         ]
         released = [hold for hold in case_holds(db, case) if hold.released_at is not None]
         people = [reviewer.email for reviewer in reviewers(db, case)]
-    return search.results_page(
+    return results_page(
         "case.html",
         everything_when_empty=True,
         case=case,
@@ -356,21 +368,21 @@ def remove_reviewer_view() -> ResponseReturnValue:
 
 # Reading inside the case: the site's own views, under the case's scope.
 for rule, endpoint, view in (
-    ("/<case>/export.mbox", "export", search.export),
-    ("/<case>/messages/<path:message_id>", "message", messages.show),
-    ("/<case>/messages/<path:message_id>/html", "message_html", messages.html),
-    ("/<case>/messages/<path:message_id>/raw", "message_raw", messages.raw),
-    ("/<case>/messages/<path:message_id>/eml", "message_eml", messages.eml),
+    ("/<case>/export.mbox", "export", export),
+    ("/<case>/messages/<path:message_id>", "message", show_message),
+    ("/<case>/messages/<path:message_id>/html", "message_html", html),
+    ("/<case>/messages/<path:message_id>/raw", "message_raw", raw),
+    ("/<case>/messages/<path:message_id>/eml", "message_eml", eml),
     (
         "/<case>/messages/<path:message_id>/attachments/<int:position>",
         "attachment",
-        messages.attachment,
+        attachment,
     ),
     (
         "/<case>/messages/<path:message_id>/attachments/<int:position>/preview",
         "attachment_preview",
-        messages.attachment_preview,
+        attachment_preview,
     ),
-    ("/<case>/threads/<thread_id>", "thread", messages.thread),
+    ("/<case>/threads/<thread_id>", "thread", thread),
 ):
     bp.add_url_rule(rule, endpoint, view, methods=["GET"])

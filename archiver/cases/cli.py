@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import date, datetime
 
 import click
@@ -30,7 +30,6 @@ from archiver.cases.registry import (
 )
 from archiver.cases.scope import case_viewer
 from archiver.clikit import CliError, open_core
-from archiver.core import Core
 from archiver.plural import plural
 from archiver.retention.coverage import hold_coverage
 from archiver.retention.rules import RuleError
@@ -46,15 +45,6 @@ def _case_errors() -> Iterator[None]:
         yield
     except (CaseError, RuleError) as exc:
         raise CliError(str(exc)) from exc
-
-
-@contextmanager
-def _backend(core: Core) -> Iterator[SearchBackend]:
-    backend = core.search_backend()
-    try:
-        yield backend
-    finally:
-        backend.close()
 
 
 def _day(moment: datetime | None) -> date | None:
@@ -122,7 +112,7 @@ def case_list(ctx: click.Context, as_json: bool) -> None:
 def case_show(ctx: click.Context, name: str, as_json: bool) -> None:
     """Case NAME: its criteria, how many messages it covers, its holds and reviewers."""
     core = open_core(ctx, upgrade=False)
-    with _case_errors(), _backend(core) as backend, core.sessions() as session:
+    with _case_errors(), closing(core.search_backend()) as backend, core.sessions() as session:
         found = _shown(session, backend, find_case(session, name))
     if as_json:
         click.echo(json.dumps(found, indent=2))
@@ -213,15 +203,21 @@ def reviewer() -> None:
     """Who reviews a case: accounts that see its mail inside it, and only that."""
 
 
+def _change_reviewer(ctx: click.Context, name: str, email: str, adding: bool) -> bool:
+    """Add or remove the reviewer EMAIL of case NAME; whether anything changed."""
+    core = open_core(ctx, upgrade=True)
+    change = add_reviewer if adding else remove_reviewer
+    with _case_errors(), core.sessions.begin() as session:
+        return change(session, audit.cli_actor(), find_case(session, name), email)
+
+
 @reviewer.command("add")
 @click.argument("name")
 @click.argument("email")
 @click.pass_context
 def reviewer_add(ctx: click.Context, name: str, email: str) -> None:
     """Give the account EMAIL the reviewer role on case NAME."""
-    core = open_core(ctx, upgrade=True)
-    with _case_errors(), core.sessions.begin() as session:
-        added = add_reviewer(session, audit.cli_actor(), find_case(session, name), email)
+    added = _change_reviewer(ctx, name, email, adding=True)
     click.echo(f"{email} reviews case {name}" + ("" if added else " already"))
 
 
@@ -231,11 +227,7 @@ def reviewer_add(ctx: click.Context, name: str, email: str) -> None:
 @click.pass_context
 def reviewer_remove(ctx: click.Context, name: str, email: str) -> None:
     """Take the reviewer role on case NAME from the account EMAIL."""
-    core = open_core(ctx, upgrade=True)
-    with _case_errors(), core.sessions.begin() as session:
-        removed = remove_reviewer(session, audit.cli_actor(), find_case(session, name), email)
-    click.echo(
-        f"{email} no longer reviews case {name}"
-        if removed
-        else f"{email} did not review case {name}"
-    )
+    if _change_reviewer(ctx, name, email, adding=False):
+        click.echo(f"{email} no longer reviews case {name}")
+    else:
+        click.echo(f"{email} did not review case {name}")
