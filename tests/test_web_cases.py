@@ -239,3 +239,26 @@ def test_closing_asks_first_releases_the_holds_and_ends_the_reviewers_access(
     assert browser(app, REVIEWER).get("/cases/acme/").status_code == 404
     assert "acme" not in page(browser(app, REVIEWER), "/cases/")
     assert "closed" in page(case, "/cases/acme/")  # administrators keep the record
+
+
+def test_an_administrator_changes_what_the_case_covers(
+    app: Flask, case: FlaskClient, core: Core
+) -> None:
+    form = page(case, "/cases/acme/edit")
+    assert "carol@example.com" in form and ">merger</textarea>" in form
+    changed = post_form(
+        case, "/cases/acme/edit", "/cases/acme/edit",
+        description="ACME v. Us, amended", custodians="dave@example.com", queries="rumours",
+        since="", until="",
+    )  # fmt: skip
+    assert "Case acme saved." in page(case, changed.location)
+    reviewer = browser(app, REVIEWER)
+    assert "merger rumours" in page(reviewer, "/cases/acme/")
+    assert reviewer.get("/cases/acme/messages/in@x").status_code == 404
+    refused = post_form(case, "/cases/acme/edit", "/cases/acme/edit", custodians="", queries="")
+    assert refused.status_code == 400 and "custodians, queries or both" in refused.get_data(
+        as_text=True
+    )
+    edits = [details for _, action, _, details in audited(core, "case.edit")]
+    assert len(edits) == 1 and edits[0]["before"]["queries"] == ["merger"]
+    assert edits[0]["queries"] == ["rumours"]
