@@ -16,6 +16,7 @@ from sqlalchemy import ColumnElement, exists, false, or_, select, true
 from sqlalchemy.orm import Session, selectinload
 
 from archiver.archive import ENVELOPE_FROM, ENVELOPE_TO
+from archiver.id_sets import in_ids
 from archiver.models import Message, MessageAddress
 from archiver.search.viewer import Viewer
 
@@ -35,8 +36,11 @@ def visible_messages(viewer: Viewer) -> ColumnElement[bool]:
     """A condition on `Message` that holds for the messages `viewer` may see.
 
     Use it in `select(Message).where(visible_messages(viewer))`; it becomes an EXISTS over
-    the indexed (address, role) pairs and an IN over the readable list ids.
+    the indexed (address, role) pairs and an IN over the readable list ids. A viewer
+    limited to a scope sees the scope's members and nothing else.
     """
+    if viewer.scope is not None:
+        return in_ids(Message.id, viewer.scope.members)
     if viewer.sees_all:
         return true()
     clauses: list[ColumnElement[bool]] = []

@@ -53,6 +53,7 @@ CORE_GROUPS = {
     "audit": ("archiver.audit_cli", "audit_group"),
     "retention": ("archiver.retention.cli", "retention"),
     "hold": ("archiver.retention.cli", "hold"),
+    "case": ("archiver.cases.cli", "case"),
     "init": ("archiver.init_cli", "init"),
     "subject": ("archiver.subject_cli", "subject"),
 }

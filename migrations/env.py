@@ -8,6 +8,7 @@ from archiver import accounts as account_models  # noqa: F401  (the web UI's acc
 from archiver import audit as audit_models  # noqa: F401  (the audit trail)
 from archiver import ledger as ledger_models  # noqa: F401  (tamper evidence)
 from archiver import plugins
+from archiver.cases import models as case_models  # noqa: F401  (legal cases)
 from archiver.erasure import models as erasure_models  # noqa: F401  (erasure requests)
 from archiver.migrate import include_name
 from archiver.models import Base, UtcDateTime

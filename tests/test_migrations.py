@@ -10,6 +10,7 @@ from archiver import accounts as account_models  # noqa: F401  (the web UI's acc
 from archiver import audit as audit_models  # noqa: F401  (the audit trail)
 from archiver import ledger as ledger_models  # noqa: F401  (tamper evidence)
 from archiver import migrate
+from archiver.cases import models as case_models  # noqa: F401  (legal cases)
 from archiver.core import Core
 from archiver.erasure import models as erasure_models  # noqa: F401  (erasure requests)
 from archiver.models import Base

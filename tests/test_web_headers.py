@@ -22,7 +22,7 @@ HTML_MAIL = (
 )
 # The message's HTML body is framed by its own page, so it alone may be framed (by us,
 # and sandboxed); its error pages are pages like any other.
-FRAMED = {"messages.html"}
+FRAMED = {"messages.html", "cases.message_html"}
 
 
 def problems(answer: Answer, where: str, endpoint: str | None = None) -> list[str]:
@@ -48,6 +48,7 @@ def prepared(service: RunningService) -> str:
                       "--password-stdin", stdin=PASSWORD + "\n")  # fmt: skip
     assert added.returncode == 0, added.stderr
     service.run_cli("lists", "create", LIST, "--owner", ADMIN, check=True)
+    service.run_cli("case", "create", "walk", "--custodian", "alice@example.com", check=True)
     with service.smtp() as client:
         client.sendmail("alice@example.com", [JOURNAL], HTML_MAIL.encode())
     service.wait_until_archived()
@@ -72,6 +73,7 @@ def test_every_page_and_error_page_has_a_policy_and_cannot_be_framed(make_servic
         "user_id": 1,
         "token": "not-a-token",
         "filename": "missing.css",
+        "case": "walk",
     }
     visitor, admin = Visitor(port), Visitor(port, "127.0.0.2")
     assert admin.log_in(ADMIN, PASSWORD) == 302
@@ -100,7 +102,15 @@ def test_every_page_and_error_page_has_a_policy_and_cannot_be_framed(make_servic
     )
     for endpoint in seen_by_all:
         assert (endpoint, "visitor") in pages
-    for endpoint in ("account.account", "admin.overview", "manage.members", "retention.index"):
+    for endpoint in (
+        "account.account",
+        "admin.overview",
+        "manage.members",
+        "retention.index",
+        "cases.show",
+        "cases.message",
+        "cases.message_html",
+    ):
         assert (endpoint, "admin") in pages
 
     errors = {

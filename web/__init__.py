@@ -35,6 +35,7 @@ def create_app(core: Core) -> Flask:
         assets,
         audit,
         auth,
+        cases,
         csrf,
         deps,
         errors,
@@ -65,6 +66,7 @@ def create_app(core: Core) -> Flask:
     app.register_blueprint(manage.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(retention.bp)
+    app.register_blueprint(cases.bp)
     app.register_blueprint(audit.bp)
     app.register_blueprint(account.bp)
     app.register_error_handler(HTTPException, errors.error_page)

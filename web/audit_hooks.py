@@ -3,7 +3,8 @@
 Reads are audited only for viewers who see everyone's mail (administrators and
 auditors): that access is what the trail exists to account for (invariant 6). People
 reading their own mail, or list archives they belong to, are not recorded; their access
-follows from the mail itself, and logging it would bury the entries that matter.
+follows from the mail itself, and logging it would bury the entries that matter. Inside a
+case every read is recorded, whoever reads, against the case (`web.case_context`).
 
 A read is recorded in its own short transaction after the fetch succeeded and before the
 response leaves: if the entry cannot be written the request fails, so nothing an auditor
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session
 from archiver.audit import ANONYMOUS, record
 from archiver.search.viewer import Viewer
 from web.auth import current_user
+from web.case_context import case_read, current_case
 from web.deps import get_core
 
 if TYPE_CHECKING:
@@ -46,15 +48,17 @@ def audit_read(
     details: dict[str, Any] | None = None,
     actor: str | None = None,
 ) -> None:
-    """Record that an all-seeing `viewer` read something; nothing for anyone else.
+    """Record that an all-seeing `viewer` read something, or that anyone read something
+    inside a case; nothing for anyone else.
 
-    `actor` defaults to the logged-in account; the API passes its token's account (and
-    `via: api` in `details`).
+        `actor` defaults to the logged-in account; the API passes its token's account (and
+        `via: api` in `details`).
     """
-    if not viewer.sees_all:
+    if not viewer.sees_all and current_case() is None:
         return
+    action, target, said = case_read(action, target, details or {})
     core: Core = get_core()
-    full = {"via": "web", **(details or {}), "ip": client_ip()}
+    full = {"via": "web", **said, "ip": client_ip()}
     with core.sessions.begin() as session:
         record(session, actor or web_actor(), action, target, full)
 

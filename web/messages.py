@@ -33,6 +33,7 @@ from archiver.store import BlobMissingError
 from archiver.texts import message_texts, text_of_raw
 from web.audit_hooks import audit_read
 from web.auth import current_viewer
+from web.case_context import in_case
 from web.deps import get_core
 from web.downloads import DOWNLOAD_POLICY, download
 from web.html_frame import FRAME_SANDBOX, FRAMING_PAGE_POLICY, html_frame
@@ -71,9 +72,10 @@ _MAX_INDENT = 12
 
 
 def message_url(message_id: str, *rest: str) -> str:
-    """The path of a message's page (or of one of its parts), with the id escaped."""
+    """The path of a message's page (or of one of its parts), with the id escaped; inside
+    the request's case when it is in one."""
     path = "/messages/" + quote(message_id, safe="@!$&'()*+,;=:~/")
-    return "/".join([path, *rest])
+    return in_case("/".join([path, *rest]))
 
 
 @bp.app_template_global()
@@ -83,7 +85,7 @@ def message_link(message_id: str, *rest: str) -> str:
 
 
 @bp.after_request
-def _security_headers(response: Response) -> Response:
+def reading_headers(response: Response) -> Response:
     """Mail is hostile and private: the message page may frame its own HTML body (the app
     adds the headers every page gets), and no shared proxy may keep a copy."""
     response.headers.setdefault("Content-Security-Policy", FRAMING_PAGE_POLICY)

@@ -17,6 +17,8 @@ from urllib.parse import quote
 
 from flask import request
 
+from web.case_context import in_case
+
 # The longest search address carried along; a real one is far shorter.
 MAX_RETURN = 2000
 _FORBIDDEN = set("\\\r\n\t\x00")
@@ -25,8 +27,9 @@ T = TypeVar("T")
 
 
 def search_return(value: str | None) -> str | None:
-    """`value` if it is a link to this site's search page (`/?...`), else None."""
-    if not value or len(value) > MAX_RETURN or not value.startswith("/?"):
+    """`value` if it is a link to this site's search page (`/?...`), or inside a case to
+    the case's (`/cases/<name>/?...`), else None."""
+    if not value or len(value) > MAX_RETURN or not value.startswith(in_case("/?")):
         return None
     if any(char in _FORBIDDEN or ord(char) < 0x20 for char in value):
         return None

@@ -29,6 +29,7 @@ from archiver.search.service import FoundMessage, SearchPage, search
 from archiver.search.viewer import Viewer
 from web.audit_hooks import audit_read
 from web.auth import current_viewer, login_required
+from web.case_context import in_case
 
 # BACKEND_KEY stays importable here for the tests that close the app's shared backend.
 from web.deps import BACKEND_KEY as BACKEND_KEY
@@ -122,7 +123,7 @@ def _search_url(q: str, sort: Sort, page: int = 1, exact: bool = False) -> str:
         args["page"] = page
     if exact:
         args["exact"] = 1
-    return url_for("search.index", **args)
+    return in_case(url_for("search.index", **args))
 
 
 def facet_term(field: str, value: str) -> str | None:
@@ -163,9 +164,9 @@ def _utc(when: datetime) -> datetime:
 def _result(found: FoundMessage, back: str) -> Result:
     return Result(
         found=found,
-        href=with_return("/messages/" + quote(found.message_id, safe="@"), back),
+        href=with_return(in_case("/messages/" + quote(found.message_id, safe="@")), back),
         thread_href=with_return(
-            "/threads/" + quote(found.thread_id, safe=""), back, message=found.message_id
+            in_case("/threads/" + quote(found.thread_id, safe="")), back, message=found.message_id
         ),
         when=format_moment(_utc(found.date)),
         when_iso=_utc(found.date).strftime("%Y-%m-%dT%H:%MZ"),
@@ -207,13 +208,22 @@ def _senders(conversation: Conversation[Result]) -> list[str]:
 @bp.get("/")
 def index() -> ResponseReturnValue:
     """The search box with the query language's help, or one page of results."""
+    return results_page("search.html")
+
+
+def results_page(
+    template: str, everything_when_empty: bool = False, **extra: object
+) -> ResponseReturnValue:
+    """A page of results for this request's query (`q`, `sort`, `page`, `exact`) and
+    viewer, rendered with `template` and `extra`; without a query, the help, or with
+    `everything_when_empty` the newest of all the viewer sees (a case's mail)."""
     q = request.args.get("q", "").strip()
     sort = _sort()
     number = _page_number()
     exact = request.args.get("exact") == "1"
     context: dict[str, object] = {"title": gettext("Search"), "q": q, "sort": sort.value}
-    if not q:
-        return render_template("search.html", **context)
+    if not q and not everything_when_empty:
+        return render_template(template, **{**context, **extra})
     try:
         with get_core().sessions() as session:
             page = search(
@@ -229,7 +239,7 @@ def index() -> ResponseReturnValue:
             )
     except QuerySyntaxError as error:
         context.update(title=gettext("%(query)s · Search", query=q), error=QueryProblem.of(error))
-        return render_template("search.html", **context), 400
+        return render_template(template, **{**context, **extra}), 400
     audit_read(current_viewer(), "search", q, {"page": number, "results": page.total})
     last_page = max(1, -(-page.total // PAGE_SIZE))
     here = _search_url(q, sort, number, exact)
@@ -249,9 +259,9 @@ def index() -> ResponseReturnValue:
         next=_search_url(q, sort, number + 1) if number < last_page else None,
         page_number=number,
         last_page=last_page,
-        export=url_for("search.export", q=q, sort=sort.value),
+        export=in_case(url_for("search.export", q=q, sort=sort.value)),
     )
-    return render_template("search.html", **context)
+    return render_template(template, **{**context, **extra})
 
 
 @bp.get("/export.mbox")

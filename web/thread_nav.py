@@ -22,6 +22,7 @@ from archiver.access import visible_messages
 from archiver.models import Message
 from archiver.search.viewer import Viewer
 from lists.models import MailingList
+from web.case_context import in_case
 from web.list_archives import month_url, readable
 from web.navigation import with_return
 
@@ -133,7 +134,7 @@ def month_link(mlist: MailingList | None, when: datetime) -> Link | None:
 
 def thread_href(thread_id: str, back: str | None, message_id: str = "") -> str:
     """The thread page, marking `message_id`, with the way back to the results."""
-    return with_return(f"/threads/{quote(thread_id, safe='')}", back, message=message_id)
+    return with_return(in_case(f"/threads/{quote(thread_id, safe='')}"), back, message=message_id)
 
 
 def up_link(back: str | None, thread: str | None, month: Link | None, size: int) -> Link | None:

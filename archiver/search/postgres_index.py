@@ -93,6 +93,7 @@ from archiver.search.query import (
     Node,
     Not,
     Or,
+    Participant,
     Phrase,
     SizeRange,
     Word,
@@ -682,6 +683,9 @@ def _row(document: SearchDocument) -> dict[str, object]:
 
 
 def _visibility(viewer: Viewer) -> ColumnElement[bool]:
+    """The viewer's filter: their own mail and readable lists, or exactly their scope."""
+    if viewer.scope is not None:
+        return _condition(viewer.scope.query)
     clauses: list[ColumnElement[bool]] = []
     if viewer.addresses:
         clauses.append(T.participants.overlap(sorted(viewer.addresses)))
@@ -742,6 +746,8 @@ def _condition(node: Node) -> ColumnElement[bool]:
         case Address(field=name, value=value):
             column = {"from": T.from_tokens, "to": T.to_tokens, "cc": T.cc_tokens}[name]
             return column.contains([value.lower()])
+        case Participant(address=address):
+            return T.participants.contains([address.lower()])
         case HasAttachment():
             return T.has_attachment.is_(True)
         case IsSpam():

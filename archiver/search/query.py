@@ -110,6 +110,18 @@ class Address:
 
 
 @dataclass(frozen=True)
+class Participant:
+    """Mail `address` sent or received in a role that makes it theirs (the index's
+    participants, `archiver.access.GRANTING_ROLES`, envelope included).
+
+    Nobody types it: the parser never makes one. A case's scope does, to say "a custodian's
+    mail" in the same tree as the case's queries (`archiver.cases.scope`).
+    """
+
+    address: str
+
+
+@dataclass(frozen=True)
 class HasAttachment:
     """`has:attachment`: messages that carry at least one attachment."""
 
@@ -172,6 +184,7 @@ Node = (
     Word
     | Phrase
     | Address
+    | Participant
     | HasAttachment
     | HasVirus
     | IsSpam

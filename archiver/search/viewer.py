@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from archiver.search.query import Node
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The part of the archive a viewer is limited to: a legal case's mail.
+
+    `query` says which messages (the backends filter searches by it, as they filter by a
+    person's addresses); `members` are the ids it matched when the viewer was made, which
+    the database's fetches (a message, a thread, an export's rows) are checked against.
+    Both come from one evaluation by the search backend (`archiver.cases.scope`), so a page
+    opens exactly the messages a search in the scope finds.
+    """
+
+    query: Node
+    members: frozenset[int] = field(default=frozenset(), repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -17,11 +34,19 @@ class Viewer:
     addresses: frozenset[str] = frozenset()
     sees_all: bool = False
     readable_lists: frozenset[str] = frozenset()
+    # When set, the viewer sees what the scope holds and nothing else: not their own mail,
+    # not their lists, not everything (a case's reviewer inside the case).
+    scope: Scope | None = None
 
     @classmethod
     def administrator(cls) -> Viewer:
         """Sees everything (the CLI's default, and auditors)."""
         return cls(sees_all=True)
+
+    @classmethod
+    def within(cls, scope: Scope) -> Viewer:
+        """Someone who sees `scope` only, whoever they are elsewhere."""
+        return cls(scope=scope)
 
     @classmethod
     def person(cls, *addresses: str, lists: tuple[str, ...] = ()) -> Viewer:

@@ -31,6 +31,7 @@ from archiver.search.query import (
     Node,
     Not,
     Or,
+    Participant,
     Phrase,
     SizeRange,
     Word,
@@ -110,6 +111,8 @@ class Matcher:
                 return self._text("body", text, isinstance(node, Phrase), within)
             case Address(field=name, value=value):
                 return self._term(ADDRESS_FIELDS[name], value.lower())
+            case Participant(address=address):
+                return self._unscored(self.arrays.docs_mask("participants", address.lower()))
             case HasAttachment():
                 return self._unscored(self.arrays.attachment.full() & self.arrays.live)
             case IsSpam():
@@ -213,7 +216,10 @@ class Matcher:
         return candidates
 
     def _visible(self, viewer: Viewer) -> np.ndarray:
-        """Messages the viewer sent or received, and archives of lists they may read."""
+        """Messages the viewer sent or received, and archives of lists they may read; for a
+        viewer limited to a scope, what the scope's query matches and nothing else."""
+        if viewer.scope is not None:
+            return self.evaluate(viewer.scope.query).mask & self.arrays.live
         mask = np.zeros(self.arrays.doc_count, dtype=bool)
         for address in viewer.addresses:
             mask |= self.arrays.docs_mask("participants", address)

@@ -1,7 +1,7 @@
 """Productions: each series' next control number, and each production run
 
 Revision ID: 0023
-Revises: 0020
+Revises: 0022
 Create Date: 2026-12-12 10:00:00
 
 A series (a case, or `subject:ADDRESS`) hands out control numbers that run on from one
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0023"
-down_revision: str | None = "0020"
+down_revision: str | None = "0022"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
