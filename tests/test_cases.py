@@ -5,7 +5,9 @@ in every fetch, on both search backends."""
 
 from __future__ import annotations
 
+import csv
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -239,3 +241,57 @@ def test_reviewers_are_added_and_removed_audited(case_mail: Core) -> None:
         ("case.reviewer.add", "rev@example.org"),
         ("case.reviewer.remove", "rev@example.org"),
     ]
+
+
+def _load_rows(folder: Path) -> list[dict[str, str]]:
+    with (folder / "DATA" / "loadfile.csv").open(encoding="utf-8-sig", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_a_case_exports_its_mail_per_custodian_numbering_on(
+    case_mail: Core, tmp_path: Path
+) -> None:
+    settings = case_mail.settings
+    open_case(case_mail, custodians=[CUSTODIAN, "bob@example.com"])
+    first = run_arsip(
+        settings, "case", "export", "acme", "-o", str(tmp_path / "one"),
+        "--prefix", "ACME", "--dedupe", "custodian",
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    rows = _load_rows(tmp_path / "one")
+    # A message is produced once for each custodian whose own mail it is; Reply-To grants
+    # nothing, so carol is not a custodian of replyto@x.
+    both, bob = ("bob@example.com", CUSTODIAN), ("bob@example.com",)
+    collected = {"in@x": both, "reply@x": both, "aside@x": bob, "other@x": bob}
+    collected |= {"replyto@x": bob, "bcc@x": both}
+    assert sorted((row["MessageID"], row["Custodian"]) for row in rows) == sorted(
+        (f"<{message_id}>", custodian)
+        for message_id, custodians in collected.items()
+        for custodian in custodians
+    )
+    assert rows[0]["BegBates"] == "ACME0000001"
+
+    second = run_arsip(
+        settings, "case", "export", "acme", "-o", str(tmp_path / "two"), "--dedupe", "global"
+    )
+    assert second.returncode == 0, second.stderr
+    again = _load_rows(tmp_path / "two")
+    assert {row["MessageID"]: row["Custodian"] for row in again} == {
+        f"<{message_id}>": "; ".join(custodians) for message_id, custodians in collected.items()
+    }
+    assert again[0]["BegBates"] == "ACME0000010"  # the series runs on, its prefix kept
+    exports = actions(case_mail, "case.export")
+    assert [(target, details["first"]) for _, target, details in exports] == [
+        ("acme", "ACME0000001"),
+        ("acme", "ACME0000010"),
+    ]
+
+
+def test_a_case_with_no_mail_yet_exports_nothing(core: Core, tmp_path: Path) -> None:
+    open_case(core)
+    refused = run_arsip(core.settings, "case", "export", "acme", "-o", str(tmp_path / "out"))
+    assert refused.returncode == 1
+    assert "covers no archived message yet" in refused.stderr
+    assert not (tmp_path / "out").exists()
+    unknown = run_arsip(core.settings, "case", "export", "nope", "-o", str(tmp_path / "out"))
+    assert unknown.returncode == 1 and "Traceback" not in unknown.stderr

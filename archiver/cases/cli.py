@@ -10,11 +10,13 @@ import json
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from datetime import date, datetime
+from pathlib import Path
 
 import click
 from sqlalchemy.orm import Session
 
 from archiver import audit
+from archiver.cases.export import case_collection, case_series
 from archiver.cases.holds import case_holds, close_case, place_case_hold
 from archiver.cases.models import Case
 from archiver.cases.registry import (
@@ -31,6 +33,9 @@ from archiver.cases.registry import (
 from archiver.cases.scope import case_viewer
 from archiver.clikit import CliError, open_core
 from archiver.plural import plural
+from archiver.production.cli import produce_command, production_options
+from archiver.production.plan import Dedupe
+from archiver.production.run import Format, Request
 from archiver.retention.coverage import hold_coverage
 from archiver.retention.rules import RuleError
 from archiver.search.backend import SearchBackend
@@ -231,3 +236,34 @@ def reviewer_remove(ctx: click.Context, name: str, email: str) -> None:
         click.echo(f"{email} no longer reviews case {name}")
     else:
         click.echo(f"{email} did not review case {name}")
+
+
+@case.command("export")
+@click.argument("name")
+@production_options(dedupe=True)
+@click.pass_context
+def case_export(
+    ctx: click.Context, name: str, output: Path, prefix: str | None, format_: str, dedupe: str
+) -> None:
+    """Write case NAME's mail as a production into --output: natives, text, attachments,
+    Concordance and CSV load files and a manifest, control numbers running on across the
+    case's productions. Audited against the case as case.export."""
+    core = open_core(ctx, upgrade=True)
+    with _case_errors(), closing(core.search_backend()) as backend, core.sessions() as session:
+        item = find_case(session, name)
+        collected = list(case_collection(session, backend, item))
+        series = case_series(item)
+    if not collected:
+        raise CliError(f"case {name} covers no archived message yet: nothing to export")
+    actor = audit.cli_actor()
+    request = Request(series, output, actor, prefix, Format(format_), Dedupe(dedupe))
+    summary = produce_command(ctx, core, request, collected)
+    with core.sessions.begin() as session:
+        details = {
+            "production": summary.id,
+            "first": summary.first,
+            "last": summary.last,
+            "messages": summary.messages,
+            "output": str(summary.output),
+        }
+        audit.record(session, actor, "case.export", name, details)

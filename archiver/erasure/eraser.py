@@ -19,18 +19,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from archiver import audit
 from archiver.accounts import BadEmail, normalise_email
 from archiver.erasure.models import DONE, OPEN, ErasureRequest
 from archiver.erasure.verdicts import Kind, Verdict, judge
-from archiver.models import IndexQueueEntry, Message, MessageAddress, utcnow
+from archiver.models import IndexQueueEntry, Message, utcnow
 from archiver.retention.purge import message_batches
 from archiver.retention.sweep import BATCH_SIZE, Rules, custodian_addresses, delete_messages
 from archiver.search.backend import SearchBackend
 from archiver.store import DirectoryBlobStore
+from archiver.subjects import concerning
 
 ERASED = "subject.erase"  # the audit action of each message an erasure deletes
 
@@ -93,16 +94,6 @@ def requests(session: Session, only_open: bool = False) -> list[ErasureRequest]:
     if only_open:
         query = query.where(ErasureRequest.status == OPEN)
     return list(session.scalars(query))
-
-
-def concerning(address: str) -> ColumnElement[bool]:
-    """The messages `address` appears in, in any role the archive recorded (the envelope
-    included), and those whose From: names it: a copy no trusted source vouched for
-    records no roles (`archiver.archive`), yet it is about its sender all the same."""
-    return or_(
-        Message.id.in_(select(MessageAddress.message_pk).where(MessageAddress.address == address)),
-        Message.from_address == address,
-    )
 
 
 def covered(address: str, requested_at: datetime) -> ColumnElement[bool]:

@@ -1,16 +1,6 @@
 """What every command that writes a production shares: its options, its progress bar,
-and its one-line errors. `arsip subject export` uses them, and so does a case's export:
-
-    @case.command("export")
-    @click.argument("name")
-    @production_options(dedupe=True)
-    @click.pass_context
-    def export(ctx, name, output, prefix, format_, dedupe):
-        core = open_core(ctx, upgrade=True)
-        collected = [Collected(pk, custodians) for pk, custodians in ...the case's scope]
-        request = Request(name, output, cli_actor(), prefix, format_, dedupe)
-        produce_command(ctx, core, request, collected)
-"""
+and its one-line errors. `arsip subject export` (`archiver.production.subject_cli`) and
+`arsip case export` (`archiver.cases.cli`) are each a few lines on top of them."""
 
 from __future__ import annotations
 

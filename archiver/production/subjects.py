@@ -1,29 +1,24 @@
-"""Data-subject requests: the messages an address appears in, in any role.
-
-"Give me every message about me" is answered from the address rows every message has:
-sender, To, Cc, Bcc, Reply-To and the envelope of journal copies alike.
-"""
+"""Data-subject access requests: the messages about an address (`archiver.subjects`, the
+same rule erasure follows), as a production series of their own."""
 
 from __future__ import annotations
 
-import re
-
-from sqlalchemy import exists, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from archiver.models import Message, MessageAddress
+from archiver.accounts import BadEmail, normalise_email
+from archiver.models import Message
 from archiver.production.errors import ProductionError
-
-_ADDRESS = re.compile(r"[^@\s<>]+@[^@\s<>]+")
+from archiver.subjects import concerning
 
 
 def checked_address(text: str) -> str:
     """`text` as addresses are stored (lower case, without angle brackets); a
     ProductionError for anything that is not one address."""
-    address = text.strip().removeprefix("<").removesuffix(">").strip().lower()
-    if not _ADDRESS.fullmatch(address):
-        raise ProductionError(f"{text!r} is not an address like ann@example.com")
-    return address
+    try:
+        return normalise_email(text.strip().removeprefix("<").removesuffix(">"))
+    except BadEmail as exc:
+        raise ProductionError(f"{text!r} is not an address like ann@example.com") from exc
 
 
 def subject_series(address: str) -> str:
@@ -32,8 +27,6 @@ def subject_series(address: str) -> str:
 
 
 def subject_messages(session: Session, address: str) -> list[int]:
-    """The messages `address` appears in, in any role, oldest first."""
-    named = exists().where(
-        MessageAddress.message_pk == Message.id, MessageAddress.address == address
-    )
-    return list(session.scalars(select(Message.id).where(named).order_by(Message.date, Message.id)))
+    """The messages about `address`, oldest first."""
+    query = select(Message.id).where(concerning(address)).order_by(Message.date, Message.id)
+    return list(session.scalars(query))
