@@ -15,7 +15,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -92,6 +92,7 @@ class Tsa:
     port: int
     ca: Path
     requests: int = 0
+    logins: list[str] = field(default_factory=list)  # Authorization headers received
     _server: HTTPServer | None = None
     _thread: threading.Thread | None = None
 
@@ -114,9 +115,11 @@ class Tsa:
         tsa = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            def do_POST(self) -> None:
                 query = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 tsa.requests += 1
+                if self.headers.get("Authorization"):
+                    tsa.logins.append(self.headers["Authorization"])
                 try:
                     body = tsa.reply(query)
                 except subprocess.CalledProcessError:

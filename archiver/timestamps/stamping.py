@@ -106,7 +106,7 @@ def _due_head(session: Session, now: datetime) -> audit.AuditHead | None:
         .limit(1)
     ).first()
     if last is not None and (last.status == WAITING or now - last.created_at < HEAD_EVERY):
-        return None  # a waiting head is brought up to date when it is stamped
+        return None  # one head at a time; the next, an hour after the last was noted
     since = int(last.key) if last is not None else 0
     moved = session.scalar(
         select(exists().where(AuditEntry.seq > since, AuditEntry.action != STAMP_ACTION))
@@ -178,8 +178,6 @@ def _stamp_one(
         row = session.get(TimestampToken, row_id)
         if row is None or row.status != WAITING:
             return 0
-        if row.kind == AUDIT_HEAD:
-            _bring_head_up_to_date(session, row)
         kind, key = row.kind, row.key
         data = current_record(session, row.kind, row.key)
         if data is None:
@@ -211,14 +209,6 @@ def _stamp_one(
                 {"imprint": imprint_of(data), "tsa": tsa, "gen_time": token.gen_time.isoformat()},
             )
     return 1 if stored else 0
-
-
-def _bring_head_up_to_date(session: Session, row: TimestampToken) -> None:
-    """A head that waited is stamped as it is now: the newest head covers the older."""
-    head = audit.head(session)
-    if head is not None and head.count > int(row.key):
-        row.key = str(head.count)
-        row.imprint = imprint_of(stamped_record(AUDIT_HEAD, row.key, head.hash))
 
 
 def _failed(sessions: sessionmaker[Session], row_ids: list[int], error: str, now: datetime) -> None:
