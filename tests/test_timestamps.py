@@ -308,3 +308,19 @@ def test_a_tsa_url_that_is_not_http_is_refused_without_showing_it(core: Core) ->
     assert refused.returncode == 2
     assert "ARSIP_TSA_URL: must be an http:// or https:// URL" in refused.stderr
     assert "pw@" not in refused.stderr
+
+
+def test_without_a_tsa_nothing_is_stamped_and_the_dashboard_says_it_is_off(core: Core) -> None:
+    from archiver.accounts import add_user
+    from web import create_app
+
+    with core.sessions.begin() as session:
+        add_user(session, ADMIN, "admin", PASSWORD)
+    assert stamp_waiting(core.settings, core.sessions).stamped == 0
+    assert rows(core) == {}
+    client = create_app(core).test_client()
+    assert log_in(client, ADMIN, PASSWORD).status_code == 302
+    page = client.get("/admin/").get_data(as_text=True)
+    assert "Trusted timestamps" in page and "no Time-Stamp Authority configured" in page
+    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "id"
+    assert "Cap waktu tepercaya" in client.get("/admin/").get_data(as_text=True)

@@ -6,5 +6,6 @@ and audit head existed, so deleting the newest seals or rewriting a whole chain 
   for other evidence (a production's manifest);
 - `stamping`: the scheduled job that notes new evidence and stamps it, with retries;
 - `checking`: `arsip verify --timestamps`;
-- `report`: the figures of `arsip stats` and /admin/; `cli`: `arsip timestamps ...`.
+- `report`: the figures of `arsip stats` and /admin/ (`tsa_url`: the URL without its
+  login); `cli`: `arsip timestamps ...`.
 """

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from archiver.config import Settings
 from archiver.timestamps.models import STAMPED, WAITING, TimestampToken
-from archiver.timestamps.tsa import shown_url
+from archiver.timestamps.tsa_url import shown_url
 
 
 def figures(settings: Settings, session: Session) -> dict[str, Any]:

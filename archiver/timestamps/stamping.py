@@ -39,7 +39,8 @@ from archiver.timestamps.models import (
     imprint_of,
     stamped_record,
 )
-from archiver.timestamps.tsa import TimestampError, load_ca, request_token, shown_url
+from archiver.timestamps.tsa import TimestampError, load_ca, request_token
+from archiver.timestamps.tsa_url import shown_url
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ puts its certificate in the token: checking it later needs nothing but the CA bu
 parses the answer and verifies the CMS signature up to the bundle's certificates; this
 module adds the HTTP round trip (RFC 3161 section 3.4: a POST of the DER request), short
 timeouts, and reasons in words. A TSA URL may carry a login (`https://user:pw@tsa/`):
-it is sent as HTTP basic authentication and never shown (`shown_url`).
+it is sent as HTTP basic authentication and never shown (`tsa_url.shown_url`).
 
 The bundle (`ARSIP_TSA_CA`) holds the TSA's root and any intermediate certificates, in
 PEM. The library reads the token's certificates as strict DER, whose SET OF must be
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from cryptography import x509
 from rfc3161_client import (
@@ -37,6 +37,8 @@ from rfc3161_client import (
     VerifierBuilder,
     decode_timestamp_response,
 )
+
+from archiver.timestamps.tsa_url import shown_url
 
 if TYPE_CHECKING:
     from archiver.config import Settings
@@ -73,18 +75,6 @@ class Token:
 
     der: bytes
     gen_time: datetime
-
-
-def shown_url(url: str) -> str:
-    """`url` without its login, for pages, logs and the database."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"[{host}]" if ":" in host else host
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def load_ca(path: Path) -> list[x509.Certificate]:
