@@ -72,6 +72,7 @@ def add_jobs(scheduler: BackgroundScheduler, core: Core, stop: threading.Event) 
             coalesce=True,
             max_instances=1,
             next_run_time=utcnow(),  # at once too: a new seal or head need not wait a minute
+            misfire_grace_time=None,  # late (a busy start) is still better than a minute later
         )
 
 

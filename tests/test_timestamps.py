@@ -261,7 +261,7 @@ def test_mail_flows_while_the_tsa_is_down_and_stats_and_the_dashboard_say_so(
         found = json.loads(service.run_cli("stats", "--json").stdout)
         return found if found["timestamps_error"] else {}
 
-    stats = eventually(waiting, 60, "the scheduler to try the TSA")
+    stats = eventually(waiting, 90, lambda: f"the scheduler to try the TSA: {service.log()}")
     assert stats["tsa"] == tsa.url and "s3cret" not in json.dumps(stats)
     assert stats["timestamps_waiting"] == 2 and stats["timestamps_stamped"] == 0
     assert "cannot reach the TSA" in stats["timestamps_error"]

@@ -191,7 +191,6 @@ def _stamp_one(
             update(TimestampToken)
             .where(TimestampToken.id == row_id, TimestampToken.status == WAITING)
             .values(
-                key=key,
                 imprint=imprint_of(data),
                 status=STAMPED,
                 token=token.der,
