@@ -13,8 +13,8 @@ from archiver import migrate
 from archiver.core import Core
 from archiver.models import Base
 from archiver.retention import models as retention_models  # noqa: F401
-from archiver.timestamps import models as timestamp_models  # noqa: F401  (RFC 3161)
 from archiver.search import postgres_index
+from archiver.timestamps import models as timestamp_models  # noqa: F401  (RFC 3161)
 from lists import models as list_models  # noqa: F401  (the list engine's tables)
 
 

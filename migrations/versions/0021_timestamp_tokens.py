@@ -45,9 +45,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("kind", "key", name=op.f("uq_timestamp_tokens_kind")),
     )
     with op.batch_alter_table("timestamp_tokens", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_timestamp_tokens_status"), ["status"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_timestamp_tokens_status"), ["status"], unique=False)
 
 
 def downgrade() -> None:
