@@ -239,6 +239,25 @@ def test_a_tsa_that_is_down_delays_the_stamps_until_it_is_back(evidence: Core, t
     assert shown["timestamps_error"] is None
 
 
+def test_a_seal_changed_while_it_waited_for_the_tsa_is_not_stamped(
+    evidence: Core, tsa: Tsa
+) -> None:
+    tsa.stop()
+    stamp_waiting(evidence.settings, evidence.sessions)
+    with evidence.sessions.begin() as session:
+        session.execute(
+            update(DaySeal).where(DaySeal.day == "2026-03-04").values(digest=sha("forged"))
+        )
+    tsa.start()
+    run = stamp_waiting(evidence.settings, evidence.sessions, everything=True)
+    assert (run.stamped, run.waiting) == (2, 1)
+    left = rows(evidence)["ledger-seal-2026-03-04"]
+    assert left.status == WAITING and left.token is None
+    assert left.last_error == "it changed after it was noted"
+    with evidence.sessions() as session:
+        assert figures(evidence.settings, session)["timestamps_error"] == left.last_error
+
+
 def test_mail_flows_while_the_tsa_is_down_and_stats_and_the_dashboard_say_so(
     make_service, database_url: str, tsa: Tsa
 ) -> None:

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 
 from cryptography import x509
 from sqlalchemy import exists, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from archiver import audit
@@ -128,11 +129,15 @@ def stamp_waiting(
     if not settings.tsa_url:
         return run
     now = now or utcnow()
-    with sessions.begin() as session:
-        note_evidence(session, now)
-        query = select(TimestampToken.id).where(TimestampToken.status == WAITING)
-        if not everything:
-            query = query.where(TimestampToken.next_attempt_at <= now)
+    try:
+        with sessions.begin() as session:
+            note_evidence(session, now)
+    except IntegrityError:
+        pass  # a run elsewhere (`arsip timestamps stamp`) noted the same evidence first
+    query = select(TimestampToken.id).where(TimestampToken.status == WAITING)
+    if not everything:
+        query = query.where(TimestampToken.next_attempt_at <= now)
+    with sessions() as session:
         due = list(session.scalars(query.order_by(TimestampToken.id)))
     try:
         ca = load_ca(settings.tsa_ca) if settings.tsa_ca else None
@@ -174,15 +179,17 @@ def _stamp_one(
     now: datetime,
 ) -> int:
     """Ask for and store the token of one row; 1 if stored, 0 if another run was first
-    or the evidence it covers is gone (which a verification then reports)."""
+    or the seal or audit entry is gone or changed since it was noted: the row keeps
+    waiting with that as its error, for `arsip stats` and /admin/ to show."""
     with sessions.begin() as session:
         row = session.get(TimestampToken, row_id)
         if row is None or row.status != WAITING:
             return 0
         kind, key = row.kind, row.key
         data = current_record(session, row.kind, row.key)
-        if data is None:
-            _note_failure(row, "the evidence it covers is gone", now)
+        if data is None or imprint_of(data) != row.imprint:
+            gone = data is None
+            _note_failure(row, "it is gone" if gone else "it changed after it was noted", now)
             return 0
     token = request_token(settings.tsa_url, data, settings.tsa_timeout, ca)
     tsa = shown_url(settings.tsa_url)
@@ -191,7 +198,6 @@ def _stamp_one(
             update(TimestampToken)
             .where(TimestampToken.id == row_id, TimestampToken.status == WAITING)
             .values(
-                imprint=imprint_of(data),
                 status=STAMPED,
                 token=token.der,
                 gen_time=token.gen_time,
