@@ -573,7 +573,8 @@ def _fail(ctx: click.Context, answer: dict) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.pass_context
 def stats(ctx: click.Context, as_json: bool) -> None:
-    """Archive size, backlogs, content check counts, and whether spamd and clamd answer."""
+    """Archive size, backlogs, content check counts, trusted timestamps, and whether spamd
+    and clamd answer."""
     figures = _read(ctx, "stats", {})
     if as_json:
         click.echo(json.dumps(figures))
