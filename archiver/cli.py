@@ -56,6 +56,7 @@ CORE_GROUPS = {
     "case": ("archiver.cases.cli", "case"),
     "init": ("archiver.init_cli", "init"),
     "subject": ("archiver.subject_cli", "subject"),
+    "timestamps": ("archiver.timestamps.cli", "timestamps_group"),
 }
 
 
@@ -380,6 +381,12 @@ def export(ctx: click.Context, output: Path, since: str | None, until: str | Non
     help="Also parse every message again and check the database rows derived from it "
     "(sender, recipients and their roles, subject, date, list).",
 )
+@click.option(
+    "--timestamps",
+    is_flag=True,
+    help="Also check every trusted timestamp token, offline, against the seal or audit "
+    "entry it covers and the CA bundle ARSIP_TSA_CA.",
+)
 @click.pass_context
 def verify(
     ctx: click.Context,
@@ -387,19 +394,23 @@ def verify(
     export_to: Path | None,
     exported: Path | None,
     deep: bool,
+    timestamps: bool,
 ) -> None:
     """Check every blob against its hash, every message against the intake ledger and the
-    ledger's daily seals; with --deep, every message's rows against its bytes; exit 1 on
-    any problem.
+    ledger's daily seals; with --deep, every message's rows against its bytes; with
+    --timestamps, every timestamp token; exit 1 on any problem.
 
-    Finished days are sealed first. Warnings (ledger entries that no seal covers) are
-    shown but do not fail the check.
+    Finished days are sealed first. Warnings (ledger entries that no seal covers, seals
+    not stamped yet) are shown but do not fail the check.
     """
     if exported is not None:
         _check_export(ctx, exported, as_json)
         return
     if export_to is not None:
         check_output(export_to)
+    from archiver.timestamps import cli as stamps_cli
+
+    bundle = stamps_cli.bundle_for_verify(ctx) if timestamps else None
     from tqdm import tqdm
 
     from archiver.ledger import export_chain
@@ -427,6 +438,7 @@ def verify(
     if deep:
         with tqdm(total=count_messages(core), unit="msg", desc="rows", disable=None) as bar:
             verify_rows(core, on_message=bar.update, report=report)
+    stamps = stamps_cli.check_timestamps(core, bundle) if bundle is not None else None
     if export_to is not None:
         with (
             output_errors(export_to),
@@ -438,12 +450,17 @@ def verify(
         data = report.as_json()
         if export_to is not None:
             data["export"] = {"file": str(export_to), "seals": written.seals}
+        if stamps is not None:
+            data["timestamps"] = stamps.as_json()
+            data["ok"] = report.ok and stamps.ok
         click.echo(json.dumps(data))
     else:
         _print_verify(report)
+        if stamps is not None:
+            stamps_cli.print_report(stamps)
         if export_to is not None:
             click.echo(f"wrote {plural(written.seals, 'sealed day')} to {export_to}")
-    if not report.ok:
+    if not report.ok or (stamps is not None and not stamps.ok):
         ctx.exit(1)
 
 
@@ -558,7 +575,8 @@ def _fail(ctx: click.Context, answer: dict) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.pass_context
 def stats(ctx: click.Context, as_json: bool) -> None:
-    """Archive size, backlogs, content check counts, and whether spamd and clamd answer."""
+    """Archive size, backlogs, content check counts, trusted timestamps, and whether spamd
+    and clamd answer."""
     figures = _read(ctx, "stats", {})
     if as_json:
         click.echo(json.dumps(figures))

@@ -108,6 +108,13 @@ class Settings:
     # The language of pages for browsers that ask for none Arsip has, and of list mail
     # where the list sets none: `en` (English) or `id` (Bahasa Indonesia)
     default_language: str = "en"
+    # The Time-Stamp Authority (RFC 3161) that vouches for the seals' and the audit log's
+    # times (an http(s) URL, which may carry a login); empty: nothing is timestamped
+    tsa_url: str = field(default="", repr=False)
+    # The CA bundle (PEM) that the TSA's certificate chains to, for checking its tokens
+    tsa_ca: Path | None = None
+    # Seconds the TSA may take to answer before the attempt counts as failed
+    tsa_timeout: int = 10
 
     @property
     def public_url(self) -> str:
@@ -241,6 +248,17 @@ def _optional_path(value: Any) -> Path | None:
     return Path(text).expanduser() if text else None
 
 
+def _tsa_url(value: Any) -> str:
+    from urllib.parse import urlsplit
+
+    url = _text(value)
+    if url:
+        parts = urlsplit(url)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL")
+    return url
+
+
 def _log_level(value: Any) -> str:
     level = _text(value).upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -309,10 +327,13 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "clamd": _daemon,
     "check_timeout": _integer(1, 600),
     "default_language": _language,
+    "tsa_url": _tsa_url,
+    "tsa_ca": _optional_path,
+    "tsa_timeout": _integer(1, 120),
 }
 
 # Settings whose value a start-up error does not repeat: someone may paste a secret there
-UNSHOWN = frozenset({"journal_logins"})
+UNSHOWN = frozenset({"journal_logins", "tsa_url"})
 
 BLOB_KEY_SIZE = 32
 
@@ -406,7 +427,7 @@ def load_settings(
 def _check_together(settings: Settings) -> None:
     if bool(settings.tls_cert) != bool(settings.tls_key):
         raise SettingsError("ARSIP_TLS_CERT and ARSIP_TLS_KEY must be given together")
-    for name in ("tls_cert", "tls_key"):
+    for name in ("tls_cert", "tls_key", "tsa_ca"):
         path = getattr(settings, name)
         if path is not None and not path.is_file():
             raise SettingsError(f"{ENV_PREFIX}{name.upper()}: {path} is not a readable file")

@@ -95,12 +95,15 @@ def show(core: Core, params: dict[str, Any], actor: str) -> dict[str, Any]:
 
 
 def stats(core: Core, params: dict[str, Any], actor: str) -> dict[str, Any]:
-    """Archive size, backlogs, content check counts and whether the daemons answer."""
+    """Archive size, backlogs, content check counts, trusted timestamps and whether the
+    daemons answer."""
     from archiver.report import daemons
     from archiver.report import stats as collect_stats
+    from archiver.timestamps.report import figures as timestamp_figures
 
     with core.sessions() as session:
         figures: dict[str, Any] = {**collect_stats(session)}
+        figures.update(timestamp_figures(core.settings, session))
     figures.update(daemons(core.checker))
     return figures
 

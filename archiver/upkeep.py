@@ -7,7 +7,10 @@
   minutes after midnight UTC (after the ledger's grace period);
 - moving loose blobs into pack files every `REPACK_MINUTES` once there are enough of them
   (`archiver.store.repack`), which is where the disk goes from a block per message to a
-  fraction of the mail.
+  fraction of the mail;
+- asking the Time-Stamp Authority (`ARSIP_TSA_URL`) for tokens on new seals and on the
+  audit log's head every `STAMP_MINUTES`, retrying with a growing pause while it fails
+  (`archiver.timestamps.stamping`).
 
 Both jobs coalesce: a machine that slept through several runs catches up with one.
 """
@@ -23,6 +26,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from archiver import audit, ledger
 from archiver.erasure.eraser import Eraser
+from archiver.models import utcnow
 from archiver.retention.sweep import Sweeper
 from archiver.store import REPACK_MIN_LOOSE, StoreBusyError
 
@@ -32,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REPACK_MINUTES = 5
+STAMP_MINUTES = 1
 
 
 def add_jobs(scheduler: BackgroundScheduler, core: Core, stop: threading.Event) -> None:
@@ -59,6 +64,18 @@ def add_jobs(scheduler: BackgroundScheduler, core: Core, stop: threading.Event) 
         coalesce=True,
         max_instances=1,
     )
+    if core.settings.tsa_url:
+        scheduler.add_job(
+            stamp_now,
+            "interval",
+            minutes=STAMP_MINUTES,
+            args=(core,),
+            id="timestamps",
+            coalesce=True,
+            max_instances=1,
+            next_run_time=utcnow(),  # at once too: a new seal or head need not wait a minute
+            misfire_grace_time=None,  # late (a busy start) is still better than a minute later
+        )
 
 
 def sweep_trigger(schedule: str) -> CronTrigger:
@@ -104,6 +121,17 @@ def seal_now(core: Core) -> None:
             log.info("ledger: sealed %d day(s)", sealed)
     except Exception:
         log.exception("sealing the intake ledger failed; the next run tries again")
+
+
+def stamp_now(core: Core) -> None:
+    """Get tokens for the seals and audit head that wait for one (a failing TSA is
+    logged by the run and retried later)."""
+    from archiver.timestamps.stamping import stamp_waiting
+
+    try:
+        stamp_waiting(core.settings, core.sessions)
+    except Exception:
+        log.exception("timestamping failed; the next run tries again")
 
 
 def repack_now(core: Core, min_loose: int = REPACK_MIN_LOOSE) -> None:

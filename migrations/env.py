@@ -14,6 +14,7 @@ from archiver.migrate import include_name
 from archiver.models import Base, UtcDateTime
 from archiver.production import models as production_models  # noqa: F401
 from archiver.retention import models as retention_models  # noqa: F401
+from archiver.timestamps import models as timestamp_models  # noqa: F401  (RFC 3161)
 
 plugins.load_models()  # the plug-ins' tables (the list engine's)
 

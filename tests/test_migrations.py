@@ -17,6 +17,7 @@ from archiver.models import Base
 from archiver.production import models as production_models  # noqa: F401
 from archiver.retention import models as retention_models  # noqa: F401
 from archiver.search import postgres_index
+from archiver.timestamps import models as timestamp_models  # noqa: F401  (RFC 3161)
 from lists import models as list_models  # noqa: F401  (the list engine's tables)
 
 

@@ -4,8 +4,9 @@ Each figure comes from an existing counter or an indexed query, so the page stay
 on a big archive: the archive's size and backlogs from `archiver.report.stats` (the
 figures `arsip stats` and /healthz give), intake from the ledger's time index, deliveries
 from the outbox's (status, due time) index, the last retention sweep from its state row,
-the next sweep from `ARSIP_RETENTION_SCHEDULE`. Only the content-check daemons are asked
-now (a PING each, up to two seconds when one is silent), as `arsip stats` does.
+the next sweep from `ARSIP_RETENTION_SCHEDULE`, the trusted timestamps from their table
+(indexed by status). Only the content-check daemons are asked now (a PING each, up to two
+seconds when one is silent), as `arsip stats` does.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from archiver.ledger import LedgerEntry
 from archiver.models import utcnow
 from archiver.report import daemons, stats
 from archiver.retention.models import SweepState
+from archiver.timestamps.report import figures as timestamp_figures
 from archiver.upkeep import sweep_trigger
 from lists.models import OutboxRecipient
 from web.i18n import format_moment, format_size
@@ -59,6 +61,7 @@ def figures(core: Core, session: Session) -> list[Figure]:
         *_retention(core, session, now),
         _scheduler(counts["scheduler"]),
         *_content_checks(core, counts),
+        _timestamps(core, session),
     ]
 
 
@@ -221,3 +224,23 @@ def _content_checks(core: Core, counts: dict[str, object]) -> list[Figure]:
         unchecked=_count(counts["unchecked"]),
     )
     return [Figure(", ".join(parts), label, checked, tone)]
+
+
+def _timestamps(core: Core, session: Session) -> Figure:
+    """Trusted timestamps: off, or the tokens stored, what waits and the TSA's failure."""
+    label = gettext("Trusted timestamps")
+    counts = timestamp_figures(core.settings, session)
+    if counts["tsa"] is None:
+        return Figure(gettext("off"), label, gettext("no Time-Stamp Authority configured"))
+    stamped, waiting = counts["timestamps_stamped"], counts["timestamps_waiting"]
+    value = ngettext("%(count)s token", "%(count)s tokens", stamped, count=format_number(stamped))
+    note = ngettext(
+        "%(count)s waits for %(tsa)s",
+        "%(count)s wait for %(tsa)s",
+        waiting,
+        count=format_number(waiting),
+        tsa=counts["tsa"],
+    )
+    if counts["timestamps_error"]:
+        note += " · " + gettext("last error: %(error)s", error=counts["timestamps_error"])
+    return Figure(value, label, note, "warn" if counts["timestamps_error"] else "")

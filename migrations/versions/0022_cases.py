@@ -1,7 +1,7 @@
 """Cases (legal matters): their criteria, their reviewers, the holds placed for them
 
 Revision ID: 0022
-Revises: 0020
+Revises: 0021
 Create Date: 2026-12-10 10:00:00
 
 A case names custodians, a date range and queries (`archiver.cases`); `case_reviewers`
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0022"
-down_revision: str | None = "0020"
+down_revision: str | None = "0021"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
