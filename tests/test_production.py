@@ -9,6 +9,7 @@ import io
 import json
 import mailbox
 import subprocess
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -29,6 +30,7 @@ from archiver.production.plan import Collected, Dedupe
 from archiver.production.run import Format, Request, produce
 from tests.reading_mail import pdf
 from tests.support import run_arsip, simple_message
+from tests.tsa import running_tsa
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 OPERATOR = "cli:test"
@@ -391,3 +393,40 @@ def test_subject_export_explains_what_it_cannot_do(core: Core, tmp_path: Path) -
     assert refused.returncode == 1 and "is not empty" in refused.stderr
     for result in (nobody, bad, refused):
         assert "Traceback" not in result.stderr
+
+
+def test_the_manifest_is_timestamped_by_the_tsa_and_openssl_checks_it(
+    core: Core, mail: dict[str, int], tmp_path: Path
+) -> None:
+    out = tmp_path / "stamped"
+    with running_tsa(tmp_path / "tsa") as tsa:
+        stamped = replace(core, settings=replace(core.settings, tsa_url=tsa.url, tsa_ca=tsa.ca))
+        summary = produce(stamped, request(out), [Collected(mail["plain"])])
+    assert summary.stamped
+    assert json.loads((out / "production.json").read_text())["manifest_timestamp"] == (
+        "manifest.sha256.tsr"
+    )
+    # What the README tells an outsider to run, with nothing of Arsip.
+    checked = subprocess.run(
+        ["openssl", "ts", "-verify", "-data", "manifest.sha256", "-in", "manifest.sha256.tsr",
+         "-CAfile", str(tsa.ca)],
+        cwd=out, capture_output=True, text=True,
+    )  # fmt: skip
+    assert checked.returncode == 0 and "Verification: OK" in checked.stdout, checked.stderr
+    (out / "manifest.sha256").write_text("0" * 64 + "  NATIVES/forged.eml\n")
+    forged = subprocess.run(
+        ["openssl", "ts", "-verify", "-data", "manifest.sha256", "-in", "manifest.sha256.tsr",
+         "-CAfile", str(tsa.ca)],
+        cwd=out, capture_output=True, text=True,
+    )  # fmt: skip
+    assert forged.returncode != 0
+
+
+def test_without_a_tsa_the_production_says_its_manifest_is_not_timestamped(
+    core: Core, mail: dict[str, int], tmp_path: Path
+) -> None:
+    summary = produce(core, request(tmp_path / "out"), [Collected(mail["plain"])])
+    assert not summary.stamped and not (tmp_path / "out" / "manifest.sha256.tsr").exists()
+    assert (
+        json.loads((tmp_path / "out" / "production.json").read_text())["manifest_timestamp"] is None
+    )

@@ -14,6 +14,7 @@ from archiver.clikit import CliError
 from archiver.core import Core
 from archiver.plural import plural
 from archiver.production.errors import ProductionError
+from archiver.production.manifest import TOKEN_NAME
 from archiver.production.plan import Collected, Dedupe
 from archiver.production.run import Format, Request, Summary, produce
 
@@ -93,4 +94,8 @@ def produce_command(
         f"{plural(summary.files, 'file')}) in {summary.output}"
     )
     click.echo(f"manifest sha256 {summary.manifest_sha256}")
+    if summary.stamped:
+        click.echo(f"manifest timestamped by the TSA: {TOKEN_NAME}")
+    elif core.settings.tsa_url:
+        click.echo("manifest not timestamped: the TSA did not answer (see the log)", err=True)
     return summary

@@ -17,11 +17,12 @@ from pathlib import Path
 from archiver.production.errors import ProductionError
 from archiver.production.family import DATA, NATIVES, TEXT
 from archiver.production.manifest import NAME as MANIFEST
+from archiver.production.manifest import TOKEN_NAME
 
 DESCRIPTION = "production.json"
 STAGING = ".partial-"
 # What a finished production's folder holds, in the order it is moved into place
-CONTENTS = (NATIVES, TEXT, DATA, MANIFEST, DESCRIPTION)
+CONTENTS = (NATIVES, TEXT, DATA, MANIFEST, TOKEN_NAME, DESCRIPTION)
 
 
 def staging(folder: Path, production: int) -> Path:

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 NAME = "manifest.sha256"
+TOKEN_NAME = "manifest.sha256.tsr"  # its RFC 3161 timestamp, when a TSA gave one
 BLOCK = 1 << 20
 
 
@@ -16,8 +17,7 @@ def manifest_bytes(files: Iterable[tuple[str, str]]) -> bytes:
 
     This is the one place a manifest's bytes are made: what it returns is written as
     `manifest.sha256`, its sha256 goes into `production.json`, the audit trail and the
-    database, and a trusted timestamp of the manifest is to be taken over exactly these
-    bytes.
+    database, and its trusted timestamp (`TOKEN_NAME`) is taken over exactly these bytes.
     """
     lines = [f"{sha256}  {path}\n" for path, sha256 in sorted(files)]
     return "".join(lines).encode("utf-8")

@@ -41,7 +41,7 @@ from archiver.production.folder import (
 from archiver.production.journal import Journal
 from archiver.production.loadfile import write_csv, write_dat
 from archiver.production.manifest import NAME as MANIFEST
-from archiver.production.manifest import file_sha256, manifest_bytes
+from archiver.production.manifest import TOKEN_NAME, file_sha256, manifest_bytes
 from archiver.production.models import (
     ABANDONED,
     COMPLETE,
@@ -54,6 +54,7 @@ from archiver.production.plan import Collected, Dedupe, Planned, fingerprint, pl
 from archiver.search.viewer import Viewer
 from archiver.store import BlobCorruptError, BlobKeyError, BlobMissingError
 from archiver.texts import text_of_raw
+from archiver.timestamps.tsa import stamp
 
 CHUNK = 100  # messages read from the database at a time
 LOAD_FILES = (f"{DATA}/loadfile.dat", f"{DATA}/loadfile.csv")
@@ -98,6 +99,7 @@ class Summary:
     attachments: int
     files: int
     manifest_sha256: str
+    stamped: bool  # the manifest has a trusted timestamp beside it
     output: Path
     resumed: bool  # an earlier, interrupted run of it had written part of it
 
@@ -299,7 +301,10 @@ def _seal(core: Core, run: _Run, planned: list[Planned], stage: Path) -> None:
     manifest = manifest_bytes(files)
     write_file(stage / MANIFEST, manifest)
     manifest_sha256 = hashlib.sha256(manifest).hexdigest()
-    description = _description(run, planned, len(files), manifest_sha256)
+    token = stamp(core.settings, manifest)
+    if token is not None:
+        write_file(stage / TOKEN_NAME, token)
+    description = _description(run, planned, len(files), manifest_sha256, token is not None)
     write_file(stage / DESCRIPTION, json.dumps(description, indent=2).encode() + b"\n")
     with core.sessions.begin() as session:
         production = session.get_one(Production, run.id)
@@ -332,15 +337,17 @@ def _complete(core: Core, run: _Run, folder: Path, actor: str) -> Summary:
         attachments=described["counts"]["attachments"],
         files=described["counts"]["files"],
         manifest_sha256=described["manifest_sha256"],
+        stamped=described.get("manifest_timestamp") is not None,
         output=folder,
         resumed=run.resumed,
     )
 
 
 def _description(
-    run: _Run, planned: Sequence[Planned], files: int, manifest_sha256: str
+    run: _Run, planned: Sequence[Planned], files: int, manifest_sha256: str, stamped: bool
 ) -> dict[str, Any]:
-    """`production.json`: what the folder holds, for people and for the next tool."""
+    """`production.json`: what the folder holds, for people and for the next tool
+    (`manifest_timestamp` names the manifest's RFC 3161 token, null without one)."""
     attachments = sum(doc.attachments for doc in planned)
     return {
         "production": run.id,
@@ -361,6 +368,7 @@ def _description(
         "load_files": {"dat": LOAD_FILES[0], "csv": LOAD_FILES[1]},
         "manifest": MANIFEST,
         "manifest_sha256": manifest_sha256,
+        "manifest_timestamp": TOKEN_NAME if stamped else None,
     }
 
 
