@@ -21,6 +21,8 @@ from sqlalchemy import select
 from archiver import audit
 from archiver.accounts import add_user
 from archiver.archive import RawMessage
+from archiver.cases.holds import place_case_hold
+from archiver.cases.registry import create_case, criteria
 from archiver.core import Core
 from archiver.erasure.eraser import Eraser, ErasureError, ErasureReport
 from archiver.erasure.models import ErasureRequest
@@ -405,3 +407,17 @@ def test_an_address_that_is_none_is_refused(core: Core) -> None:
     finally:
         backend.close()
     assert erasure_requests(core) == []
+
+
+def test_mail_a_case_holds_names_the_case(kept_mail: Core) -> None:
+    with kept_mail.sessions.begin() as session:
+        matter = create_case(
+            session, OPERATOR, "acme", "ACME v. Us", criteria(custodians=[DANA], queries=["ledger"])
+        )
+        place_case_hold(session, OPERATOR, matter)
+    _, said = erase(kept_mail, dry_run=True)
+
+    verdicts = {verdict.message_id: verdict for verdict in said}
+    assert verdicts["young@x"].reason().startswith("held by case acme (hold case acme); within")
+    assert verdicts["young@x"].as_json()["cases"] == ["acme"]
+    assert verdicts["held@x"].reason() == "held by hold merger"

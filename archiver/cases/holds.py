@@ -42,6 +42,17 @@ def case_holds(session: Session, case: Case) -> list[LegalHold]:
     )
 
 
+def hold_cases(session: Session) -> dict[str, str]:
+    """The case each case hold was placed for, by the hold's name: how a message a hold
+    keeps can say which matter keeps it."""
+    rows = session.execute(
+        select(LegalHold.name, Case.name)
+        .join(CaseHold, CaseHold.hold_id == LegalHold.id)
+        .join(Case, Case.id == CaseHold.case_id)
+    )
+    return {hold: case for hold, case in rows}
+
+
 def _midnight(day: date | None) -> datetime | None:
     return None if day is None else datetime(day.year, day.month, day.day, tzinfo=UTC)
 

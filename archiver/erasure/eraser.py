@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from archiver import audit
 from archiver.accounts import BadEmail, normalise_email
+from archiver.cases.holds import hold_cases
 from archiver.erasure.models import DONE, OPEN, ErasureRequest
 from archiver.erasure.verdicts import Kind, Verdict, judge
 from archiver.models import IndexQueueEntry, Message, utcnow
@@ -167,13 +168,16 @@ class Eraser:
     ) -> list[Verdict]:
         """Every message the request covers, judged; counts them in `report`."""
         verdicts: list[Verdict] = []
+        with self.sessions() as session:
+            cases = hold_cases(session)
         for batch in message_batches(self.sessions, covered(address, requested_at)):
             pks = [row.id for row in batch]
             with self.sessions() as session:
                 pending = _pending(session, rules, pks)
                 addresses = custodian_addresses(session, pks, rules.custodians)
             for row in batch:
-                verdict = judge(rules, row, addresses.get(row.id, frozenset()), row.id in pending)
+                found = addresses.get(row.id, frozenset())
+                verdict = judge(rules, row, found, row.id in pending, cases)
                 report.counts[verdict.kind] += 1
                 verdicts.append(verdict)
         later = concerning(address) & (Message.received_at > requested_at)

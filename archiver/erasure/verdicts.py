@@ -10,6 +10,7 @@ policy matches, or whose policies have all run out, may go at once.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -36,6 +37,7 @@ class Verdict:
     message_id: str
     date: datetime
     holds: tuple[str, ...] = ()
+    cases: tuple[str | None, ...] = ()  # the case each hold was placed for, if any
     # The policies still keeping it, each with the end of its period, the latest first.
     retained: tuple[tuple[str, datetime], ...] = ()
     waiting: bool = False
@@ -52,7 +54,10 @@ class Verdict:
         """Why it stays, in a few words (empty when it goes)."""
         if self.waiting:
             return "waits for the search index: retried at the next pass"
-        reasons = [f"held by hold {name}" for name in self.holds]
+        reasons = [
+            f"held by case {case} (hold {name})" if case else f"held by hold {name}"
+            for name, case in zip(self.holds, self.cases, strict=True)
+        ]
         reasons += [
             f"within retention policy {name} until {end:%Y-%m-%d}" for name, end in self.retained
         ]
@@ -64,6 +69,7 @@ class Verdict:
             "date": self.date.isoformat(),
             "verdict": str(self.kind),
             "holds": list(self.holds),
+            "cases": sorted({case for case in self.cases if case}),
             "policies": [{"name": name, "until": end.isoformat()} for name, end in self.retained],
             "reason": self.reason(),
         }
@@ -74,9 +80,11 @@ def judge(
     row: Row,
     addresses: frozenset[str],
     pending: bool,
+    cases: Mapping[str, str],
 ) -> Verdict:
     """The verdict on one message (`row` as `purge.message_batches` reads it), given the
-    custodians it concerns and whether it waits for the indexer."""
+    custodians it concerns, whether it waits for the indexer, and the case each case hold
+    was placed for (`cases.holds.hold_cases`)."""
     date = row.retention_date
     if pending and _by_query(rules):
         return Verdict(row.id, row.sha256, row.message_id, row.date, waiting=True)
@@ -89,7 +97,8 @@ def judge(
         ),
         key=lambda item: (-item[1].timestamp(), item[0]),
     )
-    return Verdict(row.id, row.sha256, row.message_id, row.date, holds, tuple(retained))
+    named = tuple(cases.get(name) for name in holds)
+    return Verdict(row.id, row.sha256, row.message_id, row.date, holds, named, tuple(retained))
 
 
 def _by_query(rules: Rules) -> bool:
