@@ -43,7 +43,8 @@ class MailFileError(ValueError):
 
 @dataclass(frozen=True)
 class FoundMessage:
-    """One message found in a mail file, and how many bytes of input it accounted for."""
+    """One message found in a mail file, a PST or an IMAP mailbox, and how much of the
+    input it accounted for (bytes of a file, or one message of a mailbox)."""
 
     data: bytes
     consumed: int
@@ -51,6 +52,8 @@ class FoundMessage:
     # Found in an mbox or MMDF file, whose format says it holds mail (a file of its own
     # has only its contents to say so: `looks_like_mail`)
     boxed: bool = False
+    folder: str = ""  # the PST folder or IMAP mailbox it was found in (`archiver.folders`)
+    uid: int = 0  # its IMAP UID, which lets a later import go on from there (0: not IMAP)
 
 
 def is_mbox(path: Path) -> bool:

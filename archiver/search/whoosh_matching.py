@@ -40,7 +40,7 @@ from archiver.search.whoosh_arrays import NO_DATE, IndexArrays, Postings, when
 
 # Fields a bare word searches, and how much a match in each counts towards relevance.
 TEXT_FIELDS = {"subject": 2.0, "body": 1.0, "attachments": 1.0, "people": 1.0}
-SCORED_FIELDS = {**TEXT_FIELDS, "filename": 1.0}
+SCORED_FIELDS = {**TEXT_FIELDS, "filename": 1.0, "folder": 1.0}
 POSITIONAL_FIELDS = frozenset({"subject", "body"})
 ADDRESS_FIELDS = {"from": "from_addr", "to": "to_addr", "cc": "cc_addr"}
 BM25_K1 = 1.2
@@ -98,8 +98,8 @@ class Matcher:
                 phrase = isinstance(node, Phrase)
                 return _any([self._text(name, text, phrase, within) for name in TEXT_FIELDS])
             case (
-                Word(text=text, field="subject" | "filename" as name)
-                | Phrase(text=text, field="subject" | "filename" as name)
+                Word(text=text, field="subject" | "filename" | "folder" as name)
+                | Phrase(text=text, field="subject" | "filename" | "folder" as name)
             ):
                 return self._text(name, text, isinstance(node, Phrase), within)
             case Word(text=text, field="list") | Phrase(text=text, field="list"):
