@@ -175,7 +175,7 @@ def _start_tls(client: IMAPClient, context: ssl.SSLContext, where: str) -> None:
 
 def mailboxes(client: IMAPClient, source: ImapSource) -> list[tuple[str, str]]:
     """The mailboxes to read, as (the server's name, the folder path with `/` between
-    levels): the one `source` names, or every one that holds mail."""
+    levels): the one `source` names, or every one that holds mail, INBOX first."""
     with answers(source.host):
         listed = client.list_folders()
     found = {name: _folder(name, delimiter) for _flags, delimiter, name in listed}
@@ -188,11 +188,12 @@ def mailboxes(client: IMAPClient, source: ImapSource) -> list[tuple[str, str]]:
                 return [(inbox, found[inbox])]
         names = ", ".join(sorted(found)) or "none"
         raise ImapError(f"no mailbox {source.mailbox!r} on {source.host} (it has: {names})")
-    return [
+    selectable = [
         (name, found[name])
         for flags, _delimiter, name in listed
         if not _UNSELECTABLE & {flag.lower() for flag in flags}
     ]
+    return sorted(selectable, key=lambda pair: (pair[0].upper() != "INBOX", pair[1].lower()))
 
 
 def _folder(name: str, delimiter: bytes | None) -> str:

@@ -184,7 +184,7 @@ def _import_mailbox(
             f"{report.folder}: "
             + _counts(report.read, report.added, report.duplicates, report.index_waits)
             + (
-                "; its UIDVALIDITY changed, so it was read from the start"
+                "; renumbered by the server (new UIDVALIDITY): read again"
                 if report.renumbered
                 else ""
             )
