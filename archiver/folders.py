@@ -32,13 +32,14 @@ def add_folders(session: Session, folders: Iterable[tuple[int, str]]) -> set[int
     wanted = {(pk, folder) for pk, folder in folders if folder}
     if not wanted:
         return set()
-    have = set(
-        session.execute(
+    have = {
+        (pk, folder)
+        for pk, folder in session.execute(
             select(MessageFolder.message_pk, MessageFolder.folder).where(
                 MessageFolder.message_pk.in_({pk for pk, _folder in wanted})
             )
-        ).tuples()
-    )
+        )
+    }
     new = sorted(wanted - have)
     if new:
         session.execute(

@@ -156,7 +156,7 @@ auth_mechanisms = plain login
 default_internal_user = {internal[0]}
 default_login_user = {internal[1]}
 first_valid_uid = {mail_user.pw_uid}
-mail_location = maildir:{home}/mail/%u
+mail_location = maildir:{home}/mail/%u:LAYOUT=fs
 namespace inbox {{
   inbox = yes
   separator = /

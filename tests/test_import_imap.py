@@ -99,18 +99,19 @@ def test_every_mailbox_is_imported_each_as_a_folder_and_shared_mail_is_stored_on
 ) -> None:
     shared = mail(10, "Budget for the whole team")
     dovecot.append(ALICE, "INBOX", [mail(11, "Lunch on Friday"), shared])
-    dovecot.append(ALICE, "Projects/Budget", [shared, mail(12, "Spreadsheet, second draft")])
+    dovecot.append(ALICE, "Projects/Budget.2026", [shared, mail(12, "Spreadsheet, second draft")])
 
     result = imported(idle, f"imap://{ALICE}@127.0.0.1:{dovecot.port}/")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         "INBOX: read 2 messages: 2 new, 0 already archived",
-        "Projects/Budget: read 2 messages: 1 new, 1 already archived",
+        "Projects/Budget.2026: read 2 messages: 1 new, 1 already archived",
     ]
     assert json.loads(idle.run_cli("stats", "--json").stdout)["messages"] == 3
     budget = {"Budget for the whole team", "Spreadsheet, second draft"}
     assert subjects(idle, "folder:budget") == budget
     assert subjects(idle, 'folder:"projects/budget"') == budget
+    assert subjects(idle, "folder:2026") == budget
     assert subjects(idle, "folder:inbox") == {"Lunch on Friday", "Budget for the whole team"}
     assert subjects(idle, "folder:inbox folder:projects") == {"Budget for the whole team"}
     assert subjects(idle, "folder:archive") == set()

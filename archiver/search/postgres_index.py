@@ -78,7 +78,7 @@ from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
 from archiver.models import Message
-from archiver.search.analysis import analyzed, query_stems
+from archiver.search.analysis import analyzed, path_words, query_stems
 from archiver.search.backend import Hit, SearchResult, Sort
 from archiver.search.documents import SearchDocument, address_tokens
 from archiver.search.indonesian import changed_roots, root_of
@@ -668,7 +668,7 @@ def _row(document: SearchDocument) -> dict[str, object]:
         # Split names at punctuation as whoosh does ("budget-2026.csv" -> budget 2026 csv);
         # PostgreSQL's parser would keep it whole as a file name.
         **_text_parts("filename", _NON_WORD.sub(" ", fold(" ".join(document.filenames)))),
-        **_text_parts("folder", _NON_WORD.sub(" ", fold(" ".join(document.folders)))),
+        **_text_parts("folder", path_words(fold(" ".join(document.folders)))),
         "from_tokens": address_tokens(document.from_addresses),
         "to_tokens": address_tokens(document.to_addresses),
         "cc_tokens": address_tokens(document.cc_addresses),
@@ -739,7 +739,7 @@ def _condition(node: Node) -> ColumnElement[bool]:
         case Word(text=text, field="filename") | Phrase(text=text, field="filename"):
             return _text(T.filenames, _NON_WORD.sub(" ", text), isinstance(node, Phrase))
         case Word(text=text, field="folder") | Phrase(text=text, field="folder"):
-            return _text(T.folders, _NON_WORD.sub(" ", text), isinstance(node, Phrase))
+            return _text(T.folders, path_words(text), isinstance(node, Phrase))
         case Word(text=text, field="list") | Phrase(text=text, field="list"):
             return T.list_id == text.lower()
         case Word(text=text, field="msgid") | Phrase(text=text, field="msgid"):

@@ -25,7 +25,7 @@ from whoosh.searching import Searcher
 from whoosh.writing import CLEAR, IndexWriter, LockError
 
 from archiver.search import whoosh_derived
-from archiver.search.analysis import TEXT_ANALYZER, Words, analyzed
+from archiver.search.analysis import TEXT_ANALYZER, Words, analyzed, path_words
 from archiver.search.backend import IndexBusyError, SearchResult, Sort
 from archiver.search.documents import SearchDocument, address_tokens
 from archiver.search.query import Node
@@ -359,7 +359,7 @@ def _fields(document: SearchDocument) -> dict[str, object]:
         "attachments": analyzed(document.attachment_text),
         "people": analyzed(" ".join([*document.names, *address_tokens(document.addresses)])),
         "filename": analyzed(" ".join(document.filenames)),
-        "folder": analyzed(" ".join(document.folders)),
+        "folder": analyzed(path_words(" ".join(document.folders))),
         "from_addr": ",".join(address_tokens(document.from_addresses)),
         "to_addr": ",".join(address_tokens(document.to_addresses)),
         "cc_addr": ",".join(address_tokens(document.cc_addresses)),

@@ -19,6 +19,7 @@ from functools import cache
 
 import numpy as np
 
+from archiver.search.analysis import path_words
 from archiver.search.backend import Hit, SearchResult, Sort
 from archiver.search.query import (
     Address,
@@ -98,10 +99,12 @@ class Matcher:
                 phrase = isinstance(node, Phrase)
                 return _any([self._text(name, text, phrase, within) for name in TEXT_FIELDS])
             case (
-                Word(text=text, field="subject" | "filename" | "folder" as name)
-                | Phrase(text=text, field="subject" | "filename" | "folder" as name)
+                Word(text=text, field="subject" | "filename" as name)
+                | Phrase(text=text, field="subject" | "filename" as name)
             ):
                 return self._text(name, text, isinstance(node, Phrase), within)
+            case Word(text=text, field="folder") | Phrase(text=text, field="folder"):
+                return self._text("folder", path_words(text), isinstance(node, Phrase), within)
             case Word(text=text, field="list") | Phrase(text=text, field="list"):
                 return self._term("list", text.lower())
             case Word(text=text, field="msgid") | Phrase(text=text, field="msgid"):
