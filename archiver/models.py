@@ -157,6 +157,9 @@ class Message(Base):
         passive_deletes=True,
         order_by="Attachment.position",
     )
+    folders: Mapped[list[MessageFolder]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, order_by="MessageFolder.folder"
+    )
 
 
 class MessageAddress(Base):

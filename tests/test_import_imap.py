@@ -115,6 +115,8 @@ def test_every_mailbox_is_imported_each_as_a_folder_and_shared_mail_is_stored_on
     assert subjects(idle, "folder:inbox") == {"Lunch on Friday", "Budget for the whole team"}
     assert subjects(idle, "folder:inbox folder:projects") == {"Budget for the whole team"}
     assert subjects(idle, "folder:archive") == set()
+    shown = json.loads(idle.run_cli("show", "--json", "imap-10@example.com").stdout)
+    assert shown["folders"] == ["INBOX", "Projects/Budget.2026"]
 
 
 def test_a_renumbered_mailbox_is_read_again_without_archiving_anything_twice(

@@ -62,6 +62,12 @@ def test_a_pst_is_archived_with_its_folders_once_however_often_it_is_imported(
     assert subjects(idle, "puppy folder:sample1 has:attachment") == {SAMPLE_SUBJECT}
     assert subjects(idle, "folder:inbox") == set()
     assert subjects(idle, "-folder:sample1") == {EMBEDDING_SUBJECT}
+    message_id = (
+        "B2FDDB8BE384C94794441DB4A7F3D8B804AE624B@TK5EX14MBXC114.redmond.corp.microsoft.com"
+    )
+    shown = json.loads(idle.run_cli("show", "--json", message_id).stdout)
+    assert shown["folders"] == ["Sample1"]
+    assert [part["filename"] for part in shown["attachments"]] == ["leah_thumper.jpg"]
     # Nothing of readpst's scratch files is left beside the archive.
     assert not list(idle.settings.data_dir.glob("pst-*"))
 
