@@ -26,7 +26,7 @@ from archiver.archive import ArchiveResult, RawMessage
 from archiver.core import Core
 from archiver.locks import ServeLock
 from archiver.mailfiles import FoundMessage, iter_path, looks_like_mail, total_size
-from archiver.pst import extracted, is_pst
+from archiver.pst import extracted, is_pst, starts_as_pst
 from archiver.retention.clock import IMPORTED
 from archiver.search.indexer import queue_state
 
@@ -74,19 +74,33 @@ def import_paths(
     or binary file among the messages) is skipped and named in the report, unless
     `accept_unparseable`: then it is archived raw and flagged as the parser finds it
     (no Message-ID, no date, unparseable), as it was before. A PST or OST file is read
-    through `readpst` (`archiver.pst`), each message with the folder it was in."""
+    through `readpst` (`archiver.pst`), each message with the folder it was in, whether
+    it is named or found in a folder."""
     paths = list(paths)
     psts = {path for path in paths if is_pst(path)}  # and refuses a .pst that is none, first
     total = sum(total_size(path) for path in paths)
     with Importer(core, progress, total, "B", list_id, index_ahead, accept_unparseable) as run:
         for path in paths:
-            if path in psts:
-                with extracted(path, core.settings.data_dir, run.show) as contents:
+            inner: list[Path] = []  # the PST files in a folder, read once its mail is in
+            if path not in psts:
+                run.take(iter_path(path, set_aside=_kept_in(inner)))
+            for pst in [path] if path in psts else inner:
+                with extracted(pst, core.settings.data_dir, run.show) as contents:
                     run.take(contents.messages)
                     run.report.pst_skipped += contents.skipped
-            else:
-                run.take(iter_path(path))
     return run.report
+
+
+def _kept_in(psts: list[Path]) -> Callable[[Path], bool]:
+    """A `set_aside` for `iter_path` that keeps a folder's PST files in `psts`."""
+
+    def set_aside(file: Path) -> bool:
+        if starts_as_pst(file):
+            psts.append(file)
+            return True
+        return False
+
+    return set_aside
 
 
 class Importer:

@@ -55,16 +55,21 @@ class PstContents:
     skipped: int
 
 
-def is_pst(path: Path) -> bool:
-    """Whether `path` is a PST or OST file, by its first bytes whatever its name; a file
-    named `.pst` or `.ost` that does not start as one is refused (`PstError`), rather
-    than read as a message file and skipped."""
+def starts_as_pst(path: Path) -> bool:
+    """Whether `path` is a PST or OST file, by its first bytes whatever its name."""
     if not path.is_file():
         return False
     with open(path, "rb") as handle:
-        if handle.read(len(MAGIC)) == MAGIC:
-            return True
-    if path.suffix.lower() in SUFFIXES:
+        return handle.read(len(MAGIC)) == MAGIC
+
+
+def is_pst(path: Path) -> bool:
+    """Whether the file an operator named is a PST or OST file (`starts_as_pst`); one
+    named `.pst` or `.ost` that does not start as one is refused (`PstError`), rather
+    than read as a message file and skipped."""
+    if starts_as_pst(path):
+        return True
+    if path.is_file() and path.suffix.lower() in SUFFIXES:
         raise PstError(f"{path}: not a PST or OST file (it does not start as one)")
     return False
 

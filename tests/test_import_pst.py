@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from archiver.audit import AuditEntry
 from archiver.search.indexer import Indexer
-from tests.support import ROOT, RunningService, missing
+from tests.support import ROOT, RunningService, missing, simple_message
 
 PSTS = ROOT / "tests" / "fixtures" / "pst"
 SAMPLE = PSTS / "sample1.pst"  # folder Sample1: "Here is a sample message", a JPEG attached
@@ -49,19 +49,21 @@ def test_a_pst_is_archived_with_its_folders_once_however_often_it_is_imported(
     # readpst writes each file anew, with new MIME boundaries: still the same messages.
     again = idle.run_cli("import", str(SAMPLE), str(EMBEDDING))
     assert again.stdout.strip() == "read 2 messages: 0 new, 2 already archived"
-    # An OST is read the same way, whatever the file is called.
-    as_ost = tmp_path / "Outlook Mail.ost"
-    shutil.copyfile(SAMPLE, as_ost)
-    assert idle.run_cli("import", str(as_ost)).stdout.strip() == (
-        "read 1 message: 0 new, 1 already archived"
+    # An OST is read the same way, whatever it is called, and so is one in a folder.
+    export = tmp_path / "export"
+    export.mkdir()
+    shutil.copyfile(SAMPLE, export / "Outlook Mail.ost")
+    (export / "note.eml").write_bytes(simple_message("note@example.com", subject="A note"))
+    assert idle.run_cli("import", str(export)).stdout.strip() == (
+        "read 2 messages: 1 new, 1 already archived"
     )
-    assert json.loads(idle.run_cli("stats", "--json").stdout)["messages"] == 2
+    assert json.loads(idle.run_cli("stats", "--json").stdout)["messages"] == 3
 
     assert subjects(idle, "folder:sample1") == {SAMPLE_SUBJECT}
     assert subjects(idle, "folder:Submessage") == {EMBEDDING_SUBJECT}
     assert subjects(idle, "puppy folder:sample1 has:attachment") == {SAMPLE_SUBJECT}
     assert subjects(idle, "folder:inbox") == set()
-    assert subjects(idle, "-folder:sample1") == {EMBEDDING_SUBJECT}
+    assert subjects(idle, "-folder:sample1") == {EMBEDDING_SUBJECT, "A note"}
     message_id = (
         "B2FDDB8BE384C94794441DB4A7F3D8B804AE624B@TK5EX14MBXC114.redmond.corp.microsoft.com"
     )
@@ -75,7 +77,7 @@ def test_a_pst_is_archived_with_its_folders_once_however_often_it_is_imported(
         entries = session.scalars(
             select(AuditEntry).where(AuditEntry.action == "mail.import").order_by(AuditEntry.seq)
         ).all()
-    assert [entry.details["new"] for entry in entries] == [2, 0, 0]
+    assert [entry.details["new"] for entry in entries] == [2, 0, 1]
     assert entries[0].details["paths"] == [str(SAMPLE), str(EMBEDDING)]
 
 
