@@ -26,14 +26,16 @@ run: $(STAMP)
 
 # Installs Debian's chromium for the browser tests (and axe-core, pinned, with npm for the
 # accessibility checks) and (where apt-get can) Debian's postfix
-# and swaks for the MTA tests and spamd and clamav-daemon for the content checks, installs and starts a private PostgreSQL server on loopback
-# (with Debian's postgresql-15-rum, and a streaming replica of it on another loopback port)
-# for the database tests, runs the whole suite against SQLite and PostgreSQL, and stops the
-# servers again.
+# and swaks for the MTA tests, spamd and clamav-daemon for the content checks, and
+# pst-utils and dovecot-imapd for the PST and IMAP import tests, installs and starts a
+# private PostgreSQL server on loopback (with Debian's postgresql-15-rum, and a streaming
+# replica of it on another loopback port) for the database tests, runs the whole suite
+# against SQLite and PostgreSQL, and stops the servers again.
 test: $(STAMP)
 	tests/ensure-chromium.sh
 	tests/reliability/ensure-postfix.sh
 	tests/ensure-contentcheck.sh
+	tests/ensure-import-tools.sh
 	tests/ensure-axe.sh
 	tests/with-postgres.sh $(BIN)/python -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from archiver import ledger
 from archiver.contentcheck.verdict import Verdict
+from archiver.folders import add_folders
 from archiver.locks import transaction_lock
 from archiver.models import Attachment, Blob, ContentCheck, IndexQueueEntry, Message, MessageAddress
 from archiver.parse import ParsedMessage, parse_message, unwrap_journal_report
@@ -75,6 +76,7 @@ class RawMessage:
     journal_source: bool = False
     postmaster: bool = False  # addressed to postmaster@: kept for the administrators
     list_id: str | None = None
+    folder: str = ""  # the PST folder or IMAP mailbox an import found it in (`folders`)
 
     @property
     def trusted(self) -> bool:
@@ -199,6 +201,8 @@ class Archive:
         )
         widened = _add_roles(session, {existing[k]: groups[k] for k in groups if k in existing})
         ids = existing | created
+        # A copy imported from another folder files the message there too.
+        widened |= add_folders(session, [(ids[p.dedupe_key], p.raw.folder) for p in prepared])
         now = datetime.now(UTC)
         touched = sorted(set(created.values()) | widened)
         if touched:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +27,7 @@ from archiver.clikit import (
     first_admin_command,
     open_core,
     output_errors,
+    password_from_stdin,
     settings_of,
     settings_source_of,
 )
@@ -46,9 +46,9 @@ log = logging.getLogger(__name__)
 
 WAIT_SECONDS = 30.0  # how long `arsip show --wait` waits by default
 WAIT_POLL = 0.5  # seconds between its looks
-LISTED = 20  # how many skipped files `arsip import` names one by one
 
-# The core's own command groups that live in their own modules, imported when asked for.
+# The core's own command groups (and commands) that live in their own modules, imported
+# when asked for.
 CORE_GROUPS = {
     "audit": ("archiver.audit_cli", "audit_group"),
     "retention": ("archiver.retention.cli", "retention"),
@@ -57,6 +57,7 @@ CORE_GROUPS = {
     "init": ("archiver.init_cli", "init"),
     "subject": ("archiver.subject_cli", "subject"),
     "timestamps": ("archiver.timestamps.cli", "timestamps_group"),
+    "import": ("archiver.import_cli", "import_command"),
 }
 
 
@@ -233,77 +234,6 @@ def db_revision(ctx: click.Context, message: str) -> None:
     from archiver import migrate
 
     migrate.revision(open_core(ctx, upgrade=True).engine, message)
-
-
-@cli.command("import")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--list", "list_id", metavar="LIST-ID", help="file the mail into this list's archive")
-@click.option(
-    "--index-ahead",
-    type=click.IntRange(min=0),
-    default=10_000,
-    show_default=True,
-    metavar="N",
-    help="wait while more than N messages wait for the search index (0: never wait)",
-)
-@click.option(
-    "--accept-unparseable",
-    is_flag=True,
-    help="Archive files that do not start with mail headers too, flagged as the parser "
-    "finds them (no Message-ID, no date, unparseable), instead of skipping them.",
-)
-@click.pass_context
-def import_command(
-    ctx: click.Context,
-    paths: tuple[Path, ...],
-    list_id: str | None,
-    index_ahead: int,
-    accept_unparseable: bool,
-) -> None:
-    """Archive the mail in mbox files, maildirs or folders of message files.
-
-    Importing the same mail again adds nothing. A List-Id header alone files nothing into
-    a list (anyone can write one); with --list, the operator vouches for that list's
-    header: messages whose List-Id names it are filed into its archive (give the List-Id,
-    as `arsip lists show` prints it). With a service running, the import keeps at most
-    --index-ahead messages ahead of its search index, so mail becomes searchable as it
-    comes in rather than long after. Files that do not start with mail headers (a stray
-    JSON, HTML or binary file) are skipped and named, unless --accept-unparseable.
-    """
-    from archiver.importer import import_paths, list_id_of
-    from archiver.mailfiles import MailFileError
-
-    for path in paths:
-        if not path.exists():
-            raise CliError(f"{path}: no such file or folder")
-    wanted = None
-    if list_id is not None:
-        wanted = list_id_of(list_id)
-        if wanted is None:
-            raise CliError(f"--list {list_id!r}: give a List-Id such as dev.lists.example.com")
-    try:
-        core = open_core(ctx, upgrade=True)
-        report = import_paths(
-            core,
-            paths,
-            progress=sys.stderr.isatty(),
-            list_id=wanted,
-            index_ahead=index_ahead,
-            accept_unparseable=accept_unparseable,
-        )
-    except (MailFileError, OSError) as exc:
-        raise CliError(str(exc)) from exc
-    for origin in report.not_mail[:LISTED]:
-        click.echo(f"skipped {origin}: not mail (no header block at its start)", err=True)
-    if len(report.not_mail) > LISTED:
-        click.echo(f"... and {plural(len(report.not_mail) - LISTED, 'more file')}", err=True)
-    waited, skipped = report.index_waits, len(report.not_mail)
-    click.echo(
-        f"read {plural(report.read, 'message')}: {report.added} new, "
-        f"{report.duplicates} already archived"
-        + (f"; {plural(skipped, 'file')} skipped (not mail)" if skipped else "")
-        + (f"; waited {plural(waited, 'time')} for the search index to catch up" if waited else "")
-    )
 
 
 def _actor() -> str:
@@ -772,13 +702,6 @@ def _email(ctx: click.Context, param: click.Parameter, value: str) -> str:
         raise click.BadParameter(str(exc)) from None
 
 
-def _password_from_stdin() -> str:
-    password = sys.stdin.readline().rstrip("\r\n")
-    if not password:
-        raise click.UsageError("stdin held no password (give it on the first line)")
-    return password
-
-
 def _account(session: Session, email: str) -> User:
     from archiver.accounts import find_user
 
@@ -805,7 +728,7 @@ def users_add(ctx: click.Context, email: str, role: str, password_stdin: bool) -
     """Create an account; without --password-stdin nobody can log in to it yet."""
     from archiver.accounts import AccountExists, add_user
 
-    password = _password_from_stdin() if password_stdin else None
+    password = password_from_stdin() if password_stdin else None
     try:
         with open_core(ctx, upgrade=True).sessions.begin() as session:
             add_user(session, email, role, password)
@@ -822,7 +745,7 @@ def users_password(ctx: click.Context, email: str) -> None:
     """Set an account's password from the first line of stdin; its sessions end."""
     from archiver.accounts import set_password
 
-    password = _password_from_stdin()
+    password = password_from_stdin()
     with open_core(ctx, upgrade=True).sessions.begin() as session:
         set_password(_account(session, email), password)
         _record(session, "user.password", email)

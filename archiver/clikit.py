@@ -97,6 +97,15 @@ def _no_archive(ctx: click.Context, settings: Settings) -> str:
     )
 
 
+def password_from_stdin() -> str:
+    """The password on the first line of stdin (`--password-stdin`): never an argument,
+    which process lists and shell histories would show."""
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise click.UsageError("stdin held no password (give it on the first line)")
+    return password
+
+
 def check_output(path: Path) -> None:
     """Refuse, in one line and before any work, an output file that cannot be written
     where it is asked for: its folder is missing, is not a folder, or is not writable."""

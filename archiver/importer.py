@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy.orm import Session
 from tqdm import tqdm
 
 from archiver import ledger
@@ -25,6 +26,7 @@ from archiver.archive import ArchiveResult, RawMessage
 from archiver.core import Core
 from archiver.locks import ServeLock
 from archiver.mailfiles import FoundMessage, iter_path, looks_like_mail, total_size
+from archiver.pst import extracted, is_pst, starts_as_pst
 from archiver.retention.clock import IMPORTED
 from archiver.search.indexer import queue_state
 
@@ -46,6 +48,7 @@ class ImportReport:
     duplicates: int = 0
     index_waits: int = 0  # times the import waited for the search index to catch up
     not_mail: list[str] = field(default_factory=list)  # files skipped: they hold no mail
+    pst_skipped: int = 0  # items readpst did not write out: calendar, contacts, unreadable
 
 
 def list_id_of(text: str) -> str | None:
@@ -70,38 +73,104 @@ def import_paths(
     A file of its own that does not start as mail does (`looks_like_mail`: a JSON, HTML
     or binary file among the messages) is skipped and named in the report, unless
     `accept_unparseable`: then it is archived raw and flagged as the parser finds it
-    (no Message-ID, no date, unparseable), as it was before."""
+    (no Message-ID, no date, unparseable), as it was before. A PST or OST file is read
+    through `readpst` (`archiver.pst`), each message with the folder it was in, whether
+    it is named or found in a folder."""
     paths = list(paths)
-    report = ImportReport()
+    psts = {path for path in paths if is_pst(path)}  # and refuses a .pst that is none, first
     total = sum(total_size(path) for path in paths)
-    with tqdm(
-        total=total,
-        unit="B",
-        unit_scale=True,
-        disable=not progress,
-        desc="import",
-        dynamic_ncols=True,
-    ) as bar:
-        pace = IndexPace(core, index_ahead, bar.set_description_str)
+    with Importer(core, progress, total, "B", list_id, index_ahead, accept_unparseable) as run:
+        for path in paths:
+            inner: list[Path] = []  # the PST files in a folder, read once its mail is in
+            if path not in psts:
+                run.take(iter_path(path, set_aside=_kept_in(inner)))
+            for pst in [path] if path in psts else inner:
+                with extracted(pst, core.settings.data_dir, run.show) as contents:
+                    run.take(contents.messages)
+                    run.report.pst_skipped += contents.skipped
+    return run.report
+
+
+def _kept_in(psts: list[Path]) -> Callable[[Path], bool]:
+    """A `set_aside` for `iter_path` that keeps a folder's PST files in `psts`."""
+
+    def set_aside(file: Path) -> bool:
+        if starts_as_pst(file):
+            psts.append(file)
+            return True
+        return False
+
+    return set_aside
+
+
+class Importer:
+    """One import run: batches of found messages archived with a progress bar, paced to
+    the search index, counted in `report`.
+
+    `total` is what the bar counts to, in `unit`s (bytes of files, or messages of a
+    mailbox); each message adds its `consumed`. `after_batch`, given to `take`, runs in each
+    batch's transaction once it is archived, so a resumable source can note how far it got
+    in the same commit as the mail.
+    """
+
+    def __init__(
+        self,
+        core: Core,
+        progress: bool,
+        total: int | None,
+        unit: str,
+        list_id: str | None = None,
+        index_ahead: int = 0,
+        accept_unparseable: bool = False,
+    ) -> None:
+        self.core = core
+        self.list_id = list_id
+        self.accept_unparseable = accept_unparseable
+        self.report = ImportReport()
+        self.bar = tqdm(
+            total=total,
+            unit=unit,
+            unit_scale=unit == "B",
+            disable=not progress,
+            desc="import",
+            dynamic_ncols=True,
+        )
+        self.pace = IndexPace(core, index_ahead, self.bar.set_description_str)
+
+    def __enter__(self) -> Importer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.report.index_waits = self.pace.waits
+        self.bar.close()
+
+    def show(self, text: str) -> None:
+        """Say what the import is doing, on its progress line."""
+        self.bar.set_description_str(text)
+
+    def take(
+        self,
+        found: Iterable[FoundMessage],
+        after_batch: Callable[[Session, list[FoundMessage]], None] | None = None,
+    ) -> None:
+        """Archive `found`, a batch at a time."""
+        report, bar = self.report, self.bar
 
         def mail(found: FoundMessage) -> bool:
-            if accept_unparseable or found.boxed or looks_like_mail(found.data):
+            if self.accept_unparseable or found.boxed or looks_like_mail(found.data):
                 return True
             report.not_mail.append(found.origin)
             bar.update(found.consumed)
             return False
 
-        found = (message for path in paths for message in iter_path(path))
         for batch in _batches(message for message in found if mail(message)):
-            results = _archive(core, batch, list_id)
+            results = _archive(self.core, batch, self.list_id, after_batch)
             report.read += len(batch)
             report.added += sum(result.created for result in results)
             report.duplicates += sum(not result.created for result in results)
             bar.update(sum(found.consumed for found in batch))
             bar.set_postfix(messages=report.read, new=report.added, refresh=False)
-            pace.wait()
-    report.index_waits = pace.waits
-    return report
+            self.pace.wait()
 
 
 class IndexPace:
@@ -165,7 +234,12 @@ def _may_have_indexer(core: Core) -> bool:
     return ServeLock(Path(database)).in_use()
 
 
-def _archive(core: Core, batch: list[FoundMessage], list_id: str | None) -> list[ArchiveResult]:
+def _archive(
+    core: Core,
+    batch: list[FoundMessage],
+    list_id: str | None,
+    after_batch: Callable[[Session, list[FoundMessage]], None] | None,
+) -> list[ArchiveResult]:
     now = datetime.now(UTC)
     items = [
         RawMessage(
@@ -176,6 +250,7 @@ def _archive(core: Core, batch: list[FoundMessage], list_id: str | None) -> list
             source=IMPORTED,
             queue_id="",
             list_id=list_id,
+            folder=found.folder,
         )
         for found in batch
     ]
@@ -189,6 +264,8 @@ def _archive(core: Core, batch: list[FoundMessage], list_id: str | None) -> list
                 if result.created
             ],
         )
+        if after_batch is not None:
+            after_batch(session, batch)
     return results
 
 

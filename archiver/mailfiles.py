@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -43,7 +43,8 @@ class MailFileError(ValueError):
 
 @dataclass(frozen=True)
 class FoundMessage:
-    """One message found in a mail file, and how many bytes of input it accounted for."""
+    """One message found in a mail file, a PST or an IMAP mailbox, and how much of the
+    input it accounted for (bytes of a file, or one message of a mailbox)."""
 
     data: bytes
     consumed: int
@@ -51,6 +52,8 @@ class FoundMessage:
     # Found in an mbox or MMDF file, whose format says it holds mail (a file of its own
     # has only its contents to say so: `looks_like_mail`)
     boxed: bool = False
+    folder: str = ""  # the PST folder or IMAP mailbox it was found in (`archiver.folders`)
+    uid: int = 0  # its IMAP UID, which lets a later import go on from there (0: not IMAP)
 
 
 def is_mbox(path: Path) -> bool:
@@ -122,11 +125,15 @@ def separator_sender(sender: str) -> str:
     return sender
 
 
-def iter_path(path: Path) -> Iterator[FoundMessage]:
+def iter_path(
+    path: Path, set_aside: Callable[[Path], bool] | None = None
+) -> Iterator[FoundMessage]:
     """Every message under `path`: an mbox or MMDF file, a message file, a maildir, a folder.
 
     Folders are walked in name order; a maildir's `tmp/` (half-delivered files) and hidden
     files are skipped, and any file in the tree that starts with `From ` is read as mbox.
+    A file of a folder that `set_aside` takes (a PST, which the caller reads another way)
+    is not read here at all.
     """
     if path.is_file():
         yield from _iter_file(path)
@@ -137,7 +144,7 @@ def iter_path(path: Path) -> Iterator[FoundMessage]:
         relative = child.relative_to(path).parts
         if any(part.startswith(".") for part in relative) or "tmp" in relative[:-1]:
             continue
-        if child.is_file():
+        if child.is_file() and not (set_aside is not None and set_aside(child)):
             yield from _iter_file(child)
 
 

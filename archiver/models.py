@@ -157,6 +157,9 @@ class Message(Base):
         passive_deletes=True,
         order_by="Attachment.position",
     )
+    folders: Mapped[list[MessageFolder]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, order_by="MessageFolder.folder"
+    )
 
 
 class MessageAddress(Base):
@@ -205,6 +208,40 @@ class Attachment(Base):
     has_text: Mapped[bool] = mapped_column(Boolean, default=False)
 
     message: Mapped[Message] = relationship(back_populates="attachments")
+
+
+class MessageFolder(Base):
+    """A folder a message was imported from: a PST folder (`Inbox/Projects`) or an IMAP
+    mailbox (`INBOX/Projects`), searchable with `folder:`.
+
+    A message is stored once, so the same message imported from two folders (or from a
+    PST and from an IMAP account) has one row per folder: importing adds folders, never
+    takes one away.
+    """
+
+    __tablename__ = "message_folders"
+
+    message_pk: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    folder: Mapped[str] = mapped_column(Text, primary_key=True)
+
+
+class ImportCursor(Base):
+    """How far `arsip import` got in one IMAP mailbox, so that a rerun fetches only the
+    mail that came after: the mailbox's UIDVALIDITY and the highest UID archived.
+
+    `source` is the mailbox's URL without any password (`imaps://alice@host:993/INBOX`).
+    A new UIDVALIDITY means the server renumbered the mailbox: the import starts over
+    (deduplication keeps that from adding anything twice).
+    """
+
+    __tablename__ = "import_cursors"
+
+    source: Mapped[str] = mapped_column(Text, primary_key=True)
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    last_uid: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class ContentCheck(Base):

@@ -131,6 +131,7 @@ def describe(message: Message, check: ContentCheck | None) -> dict[str, Any]:
         "thread_id": message.thread_id,
         "in_reply_to": message.in_reply_to,
         "list_id": message.list_id,
+        "folders": [folder.folder for folder in message.folders],
         "sha256": message.sha256,
         "size": message.size,
         "source": message.source,

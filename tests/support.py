@@ -441,12 +441,15 @@ class RunningService:
         client = smtplib.LMTP("127.0.0.1", self.lmtp_port, timeout=30)
         return client
 
-    def run_cli(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-        """Run an `arsip` command against this service's settings."""
+    def run_cli(
+        self, *args: str, check: bool = False, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run an `arsip` command against this service's settings (`stdin`: its input)."""
         return subprocess.run(
             [ARSIP, *args],
             env={**os.environ, **self.env},
             cwd=ROOT,
+            input=stdin,
             capture_output=True,
             text=True,
             check=check,

@@ -90,6 +90,8 @@ def test_words_and_phrases_keep_what_was_typed(text, expected):
         ("msgid:abc@x", Word("abc@x", "msgid")),
         ('msgid:"<abc@x>"', Word("abc@x", "msgid")),
         ("subject:re:budget", Word("re:budget", "subject")),
+        ("folder:Projects", Word("Projects", "folder")),
+        ('folder:"Inbox/Projects"', Phrase("Inbox/Projects", "folder")),
         ("from:Alice@Example.com", Address("from", "alice@example.com")),
         ("to:bob", Address("to", "bob")),
         ("cc:example.org", Address("cc", "example.org")),
@@ -248,7 +250,7 @@ def test_an_unknown_field_is_an_error_naming_the_fields(text, position, hint):
     assert error.position == position
     assert error.message.startswith(hint)
     assert error.message.endswith(
-        "the fields are from:, to:, cc:, subject:, list:, filename:, msgid:, has:, is:, "
+        "the fields are from:, to:, cc:, subject:, list:, filename:, folder:, msgid:, has:, is:, "
         "before:, after:, date:, larger:, smaller:"
     )
 

@@ -159,6 +159,25 @@ def test_a_user_opens_their_own_message_and_sees_headers_and_body(app: Flask) ->
     assert page.headers["Referrer-Policy"] == "no-referrer"
 
 
+def test_a_message_imported_from_folders_names_them_each_leading_to_its_mail(
+    app: Flask, core: Core
+) -> None:
+    client = browser(app, "bob@example.com")
+    assert "Imported from" not in text(client.get("/messages/hello@example.com"))
+    with core.sessions.begin() as session:  # found in two folders of two imports
+        core.archive.archive_batch(
+            session,
+            [
+                RawMessage(MESSAGES[0], "", [], NOW, "import", folder=folder)
+                for folder in ("Inbox/Projects", "Archive 2019", "Inbox/Projects")
+            ],
+        )
+    page = text(client.get("/messages/hello@example.com"))
+    assert "<th>Imported from</th>" in page
+    assert 'href="/?q=folder:%22Archive+2019%22">Archive 2019</a>' in page
+    assert 'href="/?q=folder:%22Inbox/Projects%22">Inbox/Projects</a>' in page
+
+
 def test_someone_elses_message_is_as_missing_as_an_unknown_one(app: Flask) -> None:
     client = browser(app, "bob@example.com")
     private = client.get("/messages/secret@example.com")

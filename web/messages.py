@@ -24,6 +24,7 @@ from archiver.access import find_message, thread_messages
 from archiver.archive import ENVELOPE_FROM, ENVELOPE_TO
 from archiver.audit import capped
 from archiver.contentcheck.verdict import CLAMD, SPAMD
+from archiver.folders import folders_of
 from archiver.models import Attachment, ContentCheck, Message
 from archiver.parse import html_body
 from archiver.parse.parts import Part, parts_by_hash
@@ -163,6 +164,7 @@ def show(message_id: str) -> ResponseReturnValue:
             envelope_to=_own(sorted(_role(message, ENVELOPE_TO), key=str), viewer),
             envelope_from=envelope_from if viewer.sees_all else [],
             list_address=mlist.address if mlist is not None else None,
+            folders=folders_of(db, [message.id]).get(message.id, []),
             attachments=_cards(message, raw, _infected(db, message)),
             has_html=html is not None,
             frame_sandbox=FRAME_SANDBOX,

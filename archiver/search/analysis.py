@@ -32,6 +32,7 @@ _WORD = re.compile(default_pattern.pattern.replace("(\\.", "(?:\\."))
 # Joins words so that a whole text is lower-cased and folded in one call each: no word
 # contains it, `accent_map` leaves it alone, and it ends a word for `lower()`'s final sigma.
 _SEPARATOR = "\n"
+_NOT_WORD = re.compile(r"[^\w]+")  # what separates the words of a path
 
 
 class Words(tuple[str, ...]):
@@ -60,6 +61,13 @@ def analyzed(text: str) -> Words:
         return Words([])
     first = next(at for at, word in enumerate(lowered) if len(word) >= 2)
     return Words(_SEPARATOR.join(kept).translate(accent_map).split(_SEPARATOR), first)
+
+
+def path_words(text: str) -> str:
+    """A folder path's words, split at every mark between them (`Clients.Acme/Q1-2026` ->
+    `Clients Acme Q1 2026`): both backends index and query `folder:` through this, so
+    `folder:acme` finds it in either, where the tokenizer alone keeps `clients.acme` whole."""
+    return _NOT_WORD.sub(" ", text)
 
 
 _ENGLISH = EnglishStemmer()

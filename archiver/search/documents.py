@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from archiver.access import granting_addresses
+from archiver.folders import folders_of
 from archiver.models import Attachment, ContentCheck, Message, MessageAddress
 from archiver.parse import MessageText
 from archiver.search.query import MARKS
@@ -52,6 +53,7 @@ class SearchDocument:
     is_spam: bool = False  # spamd's own verdict
     has_virus: bool = False  # clamd found a signature
     marks: list[str] = field(default_factory=list)  # the flags `is:` finds (query.MARKS)
+    folders: list[str] = field(default_factory=list)  # where imports found it (`folder:`)
 
     @property
     def sender_domain(self) -> str:
@@ -103,12 +105,16 @@ def load_documents(
         )
     }
     texts = message_texts(store, [m.sha256 for m in messages])
-    return [
+    folders = folders_of(session, pks)
+    documents = [
         _document(
             m, texts[m.sha256], addresses[m.id], filenames[m.id], flagged.get(m.id, (False, False))
         )
         for m in messages
     ]
+    for document in documents:
+        document.folders = folders.get(document.message_pk, [])
+    return documents
 
 
 def _document(

@@ -29,7 +29,7 @@ retention's `matching`, always go to the primary, and so does a search the repli
 while it replays the primary's changes.
 
 The table lives outside the ORM models because it exists only on PostgreSQL; its
-migrations (0002, 0003, 0010, 0012) create it there and nowhere else.
+migrations (0002, 0003, 0010, 0012, 0025) create it there and nowhere else.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
 from archiver.models import Message
-from archiver.search.analysis import analyzed, query_stems
+from archiver.search.analysis import analyzed, path_words, query_stems
 from archiver.search.backend import Hit, SearchResult, Sort
 from archiver.search.documents import SearchDocument, address_tokens
 from archiver.search.indonesian import changed_roots, root_of
@@ -142,6 +142,8 @@ search_documents = Table(
     Column("document", TSVECTOR, nullable=False),
     Column("subject", TSVECTOR, nullable=False),
     Column("filenames", TSVECTOR, nullable=False),
+    # The folders imports found the message in (migration 0025), words as in `filenames`.
+    Column("folders", TSVECTOR, nullable=False, server_default=text("''::tsvector")),
     # Subject and body words as written (no stemming, no positions): ranking only.
     Column("exact", TSVECTOR),
     Column("from_tokens", ARRAY(Text), nullable=False),
@@ -167,6 +169,7 @@ for _name in (
     "document",
     "subject",
     "filenames",
+    "folders",
     "from_tokens",
     "to_tokens",
     "cc_tokens",
@@ -218,6 +221,7 @@ class PostgresBackend:
             .op("||")(func.setweight(_vector("attachment"), _WEIGHT_D)),
             subject=_vector("subject"),
             filenames=_vector("filename"),
+            folders=_vector("folder"),
             exact=func.strip(
                 func.to_tsvector(EXACT_CONFIG, _param("subject_text")).op("||")(
                     func.to_tsvector(EXACT_CONFIG, _param("body_text"))
@@ -617,7 +621,7 @@ _PLAIN = (
     "has_virus",
     "marks",
 )
-_UPDATED = ("document", "subject", "filenames", "exact", *_PLAIN)
+_UPDATED = ("document", "subject", "filenames", "folders", "exact", *_PLAIN)
 
 
 def _param(name: str) -> ColumnElement[object]:
@@ -665,6 +669,7 @@ def _row(document: SearchDocument) -> dict[str, object]:
         # Split names at punctuation as whoosh does ("budget-2026.csv" -> budget 2026 csv);
         # PostgreSQL's parser would keep it whole as a file name.
         **_text_parts("filename", _NON_WORD.sub(" ", fold(" ".join(document.filenames)))),
+        **_text_parts("folder", path_words(fold(" ".join(document.folders)))),
         "from_tokens": address_tokens(document.from_addresses),
         "to_tokens": address_tokens(document.to_addresses),
         "cc_tokens": address_tokens(document.cc_addresses),
@@ -737,6 +742,8 @@ def _condition(node: Node) -> ColumnElement[bool]:
             return _text(T.subject, text, isinstance(node, Phrase))
         case Word(text=text, field="filename") | Phrase(text=text, field="filename"):
             return _text(T.filenames, _NON_WORD.sub(" ", text), isinstance(node, Phrase))
+        case Word(text=text, field="folder") | Phrase(text=text, field="folder"):
+            return _text(T.folders, path_words(text), isinstance(node, Phrase))
         case Word(text=text, field="list") | Phrase(text=text, field="list"):
             return T.list_id == text.lower()
         case Word(text=text, field="msgid") | Phrase(text=text, field="msgid"):

@@ -28,14 +28,14 @@ MAX_NESTING = 32
 # Backends keep sizes in signed 64-bit columns; a larger number could only overflow there.
 MAX_SIZE = 2**63 - 1
 
-FIELDS_TEXT = frozenset({"subject", "filename", "list", "msgid"})
+FIELDS_TEXT = frozenset({"subject", "filename", "folder", "list", "msgid"})
 FIELDS_ADDRESS = frozenset({"from", "to", "cc"})
 FIELDS_DATE = frozenset({"after", "before", "date"})
 FIELDS_SIZE = frozenset({"larger", "smaller"})
 _FIELDS = FIELDS_TEXT | FIELDS_ADDRESS | FIELDS_DATE | FIELDS_SIZE | {"has", "is"}
 # In the order the README lists them, for the error that names them.
 FIELD_NAMES = (
-    "from", "to", "cc", "subject", "list", "filename", "msgid", "has", "is",
+    "from", "to", "cc", "subject", "list", "filename", "folder", "msgid", "has", "is",
     "before", "after", "date", "larger", "smaller",
 )  # fmt: skip
 # Words, not fields: URI schemes written without "//" (pasted with addresses and

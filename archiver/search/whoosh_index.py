@@ -25,7 +25,7 @@ from whoosh.searching import Searcher
 from whoosh.writing import CLEAR, IndexWriter, LockError
 
 from archiver.search import whoosh_derived
-from archiver.search.analysis import TEXT_ANALYZER, Words, analyzed
+from archiver.search.analysis import TEXT_ANALYZER, Words, analyzed, path_words
 from archiver.search.backend import IndexBusyError, SearchResult, Sort
 from archiver.search.documents import SearchDocument, address_tokens
 from archiver.search.query import Node
@@ -42,7 +42,7 @@ from archiver.search.whoosh_merge import tiered_merge
 from archiver.search.whoosh_storage import MappedStorage
 
 FACET_FIELDS = ("list", "sender_domain")
-SCHEMA_VERSION = 8  # bump with every change to _schema() or to what a field holds
+SCHEMA_VERSION = 9  # bump with every change to _schema() or to what a field holds
 # A whoosh writer buffers this much before it writes a segment: fewer, larger segments
 # make indexing several times faster than the default.
 WRITER_MEMORY_MB = 64
@@ -71,6 +71,7 @@ def _schema() -> fields.Schema:
         attachments=fields.TEXT(**words),
         people=fields.TEXT(**words),
         filename=fields.TEXT(**words),
+        folder=fields.TEXT(**words),
         from_addr=fields.KEYWORD(**keyword),
         to_addr=fields.KEYWORD(**keyword),
         cc_addr=fields.KEYWORD(**keyword),
@@ -358,6 +359,7 @@ def _fields(document: SearchDocument) -> dict[str, object]:
         "attachments": analyzed(document.attachment_text),
         "people": analyzed(" ".join([*document.names, *address_tokens(document.addresses)])),
         "filename": analyzed(" ".join(document.filenames)),
+        "folder": analyzed(path_words(" ".join(document.folders))),
         "from_addr": ",".join(address_tokens(document.from_addresses)),
         "to_addr": ",".join(address_tokens(document.to_addresses)),
         "cc_addr": ",".join(address_tokens(document.cc_addresses)),

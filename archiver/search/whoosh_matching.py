@@ -19,6 +19,7 @@ from functools import cache
 
 import numpy as np
 
+from archiver.search.analysis import path_words
 from archiver.search.backend import Hit, SearchResult, Sort
 from archiver.search.query import (
     Address,
@@ -41,7 +42,7 @@ from archiver.search.whoosh_arrays import NO_DATE, IndexArrays, Postings, when
 
 # Fields a bare word searches, and how much a match in each counts towards relevance.
 TEXT_FIELDS = {"subject": 2.0, "body": 1.0, "attachments": 1.0, "people": 1.0}
-SCORED_FIELDS = {**TEXT_FIELDS, "filename": 1.0}
+SCORED_FIELDS = {**TEXT_FIELDS, "filename": 1.0, "folder": 1.0}
 POSITIONAL_FIELDS = frozenset({"subject", "body"})
 ADDRESS_FIELDS = {"from": "from_addr", "to": "to_addr", "cc": "cc_addr"}
 BM25_K1 = 1.2
@@ -103,6 +104,8 @@ class Matcher:
                 | Phrase(text=text, field="subject" | "filename" as name)
             ):
                 return self._text(name, text, isinstance(node, Phrase), within)
+            case Word(text=text, field="folder") | Phrase(text=text, field="folder"):
+                return self._text("folder", path_words(text), isinstance(node, Phrase), within)
             case Word(text=text, field="list") | Phrase(text=text, field="list"):
                 return self._term("list", text.lower())
             case Word(text=text, field="msgid") | Phrase(text=text, field="msgid"):
