@@ -46,6 +46,13 @@ from archiver.retention.coverage import hold_coverage
 from archiver.retention.rules import RuleError
 from web.auth import current_user, current_viewer, login_required
 from web.case_context import case_path, current_case, enter_case
+from web.case_productions import (
+    download_view,
+    production_context,
+    progress_view,
+    resume_view,
+    start_view,
+)
 from web.deps import get_core, search_backend
 from web.html_frame import FRAMING_PAGE_POLICY
 from web.i18n import say
@@ -248,6 +255,7 @@ def _case_page(**context: Any) -> ResponseReturnValue:
         released=released,
         reviewers=people,
         can_manage=user is not None and user.role == Role.ADMIN,
+        **production_context(case, user),
         **context,
         title=gettext("Case %(name)s", name=case.name),
     )
@@ -386,3 +394,12 @@ for rule, endpoint, view in (
     ("/<case>/threads/<thread_id>", "thread", thread),
 ):
     bp.add_url_rule(rule, endpoint, view, methods=["GET"])
+
+# A case's productions (`web.case_productions`).
+for rule, endpoint, view, methods in (
+    ("/<case>/productions", "start_production", start_view, ["POST"]),
+    ("/<case>/productions.json", "productions", progress_view, ["GET"]),
+    ("/<case>/productions/<int:production>/resume", "resume_production", resume_view, ["POST"]),
+    ("/<case>/productions/<int:production>.zip", "download_production", download_view, ["GET"]),
+):
+    bp.add_url_rule(rule, endpoint, view, methods=methods)
