@@ -253,11 +253,11 @@ def _listed(case: Case, row: Production) -> Listed:
     progress = ""
     if state is not None and state.total and shown in (RUNNING, INTERRUPTED):
         progress = ngettext(
-            "%(done)s of %(num)s message",
-            "%(done)s of %(num)s messages",
+            "%(done)s of %(total)s message",
+            "%(done)s of %(total)s messages",
             state.total,
             done=format_number(state.done or 0),
-            num=format_number(state.total),
+            total=format_number(state.total),
         )
     return Listed(
         id=row.id,
