@@ -34,7 +34,7 @@ from archiver.production.errors import ProductionError
 from archiver.production.folder import DESCRIPTION
 from archiver.production.manifest import TOKEN_NAME
 from archiver.production.models import ABANDONED, COMPLETE, Production, ProductionSeries
-from archiver.production.numbers import checked_prefix, control_number
+from archiver.production.numbers import DEFAULT_PREFIX, checked_prefix, control_number
 from archiver.production.plan import Dedupe
 from archiver.production.run import Format, ProgressCallback, Summary
 from web.audit_hooks import audit_change, client_ip
@@ -113,6 +113,7 @@ def production_context(case: Case, user: User | None) -> dict[str, Any]:
     return {
         "productions": found,
         "series_prefix": prefix,
+        "default_prefix": DEFAULT_PREFIX,
         "can_export": role == Role.ADMIN,
         "can_download": role in (Role.ADMIN, Role.AUDITOR),
         "production_formats": FORMATS,
