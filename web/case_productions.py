@@ -42,6 +42,7 @@ from web.auth import current_user
 from web.case_context import case_path, current_case
 from web.deps import get_core
 from web.downloads import DOWNLOAD_POLICY, content_disposition
+from web.html_frame import FRAMING_PAGE_POLICY
 from web.i18n import say
 from web.production_runs import (
     AlreadyRunning,
@@ -52,6 +53,10 @@ from web.production_runs import (
     start,
 )
 from web.zip_stream import zip_folder
+
+# The case page's policy: the site's, and its script may ask this site how the case's
+# productions stand (`progress_view`), nothing else
+CASE_PAGE_POLICY = FRAMING_PAGE_POLICY + "; connect-src 'self'"
 
 # What a production of the list is doing, as the page and the progress endpoint say it
 RUNNING, INTERRUPTED, FINISHED, GIVEN_UP, ELSEWHERE = (

@@ -20,7 +20,17 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, abort, flash, g, redirect, render_template, request
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    g,
+    make_response,
+    redirect,
+    render_template,
+    request,
+)
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext
 from sqlalchemy import select
@@ -47,6 +57,7 @@ from archiver.retention.rules import RuleError
 from web.auth import current_user, current_viewer, login_required
 from web.case_context import case_path, current_case, enter_case
 from web.case_productions import (
+    CASE_PAGE_POLICY,
     download_view,
     production_context,
     progress_view,
@@ -228,9 +239,11 @@ def create() -> ResponseReturnValue:
 
 @bp.get("/<case>/")
 def show() -> ResponseReturnValue:
-    """The case: what it covers, its holds and reviewers, and a search of its mail (its
-    newest messages before anything is typed)."""
-    return _case_page()
+    """The case: what it covers, its holds and reviewers, its productions, and a search
+    of its mail (its newest messages before anything is typed)."""
+    response = make_response(_case_page())
+    response.headers["Content-Security-Policy"] = CASE_PAGE_POLICY
+    return response
 
 
 def _case_page(**context: Any) -> ResponseReturnValue:
