@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from flask import Response, abort, flash, jsonify, redirect, request
+from flask import Response, abort, flash, jsonify, make_response, redirect, request
 from flask.typing import ResponseReturnValue
 from flask_babel import format_number, gettext, lazy_gettext, ngettext
 from sqlalchemy import select
@@ -124,6 +124,14 @@ def production_context(case: Case, user: User | None) -> dict[str, Any]:
         "production_formats": FORMATS,
         "production_dedupes": DEDUPES,
     }
+
+
+def following_productions(page: ResponseReturnValue) -> Response:
+    """The case's page, allowed to ask this site how its productions stand (the page's
+    script follows a running one; `progress_view`)."""
+    response = make_response(page)
+    response.headers["Content-Security-Policy"] = CASE_PAGE_POLICY
+    return response
 
 
 def start_view() -> ResponseReturnValue:

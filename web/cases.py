@@ -20,17 +20,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import (
-    Blueprint,
-    Response,
-    abort,
-    flash,
-    g,
-    make_response,
-    redirect,
-    render_template,
-    request,
-)
+from flask import Blueprint, Response, abort, flash, g, redirect, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext
 from sqlalchemy import select
@@ -57,8 +47,8 @@ from archiver.retention.rules import RuleError
 from web.auth import current_user, current_viewer, login_required
 from web.case_context import case_path, current_case, enter_case
 from web.case_productions import (
-    CASE_PAGE_POLICY,
     download_view,
+    following_productions,
     production_context,
     progress_view,
     resume_view,
@@ -241,9 +231,7 @@ def create() -> ResponseReturnValue:
 def show() -> ResponseReturnValue:
     """The case: what it covers, its holds and reviewers, its productions, and a search
     of its mail (its newest messages before anything is typed)."""
-    response = make_response(_case_page())
-    response.headers["Content-Security-Policy"] = CASE_PAGE_POLICY
-    return response
+    return following_productions(_case_page())
 
 
 def _case_page(**context: Any) -> ResponseReturnValue:

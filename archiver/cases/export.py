@@ -72,14 +72,7 @@ def export_case(
     request = Request(series, output, actor, prefix, format, dedupe)
     summary = produce(core, request, collected, progress)
     with core.sessions.begin() as session:
-        details = {
-            "production": summary.id,
-            "first": summary.first,
-            "last": summary.last,
-            "messages": summary.messages,
-            "output": str(summary.output),
-        }
-        record(session, actor, "case.export", name, details)
+        record(session, actor, "case.export", name, summary.audited())
     return summary
 
 

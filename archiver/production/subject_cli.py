@@ -49,11 +49,4 @@ def export(
         ctx, core, output, lambda progress: produce(core, request, collected, progress)
     )
     with core.sessions.begin() as session:
-        details = {
-            "messages": summary.messages,
-            "production": summary.id,
-            "first": summary.first,
-            "last": summary.last,
-            "output": str(summary.output),
-        }
-        record(session, actor, "subject.export", wanted, details)
+        record(session, actor, "subject.export", wanted, summary.audited())
