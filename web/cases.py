@@ -12,7 +12,8 @@ Who may do what (`archiver.cases.registry.may_review`):
 Reading inside a case uses the site's own views (`web.search`, `web.messages`) with the
 case's scope as the request's viewer, set before the view runs; so the one visibility
 rule decides, and every search, view and download is audited against the case
-(`web.case_context`). Case pages name legal matters: no cache may keep them.
+(`web.case_context`). A case's productions are started, followed and downloaded from
+its page (`web.case_productions`). Case pages name legal matters: no cache may keep them.
 """
 
 from __future__ import annotations
