@@ -141,6 +141,12 @@ class Settings:
         """The maildir that stands in for a smarthost when none is configured."""
         return self.data_dir / "outgoing"
 
+    @property
+    def productions_dir(self) -> Path:
+        """Where the web UI writes productions (`case-NAME/` per case); the command line
+        writes wherever it is told."""
+        return self.data_dir / "productions"
+
 
 def _text(value: Any) -> str:
     if not isinstance(value, str):

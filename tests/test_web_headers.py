@@ -74,6 +74,7 @@ def test_every_page_and_error_page_has_a_policy_and_cannot_be_framed(make_servic
         "token": "not-a-token",
         "filename": "missing.css",
         "case": "walk",
+        "production": 1,
     }
     visitor, admin = Visitor(port), Visitor(port, "127.0.0.2")
     assert admin.log_in(ADMIN, PASSWORD) == 302

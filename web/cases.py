@@ -12,7 +12,8 @@ Who may do what (`archiver.cases.registry.may_review`):
 Reading inside a case uses the site's own views (`web.search`, `web.messages`) with the
 case's scope as the request's viewer, set before the view runs; so the one visibility
 rule decides, and every search, view and download is audited against the case
-(`web.case_context`). Case pages name legal matters: no cache may keep them.
+(`web.case_context`). A case's productions are started, followed and downloaded from
+its page (`web.case_productions`). Case pages name legal matters: no cache may keep them.
 """
 
 from __future__ import annotations
@@ -46,6 +47,14 @@ from archiver.retention.coverage import hold_coverage
 from archiver.retention.rules import RuleError
 from web.auth import current_user, current_viewer, login_required
 from web.case_context import case_path, current_case, enter_case
+from web.case_productions import (
+    download_view,
+    following_productions,
+    production_context,
+    progress_view,
+    resume_view,
+    start_view,
+)
 from web.deps import get_core, search_backend
 from web.html_frame import FRAMING_PAGE_POLICY
 from web.i18n import say
@@ -221,9 +230,9 @@ def create() -> ResponseReturnValue:
 
 @bp.get("/<case>/")
 def show() -> ResponseReturnValue:
-    """The case: what it covers, its holds and reviewers, and a search of its mail (its
-    newest messages before anything is typed)."""
-    return _case_page()
+    """The case: what it covers, its holds and reviewers, its productions, and a search
+    of its mail (its newest messages before anything is typed)."""
+    return following_productions(_case_page())
 
 
 def _case_page(**context: Any) -> ResponseReturnValue:
@@ -248,6 +257,7 @@ def _case_page(**context: Any) -> ResponseReturnValue:
         released=released,
         reviewers=people,
         can_manage=user is not None and user.role == Role.ADMIN,
+        **production_context(case, user),
         **context,
         title=gettext("Case %(name)s", name=case.name),
     )
@@ -386,3 +396,12 @@ for rule, endpoint, view in (
     ("/<case>/threads/<thread_id>", "thread", thread),
 ):
     bp.add_url_rule(rule, endpoint, view, methods=["GET"])
+
+# A case's productions (`web.case_productions`).
+for rule, endpoint, view, methods in (
+    ("/<case>/productions", "start_production", start_view, ["POST"]),
+    ("/<case>/productions.json", "productions", progress_view, ["GET"]),
+    ("/<case>/productions/<int:production>/resume", "resume_production", resume_view, ["POST"]),
+    ("/<case>/productions/<int:production>.zip", "download_production", download_view, ["GET"]),
+):
+    bp.add_url_rule(rule, endpoint, view, methods=methods)

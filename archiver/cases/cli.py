@@ -16,7 +16,7 @@ import click
 from sqlalchemy.orm import Session
 
 from archiver import audit
-from archiver.cases.export import case_collection, case_series
+from archiver.cases.export import export_case
 from archiver.cases.holds import case_holds, close_case, place_case_hold
 from archiver.cases.models import Case
 from archiver.cases.registry import (
@@ -35,7 +35,7 @@ from archiver.clikit import CliError, open_core
 from archiver.plural import plural
 from archiver.production.cli import produce_command, production_options
 from archiver.production.plan import Dedupe
-from archiver.production.run import Format, Request
+from archiver.production.run import Format, ProgressCallback, Summary
 from archiver.retention.coverage import hold_coverage
 from archiver.retention.rules import RuleError
 from archiver.search.backend import SearchBackend
@@ -249,21 +249,20 @@ def case_export(
     Concordance and CSV load files and a manifest, control numbers running on across the
     case's productions. Audited against the case as case.export."""
     core = open_core(ctx, upgrade=True)
-    with _case_errors(), closing(core.search_backend()) as backend, core.sessions() as session:
-        item = find_case(session, name)
-        collected = list(case_collection(session, backend, item))
-        series = case_series(item)
-    if not collected:
-        raise CliError(f"case {name} covers no archived message yet: nothing to export")
     actor = audit.cli_actor()
-    request = Request(series, output, actor, prefix, Format(format_), Dedupe(dedupe))
-    summary = produce_command(ctx, core, request, collected)
-    with core.sessions.begin() as session:
-        details = {
-            "production": summary.id,
-            "first": summary.first,
-            "last": summary.last,
-            "messages": summary.messages,
-            "output": str(summary.output),
-        }
-        audit.record(session, actor, "case.export", name, details)
+    with closing(core.search_backend()) as backend:
+
+        def write(progress: ProgressCallback) -> Summary:
+            return export_case(
+                core,
+                backend,
+                name,
+                output,
+                actor,
+                prefix=prefix,
+                format=Format(format_),
+                dedupe=Dedupe(dedupe),
+                progress=progress,
+            )
+
+        produce_command(ctx, core, output, write)

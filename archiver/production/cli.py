@@ -4,7 +4,7 @@ and its one-line errors. `arsip subject export` (`archiver.production.subject_cl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -12,11 +12,12 @@ import click
 
 from archiver.clikit import CliError
 from archiver.core import Core
+from archiver.languages import TextError
 from archiver.plural import plural
 from archiver.production.errors import ProductionError
 from archiver.production.manifest import TOKEN_NAME
-from archiver.production.plan import Collected, Dedupe
-from archiver.production.run import Format, Request, Summary, produce
+from archiver.production.plan import Dedupe
+from archiver.production.run import Format, ProgressCallback, Summary
 
 F = TypeVar("F", bound=Callable[..., Any])
 INTERRUPTED = 130  # the exit status of a command stopped with Ctrl-C
@@ -61,10 +62,11 @@ def production_options(dedupe: bool = False) -> Callable[[F], F]:
 
 
 def produce_command(
-    ctx: click.Context, core: Core, request: Request, collected: Sequence[Collected]
+    ctx: click.Context, core: Core, output: Path, write: Callable[[ProgressCallback], Summary]
 ) -> Summary:
-    """Write a production with a progress bar on a terminal, and say what was written.
-    Mistakes end in one line; Ctrl-C says how to carry on."""
+    """Write a production into `output` with `write` (`produce`, or what calls it), with
+    a progress bar on a terminal, and say what was written. Mistakes end in one line;
+    Ctrl-C says how to carry on."""
     from tqdm import tqdm
 
     with tqdm(unit="msg", desc="production", disable=None) as bar:
@@ -74,15 +76,15 @@ def produce_command(
             bar.update(done - bar.n)
 
         try:
-            summary = produce(core, request, collected, progress)
-        except ProductionError as exc:
+            summary = write(progress)
+        except (ProductionError, TextError) as exc:
             raise CliError(str(exc)) from exc
         except OSError as exc:
-            raise CliError(f"cannot write {request.output}: {exc.strerror or exc}") from exc
+            raise CliError(f"cannot write {output}: {exc.strerror or exc}") from exc
         except KeyboardInterrupt:
             bar.close()
             click.echo(
-                f"interrupted: {request.output} holds no finished production; run the same "
+                f"interrupted: {output} holds no finished production; run the same "
                 "command again to carry on where it stopped",
                 err=True,
             )

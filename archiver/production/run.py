@@ -103,6 +103,17 @@ class Summary:
     output: Path
     resumed: bool  # an earlier, interrupted run of it had written part of it
 
+    def audited(self) -> dict[str, Any]:
+        """What the audit entry of the request it answered (`case.export`,
+        `subject.export`) says of it."""
+        return {
+            "production": self.id,
+            "first": self.first,
+            "last": self.last,
+            "messages": self.messages,
+            "output": str(self.output),
+        }
+
 
 @dataclass(frozen=True)
 class _Run:

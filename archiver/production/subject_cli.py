@@ -16,7 +16,7 @@ from archiver.clikit import CliError, open_core
 from archiver.production.cli import produce_command, production_options
 from archiver.production.errors import ProductionError
 from archiver.production.plan import Collected
-from archiver.production.run import Format, Request
+from archiver.production.run import Format, Request, produce
 from archiver.production.subjects import checked_address, subject_messages, subject_series
 
 
@@ -44,13 +44,9 @@ def export(
         )
     actor = cli_actor()
     request = Request(subject_series(wanted), output, actor, prefix, Format(format_))
-    summary = produce_command(ctx, core, request, [Collected(pk, (wanted,)) for pk in pks])
+    collected = [Collected(pk, (wanted,)) for pk in pks]
+    summary = produce_command(
+        ctx, core, output, lambda progress: produce(core, request, collected, progress)
+    )
     with core.sessions.begin() as session:
-        details = {
-            "messages": summary.messages,
-            "production": summary.id,
-            "first": summary.first,
-            "last": summary.last,
-            "output": str(summary.output),
-        }
-        record(session, actor, "subject.export", wanted, details)
+        record(session, actor, "subject.export", wanted, summary.audited())
