@@ -28,6 +28,16 @@ class CliError(click.ClickException):
     """A failure explained in one line; exits with status 1."""
 
 
+@contextmanager
+def said_in_one_line(*mistakes: type[Exception]) -> Iterator[None]:
+    """Errors of the kinds `mistakes` (what was asked cannot be done, and the error says
+    why) end in one line and exit status 1, never a traceback."""
+    try:
+        yield
+    except mistakes as exc:
+        raise CliError(str(exc)) from exc
+
+
 def settings_of(ctx: click.Context) -> Settings:
     """The settings the `arsip` group loaded (from arsip.toml and ARSIP_*)."""
     return ctx.find_root().ensure_object(dict)["settings"]

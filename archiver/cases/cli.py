@@ -7,8 +7,7 @@ case's name with the operating-system user as its actor (`audit.cli_actor`).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing
 from datetime import date, datetime
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from archiver.cases.registry import (
     reviewers,
 )
 from archiver.cases.scope import case_viewer
-from archiver.clikit import CliError, open_core
+from archiver.clikit import CliError, open_core, said_in_one_line
 from archiver.plural import plural
 from archiver.production.cli import produce_command, production_options
 from archiver.production.plan import Dedupe
@@ -42,14 +41,8 @@ from archiver.search.backend import SearchBackend
 
 DAY = click.DateTime(formats=["%Y-%m-%d"])
 
-
-@contextmanager
-def _case_errors() -> Iterator[None]:
-    """Mistakes in what was asked end in one line, exit status 1."""
-    try:
-        yield
-    except (CaseError, RuleError) as exc:
-        raise CliError(str(exc)) from exc
+# What cannot be done as asked with a case: one line, exit status 1
+MISTAKES = (CaseError, RuleError)
 
 
 def _day(moment: datetime | None) -> date | None:
@@ -87,7 +80,7 @@ def case_create(
     Give custodians, queries or both: a case with neither would be the whole archive.
     """
     core = open_core(ctx, upgrade=True)
-    with _case_errors(), core.sessions.begin() as session:
+    with said_in_one_line(*MISTAKES), core.sessions.begin() as session:
         covers = criteria(custodians, queries, _day(since), _day(until))
         create_case(session, audit.cli_actor(), name, description, covers)
     click.echo(f"case {name} opened; `arsip case hold {name}` places its hold")
@@ -117,7 +110,11 @@ def case_list(ctx: click.Context, as_json: bool) -> None:
 def case_show(ctx: click.Context, name: str, as_json: bool) -> None:
     """Case NAME: its criteria, how many messages it covers, its holds and reviewers."""
     core = open_core(ctx, upgrade=False)
-    with _case_errors(), closing(core.search_backend()) as backend, core.sessions() as session:
+    with (
+        said_in_one_line(*MISTAKES),
+        closing(core.search_backend()) as backend,
+        core.sessions() as session,
+    ):
         found = _shown(session, backend, find_case(session, name))
     if as_json:
         click.echo(json.dumps(found, indent=2))
@@ -172,7 +169,7 @@ def _shown(session: Session, backend: SearchBackend, item: Case) -> dict:
 def case_hold(ctx: click.Context, name: str) -> None:
     """Place the legal hold case NAME defines (nothing changes if it is in place)."""
     core = open_core(ctx, upgrade=True)
-    with _case_errors(), core.sessions.begin() as session:
+    with said_in_one_line(*MISTAKES), core.sessions.begin() as session:
         hold, placed = place_case_hold(session, audit.cli_actor(), find_case(session, name))
         hold_name = hold.name
     if placed:
@@ -188,7 +185,7 @@ def case_hold(ctx: click.Context, name: str) -> None:
 def case_close(ctx: click.Context, name: str, yes: bool) -> None:
     """Close case NAME: release its holds and end its reviewers' access."""
     core = open_core(ctx, upgrade=True)
-    with _case_errors(), core.sessions() as session:
+    with said_in_one_line(*MISTAKES), core.sessions() as session:
         item = find_case(session, name)
         if not item.is_open:
             raise CliError(f"case {name} is closed already")
@@ -196,7 +193,7 @@ def case_close(ctx: click.Context, name: str, yes: bool) -> None:
     if not yes:
         releases = f" and release {', '.join(active)}" if active else ""
         click.confirm(f"Close case {name}{releases}?", abort=True)
-    with _case_errors(), core.sessions.begin() as session:
+    with said_in_one_line(*MISTAKES), core.sessions.begin() as session:
         released = close_case(session, audit.cli_actor(), find_case(session, name))
     for hold in released:
         click.echo(f"hold {hold} released")
@@ -212,7 +209,7 @@ def _change_reviewer(ctx: click.Context, name: str, email: str, adding: bool) ->
     """Add or remove the reviewer EMAIL of case NAME; whether anything changed."""
     core = open_core(ctx, upgrade=True)
     change = add_reviewer if adding else remove_reviewer
-    with _case_errors(), core.sessions.begin() as session:
+    with said_in_one_line(*MISTAKES), core.sessions.begin() as session:
         return change(session, audit.cli_actor(), find_case(session, name), email)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from archiver import audit
-from archiver.clikit import CliError, open_core
+from archiver.clikit import CliError, open_core, said_in_one_line
 from archiver.core import Core
 from archiver.plural import plural
 from archiver.retention.coverage import Note, hold_coverage, messages, policy_coverage
@@ -37,14 +37,8 @@ from archiver.retention.rules import (
 from archiver.retention.sweep import Sweeper, SweepReport, explain
 from archiver.search.backend import SearchBackend
 
-
-@contextmanager
-def _rules_errors() -> Iterator[None]:
-    """Mistakes in what was asked end in one line, exit status 1."""
-    try:
-        yield
-    except (RuleError, PeriodError) as exc:
-        raise CliError(str(exc)) from exc
+# What cannot be done as asked with a policy or hold: one line, exit status 1
+MISTAKES = (RuleError, PeriodError)
 
 
 @contextmanager
@@ -102,7 +96,7 @@ def retention() -> None:
 def retention_add(ctx: click.Context, name: str, keep: str, scope: str | None) -> None:
     """Keep what SCOPE matches for KEEP after its date; the longest matching policy wins."""
     core = open_core(ctx, upgrade=True)
-    with _rules_errors(), core.sessions.begin() as session:
+    with said_in_one_line(*MISTAKES), core.sessions.begin() as session:
         policy = add_policy(session, audit.cli_actor(), name, keep, scope)
         click.echo(f"policy {policy.name}: keep {policy.scope or 'everything'} for {policy.keep}")
         name, scoped = policy.name, policy.scope is not None
@@ -148,7 +142,7 @@ def retention_list(ctx: click.Context, as_json: bool) -> None:
 def retention_remove(ctx: click.Context, name: str) -> None:
     """Delete policy NAME; what only it matched is then kept forever."""
     core = open_core(ctx, upgrade=True)
-    with _rules_errors(), core.sessions.begin() as session:
+    with said_in_one_line(*MISTAKES), core.sessions.begin() as session:
         remove_policy(session, audit.cli_actor(), name)
     click.echo(f"policy {name} removed")
 
@@ -355,7 +349,7 @@ def hold_add(
 ) -> None:
     """Place a hold; it also covers matching mail that arrives later."""
     core = open_core(ctx, upgrade=True)
-    with _rules_errors(), core.sessions.begin() as session:
+    with said_in_one_line(*MISTAKES), core.sessions.begin() as session:
         placed = add_hold(
             session,
             audit.cli_actor(),
@@ -420,6 +414,6 @@ def _hold_line(item: LegalHold, covered: int | None) -> str:
 def hold_release(ctx: click.Context, name: str) -> None:
     """Release hold NAME; what it alone kept may go at the next sweep."""
     core = open_core(ctx, upgrade=True)
-    with _rules_errors(), core.sessions.begin() as session:
+    with said_in_one_line(*MISTAKES), core.sessions.begin() as session:
         release_hold(session, audit.cli_actor(), name)
     click.echo(f"hold {name} released")
