@@ -8,8 +8,8 @@ limited to that tree (`case_viewer`) is what a reviewer is inside the case:
 - searches hand the tree to the backend as the viewer's filter, where a person's
   addresses would be, so pages, totals and facets count only the case's mail;
 - the database's fetches (a message page, a thread, downloads, an export's rows) check
-  the message ids against the tree's matches, evaluated once by the same backend when the
-  viewer is made (`access.visible_messages`).
+  the message ids against the tree's matches, evaluated by the same backend the first time
+  a fetch needs them, once per viewer (`access.visible_messages`).
 
 Evaluating the queries into ids is what PostgreSQL and whoosh already do for retention
 and holds (`SearchBackend.matching`), a single pass over the index per request; the
@@ -63,7 +63,7 @@ def case_viewer(backend: SearchBackend, case: Case) -> Viewer:
     """Someone who sees `case`'s mail and nothing else: a reviewer inside the case, and
     what an export of the case reads as."""
     query = scope_query(case)
-    return Viewer.within(Scope(query, frozenset(backend.matching(query))))
+    return Viewer.within(Scope(query, lambda: frozenset(backend.matching(query))))
 
 
 def case_messages(session: Session, backend: SearchBackend, case: Case) -> Iterator[int]:

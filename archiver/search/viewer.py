@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from archiver.search.query import Node
 
@@ -12,14 +14,20 @@ class Scope:
     """The part of the archive a viewer is limited to: a legal case's mail.
 
     `query` says which messages (the backends filter searches by it, as they filter by a
-    person's addresses); `members` are the ids it matched when the viewer was made, which
-    the database's fetches (a message, a thread, an export's rows) are checked against.
-    Both come from one evaluation by the search backend (`archiver.cases.scope`), so a page
-    opens exactly the messages a search in the scope finds.
+    person's addresses); `members` are the ids it matches, which the database's fetches (a
+    message, a thread, an export's rows) are checked against. Both come from the search
+    backend (`archiver.cases.scope`), so a page opens exactly the messages a search in the
+    scope finds. `members` is evaluated by `resolve` when a fetch first needs it, once per
+    viewer: a search inside the scope needs only the query, and costs no pass over the
+    index to list every member.
     """
 
     query: Node
-    members: frozenset[int] = field(default=frozenset(), repr=False, compare=False)
+    resolve: Callable[[], frozenset[int]] = field(default=frozenset, repr=False, compare=False)
+
+    @cached_property
+    def members(self) -> frozenset[int]:
+        return self.resolve()
 
 
 @dataclass(frozen=True)
