@@ -150,3 +150,37 @@ def _pickled_names(directory: Path) -> set[tuple[str, str]]:
         stream.read_int()
         Recording(file).load()
     return found
+
+
+def test_an_index_of_the_version_before_is_brought_up_to_date_in_place(tmp_path: Path) -> None:
+    """Version 9 only added the `folder` field: a version 8 index (kept in the fixture
+    folder for this test) keeps answering at once, with nothing left to rebuild."""
+    shutil.copytree(FIXTURE / "v8", tmp_path / "index" / "v8")
+    backend = WhooshBackend(tmp_path / "index")
+    try:
+        assert not backend.needs_rebuild()
+        assert [folder.name for folder in (tmp_path / "index").iterdir()] == [f"v{SCHEMA_VERSION}"]
+        assert _found(backend, "fscache") == {9, 11, 14, 15, 16, 18, 19, 21, 26}
+        assert _found(backend, "", Viewer.person(STEFAN)) == {1, 2, 3, 4, 5, 6}
+        imported = SearchDocument(
+            message_pk=41,
+            message_id="41@example.org",
+            subject="fscache from an old mailbox",
+            body="Found in a PST.",
+            attachment_text="",
+            filenames=[],
+            from_addresses=[STEFAN],
+            to_addresses=[],
+            cc_addresses=[],
+            names=[],
+            participants={STEFAN},
+            addresses={STEFAN},
+            date=datetime(2026, 12, 1, tzinfo=UTC),
+            size=1000,
+            folders=["Inbox/Projects"],
+        )
+        backend.index([imported])
+        assert _found(backend, "folder:projects") == {41}
+        assert _found(backend, "fscache") == {9, 11, 14, 15, 16, 18, 19, 21, 26, 41}
+    finally:
+        backend.close()

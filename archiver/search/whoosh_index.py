@@ -40,6 +40,7 @@ from archiver.search.whoosh_matching import (
 )
 from archiver.search.whoosh_merge import tiered_merge
 from archiver.search.whoosh_storage import MappedStorage
+from archiver.search.whoosh_upgrade import add_missing_fields, link_index, upgradable_index
 
 FACET_FIELDS = ("list", "sender_domain")
 SCHEMA_VERSION = 9  # bump with every change to _schema() or to what a field holds
@@ -94,7 +95,9 @@ class WhooshBackend:
     """`SearchBackend` on a whoosh index under `directory`.
 
     Each schema version has its own subfolder: an index written with another schema is
-    never opened with this one, and `arsip reindex` fills the new folder.
+    never opened with this one, and `arsip reindex` fills the new folder; an earlier
+    version's index that lacks only fields added since is brought up to date in place
+    instead (`whoosh_upgrade`).
     """
 
     def __init__(self, directory: Path, repair: bool = False, derived_files: bool = True) -> None:
@@ -116,17 +119,15 @@ class WhooshBackend:
         with open(directory / ".create.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                storage = MappedStorage(str(directory))
-                if index.exists_in(str(directory)):
-                    self._index = storage.open_index()
-                else:
-                    self._index = storage.create_index(_schema())
+                self._index, upgraded = _open(directory, self._schema)
             except Exception:
                 # A damaged index (cut-off or overwritten files) cannot be opened at all;
                 # `arsip reindex` starts an empty one and fills it from the archive.
                 if not repair:
                     raise
-                self._index = _recreate(directory)
+                self._index, upgraded = _recreate(directory), False
+        if upgraded:
+            self._remove_old_versions()  # this version's index is full: nothing to rebuild
 
     def index(self, documents: list[SearchDocument]) -> None:
         """Add or replace `documents` in one commit.
@@ -290,6 +291,23 @@ class WhooshBackend:
             # Whoosh 2.7 ignores its `poolclass` option; its workers' pools stay its own.
             writer.pool = TermPool()
         return writer
+
+
+def _open(directory: Path, schema: fields.Schema) -> tuple[index.Index, bool]:
+    """The index in `directory`: opened, made from an earlier version's by adding fields
+    (`whoosh_upgrade`), or new and empty; and whether it was made from an earlier one."""
+    storage = MappedStorage(str(directory))
+    earlier = None
+    if not index.exists_in(str(directory)):
+        earlier = upgradable_index(directory.parent, SCHEMA_VERSION)
+        if earlier is not None:
+            link_index(earlier, directory)
+    if not index.exists_in(str(directory)):
+        return storage.create_index(schema), False
+    opened = storage.open_index()
+    if add_missing_fields(opened, schema, {"codec": PackedCodec(), "timeout": 10.0}):
+        opened = storage.open_index()
+    return opened, earlier is not None
 
 
 def _recreate(directory: Path) -> index.Index:
