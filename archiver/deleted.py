@@ -52,12 +52,13 @@ class DeletedMessages:
         if not isinstance(raw, bytes | bytearray | memoryview):
             return False
         raw = bytes(raw)
-        keys = self.keys.get(_message_id(raw))
+        keys = self.keys.get(message_id_of(raw))
         return keys is not None and dedupe_key(parse_message(raw, utcnow())) in keys
 
 
-def _message_id(raw: bytes) -> str:
-    """The Message-ID the archive gives these bytes, read from the headers alone."""
+def message_id_of(raw: bytes) -> str:
+    """The Message-ID the archive gives these bytes, read from the headers alone: what a
+    keeper of copies files each copy under, to find the copies of deleted messages."""
     try:
         value = _HEADERS.parsebytes(raw).get("message-id")
         found = first_id(str(value) if value is not None else None, bare_needs_at=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session, undefer
 
 from archiver.deleted import DeletedMessages
@@ -96,8 +96,11 @@ def send_digest(session: Session, mlist: MailingList) -> int:
 
 def forget_posts(session: Session, deleted: DeletedMessages) -> int:
     """Take the posts that are copies of `deleted` messages out of every list's next
-    digest (an erased or expired post is not mailed out again); returns how many."""
-    waiting = session.execute(select(DigestEntry.id, DigestEntry.data)).all()
+    digest (an erased or expired post is not mailed out again); returns how many. Only
+    posts filed under one of their Message-IDs are read (and those kept before posts had
+    one), so a sweep's batch costs no read of every post waiting."""
+    maybe = or_(DigestEntry.message_id.in_(sorted(deleted.keys)), DigestEntry.message_id.is_(None))
+    waiting = session.execute(select(DigestEntry.id, DigestEntry.data).where(maybe)).all()
     doomed = [entry_id for entry_id, data in waiting if data in deleted]
     if doomed:
         session.execute(delete(DigestEntry).where(DigestEntry.id.in_(doomed)))

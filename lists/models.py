@@ -305,3 +305,6 @@ class DigestEntry(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     size: Mapped[int] = mapped_column(BigInteger)
     added_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # The post's Message-ID as the archive gives it (`archiver.deleted.message_id_of`), so
+    # a deletion reads only the posts that may be its copies; None for posts kept before.
+    message_id: Mapped[str | None] = mapped_column(Text)

@@ -16,7 +16,7 @@ from email.utils import format_datetime
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from archiver import audit
 from archiver.accounts import add_user
@@ -286,7 +286,8 @@ def test_mail_waiting_for_the_indexer_is_kept_until_a_hold_query_can_judge_it(
     assert "fresh@x" not in archived(core)
 
 
-def test_a_thread_search_and_the_next_digest_forget_an_erased_post(core: Core) -> None:
+@pytest.mark.parametrize("filed", [True, False], ids=["filed-by-id", "kept-before-ids"])
+def test_a_thread_search_and_the_next_digest_forget_an_erased_post(core: Core, filed: bool) -> None:
     with core.sessions.begin() as session:
         mlist = MailingList(name="dev", domain="lists.example.com", display_name="dev")
         session.add(mlist)
@@ -299,6 +300,8 @@ def test_a_thread_search_and_the_next_digest_forget_an_erased_post(core: Core) -
             ("bob@example.com", "Agreed, see you there", "dana-1@x"),
         ):
             post(core, session, mlist, sender, words, reply_to)
+        if not filed:  # posts kept before digest entries carried their Message-ID
+            session.execute(update(DigestEntry).values(message_id=None))
     index(core)
     with core.sessions() as session:
         (thread,) = set(session.scalars(select(Message.thread_id)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from archiver.deleted import message_id_of
 from lists.models import Delivery as DeliveryMode
 from lists.models import DigestEntry, Member
 from lists.pipeline.base import Delivery
@@ -23,4 +24,7 @@ class ToDigest:
         if wanted is None:
             return
         data = delivery.data
-        delivery.session.add(DigestEntry(list_id=delivery.mlist.id, data=data, size=len(data)))
+        entry = DigestEntry(
+            list_id=delivery.mlist.id, data=data, size=len(data), message_id=message_id_of(data)
+        )
+        delivery.session.add(entry)
