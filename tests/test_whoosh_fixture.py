@@ -84,14 +84,13 @@ def test_an_index_written_by_earlier_code_keeps_its_removals_and_whom_each_messa
     assert _found(old_index, "fscache", Viewer.person(STEFAN)) == set()
 
 
-def test_an_index_written_by_earlier_code_takes_new_mail_and_removals(
-    old_index: WhooshBackend,
-) -> None:
-    new = SearchDocument(
-        message_pk=41,
-        message_id="41@example.org",
-        subject="fscache on cifs, again",
-        body="The local caching series needs another look.",
+def _stefans(pk: int, subject: str, body: str) -> SearchDocument:
+    """A new message from Stefan to the team, to index into an old index."""
+    return SearchDocument(
+        message_pk=pk,
+        message_id=f"{pk}@example.org",
+        subject=subject,
+        body=body,
         attachment_text="",
         filenames=[],
         from_addresses=[STEFAN],
@@ -103,6 +102,12 @@ def test_an_index_written_by_earlier_code_takes_new_mail_and_removals(
         date=datetime(2026, 12, 1, tzinfo=UTC),
         size=1000,
     )
+
+
+def test_an_index_written_by_earlier_code_takes_new_mail_and_removals(
+    old_index: WhooshBackend,
+) -> None:
+    new = _stefans(41, "fscache on cifs, again", "The local caching series needs another look.")
     old_index.index([new])
     old_index.delete([9])
     assert _found(old_index, "fscache") == {11, 14, 15, 16, 18, 19, 21, 26, 41}
@@ -162,23 +167,8 @@ def test_an_index_of_the_version_before_is_brought_up_to_date_in_place(tmp_path:
         assert [folder.name for folder in (tmp_path / "index").iterdir()] == [f"v{SCHEMA_VERSION}"]
         assert _found(backend, "fscache") == {9, 11, 14, 15, 16, 18, 19, 21, 26}
         assert _found(backend, "", Viewer.person(STEFAN)) == {1, 2, 3, 4, 5, 6}
-        imported = SearchDocument(
-            message_pk=41,
-            message_id="41@example.org",
-            subject="fscache from an old mailbox",
-            body="Found in a PST.",
-            attachment_text="",
-            filenames=[],
-            from_addresses=[STEFAN],
-            to_addresses=[],
-            cc_addresses=[],
-            names=[],
-            participants={STEFAN},
-            addresses={STEFAN},
-            date=datetime(2026, 12, 1, tzinfo=UTC),
-            size=1000,
-            folders=["Inbox/Projects"],
-        )
+        imported = _stefans(41, "fscache from an old mailbox", "Found in a PST.")
+        imported.folders = ["Inbox/Projects"]
         backend.index([imported])
         assert _found(backend, "folder:projects") == {41}
         assert _found(backend, "fscache") == {9, 11, 14, 15, 16, 18, 19, 21, 26, 41}

@@ -19,9 +19,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
-import pytest
-
-from tests.support import free_ports
+from tests.support import free_ports, missing
 
 POLICY = "1.3.6.1.4.1.55555.1.1"  # an OID under a private arc; any will do for a test
 
@@ -152,7 +150,7 @@ def running_tsa(folder: Path, start: bool = True) -> Iterator[Tsa]:
     """A TSA with a CA of its own in `folder`, on a free loopback port (started unless
     `start` is false: an outage from the beginning)."""
     if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
+        missing("openssl is not installed: `make test` installs it (tests/ensure-import-tools.sh)")
     ca_cert, ca_key = make_ca(folder, "Arsip test TSA root")
     make_tsa_certificate(folder, ca_cert, ca_key)
     (folder / "serial").write_text("01\n")
