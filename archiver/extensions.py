@@ -19,9 +19,20 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.orm import Session
 
 from archiver.archive import RawMessage
+from archiver.models import utcnow
 
 # What an extension does with a message inside the spool worker's transaction.
 Handling = Callable[[Session], None]
+
+
+def at_once_too() -> dict[str, object]:
+    """`add_job` options that also run a recurring job as soon as the scheduler starts,
+    however late a busy start makes that first run.
+
+    Use it rather than a second, one-shot job: APScheduler removes a one-shot job after its
+    run, and a removal that meets the scheduler's shutdown raises in its thread.
+    """
+    return {"next_run_time": utcnow(), "misfire_grace_time": None}
 
 
 class Extension(Protocol):

@@ -26,7 +26,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from archiver import audit, ledger
 from archiver.erasure.eraser import Eraser
-from archiver.models import utcnow
+from archiver.extensions import at_once_too
 from archiver.retention.sweep import Sweeper
 from archiver.store import REPACK_MIN_LOOSE, StoreBusyError
 
@@ -51,10 +51,15 @@ def add_jobs(scheduler: BackgroundScheduler, core: Core, stop: threading.Event) 
         max_instances=1,
     )
     scheduler.add_job(
-        seal_now, "cron", hour=0, minute=15, args=(core,), id="ledger-seal", coalesce=True
+        seal_now,
+        "cron",
+        hour=0,
+        minute=15,
+        args=(core,),
+        id="ledger-seal",
+        coalesce=True,
+        **at_once_too(),  # a scheduler taking over seals what a dead one missed (idempotent)
     )
-    # at once too: a scheduler taking over seals what a dead one missed (it is idempotent)
-    scheduler.add_job(seal_now, args=(core,), id="ledger-seal-now")
     scheduler.add_job(
         repack_now,
         "interval",
@@ -73,8 +78,7 @@ def add_jobs(scheduler: BackgroundScheduler, core: Core, stop: threading.Event) 
             id="timestamps",
             coalesce=True,
             max_instances=1,
-            next_run_time=utcnow(),  # at once too: a new seal or head need not wait a minute
-            misfire_grace_time=None,  # late (a busy start) is still better than a minute later
+            **at_once_too(),  # a new seal or head need not wait a minute
         )
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from archiver.archive import RawMessage
 from archiver.core import Core
-from archiver.extensions import Handling
+from archiver.extensions import Handling, at_once_too
 from lists import bouncing, digesting
 from lists.addresses import Kind, ListAddress
 from lists.arrival import Arrival, arrive
@@ -124,9 +124,20 @@ class ListEngine:
 
     def schedule(self, scheduler: BackgroundScheduler) -> None:
         """Daily digests (and, at once, any a dead scheduler missed), expiring
-        confirmations, and forgetting old deliveries."""
-        scheduler.add_job(self.send_digests, "cron", hour=DIGEST_HOUR, id="digests")
-        scheduler.add_job(self.send_digests, kwargs={"missed_only": True}, id="digests-missed")
+        confirmations, and forgetting old deliveries.
+
+        The digest job sends what holds a post from before the digest hour: at that hour
+        it is every digest, and at start only what a dead scheduler missed.
+        """
+        scheduler.add_job(
+            self.send_digests,
+            "cron",
+            hour=DIGEST_HOUR,
+            kwargs={"missed_only": True},
+            id="digests",
+            coalesce=True,
+            **at_once_too(),
+        )
         scheduler.add_job(self.expire_pending, "interval", hours=1, id="expire-pending")
         scheduler.add_job(self.purge_outbox, "interval", hours=1, id="purge-outbox")
 
