@@ -36,13 +36,19 @@ from tests.support import (
     service_env,
     settings_from,
 )
-from tests.test_search import message
+from tests.test_search import ALICE, message
 
 REPLICA_URL = os.environ.get("ARSIP_TEST_POSTGRES_REPLICA_URL")
 
 HAMLET = message("hamlet@example.com", "A question", "To be, or not to be: that is the question.")
 YEAR_END = message("year-end@example.com", "Closing", "See you at the end of the year.")
 NEAR_END = message("near-end@example.com", "Soon", "The end is near; the year is over.")
+A_DATE = message(
+    "a-date@example.com", "Plans", "Let us plan for a date in June.", sender="dana@example.com"
+)
+FOR_DATE = message(
+    "for-date@example.com", "Sorting", "Sorted for date, then by sender.", sender="eko@example.com"
+)
 MONTHS = [
     message(
         f"month{n}@example.com",
@@ -94,13 +100,17 @@ def postgres_only(core: Core) -> None:
         ('"to be or not to be"', ["hamlet@example.com"]),
         ('"end of the year"', ["year-end@example.com"]),
         ('"the end"', ["near-end@example.com", "year-end@example.com"]),
+        # A word of one character is not indexed, and the words around it are neighbours.
+        ('"for date"', ["a-date@example.com", "for-date@example.com"]),
+        ('"for a date"', ["a-date@example.com", "for-date@example.com"]),
+        ('"plan for date"', ["a-date@example.com"]),
     ],
 )
 def test_stop_words_find_the_same_mail_on_whoosh_and_postgres(
     core: Core, query: str, expected: list[str]
 ) -> None:
     # SQLite runs this with whoosh, PostgreSQL with its own full text search.
-    archive_and_index(core, [HAMLET, YEAR_END, NEAR_END])
+    archive_and_index(core, [HAMLET, YEAR_END, NEAR_END, A_DATE, FOR_DATE])
     page = found(core, query)
     assert message_ids(page) == expected
     assert page.total == len(expected) and page.total_exact
@@ -122,6 +132,44 @@ def test_past_the_limit_the_total_is_an_estimate_until_the_exact_count_is_asked(
     else:
         assert not estimated.total_exact and estimated.total >= 3
         assert estimated.as_json()["total_exact"] is False
+
+
+def test_a_phrase_of_common_words_is_counted_in_its_newest_months_and_scaled(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # At a million messages a phrase of two common words has hundreds of thousands of
+    # candidates to check; here a window of one estimated candidate stands for that.
+    monkeypatch.setattr(postgres_index, "PHRASE_WINDOW", 1)
+    monkeypatch.setattr(postgres_index, "PHRASE_SAMPLE", 1)
+    archive_and_index(core, MONTHS)
+    estimated = found(core, '"monthly report"')
+    exact = found(core, '"monthly report"', exact_total=True)
+    assert exact.total == 5 and exact.total_exact
+    # The page ranks every match, though the window held only the newest month's.
+    assert len(estimated.results) == 5
+    if core.settings.search_backend == "whoosh":
+        assert estimated.total == 5 and estimated.total_exact
+    else:
+        assert not estimated.total_exact and estimated.total >= 1
+        assert estimated.facets["year"].keys() == {"2025"}
+
+
+@pytest.mark.parametrize("row_check_cost", [0, 10**9], ids=["on-the-rows", "in-the-index"])
+def test_a_phrase_with_a_sender_finds_the_same_mail_however_it_is_checked(
+    core: Core, monkeypatch: pytest.MonkeyPatch, row_check_cost: int
+) -> None:
+    # Where a sender leaves few rows, PostgreSQL checks the phrase on them, not in the index.
+    monkeypatch.setattr(postgres_index, "ROW_CHECK_COST", row_check_cost)
+    archive_and_index(core, [HAMLET, YEAR_END, NEAR_END, A_DATE, FOR_DATE])
+    for query, expected in [
+        ('from:dana@example.com "for date"', ["a-date@example.com"]),
+        ('from:eko@example.com "for date" sorted', ["for-date@example.com"]),
+        (f'from:{ALICE} "for date"', []),
+        (f'from:{ALICE} "end of the year"', ["year-end@example.com"]),
+    ]:
+        page = found(core, query)
+        assert message_ids(page) == expected, query
+        assert page.total == len(expected) and page.total_exact
 
 
 def test_each_month_of_mail_has_its_own_partition(core: Core) -> None:

@@ -42,6 +42,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
+from functools import partial
 from time import monotonic
 
 from sqlalchemy import (
@@ -114,6 +115,16 @@ RANK_WINDOW = 20_000  # a search matching more is ranked among its newest this m
 # The same for a person's search: the planner reads their few messages first and scores
 # each from its row (tens of microseconds, not one from the index), so the window is smaller.
 VIEWER_RANK_WINDOW = 1_000
+# A phrase is checked on word positions in every message holding all its words: at a
+# million messages, two common words ("for date") have some 300,000 such candidates, a
+# fifth of a second to check. So it is ranked, and its total counted, among its newest
+# candidates, this many as the planner estimates them (`_counted` scales the count).
+PHRASE_WINDOW = 10_000
+PHRASE_SAMPLE = 20  # fewer matches than this in that window: count them all
+# What checking a phrase on a row (its vector read from TOAST) costs against checking it
+# on one candidate in the index: where the rest of a search leaves fewer rows than a
+# phrase's candidates over this, the phrase is checked on those rows.
+ROW_CHECK_COST = 30
 FIRST_MONTH = datetime(1990, 1, 1)  # older dates share the partition `search_documents_older`
 OLDER = date.min  # the month `_month` gives those dates
 REPLICA_RETRY = 30  # seconds searches stay on the primary after the replica failed
@@ -310,11 +321,8 @@ class PostgresBackend:
         """One page, the total and the facets, all under the viewer's filter; on the
         replica when there is one. Past `EXACT_TOTAL_LIMIT` matches the total and the facets
         are estimates unless `exact_total`."""
-        condition = true() if query is None else _condition(query)
-        if not viewer.sees_all:
-            condition = and_(condition, _visibility(viewer))
         words = words_to_highlight(query) if sort is Sort.RELEVANCE else []
-        args = (condition, viewer, words, limit, offset, exact_total)
+        args = (query, viewer, words, limit, offset, exact_total)
         with self._reader() as connection:
             try:
                 return self._search_on(connection, *args)
@@ -330,28 +338,58 @@ class PostgresBackend:
     def _search_on(
         self,
         connection: Connection,
-        condition: ColumnElement[bool],
+        query: Node | None,
         viewer: Viewer,
         words: list[str],
         limit: int,
         offset: int,
         exact_total: bool,
     ) -> SearchResult:
-        """`search` on one connection, to the replica or to the primary."""
+        """`search` on one connection, to the replica or to the primary.
+
+        A phrase costs a check of word positions in every message holding its words (its
+        candidates). Where the rest of the search (a sender, dates, the viewer's own mail)
+        leaves far fewer messages than that, the phrase is checked on those messages'
+        rows instead of through the index; where nothing else narrows it, it is ranked
+        and counted among its newest candidates (`PHRASE_WINDOW`).
+        """
+        phrase = _phrase_words(query) if query is not None else set()
+        narrowing = _narrowing(query, viewer)
+        candidates = _candidates(connection, phrase) if phrase else {}
+        checked = (
+            narrowing is not None
+            and bool(candidates)
+            and _planner_estimate(connection, narrowing).total * ROW_CHECK_COST
+            < sum(candidates.values())
+        )
+        condition = true() if query is None else _condition(query, checked)
+        if not viewer.sees_all:
+            condition = and_(condition, _visibility(viewer))
         estimate = _planner_estimate(connection, condition)
         # Twice what the page needs, as the estimates may be short: deep pages widen it.
         window = RANK_WINDOW if viewer.sees_all else VIEWER_RANK_WINDOW
+        months = estimate.months
+        windowed = bool(phrase) and narrowing is None
+        if windowed:
+            window = min(window, PHRASE_WINDOW)
+            months = candidates
         wanted = max(window, 2 * (offset + limit + RERANK))
-        since = _rank_window(estimate.months, wanted) if words else None
-        page = self._page(connection, condition, words, limit, offset, since)
-        hits = [
-            Hit(pk, float(value or 0.0), moment.replace(tzinfo=UTC))
-            for pk, value, moment in connection.execute(page)
-        ]
+        since = _rank_window(months, wanted) if words else None
+        # RUM orders by rank from the index, but only over what the index matches: rows
+        # whose phrase is checked on the row are ranked from the row.
+        by_index = self._has_rum(connection) and not checked
+        page = partial(_page, condition, words, limit, offset, by_index=by_index)
+        hits = _hits(connection, page(since))
+        if since is not None and len(hits) < limit:
+            # The newest months held fewer matches than the page shows: rank them all.
+            hits = _hits(connection, page(None))
         if exact_total:
             total, facets = _facet_counts(connection, select(*_FACETS).where(condition))
             return SearchResult(total=total, hits=hits, facets=facets)
-        return _counted(connection, condition, hits, estimate)
+        if not windowed:
+            return _counted(connection, condition, hits, estimate)
+        sample = _rank_window(months, PHRASE_WINDOW)
+        return _counted(connection, condition, hits, Estimate(estimate.total, months), sample)
 
     def _reader(self) -> Connection:
         """A connection to the replica, or to the primary when the replica is down."""
@@ -367,56 +405,6 @@ class PostgresBackend:
                     REPLICA_RETRY,
                 )
         return self.engine.connect()
-
-    def _page(
-        self,
-        connection: Connection,
-        condition: ColumnElement[bool],
-        words: list[str],
-        limit: int,
-        offset: int,
-        since: datetime | None,
-    ) -> Select[tuple[int, float, datetime]]:
-        """The query of one page: by date, or by rank (RUM order first where there is RUM),
-        among the mail from `since` on when that is given (see `_rank_window`)."""
-        by_date = [T.date.desc(), T.message_pk.desc()]
-        if not words:
-            return (
-                select(T.message_pk, literal(0.0).label("score"), T.date)
-                .where(condition)
-                .order_by(*by_date)
-                .limit(limit)
-                .offset(offset)
-            )
-        typed = fold(" ".join(words))
-        wanted = _tsquery(" ".join(words), phrase=False)
-        if since is not None:
-            condition = and_(condition, T.date >= since)
-        if self._has_rum(connection):
-            candidates = (
-                select(T.message_pk, T.date, T.document, T.exact)
-                .where(condition)
-                .order_by(T.document.op("<=>")(wanted))
-                .limit(offset + limit + RERANK)
-                .subquery()
-            )
-            source = candidates.c
-        else:
-            source = T
-        score = func.ts_rank_cd(source.document, wanted) + (
-            func.coalesce(
-                func.ts_rank(source.exact, func.plainto_tsquery(EXACT_CONFIG, typed)), 0.0
-            )
-            * EXACT_BONUS
-        )
-        page = select(source.message_pk, score.label("score"), source.date)
-        if source is T:
-            page = page.where(condition)
-        return (
-            page.order_by(score.desc(), source.date.desc(), source.message_pk.desc())
-            .limit(limit)
-            .offset(offset)
-        )
 
     def _has_rum(self, connection: Connection) -> bool:
         """Whether the document vectors have a RUM index on this server (asked once)."""
@@ -446,6 +434,97 @@ class PostgresBackend:
 
     def close(self) -> None:
         """Nothing to release: connections belong to the engines' pools."""
+
+
+def _page(
+    condition: ColumnElement[bool],
+    words: list[str],
+    limit: int,
+    offset: int,
+    since: datetime | None,
+    *,
+    by_index: bool,
+) -> Select[tuple[int, float, datetime]]:
+    """The query of one page: by date, or by rank (RUM order first when `by_index`),
+    among the mail from `since` on when that is given (see `_rank_window`)."""
+    by_date = [T.date.desc(), T.message_pk.desc()]
+    if not words:
+        return (
+            select(T.message_pk, literal(0.0).label("score"), T.date)
+            .where(condition)
+            .order_by(*by_date)
+            .limit(limit)
+            .offset(offset)
+        )
+    typed = fold(" ".join(words))
+    wanted = _tsquery(" ".join(words), phrase=False)
+    if since is not None:
+        condition = and_(condition, T.date >= since)
+    if by_index:
+        candidates = (
+            select(T.message_pk, T.date, T.document, T.exact)
+            .where(condition)
+            .order_by(T.document.op("<=>")(wanted))
+            .limit(offset + limit + RERANK)
+            .subquery()
+        )
+        source = candidates.c
+    else:
+        source = T
+    score = func.ts_rank_cd(source.document, wanted) + (
+        func.coalesce(func.ts_rank(source.exact, func.plainto_tsquery(EXACT_CONFIG, typed)), 0.0)
+        * EXACT_BONUS
+    )
+    page = select(source.message_pk, score.label("score"), source.date)
+    if source is T:
+        page = page.where(condition)
+    return (
+        page.order_by(score.desc(), source.date.desc(), source.message_pk.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+
+
+def _hits(connection: Connection, page: Select[tuple[int, float, datetime]]) -> list[Hit]:
+    """The hits of one page's query (`_page`)."""
+    return [
+        Hit(pk, float(value or 0.0), moment.replace(tzinfo=UTC))
+        for pk, value, moment in connection.execute(page)
+    ]
+
+
+def _phrase_words(node: Node) -> set[str]:
+    """The words of `node`'s phrases in the message text (none: it has no such phrase)."""
+    match node:
+        case Phrase(text=text, field=None):
+            words = analyzed(fold(text))
+            return set(words) if len(words) > 1 else set()
+        case And(nodes=nodes) | Or(nodes=nodes):
+            return set().union(*(_phrase_words(child) for child in nodes))
+    return set()
+
+
+def _in_text(node: Node) -> bool:
+    return isinstance(node, Word | Phrase) and node.field is None
+
+
+def _narrowing(query: Node | None, viewer: Viewer) -> ColumnElement[bool] | None:
+    """What a search asks for besides words in the message text: its other terms, and
+    the viewer's filter (None: nothing)."""
+    nodes = query.nodes if isinstance(query, And) else [] if query is None else [query]
+    parts = [_condition(node) for node in nodes if not _in_text(node)]
+    if not viewer.sees_all:
+        parts.append(_visibility(viewer))
+    return and_(*parts) if parts else None
+
+
+def _candidates(connection: Connection, words: set[str]) -> dict[date, float]:
+    """How many messages of each month hold all of `words`, as the planner estimates it:
+    at most as many as hold the rarest of them, which is what checking a phrase of those
+    words costs (the planner's estimate for the whole phrase takes its words as unrelated,
+    which they are not, and falls short of it several times over)."""
+    each = [_planner_estimate(connection, _text(T.document, word, False)).months for word in words]
+    return {month: min(months.get(month, 0.0) for months in each) for month in set().union(*each)}
 
 
 def _month(moment: datetime) -> date:
@@ -516,21 +595,41 @@ def _facet_counts(
 
 
 def _counted(
-    connection: Connection, condition: ColumnElement[bool], hits: list[Hit], estimate: Estimate
+    connection: Connection,
+    condition: ColumnElement[bool],
+    hits: list[Hit],
+    estimate: Estimate,
+    sample: datetime | None = None,
 ) -> SearchResult:
     """Total and facets from a scan that stops after `EXACT_TOTAL_LIMIT` + 1 matches:
     exact below the limit; past it, PostgreSQL's estimate of the total, the years from the
     planner's estimate for each month's partition, and the list and domain shares of the
-    rows read, scaled to the estimate."""
+    rows read, scaled to the estimate.
+
+    With `sample` (a phrase's, see `PHRASE_WINDOW`) only the mail from that day on is
+    read, and `estimate.months` are the phrase's candidates (`_candidates`); when the
+    sample holds `PHRASE_SAMPLE` matches or more, the total is its matches per candidate
+    times every month's candidates, as Xapian estimates a phrase's matches from the
+    candidates it has checked. A sample too small to say much is counted in full.
+    """
     # A common word matches a third of the rows, and the planner then reads them in order,
     # checking every row's vector (out of line, in TOAST): the index bitmap reads only the
     # three small columns of the rows it names, several times faster.
     connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
-    capped = select(*_FACETS).where(condition).limit(EXACT_TOTAL_LIMIT + 1)
+    scope = condition if sample is None else and_(condition, T.date >= sample)
+    capped = select(*_FACETS).where(scope).limit(EXACT_TOTAL_LIMIT + 1)
     read, facets = _facet_counts(connection, capped)
-    if read <= EXACT_TOTAL_LIMIT:
-        return SearchResult(total=read, hits=hits, facets=facets)
-    total = max(estimate.total, read)
+    if sample is not None and read < PHRASE_SAMPLE:
+        return _counted(connection, condition, hits, estimate)
+    if sample is None:
+        if read <= EXACT_TOTAL_LIMIT:
+            return SearchResult(total=read, hits=hits, facets=facets)
+        scale = 1.0  # matches per estimated row
+        total = max(estimate.total, read)
+    else:
+        sampled = sum(rows for month, rows in estimate.months.items() if month >= sample.date())
+        scale = read / sampled
+        total = max(scale * sum(estimate.months.values()), read)
     share = total / read
     facets = {
         name: {key: _rounded(count * share) for key, count in counts.items()}
@@ -538,7 +637,7 @@ def _counted(
     }
     years: Counter[str] = Counter()
     for month, rows in estimate.months.items():
-        years[str(month.year)] += rows
+        years[str(month.year)] += rows * scale
     if years:
         facets["year"] = {year: _rounded(rows) for year, rows in years.items() if rows >= 1}
     return SearchResult(total=_rounded(total), hits=hits, facets=facets, total_exact=False)
@@ -646,11 +745,18 @@ def root_lexeme(root: str) -> str:
 
 
 def _text_parts(part: str, text: str) -> dict[str, object]:
-    """`_row`'s parameters for one part: the folded text, and each of its words whose
-    Indonesian root differs from it, with the root's lexeme."""
-    pairs = changed_roots(sorted(set(analyzed(text))))
+    """`_row`'s parameters for one part: its text, and each of its words whose Indonesian
+    root differs from it, with the root's lexeme.
+
+    The text PostgreSQL parses is the analyzer's words, as whoosh indexes them: a word
+    of one character is left out, and the words around it count as next to each other,
+    so a phrase matches the same messages on both backends (`for date` finds "for a
+    date" in either).
+    """
+    words = analyzed(text)
+    pairs = changed_roots(sorted(set(words)))
     return {
-        f"{part}_text": text,
+        f"{part}_text": " ".join(words),
         f"{part}_words": [word for _root, word in pairs],
         f"{part}_roots": [root_lexeme(root) for root, _word in pairs],
     }
@@ -699,26 +805,42 @@ def _visibility(viewer: Viewer) -> ColumnElement[bool]:
     return or_(*clauses) if clauses else false()
 
 
-def _text(column: ColumnElement[object], text: str, phrase: bool) -> ColumnElement[bool]:
-    return column.bool_op("@@")(_tsquery(text, phrase))
+def _text(
+    column: ColumnElement[object], text: str, phrase: bool, checked: bool = False
+) -> ColumnElement[bool]:
+    """`column` matches `text`'s words, next to each other when a phrase; `checked`: on
+    each row the rest of the search leaves, not through the index.
+
+    A phrase also asks for its words without their order: the index then walks its words
+    together, skipping through the common word's entries by the rare one's, instead of
+    checking the common word's positions in every message that has it (at a million
+    messages, `"on languages"` took 210 ms a search that way, and now 17).
+    """
+    if checked:  # the function, unlike the operator, is no index condition
+        return func.ts_match_vq(column, _tsquery(text, phrase))
+    matches = column.bool_op("@@")(_tsquery(text, phrase))
+    if not phrase or len(analyzed(fold(text))) < 2:
+        return matches
+    return and_(column.bool_op("@@")(_tsquery(text, False)), matches)
 
 
 def _tsquery(text: str, phrase: bool) -> ColumnElement[object]:
     """The words of `text`, all of them (next to each other when a phrase), each in every
     form `analysis.QueryStems` matches.
 
-    The text is read a space-separated piece at a time by PostgreSQL's own parser, as the
-    documents were (`budget.csv` stays one word); a piece that is one word of letters also
+    The text is read a space-separated piece at a time: the analyzer's words of it, parsed
+    by PostgreSQL as the documents' were (`budget.csv` stays one word, a word of one
+    character is left out as in `_text_parts`); a piece that is one word of letters also
     matches its Indonesian forms.
     """
     builder = func.phraseto_tsquery if phrase else func.plainto_tsquery
     folded = fold(text)
     parts: list[ColumnElement[object]] = []
     for piece in folded.split():
-        if not any(char.isalnum() for char in piece):
-            continue  # no word for the parser: it would only say so in a notice
-        query = builder(CONFIG, piece)
         words = analyzed(piece)
+        if not words:
+            continue  # no word the documents keep (see `_text_parts`)
+        query = builder(CONFIG, " ".join(words))
         if len(words) == 1 and words[0].isalpha():
             stems = query_stems(words[0])
             for root in sorted(stems.roots):
@@ -734,10 +856,12 @@ def _tsquery(text: str, phrase: bool) -> ColumnElement[object]:
     return joined
 
 
-def _condition(node: Node) -> ColumnElement[bool]:
+def _condition(node: Node, checked: bool = False) -> ColumnElement[bool]:
+    """The rows `node` matches; `checked`: words in the message text are checked on the
+    rows the other terms leave (`_text`)."""
     match node:
         case Word(text=text, field=None) | Phrase(text=text, field=None):
-            return _text(T.document, text, isinstance(node, Phrase))
+            return _text(T.document, text, isinstance(node, Phrase), checked)
         case Word(text=text, field="subject") | Phrase(text=text, field="subject"):
             return _text(T.subject, text, isinstance(node, Phrase))
         case Word(text=text, field="filename") | Phrase(text=text, field="filename"):
@@ -772,11 +896,11 @@ def _condition(node: Node) -> ColumnElement[bool]:
             bounds += [T.size < maximum] if maximum is not None else []
             return and_(true(), *bounds)
         case Not(node=inner):
-            return not_(_condition(inner))
+            return not_(_condition(inner, checked))
         case And(nodes=nodes):
-            return and_(*(_condition(child) for child in nodes))
+            return and_(*(_condition(child, checked) for child in nodes))
         case Or(nodes=nodes):
-            return or_(*(_condition(child) for child in nodes))
+            return or_(*(_condition(child, checked) for child in nodes))
     raise TypeError(f"unknown query node {node!r}")
 
 
