@@ -154,12 +154,12 @@ def test_a_phrase_of_common_words_is_counted_in_its_newest_months_and_scaled(
         assert estimated.facets["year"].keys() == {"2025"}
 
 
-@pytest.mark.parametrize("row_check_cost", [0, 10**9], ids=["on-the-rows", "in-the-index"])
+@pytest.mark.parametrize("row_check_limit", [10**9, 0], ids=["on-the-rows", "in-the-index"])
 def test_a_phrase_with_a_sender_finds_the_same_mail_however_it_is_checked(
-    core: Core, monkeypatch: pytest.MonkeyPatch, row_check_cost: int
+    core: Core, monkeypatch: pytest.MonkeyPatch, row_check_limit: int
 ) -> None:
     # Where a sender leaves few rows, PostgreSQL checks the phrase on them, not in the index.
-    monkeypatch.setattr(postgres_index, "ROW_CHECK_COST", row_check_cost)
+    monkeypatch.setattr(postgres_index, "ROW_CHECK_LIMIT", row_check_limit)
     archive_and_index(core, [HAMLET, YEAR_END, NEAR_END, A_DATE, FOR_DATE])
     for query, expected in [
         ('from:dana@example.com "for date"', ["a-date@example.com"]),
