@@ -40,6 +40,33 @@ from tests.support import (
 accounts._hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 
 
+SHARED_SCOPES = ("module", "class", "package")
+
+
+def _shares_a_fixture(item: pytest.Item) -> bool:
+    """Whether `item` uses a fixture set up once for several tests (a module's service,
+    browser or load run)."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    return any(defs and defs[-1].scope in SHARED_SCOPES for defs in info.name2fixturedefs.values())
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests of a module that share a module fixture form one `xdist_group`, so that
+    `make test`'s `--dist loadgroup` runs them in one process, one after another, and the
+    fixture is set up once; the module's other tests go wherever a process is free.
+
+    Spread over the processes instead, each process would set the fixture up again, and
+    again whenever another module's test came between two of them. (Before pytest-xdist
+    reads the groups, hence tryfirst; tests/test_parallel_runs.py checks it does.)
+    """
+    for item in items:
+        if _shares_a_fixture(item) and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite archive migrated to the head once per test process, copied for each test:

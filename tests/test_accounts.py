@@ -4,7 +4,6 @@ what each account may see of the archive."""
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import subprocess
 from datetime import timedelta
@@ -34,7 +33,7 @@ from archiver.accounts import (
 from archiver.core import Core
 from archiver.throttle import Backoff
 from lists.models import ArchivePolicy, MailingList, Member
-from tests.support import ARSIP, ROOT
+from tests.support import run_arsip
 from web import auth, create_app
 
 PASSWORD = "correct horse battery staple"
@@ -80,14 +79,7 @@ def log_in(client: FlaskClient, email: str, password: str, next_: str | None = N
 
 def arsip(core: Core, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     """Run the `arsip` command against the test's database and data directory."""
-    env = {
-        **os.environ,
-        "ARSIP_DATA_DIR": str(core.settings.data_dir),
-        "ARSIP_DATABASE_URL": core.settings.database_url,
-    }
-    return subprocess.run(
-        [ARSIP, *args], env=env, cwd=ROOT, input=stdin, capture_output=True, text=True, timeout=120
-    )
+    return run_arsip(core.settings, *args, stdin=stdin)
 
 
 def test_a_user_logs_in_reaches_a_private_page_and_logs_out(client: FlaskClient) -> None:

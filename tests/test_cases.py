@@ -169,6 +169,7 @@ def test_the_command_line_opens_holds_shows_and_closes_a_case(case_mail: Core) -
     made = run_arsip(
         settings, "case", "create", "acme", "--description", "ACME v. Us",
         "--custodian", "Carol@Example.com", "--query", "merger", "--since", "2026-01-01",
+        process=True,  # the console script, once
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
     assert run_arsip(settings, "case", "hold", "acme").stdout.strip() == (

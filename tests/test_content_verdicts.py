@@ -4,7 +4,6 @@ shown on the message page, in `arsip show` and the API, and counted by `arsip st
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -35,12 +34,11 @@ from archiver.search.query import (
 from archiver.search.service import search
 from archiver.search.viewer import Viewer
 from tests import daemons
+from tests.cli_runner import run_arsip_here
 from tests.daemons import GTUBE
 from tests.support import (
-    ARSIP,
     JOURNAL,
     JOURNAL_DOMAIN,
-    ROOT,
     RunningService,
     free_ports,
     simple_message,
@@ -122,19 +120,11 @@ def browser(app: Flask, email: str) -> FlaskClient:
 
 def arsip(core: Core, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """Run `arsip` on the test's database, with extra settings in `env`."""
-    return subprocess.run(
-        [ARSIP, *args],
-        env={
-            **os.environ,
-            "ARSIP_DATA_DIR": str(core.settings.data_dir),
-            "ARSIP_DATABASE_URL": core.settings.database_url,
-            **env,
-        },
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    settings = {
+        "ARSIP_DATA_DIR": str(core.settings.data_dir),
+        "ARSIP_DATABASE_URL": core.settings.database_url,
+    }
+    return run_arsip_here(args, {**settings, **env})
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from archiver.archive import RawMessage
 from archiver.config import SettingsError, load_settings
 from archiver.core import Core, build_core
 from archiver.store import BlobCorruptError, BlobKeyError, DirectoryBlobStore
+from tests.cli_runner import run_arsip_here
 from tests.support import ARSIP, JOURNAL, ROOT, service_env, settings_from, simple_message
 from tests.test_accounts import log_in
 
@@ -196,9 +197,7 @@ def test_the_web_ui_shows_sealed_mail_raw_and_as_eml(sealed_core: Core) -> None:
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [ARSIP, *args], env={**os.environ, **env}, cwd=ROOT, capture_output=True, text=True
-    )
+    return run_arsip_here(args, env)
 
 
 def test_a_service_that_turns_encryption_on_keeps_every_message_readable(

@@ -42,7 +42,7 @@ def test_import_is_idempotent_and_export_gives_back_the_same_messages(
     source = tmp_path / "old.mbox"
     write_mbox(source, messages)
 
-    first = idle.run_cli("import", str(source))
+    first = idle.run_cli("import", str(source), process=True)  # the console script, once
     assert first.returncode == 0, first.stderr
     assert "read 30 messages: 30 new, 0 already archived" in first.stdout
     again = idle.run_cli("import", str(source))
@@ -50,7 +50,7 @@ def test_import_is_idempotent_and_export_gives_back_the_same_messages(
     assert json.loads(idle.run_cli("stats", "--json").stdout)["messages"] == 30
 
     exported = tmp_path / "export.mbox"
-    result = idle.run_cli("export", "--output", str(exported))
+    result = idle.run_cli("export", "--output", str(exported), process=True)
     assert result.returncode == 0, result.stderr
     with open(exported, "rb") as handle:
         round_trip = {hashlib.sha256(found.data).hexdigest() for found in read_mbox(handle, "x")}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -27,7 +26,7 @@ from archiver.ledger import (
 from archiver.mailfiles import mbox_entry
 from archiver.models import Message
 from archiver.spool import Incoming
-from tests.support import ARSIP, JOURNAL, ROOT, simple_message
+from tests.support import JOURNAL, run_arsip, simple_message
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 MONDAY, WEDNESDAY = date(2026, 3, 2), date(2026, 3, 4)
@@ -43,14 +42,7 @@ def at(day: date, hour: int = 9, minute: int = 0) -> datetime:
 
 def arsip(core: Core, *args: str) -> subprocess.CompletedProcess[str]:
     """Run the `arsip` command against the test's database and data directory."""
-    env = {
-        **os.environ,
-        "ARSIP_DATA_DIR": str(core.settings.data_dir),
-        "ARSIP_DATABASE_URL": core.settings.database_url,
-    }
-    return subprocess.run(
-        [ARSIP, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
+    return run_arsip(core.settings, *args)
 
 
 @pytest.fixture

@@ -264,7 +264,7 @@ def test_cli_search_json_as_user_and_errors(idle: RunningService, tmp_path) -> N
     core = idle.core()
     Indexer(core.sessions, core.search_backend(), core.store).run_once()
 
-    found = idle.run_cli("search", "--json", "--as", BOB, "forecast")
+    found = idle.run_cli("search", "--json", "--as", BOB, "forecast", process=True)
     assert found.returncode == 0, found.stderr
     page = json.loads(found.stdout)
     assert page["total"] == 2

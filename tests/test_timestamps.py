@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -28,7 +27,8 @@ from archiver.timestamps.models import WAITING, TimestampToken
 from archiver.timestamps.report import figures
 from archiver.timestamps.stamping import stamp_waiting
 from archiver.timestamps.tsa import ImprintMismatch, check_token, load_ca, stamp
-from tests.support import ARSIP, ROOT, eventually, simple_message
+from tests.cli_runner import run_arsip_here
+from tests.support import eventually, simple_message
 from tests.test_accounts import PASSWORD, log_in
 from tests.tsa import Tsa, make_ca, running_tsa
 
@@ -68,14 +68,7 @@ def arsip(core: Core, *args: str, **env: str) -> subprocess.CompletedProcess[str
         "ARSIP_TSA_URL": core.settings.tsa_url,
         "ARSIP_TSA_CA": str(core.settings.tsa_ca or ""),
     }
-    return subprocess.run(
-        [ARSIP, *args],
-        env={**os.environ, **settings, **env},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_arsip_here(args, {**settings, **env})
 
 
 def rows(core: Core) -> dict[str, TimestampToken]:
