@@ -42,6 +42,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
+from enum import Enum
 from functools import partial
 from time import monotonic
 
@@ -124,8 +125,26 @@ PHRASE_SAMPLE = 20  # fewer matches than this in that window: count them all
 # Where the rest of a search leaves at most this many rows, a phrase is checked on them
 # (each row's vector read from TOAST, 7 to 30 µs) rather than in the index, where its
 # candidates may be a hundred times as many (a sender's mail in every month, against the
-# messages with "so" and "of"). Its words' frequencies need no estimate then.
+# messages with "so" and "of").
 ROW_CHECK_LIMIT = 2_000
+
+
+class PhraseCheck(Enum):
+    """How a search checks the phrases (and words) of the message text it asks for."""
+
+    # Nothing else narrows the search: the index is asked for the phrase's words together
+    # as well, and walks them side by side, skipping through a common word's entries by a
+    # rare one's, instead of checking the common word's positions in every message that
+    # has it (at a million messages, `"on languages"` took 210 ms that way, now 17).
+    WITH_WORDS = "with words"
+    # Something else narrows it, but not to a few rows (an ordinary user's own mail): the
+    # phrase alone, which the planner weighs against the other terms' indexes; its words
+    # as well would make it think the phrase rarer than it is.
+    IN_INDEX = "in index"
+    # The rest leaves at most ROW_CHECK_LIMIT rows: checked on each of them.
+    ON_ROWS = "on rows"
+
+
 FIRST_MONTH = datetime(1990, 1, 1)  # older dates share the partition `search_documents_older`
 OLDER = date.min  # the month `_month` gives those dates
 REPLICA_RETRY = 30  # seconds searches stay on the primary after the replica failed
@@ -349,19 +368,19 @@ class PostgresBackend:
         """`search` on one connection, to the replica or to the primary.
 
         A phrase costs a check of word positions in every message holding its words (its
-        candidates). Where the rest of the search (a sender, dates, the viewer's own mail)
-        leaves at most `ROW_CHECK_LIMIT` messages, the phrase is checked on those
-        messages' rows instead of through the index; where nothing else narrows it, it is
-        ranked and counted among its newest candidates (`PHRASE_WINDOW`).
+        candidates); `PhraseCheck` says how each search does it. Where nothing else
+        narrows the search, it is also ranked and counted among its newest candidates
+        (`PHRASE_WINDOW`).
         """
         phrase = _phrase_words(query) if query is not None else set()
         narrowing = _narrowing(query, viewer)
-        checked = (
-            bool(phrase)
-            and narrowing is not None
-            and _planner_estimate(connection, narrowing).total <= ROW_CHECK_LIMIT
-        )
-        condition = true() if query is None else _condition(query, checked)
+        if narrowing is None:
+            how = PhraseCheck.WITH_WORDS
+        elif phrase and _planner_estimate(connection, narrowing).total <= ROW_CHECK_LIMIT:
+            how = PhraseCheck.ON_ROWS
+        else:
+            how = PhraseCheck.IN_INDEX
+        condition = true() if query is None else _condition(query, how)
         if not viewer.sees_all:
             condition = and_(condition, _visibility(viewer))
         estimate = _planner_estimate(connection, condition)
@@ -376,7 +395,7 @@ class PostgresBackend:
         since = _rank_window(months, wanted) if words else None
         # RUM orders by rank from the index, but only over what the index matches: rows
         # whose phrase is checked on the row are ranked from the row.
-        by_index = self._has_rum(connection) and not checked
+        by_index = self._has_rum(connection) and how is not PhraseCheck.ON_ROWS
         page = partial(_page, condition, words, limit, offset, by_index=by_index)
         hits = _hits(connection, page(since))
         if since is not None and len(hits) < limit:
@@ -805,20 +824,16 @@ def _visibility(viewer: Viewer) -> ColumnElement[bool]:
 
 
 def _text(
-    column: ColumnElement[object], text: str, phrase: bool, checked: bool = False
+    column: ColumnElement[object],
+    text: str,
+    phrase: bool,
+    how: PhraseCheck = PhraseCheck.IN_INDEX,
 ) -> ColumnElement[bool]:
-    """`column` matches `text`'s words, next to each other when a phrase; `checked`: on
-    each row the rest of the search leaves, not through the index.
-
-    A phrase also asks for its words without their order: the index then walks its words
-    together, skipping through the common word's entries by the rare one's, instead of
-    checking the common word's positions in every message that has it (at a million
-    messages, `"on languages"` took 210 ms a search that way, and now 17).
-    """
-    if checked:  # the function, unlike the operator, is no index condition
+    """`column` matches `text`'s words, next to each other when a phrase, checked `how`."""
+    if how is PhraseCheck.ON_ROWS:  # the function, unlike the operator, is no index condition
         return func.ts_match_vq(column, _tsquery(text, phrase))
     matches = column.bool_op("@@")(_tsquery(text, phrase))
-    if not phrase or len(analyzed(fold(text))) < 2:
+    if how is PhraseCheck.IN_INDEX or not phrase or len(analyzed(fold(text))) < 2:
         return matches
     return and_(column.bool_op("@@")(_tsquery(text, False)), matches)
 
@@ -855,16 +870,20 @@ def _tsquery(text: str, phrase: bool) -> ColumnElement[object]:
     return joined
 
 
-def _condition(node: Node, checked: bool = False) -> ColumnElement[bool]:
-    """The rows `node` matches; `checked`: words in the message text are checked on the
-    rows the other terms leave (`_text`)."""
+def _condition(node: Node, how: PhraseCheck = PhraseCheck.WITH_WORDS) -> ColumnElement[bool]:
+    """The rows `node` matches, its words in the message text checked `how`."""
     match node:
         case Word(text=text, field=None) | Phrase(text=text, field=None):
-            return _text(T.document, text, isinstance(node, Phrase), checked)
+            return _text(T.document, text, isinstance(node, Phrase), how)
         case Word(text=text, field="subject") | Phrase(text=text, field="subject"):
             return _text(T.subject, text, isinstance(node, Phrase))
         case Word(text=text, field="filename") | Phrase(text=text, field="filename"):
-            return _text(T.filenames, _NON_WORD.sub(" ", text), isinstance(node, Phrase))
+            return _text(
+                T.filenames,
+                _NON_WORD.sub(" ", text),
+                isinstance(node, Phrase),
+                PhraseCheck.IN_INDEX,
+            )
         case Word(text=text, field="folder") | Phrase(text=text, field="folder"):
             return _text(T.folders, path_words(text), isinstance(node, Phrase))
         case Word(text=text, field="list") | Phrase(text=text, field="list"):
@@ -872,7 +891,7 @@ def _condition(node: Node, checked: bool = False) -> ColumnElement[bool]:
         case Word(text=text, field="msgid") | Phrase(text=text, field="msgid"):
             return T.message_id == text.lower().strip("<>")
         case Word(text=text) | Phrase(text=text):
-            return _text(T.document, text, isinstance(node, Phrase))
+            return _text(T.document, text, isinstance(node, Phrase), how)
         case Address(field=name, value=value):
             column = {"from": T.from_tokens, "to": T.to_tokens, "cc": T.cc_tokens}[name]
             return column.contains([value.lower()])
@@ -895,11 +914,11 @@ def _condition(node: Node, checked: bool = False) -> ColumnElement[bool]:
             bounds += [T.size < maximum] if maximum is not None else []
             return and_(true(), *bounds)
         case Not(node=inner):
-            return not_(_condition(inner, checked))
+            return not_(_condition(inner, how))
         case And(nodes=nodes):
-            return and_(*(_condition(child, checked) for child in nodes))
+            return and_(*(_condition(child, how) for child in nodes))
         case Or(nodes=nodes):
-            return or_(*(_condition(child, checked) for child in nodes))
+            return or_(*(_condition(child, how) for child in nodes))
     raise TypeError(f"unknown query node {node!r}")
 
 
