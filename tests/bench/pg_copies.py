@@ -36,7 +36,7 @@ SEARCH_COLUMNS = (
 
 
 def _copy(connection: Connection, copy: int, offset: int) -> None:
-    """Copy number `copy` of the original messages (ids up to `offset`), ids + copy × offset."""
+    """Copy number `copy` of the original messages (ids up to `offset`): ids + copy * offset."""
     shift = {"shift": copy * offset, "offset": offset, "tag": f"c{copy}."}
     connection.execute(
         text(
@@ -97,9 +97,7 @@ def grow(url: str, times: int) -> None:
             _copy(connection, copy, offset)
         print(f"  copy {copy}: {time.monotonic() - began:.0f} s", flush=True)
     with engine.begin() as connection:
-        connection.execute(
-            text("SELECT setval('messages_id_seq', (SELECT max(id) FROM messages))")
-        )
+        connection.execute(text("SELECT setval('messages_id_seq', (SELECT max(id) FROM messages))"))
         for name, definition in indexes:
             began = time.monotonic()
             connection.execute(text("SET LOCAL maintenance_work_mem = '1GB'"))
