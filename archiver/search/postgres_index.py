@@ -373,13 +373,13 @@ class PostgresBackend:
         (`PHRASE_WINDOW`).
         """
         phrase = _phrase_words(query) if query is not None else set()
-        narrowing = _narrowing(query, viewer)
-        if narrowing is None:
-            how = PhraseCheck.WITH_WORDS
-        elif phrase and _planner_estimate(connection, narrowing).total <= ROW_CHECK_LIMIT:
-            how = PhraseCheck.ON_ROWS
-        else:
-            how = PhraseCheck.IN_INDEX
+        how, windowed = PhraseCheck.IN_INDEX, False  # no phrase: nothing to choose
+        if phrase:
+            narrowing = _narrowing(query, viewer)
+            if narrowing is None:
+                how, windowed = PhraseCheck.WITH_WORDS, True
+            elif _planner_estimate(connection, narrowing).total <= ROW_CHECK_LIMIT:
+                how = PhraseCheck.ON_ROWS
         condition = true() if query is None else _condition(query, how)
         if not viewer.sees_all:
             condition = and_(condition, _visibility(viewer))
@@ -387,7 +387,6 @@ class PostgresBackend:
         # Twice what the page needs, as the estimates may be short: deep pages widen it.
         window = RANK_WINDOW if viewer.sees_all else VIEWER_RANK_WINDOW
         months = estimate.months
-        windowed = bool(phrase) and narrowing is None
         if windowed:
             window = min(window, PHRASE_WINDOW)
             months = _candidates(connection, phrase)
