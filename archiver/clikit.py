@@ -70,7 +70,13 @@ def open_core(ctx: click.Context, *, upgrade: bool, create: bool = False) -> Cor
     archive for the loss of theirs.
     """
     from archiver.core import build_core
-    from archiver.schema import NoArchive, SchemaError, database_revision, require_current
+    from archiver.schema import (
+        NoArchive,
+        SchemaError,
+        bring_up_to_date,
+        database_revision,
+        require_current,
+    )
 
     settings = settings_of(ctx)
     if not create and not _sqlite_file_exists(settings):
@@ -81,9 +87,7 @@ def open_core(ctx: click.Context, *, upgrade: bool, create: bool = False) -> Cor
         if upgrade:
             if not create and database_revision(core.engine) is None:
                 raise NoArchive("empty database")
-            from archiver import migrate
-
-            migrate.upgrade(core.engine)
+            bring_up_to_date(core.engine)
         else:
             require_current(core.engine)
     except NoArchive as exc:

@@ -52,6 +52,20 @@ def database_revision(engine: Engine) -> str | None:
         return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
+def bring_up_to_date(engine: Engine) -> None:
+    """Upgrade the schema if it is not this code's (`arsip serve` and commands that write).
+
+    A database already at the head, the usual case, costs one query: Alembic (a fifth of
+    a second to import, and every migration file read) is loaded only when there is
+    something to do, or something to refuse.
+    """
+    if database_revision(engine) == head_revision():
+        return
+    from archiver import migrate
+
+    migrate.upgrade(engine)
+
+
 def require_current(engine: Engine) -> None:
     """Raise `SchemaError` unless the database is exactly at this code's schema."""
     found, wanted = database_revision(engine), head_revision()

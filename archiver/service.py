@@ -35,7 +35,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP
 
-from archiver import localsocket, migrate
+from archiver import localsocket
 from archiver.config import Settings
 from archiver.core import Core, ExtensionFactory, build_core
 from archiver.db import (
@@ -49,6 +49,7 @@ from archiver.locks import ProcessLock, ServeLock, process_label, process_lock
 from archiver.logs import configure_logging
 from archiver.notify import NotifiedWaker
 from archiver.scheduling import run_scheduler
+from archiver.schema import bring_up_to_date
 from archiver.search.indexer import Indexer
 from archiver.spool import GroupCommitter
 from archiver.worker import Waker
@@ -341,7 +342,7 @@ class Service:
             )
 
     def _run(self, settings: Settings) -> None:
-        migrate.upgrade(self.core.engine)
+        bring_up_to_date(self.core.engine)
         unsafe = durability_problems(self.core.engine)
         if unsafe:
             log.warning(
