@@ -210,6 +210,7 @@ def test_every_read_inside_a_case_is_audited_against_it(
     page(reviewer, "/cases/acme/?q=merger")
     page(reviewer, "/cases/acme/messages/in@x")
     reviewer.get("/cases/acme/messages/draft@x/attachments/0")
+    assert reviewer.get("/cases/acme/export.mbox?q=terms").status_code == 200
     page(reviewer, "/messages/own@x")  # their own mail, outside the case: not recorded
     reads = [(action, target, details) for actor, action, target, details in audited(core, "case.")
              if actor == REVIEWER]  # fmt: skip
@@ -217,10 +218,12 @@ def test_every_read_inside_a_case_is_audited_against_it(
         ("case.search", "acme"),
         ("case.view", "acme"),
         ("case.download", "acme"),
+        ("case.export", "acme"),
     ]
     details = [d for _, _, d in reads]
     assert details[0]["query"] == "merger" and details[0]["results"] == 3
     assert details[1]["message_id"] == "in@x" and details[2]["message_id"] == "draft@x"
+    assert details[3]["query"] == "terms"
     assert all("merger terms" not in str(d) for d in details)
 
 
