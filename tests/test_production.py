@@ -75,12 +75,13 @@ def request(output: Path, series: str = "acme", **options) -> Request:
 
 
 def dat_rows(folder: Path) -> list[dict[str, str]]:
-    """The .dat read as a review platform splits it: BOM, þ¶þ between values, CRLF."""
+    """The .dat read as a review platform splits it with Concordance's default delimiters:
+    BOM, þ DC4 þ between values (DC4, ASCII 20, is the "¶" of their import dialogs), CRLF."""
     data = (folder / "DATA" / "loadfile.dat").read_bytes()
     assert data.startswith(BOM)
     lines = data[len(BOM) :].decode("utf-8").split("\r\n")
     assert lines[-1] == ""
-    table = [line.removeprefix("þ").removesuffix("þ").split("þ¶þ") for line in lines[:-1]]
+    table = [line.removeprefix("þ").removesuffix("þ").split("þ\x14þ") for line in lines[:-1]]
     header, rows = table[0], table[1:]
     assert tuple(header) == FIELDS
     assert all(len(row) == len(header) for row in rows)
