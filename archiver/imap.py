@@ -7,9 +7,10 @@ for every host but a loopback one (a local server, or an SSH tunnel's end). Cert
 are checked against the system's authorities, or a bundle the operator names.
 
 Mail is read, never changed: mailboxes are opened read-only (EXAMINE) and bodies fetched
-with BODY.PEEK, so no message is marked seen. The password is used to log in and for
-nothing else: it is in no URL, log line or audit entry (`ImapSource.url` has no place
-for it).
+with BODY.PEEK, so no message is marked seen. Each comes with its INTERNALDATE, when the
+server received it, which is its arrival as the archive records it. The password is used
+to log in and for nothing else: it is in no URL, log line or audit entry
+(`ImapSource.url` has no place for it).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
@@ -216,17 +218,38 @@ def uids_after(client: IMAPClient, last_uid: int) -> list[int]:
     return sorted(uid for uid in found if uid > last_uid)
 
 
-def fetch(client: IMAPClient, uids: list[int]) -> Iterator[tuple[int, bytes]]:
-    """Each message's UID and bytes, in `uids` order, `FETCH_BATCH` at a time; one
-    expunged since `uids_after` is passed over."""
+@dataclass(frozen=True)
+class Fetched:
+    """One message of a mailbox: its UID, its bytes, and when the server received it
+    (INTERNALDATE, in UTC; None if the server gave none)."""
+
+    uid: int
+    data: bytes
+    received: datetime | None
+
+
+def fetch(client: IMAPClient, uids: list[int]) -> Iterator[Fetched]:
+    """Each message of `uids`, in that order, `FETCH_BATCH` at a time; one expunged
+    since `uids_after` is passed over."""
+    client.normalise_times = False  # INTERNALDATE with its zone, not as local time
     for start in range(0, len(uids), FETCH_BATCH):
         batch = uids[start : start + FETCH_BATCH]
         with answers("UID FETCH"):
-            answer = client.fetch(batch, ["BODY.PEEK[]"])
+            answer = client.fetch(batch, ["BODY.PEEK[]", "INTERNALDATE"])
         for uid in batch:
-            data = answer.get(uid, {}).get(b"BODY[]")
+            found = answer.get(uid, {})
+            data = found.get(b"BODY[]")
             if data is not None:
-                yield uid, data
+                yield Fetched(uid, data, _utc(found.get(b"INTERNALDATE")))
+
+
+def _utc(moment: object) -> datetime | None:
+    """An INTERNALDATE as imapclient reads it, in UTC (one without a zone is UTC)."""
+    if not isinstance(moment, datetime):
+        return None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 def _reason(exc: BaseException) -> str:

@@ -5,7 +5,9 @@ UIDVALIDITY and the highest UID archived are kept in `import_cursors`, moved on 
 same transaction as each batch of mail, so an import cut short goes on from its last
 batch. A server that renumbered a mailbox (a new UIDVALIDITY) has it read again from the
 start; deduplication keeps that from archiving anything twice. Every message carries
-its mailbox as its folder (`folder:`).
+its mailbox as its folder (`folder:`), and arrives when the server says it received it
+(INTERNALDATE), as imapsync and offlineimap keep it: a message without a `Date:` is
+dated by that, as mail the intake takes in is dated by its arrival.
 """
 
 from __future__ import annotations
@@ -75,8 +77,16 @@ def _import_mailbox(
         after, renumbered = _resume(session, url, uidvalidity)
     uids = uids_after(client, after)
     found = (
-        FoundMessage(data, 1, f"{url};UID={uid}", boxed=True, folder=folder, uid=uid)
-        for uid, data in fetch(client, uids)
+        FoundMessage(
+            item.data,
+            1,
+            f"{url};UID={item.uid}",
+            boxed=True,
+            folder=folder,
+            uid=item.uid,
+            received=item.received,
+        )
+        for item in fetch(client, uids)
     )
 
     def moved_on(session: Session, batch: list[FoundMessage]) -> None:

@@ -246,7 +246,7 @@ def _archive(
             data=found.data,
             envelope_from="",
             envelope_to=[],
-            received_at=now,
+            received_at=min(found.received or now, now),  # a server's clock may run ahead
             source=IMPORTED,
             queue_id="",
             list_id=list_id,

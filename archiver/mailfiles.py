@@ -54,6 +54,8 @@ class FoundMessage:
     boxed: bool = False
     folder: str = ""  # the PST folder or IMAP mailbox it was found in (`archiver.folders`)
     uid: int = 0  # its IMAP UID, which lets a later import go on from there (0: not IMAP)
+    # When its server received it (IMAP's INTERNALDATE); None: the import's own time
+    received: datetime | None = None
 
 
 def is_mbox(path: Path) -> bool:

@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from tests.support import eventually, free_ports, missing
@@ -51,12 +52,15 @@ class ImapServer:
         finally:
             client.logout()
 
-    def append(self, user: str, mailbox: str, messages: list[bytes]) -> None:
-        """Deliver `messages` into `user`'s `mailbox`, made first when it is missing."""
+    def append(
+        self, user: str, mailbox: str, messages: list[bytes], received: datetime | None = None
+    ) -> None:
+        """Deliver `messages` into `user`'s `mailbox`, made first when it is missing; the
+        server says it received them at `received` (INTERNALDATE), else now."""
         with self.client(user) as client:
             client.create(_quoted(mailbox))  # NO when it exists: that is fine
             for message in messages:
-                status, answer = client.append(_quoted(mailbox), None, None, message)
+                status, answer = client.append(_quoted(mailbox), None, received, message)
                 assert status == "OK", answer
 
     def recreate(self, user: str, mailbox: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,25 @@ def test_a_renumbered_mailbox_is_read_again_without_archiving_anything_twice(
         " renumbered by the server (new UIDVALIDITY): read again"
     )
     assert json.loads(idle.run_cli("stats", "--json").stdout)["messages"] == 3
+
+
+def test_a_message_without_a_date_is_dated_when_the_server_received_it(
+    idle: RunningService, dovecot: ImapServer
+) -> None:
+    received = datetime(2019, 5, 6, 10, 30, tzinfo=UTC)
+    undated = mail(25).replace(b"Date: Mon, 02 Feb 2026 10:00:00 +0000\r\n", b"")
+    dovecot.append(ALICE, "INBOX", [undated], received=received)
+    dovecot.append(ALICE, "INBOX", [mail(26)], received=datetime(2026, 2, 2, 10, 1, tzinfo=UTC))
+    assert imported(idle, dovecot.url(ALICE)).returncode == 0
+
+    shown = json.loads(idle.run_cli("show", "--json", "imap-25@example.com").stdout)
+    assert shown["date"] == received.isoformat()  # not the day it was imported
+    assert "no_date" in shown["flags"]  # still marked as having none of its own
+    dated = json.loads(idle.run_cli("show", "--json", "imap-26@example.com").stdout)
+    assert dated["date"] == "2026-02-02T10:00:00+00:00"  # its own Date: wins
+    # what the archive derived from the bytes is what a deep check derives again
+    deep = idle.run_cli("verify", "--deep")
+    assert deep.returncode == 0, deep.stdout + deep.stderr
 
 
 def test_a_wrong_password_or_mailbox_ends_in_one_line_and_archives_nothing(

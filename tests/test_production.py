@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import mailbox
+import os
 import subprocess
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -24,10 +25,11 @@ from archiver.core import Core
 from archiver.models import Message
 from archiver.production.errors import ProductionError
 from archiver.production.family import FIELDS
-from archiver.production.journal import Journal
+from archiver.production.journal import BOOT, Journal
 from archiver.production.loadfile import dat_value
 from archiver.production.plan import Collected, Dedupe
 from archiver.production.run import Format, Request, produce
+from archiver.store import durable
 from tests.reading_mail import pdf
 from tests.support import run_arsip, simple_message
 from tests.tsa import running_tsa
@@ -73,12 +75,13 @@ def request(output: Path, series: str = "acme", **options) -> Request:
 
 
 def dat_rows(folder: Path) -> list[dict[str, str]]:
-    """The .dat read as a review platform splits it: BOM, þ¶þ between values, CRLF."""
+    """The .dat read as a review platform splits it with Concordance's default delimiters:
+    BOM, þ DC4 þ between values (DC4, ASCII 20, is the "¶" of their import dialogs), CRLF."""
     data = (folder / "DATA" / "loadfile.dat").read_bytes()
     assert data.startswith(BOM)
     lines = data[len(BOM) :].decode("utf-8").split("\r\n")
     assert lines[-1] == ""
-    table = [line.removeprefix("þ").removesuffix("þ").split("þ¶þ") for line in lines[:-1]]
+    table = [line.removeprefix("þ").removesuffix("þ").split("þ\x14þ") for line in lines[:-1]]
     header, rows = table[0], table[1:]
     assert tuple(header) == FIELDS
     assert all(len(row) == len(header) for row in rows)
@@ -274,6 +277,71 @@ def test_an_interrupted_production_never_looks_finished_and_carries_on(
     assert [row["BegBates"] for row in dat_rows(out)] == [f"ABC000000{n}" for n in range(1, 6)]
     assert sha256sum_check(out).returncode == 0
     assert len(audited(core, "production.start")) == len(audited(core, "production.create")) == 1
+
+
+def test_a_production_is_on_disk_before_it_says_it_is_finished(
+    core: Core, mail: dict[str, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No file is fsync'd alone: the staging folder is synced once (syncfs, or an fsync of
+    each of its files where there is none) before anything moves into place, and the
+    moves are synced before `production.json` follows them, and after."""
+    events: list[tuple[str, str]] = []
+
+    def path_of(fd: int) -> str:
+        return os.readlink(f"/proc/self/fd/{fd}")
+
+    real_syncfs, real_fsync, real_rename = durable._SYNCFS, os.fsync, os.rename
+    if real_syncfs is not None:
+        monkeypatch.setattr(
+            durable, "_SYNCFS", lambda fd: events.append(("sync", path_of(fd))) or real_syncfs(fd)
+        )
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: events.append(("fsync", path_of(fd))) or real_fsync(fd)
+    )
+    monkeypatch.setattr(
+        os, "rename", lambda a, b: events.append(("move", str(b))) or real_rename(a, b)
+    )
+    out = tmp_path / "prod"
+    summary = produce(core, request(out), [Collected(mail["family"]), Collected(mail["plain"])])
+
+    moves = [i for i, (kind, _) in enumerate(events) if kind == "move"]
+    assert [Path(events[i][1]).name for i in moves] == [
+        "NATIVES", "TEXT", "DATA", "manifest.sha256", "production.json"
+    ]  # fmt: skip
+    stage = str(out / f".partial-{summary.id}")
+    before = events[: moves[0]]
+    if real_syncfs is not None:
+        assert ("sync", stage) in before
+    else:
+        written = {str(p).replace(str(out), stage, 1) for p in out.rglob("*") if p.is_file()}
+        assert written <= {path for _, path in before}
+    assert ("fsync", str(out)) in events[moves[3] : moves[4]]
+    assert ("fsync", str(out)) in events[moves[4] :]
+
+
+def test_after_a_power_cut_an_interrupted_production_is_written_again_not_sealed_over_lost_files(
+    core: Core, mail: dict[str, int], tmp_path: Path
+) -> None:
+    out = tmp_path / "prod"
+    items = [Collected(mail["family"]), Collected(mail["plain"])]
+
+    def stop_after_one(done: int, total: int) -> None:
+        if done == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        produce(core, request(out, prefix="ABC"), items, stop_after_one)
+    # The machine lost power: the first message's native never reached the disk, though
+    # the journal line naming it did, and it starts again as another boot.
+    (stage,) = out.iterdir()
+    (stage / "NATIVES" / "ABC0000001.eml").write_bytes(b"")
+    (stage / BOOT).write_text("another boot")
+    seen: list[int] = []
+    summary = produce(core, request(out), items, lambda done, total: seen.append(done))
+    assert seen == [1, 2] and summary.resumed  # the same production, every file again
+    assert (summary.first, summary.last) == ("ABC0000001", "ABC0000004")
+    checked = sha256sum_check(out)
+    assert checked.returncode == 0, checked.stdout
 
 
 def test_another_production_in_an_interrupted_ones_folder_starts_afresh(

@@ -311,8 +311,10 @@ def test_a_thread_search_and_the_next_digest_forget_an_erased_post(core: Core, f
 
     assert searchable(core, "zanzibar") == set()
     assert searchable(core, "agreed") == {"bob-1@x"}
-    page = thread_page(core, f"/threads/{thread}")
-    assert "Agreed" in page and "Zanzibar" not in page and "dana-1@x" not in page
+    archive = "/lists/dev@lists.example.com/"
+    pages = admin_pages(core, f"/threads/{thread}", archive + "2026-11", archive + "feed.atom")
+    for page in pages:  # the thread, and the list's archive of the month and its feed
+        assert "Agreed" in page and "Zanzibar" not in page and "dana-1@x" not in page
     with core.sessions.begin() as session:
         mlist = session.scalar(select(MailingList))
         assert send_digest(session, mlist) == 1
@@ -349,17 +351,17 @@ def post(
     )
 
 
-def thread_page(core: Core, path: str) -> str:
-    """`path` as an administrator sees it in the web UI."""
+def admin_pages(core: Core, *paths: str) -> list[str]:
+    """`paths` as an administrator sees them in the web UI."""
     with core.sessions.begin() as session:
         add_user(session, "root@example.org", "admin", PASSWORD)
     app = create_app(core)
     try:
         client: FlaskClient = app.test_client()
         assert log_in(client, "root@example.org", PASSWORD).status_code == 302
-        answer = client.get(path)
-        assert answer.status_code == 200
-        return answer.get_data(as_text=True)
+        answers = [client.get(path) for path in paths]
+        assert [answer.status_code for answer in answers] == [200] * len(paths)
+        return [answer.get_data(as_text=True) for answer in answers]
     finally:
         app.extensions[BACKEND_KEY].close()
 

@@ -5,6 +5,7 @@ case's holds and ends the reviewers' access."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from email.message import EmailMessage
 from urllib.parse import quote
@@ -173,6 +174,26 @@ def test_a_reviewer_sees_the_cases_mail_and_nothing_else(app: Flask, case: Flask
     assert reviewer.get("/messages/in@x").status_code == 404
 
 
+def test_a_reviewers_case_page_costs_the_page_not_the_case(
+    app: Flask, case: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The number of messages covered comes from the search backend's count, and the
+    holds' coverage (every message judged) is for administrators and auditors: a
+    reviewer's page never has the backend list the case's or a hold's message ids."""
+    assert post_form(case, "/cases/acme/", "/cases/acme/hold").status_code == 302
+    backend = app.extensions[BACKEND_KEY].get()
+    listed: list[object] = []
+    real = backend.matching
+    monkeypatch.setattr(backend, "matching", lambda query: listed.append(query) or real(query))
+
+    shown = page(browser(app, REVIEWER), "/cases/acme/?q=terms")
+    assert "<strong>3 messages</strong> in the case now" in shown
+    assert "case acme" in shown and "keeps" not in shown
+    assert "2 messages" in shown  # the search's own total
+    assert listed == []
+    assert re.search(r"case acme · keeps \d+ messages", page(case, "/cases/acme/"))
+
+
 def _thread_of(app: Flask, message_id: str) -> str:
     from archiver.models import Message
     from web.deps import get_core
@@ -189,6 +210,7 @@ def test_every_read_inside_a_case_is_audited_against_it(
     page(reviewer, "/cases/acme/?q=merger")
     page(reviewer, "/cases/acme/messages/in@x")
     reviewer.get("/cases/acme/messages/draft@x/attachments/0")
+    assert reviewer.get("/cases/acme/export.mbox?q=terms").status_code == 200
     page(reviewer, "/messages/own@x")  # their own mail, outside the case: not recorded
     reads = [(action, target, details) for actor, action, target, details in audited(core, "case.")
              if actor == REVIEWER]  # fmt: skip
@@ -196,10 +218,12 @@ def test_every_read_inside_a_case_is_audited_against_it(
         ("case.search", "acme"),
         ("case.view", "acme"),
         ("case.download", "acme"),
+        ("case.export", "acme"),
     ]
     details = [d for _, _, d in reads]
     assert details[0]["query"] == "merger" and details[0]["results"] == 3
     assert details[1]["message_id"] == "in@x" and details[2]["message_id"] == "draft@x"
+    assert details[3]["query"] == "terms"
     assert all("merger terms" not in str(d) for d in details)
 
 

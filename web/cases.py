@@ -45,6 +45,7 @@ from archiver.cases.registry import (
 from archiver.cases.scope import case_viewer
 from archiver.retention.coverage import hold_coverage
 from archiver.retention.rules import RuleError
+from archiver.search.backend import Sort
 from web.auth import current_user, current_viewer, login_required
 from web.case_context import case_path, current_case, enter_case
 from web.case_productions import (
@@ -71,7 +72,7 @@ from web.messages import (
     show as show_message,
 )
 from web.retention import FormError, custodian_list, day
-from web.search import export, private_page_headers, results_page
+from web.search import export, message_count, private_page_headers, results_page
 
 bp = Blueprint("cases", __name__, url_prefix="/cases")
 
@@ -236,12 +237,18 @@ def show() -> ResponseReturnValue:
 
 
 def _case_page(**context: Any) -> ResponseReturnValue:
+    """The case's page. What it costs follows the page shown, not the case: the number of
+    messages covered is the search backend's count (estimated past ten thousand on
+    PostgreSQL), never a list of the case's ids, and how many messages each hold keeps,
+    which means judging every message it covers, is worked out for administrators and
+    auditors only (reviewers see the holds' names)."""
     case = _case()
     user = current_user()
-    scope = current_viewer().scope
+    counted = user is not None and user.role in (Role.ADMIN, Role.AUDITOR)
+    everything = search_backend().search(None, current_viewer(), Sort.DATE, 1, 0)
     with get_core().sessions() as db:
         holds = [
-            (hold, hold_coverage(db, search_backend(), hold).messages)
+            (hold, hold_coverage(db, search_backend(), hold).messages if counted else None)
             for hold in case_holds(db, case)
             if hold.released_at is None
         ]
@@ -252,7 +259,7 @@ def _case_page(**context: Any) -> ResponseReturnValue:
         everything_when_empty=True,
         case=case,
         case_url=case_path(case),
-        covered=len(scope.members) if scope is not None else 0,
+        covered=message_count(everything.total, everything.total_exact),
         holds=holds,
         released=released,
         reviewers=people,

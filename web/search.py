@@ -180,12 +180,12 @@ def _messages(count: int) -> str:
     return ngettext("%(count)s message", "%(count)s messages", count, count=format_number(count))
 
 
-def _count(page: SearchPage) -> str:
+def message_count(total: int, exact: bool = True) -> str:
     """ "1,234 messages", or "about 52,000 messages" when the backend estimated."""
-    if page.total_exact:
-        return _messages(page.total)
-    total = format_number(page.total)
-    return ngettext("about %(count)s message", "about %(count)s messages", page.total, count=total)
+    if exact:
+        return _messages(total)
+    shown = format_number(total)
+    return ngettext("about %(count)s message", "about %(count)s messages", total, count=shown)
 
 
 def _on_this_page(results: list[Result], grouped: list[Conversation[Result]]) -> str:
@@ -247,7 +247,7 @@ def results_page(
     grouped = conversations(results, lambda result: result.found.thread_id)
     context.update(
         title=gettext("%(query)s · Search", query=q),
-        total=_count(page),
+        total=message_count(page.total, page.total_exact),
         exact_counts=page.total_exact,
         count_exactly=None if page.total_exact else _search_url(q, sort, number, exact=True),
         results=results,

@@ -98,7 +98,8 @@ def requests(session: Session, only_open: bool = False) -> list[ErasureRequest]:
 
 
 def covered(address: str, requested_at: datetime) -> ColumnElement[bool]:
-    """The messages a request covers: the address's, archived by `requested_at`."""
+    """The messages a request covers: the address's, archived by `requested_at` (by their
+    arrival: mail imported from IMAP arrived when its server received it)."""
     return concerning(address) & (Message.received_at <= requested_at)
 
 

@@ -5,6 +5,12 @@ While it runs, a production writes into a hidden staging folder inside the outpu
 `.partial-ID`. Only when every file, the load files and the manifest are written does it
 move them into the output folder, `production.json` last: a folder without
 `production.json` holds no finished production, and one with it holds exactly one.
+
+Files are written without an fsync each (a production of 100,000 messages writes a quarter
+of a million files); the staging folder is made durable once, by one syncfs(2) of its file
+system (`make_durable`), before the production is marked as finishing, and the moves into
+place are made durable by fsyncs of the output folder, `production.json`'s rename last. A
+production that says it is finished has every file it names on disk.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from archiver.production.errors import ProductionError
 from archiver.production.family import DATA, NATIVES, TEXT
 from archiver.production.manifest import NAME as MANIFEST
 from archiver.production.manifest import TOKEN_NAME
+from archiver.store.durable import fsync_directory, sync
 
 DESCRIPTION = "production.json"
 STAGING = ".partial-"
@@ -62,20 +69,41 @@ def write_file(path: Path, data: bytes) -> None:
     temporary.replace(path)
 
 
+def make_durable(stage: Path) -> None:
+    """Make everything written into the staging folder survive a power cut: one syncfs(2)
+    of its file system, or, where there is none, an fsync of every file and folder in it."""
+    sync(stage, lambda: _fsync_tree(stage))
+
+
 def move_into_place(folder: Path, production: int) -> None:
-    """Move a sealed production from its staging folder into `folder`, `production.json`
-    last, and remove what is left of the staging folder (its journal). Safe to run again
-    after an interruption: what was moved already stays where it is."""
+    """Move a sealed (durable) production from its staging folder into `folder`,
+    `production.json` last and only once the other moves are durable, and remove what is
+    left of the staging folder (its journal). Safe to run again after an interruption:
+    what was moved already stays where it is."""
     stage = staging(folder, production)
     for name in CONTENTS:
+        if name == DESCRIPTION:
+            fsync_directory(folder)
         if (stage / name).exists():
             os.rename(stage / name, folder / name)
+    fsync_directory(folder)
     shutil.rmtree(stage, ignore_errors=True)
 
 
 def remove_staging(folder: Path, production: int) -> None:
     """Remove the staging folder of a production given up for another."""
     shutil.rmtree(staging(folder, production), ignore_errors=True)
+
+
+def _fsync_tree(root: Path) -> None:
+    for directory, _folders, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(directory, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_directory(Path(directory))
 
 
 def _described(folder: Path) -> str:

@@ -1,8 +1,10 @@
 """The load files: Concordance's `.dat` and the same rows as RFC 4180 `.csv`.
 
 Concordance's format has no escaping: each value sits between þ (U+00FE) quotes, values
-are separated by ¶ (U+00B6), rows end in CRLF, and a line break inside a value is written
-as ® (U+00AE), Concordance's in-field newline; other control characters become spaces.
+are separated by the control character DC4 (ASCII 20, which Concordance and Relativity
+show as ¶ in their import dialogs and take by default), rows end in CRLF, and a line
+break inside a value is written as ® (U+00AE), Concordance's in-field newline; other
+control characters become spaces, so none can be taken for a delimiter.
 Both files are UTF-8 with a byte-order mark, which is how review platforms tell UTF-8
 from the legacy code pages these formats began with.
 """
@@ -15,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 QUOTE = "\u00fe"  # þ
-DELIMITER = "\u00b6"  # ¶
+DELIMITER = "\x14"  # DC4, shown as ¶ by review platforms
 NEWLINE = "\u00ae"  # ®
 ENCODING = "utf-8-sig"  # UTF-8 with a byte-order mark
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -24,7 +26,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 def dat_value(value: str) -> str:
     """A value as the .dat carries it: line breaks as ®, other control characters as
-    spaces (the legacy delimiter \\x14 among them), quoted in þ."""
+    spaces (the delimiter \\x14 among them), quoted in þ."""
     return QUOTE + _CONTROL.sub(" ", _LINE_BREAK.sub(NEWLINE, value)) + QUOTE
 
 

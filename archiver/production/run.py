@@ -33,6 +33,7 @@ from archiver.production.family import DATA, FIELDS, NATIVES, TEXT, family, iso_
 from archiver.production.folder import (
     DESCRIPTION,
     check_folder,
+    make_durable,
     move_into_place,
     remove_staging,
     staging,
@@ -302,7 +303,7 @@ def _write_message(
 
 def _seal(core: Core, run: _Run, planned: list[Planned], stage: Path) -> None:
     """Write the load files, the manifest and `production.json` into the staging folder,
-    and record that only the move into place is left."""
+    make all of it durable, and record that only the move into place is left."""
     journal = Journal(stage)
     write_dat(stage / LOAD_FILES[0], FIELDS, journal.rows())
     write_csv(stage / LOAD_FILES[1], FIELDS, journal.rows())
@@ -317,6 +318,7 @@ def _seal(core: Core, run: _Run, planned: list[Planned], stage: Path) -> None:
         write_file(stage / TOKEN_NAME, token)
     description = _description(run, planned, len(files), manifest_sha256, token is not None)
     write_file(stage / DESCRIPTION, json.dumps(description, indent=2).encode() + b"\n")
+    make_durable(stage)
     with core.sessions.begin() as session:
         production = session.get_one(Production, run.id)
         production.status = FINISHING
