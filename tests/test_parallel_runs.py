@@ -1,8 +1,8 @@
-"""`make test` runs the suite in three processes with `--dist loadgroup`: the tests of one
+"""`make test` runs the suite in four processes with `--dist loadgroup`: the tests of one
 `xdist_group` (those sharing a module fixture: a crash run, a service, a browser) go to
 one process, which sets the fixture up once. pytest-xdist passes the group to its
 scheduler in the test's node ID; with pytest 9.2 that suffix was silently lost, the groups
-spread over every process, and the crash run was made three times in one `make test`.
+spread over every process, and the crash run was made once per process in one `make test`.
 """
 
 from __future__ import annotations
