@@ -132,16 +132,16 @@ ROW_CHECK_LIMIT = 2_000
 class PhraseCheck(Enum):
     """How a search checks the phrases (and words) of the message text it asks for."""
 
-    # Nothing else narrows the search: the index is asked for the phrase's words together
-    # as well, and walks them side by side, skipping through a common word's entries by a
-    # rare one's, instead of checking the common word's positions in every message that
-    # has it (at a million messages, `"on languages"` took 210 ms that way, now 17).
+    # The index is asked for the phrase's words together as well, and walks them side by
+    # side, skipping through a common word's entries by a rare one's, instead of checking
+    # the common word's positions in every message that has it (at a million messages,
+    # `"on languages"` took 210 ms that way, now 17; for an ordinary user 545 ms, now 31:
+    # the mail a person may read narrows the candidates too little to help).
     WITH_WORDS = "with words"
-    # Something else narrows it, but not to a few rows (an ordinary user's own mail): the
-    # phrase alone, which the planner weighs against the other terms' indexes; its words
-    # as well would make it think the phrase rarer than it is.
+    # The phrase alone: the fields besides the message text (subject, file names,
+    # folders), whose few words per message make checking positions cheap.
     IN_INDEX = "in index"
-    # The rest leaves at most ROW_CHECK_LIMIT rows: checked on each of them.
+    # The rest of the search leaves at most ROW_CHECK_LIMIT rows: checked on each of them.
     ON_ROWS = "on rows"
 
 
@@ -368,18 +368,21 @@ class PostgresBackend:
         """`search` on one connection, to the replica or to the primary.
 
         A phrase costs a check of word positions in every message holding its words (its
-        candidates); `PhraseCheck` says how each search does it. Where nothing else
-        narrows the search, it is also ranked and counted among its newest candidates
-        (`PHRASE_WINDOW`).
+        candidates); `PhraseCheck` says how each search does it. Unless the rest of the
+        search leaves only a few rows, the phrase is also ranked and counted among its
+        newest candidates (`PHRASE_WINDOW`), of the mail the rest of the search leaves.
         """
         phrase = _phrase_words(query) if query is not None else set()
         how, windowed = PhraseCheck.IN_INDEX, False  # no phrase: nothing to choose
+        narrowing = None
         if phrase:
             narrowing = _narrowing(query, viewer)
-            if narrowing is None:
-                how, windowed = PhraseCheck.WITH_WORDS, True
-            elif _planner_estimate(connection, narrowing).total <= ROW_CHECK_LIMIT:
+            if narrowing is not None and (
+                _planner_estimate(connection, narrowing).total <= ROW_CHECK_LIMIT
+            ):
                 how = PhraseCheck.ON_ROWS
+            else:
+                how, windowed = PhraseCheck.WITH_WORDS, True
         condition = true() if query is None else _condition(query, how)
         if not viewer.sees_all:
             condition = and_(condition, _visibility(viewer))
@@ -389,7 +392,7 @@ class PostgresBackend:
         months = estimate.months
         if windowed:
             window = min(window, PHRASE_WINDOW)
-            months = _candidates(connection, phrase)
+            months = _candidates(connection, phrase, narrowing)
         wanted = max(window, 2 * (offset + limit + RERANK))
         since = _rank_window(months, wanted) if words else None
         # RUM orders by rank from the index, but only over what the index matches: rows
@@ -399,7 +402,11 @@ class PostgresBackend:
         hits = _hits(connection, page(since))
         if since is not None and len(hits) < limit:
             # The newest months held fewer matches than the page shows: rank them all.
+            since = None
             hits = _hits(connection, page(None))
+        if since is None and offset == 0 and len(hits) < limit:
+            # A first page that is not full holds every match: nothing is left to count.
+            return _all_of(connection, hits)
         if exact_total:
             total, facets = _facet_counts(connection, select(*_FACETS).where(condition))
             return SearchResult(total=total, hits=hits, facets=facets)
@@ -535,12 +542,19 @@ def _narrowing(query: Node | None, viewer: Viewer) -> ColumnElement[bool] | None
     return and_(*parts) if parts else None
 
 
-def _candidates(connection: Connection, words: set[str]) -> dict[date, float]:
-    """How many messages of each month hold all of `words`, as the planner estimates it:
-    at most as many as hold the rarest of them, which is what checking a phrase of those
-    words costs (the planner's estimate for the whole phrase takes its words as unrelated,
-    which they are not, and falls short of it several times over)."""
-    each = [_planner_estimate(connection, _text(T.document, word, False)).months for word in words]
+def _candidates(
+    connection: Connection, words: set[str], narrowing: ColumnElement[bool] | None
+) -> dict[date, float]:
+    """How many messages of each month hold all of `words` (among those `narrowing`
+    leaves), as the planner estimates it: at most as many as hold the rarest of them,
+    which is what checking a phrase of those words costs (the planner's estimate for the
+    whole phrase takes its words as unrelated, which they are not, and falls short of it
+    several times over)."""
+    also = [] if narrowing is None else [narrowing]
+    each = [
+        _planner_estimate(connection, and_(_text(T.document, word, False), *also)).months
+        for word in words
+    ]
     return {month: min(months.get(month, 0.0) for months in each) for month in set().union(*each)}
 
 
@@ -609,6 +623,16 @@ def _facet_counts(
         if keys[index]:
             facets[_FACET_NAMES[index]][str(keys[index])] = count
     return total, facets
+
+
+def _all_of(connection: Connection, hits: list[Hit]) -> SearchResult:
+    """The result whose every match is in `hits`: its total, and its facets from those
+    rows alone."""
+    pks = [hit.message_pk for hit in hits]
+    facets: dict[str, dict[str, int]] = {name: {} for name in _FACET_NAMES}
+    if pks:
+        _total, facets = _facet_counts(connection, select(*_FACETS).where(T.message_pk.in_(pks)))
+    return SearchResult(total=len(hits), hits=hits, facets=facets)
 
 
 def _counted(
