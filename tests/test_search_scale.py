@@ -490,6 +490,36 @@ def test_a_word_in_most_messages_ranks_its_newest_matches_and_counts_them_all(
     assert len(found(core, "monthly", limit=1, offset=5).results) == 1
 
 
+def test_a_phrase_missing_from_its_newest_months_is_ranked_and_counted_in_one_pass(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The newest months hold the phrase's words but not the phrase: the ranking window
+    # finds nothing, and every match is ranked, counted and faceted in one pass instead.
+    postgres_only(core)
+    apart = [
+        message(
+            f"apart{n}@example.com",
+            "Report",
+            "A report, though not a monthly one.",
+            date=f"Mon, 02 {month} 2025 10:00:00 +0000",
+        )
+        for n, month in enumerate(("Jun", "Jul", "Aug", "Sep"))
+    ]
+    archive_and_index(core, [*MONTHS, *apart])
+    monkeypatch.setattr(postgres_index, "RANK_WINDOW", 2)  # the newest four months
+    monkeypatch.setattr(postgres_index, "RERANK", 1)
+    first = found(core, '"monthly report"', limit=1)
+    assert first.total == 5 and first.total_exact
+    assert first.facets["year"] == {"2025": 5}
+    assert first.facets["sender_domain"] == {"example.com": 5}
+    assert len(first.results) == 1 and first.results[0].message_id.startswith("month")
+    pages = [found(core, '"monthly report"', limit=1, offset=n).results for n in range(6)]
+    assert sorted(page[0].message_id for page in pages[:5]) == [
+        f"month{n}@example.com" for n in range(5)
+    ]
+    assert pages[5] == []
+
+
 def test_the_command_line_counts_every_match_when_asked(core: Core) -> None:
     archive_and_index(core, MONTHS)
     answer = run_arsip(core.settings, "search", "--json", "--exact", "report")

@@ -401,7 +401,12 @@ class PostgresBackend:
         page = partial(_page, condition, words, limit, offset, by_index=by_index)
         hits = _hits(connection, page(since))
         if since is not None and len(hits) < limit:
-            # The newest months held fewer matches than the page shows: rank them all.
+            # The newest months held fewer matches than the page shows: the search is
+            # rare among its candidates, and one pass over them all can rank, count and
+            # facet every match (where ranking and then counting would make two).
+            every = _every_match(connection, condition, words, limit, offset)
+            if every is not None:
+                return every
             since = None
             hits = _hits(connection, page(None))
         if since is None and offset == 0 and len(hits) < limit:
@@ -511,10 +516,35 @@ def _page(
 
 def _hits(connection: Connection, page: Select[tuple[int, float, datetime]]) -> list[Hit]:
     """The hits of one page's query (`_page`)."""
-    return [
-        Hit(pk, float(value or 0.0), moment.replace(tzinfo=UTC))
-        for pk, value, moment in connection.execute(page)
-    ]
+    return [_hit(*row) for row in connection.execute(page)]
+
+
+def _hit(pk: int, score: float | None, moment: datetime) -> Hit:
+    return Hit(pk, float(score or 0.0), moment.replace(tzinfo=UTC))
+
+
+def _every_match(
+    connection: Connection,
+    condition: ColumnElement[bool],
+    words: list[str],
+    limit: int,
+    offset: int,
+) -> SearchResult | None:
+    """The page, the exact total and the facets from one pass that ranks every match,
+    when there are at most `EXACT_TOTAL_LIMIT` of them (None: more)."""
+    ranked = _page(condition, words, EXACT_TOTAL_LIMIT + 1, 0, None, by_index=False)
+    rows = connection.execute(ranked.add_columns(*_FACETS)).all()
+    if len(rows) > EXACT_TOTAL_LIMIT:
+        return None
+    facets: dict[str, Counter[str]] = {name: Counter() for name in _FACET_NAMES}
+    for row in rows:
+        for name, key in zip(_FACET_NAMES, row[3:], strict=True):
+            if key:
+                facets[name][str(key)] += 1
+    hits = [_hit(*row[:3]) for row in rows[offset : offset + limit]]
+    return SearchResult(
+        total=len(rows), hits=hits, facets={name: dict(counts) for name, counts in facets.items()}
+    )
 
 
 def _phrase_words(node: Node) -> set[str]:
