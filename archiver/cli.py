@@ -813,7 +813,7 @@ def users_reset_link(ctx: click.Context, email: str) -> None:
         user = _account(session, email)
         if user.disabled_at is not None:
             raise CliError(f"{email} is disabled; `arsip users enable {email}` first")
-        link = reset_link(settings.public_url, settings.secret_key, user)
+        link = reset_link(settings.public_url, settings.signing_key(), user)
         _record(session, "user.reset-link", email, {"hours": LIFETIME_SECONDS // 3600})
     click.echo(link)
     click.echo(

@@ -19,6 +19,7 @@ import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,13 @@ class Settings:
     def public_url(self) -> str:
         """The base of links in outgoing mail, without a trailing slash."""
         return (self.base_url or f"http://{self.web_host}:{self.web_port}").rstrip("/")
+
+    def signing_key(self) -> str:
+        """The key that signs sessions, tokens and VERP addresses: `secret_key`, or else a
+        random key kept in the data directory, made by the first process that needs one.
+        Made on demand, so that a command that only reads, run in the wrong directory,
+        leaves no data directory behind."""
+        return self.secret_key or _persistent_secret(self.data_dir.resolve())
 
     def blob_key(self) -> bytes | None:
         """The blob key read from `blob_key_file` (None without one); `SettingsError` when
@@ -447,12 +455,10 @@ def _check_together(settings: Settings) -> None:
 
 
 def _with_derived_defaults(settings: Settings) -> Settings:
-    """Fill what depends on other settings: the database URL and the secret key."""
+    """Fill what depends on other settings: the database URL and the search backend."""
     changes: dict[str, Any] = {}
     if not settings.database_url:
         changes["database_url"] = f"sqlite:///{settings.data_dir.resolve() / 'arsip.db'}"
-    if not settings.secret_key:
-        changes["secret_key"] = _persistent_secret(settings.data_dir)
     url = changes.get("database_url", settings.database_url)
     on_postgres = url.startswith("postgresql")
     if not settings.search_backend:
@@ -471,8 +477,10 @@ def _with_derived_defaults(settings: Settings) -> Settings:
     return Settings(**(values | changes))
 
 
+@cache
 def _persistent_secret(data_dir: Path) -> str:
-    """A random key kept in the data directory, so sessions survive a restart."""
+    """A random key kept in the data directory, so sessions survive a restart (read once
+    per process: list mail asks for it once per recipient)."""
     path = data_dir / "secret_key"
     if path.exists():
         return path.read_text(encoding="ascii").strip()

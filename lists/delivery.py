@@ -187,7 +187,7 @@ class DeliveryLoop:
 
     def _personal(self, message: OutboxMessage, mlist: MailingList, address: str) -> Envelope:
         """One recipient's copy: VERP sender, and a one-click unsubscribe link of their own."""
-        signature = unsubscribe_signature(self.settings.secret_key, mlist.address, address)
+        signature = unsubscribe_signature(self.settings.signing_key(), mlist.address, address)
         link = (
             f"{self.settings.public_url}/lists/{quote(mlist.address)}/unsubscribe"
             f"?address={quote(address)}&sig={signature}"
@@ -196,7 +196,7 @@ class DeliveryLoop:
             f"List-Unsubscribe: <{link}>,\r\n <mailto:{mlist.address_for('leave')}>\r\n"
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
         ).encode()
-        verp = verp_signature(self.settings.secret_key, mlist.address, address)
+        verp = verp_signature(self.settings.signing_key(), mlist.address, address)
         sender = verp_address(mlist.name, mlist.domain, address, verp)
         return Envelope(sender, (address,), headers + message.data)
 

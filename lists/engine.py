@@ -269,7 +269,7 @@ class ListEngine:
         decoded = decode_verp(f"{mlist.name}-bounces+{rest}@{mlist.domain}")
         if decoded is None:
             return None
-        secret_key = self.core.settings.secret_key
+        secret_key = self.core.settings.signing_key()
         if not verp_signature_matches(secret_key, mlist.address, decoded[1], signature):
             return None
         return decoded[1]

@@ -533,7 +533,7 @@ def signed_verp(service: RunningService, member: str, list_address: str = LIST) 
     from lists.bounces import verp_address
     from lists.tokens import verp_signature
 
-    signature = verp_signature(service.settings.secret_key, list_address, member)
+    signature = verp_signature(service.settings.signing_key(), list_address, member)
     name, _, domain = list_address.partition("@")
     return verp_address(name, domain, member, signature)
 

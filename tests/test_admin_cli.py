@@ -223,7 +223,7 @@ def test_accounts_are_deleted_and_change_role_but_the_last_administrator_stays(
 def test_a_reset_link_sets_a_new_password_once_and_dies_with_the_old_password(
     core: Core,
 ) -> None:
-    secret = core.settings.secret_key
+    secret = core.settings.signing_key()
     added = arsip(core, "users", "add", "ann@example.com", "--password-stdin", stdin="old pw\n")
     assert added.returncode == 0
     printed = subprocess.run(

@@ -46,7 +46,7 @@ def test_search_without_an_archive_says_where_it_looked_and_creates_nothing(
         assert "no archive at" in result.stderr
         assert "arsip serve" in result.stderr
         assert "Traceback" not in result.stderr
-    assert not (tmp_path / "var" / "arsip.db").exists()
+    assert not (tmp_path / "var").exists()  # no database, no key, no folder
 
 
 # Every command that only reads the archive (and `db compact`, which rewrites the database

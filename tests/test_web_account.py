@@ -145,7 +145,7 @@ def test_a_changed_or_expired_link_is_unknown(core: Core, ann: FlaskClient) -> N
         user = find_user(session, ANN)
         assert user is not None
         ann_id = user.id
-    key = core.settings.secret_key
+    key = core.settings.signing_key()
     expired = make_token(key, ann_id, "ann.work@example.com", int(time.time()) - 1)
     forged = make_token("not the key", ann_id, "ann.work@example.com", int(time.time()) + 60)
     tampered = link[:-3] + ("AAA" if not link.endswith("AAA") else "BBB")

@@ -119,7 +119,7 @@ def test_a_post_without_the_csrf_token_is_refused(core: Core, client: FlaskClien
 
 def test_one_click_unsubscribe_works_without_cookies_or_csrf(core: Core, app: Flask) -> None:
     provider = app.test_client(use_cookies=False)
-    signature = unsubscribe_signature(core.settings.secret_key, LIST, "bob@example.net")
+    signature = unsubscribe_signature(core.settings.signing_key(), LIST, "bob@example.net")
     url = unsubscribe_url("bob@example.net", signature)
 
     page = provider.get(url)
@@ -152,7 +152,7 @@ def test_one_click_links_mailed_before_the_upgrade_still_unsubscribe(
     assert unsubscribe_signature("fixed test key", LIST, "bob@example.net") != made_then
 
     provider = app.test_client(use_cookies=False)
-    signature = old_unsubscribe_signature(core.settings.secret_key, LIST, "bob@example.net")
+    signature = old_unsubscribe_signature(core.settings.signing_key(), LIST, "bob@example.net")
     done = provider.post(
         unsubscribe_url("bob@example.net", signature), data={"List-Unsubscribe": "One-Click"}
     )
@@ -162,7 +162,7 @@ def test_one_click_links_mailed_before_the_upgrade_still_unsubscribe(
 
 
 def test_a_forged_unsubscribe_link_changes_nothing(core: Core, client: FlaskClient) -> None:
-    someone_elses = unsubscribe_signature(core.settings.secret_key, LIST, "carl@example.net")
+    someone_elses = unsubscribe_signature(core.settings.signing_key(), LIST, "carl@example.net")
     for signature in (someone_elses, "", "%C3%BC"):
         url = unsubscribe_url("bob@example.net", signature)
         refused = client.post(url, data={"List-Unsubscribe": "One-Click"})
@@ -197,7 +197,7 @@ def test_unknown_list_or_token_gives_a_friendly_page(core: Core, client: FlaskCl
     assert not is_member(core, "ann@example.org")
 
     gone = "old@lists.example.com"
-    signature = unsubscribe_signature(core.settings.secret_key, gone, "bob@example.net")
+    signature = unsubscribe_signature(core.settings.signing_key(), gone, "bob@example.net")
     no_list = client.get(unsubscribe_url("bob@example.net", signature, gone))
     assert no_list.status_code == 404
     assert "No such list" in no_list.text

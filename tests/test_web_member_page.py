@@ -179,7 +179,7 @@ def test_members_of_a_list_with_a_private_archive_get_a_link_too(
 def test_a_changed_forged_or_expired_link_opens_nothing(core: Core, client: FlaskClient) -> None:
     ask_for_link(client, BOB)
     [link] = settings_links(core, BOB)
-    key = core.settings.secret_key
+    key = core.settings.signing_key()
     later = int(time.time()) + 3600
     base = f"/lists/{LIST}/member"
     tampered = link[:-3] + ("AAA" if not link.endswith("AAA") else "BBB")

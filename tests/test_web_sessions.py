@@ -76,7 +76,7 @@ def test_a_login_ends_twelve_hours_after_it_began_however_busy_the_session(
     # The cookie as a browser holds it after a request a minute ago refreshed it: signed
     # just now, for a login that began earlier.
     signer = Flask(__name__)
-    signer.secret_key = service.settings.secret_key
+    signer.secret_key = service.settings.signing_key()
     serializer = SecureCookieSessionInterface().get_signing_serializer(signer)
     assert serializer is not None
     session = serializer.loads(browser.cookies["session"])

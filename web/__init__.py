@@ -21,7 +21,7 @@ def create_app(core: Core) -> Flask:
     from werkzeug.exceptions import HTTPException
 
     app = Flask(__name__)
-    app.config["SECRET_KEY"] = core.settings.secret_key
+    app.config["SECRET_KEY"] = core.settings.signing_key()
     # The session cookie holds the CSRF token: no scripts may read it, and other sites'
     # forms do not get it sent along.
     app.config["SESSION_COOKIE_HTTPONLY"] = True

@@ -193,7 +193,7 @@ def add() -> ResponseReturnValue:
         audit_change(db, "user.address.add", user.email, {"address": address, "verified": False})
         settings = core.settings
         expires = int(time.time()) + TOKEN_LIFETIME
-        token = make_token(settings.secret_key, user.id, address, expires)
+        token = make_token(settings.signing_key(), user.id, address, expires)
         link = f"{settings.public_url}/account/verify/{token}"
         queue_notice(db, _confirmation_mail(address, link))
     notice = gettext(
@@ -207,7 +207,7 @@ def add() -> ResponseReturnValue:
 @login_required
 def verify_page(token: str) -> ResponseReturnValue:
     """Say which address the link would verify, with the button that does it."""
-    named = read_token(get_core().settings.secret_key, token)
+    named = read_token(get_core().settings.signing_key(), token)
     if named is None or named[0] != _user().id:
         return _unknown_link()
     title = gettext("Confirm that %(address)s is yours", address=named[1])
@@ -219,7 +219,7 @@ def verify_page(token: str) -> ResponseReturnValue:
 def verify(token: str) -> ResponseReturnValue:
     """Mark the address verified, for the user the link names and nobody else."""
     user = _user()
-    named = read_token(get_core().settings.secret_key, token)
+    named = read_token(get_core().settings.signing_key(), token)
     if named is None or named[0] != user.id:
         return _unknown_link()
     address = named[1]

@@ -119,7 +119,7 @@ def _reset_link(session: Session, user: User, mail: bool) -> str:
         mail_reset_link(session, user)
         return ""
     settings = get_core().settings
-    return reset_link(settings.public_url, settings.secret_key, user)
+    return reset_link(settings.public_url, settings.signing_key(), user)
 
 
 def _detail(

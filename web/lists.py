@@ -154,7 +154,7 @@ def _signed_address(list_address: str) -> str | None:
     # would refuse a str beyond ASCII).
     if not address or not signature or not signature.isascii():
         return None
-    secret_key = get_core().settings.secret_key
+    secret_key = get_core().settings.signing_key()
     if not signature_matches(secret_key, list_address, address, signature):
         return None
     return address

@@ -136,7 +136,7 @@ def request_link(list_address: str) -> ResponseReturnValue:
             mlist = find_list(session, list_address)
             if mlist is not None:
                 get_membership().mail_settings_link(
-                    session, mlist, address, core.settings.secret_key
+                    session, mlist, address, core.settings.signing_key()
                 )
     return _message(
         gettext("Check your mail"),
@@ -172,7 +172,7 @@ def _membership_page(list_address: str) -> str:
 
 def _member(session: Session, list_address: str, token: str) -> tuple[MailingList, Member]:
     """The list and the membership a settings link names; `LinkRefused` if there is none."""
-    named = read_member_token(get_core().settings.secret_key, token)
+    named = read_member_token(get_core().settings.signing_key(), token)
     if named is None or named[0] != list_address.lower():
         raise _bad_link(list_address)
     mlist = find_list(session, named[0])

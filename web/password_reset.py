@@ -39,7 +39,7 @@ def mail_reset_link(session: Session, user: User) -> None:
     """Queue the mail with a fresh reset link to `user`, in the language they chose for
     the pages (or this request's), in the caller's transaction."""
     settings = get_core().settings
-    link = reset_link(settings.public_url, settings.secret_key, user)
+    link = reset_link(settings.public_url, settings.signing_key(), user)
     with force_locale(language_for(user.language)):
         subject = gettext("Set your password for Arsip")
         body = gettext(
@@ -125,7 +125,7 @@ def _reset_form(email: str, error: str = "", status: int = 200) -> ResponseRetur
 def reset(token: str) -> ResponseReturnValue:
     """The form for a new password, while the link holds (opening it changes nothing)."""
     with get_core().sessions() as session:
-        user = user_for_reset(session, get_core().settings.secret_key, token)
+        user = user_for_reset(session, get_core().settings.signing_key(), token)
         if user is None:
             return _unknown_link()
         return _reset_form(user.email)
@@ -138,14 +138,14 @@ def reset_post(token: str) -> ResponseReturnValue:
     password = request.form.get("password", "")
     core = get_core()
     with core.sessions.begin() as session:
-        user = user_for_reset(session, core.settings.secret_key, token)
+        user = user_for_reset(session, core.settings.signing_key(), token)
         if user is None:
             return _unknown_link()
         email = user.email
         if password != request.form.get("repeat", ""):
             return _reset_form(email, gettext("The two passwords differ."), 400)
         try:
-            changed = reset_password(session, core.settings.secret_key, token, password)
+            changed = reset_password(session, core.settings.signing_key(), token, password)
         except AccountError:
             return _reset_form(email, gettext("Choose a password."), 400)
         if changed is not None:
