@@ -20,7 +20,7 @@ import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
@@ -28,6 +28,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
 from archiver.folders import folder_path
+from archiver.parse import as_utc
 
 PORTS = {"imap": 143, "imaps": 993}
 FETCH_BATCH = 100  # messages per UID FETCH: a round trip each, a few MB at most
@@ -244,12 +245,8 @@ def fetch(client: IMAPClient, uids: list[int]) -> Iterator[Fetched]:
 
 
 def _utc(moment: object) -> datetime | None:
-    """An INTERNALDATE as imapclient reads it, in UTC (one without a zone is UTC)."""
-    if not isinstance(moment, datetime):
-        return None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    """An INTERNALDATE as imapclient reads it, in UTC (None: the server gave none)."""
+    return as_utc(moment) if isinstance(moment, datetime) else None
 
 
 def _reason(exc: BaseException) -> str:

@@ -152,7 +152,7 @@ def parse_message(raw: bytes, received_at: datetime) -> ParsedMessage:
     become the body of a message flagged ``unparseable`` so it stays searchable.
     """
     raw = bytes(raw)
-    received = _as_utc(received_at)
+    received = as_utc(received_at)
     described = _read(raw, lambda message, flags: _describe(message, raw, received, flags))
     return described if described is not None else _unparseable(raw, received)
 
@@ -287,7 +287,7 @@ def _unparseable_body(raw: bytes, flags: set[str]) -> str:
     return clean_body(text.replace("\r\n", "\n"), BODY_TEXT_LIMIT, flags)
 
 
-def _as_utc(moment: datetime) -> datetime:
+def as_utc(moment: datetime) -> datetime:
     """Return ``moment`` in UTC, reading a naive value as UTC as the archive stores time."""
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
