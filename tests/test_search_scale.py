@@ -149,15 +149,16 @@ def test_a_phrase_of_common_words_is_counted_in_its_newest_months_and_scaled(
     core: Core, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # At a million messages a phrase of two common words has hundreds of thousands of
-    # candidates to check; here a window of one estimated candidate stands for that.
+    # candidates to check; here a window of one estimated candidate stands for that, and
+    # a page of two with no candidates beyond it to rerank for more than a month's mail.
     monkeypatch.setattr(postgres_index, "PHRASE_WINDOW", 1)
     monkeypatch.setattr(postgres_index, "PHRASE_SAMPLE", 1)
+    monkeypatch.setattr(postgres_index, "RERANK", 0)
     archive_and_index(core, MONTHS)
-    estimated = found(core, '"monthly report"', limit=3)
-    exact = found(core, '"monthly report"', limit=3, exact_total=True)
+    estimated = found(core, '"monthly report"', limit=2)
+    exact = found(core, '"monthly report"', limit=2, exact_total=True)
     assert exact.total == 5 and exact.total_exact
-    # The page ranks every match, though the window held only the newest month's.
-    assert len(estimated.results) == 3
+    assert len(estimated.results) == 2
     if core.settings.search_backend == "whoosh":
         assert estimated.total == 5 and estimated.total_exact
     else:
@@ -173,16 +174,38 @@ def test_a_persons_phrase_of_common_words_is_counted_in_its_newest_months_too(
     monkeypatch.setattr(postgres_index, "PHRASE_WINDOW", 1)
     monkeypatch.setattr(postgres_index, "PHRASE_SAMPLE", 1)
     monkeypatch.setattr(postgres_index, "ROW_CHECK_LIMIT", 0)
+    monkeypatch.setattr(postgres_index, "RERANK", 0)
     archive_and_index(core, MONTHS)
     bob, carol = Viewer.person(BOB), Viewer.person(CAROL)
-    estimated = found(core, '"monthly report"', bob, limit=3)
-    assert len(estimated.results) == 3
+    estimated = found(core, '"monthly report"', bob, limit=2)
+    assert len(estimated.results) == 2
     if core.settings.search_backend == "postgres":
         assert not estimated.total_exact and estimated.total >= 1
     whole = found(core, '"monthly report"', bob, limit=10)
     assert whole.total == 5 and whole.total_exact and len(whole.results) == 5
     nothing = found(core, '"monthly report"', carol)
     assert nothing.total == 0 and nothing.total_exact and not nothing.results
+
+
+def test_a_word_past_the_limit_is_counted_in_its_newest_months_and_scaled(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Reading ten thousand of a person's matches only to learn there are more is what a
+    # common word cost at a million messages; here a limit of two and a sample of one
+    # estimated match (each partition is estimated at one) stand for that.
+    postgres_only(core)
+    monkeypatch.setattr(postgres_index, "EXACT_TOTAL_LIMIT", 2)
+    monkeypatch.setattr(postgres_index, "SAMPLED_TOTAL", 1)
+    monkeypatch.setattr(postgres_index, "COUNT_SAMPLE", 1)
+    monkeypatch.setattr(postgres_index, "PHRASE_SAMPLE", 1)
+    archive_and_index(core, MONTHS)
+    for viewer in (Viewer.administrator(), Viewer.person(BOB)):
+        estimated = found(core, "report", viewer, limit=3)
+        assert len(estimated.results) == 3
+        assert not estimated.total_exact and estimated.total >= 1
+        assert estimated.facets["year"].keys() == {"2025"}
+        exact = found(core, "report", viewer, limit=3, exact_total=True)
+        assert exact.total == 5 and exact.total_exact
 
 
 @pytest.mark.parametrize("row_check_limit", [10**9, 0], ids=["on-the-rows", "in-the-index"])

@@ -122,6 +122,15 @@ VIEWER_RANK_WINDOW = 1_000
 # candidates, this many as the planner estimates them (`_counted` scales the count).
 PHRASE_WINDOW = 10_000
 PHRASE_SAMPLE = 20  # fewer matches than this in that window: count them all
+# Knowing that a search matches more than EXACT_TOTAL_LIMIT messages costs reading that
+# many matches: for a person's common word each row's vector comes from TOAST to be
+# checked, 90 ms warm and 700 cold at a million messages. A search the planner puts past
+# SAMPLED_TOTAL is counted among the newest months that hold about COUNT_SAMPLE of its
+# matches, its matches per estimated row scaling the estimate (as a phrase's sample does);
+# where that comes to less than SAMPLED_TOTAL it is counted in full, so a total under the
+# limit stays exact.
+SAMPLED_TOTAL = 2 * EXACT_TOTAL_LIMIT
+COUNT_SAMPLE = 2_000
 # Where the rest of a search leaves at most this many rows, a phrase is checked on them
 # (each row's vector read from TOAST, 7 to 30 µs) rather than in the index, where its
 # candidates may be a hundred times as many (a sender's mail in every month, against the
@@ -398,6 +407,12 @@ class PostgresBackend:
         # RUM orders by rank from the index, but only over what the index matches: rows
         # whose phrase is checked on the row are ranked from the row.
         by_index = self._has_rum(connection) and how is not PhraseCheck.ON_ROWS
+        if since is None and phrase:
+            # Every candidate of the phrase is checked whichever way: one pass that ranks,
+            # counts and facets them checks each once, where a page and a count check twice.
+            every = _every_match(connection, condition, words, limit, offset)
+            if every is not None:
+                return every
         page = partial(_page, condition, words, limit, offset, by_index=by_index)
         hits = _hits(connection, page(since))
         if since is not None and len(hits) < limit:
@@ -415,10 +430,13 @@ class PostgresBackend:
         if exact_total:
             total, facets = _facet_counts(connection, select(*_FACETS).where(condition))
             return SearchResult(total=total, hits=hits, facets=facets)
-        if not windowed:
+        if windowed:
+            sample = _rank_window(months, PHRASE_WINDOW)
+            return _counted(connection, condition, hits, Estimate(estimate.total, months), sample)
+        if estimate.total < SAMPLED_TOTAL:
             return _counted(connection, condition, hits, estimate)
-        sample = _rank_window(months, PHRASE_WINDOW)
-        return _counted(connection, condition, hits, Estimate(estimate.total, months), sample)
+        sample = _rank_window(estimate.months, COUNT_SAMPLE)
+        return _counted(connection, condition, hits, estimate, sample, exact_below=SAMPLED_TOTAL)
 
     def _reader(self) -> Connection:
         """A connection to the replica, or to the primary when the replica is down."""
@@ -671,6 +689,7 @@ def _counted(
     hits: list[Hit],
     estimate: Estimate,
     sample: datetime | None = None,
+    exact_below: float = 0.0,
 ) -> SearchResult:
     """Total and facets from a scan that stops after `EXACT_TOTAL_LIMIT` + 1 matches:
     exact below the limit; past it, PostgreSQL's estimate of the total, the years from the
@@ -681,7 +700,8 @@ def _counted(
     read, and `estimate.months` are the phrase's candidates (`_candidates`); when the
     sample holds `PHRASE_SAMPLE` matches or more, the total is its matches per candidate
     times every month's candidates, as Xapian estimates a phrase's matches from the
-    candidates it has checked. A sample too small to say much is counted in full.
+    candidates it has checked. A sample too small to say much is counted in full, and so
+    is a search whose total by the sample comes to less than `exact_below`.
     """
     # A common word matches a third of the rows, and the planner then reads them in order,
     # checking every row's vector (out of line, in TOAST): the index bitmap reads only the
@@ -690,8 +710,6 @@ def _counted(
     scope = condition if sample is None else and_(condition, T.date >= sample)
     capped = select(*_FACETS).where(scope).limit(EXACT_TOTAL_LIMIT + 1)
     read, facets = _facet_counts(connection, capped)
-    if sample is not None and read < PHRASE_SAMPLE:
-        return _counted(connection, condition, hits, estimate)
     if sample is None:
         if read <= EXACT_TOTAL_LIMIT:
             return SearchResult(total=read, hits=hits, facets=facets)
@@ -701,6 +719,8 @@ def _counted(
         sampled = sum(rows for month, rows in estimate.months.items() if month >= sample.date())
         scale = read / sampled
         total = max(scale * sum(estimate.months.values()), read)
+        if read < PHRASE_SAMPLE or total < exact_below:
+            return _counted(connection, condition, hits, estimate)
     share = total / read
     facets = {
         name: {key: _rounded(count * share) for key, count in counts.items()}
