@@ -208,6 +208,45 @@ def test_a_word_past_the_limit_is_counted_in_its_newest_months_and_scaled(
         assert exact.total == 5 and exact.total_exact
 
 
+def test_who_may_read_a_message_is_matched_whatever_their_address_holds(core: Core) -> None:
+    # The viewer filter is a query over lexemes made of addresses (PostgreSQL): quotes and
+    # query syntax in an address are part of it, never a way into someone else's mail.
+    archive_and_index(
+        core,
+        [
+            message("obrien@example.com", "Hello", "A note for you.", to="o'brien@example.com"),
+            message("bob@example.com", "Hello", "A note for Bob."),
+        ],
+    )
+    obrien = Viewer.person("o'brien@example.com")
+    assert message_ids(found(core, "note", obrien)) == ["obrien@example.com"]
+    assert message_ids(found(core, "from:alice@example.com", obrien)) == ["obrien@example.com"]
+    for address in ["x' | 'p bob@example.com", "x'' | ''p bob@example.com", "x\\' | 'p bob@"]:
+        assert found(core, "note", Viewer.person(address)).results == []
+
+
+def test_upgrading_to_0027_puts_who_may_read_into_the_vectors_already_written(
+    core: Core,
+) -> None:
+    postgres_only(core)
+    archive_and_index(core, [HAMLET, *MONTHS])
+    bob = Viewer.person(BOB)
+    readable = "SELECT count(*) FROM search_documents WHERE document @@ $$'p bob@example.com'$$"
+
+    def rows_bob_may_read() -> int:
+        with core.engine.connect() as connection:
+            return int(connection.scalar(text(readable)) or 0)
+
+    assert rows_bob_may_read() == 6
+    migrate.downgrade(core.engine, "0026")  # vectors as the indexer of 0026 wrote them
+    assert rows_bob_may_read() == 0
+    migrate.upgrade(core.engine)
+    assert rows_bob_may_read() == 6
+    assert message_ids(found(core, "question", bob)) == ["hamlet@example.com"]
+    assert found(core, "report", bob).total == 5
+    assert found(core, "report", Viewer.person(CAROL)).total == 0
+
+
 @pytest.mark.parametrize("row_check_limit", [10**9, 0], ids=["on-the-rows", "in-the-index"])
 def test_a_phrase_with_a_sender_finds_the_same_mail_however_it_is_checked(
     core: Core, monkeypatch: pytest.MonkeyPatch, row_check_limit: int

@@ -1,9 +1,14 @@
 """The scale-out search backend: PostgreSQL full text search in the archive's own database.
 
 One row per message in `search_documents`: a weighted tsvector (subject, people, body,
-attachments) with a RUM index where the server has the extension (GIN otherwise), a subject
-tsvector, arrays of address tokens (GIN) for `from:`/`to:`/`cc:` and the viewer filter, and
+attachments, and who may read it) with a RUM index where the server has the extension (GIN
+otherwise), a subject tsvector, arrays of address tokens (GIN) for `from:`/`to:`/`cc:`, and
 an unindexed vector of subject and body words as written, so that exact forms rank first.
+
+The viewer filter is a tsquery over the vector's access lexemes (migration 0027: `'p
+<address>'` for each address that grants access, `'l <list id>'` for the list), so the one
+index intersects a person's mail with a search's words, skipping through the longer of the
+two as Xapian does with boolean filter terms, where two indexes would each read all of theirs.
 Text is folded (lower case, accents removed) in Python before PostgreSQL stems it with the
 `arsip_english` configuration (`english` without a stop word list, as whoosh keeps every
 word), so the `unaccent` extension is not needed and both backends match the same words.
@@ -258,7 +263,12 @@ class PostgresBackend:
             document=func.setweight(_vector("subject"), _WEIGHT_A)
             .op("||")(func.setweight(_vector("people"), _WEIGHT_B))
             .op("||")(_vector("body"))
-            .op("||")(func.setweight(_vector("attachment"), _WEIGHT_D)),
+            .op("||")(func.setweight(_vector("attachment"), _WEIGHT_D))
+            .op("||")(
+                func.arsip_access_vector(
+                    bindparam("participants", type_=ARRAY(Text)), bindparam("list_id")
+                )
+            ),
             subject=_vector("subject"),
             filenames=_vector("filename"),
             folders=_vector("folder"),
@@ -696,12 +706,13 @@ def _counted(
     planner's estimate for each month's partition, and the list and domain shares of the
     rows read, scaled to the estimate.
 
-    With `sample` (a phrase's, see `PHRASE_WINDOW`) only the mail from that day on is
-    read, and `estimate.months` are the phrase's candidates (`_candidates`); when the
-    sample holds `PHRASE_SAMPLE` matches or more, the total is its matches per candidate
-    times every month's candidates, as Xapian estimates a phrase's matches from the
-    candidates it has checked. A sample too small to say much is counted in full, and so
-    is a search whose total by the sample comes to less than `exact_below`.
+    With `sample` (see `PHRASE_WINDOW` and `SAMPLED_TOTAL`) only the mail from that day on
+    is read, and `estimate.months` are the rows that may match in each month (for a
+    phrase, its candidates: `_candidates`); when the sample holds `PHRASE_SAMPLE` matches or
+    more, the total is its matches per such row times every month's rows, as Xapian
+    estimates a phrase's matches from the candidates it has checked. A sample too small to
+    say much is counted in full, and so is a search whose total by the sample comes to less
+    than `exact_below`.
     """
     # A common word matches a third of the rows, and the planner then reads them in order,
     # checking every row's vector (out of line, in TOAST): the index bitmap reads only the
@@ -885,15 +896,23 @@ def _row(document: SearchDocument) -> dict[str, object]:
 
 
 def _visibility(viewer: Viewer) -> ColumnElement[bool]:
-    """The viewer's filter: their own mail and readable lists, or exactly their scope."""
+    """The viewer's filter: their own mail and readable lists (by the vector's access
+    lexemes, as `arsip_access_lexemes` of migration 0027 writes them), or exactly their
+    scope."""
     if viewer.scope is not None:
         return _condition(viewer.scope.query)
-    clauses: list[ColumnElement[bool]] = []
-    if viewer.addresses:
-        clauses.append(T.participants.overlap(sorted(viewer.addresses)))
-    if viewer.readable_lists:
-        clauses.append(T.list_id.in_(sorted(viewer.readable_lists)))
-    return or_(*clauses) if clauses else false()
+    lexemes = [f"p {address}" for address in sorted(viewer.addresses)]
+    lexemes += [f"l {list_id}" for list_id in sorted(viewer.readable_lists)]
+    if not lexemes:
+        return false()
+    readable = " | ".join(_quoted_lexeme(lexeme) for lexeme in lexemes)
+    return T.document.bool_op("@@")(cast(literal(readable), TSQUERY))
+
+
+def _quoted_lexeme(lexeme: str) -> str:
+    """`lexeme` as tsquery syntax reads one lexeme, whatever its characters: quoted, with
+    a quote inside doubled and a backslash escaped (an address may hold either)."""
+    return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def _text(
