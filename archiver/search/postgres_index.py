@@ -9,6 +9,7 @@ The viewer filter is a tsquery over the vector's access lexemes (migration 0027:
 <address>'` for each address that grants access, `'l <list id>'` for the list), so the one
 index intersects a person's mail with a search's words, skipping through the longer of the
 two as Xapian does with boolean filter terms, where two indexes would each read all of theirs.
+
 Text is folded (lower case, accents removed) in Python before PostgreSQL stems it with the
 `arsip_english` configuration (`english` without a stop word list, as whoosh keeps every
 word), so the `unaccent` extension is not needed and both backends match the same words.
@@ -119,7 +120,7 @@ EXACT_TOTAL_LIMIT = 10_000  # past this many matches, totals and facets are esti
 RERANK = 200  # candidates taken in RUM rank order beyond the page, then scored in full
 RANK_WINDOW = 20_000  # a search matching more is ranked among its newest this many
 # The same for a person's search, smaller: measured at a million messages, a window of
-# 20,000 made a person's common word half as slow again (p50 62 -> 96 ms).
+# 20,000 made a person's common word 1.5 times as slow (p50 62 -> 96 ms).
 VIEWER_RANK_WINDOW = 1_000
 # A phrase is checked on word positions in every message holding all its words: at a
 # million messages, two common words ("for date") have some 300,000 such candidates, a
@@ -128,12 +129,12 @@ VIEWER_RANK_WINDOW = 1_000
 PHRASE_WINDOW = 10_000
 PHRASE_SAMPLE = 20  # fewer matches than this in that window: count them all
 # Knowing that a search matches more than EXACT_TOTAL_LIMIT messages costs reading that
-# many matches: for a person's common word each row's vector comes from TOAST to be
-# checked, 90 ms warm and 700 cold at a million messages. A search the planner puts past
-# SAMPLED_TOTAL is counted among the newest months that hold about COUNT_SAMPLE of its
-# matches, its matches per estimated row scaling the estimate (as a phrase's sample does);
-# where that comes to less than SAMPLED_TOTAL it is counted in full, so a total under the
-# limit stays exact.
+# many of its rows, scattered over the table: about 100 ms for a person's common word at a
+# million messages, several times that when they are not in memory. A search the planner
+# puts past SAMPLED_TOTAL is counted among the newest months that hold about COUNT_SAMPLE
+# of its matches, its matches per estimated row scaling the estimate (as a phrase's sample
+# does); where that comes to less than SAMPLED_TOTAL it is counted in full, so a total
+# under the limit stays exact.
 SAMPLED_TOTAL = 2 * EXACT_TOTAL_LIMIT
 COUNT_SAMPLE = 2_000
 # Where the rest of a search leaves at most this many rows, a phrase is checked on them
