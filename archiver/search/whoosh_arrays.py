@@ -452,7 +452,7 @@ def _segment_postings(
         return None
     blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray, bytes]] = []
     if isinstance(matcher, PackedLeafMatcher):
-        blocks = list(matcher.blocks())
+        blocks = list(matcher.blocks(values=with_values))
     else:  # a posting list short enough to live in the term table
         while matcher.is_active():
             value = matcher.value() or b""

@@ -91,8 +91,11 @@ def pack_block(ids: list[int], weights: list[float], values: list[bytes]) -> byt
     return b"".join(parts)
 
 
-def unpack_block(data: bytes, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, bytes]:
-    """(document numbers, weights, value lengths, joined values) of a packed block."""
+def unpack_block(
+    data: bytes, count: int, values: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bytes]:
+    """(document numbers, weights, value lengths, joined values) of a packed block; without
+    `values`, no lengths and no values (`data` may then end after the weights)."""
     id_width, weight_kind, value_width = _HEADER.unpack_from(data)
     at = _HEADER.size
     ids = np.cumsum(np.frombuffer(data, _UNSIGNED[id_width], count, at), dtype=np.int64)
@@ -105,7 +108,7 @@ def unpack_block(data: bytes, count: int) -> tuple[np.ndarray, np.ndarray, np.nd
     else:
         weights = np.frombuffer(data, "<f4", count, at).astype(np.float32)
         at += 4 * count
-    if not value_width:
+    if not (value_width and values):
         return ids, weights, np.zeros(count, dtype=np.int64), b""
     lengths = np.frombuffer(data, _UNSIGNED[value_width], count, at).astype(np.int64)
     return ids, weights, lengths, data[at + value_width * count :]
@@ -121,12 +124,22 @@ def stored_block(ids: list[int], weights: list[float], values: list[bytes]) -> t
 
 
 def read_block(
-    stored: bytes, compression: int, count: int
+    stored: bytes, compression: int, count: int, values: bool = True
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bytes]:
     """A stored block's arrays, as `unpack_block` gives them; `compression` is what the
     block's header records (blocks of any size were compressed before small ones were
-    stored plain, and both stay readable)."""
-    return unpack_block(zlib.decompress(stored) if compression else stored, count)
+    stored plain, and both stay readable).
+
+    Without `values` a compressed block is inflated only as far as its ids and weights can
+    reach: a common word's positions are most of its block, and a search for the word
+    alone never reads them.
+    """
+    if not compression:
+        return unpack_block(stored, count, values)
+    if values:
+        return unpack_block(zlib.decompress(stored), count)
+    head = _HEADER.size + 8 * count  # ids and weights at their widest: 4 bytes each
+    return unpack_block(zlib.decompressobj().decompress(stored, head), count, values=False)
 
 
 class _Block:
@@ -370,20 +383,28 @@ class PackedLeafMatcher(W3LeafMatcher):
         self._minlength = byte_to_length(low)
         self._maxlength = byte_to_length(high)
 
-    def blocks(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, bytes]]:
+    def blocks(
+        self, values: bool = True
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, bytes]]:
         """Every block of the posting list from here on, as `unpack_block` gives it: for
         code that takes whole blocks (search arrays, merges), not a posting at a time."""
         while True:
-            if self._data is None:
-                self._read_data()
-            yield self._data
+            if not values:
+                yield read_block(self._raw(), self._compression, self._blocklength, values)
+            else:
+                if self._data is None:
+                    self._read_data()
+                yield self._data
             if self._lastblock:
                 return
             self._goto(self._nextoffset)
 
     def _read_data(self) -> None:
-        raw = self._postfile.get(self._dataoffset, self._nextoffset - self._dataoffset)
-        self._data = read_block(raw, self._compression, self._blocklength)
+        self._data = read_block(self._raw(), self._compression, self._blocklength)
+
+    def _raw(self) -> bytes:
+        """The current block's payload as stored."""
+        return self._postfile.get(self._dataoffset, self._nextoffset - self._dataoffset)
 
     def _read_ids(self) -> None:
         if self._data is None:
