@@ -105,6 +105,10 @@ def test_a_stored_block_is_plain_when_small_compressed_when_not_and_reads_back(
         _as_float32(weights),
         values,
     )
+    # A search for words alone reads the ids and weights only, inflating no further.
+    found, frequencies, lengths, joined = read_block(stored, compression, len(ids), values=False)
+    assert (found.tolist(), frequencies.tolist()) == (ids, _as_float32(weights))
+    assert not lengths.any() and joined == b""
 
 
 # Positions of one word in one message: ascending, with gaps from one varint byte to five.
