@@ -145,16 +145,24 @@ def test_past_the_limit_the_total_is_an_estimate_until_the_exact_count_is_asked(
     assert whole.facets["sender_domain"] == exact.facets["sender_domain"]
 
 
-def test_a_phrase_of_common_words_is_counted_in_its_newest_months_and_scaled(
-    core: Core, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # At a million messages a phrase of two common words has hundreds of thousands of
-    # candidates to check; here a window of one estimated candidate stands for that, and
-    # a page of two with no candidates beyond it to rerank for more than a month's mail.
+@pytest.fixture
+def months_as_a_million(core: Core, monkeypatch: pytest.MonkeyPatch) -> Core:
+    """MONTHS archived and indexed, with PostgreSQL's phrase window made so small that
+    five messages stand for a million: at a million messages a phrase of two common words
+    has hundreds of thousands of candidates to check; here a window of one estimated
+    candidate stands for that, and a page of two with no candidates beyond it to rerank
+    for more than a month's mail."""
     monkeypatch.setattr(postgres_index, "PHRASE_WINDOW", 1)
     monkeypatch.setattr(postgres_index, "PHRASE_SAMPLE", 1)
     monkeypatch.setattr(postgres_index, "RERANK", 0)
     archive_and_index(core, MONTHS)
+    return core
+
+
+def test_a_phrase_of_common_words_is_counted_in_its_newest_months_and_scaled(
+    months_as_a_million: Core,
+) -> None:
+    core = months_as_a_million
     estimated = found(core, '"monthly report"', limit=2)
     exact = found(core, '"monthly report"', limit=2, exact_total=True)
     assert exact.total == 5 and exact.total_exact
@@ -167,15 +175,12 @@ def test_a_phrase_of_common_words_is_counted_in_its_newest_months_and_scaled(
 
 
 def test_a_persons_phrase_of_common_words_is_counted_in_its_newest_months_too(
-    core: Core, monkeypatch: pytest.MonkeyPatch
+    months_as_a_million: Core, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # As above, for someone whose own mail, as at a million messages, is too much to check
     # the phrase on row by row (here: any mail at all).
-    monkeypatch.setattr(postgres_index, "PHRASE_WINDOW", 1)
-    monkeypatch.setattr(postgres_index, "PHRASE_SAMPLE", 1)
+    core = months_as_a_million
     monkeypatch.setattr(postgres_index, "ROW_CHECK_LIMIT", 0)
-    monkeypatch.setattr(postgres_index, "RERANK", 0)
-    archive_and_index(core, MONTHS)
     bob, carol = Viewer.person(BOB), Viewer.person(CAROL)
     estimated = found(core, '"monthly report"', bob, limit=2)
     assert len(estimated.results) == 2
