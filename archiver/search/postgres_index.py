@@ -729,14 +729,15 @@ def _counted(
         total = max(estimate.total, read)
     else:
         sampled = sum(rows for month, rows in estimate.months.items() if month >= sample.date())
+        everywhere = sum(estimate.months.values())
         scale = read / sampled
         if read > EXACT_TOTAL_LIMIT:
             # The sample alone passed the limit (a month can hold more than its share), so
             # its rows are a floor, not a rate: the planner's figure wins where higher.
-            scale = max(scale, estimate.total / sum(estimate.months.values()))
-        elif read < PHRASE_SAMPLE or scale * sum(estimate.months.values()) < exact_below:
+            scale = max(scale, estimate.total / everywhere)
+        elif read < PHRASE_SAMPLE or scale * everywhere < exact_below:
             return _counted(connection, condition, hits, estimate)
-        total = max(scale * sum(estimate.months.values()), read)
+        total = max(scale * everywhere, read)
     share = total / read
     facets = {
         name: {key: _rounded(count * share) for key, count in counts.items()}
