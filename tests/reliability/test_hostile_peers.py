@@ -32,6 +32,7 @@ from tests.support import (
     LIST_DOMAIN,
     RunningService,
     SmarthostSink,
+    eventually,
     service_env,
     simple_message,
 )
@@ -356,6 +357,7 @@ def test_forged_command_mails_get_the_victim_only_a_few_replies(
     victim = "inbox-victim@example.com"
     for _ in range(25):
         send(peers, victim, f"dev-request@{LIST_DOMAIN}", post(victim, "x", "help"))
+    sink.wait_for(victim)
     settled(peers)
     assert 1 <= len(sink.messages_to(victim)) <= REPLIES_PER_HOUR
 
@@ -381,6 +383,7 @@ def test_a_forged_confirmation_token_is_refused(peers: RunningService, sink: Sma
             with pytest.raises(urllib.error.HTTPError) as unknown:
                 urllib.request.urlopen(url, timeout=30)
             assert unknown.value.code == 404
+    sink.wait_for(newcomer)
     settled(peers)
     answers = [parsed(data).get_body().get_content() for _, data in sink.messages_to(newcomer)]
     assert answers and all("unknown or has expired" in text for text in answers), answers
@@ -397,10 +400,16 @@ def test_a_forged_moderation_token_is_refused(peers: RunningService, sink: Smart
         for h in json.loads(peers.run_cli("lists", "held", LIST, "--json").stdout)
         if h["sender"] == STRANGER
     ]
-    notice = next(
-        parsed(data)
-        for _, data in sink.messages_to(OWNER)
-        if subject in str(parsed(data)["Subject"]) or subject in parsed(data).as_string()
+    notice = eventually(
+        lambda: next(
+            (
+                message
+                for message in map(parsed, (data for _, data in sink.messages_to(OWNER)))
+                if subject in str(message["Subject"]) or subject in message.as_string()
+            ),
+            None,
+        ),
+        what=f"the moderators' notice of {subject!r}",
     )
     real = re.search(r"dev-confirm\+([0-9A-Za-z_-]+)@", str(notice["Reply-To"])).group(1)  # type: ignore[union-attr]
     forgeries = [secrets.token_hex(16), real[:-1] + ("0" if real[-1] != "0" else "1")]
