@@ -157,6 +157,13 @@ def ids(core: Core, backend, text: str, viewer: Viewer | None = None, **options)
         ("date:2026-01", ["q1@example.com", "q2@example.com"]),
         ("larger:100k", []),
         ("(forecast OR lunch) from:example.org", ["list@example.com", "lunch@example.com"]),
+        # tests of single documents: alone, together, and applied to what words found
+        ("-forecast", ["gap@example.net", "lunch@example.com", "sheet@example.org"]),
+        ("zeppelin OR -forecast", ["gap@example.net", "lunch@example.com", "sheet@example.org"]),
+        ("has:attachment after:2026-03-01", ["sheet@example.org"]),
+        ("before:2026-02-01 -from:alice@example.com", ["q2@example.com"]),
+        ('forecast -"quarterly forecast"', ["list@example.com"]),
+        ('"quarterly forecast" before:2026-01-16', ["q1@example.com"]),
         # words hundreds of positions apart, and a word repeated in a phrase
         ('"ostrich parade"', ["gap@example.net"]),
         ('"parade ostrich"', []),

@@ -67,8 +67,8 @@ class Postings:
 
     def positions(self, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(document, position) pairs, flattened, for the postings whose documents are
-        `wanted` (a boolean array over all documents)."""
-        chosen = wanted[self.docs]
+        among `wanted` (ascending)."""
+        chosen = among(wanted, self.docs)
         data = self.values[np.repeat(chosen, self.value_lengths)]
         counts, positions = decode_many(data, self.value_lengths[chosen])
         return np.repeat(self.docs[chosen], counts), positions
@@ -434,11 +434,15 @@ class IndexArrays:
             return found[0], exact
         return _concatenated(found, ordered=False), exact
 
-    def docs_mask(self, fieldname: str, text: str) -> np.ndarray:
-        """A boolean array: the live documents that contain this term."""
-        mask = np.zeros(self.doc_count, dtype=bool)
-        mask[self.postings(fieldname, text).docs] = True
-        return mask & self.live
+
+def among(members: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Which of `values` are among `members` (ascending, each once): one bisection each,
+    so a handful of values costs little however many members there are."""
+    if not len(members):
+        return np.zeros(len(values), dtype=bool)
+    at = np.searchsorted(members, values)
+    at[at == len(members)] = 0
+    return members[at] == values
 
 
 def _segment_postings(

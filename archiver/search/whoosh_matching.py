@@ -1,10 +1,14 @@
 """Answering a parsed query from a whoosh index's arrays: which messages, in what order.
 
-Every node of the query becomes a boolean array over all documents plus a float array of
-BM25 scores, so `AND`, `OR` and `NOT` are array operations, the viewer's filter is one
-more mask, totals and facets are counts over the final mask, and the page is the top of
-one partial sort. Phrases are checked against word positions of just the documents that
-contain every word of the phrase.
+Every node of the query becomes the ascending numbers of the documents it matches plus
+their BM25 scores, so `AND` is an intersection of sorted arrays, `OR` a merge, the
+viewer's filter one more intersection, totals and facets are counts over the final
+documents, and the page is the top of one partial sort. A query's arrays are as long as
+its matches, not as the archive: a rare word costs as little at ten million messages as
+at ten thousand, and a process answering several searches at once holds only their
+matches. Parts of an `AND` that test a document rather than find documents (a date or
+size range, `has:attachment`, a negated part) and phrases are checked only on the
+documents the other parts left; phrases against word positions of just those documents.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from archiver.search.query import (
     Word,
 )
 from archiver.search.viewer import Viewer
-from archiver.search.whoosh_arrays import NO_DATE, IndexArrays, Postings, when
+from archiver.search.whoosh_arrays import NO_DATE, IndexArrays, Postings, among, when
 
 # Fields a bare word searches, and how much a match in each counts towards relevance.
 TEXT_FIELDS = {"subject": 2.0, "body": 1.0, "attachments": 1.0, "people": 1.0}
@@ -48,14 +52,32 @@ ADDRESS_FIELDS = {"from": "from_addr", "to": "to_addr", "cc": "cc_addr"}
 BM25_K1 = 1.2
 BM25_B = 0.75
 EXACT_BONUS = 1.5  # a word as typed outranks its other forms
+# An `OR` whose parts hold more than this share of the archive's documents is merged in
+# one array over all documents (5 bytes each) rather than by sorting its parts together
+# (up to 28 bytes a match): whichever is smaller.
+DENSE_SHARE = 1 / 8
+_NO_DOCS = np.zeros(0, dtype=np.int64)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Matches:
-    """The documents a query node matches, and what each scored."""
+    """The documents a query node matches (ascending, each once) and what each scored.
+    Never changed in place: a part of a query may be shared by several results."""
 
-    mask: np.ndarray
+    docs: np.ndarray
     scores: np.ndarray
+
+    @classmethod
+    def unscored(cls, docs: np.ndarray) -> Matches:
+        return cls(docs, np.zeros(len(docs), dtype=np.float32))
+
+    def only(self, keep: np.ndarray) -> Matches:
+        """The matches where `keep` (one boolean per document here) is true."""
+        return self if bool(keep.all()) else Matches(self.docs[keep], self.scores[keep])
+
+    def within(self, docs: np.ndarray | None) -> Matches:
+        """The matches among `docs` (ascending; all when None)."""
+        return self if docs is None else self.only(among(docs, self.docs))
 
 
 class Matcher:
@@ -72,33 +94,34 @@ class Matcher:
         """The page, the total and the facets of what `viewer` may see of `query`."""
         arrays = self.arrays
         visible = None if viewer.sees_all else self._visible(viewer)
-        found = self._everything() if query is None else self.evaluate(query, visible)
-        mask = found.mask if visible is None else found.mask & visible
-        docs = np.flatnonzero(mask)
-        ranked = self._rank(docs, found.scores, sort, offset + limit)[offset : offset + limit]
+        found = self._everything(visible) if query is None else self.evaluate(query, visible)
+        found = found.within(visible)
+        docs, scores = self._rank(found, sort, offset + limit)
+        docs, scores = docs[offset : offset + limit], scores[offset : offset + limit]
         hits = [
-            Hit(pk, float(found.scores[doc]), when(seconds))
-            for doc, pk, seconds in zip(
-                ranked.tolist(),
-                arrays.pk.take(ranked).tolist(),
-                arrays.date.take(ranked).tolist(),
+            Hit(pk, score, when(seconds))
+            for pk, score, seconds in zip(
+                arrays.pk.take(docs).tolist(),
+                scores.tolist(),
+                arrays.date.take(docs).tolist(),
                 strict=True,
             )
         ]
-        return SearchResult(total=len(docs), hits=hits, facets=self._facets(docs))
+        return SearchResult(total=len(found.docs), hits=hits, facets=self._facets(found.docs))
 
     def matching(self, query: Node | None) -> list[int]:
         """The ids of every live document `query` matches."""
-        mask = self.arrays.live if query is None else self.evaluate(query).mask & self.arrays.live
-        return self.arrays.pk.take(np.flatnonzero(mask)).tolist()
+        found = self._everything(None) if query is None else self.evaluate(query)
+        return self.arrays.pk.take(found.docs).tolist()
 
     def evaluate(self, node: Node, within: np.ndarray | None = None) -> Matches:
-        """The matches of one query node, exact for the documents in `within` (all when
-        None): phrases, the costly part, are checked only there."""
+        """The matches of one query node, exact for the documents in `within` (ascending;
+        all when None). Documents outside `within` may be left out or kept unchecked: the
+        caller keeps only those inside, so a node can skip work it would throw away."""
         match node:
             case Word(text=text, field=None) | Phrase(text=text, field=None):
                 phrase = isinstance(node, Phrase)
-                return _any([self._text(name, text, phrase, within) for name in TEXT_FIELDS])
+                return self._any([self._text(name, text, phrase, within) for name in TEXT_FIELDS])
             case (
                 Word(text=text, field="subject" | "filename" as name)
                 | Phrase(text=text, field="subject" | "filename" as name)
@@ -107,91 +130,120 @@ class Matcher:
             case Word(text=text, field="folder") | Phrase(text=text, field="folder"):
                 return self._text("folder", path_words(text), isinstance(node, Phrase), within)
             case Word(text=text, field="list") | Phrase(text=text, field="list"):
-                return self._term("list", text.lower())
+                return self._term("list", text.lower(), within)
             case Word(text=text, field="msgid") | Phrase(text=text, field="msgid"):
-                return self._term("message_id", text.lower().strip("<>"))
+                return self._term("message_id", text.lower().strip("<>"), within)
             case Word(text=text) | Phrase(text=text):
                 return self._text("body", text, isinstance(node, Phrase), within)
             case Address(field=name, value=value):
-                return self._term(ADDRESS_FIELDS[name], value.lower())
+                return self._term(ADDRESS_FIELDS[name], value.lower(), within)
             case Participant(address=address):
-                return self._unscored(self.arrays.docs_mask("participants", address.lower()))
-            case HasAttachment():
-                return self._unscored(self.arrays.attachment.full() & self.arrays.live)
-            case IsSpam():
-                return self._unscored(self.arrays.spam.full() & self.arrays.live)
-            case HasVirus():
-                return self._unscored(self.arrays.virus.full() & self.arrays.live)
+                return Matches.unscored(self._live_docs("participants", address.lower()))
             case IsMarked(mark=mark):
-                return self._unscored(self.arrays.docs_mask("marks", mark))
-            case DateRange(start=start, end=end):
-                dates = self.arrays.date.full()
-                mask = self.arrays.live & (dates != NO_DATE)
-                if start is not None:
-                    mask &= dates >= _midnight(start)
-                if end is not None:
-                    mask &= dates < _midnight(end)
-                return self._unscored(mask)
-            case SizeRange(minimum=minimum, maximum=maximum):
-                mask = self.arrays.live.copy()
-                sizes = self.arrays.size.full()
-                if minimum is not None:
-                    mask &= sizes >= minimum
-                if maximum is not None:
-                    mask &= sizes < maximum
-                return self._unscored(mask)
+                return Matches.unscored(self._live_docs("marks", mark))
+            case HasAttachment() | IsSpam() | HasVirus() | DateRange() | SizeRange():
+                docs = self._everything(within).docs
+                return Matches.unscored(docs[self._passes(node, docs)])
             case Not(node=inner):
-                return self._unscored(self.arrays.live & ~self.evaluate(inner, within).mask)
+                docs = self._everything(within).docs
+                return Matches.unscored(docs[~among(self.evaluate(inner, docs).docs, docs)])
             case And(nodes=nodes):
-                # Cheap parts first: what they leave is all a phrase needs checking in.
-                parts = [self.evaluate(child, within) for child in nodes if not _costly(child)]
-                narrowed = within
-                if parts:
-                    narrowed = _all(parts).mask if within is None else _all(parts).mask & within
-                parts += [self.evaluate(child, narrowed) for child in nodes if _costly(child)]
-                return _all(parts)
+                return self._all_of(nodes, within)
             case Or(nodes=nodes):
-                return _any([self.evaluate(child, within) for child in nodes])
+                return self._any([self.evaluate(child, within) for child in nodes])
         raise TypeError(f"unknown query node {node!r}")
+
+    def _all_of(self, nodes: tuple[Node, ...], within: np.ndarray | None) -> Matches:
+        """Documents every node matches. Nodes that find documents through their postings
+        go first; tests of single documents (dates, flags, negations) and then phrases,
+        the one costly check, are made only on the documents the others left."""
+        finders: list[Node] = []
+        checks: list[Node] = []
+        for node in nodes:
+            (checks if _checks(node) or _costly(node) else finders).append(node)
+        checks.sort(key=_costly)
+        if not finders:
+            finders = [checks.pop(0)]
+        found = _all([self.evaluate(node, within) for node in finders])
+        for node in checks:
+            found = _all([found, self.evaluate(node, found.docs)])
+        return found
+
+    def _passes(self, node: Node, docs: np.ndarray) -> np.ndarray:
+        """Which of `docs` a test of the document's own columns accepts."""
+        arrays = self.arrays
+        match node:
+            case HasAttachment():
+                return arrays.attachment.take(docs)
+            case IsSpam():
+                return arrays.spam.take(docs)
+            case HasVirus():
+                return arrays.virus.take(docs)
+            case DateRange(start=start, end=end):
+                dates = arrays.date.take(docs)
+                keep = dates != NO_DATE
+                if start is not None:
+                    keep &= dates >= _midnight(start)
+                if end is not None:
+                    keep &= dates < _midnight(end)
+                return keep
+            case SizeRange(minimum=minimum, maximum=maximum):
+                sizes = arrays.size.take(docs)
+                keep = np.ones(len(docs), dtype=bool)
+                if minimum is not None:
+                    keep &= sizes >= minimum
+                if maximum is not None:
+                    keep &= sizes < maximum
+                return keep
+        raise TypeError(f"not a test of a document's columns: {node!r}")
 
     def _text(self, fieldname: str, text: str, phrase: bool, within: np.ndarray | None) -> Matches:
         """Words in a text field: all of them, next to each other when a phrase."""
         words = self.analyze(fieldname, text)
         if not words:
-            return self._everything()
+            return self._everything(within)
         if phrase and len(words) > 1 and fieldname in POSITIONAL_FIELDS:
             return self._phrase(fieldname, words, within)
-        return _all([self._word(fieldname, word) for word in words])
+        return _all([self._word(fieldname, word, within) for word in words])
 
-    def _term(self, fieldname: str, term: str) -> Matches:
+    def _term(self, fieldname: str, term: str, within: np.ndarray | None) -> Matches:
         """One index term as it is (addresses, list ids, message ids)."""
-        return self._scored(fieldname, self.arrays.postings(fieldname, term))
+        return self._scored(fieldname, self.arrays.postings(fieldname, term), within)
 
-    def _word(self, fieldname: str, word: str) -> Matches:
+    def _word(self, fieldname: str, word: str, within: np.ndarray | None) -> Matches:
         """Every form of a word (`running` finds `runs`), the exact form scoring higher."""
         postings, exact = self.arrays.word_postings(fieldname, word)
-        return self._scored(fieldname, postings, exact)
+        return self._scored(fieldname, postings, within, exact)
 
     def _scored(
-        self, fieldname: str, postings: Postings, exact: np.ndarray | None = None
+        self,
+        fieldname: str,
+        postings: Postings,
+        within: np.ndarray | None,
+        exact: np.ndarray | None = None,
     ) -> Matches:
-        """The documents of `postings`, scored with BM25 in text fields (frequencies of
-        several forms of a word add up); documents in `exact` score EXACT_BONUS times more."""
+        """The live documents of `postings` among `within`, scored with BM25 in text
+        fields (frequencies of several forms of a word add up); documents in `exact` score
+        EXACT_BONUS times more. The word's rarity is counted over the whole archive."""
         arrays = self.arrays
-        frequencies = np.bincount(postings.docs, postings.weights, minlength=arrays.doc_count)
-        mask = (frequencies > 0) & arrays.live
-        scores = np.zeros(arrays.doc_count, dtype=np.float32)
+        docs, frequencies = _summed(postings)
+        if arrays.live_count < arrays.doc_count:
+            live = arrays.live[docs]
+            docs, frequencies = docs[live], frequencies[live]
+        matched = len(docs)
+        if within is not None:
+            keep = among(within, docs)
+            docs, frequencies = docs[keep], frequencies[keep]
         boost = SCORED_FIELDS.get(fieldname, 0.0)
-        docs = np.flatnonzero(mask)
-        if boost and len(docs):
-            idf = math.log(1 + (arrays.live_count - len(docs) + 0.5) / (len(docs) + 0.5))
-            relative = arrays.lengths(fieldname, docs) / arrays.mean_length[fieldname]
-            tf = frequencies[docs]
-            norm = BM25_K1 * (1 - BM25_B + BM25_B * relative)
-            scores[docs] = boost * idf * tf * (BM25_K1 + 1) / (tf + norm)
-            if exact is not None and len(exact):
-                scores[exact] *= EXACT_BONUS
-        return Matches(mask, scores)
+        if not boost or not len(docs):
+            return Matches.unscored(docs)
+        idf = math.log(1 + (arrays.live_count - matched + 0.5) / (matched + 0.5))
+        relative = arrays.lengths(fieldname, docs) / arrays.mean_length[fieldname]
+        norm = BM25_K1 * (1 - BM25_B + BM25_B * relative)
+        scores = (boost * idf * (BM25_K1 + 1)) * frequencies / (frequencies + norm)
+        if exact is not None and len(exact):
+            scores[among(exact, docs)] *= EXACT_BONUS
+        return Matches(docs, scores.astype(np.float32, copy=False))
 
     def _phrase(self, fieldname: str, words: list[str], within: np.ndarray | None) -> Matches:
         """Documents with `words` (in any of their forms) at consecutive positions, scored
@@ -202,45 +254,49 @@ class Matcher:
         word's postings are ascending, so intersecting them needs no sort.
         """
         found = [self.arrays.word_postings(fieldname, word, with_values=True) for word in words]
-        candidates = _all([self._scored(fieldname, *pair) for pair in found])
-        if within is not None:
-            candidates.mask &= within
+        candidates = _all(
+            [self._scored(fieldname, postings, within, exact) for postings, exact in found]
+        )
         order = sorted(range(len(words)), key=lambda i: len(found[i][0].docs))
         keys: np.ndarray | None = None
         for i in order:
-            docs, positions = found[i][0].positions(candidates.mask)
+            docs, positions = found[i][0].positions(candidates.docs)
             these = (docs << 32) | (positions - i + len(words))
             if not found[i][0].ordered:
                 these.sort()
             keys = these if keys is None else _common(keys, these)
-            candidates.mask[:] = False
-            candidates.mask[keys >> 32] = True
-        candidates.scores *= candidates.mask
+            candidates = candidates.within(_distinct(keys >> 32))
         return candidates
 
     def _visible(self, viewer: Viewer) -> np.ndarray:
         """Messages the viewer sent or received, and archives of lists they may read; for a
         viewer limited to a scope, what the scope's query matches and nothing else."""
         if viewer.scope is not None:
-            return self.evaluate(viewer.scope.query).mask & self.arrays.live
-        mask = np.zeros(self.arrays.doc_count, dtype=bool)
-        for address in viewer.addresses:
-            mask |= self.arrays.docs_mask("participants", address)
-        for list_id in viewer.readable_lists:
-            mask |= self.arrays.docs_mask("list", list_id)
-        return mask
+            return self.evaluate(viewer.scope.query).docs
+        parts = [self._live_docs("participants", address) for address in viewer.addresses]
+        parts += [self._live_docs("list", list_id) for list_id in viewer.readable_lists]
+        return np.unique(np.concatenate(parts)) if parts else _NO_DOCS
 
-    def _rank(self, docs: np.ndarray, scores: np.ndarray, sort: Sort, wanted: int) -> np.ndarray:
-        """The first `wanted` of `docs`: best score first (then newest), or newest first."""
-        arrays = self.arrays
-        dates = arrays.date.take(docs)
-        primary = dates if sort is Sort.DATE else scores[docs]
+    def _live_docs(self, fieldname: str, term: str) -> np.ndarray:
+        """The live documents holding one term, ascending."""
+        docs = self.arrays.postings(fieldname, term).docs
+        if self.arrays.live_count < self.arrays.doc_count:
+            docs = docs[self.arrays.live[docs]]
+        return docs
+
+    def _rank(self, found: Matches, sort: Sort, wanted: int) -> tuple[np.ndarray, np.ndarray]:
+        """The first `wanted` of the matches and their scores: best score first (then
+        newest), or newest first."""
+        docs, scores = found.docs, found.scores
         if len(docs) > wanted > 0:
+            primary = self.arrays.date.take(docs) if sort is Sort.DATE else scores
             threshold = np.partition(primary, len(primary) - wanted)[len(primary) - wanted]
-            keep = primary >= threshold
-            docs, primary, dates = docs[keep], primary[keep], dates[keep]
-        order = np.lexsort((-arrays.pk.take(docs), -dates, -primary))
-        return docs[order][:wanted]
+            keep = primary >= threshold  # ties at the threshold all stay
+            docs, scores = docs[keep], scores[keep]
+        dates = self.arrays.date.take(docs)
+        primary = dates if sort is Sort.DATE else scores
+        order = np.lexsort((-self.arrays.pk.take(docs), -dates, -primary))[:wanted]
+        return docs[order], scores[order]
 
     def _facets(self, docs: np.ndarray) -> dict[str, dict[str, int]]:
         """Counts by list, sender domain and year over the whole result set."""
@@ -249,11 +305,31 @@ class Matcher:
         facets["year"] = {str(y): int(counts[y]) for y in np.flatnonzero(counts).tolist() if y}
         return facets
 
-    def _everything(self) -> Matches:
-        return self._unscored(self.arrays.live.copy())
+    def _everything(self, within: np.ndarray | None) -> Matches:
+        """Every live document (of `within`, when given)."""
+        if within is not None:
+            return Matches.unscored(within)
+        return Matches.unscored(np.flatnonzero(self.arrays.live))
 
-    def _unscored(self, mask: np.ndarray) -> Matches:
-        return Matches(mask, np.zeros(self.arrays.doc_count, dtype=np.float32))
+    def _any(self, parts: list[Matches]) -> Matches:
+        """Documents any part matches, scored by the sum of the parts."""
+        parts = [part for part in parts if len(part.docs)] or parts[:1]
+        if len(parts) == 1:
+            return parts[0]
+        doc_count = self.arrays.doc_count
+        if sum(len(part.docs) for part in parts) > DENSE_SHARE * doc_count:
+            present = np.zeros(doc_count, dtype=bool)
+            summed = np.zeros(doc_count, dtype=np.float32)
+            for part in parts:
+                present[part.docs] = True
+                summed[part.docs] += part.scores
+            docs = np.flatnonzero(present)
+            return Matches(docs, summed[docs])
+        docs = np.concatenate([part.docs for part in parts])
+        order = np.argsort(docs, kind="stable")  # a merge of sorted runs
+        docs, scores = docs[order], np.concatenate([part.scores for part in parts])[order]
+        first = _firsts(docs)
+        return Matches(docs[first], np.add.reduceat(scores, first))
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
@@ -288,22 +364,43 @@ def return_large_arrays_to_the_system() -> bool:
 
 
 def _all(parts: list[Matches]) -> Matches:
-    """Documents every part matches, scored by the sum of the parts."""
-    mask, scores = parts[0].mask.copy(), parts[0].scores.copy()
+    """Documents every part matches, scored by the sum of the parts: the smallest part's
+    documents looked up in each of the others."""
+    parts = sorted(parts, key=lambda part: len(part.docs))
+    docs, scores = parts[0].docs, parts[0].scores
     for part in parts[1:]:
-        mask &= part.mask
-        scores += part.scores
-    scores *= mask
-    return Matches(mask, scores)
+        if not len(docs):
+            break
+        at = np.searchsorted(part.docs, docs)
+        at[at == len(part.docs)] = 0
+        hit = part.docs[at] == docs if len(part.docs) else np.zeros(len(docs), dtype=bool)
+        docs, scores = docs[hit], scores[hit] + part.scores[at[hit]]
+    return Matches(docs, scores)
 
 
-def _any(parts: list[Matches]) -> Matches:
-    """Documents any part matches, scored by the sum of the parts."""
-    mask, scores = parts[0].mask.copy(), parts[0].scores.copy()
-    for part in parts[1:]:
-        mask |= part.mask
-        scores += part.scores
-    return Matches(mask, scores)
+def _firsts(docs: np.ndarray) -> np.ndarray:
+    """Where each run of equal values starts in an ascending array."""
+    starts = np.ones(len(docs), dtype=bool)
+    np.not_equal(docs[1:], docs[:-1], out=starts[1:])
+    return np.flatnonzero(starts)
+
+
+def _distinct(docs: np.ndarray) -> np.ndarray:
+    """An ascending array with its repeats left out."""
+    return docs[_firsts(docs)] if len(docs) else docs
+
+
+def _summed(postings: Postings) -> tuple[np.ndarray, np.ndarray]:
+    """Each document of `postings` once, ascending, with its frequencies added up (a
+    document holds several forms of a word)."""
+    if postings.ordered:
+        return postings.docs, postings.weights
+    if not len(postings.docs):
+        return postings.docs, postings.weights
+    order = np.argsort(postings.docs, kind="stable")  # a merge of each form's sorted run
+    docs = postings.docs[order]
+    first = _firsts(docs)
+    return docs[first], np.add.reduceat(postings.weights[order], first)
 
 
 def _common(first: np.ndarray, second: np.ndarray) -> np.ndarray:
@@ -312,9 +409,13 @@ def _common(first: np.ndarray, second: np.ndarray) -> np.ndarray:
         first, second = second, first
     if not len(first):
         return first
-    at = np.searchsorted(second, first)
-    at[at == len(second)] = 0
-    return first[second[at] == first]
+    return first[among(second, first)]
+
+
+def _checks(node: Node) -> bool:
+    """Whether a node tests single documents rather than finding them through postings:
+    cheap on a few documents, a pass over the whole archive on its own."""
+    return isinstance(node, HasAttachment | IsSpam | HasVirus | DateRange | SizeRange | Not)
 
 
 def _costly(node: Node) -> bool:
