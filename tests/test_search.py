@@ -10,11 +10,13 @@ import pytest
 
 from archiver.archive import RawMessage
 from archiver.core import Core
+from archiver.search import whoosh_matching
 from archiver.search.backend import Sort
 from archiver.search.indexer import Indexer
 from archiver.search.query import QuerySyntaxError
 from archiver.search.service import search
 from archiver.search.viewer import Viewer
+from archiver.search.whoosh_index import WhooshBackend
 from tests.support import JOURNAL, RunningService, simple_message
 
 ALICE = "alice@example.com"
@@ -131,49 +133,72 @@ def ids(core: Core, backend, text: str, viewer: Viewer | None = None, **options)
     return sorted(found.message_id for found in page.results)
 
 
-@pytest.mark.parametrize(
-    ("query", "expected"),
-    [
-        ("forecast", ["list@example.com", "q1@example.com", "q2@example.com"]),
-        ('"quarterly forecast"', ["q1@example.com", "q2@example.com"]),
-        ("forecast -release", ["q1@example.com", "q2@example.com"]),
-        ("lunch OR zeppelin", ["lunch@example.com", "sheet@example.org"]),
-        ("cafe muller", ["lunch@example.com"]),
-        ("from:alice@example.com", ["q1@example.com"]),
-        ("from:example.org", ["list@example.com", "lunch@example.com", "sheet@example.org"]),
-        ("from:carol", ["list@example.com", "lunch@example.com", "sheet@example.org"]),
-        ("to:secret-bcc@example.com", ["lunch@example.com"]),
-        ("subject:lunch", ["lunch@example.com"]),
-        ("list:dev.lists.example.com", ["list@example.com"]),
-        ("list:dev@lists.example.com", ["list@example.com"]),
-        ("list:<dev.lists.example.com>", ["list@example.com"]),
-        ("filename:budget", ["sheet@example.org"]),
-        ("msgid:<q2@example.com>", ["q2@example.com"]),
-        ("has:attachment", ["sheet@example.org"]),
-        (
-            "after:2026-02-01 before:2026-03-01",
-            ["gap@example.net", "list@example.com", "lunch@example.com"],
-        ),
-        ("date:2026-01", ["q1@example.com", "q2@example.com"]),
-        ("larger:100k", []),
-        ("(forecast OR lunch) from:example.org", ["list@example.com", "lunch@example.com"]),
-        # tests of single documents: alone, together, and applied to what words found
-        ("-forecast", ["gap@example.net", "lunch@example.com", "sheet@example.org"]),
-        ("zeppelin OR -forecast", ["gap@example.net", "lunch@example.com", "sheet@example.org"]),
-        ("has:attachment after:2026-03-01", ["sheet@example.org"]),
-        ("before:2026-02-01 -from:alice@example.com", ["q2@example.com"]),
-        ('forecast -"quarterly forecast"', ["list@example.com"]),
-        ('"quarterly forecast" before:2026-01-16', ["q1@example.com"]),
-        # words hundreds of positions apart, and a word repeated in a phrase
-        ('"ostrich parade"', ["gap@example.net"]),
-        ('"parade ostrich"', []),
-        ('"walrus walrus walrus"', ["gap@example.net"]),
-        ('"walrus walrus walrus walrus"', []),
-    ],
-)
+QUERIES = [
+    ("forecast", ["list@example.com", "q1@example.com", "q2@example.com"]),
+    ('"quarterly forecast"', ["q1@example.com", "q2@example.com"]),
+    ("forecast -release", ["q1@example.com", "q2@example.com"]),
+    ("lunch OR zeppelin", ["lunch@example.com", "sheet@example.org"]),
+    ("cafe muller", ["lunch@example.com"]),
+    ("from:alice@example.com", ["q1@example.com"]),
+    ("from:example.org", ["list@example.com", "lunch@example.com", "sheet@example.org"]),
+    ("from:carol", ["list@example.com", "lunch@example.com", "sheet@example.org"]),
+    ("to:secret-bcc@example.com", ["lunch@example.com"]),
+    ("subject:lunch", ["lunch@example.com"]),
+    ("list:dev.lists.example.com", ["list@example.com"]),
+    ("list:dev@lists.example.com", ["list@example.com"]),
+    ("list:<dev.lists.example.com>", ["list@example.com"]),
+    ("filename:budget", ["sheet@example.org"]),
+    ("msgid:<q2@example.com>", ["q2@example.com"]),
+    ("has:attachment", ["sheet@example.org"]),
+    (
+        "after:2026-02-01 before:2026-03-01",
+        ["gap@example.net", "list@example.com", "lunch@example.com"],
+    ),
+    ("date:2026-01", ["q1@example.com", "q2@example.com"]),
+    ("larger:100k", []),
+    ("(forecast OR lunch) from:example.org", ["list@example.com", "lunch@example.com"]),
+    # tests of single documents: alone, together, and applied to what words found
+    ("-forecast", ["gap@example.net", "lunch@example.com", "sheet@example.org"]),
+    ("zeppelin OR -forecast", ["gap@example.net", "lunch@example.com", "sheet@example.org"]),
+    ("has:attachment after:2026-03-01", ["sheet@example.org"]),
+    ("before:2026-02-01 -from:alice@example.com", ["q2@example.com"]),
+    ('forecast -"quarterly forecast"', ["list@example.com"]),
+    ('"quarterly forecast" before:2026-01-16', ["q1@example.com"]),
+    # words hundreds of positions apart, and a word repeated in a phrase
+    ('"ostrich parade"', ["gap@example.net"]),
+    ('"parade ostrich"', []),
+    ('"walrus walrus walrus"', ["gap@example.net"]),
+    ('"walrus walrus walrus walrus"', []),
+]
+
+
+@pytest.mark.parametrize(("query", "expected"), QUERIES)
 def test_query_language_finds_the_right_messages(indexed, query: str, expected: list[str]) -> None:
     core, backend = indexed
     assert ids(core, backend, query) == expected
+
+
+@pytest.mark.parametrize("dense", [True, False], ids=["masks", "bisection"])
+def test_whoosh_answers_the_same_whichever_way_it_combines_matches(
+    indexed, monkeypatch: pytest.MonkeyPatch, dense: bool
+) -> None:
+    """Sets of matches are looked up and merged through masks over the whole archive when
+    they are a sizeable share of it, and by bisection and sorting when not; a small
+    archive takes one way or the other everywhere, as a large one does query by query."""
+    core, backend = indexed
+    if not isinstance(backend, WhooshBackend):
+        pytest.skip("how whoosh's matches are combined")
+    share = 0.0 if dense else 2.0
+    monkeypatch.setattr(whoosh_matching, "DENSE_LOOKUP", share)
+    monkeypatch.setattr(whoosh_matching, "DENSE_MERGE", share)
+    for query, expected in QUERIES:
+        assert ids(core, backend, query) == expected, query
+    person = Viewer.person(ALICE, lists=("dev.lists.example.com",))
+    assert ids(core, backend, "forecast", person) == [
+        "list@example.com",
+        "q1@example.com",
+        "q2@example.com",
+    ]
 
 
 def test_a_user_sees_only_their_own_mail_even_in_totals_and_facets(indexed) -> None:
