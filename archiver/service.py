@@ -50,7 +50,6 @@ from archiver.logs import configure_logging
 from archiver.notify import NotifiedWaker
 from archiver.scheduling import run_scheduler
 from archiver.schema import bring_up_to_date
-from archiver.search.allocator import return_freed_memory_to_the_system
 from archiver.search.indexer import Indexer
 from archiver.spool import GroupCommitter
 from archiver.worker import Waker
@@ -218,7 +217,6 @@ def run_web_process(
     `accept`, so no process in front has to balance them."""
     from waitress import create_server
 
-    return_freed_memory_to_the_system()  # before waitress starts its threads
     configure_logging(settings)
     stop = _stop_with_parent(parent_pid)
     core = build_core(settings)
