@@ -42,7 +42,7 @@ from archiver.search.query import (
     Word,
 )
 from archiver.search.viewer import Viewer
-from archiver.search.whoosh_arrays import NO_DATE, IndexArrays, Postings, among, when
+from archiver.search.whoosh_arrays import NO_DATE, IndexArrays, Joined, Postings, among, when
 
 # Fields a bare word searches, and how much a match in each counts towards relevance.
 TEXT_FIELDS = {"subject": 2.0, "body": 1.0, "attachments": 1.0, "people": 1.0}
@@ -142,8 +142,9 @@ class Matcher:
             case IsMarked(mark=mark):
                 return Matches.unscored(self._live_docs("marks", mark))
             case HasAttachment() | IsSpam() | HasVirus() | DateRange() | SizeRange():
-                docs = self._everything(within).docs
-                return Matches.unscored(docs[self._passes(node, docs)])
+                if within is None:  # one pass over the whole columns
+                    return Matches.unscored(np.flatnonzero(self._passes(node) & self.arrays.live))
+                return Matches.unscored(within[self._passes(node, within)])
             case Not(node=inner):
                 docs = self._everything(within).docs
                 return Matches.unscored(docs[~self._among(self.evaluate(inner, docs).docs, docs)])
@@ -169,18 +170,23 @@ class Matcher:
             found = self._all([found, self.evaluate(node, found.docs)])
         return found
 
-    def _passes(self, node: Node, docs: np.ndarray) -> np.ndarray:
-        """Which of `docs` a test of the document's own columns accepts."""
+    def _passes(self, node: Node, docs: np.ndarray | None = None) -> np.ndarray:
+        """Which of `docs` (all documents when None) a test of the document's own
+        columns accepts."""
         arrays = self.arrays
+
+        def column(joined: Joined) -> np.ndarray:
+            return joined.full() if docs is None else joined.take(docs)
+
         match node:
             case HasAttachment():
-                return arrays.attachment.take(docs)
+                return column(arrays.attachment)
             case IsSpam():
-                return arrays.spam.take(docs)
+                return column(arrays.spam)
             case HasVirus():
-                return arrays.virus.take(docs)
+                return column(arrays.virus)
             case DateRange(start=start, end=end):
-                dates = arrays.date.take(docs)
+                dates = column(arrays.date)
                 keep = dates != NO_DATE
                 if start is not None:
                     keep &= dates >= _midnight(start)
@@ -188,8 +194,8 @@ class Matcher:
                     keep &= dates < _midnight(end)
                 return keep
             case SizeRange(minimum=minimum, maximum=maximum):
-                sizes = arrays.size.take(docs)
-                keep = np.ones(len(docs), dtype=bool)
+                sizes = column(arrays.size)
+                keep = np.ones(len(sizes), dtype=bool)
                 if minimum is not None:
                     keep &= sizes >= minimum
                 if maximum is not None:
