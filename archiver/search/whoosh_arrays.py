@@ -25,6 +25,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,12 @@ from whoosh.util.numeric import byte_to_length
 from archiver.search import whoosh_derived
 from archiver.search.analysis import query_stems, stem_of
 from archiver.search.indonesian import changed_roots
-from archiver.search.whoosh_codec import PackedLeafMatcher, stored_column
+from archiver.search.whoosh_codec import (
+    PackedLeafMatcher,
+    StoredBlock,
+    pack_block,
+    stored_column,
+)
 from archiver.search.whoosh_derived import Derived, SortedStrings
 from archiver.search.whoosh_format import decode_many
 
@@ -47,31 +53,48 @@ log = logging.getLogger(__name__)
 NO_DATE = np.iinfo(np.int64).min  # the date column's value for a message without one
 _LENGTHS = np.array([byte_to_length(b) for b in range(256)], dtype=np.float32)
 _EMPTY_DOCS = np.zeros(0, dtype=np.int64)
-_NO_BYTES = np.zeros(0, dtype=np.uint8)
 
 
 @dataclass
 class Postings:
-    """Every posting of one term: ascending global document numbers, term frequencies and,
-    when asked for, the encoded word positions of each (byte lengths, and all joined)."""
+    """The postings of one term (or of several forms of a word) that were read: document
+    numbers (ascending unless not `ordered`) and term frequencies; how many documents hold
+    the term in the whole index, deleted ones included (what BM25 weighs a word's rarity
+    by, however few of its blocks were read); and the stored block of each run of
+    postings, from `starts` on, to read positions from when a phrase asks for them."""
 
     docs: np.ndarray
     weights: np.ndarray
-    value_lengths: np.ndarray
-    values: np.ndarray
+    frequency: int
+    blocks: list[StoredBlock]
+    starts: np.ndarray
     ordered: bool = True  # documents ascending (false for several words' postings joined)
 
     @classmethod
-    def empty(cls) -> Postings:
-        return cls(_EMPTY_DOCS, np.zeros(0, dtype=np.float32), _EMPTY_DOCS, _NO_BYTES)
+    def empty(cls, frequency: int = 0) -> Postings:
+        return cls(_EMPTY_DOCS, np.zeros(0, dtype=np.float32), frequency, [], _EMPTY_DOCS)
 
     def positions(self, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(document, position) pairs, flattened, for the postings whose documents are
-        among `wanted` (ascending)."""
+        among `wanted` (ascending). Only the blocks holding them are inflated in full."""
         chosen = among(wanted, self.docs)
-        data = self.values[np.repeat(chosen, self.value_lengths)]
-        counts, positions = decode_many(data, self.value_lengths[chosen])
-        return np.repeat(self.docs[chosen], counts), positions
+        picked = np.flatnonzero(chosen)
+        if not len(picked):
+            return _EMPTY_DOCS, _EMPTY_DOCS
+        block_of = np.searchsorted(self.starts, picked, side="right") - 1
+        ends = [*self.starts[1:].tolist(), len(self.docs)]
+        lengths: list[np.ndarray] = []
+        joined: list[bytes] = []
+        picks: list[np.ndarray] = []
+        for block in np.flatnonzero(np.bincount(block_of)).tolist():
+            these, data = self.blocks[block].values()
+            lengths.append(these)
+            joined.append(data)
+            picks.append(chosen[int(self.starts[block]) : ends[block]])
+        every_length, pick = np.concatenate(lengths), np.concatenate(picks)
+        data = np.frombuffer(b"".join(joined), dtype=np.uint8)[np.repeat(pick, every_length)]
+        counts, positions = decode_many(data, every_length[pick])
+        return np.repeat(self.docs[picked], counts), positions
 
 
 class SegmentArrays:
@@ -257,7 +280,7 @@ def _term_codes(
     if fieldname in reader.indexed_field_names():
         for term in reader.lexicon(fieldname):
             value = term.decode("utf-8")
-            found = _segment_postings(reader, fieldname, value, with_values=False)
+            found = _segment_postings(reader, fieldname, value)
             if found is not None:
                 codes[found.docs] = len(values)
             values.append(value)
@@ -398,12 +421,19 @@ class IndexArrays:
                 counts[value] = counts.get(value, 0) + int(tally[code])
         return counts
 
-    def postings(self, fieldname: str, text: str, with_values: bool = False) -> Postings:
-        """All postings of `text` in `fieldname` across segments, deleted documents
-        included (callers mask with `live`)."""
+    def postings(self, fieldname: str, text: str, wanted: np.ndarray | None = None) -> Postings:
+        """The postings of `text` in `fieldname` across segments, deleted documents
+        included (callers keep the `live` ones); when `wanted` (ascending) is given, only
+        those of the blocks that may hold one of its documents."""
         parts: list[Postings] = []
-        for reader, offset in self.leaves:
-            found = _segment_postings(reader, fieldname, text, with_values)
+        for (reader, offset), segment in zip(self.leaves, self.segments, strict=True):
+            local = None
+            if wanted is not None:
+                low, high = np.searchsorted(wanted, [offset, offset + segment.doc_count])
+                if low == high:
+                    continue
+                local = wanted[low:high] - offset
+            found = _segment_postings(reader, fieldname, text, local)
             if found is not None:
                 found.docs += offset
                 parts.append(found)
@@ -413,11 +443,11 @@ class IndexArrays:
         return parts[0] if len(parts) == 1 else _concatenated(parts, ordered=True)
 
     def word_postings(
-        self, fieldname: str, word: str, with_values: bool = False
+        self, fieldname: str, word: str, wanted: np.ndarray | None = None
     ) -> tuple[Postings, np.ndarray]:
         """The postings of every form of `word` (the words `query_stems` says match it)
         together, documents in no particular order, and the documents holding `word` as
-        written."""
+        written; only of blocks that may hold one of `wanted`, when given."""
         stems = query_stems(word)
         found_forms: set[str] = set()
         for (reader, _), segment in zip(self.leaves, self.segments, strict=True):
@@ -428,7 +458,7 @@ class IndexArrays:
         forms = sorted(found_forms)
         if word not in forms:
             forms.append(word)
-        found = [self.postings(fieldname, form, with_values) for form in forms]
+        found = [self.postings(fieldname, form, wanted) for form in forms]
         exact = found[forms.index(word)].docs
         if len(found) == 1:
             return found[0], exact
@@ -446,46 +476,50 @@ def among(members: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def _segment_postings(
-    reader: SegmentReader, fieldname: str, text: str, with_values: bool
+    reader: SegmentReader, fieldname: str, text: str, wanted: np.ndarray | None = None
 ) -> Postings | None:
-    """One segment's postings of a term, a block at a time."""
+    """One segment's postings of a term, a block at a time; only of the blocks that may
+    hold one of `wanted` (this segment's document numbers, ascending), when given."""
     fieldobj = reader.schema[fieldname]
+    key = fieldobj.to_bytes(text)
+    terms = reader._terms
     try:
-        matcher = reader._terms.matcher(fieldname, fieldobj.to_bytes(text), fieldobj.format)
+        info = terms.term_info(fieldname, key)
     except TermNotFound:
         return None
-    blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray, bytes]] = []
+    matcher = terms._codec.postings_reader(terms._postfile, info, fieldobj.format, term=key)
+    blocks: list[tuple[np.ndarray, np.ndarray, StoredBlock]] = []
     if isinstance(matcher, PackedLeafMatcher):
-        blocks = list(matcher.blocks(values=with_values))
+        blocks = list(matcher.located_blocks(wanted))
     else:  # a posting list short enough to live in the term table
         while matcher.is_active():
-            value = matcher.value() or b""
-            blocks.append(
-                (
-                    np.array([matcher.id()], dtype=np.int64),
-                    np.array([matcher.weight()], dtype=np.float32),
-                    np.array([len(value)], dtype=np.int64),
-                    value,
-                )
-            )
+            ids, weights = [matcher.id()], [matcher.weight()]
+            packed = pack_block(ids, weights, [matcher.value() or b""])
+            stored = StoredBlock(partial(bytes, packed), 0, 1)
+            blocks.append((np.array(ids, dtype=np.int64), np.array(weights, np.float32), stored))
             matcher.next()
     if not blocks:
-        return Postings.empty()
-    ids, weights, lengths, values = zip(*blocks, strict=True)
+        return Postings.empty(info.doc_frequency())
+    ids, weights, stored = zip(*blocks, strict=True)
+    counts = np.fromiter((len(block) for block in ids), dtype=np.int64, count=len(ids))
     return Postings(
         np.concatenate(ids),
         np.concatenate(weights),
-        np.concatenate(lengths) if with_values else _EMPTY_DOCS,
-        np.frombuffer(b"".join(values), dtype=np.uint8) if with_values else _NO_BYTES,
+        info.doc_frequency(),
+        list(stored),
+        np.cumsum(counts) - counts,
     )
 
 
 def _concatenated(parts: list[Postings], ordered: bool) -> Postings:
+    sizes = np.fromiter((len(p.docs) for p in parts), dtype=np.int64, count=len(parts))
+    shifts = np.cumsum(sizes) - sizes
     return Postings(
         np.concatenate([p.docs for p in parts]),
         np.concatenate([p.weights for p in parts]),
-        np.concatenate([p.value_lengths for p in parts]),
-        np.concatenate([p.values for p in parts]),
+        sum(p.frequency for p in parts),
+        [block for p in parts for block in p.blocks],
+        np.concatenate([p.starts + shift for p, shift in zip(parts, shifts.tolist(), strict=True)]),
         ordered,
     )
 

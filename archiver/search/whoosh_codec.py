@@ -23,8 +23,9 @@ import io
 import pickle
 import struct
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from itertools import groupby, pairwise
 from operator import itemgetter
 from pickle import dumps
@@ -359,6 +360,28 @@ def stored_column(perdoc: Any, fieldname: str, column: Any, count: int) -> bytes
     return reader._dbfile.get(reader._basepos, stored * reader._fixedlen)
 
 
+@dataclass(frozen=True)
+class StoredBlock:
+    """A posting block as stored (`fetch` reads its bytes), read again in full only when
+    the positions of its postings are wanted."""
+
+    fetch: Callable[[], bytes]
+    compression: int
+    count: int
+
+    def values(self) -> tuple[np.ndarray, bytes]:
+        """The byte length of each posting's encoded positions, and all of them joined."""
+        _ids, _weights, lengths, joined = read_block(self.fetch(), self.compression, self.count)
+        return lengths, joined
+
+
+def _holds_any(wanted: np.ndarray, after: int, last: int) -> bool:
+    """Whether ascending `wanted` has a number in (after, last]."""
+    return int(np.searchsorted(wanted, last, side="right")) > int(
+        np.searchsorted(wanted, after, side="right")
+    )
+
+
 class PackedLeafMatcher(W3LeafMatcher):
     """W3's block matcher reading packed payloads; `_data` holds the block's arrays."""
 
@@ -383,19 +406,41 @@ class PackedLeafMatcher(W3LeafMatcher):
         self._minlength = byte_to_length(low)
         self._maxlength = byte_to_length(high)
 
-    def blocks(
-        self, values: bool = True
-    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, bytes]]:
+    def blocks(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, bytes]]:
         """Every block of the posting list from here on, as `unpack_block` gives it: for
-        code that takes whole blocks (search arrays, merges), not a posting at a time."""
+        code that takes whole blocks (merges), not a posting at a time."""
         while True:
-            if not values:
-                yield read_block(self._raw(), self._compression, self._blocklength, values)
-            else:
-                if self._data is None:
-                    self._read_data()
-                yield self._data
+            if self._data is None:
+                self._read_data()
+            yield self._data
             if self._lastblock:
+                return
+            self._goto(self._nextoffset)
+
+    def located_blocks(
+        self, wanted: np.ndarray | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, StoredBlock]]:
+        """The ids and weights of each block from here on that may hold one of `wanted`
+        (ascending document numbers of this segment; every block when None), and where the
+        block is stored, so that its positions are read only if a phrase asks for them.
+
+        A block's header says its last document, so a block before or between wanted
+        documents is passed over without being inflated, and reading ends after the last
+        wanted document: a search narrowed to a few hundred messages reads a few hundred
+        blocks of a word in every message, not all of them.
+        """
+        previous = -1  # the last document of the block before
+        while True:
+            if wanted is None or _holds_any(wanted, previous, self._maxid):
+                length = self._nextoffset - self._dataoffset
+                fetch = partial(self._postfile.get, self._dataoffset, length)
+                stored = StoredBlock(fetch, self._compression, self._blocklength)
+                ids, weights, _, _ = read_block(
+                    stored.fetch(), self._compression, self._blocklength, values=False
+                )
+                yield ids, weights, stored
+            previous = self._maxid
+            if self._lastblock or (wanted is not None and previous >= wanted[-1]):
                 return
             self._goto(self._nextoffset)
 

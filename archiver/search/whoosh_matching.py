@@ -59,6 +59,9 @@ DENSE_MERGE = 1 / 8
 # Looking many documents up among many others (both past this share of the archive) goes
 # through a mask over all documents: a gather, fifteen times faster than bisecting.
 DENSE_LOOKUP = 1 / 64
+# A part of a query evaluated for fewer documents than this share of the archive reads
+# only the posting blocks that may hold them (a block covers a few hundred documents).
+NARROW_SHARE = 1 / 256
 _NO_DOCS = np.zeros(0, dtype=np.int64)
 
 
@@ -156,17 +159,20 @@ class Matcher:
 
     def _all_of(self, nodes: tuple[Node, ...], within: np.ndarray | None) -> Matches:
         """Documents every node matches. Nodes that find documents through their postings
-        go first; tests of single documents (dates, flags, negations) and then phrases,
-        the one costly check, are made only on the documents the others left."""
+        go first, terms that name one thing (an address, a list) before words; tests of
+        single documents (dates, flags, negations) and then phrases, the one costly check,
+        come last. Each node is evaluated only for the documents the ones before it left,
+        so a word after `from:` reads just the blocks near that sender's messages."""
         finders: list[Node] = []
         checks: list[Node] = []
         for node in nodes:
             (checks if _checks(node) or _costly(node) else finders).append(node)
+        finders.sort(key=lambda node: not _names_one_thing(node))
         checks.sort(key=_costly)
         if not finders:
             finders = [checks.pop(0)]
-        found = self._all([self.evaluate(node, within) for node in finders])
-        for node in checks:
+        found = self.evaluate(finders[0], within)
+        for node in [*finders[1:], *checks]:
             found = self._all([found, self.evaluate(node, found.docs)])
         return found
 
@@ -214,12 +220,20 @@ class Matcher:
 
     def _term(self, fieldname: str, term: str, within: np.ndarray | None) -> Matches:
         """One index term as it is (addresses, list ids, message ids)."""
-        return self._scored(fieldname, self.arrays.postings(fieldname, term), within)
+        postings = self.arrays.postings(fieldname, term, self._narrow(within))
+        return self._scored(fieldname, postings, within)
 
     def _word(self, fieldname: str, word: str, within: np.ndarray | None) -> Matches:
         """Every form of a word (`running` finds `runs`), the exact form scoring higher."""
-        postings, exact = self.arrays.word_postings(fieldname, word)
+        postings, exact = self.arrays.word_postings(fieldname, word, self._narrow(within))
         return self._scored(fieldname, postings, within, exact)
+
+    def _narrow(self, within: np.ndarray | None) -> np.ndarray | None:
+        """`within`, when so few documents that skipping the posting blocks without any of
+        them pays for looking each block's range up; None (read every block) otherwise."""
+        if within is None or len(within) > NARROW_SHARE * self.arrays.doc_count:
+            return None
+        return within
 
     def _scored(
         self,
@@ -236,7 +250,7 @@ class Matcher:
         if arrays.live_count < arrays.doc_count:
             live = arrays.live[docs]
             docs, frequencies = docs[live], frequencies[live]
-        matched = len(docs)
+        matched = min(postings.frequency, arrays.live_count)
         if within is not None:
             keep = self._among(within, docs)
             docs, frequencies = docs[keep], frequencies[keep]
@@ -259,7 +273,7 @@ class Matcher:
         integer key; a phrase occurs where every word has the same key. The keys of one
         word's postings are ascending, so intersecting them needs no sort.
         """
-        found = [self.arrays.word_postings(fieldname, word, with_values=True) for word in words]
+        found = [self.arrays.word_postings(fieldname, word, self._narrow(within)) for word in words]
         candidates = self._all(
             [self._scored(fieldname, postings, within, exact) for postings, exact in found]
         )
@@ -432,6 +446,17 @@ def _common(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     if not len(first):
         return first
     return first[among(second, first)]
+
+
+def _names_one_thing(node: Node) -> bool:
+    """Whether a node is one term naming a thing (an address, a list, a message id, a
+    mark): such a term usually matches far fewer messages than a word does."""
+    match node:
+        case Address() | Participant() | IsMarked():
+            return True
+        case Word(field="list" | "msgid") | Phrase(field="list" | "msgid"):
+            return True
+    return False
 
 
 def _checks(node: Node) -> bool:

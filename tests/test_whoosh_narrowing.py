@@ -1,0 +1,114 @@
+"""A whoosh search narrowed to a few messages reads only the posting blocks near them.
+
+A word in every message has a posting block for every few hundred of them. When the
+other parts of a query (`from:`, a date, the viewer) leave a few documents, the word's
+blocks without any of them are passed over, and a phrase inflates the positions of just
+the blocks it checks. Whether a search reads every block or only the near ones must never
+change what it finds, how it ranks it or how many it counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from archiver.search import whoosh_matching
+from archiver.search.backend import Sort
+from archiver.search.documents import SearchDocument
+from archiver.search.query import parse_query
+from archiver.search.viewer import Viewer
+from archiver.search.whoosh_index import WhooshBackend
+
+MESSAGES = 1_500  # a word in every message spans several blocks of 256 postings
+RARE = "rare@example.com"  # the sender of every 250th message
+QUERIES = [
+    "alpha",
+    '"alpha beta"',
+    f"from:{RARE} alpha",
+    f'from:{RARE} "alpha beta"',
+    f'alpha from:{RARE} "beta alpha"',
+    f"from:{RARE} after:2026-01-20 gamma",
+    f'from:{RARE} -"alpha beta"',
+]
+
+
+def document(number: int) -> SearchDocument:
+    """Message `number`: "alpha" everywhere, at a varying position; "beta" right after it
+    in every third, before it in every fifth; "gamma" in every seventh."""
+    words = ["filler"] * (number % 4) + ["alpha"]
+    if number % 3 == 0:
+        words.append("beta")
+    if number % 5 == 0:
+        words.insert(0, "beta")
+    if number % 7 == 0:
+        words.append("gamma")
+    sender = RARE if number % 250 == 9 else f"sender{number % 11}@example.org"
+    return SearchDocument(
+        message_pk=number + 1,
+        message_id=f"m{number}@example.org",
+        subject=f"Note {number}",
+        body=" ".join(words),
+        attachment_text="",
+        filenames=[],
+        from_addresses=[sender],
+        to_addresses=["team@example.org"],
+        cc_addresses=[],
+        names=[],
+        participants={sender, "team@example.org"},
+        date=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(hours=number),
+    )
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WhooshBackend]:
+    opened = WhooshBackend(Path(tmp_path_factory.mktemp("narrowing")))
+    opened.index([document(number) for number in range(MESSAGES)])
+    yield opened
+    opened.close()
+
+
+def answers(backend: WhooshBackend, viewer: Viewer) -> list[tuple[int, list[tuple[int, float]]]]:
+    found = []
+    for text in QUERIES:
+        result = backend.search(parse_query(text), viewer, Sort.RELEVANCE, 50, 0)
+        found.append((result.total, [(hit.message_pk, round(hit.score, 4)) for hit in result.hits]))
+    return found
+
+
+@pytest.mark.parametrize(
+    "viewer", [Viewer.administrator(), Viewer.person(RARE)], ids=["administrator", "sender"]
+)
+def test_reading_only_the_near_blocks_finds_what_reading_all_finds(
+    backend: WhooshBackend, monkeypatch: pytest.MonkeyPatch, viewer: Viewer
+) -> None:
+    monkeypatch.setattr(whoosh_matching, "NARROW_SHARE", 0.0)  # every block, always
+    everything = answers(backend, viewer)
+    monkeypatch.setattr(whoosh_matching, "NARROW_SHARE", 2.0)  # the near blocks, always
+    assert answers(backend, viewer) == everything
+    assert everything[2][0] == MESSAGES // 250  # every message of the rare sender has alpha
+    assert 0 < everything[3][0] < everything[2][0]
+
+
+def test_a_narrowed_read_passes_over_the_blocks_without_the_wanted_documents(
+    backend: WhooshBackend,
+) -> None:
+    arrays = backend._current_arrays()
+    every = arrays.postings("body", "alpha")
+    assert len(every.docs) == MESSAGES and len(every.blocks) > 4
+    wanted = np.array([700, 701, 1_200], dtype=np.int64)
+    near = arrays.postings("body", "alpha", wanted)
+    assert set(wanted.tolist()) <= set(near.docs.tolist())
+    assert len(near.blocks) == 2 and len(near.docs) < MESSAGES // 2
+    assert near.frequency == every.frequency == MESSAGES  # rarity counts the whole index
+    docs, positions = near.positions(wanted)
+    assert list(zip(docs.tolist(), positions.tolist(), strict=True)) == [
+        (number, number % 4 + (number % 5 == 0)) for number in wanted.tolist()
+    ]
+    assert [array.tolist() for array in every.positions(wanted)] == [
+        docs.tolist(),
+        positions.tolist(),
+    ]
