@@ -112,3 +112,30 @@ def test_a_narrowed_read_passes_over_the_blocks_without_the_wanted_documents(
         docs.tolist(),
         positions.tolist(),
     ]
+
+
+def test_a_search_past_the_limit_is_ranked_and_counted_among_the_newest(
+    backend: WhooshBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a window of the newest 300 of 1,500 messages standing for a million among
+    ten million, and a limit of 50 standing for 10,000."""
+    monkeypatch.setattr(whoosh_matching, "WINDOW", 300)
+    monkeypatch.setattr(whoosh_matching, "EXACT_TOTAL_LIMIT", 50)
+    admin = Viewer.administrator()
+
+    def found(text: str, sort: Sort = Sort.RELEVANCE, exact: bool = False):
+        return backend.search(parse_query(text), admin, sort, 20, 0, exact_total=exact)
+
+    word = found("alpha")
+    assert (word.total, word.total_exact) == (MESSAGES, False)
+    assert all(hit.message_pk > MESSAGES - 300 for hit in word.hits)
+    assert sum(word.facets["year"].values()) == MESSAGES
+    every = found("alpha", exact=True)
+    assert (every.total, every.total_exact) == (MESSAGES, True)
+    rarer = found("gamma")  # in every seventh message
+    assert not rarer.total_exact and abs(rarer.total - MESSAGES / 7) < 10
+    # Few matches, or newest first: every match is read and counted.
+    assert found(f"from:{RARE}").total_exact
+    newest = found("alpha", Sort.DATE)
+    assert (newest.total, newest.total_exact) == (MESSAGES, True)
+    assert [hit.message_pk for hit in newest.hits] == list(range(MESSAGES, MESSAGES - 20, -1))

@@ -54,6 +54,9 @@ class SearchResult:
 
 
 FACETS = ("list", "sender_domain", "year")
+# Past this many matches a backend may estimate the total and the facets ("about N")
+# rather than count every match; `exact_total` asks for the count.
+EXACT_TOTAL_LIMIT = 10_000
 
 
 class SearchBackend(Protocol):

@@ -87,7 +87,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from archiver.models import Message
 from archiver.search.analysis import analyzed, path_words, query_stems
-from archiver.search.backend import Hit, SearchResult, Sort
+from archiver.search.backend import EXACT_TOTAL_LIMIT, Hit, SearchResult, Sort
 from archiver.search.documents import SearchDocument, address_tokens
 from archiver.search.indonesian import changed_roots, root_of
 from archiver.search.query import (
@@ -116,7 +116,6 @@ VECTOR = "arsip_search_vector"  # migration 0018: CONFIG's vector plus Indonesia
 EXACT_CONFIG = "simple"  # words as written, for the exact-form bonus
 EXACT_BONUS = 0.5  # weight of an exact-form match next to the stemmed rank
 _NON_WORD = re.compile(r"[^\w]+")
-EXACT_TOTAL_LIMIT = 10_000  # past this many matches, totals and facets are estimates
 RERANK = 200  # candidates taken in RUM rank order beyond the page, then scored in full
 RANK_WINDOW = 20_000  # a search matching more is ranked among its newest this many
 # The same for a person's search, smaller: measured at a million messages, a window of

@@ -222,15 +222,15 @@ class WhooshBackend:
         offset: int,
         exact_total: bool = False,
     ) -> SearchResult:
-        """One page of hits, plus the total and facets of everything the viewer may see
-        (always exact: the arrays count every match anyway, so `exact_total` changes nothing).
+        """One page of hits, plus the total and facets of everything the viewer may see:
+        estimated past EXACT_TOTAL_LIMIT matches unless `exact_total` (see `Matcher.search`).
 
         Whoosh only stores the index here; `Matcher` answers the query from the index's
         posting lists and columns read as arrays (see `whoosh_matching`).
         """
         with self._lock:
             return Matcher(self._current_arrays(), self._analyze).search(
-                query, viewer, sort, limit, offset
+                query, viewer, sort, limit, offset, exact_total
             )
 
     def matching(self, query: Node | None) -> list[int]:

@@ -24,7 +24,7 @@ from functools import cache
 import numpy as np
 
 from archiver.search.analysis import path_words
-from archiver.search.backend import Hit, SearchResult, Sort
+from archiver.search.backend import EXACT_TOTAL_LIMIT, Hit, SearchResult, Sort
 from archiver.search.query import (
     Address,
     And,
@@ -62,6 +62,8 @@ DENSE_LOOKUP = 1 / 64
 # A part of a query evaluated for fewer documents than this share of the archive reads
 # only the posting blocks that may hold them (a block covers a few hundred documents).
 NARROW_SHARE = 1 / 256
+# The newest documents that a search matching more than EXACT_TOTAL_LIMIT is ranked in.
+WINDOW = 100_000
 _NO_DOCS = np.zeros(0, dtype=np.int64)
 
 
@@ -92,13 +94,59 @@ class Matcher:
         self._masks: list[tuple[np.ndarray, np.ndarray]] = []  # (documents, their mask)
 
     def search(
-        self, query: Node | None, viewer: Viewer, sort: Sort, limit: int, offset: int
+        self,
+        query: Node | None,
+        viewer: Viewer,
+        sort: Sort,
+        limit: int,
+        offset: int,
+        exact_total: bool = False,
     ) -> SearchResult:
-        """The page, the total and the facets of what `viewer` may see of `query`."""
-        arrays = self.arrays
+        """The page, the total and the facets of what `viewer` may see of `query`.
+
+        A search by relevance that matches more than EXACT_TOTAL_LIMIT messages is ranked
+        among the newest WINDOW documents and its total and facets estimated from them,
+        as the PostgreSQL backend ranks among its newest months: a word in most messages
+        then costs the same at ten million messages as at a few hundred thousand. The
+        newest are the last indexed, so a search by date reads everything, as does one
+        asking for `exact_total`.
+        """
         visible = None if viewer.sees_all else self._visible(viewer)
+        wanted = offset + limit
+        if query is not None and sort is Sort.RELEVANCE and not exact_total:
+            sampled = self._newest(query, visible, wanted)
+            if sampled is not None:
+                found, scale = sampled
+                return self._result(found, sort, limit, offset, scale)
         found = self._everything(visible) if query is None else self.evaluate(query, visible)
-        found = self._within(found, visible)
+        return self._result(self._within(found, visible), sort, limit, offset)
+
+    def _newest(
+        self, query: Node, visible: np.ndarray | None, wanted: int
+    ) -> tuple[Matches, float] | None:
+        """The matches among the newest WINDOW documents, and how many documents of the
+        whole archive each of those stands for; None when the archive is not much larger
+        than the window or the matches there do not stand for more than EXACT_TOTAL_LIMIT
+        (then every match is counted)."""
+        arrays = self.arrays
+        start = arrays.doc_count - WINDOW
+        if start < WINDOW:
+            return None
+        if visible is None:
+            window = np.arange(start, arrays.doc_count, dtype=np.int64)
+        else:
+            window = visible[np.searchsorted(visible, start) :]
+        found = self._within(self.evaluate(query, window), window)
+        scale = arrays.live_count / max(int(np.count_nonzero(arrays.live[start:])), 1)
+        if len(found.docs) < wanted or len(found.docs) * scale <= EXACT_TOTAL_LIMIT:
+            return None
+        return found, scale
+
+    def _result(
+        self, found: Matches, sort: Sort, limit: int, offset: int, scale: float = 1.0
+    ) -> SearchResult:
+        """The page of `found`, its total and facets, each match standing for `scale`."""
+        arrays = self.arrays
         docs, scores = self._rank(found, sort, offset + limit)
         docs, scores = docs[offset : offset + limit], scores[offset : offset + limit]
         hits = [
@@ -110,7 +158,18 @@ class Matcher:
                 strict=True,
             )
         ]
-        return SearchResult(total=len(found.docs), hits=hits, facets=self._facets(found.docs))
+        facets = self._facets(found.docs)
+        if scale == 1.0:
+            return SearchResult(total=len(found.docs), hits=hits, facets=facets)
+        return SearchResult(
+            total=round(len(found.docs) * scale),
+            hits=hits,
+            facets={
+                name: {value: round(count * scale) for value, count in counts.items()}
+                for name, counts in facets.items()
+            },
+            total_exact=False,
+        )
 
     def matching(self, query: Node | None) -> list[int]:
         """The ids of every live document `query` matches."""
@@ -229,11 +288,15 @@ class Matcher:
         return self._scored(fieldname, postings, within, exact)
 
     def _narrow(self, within: np.ndarray | None) -> np.ndarray | None:
-        """`within`, when so few documents that skipping the posting blocks without any of
-        them pays for looking each block's range up; None (read every block) otherwise."""
-        if within is None or len(within) > NARROW_SHARE * self.arrays.doc_count:
-            return None
-        return within
+        """`within`, when skipping the posting blocks without any of its documents pays
+        for looking each block's range up: it holds few documents, or documents close
+        together (the newest); None (read every block) otherwise."""
+        if within is None or not len(within):
+            return within
+        doc_count = self.arrays.doc_count
+        if len(within) <= NARROW_SHARE * doc_count or within[-1] - within[0] < doc_count / 4:
+            return within
+        return None
 
     def _scored(
         self,
