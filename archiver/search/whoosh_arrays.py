@@ -442,12 +442,14 @@ class IndexArrays:
         # segments in order of their offsets: still ascending
         return parts[0] if len(parts) == 1 else _concatenated(parts, ordered=True)
 
-    def word_postings(
-        self, fieldname: str, word: str, wanted: np.ndarray | None = None
-    ) -> tuple[Postings, np.ndarray]:
-        """The postings of every form of `word` (the words `query_stems` says match it)
-        together, documents in no particular order, and the documents holding `word` as
-        written; only of blocks that may hold one of `wanted`, when given."""
+    def frequency(self, fieldname: str, text: str) -> int:
+        """How many documents hold `text` in `fieldname`, deleted ones included: read from
+        the term dictionaries alone, no posting block."""
+        return sum(reader.doc_frequency(fieldname, text) for reader, _ in self.leaves)
+
+    def forms(self, fieldname: str, word: str) -> list[str]:
+        """Every form of `word` in the index (the words `query_stems` says match it), the
+        word as written last unless the index holds it."""
         stems = query_stems(word)
         found_forms: set[str] = set()
         for (reader, _), segment in zip(self.leaves, self.segments, strict=True):
@@ -458,6 +460,15 @@ class IndexArrays:
         forms = sorted(found_forms)
         if word not in forms:
             forms.append(word)
+        return forms
+
+    def word_postings(
+        self, fieldname: str, word: str, wanted: np.ndarray | None = None
+    ) -> tuple[Postings, np.ndarray]:
+        """The postings of every form of `word` together, documents in no particular
+        order, and the documents holding `word` as written; only of blocks that may hold
+        one of `wanted`, when given."""
+        forms = self.forms(fieldname, word)
         found = [self.postings(fieldname, form, wanted) for form in forms]
         exact = found[forms.index(word)].docs
         if len(found) == 1:

@@ -114,7 +114,8 @@ class Matcher:
         visible = None if viewer.sees_all else self._visible(viewer)
         wanted = offset + limit
         if query is not None and sort is Sort.RELEVANCE and not exact_total:
-            sampled = self._newest(query, visible, wanted)
+            most = self._most(query) if visible is None else min(self._most(query), len(visible))
+            sampled = self._newest(query, visible, wanted) if most > EXACT_TOTAL_LIMIT else None
             if sampled is not None:
                 found, scale = sampled
                 return self._result(found, sort, limit, offset, scale)
@@ -141,6 +142,40 @@ class Matcher:
         if len(found.docs) < wanted or len(found.docs) * scale <= EXACT_TOTAL_LIMIT:
             return None
         return found, scale
+
+    def _most(self, node: Node) -> int:
+        """At most how many documents `node` matches, from the term dictionaries alone:
+        spares a search that cannot pass EXACT_TOTAL_LIMIT a pass over the newest
+        documents before it counts every match. The archive's size where no bound is cheap."""
+        arrays = self.arrays
+        match node:
+            case Word(text=text, field=None) | Phrase(text=text, field=None):
+                return sum(self._most_in(name, text) for name in TEXT_FIELDS)
+            case (
+                Word(text=text, field="subject" | "filename" | "body" as name)
+                | Phrase(text=text, field="subject" | "filename" | "body" as name)
+            ):
+                return self._most_in(name, text)
+            case Address(field=name, value=value):
+                return arrays.frequency(ADDRESS_FIELDS[name], value.lower())
+            case Participant(address=address):
+                return arrays.frequency("participants", address.lower())
+            case Word(text=text, field="msgid") | Phrase(text=text, field="msgid"):
+                return arrays.frequency("message_id", text.lower().strip("<>"))
+            case And(nodes=nodes):
+                return min(self._most(child) for child in nodes)
+            case Or(nodes=nodes):
+                return sum(self._most(child) for child in nodes)
+        return arrays.doc_count
+
+    def _most_in(self, fieldname: str, text: str) -> int:
+        """At most how many documents hold every word of `text` in a text field."""
+        arrays = self.arrays
+        counts = [
+            sum(arrays.frequency(fieldname, form) for form in arrays.forms(fieldname, word))
+            for word in self.analyze(fieldname, text)
+        ]
+        return min(counts, default=arrays.doc_count)
 
     def _result(
         self, found: Matches, sort: Sort, limit: int, offset: int, scale: float = 1.0
