@@ -24,6 +24,7 @@ from archiver.search.viewer import Viewer
 from archiver.search.whoosh_index import WhooshBackend
 
 MESSAGES = 1_500  # a word in every message spans several blocks of 256 postings
+SEGMENT = 650  # the messages of the first segment
 RARE = "rare@example.com"  # the sender of every 250th message
 QUERIES = [
     "alpha",
@@ -66,7 +67,9 @@ def document(number: int) -> SearchDocument:
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WhooshBackend]:
     opened = WhooshBackend(Path(tmp_path_factory.mktemp("narrowing")))
-    opened.index([document(number) for number in range(MESSAGES)])
+    # Two commits, two segments: a narrowed read passes over a whole segment too.
+    opened.index([document(number) for number in range(SEGMENT)])
+    opened.index([document(number) for number in range(SEGMENT, MESSAGES)])
     yield opened
     opened.close()
 
@@ -97,6 +100,7 @@ def test_a_narrowed_read_passes_over_the_blocks_without_the_wanted_documents(
     backend: WhooshBackend,
 ) -> None:
     arrays = backend._current_arrays()
+    assert len(arrays.segments) == 2
     every = arrays.postings("body", "alpha")
     assert len(every.docs) == MESSAGES and len(every.blocks) > 4
     wanted = np.array([700, 701, 1_200], dtype=np.int64)

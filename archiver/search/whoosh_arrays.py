@@ -426,11 +426,13 @@ class IndexArrays:
         included (callers keep the `live` ones); when `wanted` (ascending) is given, only
         those of the blocks that may hold one of its documents."""
         parts: list[Postings] = []
+        passed_over = 0  # documents holding the term in segments without a wanted one
         for (reader, offset), segment in zip(self.leaves, self.segments, strict=True):
             local = None
             if wanted is not None:
                 low, high = np.searchsorted(wanted, [offset, offset + segment.doc_count])
                 if low == high:
+                    passed_over += reader.doc_frequency(fieldname, text)
                     continue
                 local = wanted[low:high] - offset
             found = _segment_postings(reader, fieldname, text, local)
@@ -438,9 +440,11 @@ class IndexArrays:
                 found.docs += offset
                 parts.append(found)
         if not parts:
-            return Postings.empty()
+            return Postings.empty(passed_over)
         # segments in order of their offsets: still ascending
-        return parts[0] if len(parts) == 1 else _concatenated(parts, ordered=True)
+        joined = parts[0] if len(parts) == 1 else _concatenated(parts, ordered=True)
+        joined.frequency += passed_over
+        return joined
 
     def frequency(self, fieldname: str, text: str) -> int:
         """How many documents hold `text` in `fieldname`, deleted ones included: read from

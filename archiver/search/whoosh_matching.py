@@ -170,12 +170,8 @@ class Matcher:
 
     def _most_in(self, fieldname: str, text: str) -> int:
         """At most how many documents hold every word of `text` in a text field."""
-        arrays = self.arrays
-        counts = [
-            sum(arrays.frequency(fieldname, form) for form in arrays.forms(fieldname, word))
-            for word in self.analyze(fieldname, text)
-        ]
-        return min(counts, default=arrays.doc_count)
+        counts = [self._frequency(fieldname, word) for word in self.analyze(fieldname, text)]
+        return min(counts, default=self.arrays.doc_count)
 
     def _result(
         self, found: Matches, sort: Sort, limit: int, offset: int, scale: float = 1.0
@@ -310,17 +306,36 @@ class Matcher:
             return self._everything(within)
         if phrase and len(words) > 1 and fieldname in POSITIONAL_FIELDS:
             return self._phrase(fieldname, words, within)
-        return self._all([self._word(fieldname, word, within) for word in words])
+        return self._words(fieldname, words, within)[0]
 
     def _term(self, fieldname: str, term: str, within: np.ndarray | None) -> Matches:
         """One index term as it is (addresses, list ids, message ids)."""
         postings = self.arrays.postings(fieldname, term, self._narrow(within))
         return self._scored(fieldname, postings, within)
 
-    def _word(self, fieldname: str, word: str, within: np.ndarray | None) -> Matches:
-        """Every form of a word (`running` finds `runs`), the exact form scoring higher."""
-        postings, exact = self.arrays.word_postings(fieldname, word, self._narrow(within))
-        return self._scored(fieldname, postings, within, exact)
+    def _words(
+        self, fieldname: str, words: list[str], within: np.ndarray | None
+    ) -> tuple[Matches, dict[int, Postings]]:
+        """Documents with every word, in any of its forms (`running` finds `runs`; the
+        exact form scores higher), and the postings read of each word, by its place in
+        `words`. The rarest word is read first and each other only for the documents the
+        rarer ones left: near them only, when they are few."""
+        order = sorted(range(len(words)), key=lambda i: self._frequency(fieldname, words[i]))
+        found: Matches | None = None
+        read: dict[int, Postings] = {}
+        for i in order:
+            narrowed = within if found is None else found.docs
+            postings, exact = self.arrays.word_postings(fieldname, words[i], self._narrow(narrowed))
+            scored = self._scored(fieldname, postings, narrowed, exact)
+            found = scored if found is None else self._all([found, scored])
+            read[i] = postings
+        return (self._everything(within) if found is None else found), read
+
+    def _frequency(self, fieldname: str, word: str) -> int:
+        """How many documents hold a form of `word`, from the term dictionaries alone (a
+        document with two forms counts twice)."""
+        arrays = self.arrays
+        return sum(arrays.frequency(fieldname, form) for form in arrays.forms(fieldname, word))
 
     def _narrow(self, within: np.ndarray | None) -> np.ndarray | None:
         """`within`, when skipping the posting blocks without any of its documents pays
@@ -371,16 +386,12 @@ class Matcher:
         integer key; a phrase occurs where every word has the same key. The keys of one
         word's postings are ascending, so intersecting them needs no sort.
         """
-        found = [self.arrays.word_postings(fieldname, word, self._narrow(within)) for word in words]
-        candidates = self._all(
-            [self._scored(fieldname, postings, within, exact) for postings, exact in found]
-        )
-        order = sorted(range(len(words)), key=lambda i: len(found[i][0].docs))
+        candidates, found = self._words(fieldname, words, within)
         keys: np.ndarray | None = None
-        for i in order:
-            docs, positions = found[i][0].positions(candidates.docs)
+        for i in found:  # the rarest word first: the fewest keys to intersect
+            docs, positions = found[i].positions(candidates.docs)
             these = (docs << 32) | (positions - i + len(words))
-            if not found[i][0].ordered:
+            if not found[i].ordered:
                 these.sort()
             keys = these if keys is None else _common(keys, these)
             candidates = self._within(candidates, _distinct(keys >> 32))
