@@ -320,7 +320,9 @@ class Matcher:
         exact form scores higher), and the postings read of each word, by its place in
         `words`. The rarest word is read first and each other only for the documents the
         rarer ones left: near them only, when they are few."""
-        order = sorted(range(len(words)), key=lambda i: self._frequency(fieldname, words[i]))
+        order = list(range(len(words)))
+        if len(words) > 1:
+            order.sort(key=lambda i: self._frequency(fieldname, words[i]))
         found: Matches | None = None
         read: dict[int, Postings] = {}
         for i in order:
