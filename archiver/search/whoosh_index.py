@@ -25,6 +25,7 @@ from whoosh.searching import Searcher
 from whoosh.writing import CLEAR, IndexWriter, LockError
 
 from archiver.search import whoosh_derived
+from archiver.search.allocator import return_large_arrays_to_the_system
 from archiver.search.analysis import TEXT_ANALYZER, Words, analyzed, path_words
 from archiver.search.backend import IndexBusyError, SearchResult, Sort
 from archiver.search.documents import SearchDocument, address_tokens
@@ -33,11 +34,7 @@ from archiver.search.viewer import Viewer
 from archiver.search.whoosh_arrays import NO_DATE, IndexArrays, SegmentArrays
 from archiver.search.whoosh_codec import PackedCodec, TermPool
 from archiver.search.whoosh_format import CompactPositions, word_postings
-from archiver.search.whoosh_matching import (
-    SCORED_FIELDS,
-    Matcher,
-    return_large_arrays_to_the_system,
-)
+from archiver.search.whoosh_matching import SCORED_FIELDS, Matcher
 from archiver.search.whoosh_merge import tiered_merge
 from archiver.search.whoosh_storage import MappedStorage
 from archiver.search.whoosh_upgrade import add_missing_fields, link_index, upgradable_index
