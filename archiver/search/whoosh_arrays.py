@@ -25,13 +25,13 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from whoosh.codec.whoosh3 import _lenfield
 from whoosh.columns import NumericColumn
+from whoosh.filedb.structfile import BufferFile
 from whoosh.reading import SegmentReader, TermNotFound
 from whoosh.searching import Searcher
 from whoosh.util.numeric import byte_to_length
@@ -510,7 +510,7 @@ def _segment_postings(
         while matcher.is_active():
             ids, weights = [matcher.id()], [matcher.weight()]
             packed = pack_block(ids, weights, [matcher.value() or b""])
-            stored = StoredBlock(partial(bytes, packed), 0, 1)
+            stored = StoredBlock(BufferFile(packed), 0, len(packed), 0, 1)
             blocks.append((np.array(ids, dtype=np.int64), np.array(weights, np.float32), stored))
             matcher.next()
     if not blocks:

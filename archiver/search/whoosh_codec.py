@@ -23,9 +23,8 @@ import io
 import pickle
 import struct
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from functools import partial
 from itertools import groupby, pairwise
 from operator import itemgetter
 from pickle import dumps
@@ -360,18 +359,22 @@ def stored_column(perdoc: Any, fieldname: str, column: Any, count: int) -> bytes
     return reader._dbfile.get(reader._basepos, stored * reader._fixedlen)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StoredBlock:
-    """A posting block as stored (`fetch` reads its bytes), read again in full only when
-    the positions of its postings are wanted."""
+    """Where a posting block is stored (`length` bytes at `offset` of a whoosh file), read
+    again in full only when the positions of its postings are wanted. One is made for
+    every block a search reads, so it is kept to plain slots."""
 
-    fetch: Callable[[], bytes]
+    file: Any
+    offset: int
+    length: int
     compression: int
     count: int
 
     def values(self) -> tuple[np.ndarray, bytes]:
         """The byte length of each posting's encoded positions, and all of them joined."""
-        _ids, _weights, lengths, joined = read_block(self.fetch(), self.compression, self.count)
+        stored = self.file.get(self.offset, self.length)
+        _ids, _weights, lengths, joined = read_block(stored, self.compression, self.count)
         return lengths, joined
 
 
@@ -432,13 +435,21 @@ class PackedLeafMatcher(W3LeafMatcher):
         previous = -1  # the last document of the block before
         while True:
             if wanted is None or _holds_any(wanted, previous, self._maxid):
-                length = self._nextoffset - self._dataoffset
-                fetch = partial(self._postfile.get, self._dataoffset, length)
-                stored = StoredBlock(fetch, self._compression, self._blocklength)
+                stored = self._raw()
                 ids, weights, _, _ = read_block(
-                    stored.fetch(), self._compression, self._blocklength, values=False
+                    stored, self._compression, self._blocklength, values=False
                 )
-                yield ids, weights, stored
+                yield (
+                    ids,
+                    weights,
+                    StoredBlock(
+                        self._postfile,
+                        self._dataoffset,
+                        len(stored),
+                        self._compression,
+                        self._blocklength,
+                    ),
+                )
             previous = self._maxid
             if self._lastblock or (wanted is not None and previous >= wanted[-1]):
                 return

@@ -111,7 +111,9 @@ class Matcher:
         visible = None if viewer.sees_all else self._visible(viewer)
         wanted = offset + limit
         if query is not None and sort is Sort.RELEVANCE and not exact_total:
-            most = self._most(query) if visible is None else min(self._most(query), len(visible))
+            most = self.arrays.doc_count if visible is None else len(visible)
+            if most > EXACT_TOTAL_LIMIT:  # the term dictionaries only when they can tell
+                most = min(most, self._most(query))
             sampled = self._newest(query, visible, wanted) if most > EXACT_TOTAL_LIMIT else None
             if sampled is not None:
                 found, scale = sampled
