@@ -21,11 +21,14 @@ from archiver.search import whoosh_codec
 from archiver.search.analysis import TEXT_ANALYZER, analyzed
 from archiver.search.backend import Sort
 from archiver.search.documents import SearchDocument
+from archiver.search.indexer import Indexer
 from archiver.search.query import parse_query
 from archiver.search.viewer import Viewer
 from archiver.search.whoosh_format import decode_positions
 from archiver.search.whoosh_index import WhooshBackend
-from archiver.search.whoosh_merge import DELETED_SHARE, MERGE_FACTOR
+from archiver.search.whoosh_merge import BACKLOG_FACTOR, DELETED_SHARE, MERGE_FACTOR
+from archiver.service import Core
+from tests.test_search import message, sample_copies
 
 # Letters whose lower case, case folding or accents have caught tokenizers out: Greek
 # final sigma, dotted capital I, ligatures, combining marks, digits with dots.
@@ -156,5 +159,55 @@ def test_an_index_whose_small_blocks_are_all_compressed_reads_and_merges_the_sam
         kept = [d for d in documents if d.message_pk not in {7, 160}]
         assert _stored(backend) == _expected(kept)
         assert len(backend._index._segments()) < 12
+    finally:
+        backend.close()
+
+
+@pytest.fixture
+def database_url(sqlite_url: str) -> str:
+    """SQLite: merging is the whoosh index's, whatever database holds the messages."""
+    return sqlite_url
+
+
+def test_a_backlog_is_searchable_batch_by_batch_and_merged_once_caught_up(core: Core) -> None:
+    """The indexer commits a backlog's batches without waiting on merges, so each is
+    searchable at once, and merges the segments they left once the queue is worked off."""
+    mails = [
+        message(f"b{n}@example.com", f"Backlog {n}", f"The parade number {n}.") for n in range(24)
+    ]
+    with core.sessions.begin() as session:
+        core.archive.archive_batch(session, sample_copies(mails, datetime.now(UTC)))
+    backend = core.search_backend()
+    assert isinstance(backend, WhooshBackend)
+    indexer = Indexer(core.sessions, backend, core.store)
+
+    def found() -> int:
+        return backend.search(parse_query("parade"), Viewer.administrator(), Sort.DATE, 50, 0).total
+
+    try:
+        for batch in range(1, 12):
+            assert indexer.run_once(limit=2) == 2
+            assert len(backend._index._segments()) == batch  # past MERGE_FACTOR, unmerged
+            assert found() == 2 * batch
+        assert indexer.run_once(limit=3) == 2  # the last two: the queue is worked off
+        assert len(backend._index._segments()) < MERGE_FACTOR
+        assert found() == 24
+    finally:
+        backend.close()
+
+
+def test_a_tier_left_to_grow_is_merged_once_it_overflows(tmp_path: Path) -> None:
+    """Merges put off for a backlog are bounded: a tier holding BACKLOG_FACTOR segments is
+    merged by the next commit all the same."""
+    rng = random.Random(5)
+    documents = [_document(pk, rng) for pk in range(1, BACKLOG_FACTOR + 2)]
+    backend = WhooshBackend(tmp_path / "index")
+    try:
+        for document in documents[:-1]:
+            backend.index([document], defer_merges=True)
+        assert len(backend._index._segments()) == BACKLOG_FACTOR
+        backend.index(documents[-1:], defer_merges=True)  # the tier merges with it
+        assert len(backend._index._segments()) == 1
+        assert _stored(backend) == _expected(documents)
     finally:
         backend.close()

@@ -62,8 +62,17 @@ EXACT_TOTAL_LIMIT = 10_000
 class SearchBackend(Protocol):
     """What the indexer and the search service need from an index."""
 
-    def index(self, documents: list[SearchDocument]) -> None:
-        """Add or replace these documents (by message id), durably, in one commit."""
+    def index(self, documents: list[SearchDocument], defer_merges: bool = False) -> None:
+        """Add or replace these documents (by message id), durably, in one commit.
+
+        With `defer_merges`, an index that merges its parts (whoosh's segments) merges
+        only what must not wait, and leaves the rest to `merge`: the indexer commits so,
+        so that a batch never waits on a merge to become searchable.
+        """
+        ...
+
+    def merge(self) -> None:
+        """Do the merging `index` put off, if any (PostgreSQL has none to do)."""
         ...
 
     def delete(self, message_pks: list[int]) -> None:

@@ -42,6 +42,7 @@ class Indexer:
         self.sessions = sessions
         self.backend = backend
         self.store = store  # the raw messages, where the words to index come from
+        self._merges_put_off = False  # batches were committed since the last `merge`
 
     def run_once(self, limit: int = BATCH_SIZE) -> int:
         """Index one batch from the queue; returns how many queue entries it finished.
@@ -49,6 +50,10 @@ class Indexer:
         On PostgreSQL the batch's queue rows stay locked (`SKIP LOCKED`) until they are
         removed, so indexers of the PostgreSQL backend share the queue without doing a
         row twice, and a batch whose indexer dies is taken by another.
+
+        The batch is committed without waiting on merges; once the queue is worked off,
+        the backend merges what it put off (`SearchBackend.merge`), after the batch's
+        entries are gone, so the merge delays no message's being searchable.
         """
         with self.sessions() as session:
             query = (
@@ -60,22 +65,33 @@ class Indexer:
             claiming = is_postgres(session.get_bind())
             if claiming:
                 query = query.with_for_update(skip_locked=True, of=IndexQueueEntry)
-            entries = _within_bytes(session.execute(query).all(), BATCH_BYTES)
+            rows = session.execute(query).all()
+            entries = _within_bytes(rows, BATCH_BYTES)
             if not entries:
+                self._merge_put_off()
                 return 0
+            caught_up = len(entries) == len(rows) < limit
             pks = {pk for _id, pk, _size in entries}
             documents = load_documents(session, self.store, pks)
             if not claiming:
                 session.rollback()  # a SQLite read transaction could not write later
             gone = sorted(pks - {document.message_pk for document in documents})
-            self.backend.index(documents)
+            self.backend.index(documents, defer_merges=True)
+            self._merges_put_off = True
             self.backend.delete(gone)
             session.execute(
                 delete(IndexQueueEntry).where(IndexQueueEntry.id.in_([i for i, _, _ in entries]))
             )
             session.commit()
         log.info("indexed %d messages, removed %d", len(documents), len(gone))
+        if caught_up:
+            self._merge_put_off()
         return len(entries)
+
+    def _merge_put_off(self) -> None:
+        if self._merges_put_off:
+            self.backend.merge()
+            self._merges_put_off = False
 
     def run_forever(self, stop: threading.Event) -> None:
         """Index until `stop` is set."""

@@ -250,8 +250,9 @@ class PostgresBackend:
         self._rum: dict[Engine, bool] = {}
         self._replica_retry = 0.0  # monotonic time before which the replica is not tried
 
-    def index(self, documents: list[SearchDocument]) -> None:
-        """Upsert the documents in one transaction, adding the months' partitions first."""
+    def index(self, documents: list[SearchDocument], defer_merges: bool = False) -> None:
+        """Upsert the documents in one transaction, adding the months' partitions first
+        (PostgreSQL merges nothing: `defer_merges` changes nothing)."""
         if not documents:
             return
         rows = [_row(document) for document in documents]
@@ -313,6 +314,9 @@ class PostgresBackend:
                     f"PARTITION OF search_documents FOR VALUES FROM {bounds}"
                 )
         self._months |= missing
+
+    def merge(self) -> None:
+        """Nothing is put off: tables and indexes take rows as they come."""
 
     def delete(self, message_pks: list[int]) -> None:
         """Remove these messages, and drop the months' partitions they leave empty.

@@ -35,7 +35,7 @@ from archiver.search.whoosh_arrays import NO_DATE, IndexArrays, SegmentArrays
 from archiver.search.whoosh_codec import PackedCodec, TermPool
 from archiver.search.whoosh_format import CompactPositions, word_postings
 from archiver.search.whoosh_matching import SCORED_FIELDS, Matcher
-from archiver.search.whoosh_merge import tiered_merge
+from archiver.search.whoosh_merge import backlog_merge, chosen_for_merge, tiered_merge
 from archiver.search.whoosh_storage import MappedStorage
 from archiver.search.whoosh_upgrade import add_missing_fields, link_index, upgradable_index
 
@@ -126,11 +126,13 @@ class WhooshBackend:
         if upgraded:
             self._remove_old_versions()  # this version's index is full: nothing to rebuild
 
-    def index(self, documents: list[SearchDocument]) -> None:
+    def index(self, documents: list[SearchDocument], defer_merges: bool = False) -> None:
         """Add or replace `documents` in one commit.
 
         One delete for the whole batch, then plain adds: `update_document` would look each
-        id up in every segment, which costs more than the indexing itself.
+        id up in every segment, which costs more than the indexing itself. With
+        `defer_merges` the commit merges a tier only once it holds `BACKLOG_FACTOR`
+        segments, and `merge` does the rest (see `whoosh_merge`).
         """
         if not documents:
             return
@@ -142,7 +144,12 @@ class WhooshBackend:
         except BaseException:
             writer.cancel()
             raise
-        self._commit(writer)
+        self._commit(writer, mergetype=backlog_merge if defer_merges else tiered_merge)
+
+    def merge(self) -> None:
+        """Merge the tiers deferred commits left full, a tier per commit, smallest first."""
+        while chosen_for_merge(self._index._segments()):
+            self._commit(self._writer())
 
     def rebuild(self, batches: Iterable[list[SearchDocument]]) -> int:
         """Replace the whole index with these documents (one new segment per process).

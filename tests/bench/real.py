@@ -7,9 +7,13 @@ far larger vocabulary. This takes a maildir of real mail (for example one writte
 - Arsip: a fresh `arsip serve` (default web processes) on free loopback ports in a temp
   data directory; `arsip import DIR` into it while it runs, and the clock from the
   import's start until the service's `/healthz` shows an empty index queue (received →
-  searchable; the import alone is timed too); the memory of the service and its children
-  (RSS and PSS, from /proc) idle once searchable and once searched; the data directory
-  per part (database, blobs, index; allocated blocks) against the mail's size; the median
+  searchable; the import alone is timed too), and on until the service's processes are
+  idle (settled: the merges the indexer put off during the backlog are done; searches
+  and memory are measured from there); the memory of the service and its children
+  (RSS and PSS, from /proc) idle once settled and once searched; the data directory
+  per part (database, blobs, index; allocated blocks) against the mail's size, after
+  `arsip store repack` has packed the blobs as the service does every few minutes
+  (timed too); the median
   of each query type over HTTP (the search page, as an administrator, one client) and as
   `arsip search` on the command line (whole processes, the service answering over its
   local socket).
@@ -66,6 +70,8 @@ QUERY_TYPES = ("rare word", "common word", "phrase", "from:", "msgid:", "month",
 COMMON_WORDS = 20
 SEARCHABLE_SECONDS = 4 * 3600.0  # give up waiting for the index queue after this long
 PROGRESS_SECONDS = 10.0
+SETTLED_SECONDS = 3.0  # the service is settled once its processes use no CPU for this long
+IDLE_CPU_SECONDS = 0.1  # ... that is, less than this in a second, all of them together
 WORD = re.compile(r"[a-z]{4,}")
 SUBJECT_TAGS = re.compile(r"^(\s*(re|fwd?|aw)\s*:|\s*\[[^\]]*\])+", re.IGNORECASE)
 MB = 1_000_000
@@ -249,6 +255,44 @@ def import_until_searchable(maildir: Path, port: int, env: dict[str, str]) -> di
         time.sleep(0.5)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time used so far by `pid` and its descendants, from /proc."""
+    ticks = 0
+    for process in web.process_tree(pid):
+        try:
+            fields = Path(f"/proc/{process}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # ended meanwhile
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def wait_until_settled(pid: int, began: float) -> float:
+    """Seconds from `began` until the service went idle: the indexer's merges done."""
+    quiet_since = time.monotonic()
+    used = cpu_seconds(pid)
+    while time.monotonic() - quiet_since < SETTLED_SECONDS:
+        time.sleep(1.0)
+        now = cpu_seconds(pid)
+        if now - used >= IDLE_CPU_SECONDS:
+            quiet_since = time.monotonic()
+        used = now
+        if time.monotonic() - began > SEARCHABLE_SECONDS:
+            raise BenchError(f"the service was still busy after {SEARCHABLE_SECONDS:.0f} s")
+    return quiet_since - began
+
+
+def repack(env: dict[str, str]) -> float:
+    """`arsip store repack` into the running service's store; returns its seconds."""
+    began = time.monotonic()
+    done = subprocess.run(
+        [cli_bench.ARSIP, "store", "repack"], env=env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise BenchError(f"arsip store repack failed: {done.stderr.strip()[-500:]}")
+    return time.monotonic() - began
+
+
 def http_medians(port: int, queries: list[Query]) -> dict[str, float]:
     """Median ms of the search page per query type, as an administrator, one client."""
     client = web.Client(port)
@@ -288,14 +332,19 @@ def run_arsip(maildir: Path, scratch: Path, queries: list[Query]) -> dict:
     with web.server(data_dir, log, web.DEFAULT_PROCESSES) as (pid, port, env):
         web.ensure_account(web.ADMIN, "admin", env)
         print("arsip: importing into the running service ...", flush=True)
+        began = time.monotonic()
         with web.MemoryWatch(pid) as watch:
             timing = import_until_searchable(maildir, port, env)
-        memory = {"peak while importing": watch.peak, "idle, searchable": web.settle(pid)}
+            timing["settled_s"] = wait_until_settled(pid, began)
+        print(f"  settled after {timing['settled_s']:.0f} s", flush=True)
+        memory = {"peak while importing": watch.peak, "idle, settled": web.settle(pid)}
         print("arsip: searching over HTTP ...", flush=True)
         http = http_medians(port, queries)
         print("arsip: searching with the command line ...", flush=True)
         cli = cli_medians(queries, [cli_bench.ARSIP, "search"], "arsip", env)
         memory["idle, once searched"] = web.settle(pid)
+        print("arsip: packing the blobs ...", flush=True)
+        timing["repack_s"] = repack(env)
         problems = web.log_problems(log)
     return {
         **timing,
@@ -369,7 +418,7 @@ def _mb(value: float) -> str:
 def table(mail: dict, arsip: dict, notmuch: dict) -> list[str]:
     """The comparison as Markdown rows."""
     memory = arsip["memory"]["idle, once searched"]
-    idle = arsip["memory"]["idle, searchable"]
+    idle = arsip["memory"]["idle, settled"]
     peak = arsip["memory"]["peak while importing"]
     disk = arsip["disk"]
     total = sum(disk.values())
@@ -380,7 +429,8 @@ def table(mail: dict, arsip: dict, notmuch: dict) -> list[str]:
         "|---|---|---|",
         f"| received → searchable | {arsip['messages'] / arsip['searchable_s']:,.0f} msgs/s "
         f"({arsip['searchable_s']:,.0f} s; import alone {arsip['import_s']:,.0f} s, "
-        f"{arsip['messages'] / arsip['import_s']:,.0f} msgs/s) "
+        f"{arsip['messages'] / arsip['import_s']:,.0f} msgs/s; settled after "
+        f"{arsip['settled_s']:,.0f} s) "
         f"| {notmuch['messages'] / notmuch['new_s']:,.0f} msgs/s ({notmuch['new_s']:,.0f} s) |",
         f"| memory | RSS {memory.rss / MIB:,.0f} MiB, PSS {memory.pss / MIB:,.0f} MiB once "
         f"searched ({arsip['processes']} processes); {idle.rss / MIB:,.0f} / "
@@ -388,7 +438,8 @@ def table(mail: dict, arsip: dict, notmuch: dict) -> list[str]:
         f"| peak RSS {notmuch['peak_rss'] / MIB:,.0f} MiB (`notmuch new`) |",
         f"| on disk | {_mb(total)} = {total / mail['bytes']:.2f}x the mail (database "
         f"{_mb(disk['database'])}, blobs {_mb(disk['blobs'])}, index {_mb(disk['index'])}, "
-        f"other {_mb(disk['other'])}) | {_mb(notmuch['disk'])} = "
+        f"other {_mb(disk['other'])}; blobs packed in {arsip['repack_s']:,.0f} s) "
+        f"| {_mb(notmuch['disk'])} = "
         f"{notmuch['disk'] / mail['bytes']:.2f}x (database only; the mail stays in the maildir) |",
         f"| command-line search, median of the type medians | {cli_a:,.0f} ms (`arsip search`, "
         f"service running) | {cli_n:,.0f} ms (`notmuch search --limit=20`) |",
