@@ -32,7 +32,7 @@ _COMMENT = re.compile(r"\([^()]*\)")
 # The forms nearly every address in real mail takes: an addr-spec of dot-atoms, alone or
 # in angle brackets after a display name of plain words and quoted strings, then a comma
 # or the end. `getaddresses` reads these a character at a time through a dozen methods
-# (40% of archiving real list mail, with its long Cc lists); for these forms its answer is
+# (a sixth of archiving real list mail, with its long Cc lists); for these forms its answer is
 # taken straight from the match, and `tests/test_parse.py` holds the two equal. Between
 # words, whitespace is spelled out: `getaddresses` splits a name at spaces and tabs only,
 # not at the others Python's `\s` knows (an addr-spec holding one is salvaged instead).

@@ -89,6 +89,7 @@ class Indexer:
         return len(entries)
 
     def _merge_put_off(self) -> None:
+        """Have the backend merge what this indexer's commits put off, if anything."""
         if self._merges_put_off:
             self.backend.merge()
             self._merges_put_off = False
