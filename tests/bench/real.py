@@ -62,6 +62,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
 import cli as cli_bench  # noqa: E402  (tests/bench/cli.py)
+import ingest as ingest_bench  # noqa: E402  (tests/bench/ingest.py)
 
 web = cli_bench.web_bench()
 
@@ -255,25 +256,16 @@ def import_until_searchable(maildir: Path, port: int, env: dict[str, str]) -> di
         time.sleep(0.5)
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time used so far by `pid` and its descendants, from /proc."""
-    ticks = 0
-    for process in web.process_tree(pid):
-        try:
-            fields = Path(f"/proc/{process}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue  # ended meanwhile
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 def wait_until_settled(pid: int, began: float) -> float:
     """Seconds from `began` until the service went idle: the indexer's merges done."""
+    tree = ingest_bench.TreeMonitor(pid)  # read by hand here, once a second
+    tree.sample()
     quiet_since = time.monotonic()
-    used = cpu_seconds(pid)
+    used = tree.cpu_seconds()
     while time.monotonic() - quiet_since < SETTLED_SECONDS:
         time.sleep(1.0)
-        now = cpu_seconds(pid)
+        tree.sample()
+        now = tree.cpu_seconds()
         if now - used >= IDLE_CPU_SECONDS:
             quiet_since = time.monotonic()
         used = now
